@@ -1,0 +1,95 @@
+# bigs: build, test and demo. `make` builds the binaries, `make test` runs every
+# suite, `make demo` trains a tiny BiGS on the bundled corpus. See README.md.
+
+CXX      ?= g++
+NVCC     ?= nvcc
+PYTHON   ?= /usr/bin/python3
+CXXFLAGS ?= -O3 -march=native -std=c++17 -Wall -Wextra -fopenmp
+# Hopper first; sm_80 is built in CI so Ampere keeps compiling.
+CUDA_ARCH ?= sm_90
+NVCCFLAGS ?= -O3 -std=c++17 -arch=$(CUDA_ARCH) -Xcompiler -Wall,-Wextra,-fopenmp,-march=native
+CUDA_LIBS = -lcublasLt -lcublas -lcufft -lgomp
+GTEST_LIBS = -lgtest -lgtest_main -pthread
+BUILD    := build
+
+HAVE_NVCC := $(shell command -v $(NVCC) >/dev/null 2>&1 && echo yes)
+
+.PHONY: all test test-asan demo clean gpu-check cuda-check format
+all: bigs tokenizer data_prep
+
+$(BUILD):
+	mkdir -p $(BUILD)
+
+# The tokenizer library, shared by tokenizer, data_prep and bigs.
+$(BUILD)/tokenizer_lib.o: tokenizer.cpp tokenizer.h unicode_tables.h | $(BUILD)
+	$(CXX) $(CXXFLAGS) -DTOKENIZER_NO_MAIN -c tokenizer.cpp -o $@
+
+tokenizer: tokenizer.cpp tokenizer.h unicode_tables.h
+	$(CXX) $(CXXFLAGS) tokenizer.cpp -o $@ -pthread
+
+data_prep: data_prep.cpp formats.h tokenizer.h $(BUILD)/tokenizer_lib.o
+	$(CXX) $(CXXFLAGS) data_prep.cpp $(BUILD)/tokenizer_lib.o -o $@ -pthread
+
+# bigs: with nvcc when it is on the PATH (CUDA + CPU paths), else CPU only.
+ifeq ($(HAVE_NVCC),yes)
+bigs: bigs.cu formats.h tokenizer.h $(BUILD)/tokenizer_lib.o
+	$(NVCC) $(NVCCFLAGS) bigs.cu $(BUILD)/tokenizer_lib.o -o $@ $(CUDA_LIBS)
+else
+bigs: bigs.cu formats.h tokenizer.h $(BUILD)/tokenizer_lib.o
+	$(CXX) $(CXXFLAGS) -x c++ bigs.cu -x none $(BUILD)/tokenizer_lib.o -o $@
+endif
+
+# CPU-only build of the trainer, always with the host compiler.
+$(BUILD)/bigs_cpu: bigs.cu formats.h tokenizer.h $(BUILD)/tokenizer_lib.o
+	$(CXX) $(CXXFLAGS) -x c++ bigs.cu -x none $(BUILD)/tokenizer_lib.o -o $@
+
+# Test suites (GoogleTest). Each includes the file it tests.
+$(BUILD)/test_model: test/test_model.cpp test/fixture.h bigs.cu formats.h $(BUILD)/tokenizer_lib.o
+	$(CXX) $(CXXFLAGS) -I. test/test_model.cpp $(BUILD)/tokenizer_lib.o -o $@ $(GTEST_LIBS)
+
+$(BUILD)/test_train: test/test_train.cpp test/fixture.h bigs.cu formats.h $(BUILD)/tokenizer_lib.o
+	$(CXX) $(CXXFLAGS) -I. test/test_train.cpp $(BUILD)/tokenizer_lib.o -o $@ $(GTEST_LIBS)
+
+$(BUILD)/test_tokenizer: test/test_tokenizer.cpp $(BUILD)/tokenizer_lib.o
+	$(CXX) $(CXXFLAGS) -I. test/test_tokenizer.cpp $(BUILD)/tokenizer_lib.o -o $@ $(GTEST_LIBS)
+
+$(BUILD)/test_data_prep: test/test_data_prep.cpp data_prep.cpp formats.h $(BUILD)/tokenizer_lib.o
+	$(CXX) $(CXXFLAGS) -I. test/test_data_prep.cpp $(BUILD)/tokenizer_lib.o -o $@ $(GTEST_LIBS)
+
+# The oracle's fixture: regenerated from dev/reference.py, never written by C++.
+$(BUILD)/fixture.bin: dev/reference.py | $(BUILD)
+	$(PYTHON) dev/reference.py --out $@
+
+TEST_BINS = $(BUILD)/test_model $(BUILD)/test_train $(BUILD)/test_tokenizer $(BUILD)/test_data_prep
+
+test: all $(TEST_BINS) $(BUILD)/fixture.bin
+	PYTHON=$(PYTHON) bash dev/run_tests.sh $(BUILD)
+
+demo: all
+	bash dev/demo.sh
+
+# Compile-only checks of the CUDA path (CI has nvcc but no GPU).
+cuda-check: | $(BUILD)
+	$(NVCC) $(NVCCFLAGS) -arch=sm_90 -c bigs.cu -o $(BUILD)/bigs_sm90.o
+	$(NVCC) $(NVCCFLAGS) -arch=sm_80 -c bigs.cu -o $(BUILD)/bigs_sm80.o
+
+gpu-check:
+	bash dev/gpu_check.sh $(BUILD)/gpu_logs
+
+format:
+	clang-format -i bigs.cu tokenizer.cpp tokenizer.h data_prep.cpp formats.h test/*.cpp test/*.h
+
+clean:
+	rm -rf $(BUILD) bigs tokenizer data_prep
+
+# The CPU suites again under AddressSanitizer and UndefinedBehaviorSanitizer.
+ASAN_FLAGS = -O1 -g -std=c++17 -fopenmp -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+ASAN_BINS = $(BUILD)/asan/test_model $(BUILD)/asan/test_train $(BUILD)/asan/test_tokenizer $(BUILD)/asan/test_data_prep
+$(BUILD)/asan/tokenizer_lib.o: tokenizer.cpp tokenizer.h unicode_tables.h
+	mkdir -p $(BUILD)/asan
+	$(CXX) $(ASAN_FLAGS) -DTOKENIZER_NO_MAIN -c tokenizer.cpp -o $@
+$(BUILD)/asan/%: test/%.cpp $(BUILD)/asan/tokenizer_lib.o bigs.cu data_prep.cpp formats.h cli.h test/fixture.h
+	$(CXX) $(ASAN_FLAGS) -I. $< $(BUILD)/asan/tokenizer_lib.o -o $@ $(GTEST_LIBS)
+
+test-asan: all $(ASAN_BINS) $(BUILD)/fixture.bin
+	set -e; for t in $(ASAN_BINS); do echo "=== $$t (ASan + UBSan)"; ASAN_OPTIONS=detect_leaks=1 $$t --gtest_brief=1; done

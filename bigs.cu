@@ -1,0 +1,2157 @@
+// bigs.cu: BiGS, the attention-free BERT of "Pretraining Without Attention"
+// (Wang, Yan, Gu, Rush, 2022), trained from one file. The model is defined in
+// shared BIGS.md; this file follows it equation by equation.
+//
+// Read it top to bottom: utilities -> config -> parameter and activation
+// tables -> each layer (the plain CPU reference, then its CUDA twin) -> the
+// model -> the optimizer -> data -> the commands.
+//
+// Dimension legend used in every shape comment:
+//   B batch (sequences)     T sequence length (= max positions of the model)
+//   H hidden                I intermediate       V vocabulary
+//   N SSM modes (complex)   L layers             P predicted rows (MLM head)
+//   Y classifier outputs (labels)
+//
+// It builds three ways: `nvcc bigs.cu` (CPU and CUDA paths), `g++ -x c++
+// bigs.cu` (CPU only), and included by the tests with BIGS_NO_MAIN defined.
+
+#include <algorithm>
+#include <cerrno>
+#include <cinttypes>
+#include <cmath>
+#include <complex>
+#include <csignal>
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include <glob.h>
+#include <sys/stat.h>
+
+#include <chrono>
+
+#include "cli.h"
+#include "formats.h"
+#include "tokenizer.h"
+
+namespace bigs {
+
+// ============================================================================
+// Utilities
+// ============================================================================
+
+// Errors travel up as a message; only the command layer prints and exits.
+struct Error {
+  std::string msg;
+};
+
+[[gnu::format(printf, 1, 2)]] static std::string strf(const char* fmt, ...) {
+  char buf[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  return buf;
+}
+
+// Counter-based random numbers: a value depends only on (seed, stream, index),
+// never on the order of calls, so a dropout mask is the same on every device
+// and after a resume, and generating it parallelises trivially.
+static inline uint64_t splitmix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+static inline float uniform_at(uint64_t seed, uint64_t stream, uint64_t i) {
+  uint64_t h = splitmix64(seed ^ splitmix64(stream ^ splitmix64(i)));
+  return (float)(h >> 40) * (1.0f / 16777216.0f);  // 24 bits: exact in fp32
+}
+
+// A small sequential generator for initialisation and masking. Its whole state
+// is one integer, so a checkpoint can store it and a resumed run continues
+// the same stream.
+struct Rng {
+  uint64_t state;
+  uint64_t next() { return splitmix64(state++); }
+  float uniform() { return (float)(next() >> 40) * (1.0f / 16777216.0f); }
+  uint32_t below(uint32_t n) { return (uint32_t)(((next() >> 32) * (uint64_t)n) >> 32); }
+  float normal() {  // Box-Muller; one draw per call keeps the state simple
+    float u1 = ((float)(next() >> 40) + 1.0f) * (1.0f / 16777217.0f);
+    float u2 = uniform();
+    return sqrtf(-2.0f * logf(u1)) * cosf(6.2831853071795864f * u2);
+  }
+};
+
+// ============================================================================
+// Config
+// ============================================================================
+
+struct Config {
+  int V = 0;       // vocabulary
+  int H = 0;       // hidden
+  int I = 0;       // intermediate
+  int L = 0;       // layers
+  int N = 0;       // SSM modes per SSM
+  int T = 0;       // sequence length = max position embeddings
+  int types = 2;   // token type vocabulary
+  int labels = 0;  // classifier outputs: 0 = MLM model only, 1 = regression
+};
+
+// Named presets. V comes from the vocabulary unless the preset fixes it.
+// large is the released BiGS-large (BIGS.md section 1); base is a BERT-base
+// sized sibling; tiny trains on two CPU cores in minutes.
+static bool config_preset(const std::string& name, Config* c) {
+  if (name == "tiny") *c = Config{0, 64, 128, 2, 16, 128, 2, 0};
+  else if (name == "base") *c = Config{30522, 768, 2304, 12, 64, 128, 2, 0};
+  else if (name == "large") *c = Config{30522, 1024, 3072, 23, 64, 128, 2, 0};
+  else return false;
+  return true;
+}
+
+static std::string config_check(const Config& c) {
+  auto bad = [](const char* what, int v, int lo, int hi) {
+    return (v < lo || v > hi) ? strf("config: %s = %d is out of range [%d, %d]\n", what, v, lo, hi)
+                              : std::string();
+  };
+  std::string e = bad("V", c.V, 8, 65535) + bad("H", c.H, 1, 1 << 16) + bad("I", c.I, 1, 1 << 18) +
+                  bad("L", c.L, 1, 1024) + bad("N", c.N, 1, 4096) + bad("T", c.T, 1, 1 << 16) +
+                  bad("types", c.types, 1, 16) + bad("labels", c.labels, 0, 64);
+  return e;
+}
+
+// ============================================================================
+// Parameter and activation tables
+// ============================================================================
+// One table each (X-macros) generates the struct of pointers, the sizes, the
+// names printed in checkpoints and tests, and the weight-decay mask, so that
+// zeroing, clipping, AdamW and checkpoint I/O are one loop over one block.
+// Per-layer tensors are stacked over L first. Dense weights are (out, in),
+// as torch.nn.Linear: y = x W^T + b.
+//
+//   X(name, element count, weight decay?, shape)
+
+#define BIGS_PARAMS(X)                                                                  \
+  X(wte, c.V* c.H, 1, "(V, H) word embeddings; the MLM decoder is tied to them")        \
+  X(wpe, c.T* c.H, 1, "(T, H) position embeddings")                                      \
+  X(wtt, c.types* c.H, 1, "(types, H) token type embeddings")                            \
+  X(ln_emb_w, c.H, 0, "(H) embedding LayerNorm scale")                                  \
+  X(ln_emb_b, c.H, 0, "(H) embedding LayerNorm bias")                                   \
+  X(ln_w, c.L* c.H, 0, "(L, H) pre-norm scale")                                          \
+  X(ln_b, c.L* c.H, 0, "(L, H) pre-norm bias")                                           \
+  X(dv_w, c.L* c.I* c.H, 1, "(L, I, H) dv: the value branch")                            \
+  X(dv_b, c.L* c.I, 0, "(L, I)")                                                         \
+  X(duf_w, c.L* c.H* c.H, 1, "(L, H, H) du_forward")                                     \
+  X(duf_b, c.L* c.H, 0, "(L, H)")                                                        \
+  X(dub_w, c.L* c.H* c.H, 1, "(L, H, H) du_backward")                                    \
+  X(dub_b, c.L* c.H, 0, "(L, H)")                                                        \
+  X(fs_a_re, c.L* c.N, 1, "(L, N) fs4: real part of A (clipped at -1e-4)")              \
+  X(fs_a_im, c.L* c.N, 1, "(L, N) fs4: imaginary part of A")                            \
+  X(fs_c, c.L* c.N * 2, 1, "(L, N, 2) fs4: C, real and imaginary")                      \
+  X(fs_d, c.L, 1, "(L) fs4: skip term D")                                                \
+  X(fs_log_step, c.L, 1, "(L) fs4: log of the step dt")                                  \
+  X(bs_a_re, c.L* c.N, 1, "(L, N) bs4")                                                  \
+  X(bs_a_im, c.L* c.N, 1, "(L, N) bs4")                                                  \
+  X(bs_c, c.L* c.N * 2, 1, "(L, N, 2) bs4")                                              \
+  X(bs_d, c.L, 1, "(L) bs4")                                                             \
+  X(bs_log_step, c.L, 1, "(L) bs4")                                                      \
+  X(ducf_w, c.L* c.H* c.H, 1, "(L, H, H) duc_forward")                                   \
+  X(ducf_b, c.L* c.H, 0, "(L, H)")                                                       \
+  X(ducb_w, c.L* c.H* c.H, 1, "(L, H, H) duc_backward")                                  \
+  X(ducb_b, c.L* c.H, 0, "(L, H)")                                                       \
+  X(dol_w, c.L* c.I* c.H, 1, "(L, I, H) dol: the gate projection")                       \
+  X(dol_b, c.L* c.I, 0, "(L, I)")                                                        \
+  X(do_w, c.L* c.H* c.I, 1, "(L, H, I) do: the output projection")                       \
+  X(do_b, c.L* c.H, 0, "(L, H)")                                                         \
+  X(head_w, c.H* c.H, 1, "(H, H) MLM transform dense")                                   \
+  X(head_b, c.H, 0, "(H)")                                                               \
+  X(head_ln_w, c.H, 0, "(H) MLM transform LayerNorm scale")                              \
+  X(head_ln_b, c.H, 0, "(H) MLM transform LayerNorm bias")                               \
+  X(head_bias, c.V, 0, "(V) MLM decoder bias")                                           \
+  X(pool_w, (c.labels ? c.H * c.H : 0), 1, "(H, H) pooler dense (classification only)") \
+  X(pool_b, (c.labels ? c.H : 0), 0, "(H)")                                              \
+  X(cls_w, c.labels* c.H, 1, "(Y, H) classifier")                                        \
+  X(cls_b, c.labels, 0, "(Y)")
+
+struct Params {
+#define X(name, count, decay, shape) float* name;
+  BIGS_PARAMS(X)
+#undef X
+};
+
+// One row of a table, for the loops that treat every tensor alike.
+struct TensorInfo {
+  const char* name;
+  size_t offset;  // in floats, from the start of the block
+  size_t count;
+  bool decay;
+  const char* shape;
+};
+
+static std::vector<TensorInfo> param_table(const Config& c) {
+  std::vector<TensorInfo> t;
+  size_t off = 0;
+#define X(name, count, decay, shape)                     \
+  t.push_back({#name, off, (size_t)(count), decay, shape}); \
+  off += (size_t)(count);
+  BIGS_PARAMS(X)
+#undef X
+  return t;
+}
+
+static size_t table_total(const std::vector<TensorInfo>& t) {
+  return t.empty() ? 0 : t.back().offset + t.back().count;
+}
+
+static void point_params(Params* p, float* base, const Config& c) {
+  size_t off = 0;
+#define X(name, count, decay, shape) \
+  p->name = base + off;              \
+  off += (size_t)(count);
+  BIGS_PARAMS(X)
+#undef X
+}
+
+// Activations saved by the forward pass for the backward pass, for a batch of
+// B sequences and up to R rows through the MLM head.
+#define BIGS_ACTS(X)                                                              \
+  X(emb, B* T* c.H, "(B, T, H) word + position + type embedding, before LayerNorm") \
+  X(emb_mean, B* T, "(B, T) its LayerNorm statistics")                              \
+  X(emb_rstd, B* T, "(B, T)")                                                       \
+  X(emb_ln, B* T* c.H, "(B, T, H) after LayerNorm, before dropout")                \
+  X(res, (c.L + 1) * B * T * c.H, "(L+1, B, T, H) residual stream; res[0] = embeddings") \
+  X(ln, c.L* B* T* c.H, "(L, B, T, H) h = LayerNorm_l(x)")                          \
+  X(ln_mean, c.L* B* T, "(L, B, T)")                                                \
+  X(ln_rstd, c.L* B* T, "(L, B, T)")                                                \
+  X(v_pre, c.L* B* T* c.I, "(L, B, T, I) h Wv + bv")                                \
+  X(v, c.L* B* T* c.I, "(L, B, T, I) gelu_tanh(v_pre)")                             \
+  X(uf_pre, c.L* B* T* c.H, "(L, B, T, H)")                                         \
+  X(uf, c.L* B* T* c.H, "(L, B, T, H) forward SSM input")                           \
+  X(ub_pre, c.L* B* T* c.H, "(L, B, T, H) in original time order")                  \
+  X(ub, c.L* B* T* c.H, "(L, B, T, H) backward SSM input, original time order")     \
+  X(kf, c.L* T, "(L, T) forward SSM kernel K")                                      \
+  X(kb, c.L* T, "(L, T) backward SSM kernel K")                                     \
+  X(sf, c.L* B* T* c.H, "(L, B, T, H) forward SSM output")                          \
+  X(sb, c.L* B* T* c.H, "(L, B, T, H) backward SSM output, original time order")    \
+  X(cf, c.L* B* T* c.H, "(L, B, T, H)")                                             \
+  X(cb, c.L* B* T* c.H, "(L, B, T, H)")                                             \
+  X(gate, c.L* B* T* c.H, "(L, B, T, H) cf * cb")                                   \
+  X(g_pre, c.L* B* T* c.I, "(L, B, T, I)")                                          \
+  X(g, c.L* B* T* c.I, "(L, B, T, I) gelu_tanh(g_pre)")                             \
+  X(gv, c.L* B* T* c.I, "(L, B, T, I) g * v")                                       \
+  X(head_in, R* c.H, "(R, H) final hidden states of the predicted rows")           \
+  X(head_pre, R* c.H, "(R, H)")                                                     \
+  X(head_act, R* c.H, "(R, H) gelu_erf(head_pre)")                                  \
+  X(head_ln, R* c.H, "(R, H)")                                                      \
+  X(head_mean, R, "(R)")                                                            \
+  X(head_rstd, R, "(R)")                                                            \
+  X(logits, R* c.V, "(R, V) MLM logits of the predicted rows")                     \
+  X(row_loss, R, "(R) cross-entropy of each predicted row")                        \
+  X(pooled, B* c.H, "(B, H) mean of the final states over non-padding tokens")      \
+  X(pool_pre, B* c.H, "(B, H) pooled Wp + bp")                                      \
+  X(pool, B* c.H, "(B, H) tanh(pool_pre)")                                          \
+  X(pool_drop, B* c.H, "(B, H) pool after dropout")                                 \
+  X(cls_logits, B* c.labels, "(B, Y)")                                               \
+  X(cls_loss, B, "(B) loss of each sequence")
+
+// Per-layer scratch for the backward pass: reused by every layer.
+#define BIGS_SCRATCH(X)                                       \
+  X(dres, B* T* c.H, "(B, T, H) gradient of the residual stream") \
+  X(dh, B* T* c.H, "(B, T, H)")                               \
+  X(duf, B* T* c.H, "(B, T, H)")                              \
+  X(dub, B* T* c.H, "(B, T, H)")                              \
+  X(dsf, B* T* c.H, "(B, T, H)")                              \
+  X(dsb, B* T* c.H, "(B, T, H)")                              \
+  X(dcf, B* T* c.H, "(B, T, H)")                              \
+  X(dcb, B* T* c.H, "(B, T, H)")                              \
+  X(dgate, B* T* c.H, "(B, T, H)")                            \
+  X(dv, B* T* c.I, "(B, T, I)")                               \
+  X(dg, B* T* c.I, "(B, T, I)")                               \
+  X(dgv, B* T* c.I, "(B, T, I)")                              \
+  X(dk, T, "(T) gradient of one SSM kernel")                  \
+  X(dhead, R* c.H, "(R, H)")                                  \
+  X(dhead2, R* c.H, "(R, H)")                                 \
+  X(dlogits, R* c.V, "(R, V)")                                \
+  X(dpool, B* c.H, "(B, H)")                                  \
+  X(dpooled, B* c.H, "(B, H)")                                \
+  X(dcls_logits, B* c.labels, "(B, Y)")
+
+struct Acts {
+#define X(name, count, shape) float* name;
+  BIGS_ACTS(X)
+  BIGS_SCRATCH(X)
+#undef X
+  int* rows;  // (R) flat index b * T + t of each predicted row
+  int* row_target;  // (R) its target token
+};
+
+static std::vector<TensorInfo> act_table(const Config& c, size_t B, size_t R) {
+  size_t T = (size_t)c.T;
+  std::vector<TensorInfo> t;
+  size_t off = 0;
+#define X(name, count, shape)                                 \
+  t.push_back({#name, off, (size_t)(count), false, shape}); \
+  off += (size_t)(count);
+  BIGS_ACTS(X)
+  BIGS_SCRATCH(X)
+#undef X
+  return t;
+}
+
+static void point_acts(Acts* a, float* base, const Config& c, size_t B, size_t R) {
+  size_t T = (size_t)c.T;
+  size_t off = 0;
+#define X(name, count, shape) \
+  a->name = base + off;       \
+  off += (size_t)(count);
+  BIGS_ACTS(X)
+  BIGS_SCRATCH(X)
+#undef X
+}
+
+// ============================================================================
+// Layers
+// ============================================================================
+// Every layer has one signature shape: outputs, inputs, weights, dimensions.
+// A backward pass takes the d-prefixed gradient of the forward's output and
+// the statistics the forward saved; "+=" in its comment means it accumulates
+// into its outputs (the caller zeroes them), "=" that it overwrites.
+// The CPU versions are templates so the tests can run them in double
+// precision for finite differences; the model instantiates them with float.
+
+// ---------------------------------------------------------------------------
+// Embeddings: e = wte[id] + wpe[t] + wtt[type]
+// ---------------------------------------------------------------------------
+
+template <class F>
+void embedding_forward_cpu(F* out, const int* ids, const int* types, const F* wte, const F* wpe,
+                           const F* wtt, int B, int T, int H) {  // out (B, T, H) =
+#pragma omp parallel for collapse(2)
+  for (int b = 0; b < B; b++)
+    for (int t = 0; t < T; t++) {
+      const F* w = wte + (size_t)ids[b * T + t] * H;
+      const F* p = wpe + (size_t)t * H;
+      const F* y = wtt + (size_t)types[b * T + t] * H;
+      F* o = out + ((size_t)b * T + t) * H;
+      for (int h = 0; h < H; h++) o[h] = w[h] + p[h] + y[h];
+    }
+}
+
+// dwte, dwpe, dwtt +=. Rows of dwte are shared between tokens, so the
+// parallel loop runs over channels: every sum then has one fixed order and
+// the result is bit-reproducible for any thread count.
+template <class F>
+void embedding_backward_cpu(F* dwte, F* dwpe, F* dwtt, const F* dout, const int* ids, const int* types,
+                            int B, int T, int H) {
+#pragma omp parallel for
+  for (int h = 0; h < H; h++)
+    for (int b = 0; b < B; b++)
+      for (int t = 0; t < T; t++) {
+        F d = dout[((size_t)b * T + t) * H + h];
+        dwte[(size_t)ids[b * T + t] * H + h] += d;
+        dwpe[(size_t)t * H + h] += d;
+        dwtt[(size_t)types[b * T + t] * H + h] += d;
+      }
+}
+
+// ---------------------------------------------------------------------------
+// LayerNorm over the last axis (eps = 1e-12, BIGS.md section 1)
+// ---------------------------------------------------------------------------
+
+constexpr double kLayerNormEps = 1e-12;
+
+template <class F>
+void layernorm_forward_cpu(F* out, F* mean, F* rstd, const F* inp, const F* w, const F* b, int rows,
+                           int C) {  // out (rows, C), mean, rstd (rows) =
+#pragma omp parallel for
+  for (int r = 0; r < rows; r++) {
+    const F* x = inp + (size_t)r * C;
+    F m = 0;
+    for (int i = 0; i < C; i++) m += x[i];
+    m /= C;
+    F var = 0;  // two passes: no cancellation when |mean| >> std
+    for (int i = 0; i < C; i++) var += (x[i] - m) * (x[i] - m);
+    var /= C;
+    F s = (F)1 / std::sqrt(var + (F)kLayerNormEps);
+    F* o = out + (size_t)r * C;
+    for (int i = 0; i < C; i++) o[i] = (x[i] - m) * s * w[i] + b[i];
+    mean[r] = m;
+    rstd[r] = s;
+  }
+}
+
+// dinp, dw, db +=.
+template <class F>
+void layernorm_backward_cpu(F* dinp, F* dw, F* db, const F* dout, const F* inp, const F* w,
+                            const F* mean, const F* rstd, int rows, int C) {
+#pragma omp parallel for
+  for (int r = 0; r < rows; r++) {
+    const F* x = inp + (size_t)r * C;
+    const F* d = dout + (size_t)r * C;
+    F m = mean[r], s = rstd[r];
+    // dx = s * (dn - mean(dn) - n * mean(dn * n)), with n the normalised
+    // input and dn = dout * w: the two means are the gradient flowing back
+    // through the mean and through the variance.
+    F mean_dn = 0, mean_dn_n = 0;
+    for (int i = 0; i < C; i++) {
+      F dn = d[i] * w[i];
+      mean_dn += dn;
+      mean_dn_n += dn * (x[i] - m) * s;
+    }
+    mean_dn /= C;
+    mean_dn_n /= C;
+    F* dx = dinp + (size_t)r * C;
+    for (int i = 0; i < C; i++) {
+      F n = (x[i] - m) * s;
+      dx[i] += s * (d[i] * w[i] - mean_dn - n * mean_dn_n);
+    }
+  }
+#pragma omp parallel for
+  for (int i = 0; i < C; i++) {
+    F sw = 0, sb = 0;
+    for (int r = 0; r < rows; r++) {
+      F d = dout[(size_t)r * C + i];
+      sw += d * (inp[(size_t)r * C + i] - mean[r]) * rstd[r];
+      sb += d;
+    }
+    dw[i] += sw;
+    db[i] += sb;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Dense: out = inp W^T + b, W (out_dim, in_dim)
+// ---------------------------------------------------------------------------
+
+// Rows go four at a time so each weight row, once loaded, serves four dot
+// products: the loop is then bound by arithmetic rather than by re-reading W.
+template <class F>
+void dense_forward_cpu(F* out, const F* inp, const F* w, const F* bias, int rows, int in_dim,
+                       int out_dim) {  // out (rows, out_dim) =
+  const int R4 = (rows + 3) / 4;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int rb = 0; rb < R4; rb++)
+    for (int o = 0; o < out_dim; o++) {
+      const F* wr = w + (size_t)o * in_dim;
+      int r0 = rb * 4, nr = std::min(4, rows - r0);
+      // Rows past the end repeat the last one; their sums are not stored.
+      const F* x0 = inp + (size_t)r0 * in_dim;
+      const F* x1 = inp + (size_t)(r0 + std::min(1, nr - 1)) * in_dim;
+      const F* x2 = inp + (size_t)(r0 + std::min(2, nr - 1)) * in_dim;
+      const F* x3 = inp + (size_t)(r0 + std::min(3, nr - 1)) * in_dim;
+      F s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+      for (int i = 0; i < in_dim; i++) {
+        s0 += x0[i] * wr[i];
+        s1 += x1[i] * wr[i];
+        s2 += x2[i] * wr[i];
+        s3 += x3[i] * wr[i];
+      }
+      F b = bias ? bias[o] : (F)0, s[4] = {s0, s1, s2, s3};
+      for (int k = 0; k < nr; k++) out[(size_t)(r0 + k) * out_dim + o] = s[k] + b;
+    }
+}
+
+// dinp, dw, db += (dinp may be null when the input needs no gradient).
+// dw walks the rows in blocks that stay in cache while every output row of
+// dw this thread owns is updated from them.
+template <class F>
+void dense_backward_cpu(F* dinp, F* dw, F* db, const F* dout, const F* inp, const F* w, int rows,
+                        int in_dim, int out_dim) {
+  if (dinp) {  // four rows at a time again, sharing each weight row
+#pragma omp parallel for schedule(static)
+    for (int r0 = 0; r0 < rows; r0 += 4) {
+      int nr = std::min(4, rows - r0);
+      for (int o = 0; o < out_dim; o++) {
+        const F* wr = w + (size_t)o * in_dim;
+        F d[4] = {0, 0, 0, 0};
+        for (int k = 0; k < nr; k++) d[k] = dout[(size_t)(r0 + k) * out_dim + o];
+        F* dx0 = dinp + (size_t)r0 * in_dim;
+        if (nr == 4) {
+          F *dx1 = dx0 + in_dim, *dx2 = dx1 + in_dim, *dx3 = dx2 + in_dim;
+#pragma omp simd
+          for (int i = 0; i < in_dim; i++) {
+            dx0[i] += d[0] * wr[i];
+            dx1[i] += d[1] * wr[i];
+            dx2[i] += d[2] * wr[i];
+            dx3[i] += d[3] * wr[i];
+          }
+        } else {
+          for (int k = 0; k < nr; k++)
+            for (int i = 0; i < in_dim; i++) dx0[(size_t)k * in_dim + i] += d[k] * wr[i];
+        }
+      }
+    }
+  }
+  const int kBlock = 32;
+#pragma omp parallel for schedule(static)
+  for (int o = 0; o < out_dim; o++) {
+    F sb = 0;
+    for (int r = 0; r < rows; r++) sb += dout[(size_t)r * out_dim + o];
+    if (db) db[o] += sb;
+  }
+#pragma omp parallel
+  {
+    for (int r0 = 0; r0 < rows; r0 += kBlock) {
+      int r1 = std::min(rows, r0 + kBlock);
+#pragma omp for schedule(static) nowait
+      for (int o = 0; o < out_dim; o++) {
+        F* dwr = dw + (size_t)o * in_dim;
+        for (int r = r0; r < r1; r++) {
+          F d = dout[(size_t)r * out_dim + o];
+          const F* x = inp + (size_t)r * in_dim;
+#pragma omp simd
+          for (int i = 0; i < in_dim; i++) dwr[i] += d * x[i];
+        }
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Activations: GELU (tanh form in the layers, erf form in the MLM head), tanh
+// ---------------------------------------------------------------------------
+
+// tanh through exp: 1 - 2 / (1 + e^2u). glibc's expf is several times faster
+// than its tanhf and this form is exact at both tails; near 0 the absolute
+// error stays at rounding level, which is all 1 + tanh needs.
+template <class F>
+F fast_tanh(F u) {
+  return (F)1 - (F)2 / ((F)1 + std::exp((F)2 * u));
+}
+template <class F>
+F gelu_tanh(F x) {
+  const F k = (F)0.7978845608028654;  // sqrt(2 / pi)
+  return (F)0.5 * x * ((F)1 + fast_tanh(k * (x + (F)0.044715 * x * x * x)));
+}
+template <class F>
+F gelu_tanh_grad(F x) {
+  const F k = (F)0.7978845608028654;
+  F th = fast_tanh(k * (x + (F)0.044715 * x * x * x));
+  return (F)0.5 * ((F)1 + th) + (F)0.5 * x * ((F)1 - th * th) * k * ((F)1 + (F)0.134145 * x * x);
+}
+template <class F>
+F gelu_erf(F x) {
+  return (F)0.5 * x * ((F)1 + std::erf(x * (F)0.7071067811865476));
+}
+template <class F>
+F gelu_erf_grad(F x) {
+  return (F)0.5 * ((F)1 + std::erf(x * (F)0.7071067811865476)) +
+         x * (F)0.3989422804014327 * std::exp((F)-0.5 * x * x);  // x * pdf(x)
+}
+
+enum class Act { GeluTanh, GeluErf, Tanh };
+
+template <class F>
+void activation_forward_cpu(F* out, const F* inp, size_t n, Act act) {  // out =
+#pragma omp parallel for
+  for (size_t i = 0; i < n; i++)
+    out[i] = act == Act::GeluTanh ? gelu_tanh(inp[i]) : act == Act::GeluErf ? gelu_erf(inp[i])
+                                                                              : std::tanh(inp[i]);
+}
+
+// dinp = dout * act'(inp). dinp may alias dout.
+template <class F>
+void activation_backward_cpu(F* dinp, const F* dout, const F* inp, size_t n, Act act) {
+#pragma omp parallel for
+  for (size_t i = 0; i < n; i++) {
+    F g = act == Act::GeluTanh ? gelu_tanh_grad(inp[i])
+          : act == Act::GeluErf ? gelu_erf_grad(inp[i])
+                                : (F)1 - std::tanh(inp[i]) * std::tanh(inp[i]);
+    dinp[i] = dout[i] * g;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Multiplicative gate: out = a * b, elementwise
+// ---------------------------------------------------------------------------
+
+template <class F>
+void gate_forward_cpu(F* out, const F* a, const F* b, size_t n) {  // out =
+#pragma omp parallel for
+  for (size_t i = 0; i < n; i++) out[i] = a[i] * b[i];
+}
+
+template <class F>
+void gate_backward_cpu(F* da, F* db, const F* dout, const F* a, const F* b, size_t n) {  // da, db =
+#pragma omp parallel for
+  for (size_t i = 0; i < n; i++) {
+    da[i] = dout[i] * b[i];
+    db[i] = dout[i] * a[i];
+  }
+}
+
+// ---------------------------------------------------------------------------
+// S4D kernel (BIGS.md section 3), one kernel shared by all H channels:
+//   dt = exp(log_step),  A_n = min(A_re_n, -1e-4) + i A_im_n
+//   Ct_n = C_n (exp(dt A_n) - 1) / A_n        (zero-order hold)
+//   K[l] = Re sum_n Ct_n exp(l dt A_n)
+// ---------------------------------------------------------------------------
+
+constexpr double kMaxARe = -1e-4;
+
+// The complex arithmetic runs in double whatever F is: it is O(N T), a
+// vanishing share of the step, and the kernel sums N terms that can cancel.
+template <class F>
+void s4d_kernel_forward_cpu(F* K, const F* a_re, const F* a_im, const F* c, F log_step, int N,
+                            int T) {  // K (T) =
+  using Cx = std::complex<double>;
+  double dt = std::exp((double)log_step);
+  std::vector<double> acc(T, 0.0);
+  for (int n = 0; n < N; n++) {
+    Cx A(std::min((double)a_re[n], kMaxARe), (double)a_im[n]);
+    Cx ct = Cx(c[2 * n], c[2 * n + 1]) * (std::exp(dt * A) - 1.0) / A;
+    // exp(l dt A) directly rather than by repeated multiplication: no error
+    // growth with l, which matters at T = 4096.
+    for (int l = 0; l < T; l++) acc[l] += std::real(ct * std::exp((double)l * dt * A));
+  }
+  for (int l = 0; l < T; l++) K[l] = (F)acc[l];
+}
+
+// da_re, da_im, dc, dlog_step += the gradient of sum_l dK[l] K[l].
+// With z_n = exp(dt A_n), E_n = (z_n - 1) / A_n, Ct_n = C_n E_n, and the
+// complex gradient of a real loss written g_w = dL/dRe(w) + i dL/dIm(w),
+// a holomorphic step w -> f(w) sends g back as g conj(f'(w)):
+//   g_Ct = conj(G0),            G0 = sum_l dK[l] z^l,  G1 = sum_l l dK[l] z^l
+//   g_C  = g_Ct conj(E),  g_E = g_Ct conj(C)
+//   g_A  = conj(Ct dt G1) + g_E conj(dE/dA),   dE/dA = (dt z - E) / A
+//   dL/ddt = Re(Ct A G1) + Re(conj(g_E) z)
+// and dlog_step = dt dL/ddt; the clip passes g_A's real part only where
+// A_re < -1e-4.
+template <class F>
+void s4d_kernel_backward_cpu(F* da_re, F* da_im, F* dc, F* dlog_step, const F* dK, const F* a_re,
+                             const F* a_im, const F* c, F log_step, int N, int T) {
+  using Cx = std::complex<double>;
+  double dt = std::exp((double)log_step), ddt = 0;
+  for (int n = 0; n < N; n++) {
+    bool clipped = !((double)a_re[n] < kMaxARe);
+    Cx A(clipped ? kMaxARe : (double)a_re[n], (double)a_im[n]);
+    Cx C(c[2 * n], c[2 * n + 1]);
+    Cx z = std::exp(dt * A);
+    Cx E = (z - 1.0) / A;
+    Cx ct = C * E;
+    Cx G0 = 0, G1 = 0;
+    for (int l = 0; l < T; l++) {
+      Cx zl = std::exp((double)l * dt * A);
+      G0 += (double)dK[l] * zl;
+      G1 += ((double)l * dK[l]) * zl;
+    }
+    Cx g_ct = std::conj(G0);
+    Cx g_c = g_ct * std::conj(E);
+    Cx g_e = g_ct * std::conj(C);
+    Cx g_a = std::conj(ct * dt * G1) + g_e * std::conj((dt * z - E) / A);
+    ddt += std::real(ct * A * G1) + std::real(std::conj(g_e) * z);
+    if (!clipped) da_re[n] += (F)std::real(g_a);
+    da_im[n] += (F)std::imag(g_a);
+    dc[2 * n] += (F)std::real(g_c);
+    dc[2 * n + 1] += (F)std::imag(g_c);
+  }
+  *dlog_step += (F)(ddt * dt);
+}
+
+// ---------------------------------------------------------------------------
+// SSM convolution with skip term, per channel, over (B, T, H):
+//   causal      y[t] = sum_{s <= t} K[t - s] u[s] + D u[t]     (forward SSM)
+//   anti-causal y[t] = sum_{s >= t} K[s - t] u[s] + D u[t]     (backward SSM)
+// The anti-causal form is the backward SSM of BIGS.md read in original time
+// order: flip, causal convolution, flip back. Computing it directly means
+// nothing is ever flipped in memory. Each direction's backward pass is the
+// other direction's forward, so two functions cover all four cases.
+// Two implementations: the direct sum (O(T^2), the reference) and an FFT of
+// length >= 2T (zero padding makes the circular product linear).
+// ---------------------------------------------------------------------------
+
+template <class F>
+void ssm_conv_direct_cpu(F* out, const F* inp, const F* K, F D, int B, int T, int H,
+                         bool anticausal) {  // out (B, T, H) =
+#pragma omp parallel for collapse(2)
+  for (int b = 0; b < B; b++)
+    for (int t = 0; t < T; t++) {
+      F* y = out + ((size_t)b * T + t) * H;
+      const F* u0 = inp + (size_t)b * T * H;
+      for (int h = 0; h < H; h++) y[h] = D * u0[(size_t)t * H + h];
+      int s0 = anticausal ? t : 0, s1 = anticausal ? T : t + 1;
+      for (int s = s0; s < s1; s++) {
+        F k = K[anticausal ? s - t : t - s];
+        const F* u = u0 + (size_t)s * H;
+#pragma omp simd
+        for (int h = 0; h < H; h++) y[h] += k * u[h];
+      }
+    }
+}
+
+// In-place iterative radix-2 FFT; n must be a power of two. tw holds the n/2
+// twiddles exp(-2 pi i k / n), computed once per size in double (error then
+// stays at rounding level); inverse = true gives the unscaled inverse.
+template <class F>
+void fft_cpu(std::complex<F>* x, int n, const std::complex<F>* tw, bool inverse) {
+  for (int i = 1, j = 0; i < n; i++) {  // bit-reversal permutation
+    int bit = n >> 1;
+    for (; j & bit; bit >>= 1) j ^= bit;
+    j ^= bit;
+    if (i < j) std::swap(x[i], x[j]);
+  }
+  for (int len = 2; len <= n; len <<= 1) {
+    int stride = n / len;
+    for (int i = 0; i < n; i += len)
+      for (int k = 0; k < len / 2; k++) {
+        std::complex<F> w = inverse ? std::conj(tw[k * stride]) : tw[k * stride];
+        std::complex<F> a = x[i + k], b = x[i + k + len / 2] * w;
+        x[i + k] = a + b;
+        x[i + k + len / 2] = a - b;
+      }
+  }
+}
+
+template <class F>
+std::vector<std::complex<F>> fft_twiddles(int n) {
+  std::vector<std::complex<F>> tw(n / 2);
+  for (int k = 0; k < n / 2; k++) tw[k] = std::complex<F>((F)std::cos(-2 * M_PI * k / n), (F)std::sin(-2 * M_PI * k / n));
+  return tw;
+}
+
+static int fft_size(int T) {  // smallest power of two >= 2T
+  int n = 1;
+  while (n < 2 * T) n <<= 1;
+  return n;
+}
+
+template <class F>
+void ssm_conv_fft_cpu(F* out, const F* inp, const F* K, F D, int B, int T, int H,
+                      bool anticausal) {  // out (B, T, H) =
+  using Cx = std::complex<F>;
+  int n = fft_size(T);
+  // The kernel's spectrum once; the anti-causal sum is a correlation, whose
+  // spectrum is the conjugate of the kernel's.
+  std::vector<Cx> tw = fft_twiddles<F>(n), kf(n, Cx(0));
+  for (int l = 0; l < T; l++) kf[l] = K[l];
+  fft_cpu(kf.data(), n, tw.data(), false);
+  if (anticausal)
+    for (auto& v : kf) v = std::conj(v);
+#pragma omp parallel
+  {
+    std::vector<Cx> buf(n);
+#pragma omp for collapse(2)
+    for (int b = 0; b < B; b++)
+      for (int h = 0; h < H; h++) {
+        const F* u = inp + (size_t)b * T * H + h;
+        F* y = out + (size_t)b * T * H + h;
+        std::fill(buf.begin(), buf.end(), Cx(0));
+        for (int t = 0; t < T; t++) buf[t] = u[(size_t)t * H];
+        fft_cpu(buf.data(), n, tw.data(), false);
+        for (int i = 0; i < n; i++) buf[i] *= kf[i];
+        fft_cpu(buf.data(), n, tw.data(), true);
+        for (int t = 0; t < T; t++) y[(size_t)t * H] = buf[t].real() / (F)n + D * u[(size_t)t * H];
+      }
+  }
+}
+
+// Above this length the FFT is cheaper than the direct sum on a CPU (measured
+// on 2 cores: at T = 128 the direct sum is 6x faster than this radix-2 FFT).
+constexpr int kFftMinT = 1024;
+
+template <class F>
+void ssm_conv_forward_cpu(F* out, const F* inp, const F* K, F D, int B, int T, int H, bool anticausal) {
+  if (T >= kFftMinT) ssm_conv_fft_cpu(out, inp, K, D, B, T, H, anticausal);
+  else ssm_conv_direct_cpu(out, inp, K, D, B, T, H, anticausal);
+}
+
+// dinp = the opposite-direction convolution of dout (overwrites);
+// dK[l] += sum over b, h, t of dout[t] inp[t -+ l]; dD += sum dout * inp.
+template <class F>
+void ssm_conv_backward_cpu(F* dinp, F* dK, F* dD, const F* dout, const F* inp, const F* K, F D, int B,
+                           int T, int H, bool anticausal) {
+  ssm_conv_forward_cpu(dinp, dout, K, D, B, T, H, !anticausal);
+  // dK: the lag-l correlation of dout with inp, summed over every channel.
+  // Parallel over lags, so each sum has one fixed order.
+#pragma omp parallel for
+  for (int l = 0; l < T; l++) {
+    F sum = 0;
+    for (int b = 0; b < B; b++)
+      for (int t = anticausal ? 0 : l; t < (anticausal ? T - l : T); t++) {
+        const F* d = dout + ((size_t)b * T + t) * H;
+        const F* u = inp + ((size_t)b * T + (anticausal ? t + l : t - l)) * H;
+#pragma omp simd reduction(+ : sum)
+        for (int h = 0; h < H; h++) sum += d[h] * u[h];
+      }
+    dK[l] += sum;
+  }
+  // dD: per-sequence partial sums, then a serial total; an OpenMP float
+  // reduction would combine partials in arrival order, and bit-exact resume
+  // needs one fixed order.
+  std::vector<F> part(B, (F)0);
+#pragma omp parallel for
+  for (int b = 0; b < B; b++) {
+    const F* d = dout + (size_t)b * T * H;
+    const F* u = inp + (size_t)b * T * H;
+    F sum = 0;
+    for (size_t i = 0; i < (size_t)T * H; i++) sum += d[i] * u[i];
+    part[b] = sum;
+  }
+  for (int b = 0; b < B; b++) *dD += part[b];
+}
+
+// ---------------------------------------------------------------------------
+// Dropout. The keep mask is a pure function of (seed, stream, element), so
+// the backward pass recomputes it instead of storing it.
+// ---------------------------------------------------------------------------
+
+template <class F>
+void dropout_forward_cpu(F* out, const F* inp, size_t n, float p, uint64_t seed, uint64_t stream) {
+  F scale = (F)1 / ((F)1 - (F)p);  // out = inp * mask / (1 - p)
+#pragma omp parallel for
+  for (size_t i = 0; i < n; i++)
+    out[i] = (p > 0 && uniform_at(seed, stream, i) < p) ? (F)0 : (p > 0 ? inp[i] * scale : inp[i]);
+}
+
+// dinp = dout through the same mask. dinp may alias dout.
+template <class F>
+void dropout_backward_cpu(F* dinp, const F* dout, size_t n, float p, uint64_t seed, uint64_t stream) {
+  dropout_forward_cpu(dinp, dout, n, p, seed, stream);
+}
+
+// ---------------------------------------------------------------------------
+// Softmax cross-entropy over rows of logits
+// ---------------------------------------------------------------------------
+
+template <class F>
+void crossentropy_forward_cpu(F* losses, const F* logits, const int* targets, int rows,
+                              int V) {  // losses (rows) =
+#pragma omp parallel for
+  for (int r = 0; r < rows; r++) {
+    const F* x = logits + (size_t)r * V;
+    F mx = x[0];
+    for (int v = 1; v < V; v++) mx = std::max(mx, x[v]);
+    F sum = 0;
+    for (int v = 0; v < V; v++) sum += std::exp(x[v] - mx);
+    losses[r] = std::log(sum) + mx - x[targets[r]];
+  }
+}
+
+// dlogits = scale * (softmax(logits) - onehot(target)).
+template <class F>
+void crossentropy_backward_cpu(F* dlogits, const F* logits, const int* targets, F scale, int rows,
+                               int V) {
+#pragma omp parallel for
+  for (int r = 0; r < rows; r++) {
+    const F* x = logits + (size_t)r * V;
+    F* d = dlogits + (size_t)r * V;
+    F mx = x[0];
+    for (int v = 1; v < V; v++) mx = std::max(mx, x[v]);
+    F sum = 0;
+    for (int v = 0; v < V; v++) sum += std::exp(x[v] - mx);
+    for (int v = 0; v < V; v++) d[v] = scale * (std::exp(x[v] - mx) / sum - (v == targets[r]));
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Pooler input: the mean of the final hidden states over non-padding tokens
+// ---------------------------------------------------------------------------
+
+template <class F>
+void meanpool_forward_cpu(F* out, const F* inp, const int* ids, int pad_id, int B, int T,
+                          int H) {  // out (B, H) =
+#pragma omp parallel for
+  for (int b = 0; b < B; b++) {
+    F* o = out + (size_t)b * H;
+    for (int h = 0; h < H; h++) o[h] = 0;
+    int count = 0;
+    for (int t = 0; t < T; t++) {
+      if (ids[b * T + t] == pad_id) continue;
+      count++;
+      const F* x = inp + ((size_t)b * T + t) * H;
+      for (int h = 0; h < H; h++) o[h] += x[h];
+    }
+    for (int h = 0; h < H; h++) o[h] /= (F)std::max(count, 1);  // all-padding rows pool to 0
+  }
+}
+
+// dinp +=.
+template <class F>
+void meanpool_backward_cpu(F* dinp, const F* dout, const int* ids, int pad_id, int B, int T, int H) {
+#pragma omp parallel for
+  for (int b = 0; b < B; b++) {
+    int count = 0;
+    for (int t = 0; t < T; t++) count += ids[b * T + t] != pad_id;
+    F inv = (F)1 / (F)std::max(count, 1);
+    for (int t = 0; t < T; t++) {
+      if (ids[b * T + t] == pad_id) continue;
+      F* dx = dinp + ((size_t)b * T + t) * H;
+      for (int h = 0; h < H; h++) dx[h] += dout[(size_t)b * H + h] * inv;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// HiPPO-LegS initialisation of A_im (BIGS.md section 3)
+// ---------------------------------------------------------------------------
+// S = -M + p p^T is -1/2 on the diagonal plus a real skew-symmetric part W.
+// The imaginary parts of S's eigenvalues are the eigenvalues of the
+// Hermitian matrix -iW. A Hermitian X + iY has the same eigenvalues, each
+// twice, as the real symmetric [[X, -Y], [Y, X]]; here X = 0 and Y = -W, so
+// a plain Jacobi solver on a 2N x 2N real matrix is all we need.
+
+static std::vector<double> symmetric_eigenvalues(std::vector<double> a, int n) {
+  for (int sweep = 0; sweep < 100; sweep++) {
+    double off = 0;
+    for (int i = 0; i < n; i++)
+      for (int j = i + 1; j < n; j++) off += a[i * n + j] * a[i * n + j];
+    if (off < 1e-22) break;
+    for (int p = 0; p < n; p++)
+      for (int q = p + 1; q < n; q++) {
+        double apq = a[p * n + q];
+        if (std::fabs(apq) < 1e-300) continue;
+        // The rotation that zeroes a[p][q] (Golub & Van Loan, alg. 8.5.1).
+        double tau = (a[q * n + q] - a[p * n + p]) / (2 * apq);
+        double t = (tau >= 0 ? 1 : -1) / (std::fabs(tau) + std::sqrt(1 + tau * tau));
+        double cs = 1 / std::sqrt(1 + t * t), sn = t * cs;
+        for (int k = 0; k < n; k++) {  // columns p and q
+          double akp = a[k * n + p], akq = a[k * n + q];
+          a[k * n + p] = cs * akp - sn * akq;
+          a[k * n + q] = sn * akp + cs * akq;
+        }
+        for (int k = 0; k < n; k++) {  // rows p and q
+          double apk = a[p * n + k], aqk = a[q * n + k];
+          a[p * n + k] = cs * apk - sn * aqk;
+          a[q * n + k] = sn * apk + cs * aqk;
+        }
+      }
+  }
+  std::vector<double> ev(n);
+  for (int i = 0; i < n; i++) ev[i] = a[i * n + i];
+  std::sort(ev.begin(), ev.end());
+  return ev;
+}
+
+// A_im for N modes, ascending.
+static std::vector<double> hippo_a_im(int N) {
+  auto S = [](int n, int k) {  // S = -M + p p^T, with p_n = sqrt(n + 1/2)
+    double M = n > k ? std::sqrt(2.0 * n + 1) * std::sqrt(2.0 * k + 1) : n == k ? n + 1.0 : 0.0;
+    return -M + std::sqrt(n + 0.5) * std::sqrt(k + 0.5);
+  };
+  int n2 = 2 * N;
+  std::vector<double> a((size_t)n2 * n2, 0.0);
+  for (int i = 0; i < N; i++)
+    for (int j = 0; j < N; j++) {
+      double w = 0.5 * (S(i, j) - S(j, i));  // the skew-symmetric part W
+      a[(size_t)i * n2 + (N + j)] = w;        // -Y = W
+      a[(size_t)(N + i) * n2 + j] = -w;       //  Y = -W
+    }
+  std::vector<double> ev = symmetric_eigenvalues(a, n2), out(N);
+  for (int i = 0; i < N; i++) out[i] = ev[2 * i];  // each eigenvalue appears twice
+  return out;
+}
+
+// ============================================================================
+// Model
+// ============================================================================
+
+struct Model {
+  Config c;
+  int B = 0;  // batch capacity (sequences)
+  int R = 0;  // MLM head row capacity (predicted positions per batch)
+  std::vector<TensorInfo> table;  // the parameter table, also valid for grads
+  std::vector<float> params_mem, grads_mem, acts_mem;
+  std::vector<int> rows_mem;
+  Params p;  // parameters, one block
+  Params g;  // their gradients, one block of the same layout
+  Acts a;    // activations and backward scratch, one block
+  size_t num_params = 0, num_acts = 0;
+  // Dropout (BIGS.md: 0.1 after the embeddings and before the classifier);
+  // the mask streams are set by the trainer for each micro-batch.
+  float dropout = 0.0f;
+  uint64_t dropout_seed = 0, dropout_stream = 0;
+};
+
+// Sizes everything from the config, allocates the three blocks once.
+static bool model_build(Model* m, const Config& c, int B, int R, std::string* err) {
+  std::string e = config_check(c);
+  if (B < 1 || R < 1) e += strf("model: batch capacity %d and row capacity %d must be >= 1\n", B, R);
+  if (!e.empty()) {
+    *err = e;
+    return false;
+  }
+  m->c = c;
+  m->B = B;
+  m->R = R;
+  m->table = param_table(c);
+  m->num_params = table_total(m->table);
+  m->num_acts = table_total(act_table(c, B, R));
+  m->params_mem.assign(m->num_params, 0.0f);
+  m->grads_mem.assign(m->num_params, 0.0f);
+  m->acts_mem.assign(m->num_acts, 0.0f);
+  m->rows_mem.assign(2 * (size_t)R, 0);
+  point_params(&m->p, m->params_mem.data(), c);
+  point_params(&m->g, m->grads_mem.data(), c);
+  point_acts(&m->a, m->acts_mem.data(), c, B, R);
+  m->a.rows = m->rows_mem.data();
+  m->a.row_target = m->rows_mem.data() + R;
+  return true;
+}
+
+// BIGS.md section 3: dense kernels and embeddings ~ N(0, 0.02), biases 0,
+// LayerNorm scale 1; SSMs with A_re = -1/2, A_im from HiPPO-LegS,
+// C ~ N(0, 1/2) per component, D = 1, log_step ~ U(log 0.01, log 1).
+static void model_init(Model* m, uint64_t seed) {
+  const Config& c = m->c;
+  Rng rng{seed};
+  std::vector<double> a_im = hippo_a_im(c.N);
+  for (const TensorInfo& t : m->table) {
+    float* x = m->params_mem.data() + t.offset;
+    std::string name = t.name;
+    auto is = [&](const char* suffix) {
+      return name.size() >= strlen(suffix) && name.compare(name.size() - strlen(suffix), std::string::npos, suffix) == 0;
+    };
+    for (size_t i = 0; i < t.count; i++) {
+      if (is("_a_re")) x[i] = -0.5f;
+      else if (is("_a_im")) x[i] = (float)a_im[i % c.N];
+      else if (is("_c")) x[i] = rng.normal() * 0.70710678f;
+      else if (is("_d")) x[i] = 1.0f;
+      else if (is("_log_step")) x[i] = logf(0.01f) + rng.uniform() * (logf(1.0f) - logf(0.01f));
+      else if (name.compare(0, 3, "ln_") == 0 || name.compare(0, 7, "head_ln") == 0)
+        x[i] = is("_w") ? 1.0f : 0.0f;
+      else if (!t.decay) x[i] = 0.0f;  // biases
+      else x[i] = rng.normal() * 0.02f;
+    }
+  }
+}
+
+// One layer's slice of a parameter (or gradient) block.
+struct Ssm {
+  float *a_re, *a_im, *c, *d, *log_step;  // (N), (N), (N, 2), (1), (1)
+};
+struct LayerWeights {
+  float *ln_w, *ln_b, *dv_w, *dv_b, *duf_w, *duf_b, *dub_w, *dub_b;
+  Ssm fs, bs;
+  float *ducf_w, *ducf_b, *ducb_w, *ducb_b, *dol_w, *dol_b, *do_w, *do_b;
+};
+
+static LayerWeights layer_weights(const Params& p, const Config& c, int l) {
+  size_t H = c.H, I = c.I, N = c.N;
+  LayerWeights w;
+  w.ln_w = p.ln_w + l * H, w.ln_b = p.ln_b + l * H;
+  w.dv_w = p.dv_w + l * I * H, w.dv_b = p.dv_b + l * I;
+  w.duf_w = p.duf_w + l * H * H, w.duf_b = p.duf_b + l * H;
+  w.dub_w = p.dub_w + l * H * H, w.dub_b = p.dub_b + l * H;
+  w.fs = {p.fs_a_re + l * N, p.fs_a_im + l * N, p.fs_c + l * N * 2, p.fs_d + l, p.fs_log_step + l};
+  w.bs = {p.bs_a_re + l * N, p.bs_a_im + l * N, p.bs_c + l * N * 2, p.bs_d + l, p.bs_log_step + l};
+  w.ducf_w = p.ducf_w + l * H * H, w.ducf_b = p.ducf_b + l * H;
+  w.ducb_w = p.ducb_w + l * H * H, w.ducb_b = p.ducb_b + l * H;
+  w.dol_w = p.dol_w + l * I * H, w.dol_b = p.dol_b + l * I;
+  w.do_w = p.do_w + l * H * I, w.do_b = p.do_b + l * H;
+  return w;
+}
+
+// One layer's slice of the activation block.
+struct LayerActs {
+  float *x, *x_out;  // (B, T, H) the residual stream in and out
+  float *ln, *ln_mean, *ln_rstd, *v_pre, *v, *uf_pre, *uf, *ub_pre, *ub, *kf, *kb;
+  float *sf, *sb, *cf, *cb, *gate, *g_pre, *g, *gv;
+};
+
+static LayerActs layer_acts(const Acts& a, const Config& c, int Bcap, int l) {
+  size_t BT = (size_t)Bcap * c.T, H = c.H, I = c.I;
+  LayerActs s;
+  s.x = a.res + l * BT * H, s.x_out = a.res + (l + 1) * BT * H;
+  s.ln = a.ln + l * BT * H, s.ln_mean = a.ln_mean + l * BT, s.ln_rstd = a.ln_rstd + l * BT;
+  s.v_pre = a.v_pre + l * BT * I, s.v = a.v + l * BT * I;
+  s.uf_pre = a.uf_pre + l * BT * H, s.uf = a.uf + l * BT * H;
+  s.ub_pre = a.ub_pre + l * BT * H, s.ub = a.ub + l * BT * H;
+  s.kf = a.kf + l * (size_t)c.T, s.kb = a.kb + l * (size_t)c.T;
+  s.sf = a.sf + l * BT * H, s.sb = a.sb + l * BT * H;
+  s.cf = a.cf + l * BT * H, s.cb = a.cb + l * BT * H, s.gate = a.gate + l * BT * H;
+  s.g_pre = a.g_pre + l * BT * I, s.g = a.g + l * BT * I, s.gv = a.gv + l * BT * I;
+  return s;
+}
+
+// One BiGS layer (BIGS.md section 2), x_out = x + y, in original time order:
+// the backward branch's flip -> causal SSM -> flip is the anti-causal SSM.
+static void layer_forward_cpu(const LayerActs& s, const LayerWeights& w, const Config& c, int B) {
+  int T = c.T, H = c.H, I = c.I, BT = B * T;
+  size_t nH = (size_t)BT * H, nI = (size_t)BT * I;
+  layernorm_forward_cpu(s.ln, s.ln_mean, s.ln_rstd, s.x, w.ln_w, w.ln_b, BT, H);
+  dense_forward_cpu(s.v_pre, s.ln, w.dv_w, w.dv_b, BT, H, I);
+  activation_forward_cpu(s.v, s.v_pre, nI, Act::GeluTanh);
+  dense_forward_cpu(s.uf_pre, s.ln, w.duf_w, w.duf_b, BT, H, H);
+  activation_forward_cpu(s.uf, s.uf_pre, nH, Act::GeluTanh);
+  dense_forward_cpu(s.ub_pre, s.ln, w.dub_w, w.dub_b, BT, H, H);
+  activation_forward_cpu(s.ub, s.ub_pre, nH, Act::GeluTanh);
+  s4d_kernel_forward_cpu(s.kf, w.fs.a_re, w.fs.a_im, w.fs.c, *w.fs.log_step, c.N, T);
+  ssm_conv_forward_cpu(s.sf, s.uf, s.kf, *w.fs.d, B, T, H, false);
+  s4d_kernel_forward_cpu(s.kb, w.bs.a_re, w.bs.a_im, w.bs.c, *w.bs.log_step, c.N, T);
+  ssm_conv_forward_cpu(s.sb, s.ub, s.kb, *w.bs.d, B, T, H, true);
+  dense_forward_cpu(s.cf, s.sf, w.ducf_w, w.ducf_b, BT, H, H);
+  dense_forward_cpu(s.cb, s.sb, w.ducb_w, w.ducb_b, BT, H, H);
+  gate_forward_cpu(s.gate, s.cf, s.cb, nH);
+  dense_forward_cpu(s.g_pre, s.gate, w.dol_w, w.dol_b, BT, H, I);
+  activation_forward_cpu(s.g, s.g_pre, nI, Act::GeluTanh);
+  gate_forward_cpu(s.gv, s.g, s.v, nI);
+  dense_forward_cpu(s.x_out, s.gv, w.do_w, w.do_b, BT, I, H);
+  for (size_t i = 0; i < nH; i++) s.x_out[i] += s.x[i];  // the residual
+}
+
+// dres: on entry d loss / d x_out, on exit d loss / d x (the residual path
+// passes it through unchanged, the LayerNorm adds its part). dw +=.
+static void layer_backward_cpu(float* dres, const LayerWeights& dw, const Acts& k, const LayerActs& s,
+                               const LayerWeights& w, const Config& c, int B) {
+  int T = c.T, H = c.H, I = c.I, BT = B * T;
+  size_t nH = (size_t)BT * H, nI = (size_t)BT * I;
+  auto zero = [](float* x, size_t n) { std::fill(x, x + n, 0.0f); };
+  zero(k.dgv, nI);
+  dense_backward_cpu(k.dgv, dw.do_w, dw.do_b, dres, s.gv, w.do_w, BT, I, H);
+  gate_backward_cpu(k.dg, k.dv, k.dgv, s.g, s.v, nI);
+  activation_backward_cpu(k.dg, k.dg, s.g_pre, nI, Act::GeluTanh);
+  zero(k.dgate, nH);
+  dense_backward_cpu(k.dgate, dw.dol_w, dw.dol_b, k.dg, s.gate, w.dol_w, BT, H, I);
+  gate_backward_cpu(k.dcf, k.dcb, k.dgate, s.cf, s.cb, nH);
+  zero(k.dsf, nH);
+  dense_backward_cpu(k.dsf, dw.ducf_w, dw.ducf_b, k.dcf, s.sf, w.ducf_w, BT, H, H);
+  zero(k.dsb, nH);
+  dense_backward_cpu(k.dsb, dw.ducb_w, dw.ducb_b, k.dcb, s.sb, w.ducb_w, BT, H, H);
+  // Each SSM: the convolution gives du, dD and dK; the kernel turns dK into
+  // the gradients of A_re, A_im, C and log_step.
+  struct {
+    const Ssm &w, &dw;
+    float *du, *ds, *u, *K;
+    bool anticausal;
+  } ssms[2] = {{w.fs, dw.fs, k.duf, k.dsf, s.uf, s.kf, false}, {w.bs, dw.bs, k.dub, k.dsb, s.ub, s.kb, true}};
+  for (auto& q : ssms) {
+    zero(k.dk, T);
+    ssm_conv_backward_cpu(q.du, k.dk, q.dw.d, q.ds, q.u, q.K, *q.w.d, B, T, H, q.anticausal);
+    s4d_kernel_backward_cpu(q.dw.a_re, q.dw.a_im, q.dw.c, q.dw.log_step, k.dk, q.w.a_re, q.w.a_im, q.w.c,
+                            *q.w.log_step, c.N, T);
+  }
+  activation_backward_cpu(k.duf, k.duf, s.uf_pre, nH, Act::GeluTanh);
+  activation_backward_cpu(k.dub, k.dub, s.ub_pre, nH, Act::GeluTanh);
+  activation_backward_cpu(k.dv, k.dv, s.v_pre, nI, Act::GeluTanh);
+  zero(k.dh, nH);
+  dense_backward_cpu(k.dh, dw.duf_w, dw.duf_b, k.duf, s.ln, w.duf_w, BT, H, H);
+  dense_backward_cpu(k.dh, dw.dub_w, dw.dub_b, k.dub, s.ln, w.dub_w, BT, H, H);
+  dense_backward_cpu(k.dh, dw.dv_w, dw.dv_b, k.dv, s.ln, w.dv_w, BT, H, I);
+  layernorm_backward_cpu(dres, dw.ln_w, dw.ln_b, k.dh, s.x, w.ln_w, s.ln_mean, s.ln_rstd, BT, H);
+}
+
+// A batch of B sequences, each padded to the model's T (BIGS.md section 4).
+struct Batch {
+  int B = 0;
+  const int* ids = nullptr;       // (B, T)
+  const int* types = nullptr;     // (B, T)
+  const int* targets = nullptr;   // (B, T) MLM target, -1 where not predicted
+  const float* labels = nullptr;  // (B) class index or regression score
+};
+
+// The summed loss of a batch and what it is a sum over (predicted rows for
+// MLM, sequences for classification); the mean is sum / count. The trainer
+// divides by the count of a whole optimizer batch, so that gradient
+// accumulation over micro-batches equals one big batch.
+struct Loss {
+  double sum = 0;
+  int count = 0;
+};
+
+constexpr int kPadId = 0;  // [PAD] in every BERT vocabulary (BIGS.md section 1)
+
+static void encoder_forward_cpu(Model& m, const Batch& bt, bool train) {
+  const Config& c = m.c;
+  Acts& a = m.a;
+  int BT = bt.B * c.T;
+  embedding_forward_cpu(a.emb, bt.ids, bt.types, m.p.wte, m.p.wpe, m.p.wtt, bt.B, c.T, c.H);
+  layernorm_forward_cpu(a.emb_ln, a.emb_mean, a.emb_rstd, a.emb, m.p.ln_emb_w, m.p.ln_emb_b, BT, c.H);
+  dropout_forward_cpu(a.res, a.emb_ln, (size_t)BT * c.H, train ? m.dropout : 0.0f, m.dropout_seed,
+                      2 * m.dropout_stream);
+  for (int l = 0; l < c.L; l++)
+    layer_forward_cpu(layer_acts(a, c, m.B, l), layer_weights(m.p, c, l), c, bt.B);
+}
+
+static void encoder_backward_cpu(Model& m, const Batch& bt, bool train) {
+  const Config& c = m.c;
+  Acts& a = m.a;
+  int BT = bt.B * c.T;
+  for (int l = c.L - 1; l >= 0; l--)
+    layer_backward_cpu(a.dres, layer_weights(m.g, c, l), a, layer_acts(a, c, m.B, l), layer_weights(m.p, c, l),
+                       c, bt.B);
+  dropout_backward_cpu(a.dres, a.dres, (size_t)BT * c.H, train ? m.dropout : 0.0f, m.dropout_seed,
+                       2 * m.dropout_stream);
+  std::fill(a.dh, a.dh + (size_t)BT * c.H, 0.0f);
+  layernorm_backward_cpu(a.dh, m.g.ln_emb_w, m.g.ln_emb_b, a.dres, a.emb, m.p.ln_emb_w, a.emb_mean, a.emb_rstd,
+                         BT, c.H);
+  embedding_backward_cpu(m.g.wte, m.g.wpe, m.g.wtt, a.dh, bt.ids, bt.types, bt.B, c.T, c.H);
+}
+
+// MLM head on the rows that have a target (BIGS.md section 2):
+//   z = LayerNorm_head(gelu_erf(x Wt + bt)),  logits = z wte^T + bias_V
+// Only those rows go through the V-wide projection.
+static bool mlm_head_forward_cpu(Model& m, const Batch& bt, Loss* loss, std::string* err) {
+  const Config& c = m.c;
+  Acts& a = m.a;
+  int P = 0;
+  for (int i = 0; i < bt.B * c.T; i++) {
+    if (bt.targets[i] < 0) continue;
+    if (bt.targets[i] >= c.V) {
+      *err = strf("MLM target %d at row %d is outside the vocabulary (V = %d)", bt.targets[i], i, c.V);
+      return false;
+    }
+    if (P == m.R) {
+      *err = strf("batch has more than %d predicted positions (the model's row capacity)", m.R);
+      return false;
+    }
+    a.rows[P] = i;
+    a.row_target[P++] = bt.targets[i];
+  }
+  const float* final_x = a.res + (size_t)c.L * m.B * c.T * c.H;
+  for (int r = 0; r < P; r++)
+    std::copy_n(final_x + (size_t)a.rows[r] * c.H, c.H, a.head_in + (size_t)r * c.H);
+  dense_forward_cpu(a.head_pre, a.head_in, m.p.head_w, m.p.head_b, P, c.H, c.H);
+  activation_forward_cpu(a.head_act, a.head_pre, (size_t)P * c.H, Act::GeluErf);
+  layernorm_forward_cpu(a.head_ln, a.head_mean, a.head_rstd, a.head_act, m.p.head_ln_w, m.p.head_ln_b, P, c.H);
+  dense_forward_cpu(a.logits, a.head_ln, m.p.wte, m.p.head_bias, P, c.H, c.V);
+  crossentropy_forward_cpu(a.row_loss, a.logits, a.row_target, P, c.V);
+  loss->sum = 0;
+  for (int r = 0; r < P; r++) loss->sum += a.row_loss[r];
+  loss->count = P;
+  return true;
+}
+
+static void mlm_head_backward_cpu(Model& m, const Batch& bt, int P, float scale) {
+  const Config& c = m.c;
+  Acts& a = m.a;
+  crossentropy_backward_cpu(a.dlogits, a.logits, a.row_target, scale, P, c.V);
+  std::fill(a.dhead, a.dhead + (size_t)P * c.H, 0.0f);
+  dense_backward_cpu(a.dhead, m.g.wte, m.g.head_bias, a.dlogits, a.head_ln, m.p.wte, P, c.H, c.V);
+  std::fill(a.dhead2, a.dhead2 + (size_t)P * c.H, 0.0f);
+  layernorm_backward_cpu(a.dhead2, m.g.head_ln_w, m.g.head_ln_b, a.dhead, a.head_act, m.p.head_ln_w,
+                         a.head_mean, a.head_rstd, P, c.H);
+  activation_backward_cpu(a.dhead2, a.dhead2, a.head_pre, (size_t)P * c.H, Act::GeluErf);
+  std::fill(a.dhead, a.dhead + (size_t)P * c.H, 0.0f);
+  dense_backward_cpu(a.dhead, m.g.head_w, m.g.head_b, a.dhead2, a.head_in, m.p.head_w, P, c.H, c.H);
+  std::fill(a.dres, a.dres + (size_t)bt.B * c.T * c.H, 0.0f);
+  for (int r = 0; r < P; r++)  // scatter back; each row is a distinct position
+    for (int h = 0; h < c.H; h++) a.dres[(size_t)a.rows[r] * c.H + h] += a.dhead[(size_t)r * c.H + h];
+}
+
+// Classification head (BIGS.md section 2): p = tanh(mean(x) Wp + bp),
+// logits = dropout(p) Wc + bc; cross-entropy, or squared error for Y = 1.
+static bool cls_head_forward_cpu(Model& m, const Batch& bt, bool train, Loss* loss, std::string* err) {
+  const Config& c = m.c;
+  Acts& a = m.a;
+  int B = bt.B, Y = c.labels;
+  const float* final_x = a.res + (size_t)c.L * m.B * c.T * c.H;
+  meanpool_forward_cpu(a.pooled, final_x, bt.ids, kPadId, B, c.T, c.H);
+  dense_forward_cpu(a.pool_pre, a.pooled, m.p.pool_w, m.p.pool_b, B, c.H, c.H);
+  activation_forward_cpu(a.pool, a.pool_pre, (size_t)B * c.H, Act::Tanh);
+  dropout_forward_cpu(a.pool_drop, a.pool, (size_t)B * c.H, train ? m.dropout : 0.0f, m.dropout_seed,
+                      2 * m.dropout_stream + 1);
+  dense_forward_cpu(a.cls_logits, a.pool_drop, m.p.cls_w, m.p.cls_b, B, c.H, Y);
+  loss->sum = 0;
+  loss->count = B;
+  if (!bt.labels) return true;  // prediction only
+  for (int b = 0; b < B; b++) {
+    float y = bt.labels[b];
+    if (Y == 1) {
+      float d = a.cls_logits[b] - y;
+      a.cls_loss[b] = d * d;
+    } else {
+      if (!(y >= 0 && y < Y && y == std::floor(y))) {
+        *err = strf("label %g of sequence %d is not a class index in [0, %d)", y, b, Y);
+        return false;
+      }
+      int t = (int)y;
+      crossentropy_forward_cpu(a.cls_loss + b, a.cls_logits + (size_t)b * Y, &t, 1, Y);
+    }
+    loss->sum += a.cls_loss[b];
+  }
+  return true;
+}
+
+static void cls_head_backward_cpu(Model& m, const Batch& bt, bool train, float scale) {
+  const Config& c = m.c;
+  Acts& a = m.a;
+  int B = bt.B, Y = c.labels;
+  for (int b = 0; b < B; b++) {
+    if (Y == 1) {
+      a.dcls_logits[b] = scale * 2 * (a.cls_logits[b] - bt.labels[b]);
+    } else {
+      int t = (int)bt.labels[b];
+      crossentropy_backward_cpu(a.dcls_logits + (size_t)b * Y, a.cls_logits + (size_t)b * Y, &t, scale, 1, Y);
+    }
+  }
+  std::fill(a.dpool, a.dpool + (size_t)B * c.H, 0.0f);
+  dense_backward_cpu(a.dpool, m.g.cls_w, m.g.cls_b, a.dcls_logits, a.pool_drop, m.p.cls_w, B, c.H, Y);
+  dropout_backward_cpu(a.dpool, a.dpool, (size_t)B * c.H, train ? m.dropout : 0.0f, m.dropout_seed,
+                       2 * m.dropout_stream + 1);
+  activation_backward_cpu(a.dpool, a.dpool, a.pool_pre, (size_t)B * c.H, Act::Tanh);
+  std::fill(a.dpooled, a.dpooled + (size_t)B * c.H, 0.0f);
+  dense_backward_cpu(a.dpooled, m.g.pool_w, m.g.pool_b, a.dpool, a.pooled, m.p.pool_w, B, c.H, c.H);
+  std::fill(a.dres, a.dres + (size_t)B * c.T * c.H, 0.0f);
+  meanpool_backward_cpu(a.dres, a.dpooled, bt.ids, kPadId, B, c.T, c.H);
+}
+
+static bool batch_check(const Model& m, const Batch& bt, std::string* err) {
+  const Config& c = m.c;
+  if (bt.B < 1 || bt.B > m.B) {
+    *err = strf("batch of %d sequences; the model was built for 1 to %d", bt.B, m.B);
+    return false;
+  }
+  if (!bt.targets && !bt.labels && c.labels == 0) {
+    *err = "an MLM batch needs targets";
+    return false;
+  }
+  for (int i = 0; i < bt.B * c.T; i++) {
+    if (bt.ids[i] < 0 || bt.ids[i] >= c.V || bt.types[i] < 0 || bt.types[i] >= c.types) {
+      *err = strf("token %d of the batch has id %d (V = %d) and type %d (types = %d)", i, bt.ids[i], c.V,
+                  bt.types[i], c.types);
+      return false;
+    }
+  }
+  return true;
+}
+
+// The whole model forward: MLM loss when the batch has targets, else the
+// classification head (loss when it has labels). train = dropout on.
+static bool model_forward(Model& m, const Batch& bt, bool train, Loss* loss, std::string* err) {
+  if (!batch_check(m, bt, err)) return false;
+  if (!bt.targets && m.c.labels == 0) {
+    *err = "this model has no classification head (labels = 0)";
+    return false;
+  }
+  encoder_forward_cpu(m, bt, train);
+  return bt.targets ? mlm_head_forward_cpu(m, bt, loss, err) : cls_head_forward_cpu(m, bt, train, loss, err);
+}
+
+// Accumulates into m.g the gradient of scale * loss.sum of the last forward
+// (which must have been on the same batch, with the same train flag).
+static void model_backward(Model& m, const Batch& bt, bool train, const Loss& loss, float scale) {
+  if (bt.targets) mlm_head_backward_cpu(m, bt, loss.count, scale);
+  else cls_head_backward_cpu(m, bt, train, scale);
+  encoder_backward_cpu(m, bt, train);
+}
+
+static void model_zero_grad(Model& m) { std::fill(m.grads_mem.begin(), m.grads_mem.end(), 0.0f); }
+
+// ============================================================================
+// Optimizer: AdamW, learning-rate schedules, global-norm clipping
+// ============================================================================
+
+struct AdamW {
+  double beta1 = 0.9, beta2 = 0.98, eps = 1e-6, weight_decay = 0.05;  // BIGS.md section 6, pretraining
+};
+
+// One AdamW step on n parameters (step counts from 1), decoupled weight decay
+// (Loshchilov & Hutter): p -= lr (mhat / (sqrt(vhat) + eps) + wd p).
+static void adamw_update_cpu(float* p, const float* g, float* m, float* v, size_t n, float lr, const AdamW& o,
+                             float wd, long long step) {
+  float b1 = (float)o.beta1, b2 = (float)o.beta2, eps = (float)o.eps;
+  float c1 = 1.0f - powf(b1, (float)step), c2 = 1.0f - powf(b2, (float)step);  // bias corrections
+#pragma omp parallel for
+  for (size_t i = 0; i < n; i++) {
+    m[i] = b1 * m[i] + (1.0f - b1) * g[i];
+    v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
+    p[i] -= lr * ((m[i] / c1) / (sqrtf(v[i] / c2) + eps) + wd * p[i]);
+  }
+}
+
+// The decay mask of BIGS.md section 6 lives in the parameter table: biases
+// and LayerNorm parameters have decay = 0.
+static void adamw_step(Model& m, std::vector<float>& mom1, std::vector<float>& mom2, float lr, const AdamW& o,
+                       long long step) {
+  for (const TensorInfo& t : m.table)
+    adamw_update_cpu(m.params_mem.data() + t.offset, m.grads_mem.data() + t.offset, mom1.data() + t.offset,
+                     mom2.data() + t.offset, t.count, lr, o, t.decay ? (float)o.weight_decay : 0.0f, step);
+}
+
+// The global L2 norm of the gradient, in double, summed in fixed-size chunks
+// in a fixed order so that it is bit-reproducible.
+static double grad_norm(const Model& m) {
+  const size_t chunk = 1 << 16, n = m.grads_mem.size(), nchunks = (n + chunk - 1) / chunk;
+  std::vector<double> part(nchunks, 0.0);
+#pragma omp parallel for
+  for (size_t c = 0; c < nchunks; c++) {
+    double s = 0;
+    for (size_t i = c * chunk; i < std::min(n, (c + 1) * chunk); i++) s += (double)m.grads_mem[i] * m.grads_mem[i];
+    part[c] = s;
+  }
+  double s = 0;
+  for (double x : part) s += x;
+  return std::sqrt(s);
+}
+
+static void grad_scale(Model& m, float s) {
+#pragma omp parallel for
+  for (size_t i = 0; i < m.grads_mem.size(); i++) m.grads_mem[i] *= s;
+}
+
+enum class Schedule { Cosine, Linear, Constant };
+
+struct LrSchedule {
+  Schedule kind = Schedule::Cosine;
+  double peak = 6e-4;
+  long long warmup = 2000;  // linear warmup steps
+  long long total = 100000;  // end of the decay
+  double alpha = 0.1;        // cosine: final LR as a fraction of the peak
+};
+
+// The learning rate of update number `step` (0-based). Warmup reaches the
+// peak at step warmup - 1, so no update is spent at LR 0. After warmup:
+// cosine from peak down to alpha x peak at `total` (then held), linear down
+// to 0 at `total`, or constant.
+static double lr_at(const LrSchedule& s, long long step) {
+  if (step < s.warmup) return s.peak * (double)(step + 1) / (double)s.warmup;
+  double span = (double)std::max(1LL, s.total - s.warmup);
+  double progress = std::min(1.0, (double)(step - s.warmup) / span);
+  switch (s.kind) {
+    case Schedule::Cosine: return s.peak * (s.alpha + (1 - s.alpha) * 0.5 * (1 + std::cos(M_PI * progress)));
+    case Schedule::Linear: return s.peak * (1 - progress);
+    case Schedule::Constant: return s.peak;
+  }
+  return s.peak;
+}
+
+// ============================================================================
+// Checkpoints
+// ============================================================================
+// CkptHeader (256 bytes), then the parameters in the order of the parameter
+// table (fp32, little-endian); a training state then holds AdamW's first and
+// second moments in the same order. Written to NAME.tmp and renamed, so a
+// crash never leaves a broken file under the final name.
+
+constexpr uint32_t kCkptMagic = 0x4B434742;  // "BGCK" as bytes on disk
+constexpr uint32_t kCkptVersion = 1;
+enum : uint32_t { kCkptModel = 1, kCkptTrainState = 2 };
+
+struct CkptHeader {
+  uint32_t magic;    // kCkptMagic
+  uint32_t version;  // kCkptVersion
+  uint32_t kind;     // kCkptModel or kCkptTrainState
+  uint32_t reserved0;
+  int32_t V, H, I, L, N, T, types, labels;  // the Config
+  uint64_t num_params;    // floats per block
+  uint64_t step;          // optimizer updates done
+  uint64_t samples_seen;  // training sequences consumed: the data position
+  uint64_t seed;          // the run's seed: data order, masks, dropout
+  uint8_t reserved[176];
+};
+static_assert(sizeof(CkptHeader) == 256, "CkptHeader must be 256 bytes");
+
+static Config ckpt_config(const CkptHeader& h) { return Config{h.V, h.H, h.I, h.L, h.N, h.T, h.types, h.labels}; }
+
+static bool checkpoint_save(const std::string& path, const Model& m, const std::vector<float>* mom1,
+                            const std::vector<float>* mom2, uint64_t step, uint64_t samples_seen, uint64_t seed,
+                            std::string* err) {
+  CkptHeader h;
+  memset(&h, 0, sizeof h);
+  h.magic = kCkptMagic;
+  h.version = kCkptVersion;
+  h.kind = mom1 ? kCkptTrainState : kCkptModel;
+  const Config& c = m.c;
+  h.V = c.V, h.H = c.H, h.I = c.I, h.L = c.L, h.N = c.N, h.T = c.T, h.types = c.types, h.labels = c.labels;
+  h.num_params = m.num_params;
+  h.step = step;
+  h.samples_seen = samples_seen;
+  h.seed = seed;
+  AtomicFile out;
+  if (!out.open(path, err)) return false;
+  fwrite(&h, sizeof h, 1, out.f);
+  fwrite(m.params_mem.data(), sizeof(float), m.num_params, out.f);
+  if (mom1) {
+    fwrite(mom1->data(), sizeof(float), m.num_params, out.f);
+    fwrite(mom2->data(), sizeof(float), m.num_params, out.f);
+  }
+  return out.commit(err);  // checks every write
+}
+
+// Reads a checkpoint of either kind: the header, and the floats after it
+// (parameters, then the two moments for a training state).
+static bool checkpoint_read(const std::string& path, CkptHeader* h, std::vector<float>* data, std::string* err) {
+  const char* fix = "pass a checkpoint written by `bigs pretrain` or `bigs finetune` (or dev/convert_hf.py)";
+  FILE* f = fopen(path.c_str(), "rb");
+  if (!f) {
+    *err = strf("cannot open checkpoint %s: %s", path.c_str(), strerror(errno));
+    return false;
+  }
+  int64_t size = file_size_of(f);
+  bool ok = size >= (int64_t)sizeof *h && fread(h, sizeof *h, 1, f) == 1;
+  if (!ok || h->magic != kCkptMagic) {
+    *err = strf("%s is not a bigs checkpoint (bad magic); %s", path.c_str(), fix);
+  } else if (h->version != kCkptVersion) {
+    *err = strf("%s is checkpoint version %u; this build reads version %u", path.c_str(), h->version, kCkptVersion);
+    ok = false;
+  } else if (h->kind != kCkptModel && h->kind != kCkptTrainState) {
+    *err = strf("%s has unknown checkpoint kind %u; %s", path.c_str(), h->kind, fix);
+    ok = false;
+  } else {
+    std::string e = config_check(ckpt_config(*h));
+    size_t want = table_total(param_table(ckpt_config(*h)));
+    uint64_t blocks = h->kind == kCkptTrainState ? 3 : 1;
+    if (!e.empty()) {
+      *err = path + ": damaged header: " + e;
+      ok = false;
+    } else if (h->num_params != want) {
+      *err = strf("%s: header says %" PRIu64 " parameters, its config needs %zu; the file is damaged", path.c_str(),
+                  h->num_params, want);
+      ok = false;
+    } else if ((uint64_t)size != sizeof *h + blocks * want * sizeof(float)) {
+      *err = strf("%s is %" PRId64 " bytes, expected %" PRIu64 "; it is truncated or damaged", path.c_str(), size,
+                  (uint64_t)(sizeof *h + blocks * want * sizeof(float)));
+      ok = false;
+    } else {
+      data->resize(blocks * want);
+      ok = fread(data->data(), sizeof(float), data->size(), f) == data->size();
+      if (!ok) *err = strf("cannot read %s: %s", path.c_str(), strerror(errno));
+    }
+  }
+  fclose(f);
+  return ok;
+}
+
+// ============================================================================
+// Data: pretraining shards, the order sequences are seen in, and masking
+// ============================================================================
+
+struct ShardSet {
+  std::vector<std::string> paths;
+  std::vector<uint64_t> counts;  // sequences per shard
+  uint64_t total = 0;
+  ShardHeader h;  // of the first; every shard must agree on T, V and the ids
+};
+
+static bool shards_open(const std::string& pattern, ShardSet* s, std::string* err) {
+  glob_t g;
+  int rc = glob(pattern.c_str(), 0, nullptr, &g);
+  if (rc != 0) {
+    *err = strf("no file matches '%s'; run `data_prep pretrain` to make shards", pattern.c_str());
+    if (rc != GLOB_NOMATCH) globfree(&g);
+    return false;
+  }
+  s->paths.assign(g.gl_pathv, g.gl_pathv + g.gl_pathc);  // sorted by glob
+  globfree(&g);
+  for (const std::string& p : s->paths) {
+    FILE* f = fopen(p.c_str(), "rb");
+    if (!f) {
+      *err = strf("cannot open %s: %s", p.c_str(), strerror(errno));
+      return false;
+    }
+    ShardHeader h;
+    bool ok = read_shard_header(f, p.c_str(), &h, err);
+    fclose(f);
+    if (!ok) return false;
+    if (s->counts.empty()) s->h = h;
+    if (h.seq_len != s->h.seq_len || h.vocab_size != s->h.vocab_size || h.pad_id != s->h.pad_id ||
+        h.cls_id != s->h.cls_id || h.sep_id != s->h.sep_id || h.mask_id != s->h.mask_id) {
+      *err = strf("%s has T = %u, V = %u, but %s has T = %u, V = %u; shards of one run must come from one "
+                  "`data_prep pretrain`", p.c_str(), h.seq_len, h.vocab_size, s->paths[0].c_str(), s->h.seq_len,
+                  s->h.vocab_size);
+      return false;
+    }
+    s->counts.push_back(h.num_sequences);
+    s->total += h.num_sequences;
+  }
+  if (s->total == 0) {
+    *err = strf("the shards matching '%s' hold no sequences", pattern.c_str());
+    return false;
+  }
+  return true;
+}
+
+// Which sequence is the k-th one a run sees. Every epoch visits the shards in
+// a fresh seeded order and each shard's sequences in a fresh seeded order, so
+// the data position of a run is one number (samples seen) and a resumed run
+// continues exactly. Memory is one shard's permutation, not the corpus's.
+struct DataOrder {
+  const ShardSet* s = nullptr;
+  uint64_t seed = 0;
+  int64_t cached_epoch = -1, cached_shard = -1;
+  std::vector<uint32_t> perm;  // the cached shard's sequence order
+  FILE* f = nullptr;           // the cached shard, open
+
+  ~DataOrder() {
+    if (f) fclose(f);
+  }
+
+  static std::vector<uint32_t> permutation(uint64_t n, uint64_t seed) {  // Fisher-Yates
+    std::vector<uint32_t> p(n);
+    for (uint64_t i = 0; i < n; i++) p[i] = (uint32_t)i;
+    Rng r{seed};
+    for (uint64_t i = n; i > 1; i--) std::swap(p[i - 1], p[r.below((uint32_t)i)]);
+    return p;
+  }
+
+  // Reads sequence k (T ids) into out.
+  bool read(uint64_t k, int* out, std::string* err) {
+    uint64_t epoch = k / s->total, r = k % s->total;
+    std::vector<uint32_t> shard_order = permutation(s->paths.size(), splitmix64(seed ^ (epoch * 2 + 1)));
+    size_t i = 0;
+    while (r >= s->counts[shard_order[i]]) r -= s->counts[shard_order[i++]];
+    int64_t shard = shard_order[i];
+    if ((int64_t)epoch != cached_epoch || shard != cached_shard) {
+      perm = permutation(s->counts[shard], splitmix64(seed ^ splitmix64(epoch * 1000003 + shard)));
+      if (f) fclose(f);
+      f = fopen(s->paths[shard].c_str(), "rb");
+      if (!f) {
+        *err = strf("cannot open %s: %s", s->paths[shard].c_str(), strerror(errno));
+        return false;
+      }
+      cached_epoch = epoch, cached_shard = shard;
+    }
+    return read_row(f, s->paths[shard], s->h.seq_len, perm[r], out, err);
+  }
+
+  static bool read_row(FILE* f, const std::string& path, int T, uint64_t row, int* out, std::string* err) {
+    std::vector<uint16_t> buf(T);
+    if (fseek(f, (long)(sizeof(ShardHeader) + row * T * 2), SEEK_SET) != 0 || fread(buf.data(), 2, T, f) != (size_t)T) {
+      *err = strf("cannot read sequence %" PRIu64 " of %s", row, path.c_str());
+      return false;
+    }
+    for (int t = 0; t < T; t++) out[t] = buf[t];
+    return true;
+  }
+};
+
+struct MaskSpec {
+  double prob = 0.15;        // of the maskable tokens
+  long long max_predictions = 20;  // per sequence
+};
+
+// BERT's masking (BIGS.md section 6), in place: picks round(prob x maskable)
+// positions (at least 1, at most max_predictions) among the tokens that are
+// not [CLS], [SEP], [PAD] or [MASK]; of those 80% become [MASK], 10% a random
+// non-special token, 10% stay; targets gets the original id there and -1
+// elsewhere. Returns the number of predicted positions.
+static int mask_sequence(int* ids, int* targets, int T, int V, const ShardHeader& sp, const MaskSpec& ms, Rng& rng) {
+  auto special = [&](int id) {
+    return id == (int)sp.cls_id || id == (int)sp.sep_id || id == (int)sp.pad_id || id == (int)sp.mask_id;
+  };
+  std::vector<int> cand;
+  for (int t = 0; t < T; t++) {
+    targets[t] = -1;
+    if (!special(ids[t])) cand.push_back(t);
+  }
+  int n = std::min((int)ms.max_predictions, std::max(1, (int)std::lround(ms.prob * cand.size())));
+  n = std::min(n, (int)cand.size());
+  for (int i = 0; i < n; i++) {  // a partial Fisher-Yates shuffle picks n distinct positions
+    std::swap(cand[i], cand[i + rng.below((uint32_t)(cand.size() - i))]);
+    int t = cand[i];
+    targets[t] = ids[t];
+    float u = rng.uniform();
+    if (u < 0.8f) {
+      ids[t] = (int)sp.mask_id;
+    } else if (u < 0.9f) {
+      int r;
+      do r = (int)rng.below((uint32_t)V);
+      while (special(r) || r == (int)sp.unk_id);
+      ids[t] = r;
+    }
+  }
+  return n;
+}
+
+// The masks of training sequence k (its k-th sighting) and of validation
+// sequence i come from their own seeded streams: fresh every time a training
+// sequence is seen, identical at every evaluation.
+static Rng mask_rng_train(uint64_t seed, uint64_t k) { return Rng{splitmix64(seed ^ splitmix64(k * 2 + 1))}; }
+static Rng mask_rng_val(uint64_t i) { return Rng{splitmix64(0x5EEDull ^ splitmix64(i * 2))}; }
+
+// ============================================================================
+// Commands
+// ============================================================================
+
+// The one global: a signal handler can reach nothing else. The training
+// loop polls it between steps, saves, and returns.
+static volatile sig_atomic_t g_stop_signal = 0;
+static void on_stop_signal(int sig) { g_stop_signal = sig; }
+
+static double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+static std::string format_duration(double s) {
+  long long t = (long long)s;
+  return t >= 3600 ? strf("%lldh%02lldm", t / 3600, t / 60 % 60) : strf("%lldm%02llds", t / 60, t % 60);
+}
+
+static bool make_dir(const std::string& dir, std::string* err) {
+  std::string cur;
+  for (size_t i = 0; i <= dir.size(); i++) {  // mkdir -p
+    if (i == dir.size() || dir[i] == '/') {
+      if (!cur.empty() && mkdir(cur.c_str(), 0755) != 0 && errno != EEXIST) {
+        *err = strf("cannot create directory %s: %s", cur.c_str(), strerror(errno));
+        return false;
+      }
+    }
+    if (i < dir.size()) cur += dir[i];
+  }
+  return true;
+}
+
+// The config of a run: a preset name or a file of "key value" lines
+// (H, I, L, N, types, labels; V and T come from the data).
+static bool config_load(const std::string& spec, Config* c, std::string* err) {
+  if (config_preset(spec, c)) return true;
+  FILE* f = fopen(spec.c_str(), "r");
+  if (!f) {
+    *err = strf("--config %s: not a preset (tiny, base, large) and not a readable file", spec.c_str());
+    return false;
+  }
+  *c = Config{};
+  char key[64];
+  long long v;
+  int line = 0;
+  char buf[256];
+  bool ok = true;
+  while (ok && fgets(buf, sizeof buf, f)) {
+    line++;
+    if (buf[0] == '#' || strspn(buf, " \t\r\n") == strlen(buf)) continue;
+    if (sscanf(buf, "%63s %lld", key, &v) != 2) {
+      *err = strf("%s:%d: expected 'key value', got: %s", spec.c_str(), line, buf);
+      ok = false;
+    } else if (!strcmp(key, "V")) c->V = (int)v;
+    else if (!strcmp(key, "H")) c->H = (int)v;
+    else if (!strcmp(key, "I")) c->I = (int)v;
+    else if (!strcmp(key, "L")) c->L = (int)v;
+    else if (!strcmp(key, "N")) c->N = (int)v;
+    else if (!strcmp(key, "T")) c->T = (int)v;
+    else if (!strcmp(key, "types")) c->types = (int)v;
+    else if (!strcmp(key, "labels")) c->labels = (int)v;
+    else {
+      *err = strf("%s:%d: unknown key '%s' (known: V H I L N T types labels)", spec.c_str(), line, key);
+      ok = false;
+    }
+  }
+  fclose(f);
+  return ok;
+}
+
+static void print_model_plan(const Model& m) {
+  const Config& c = m.c;
+  printf("model: V %d  H %d  I %d  L %d  N %d  T %d  types %d  labels %d\n", c.V, c.H, c.I, c.L, c.N, c.T, c.types,
+         c.labels);
+  printf("parameters: %zu (%.1f MB fp32); activations: %zu floats (%.1f MB) for batch %d\n", m.num_params,
+         m.num_params * 4 / 1e6, m.num_acts, m.num_acts * 4 / 1e6, m.B);
+}
+
+// Builds a model from a checkpoint. T_override > 0 runs it on shorter
+// sequences (the first rows of the position table). Tensors are matched by
+// name; with labels_override >= 0 a classification head of another size is
+// left for the caller to initialise (its names are returned in *fresh).
+static bool model_from_checkpoint(const std::string& path, int B, int R, int T_override, int labels_override,
+                                  Model* m, CkptHeader* h, std::vector<float>* data, std::vector<std::string>* fresh,
+                                  std::string* err) {
+  if (!checkpoint_read(path, h, data, err)) return false;
+  Config old = ckpt_config(*h), c = old;
+  if (T_override > 0) {
+    if (T_override > old.T) {
+      *err = strf("--seq %d is longer than the checkpoint's T = %d", T_override, old.T);
+      return false;
+    }
+    c.T = T_override;
+  }
+  if (labels_override >= 0) c.labels = labels_override;
+  if (!model_build(m, c, B, R, err)) return false;
+  std::vector<TensorInfo> src = param_table(old);
+  for (const TensorInfo& t : m->table) {
+    auto it = std::find_if(src.begin(), src.end(), [&](const TensorInfo& s) { return !strcmp(s.name, t.name); });
+    bool prefix_ok = !strcmp(t.name, "wpe") && t.count <= it->count;  // a shorter position table
+    if (it->count == t.count || prefix_ok) std::copy_n(data->data() + it->offset, t.count, &m->params_mem[t.offset]);
+    else if (fresh) fresh->push_back(t.name);
+  }
+  return true;
+}
+
+struct EvalResult {
+  double loss = 0, accuracy = 0;
+  long long rows = 0;
+};
+
+// MLM loss and masked-token accuracy on the first max_seqs sequences of a
+// shard set, with fixed masks, dropout off.
+static bool evaluate_mlm(Model& m, const ShardSet& val, long long max_seqs, const MaskSpec& ms, EvalResult* r,
+                         std::string* err) {
+  const int T = m.c.T;
+  std::vector<int> ids((size_t)m.B * T), types((size_t)m.B * T, 0), targets((size_t)m.B * T);
+  double loss_sum = 0;
+  long long correct = 0, rows = 0, seen = 0, total = std::min<long long>(max_seqs, (long long)val.total);
+  size_t shard = 0;
+  uint64_t row = 0;
+  FILE* f = nullptr;
+  while (seen < total) {
+    int B = (int)std::min<long long>(m.B, total - seen);
+    for (int b = 0; b < B; b++, row++) {
+      while (row >= val.counts[shard]) shard++, row = 0, f = f ? (fclose(f), nullptr) : nullptr;
+      if (!f && !(f = fopen(val.paths[shard].c_str(), "rb"))) {
+        *err = strf("cannot open %s: %s", val.paths[shard].c_str(), strerror(errno));
+        return false;
+      }
+      if (!DataOrder::read_row(f, val.paths[shard], T, row, &ids[(size_t)b * T], err)) {
+        fclose(f);
+        return false;
+      }
+      Rng rng = mask_rng_val((uint64_t)(seen + b));
+      mask_sequence(&ids[(size_t)b * T], &targets[(size_t)b * T], T, m.c.V, val.h, ms, rng);
+    }
+    Batch bt{B, ids.data(), types.data(), targets.data(), nullptr};
+    Loss loss;
+    if (!model_forward(m, bt, false, &loss, err)) {
+      if (f) fclose(f);
+      return false;
+    }
+    loss_sum += loss.sum;
+    rows += loss.count;
+    for (int r2 = 0; r2 < loss.count; r2++) {
+      const float* x = m.a.logits + (size_t)r2 * m.c.V;
+      correct += std::max_element(x, x + m.c.V) - x == m.a.row_target[r2];
+    }
+    seen += B;
+  }
+  if (f) fclose(f);
+  r->rows = rows;
+  r->loss = rows ? loss_sum / rows : 0;
+  r->accuracy = rows ? (double)correct / rows : 0;
+  return true;
+}
+
+static bool device_check(const std::string& device, std::string* err) {
+  if (device == "cpu" || device == "auto") return true;
+  if (device == "cuda") *err = "--device cuda: this build has no CUDA path yet; use --device cpu";
+  else *err = strf("--device %s: expected cpu, cuda or auto", device.c_str());
+  return false;
+}
+
+static void set_threads(long long threads) {
+#ifdef _OPENMP
+  if (threads > 0) omp_set_num_threads((int)threads);
+#else
+  (void)threads;
+#endif
+}
+
+static const char* kPretrainUsage =
+    "usage: bigs pretrain --train 'DIR/train_*.bin' [--val DIR/val_000000.bin] [options]\n"
+    "Masked-language-model pretraining of BiGS (BIGS.md section 6); defaults are the paper's recipe.\n"
+    "Writes OUT/model.bin (parameters), OUT/state.bin (to --resume) and OUT/log.jsonl.";
+
+static int cmd_pretrain(int argc, char** argv) {
+  std::string train, val, config = "tiny", out = "out", resume, device = "auto", schedule = "cosine";
+  long long batch = 1048, micro = 8, steps = 100000, warmup = 2000, decay_steps = 0, eval_every = 1000,
+            eval_seqs = 2048, log_every = 10, save_every = 1000, seed = 1, threads = 0;
+  double lr = 6e-4, alpha = 0.1, clip = 1.0, dropout = 0.1;
+  AdamW opt;
+  MaskSpec ms;
+  std::vector<Flag> flags = {
+      {Flag::Str, "train", &train, 0, 0, "training shards, a glob (quote it)"},
+      {Flag::Str, "val", &val, 0, 0, "validation shards, a glob"},
+      {Flag::Str, "config", &config, 0, 0, "tiny, base, large, or a file of 'key value' lines"},
+      {Flag::Str, "out", &out, 0, 0, "directory for checkpoints and the log"},
+      {Flag::Str, "resume", &resume, 0, 0, "a state.bin to continue from, exactly"},
+      {Flag::Str, "device", &device, 0, 0, "cpu, cuda or auto"},
+      {Flag::Int, "batch", &batch, 1, 1 << 24, "sequences per optimizer step"},
+      {Flag::Int, "micro-batch", &micro, 1, 1 << 20, "sequences per forward/backward; must divide --batch"},
+      {Flag::Int, "steps", &steps, 1, 1LL << 40, "optimizer steps in all"},
+      {Flag::Num, "lr", &lr, 0, 10, "peak learning rate"},
+      {Flag::Str, "schedule", &schedule, 0, 0, "cosine, linear or constant (after warmup)"},
+      {Flag::Int, "warmup", &warmup, 0, 1LL << 40, "linear warmup steps"},
+      {Flag::Int, "decay-steps", &decay_steps, 0, 1LL << 40, "step where the decay ends; 0 = --steps"},
+      {Flag::Num, "alpha", &alpha, 0, 1, "cosine: final LR as a fraction of the peak"},
+      {Flag::Num, "beta1", &opt.beta1, 0, 0.999999, "AdamW beta1"},
+      {Flag::Num, "beta2", &opt.beta2, 0, 0.999999, "AdamW beta2"},
+      {Flag::Num, "eps", &opt.eps, 0, 1, "AdamW epsilon"},
+      {Flag::Num, "weight-decay", &opt.weight_decay, 0, 10, "decoupled weight decay (not on biases, LayerNorm)"},
+      {Flag::Num, "grad-clip", &clip, 0, 1e9, "clip the global gradient norm to this; 0 = off"},
+      {Flag::Num, "dropout", &dropout, 0, 0.9, "dropout after the embeddings"},
+      {Flag::Num, "mask-prob", &ms.prob, 0.001, 1, "fraction of tokens to predict"},
+      {Flag::Int, "max-predictions", &ms.max_predictions, 1, 1 << 16, "predicted tokens per sequence, at most"},
+      {Flag::Int, "eval-every", &eval_every, 0, 1LL << 40, "validate every this many steps; 0 = only at the end"},
+      {Flag::Int, "eval-seqs", &eval_seqs, 1, 1LL << 40, "validation sequences per evaluation"},
+      {Flag::Int, "log-every", &log_every, 1, 1LL << 40, "print progress every this many steps"},
+      {Flag::Int, "save-every", &save_every, 0, 1LL << 40, "checkpoint every this many steps; 0 = only at the end"},
+      {Flag::Int, "seed", &seed, 0, 1LL << 62, "seed of the init, data order, masks and dropout"},
+      {Flag::Int, "threads", &threads, 0, 4096, "CPU threads; 0 = all"},
+  };
+  std::vector<std::string> rest;
+  std::string err;
+  int rc = parse_flags(argc, argv, flags, kPretrainUsage, &rest, &err);
+  if (rc == 1) return 0;
+  if (rc == 0 && !rest.empty()) err = "unexpected argument '" + rest[0] + "'", rc = 2;
+  if (rc == 0 && train.empty()) err = "--train is required (a glob of shards from `data_prep pretrain`)", rc = 2;
+  if (rc == 0 && batch % micro != 0) err = strf("--micro-batch %lld does not divide --batch %lld", micro, batch), rc = 2;
+  LrSchedule sched{Schedule::Cosine, lr, warmup, decay_steps ? decay_steps : steps, alpha};
+  if (schedule == "linear") sched.kind = Schedule::Linear;
+  else if (schedule == "constant") sched.kind = Schedule::Constant;
+  else if (schedule != "cosine" && rc == 0) err = "--schedule: expected cosine, linear or constant", rc = 2;
+  if (rc == 0 && !device_check(device, &err)) rc = 2;
+  if (rc != 0) {
+    fprintf(stderr, "bigs pretrain: %s\n", err.c_str());
+    return 2;
+  }
+  set_threads(threads);
+
+  ShardSet tr, va;
+  if (!shards_open(train, &tr, &err) || (!val.empty() && !shards_open(val, &va, &err))) {
+    fprintf(stderr, "bigs pretrain: %s\n", err.c_str());
+    return 1;
+  }
+  if (!val.empty() && (va.h.seq_len != tr.h.seq_len || va.h.vocab_size != tr.h.vocab_size)) {
+    fprintf(stderr, "bigs pretrain: --val shards have T = %u, V = %u but --train shards T = %u, V = %u\n",
+            va.h.seq_len, va.h.vocab_size, tr.h.seq_len, tr.h.vocab_size);
+    return 1;
+  }
+  const int T = (int)tr.h.seq_len, R = (int)(micro * std::min<long long>(ms.max_predictions, T));
+  Model m;
+  std::vector<float> mom1, mom2;
+  uint64_t step = 0, samples = 0;
+  if (!resume.empty()) {
+    CkptHeader h;
+    std::vector<float> data;
+    if (!model_from_checkpoint(resume, (int)micro, R, 0, -1, &m, &h, &data, nullptr, &err)) {
+      fprintf(stderr, "bigs pretrain: %s\n", err.c_str());
+      return 1;
+    }
+    if (h.kind != kCkptTrainState) {
+      fprintf(stderr, "bigs pretrain: --resume %s holds parameters only; resume from a state.bin\n", resume.c_str());
+      return 1;
+    }
+    if (h.T != T || h.V != (int)tr.h.vocab_size) {
+      fprintf(stderr, "bigs pretrain: %s has T = %d, V = %d but the shards have T = %u, V = %u\n", resume.c_str(),
+              h.T, h.V, tr.h.seq_len, tr.h.vocab_size);
+      return 1;
+    }
+    mom1.assign(data.begin() + m.num_params, data.begin() + 2 * m.num_params);
+    mom2.assign(data.begin() + 2 * m.num_params, data.end());
+    step = h.step, samples = h.samples_seen, seed = (long long)h.seed;
+    printf("resumed from %s at step %" PRIu64 " (%" PRIu64 " sequences seen)\n", resume.c_str(), step, samples);
+  } else {
+    Config c;
+    if (!config_load(config, &c, &err)) {
+      fprintf(stderr, "bigs pretrain: %s\n", err.c_str());
+      return 2;
+    }
+    c.V = (int)tr.h.vocab_size, c.T = T;
+    if (!model_build(&m, c, (int)micro, R, &err)) {
+      fprintf(stderr, "bigs pretrain: %s\n", err.c_str());
+      return 1;
+    }
+    model_init(&m, (uint64_t)seed);
+    mom1.assign(m.num_params, 0.0f);
+    mom2.assign(m.num_params, 0.0f);
+  }
+  m.dropout = (float)dropout;
+  m.dropout_seed = (uint64_t)seed;
+  print_model_plan(m);
+  printf("settings:\n");
+  print_settings(stdout, flags);
+  printf("data: %zu training shards, %" PRIu64 " sequences of T = %d; %" PRIu64 " validation sequences\n",
+         tr.paths.size(), tr.total, T, va.total);
+  if (!make_dir(out, &err)) {
+    fprintf(stderr, "bigs pretrain: %s\n", err.c_str());
+    return 1;
+  }
+  std::string log_path = out + "/log.jsonl";
+  FILE* log = fopen(log_path.c_str(), resume.empty() ? "w" : "a");
+  if (!log) {
+    fprintf(stderr, "bigs pretrain: cannot write %s: %s\n", log_path.c_str(), strerror(errno));
+    return 1;
+  }
+  auto save = [&](const char* why) {
+    bool ok = checkpoint_save(out + "/state.bin", m, &mom1, &mom2, step, samples, (uint64_t)seed, &err) &&
+              checkpoint_save(out + "/model.bin", m, nullptr, nullptr, step, samples, (uint64_t)seed, &err);
+    if (ok) printf("saved %s/state.bin and %s/model.bin at step %" PRIu64 " (%s)\n", out.c_str(), out.c_str(), step, why);
+    else fprintf(stderr, "bigs pretrain: %s\n", err.c_str());
+    return ok;
+  };
+  auto validate = [&]() {
+    if (val.empty()) return true;
+    EvalResult r;
+    if (!evaluate_mlm(m, va, eval_seqs, ms, &r, &err)) return false;
+    printf("step %" PRIu64 " | val loss %.4f | val accuracy %.4f (%lld predictions)\n", step, r.loss, r.accuracy,
+           r.rows);
+    fprintf(log, "{\"step\": %" PRIu64 ", \"val_loss\": %.6f, \"val_accuracy\": %.6f}\n", step, r.loss, r.accuracy);
+    fflush(log);
+    return true;
+  };
+
+  signal(SIGINT, on_stop_signal);
+  signal(SIGTERM, on_stop_signal);
+  const int accum = (int)(batch / micro);
+  std::vector<int> ids((size_t)batch * T), types((size_t)batch * T, 0), targets((size_t)batch * T);
+  DataOrder order;  // keeps the current shard open across steps
+  order.s = &tr, order.seed = (uint64_t)seed;
+  double t_start = now_seconds(), t_last = t_start;
+  uint64_t step0 = step;
+  int status = 0;
+  while (step < (uint64_t)steps) {
+    // One optimizer batch: read and mask all of it first, so the loss can be
+    // normalised by its total number of predictions; then accumulate.
+    long long rows = 0;
+    for (long long b = 0; b < batch; b++) {
+      if (!order.read(samples + b, &ids[(size_t)b * T], &err)) {
+        fprintf(stderr, "bigs pretrain: %s\n", err.c_str());
+        return 1;
+      }
+      Rng rng = mask_rng_train((uint64_t)seed, samples + b);
+      rows += mask_sequence(&ids[(size_t)b * T], &targets[(size_t)b * T], T, m.c.V, tr.h, ms, rng);
+    }
+    model_zero_grad(m);
+    double loss_sum = 0;
+    for (int k = 0; k < accum; k++) {
+      size_t off = (size_t)k * micro * T;
+      Batch bt{(int)micro, &ids[off], &types[off], &targets[off], nullptr};
+      m.dropout_stream = step * accum + k;
+      Loss loss;
+      if (!model_forward(m, bt, true, &loss, &err)) {
+        fprintf(stderr, "bigs pretrain: step %" PRIu64 ": %s\n", step + 1, err.c_str());
+        return 1;
+      }
+      model_backward(m, bt, true, loss, 1.0f / (float)rows);
+      loss_sum += loss.sum;
+    }
+    double loss = loss_sum / rows, norm = grad_norm(m);
+    if (!std::isfinite(loss) || !std::isfinite(norm)) {
+      fprintf(stderr,
+              "bigs pretrain: step %" PRIu64 ": the loss is %g and the gradient norm %g; stopping. The last good "
+              "checkpoint is %s/state.bin; try a lower --lr or a tighter --grad-clip\n",
+              step + 1, loss, norm, out.c_str());
+      fclose(log);
+      return 1;
+    }
+    if (clip > 0 && norm > clip) grad_scale(m, (float)(clip / norm));
+    double lr_now = lr_at(sched, (long long)step);
+    adamw_step(m, mom1, mom2, (float)lr_now, opt, (long long)step + 1);
+    step++;
+    samples += batch;
+    fprintf(log, "{\"step\": %" PRIu64 ", \"loss\": %.6f, \"lr\": %.6g, \"grad_norm\": %.6f}\n", step, loss, lr_now,
+            norm);
+    if (step % log_every == 0 || step == (uint64_t)steps) {
+      double t = now_seconds(), per_step = (t - t_start) / (double)(step - step0);
+      printf("step %" PRIu64 "/%lld | loss %.4f | lr %.3g | grad norm %.3f | %.0f tokens/s | %s left\n", step, steps,
+             loss, lr_now, norm, (double)batch * T * (step % log_every ? 1 : log_every) / (t - t_last),
+             format_duration(per_step * (double)(steps - step)).c_str());
+      t_last = t;
+      fflush(stdout);
+      fflush(log);
+    }
+    if (eval_every && step % eval_every == 0 && step != (uint64_t)steps && !validate()) break;
+    if (save_every && step % save_every == 0 && step != (uint64_t)steps && !save("periodic")) return 1;
+    if (g_stop_signal) {
+      printf("signal %d: stopping after step %" PRIu64 "\n", (int)g_stop_signal, step);
+      status = 128 + (int)g_stop_signal;
+      break;
+    }
+  }
+  if (status == 0 && !validate()) {
+    fprintf(stderr, "bigs pretrain: %s\n", err.c_str());
+    status = 1;
+  }
+  fclose(log);
+  if (!save(status ? "interrupted; continue with --resume" : "final")) return 1;
+  return status;
+}
+
+static const char* kFillMaskUsage =
+    "usage: bigs fill-mask --ckpt CKPT --vocab VOCAB [--top-k K] [--seq T] \"text with [MASK]\" ...\n"
+    "For each [MASK] of each text, prints K lines: token<TAB>probability.";
+
+static int cmd_fill_mask(int argc, char** argv) {
+  std::string ckpt, vocab, device = "auto";
+  long long top_k = 5, seq = 0, threads = 0;
+  std::vector<Flag> flags = {
+      {Flag::Str, "ckpt", &ckpt, 0, 0, "a model.bin or state.bin"},
+      {Flag::Str, "vocab", &vocab, 0, 0, "the vocab.txt the model was trained with"},
+      {Flag::Int, "top-k", &top_k, 1, 65536, "candidates per [MASK]"},
+      {Flag::Int, "seq", &seq, 0, 1 << 20, "pad to this length; 0 = the model's T (as it was trained)"},
+      {Flag::Str, "device", &device, 0, 0, "cpu, cuda or auto"},
+      {Flag::Int, "threads", &threads, 0, 4096, "CPU threads; 0 = all"},
+  };
+  std::vector<std::string> texts;
+  std::string err;
+  int rc = parse_flags(argc, argv, flags, kFillMaskUsage, &texts, &err);
+  if (rc == 1) return 0;
+  if (rc == 0 && (ckpt.empty() || vocab.empty())) err = "--ckpt and --vocab are required", rc = 2;
+  if (rc == 0 && texts.empty()) err = "give at least one text with [MASK] in it", rc = 2;
+  if (rc == 0 && !device_check(device, &err)) rc = 2;
+  if (rc != 0) {
+    fprintf(stderr, "bigs fill-mask: %s\n", err.c_str());
+    return 2;
+  }
+  set_threads(threads);
+  Tokenizer tok;
+  if (!tok.load(vocab, &err)) {
+    fprintf(stderr, "bigs fill-mask: %s\n", err.c_str());
+    return 1;
+  }
+  CkptHeader h;
+  std::vector<float> data;
+  Model m;
+  if (!checkpoint_read(ckpt, &h, &data, &err)) {
+    fprintf(stderr, "bigs fill-mask: %s\n", err.c_str());
+    return 1;
+  }
+  int T = seq ? (int)seq : h.T;
+  if (!model_from_checkpoint(ckpt, 1, T, T, -1, &m, &h, &data, nullptr, &err)) {
+    fprintf(stderr, "bigs fill-mask: %s\n", err.c_str());
+    return 1;
+  }
+  if (tok.vocab_size() != m.c.V) {
+    fprintf(stderr, "bigs fill-mask: %s has %d tokens but the model's vocabulary has %d; use the vocab it was "
+            "trained with\n", vocab.c_str(), tok.vocab_size(), m.c.V);
+    return 1;
+  }
+  for (const std::string& text : texts) {
+    std::vector<int> ids, types, targets(T, -1);
+    tok.encode_model_input(text, nullptr, T, true, &ids, &types);
+    int masks = 0;
+    for (int t = 0; t < T; t++)
+      if (ids[t] == tok.mask_id()) targets[t] = 0, masks++;  // any target: only the logits are used
+    if (masks == 0) {
+      fprintf(stderr, "bigs fill-mask: no [MASK] in \"%s\" (within the first %d tokens)\n", text.c_str(), T);
+      return 1;
+    }
+    Batch bt{1, ids.data(), types.data(), targets.data(), nullptr};
+    Loss loss;
+    if (!model_forward(m, bt, false, &loss, &err)) {
+      fprintf(stderr, "bigs fill-mask: %s\n", err.c_str());
+      return 1;
+    }
+    for (int r = 0; r < loss.count; r++) {
+      const float* x = m.a.logits + (size_t)r * m.c.V;
+      float mx = *std::max_element(x, x + m.c.V);
+      double z = 0;
+      for (int v = 0; v < m.c.V; v++) z += std::exp((double)x[v] - mx);
+      std::vector<int> order(m.c.V);
+      for (int v = 0; v < m.c.V; v++) order[v] = v;
+      int k = (int)std::min<long long>(top_k, m.c.V);
+      std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int a, int b) { return x[a] > x[b]; });
+      for (int i = 0; i < k; i++)
+        printf("%s\t%.9f\n", tok.token(order[i]).c_str(), std::exp((double)x[order[i]] - mx) / z);
+    }
+  }
+  return 0;
+}
+
+static const char* kUsage =
+    "usage: bigs COMMAND [options]   (bigs COMMAND --help for each)\n"
+    "  pretrain    masked-language-model pretraining on shards from `data_prep pretrain`\n"
+    "  fill-mask   the model's top guesses for each [MASK] in a text\n";
+
+static int bigs_main(int argc, char** argv) {
+  if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+    printf("%s", kUsage);
+    return argc < 2 ? 2 : 0;
+  }
+  std::string cmd = argv[1];
+  if (cmd == "pretrain") return cmd_pretrain(argc - 1, argv + 1);
+  if (cmd == "fill-mask") return cmd_fill_mask(argc - 1, argv + 1);
+  fprintf(stderr, "bigs: unknown command '%s'\n%s", cmd.c_str(), kUsage);
+  return 2;
+}
+
+}  // namespace bigs
+
+#ifndef BIGS_NO_MAIN
+int main(int argc, char** argv) { return bigs::bigs_main(argc, argv); }
+#endif

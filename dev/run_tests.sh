@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs every test suite of the project (called by `make test`) and ends with
+# one summary line, "N passed, N failed". A suite is one GoogleTest binary or
+# one script; each must exit 0 to pass.
+set -u
+build=${1:-build}
+PYTHON=${PYTHON:-/usr/bin/python3}
+passed=0
+failed=0
+failures=()
+
+run() {  # run NAME COMMAND...
+  local name=$1
+  shift
+  echo "=== $name: $*"
+  if "$@"; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1))
+    failures+=("$name")
+  fi
+}
+
+for t in test_model test_train test_tokenizer test_data_prep; do
+  run "$t" "$build/$t" --gtest_brief=1
+done
+run tokenizer_parity "$PYTHON" dev/tokenizer_parity.py ./tokenizer data/bert-base-uncased-vocab.txt --workdir "$build/tokenizer_parity"
+
+echo
+[ ${#failures[@]} -eq 0 ] || echo "failed suites: ${failures[*]}"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,488 @@
+// The BiGS model on the CPU: every layer against finite differences in
+// double precision, the FFT convolution against the direct sum, and the whole
+// model against the independent PyTorch reference (dev/reference.py).
+#define BIGS_NO_MAIN
+#include "bigs.cu"
+
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <random>
+
+#include "test/fixture.h"
+
+using namespace bigs;
+
+namespace {
+
+// ---------------------------------------------------------------------------
+// Comparison helpers: |a - b| <= atol + rtol |b|, with the worst element named
+// ---------------------------------------------------------------------------
+
+template <class A>
+::testing::AssertionResult all_close(const std::string& what, const A* a, const double* b, size_t n,
+                                     double atol, double rtol) {
+  size_t bad = 0, worst = 0;
+  double worst_excess = -1, worst_rel = 0;
+  for (size_t i = 0; i < n; i++) {
+    double err = std::fabs((double)a[i] - b[i]), tol = atol + rtol * std::fabs(b[i]);
+    double rel = err / std::max(std::fabs(b[i]), 1e-30);
+    if (!(err <= tol)) bad++;
+    if (err - tol > worst_excess) worst_excess = err - tol, worst = i;
+    worst_rel = std::max(worst_rel, std::fabs(b[i]) > atol ? rel : 0.0);
+  }
+  if (bad == 0) {
+    printf("  %-28s %8zu values, worst relative error %.2e\n", what.c_str(), n, worst_rel);
+    return ::testing::AssertionSuccess();
+  }
+  return ::testing::AssertionFailure() << what << ": " << bad << " of " << n << " values differ; worst at " << worst
+                                       << ": got " << (double)a[worst] << ", want " << b[worst] << " (atol "
+                                       << atol << ", rtol " << rtol << ")";
+}
+
+std::vector<double> randn(size_t n, std::mt19937_64& g, double scale = 1.0) {
+  std::normal_distribution<double> d(0.0, scale);
+  std::vector<double> x(n);
+  for (auto& v : x) v = d(g);
+  return x;
+}
+
+// Central differences of the scalar `loss()` w.r.t. x, against `grad`. At most
+// max_checks evenly spread elements, so big tensors stay fast. Double
+// precision with eps = 1e-6: truncation ~1e-12, rounding ~1e-9.
+::testing::AssertionResult fd_matches(const std::string& what, std::vector<double>& x, const std::vector<double>& grad,
+                                      const std::function<double()>& loss, size_t max_checks = 400) {
+  const double eps = 1e-6, atol = 1e-7, rtol = 1e-5;
+  size_t step = std::max<size_t>(1, x.size() / max_checks);
+  std::vector<double> num, ana;
+  for (size_t i = 0; i < x.size(); i += step) {
+    double keep = x[i];
+    x[i] = keep + eps;
+    double lp = loss();
+    x[i] = keep - eps;
+    double lm = loss();
+    x[i] = keep;
+    num.push_back((lp - lm) / (2 * eps));
+    ana.push_back(grad[i]);
+  }
+  return all_close(what, ana.data(), num.data(), num.size(), atol, rtol);
+}
+
+double dot(const std::vector<double>& a, const std::vector<double>& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); i++) s += a[i] * b[i];
+  return s;
+}
+
+// Odd shapes throughout: H not a multiple of anything, T not a power of two.
+constexpr int B = 3, T = 19, H = 111;
+
+}  // namespace
+
+// ===========================================================================
+// Finite-difference checks of every backward, in double precision
+// ===========================================================================
+
+TEST(LayerGrad, Embedding) {
+  std::mt19937_64 g(1);
+  const int V = 13, types = 2;
+  auto wte = randn(V * H, g), wpe = randn(T * H, g), wtt = randn(types * H, g), r = randn(B * T * H, g);
+  std::vector<int> ids(B * T), tt(B * T);
+  for (int i = 0; i < B * T; i++) ids[i] = (i * 7) % V, tt[i] = (i / 5) % 2;  // repeated ids on purpose
+  std::vector<double> out(B * T * H), dwte(V * H, 0), dwpe(T * H, 0), dwtt(types * H, 0);
+  auto loss = [&] {
+    embedding_forward_cpu(out.data(), ids.data(), tt.data(), wte.data(), wpe.data(), wtt.data(), B, T, H);
+    return dot(out, r);
+  };
+  embedding_backward_cpu(dwte.data(), dwpe.data(), dwtt.data(), r.data(), ids.data(), tt.data(), B, T, H);
+  EXPECT_TRUE(fd_matches("dwte", wte, dwte, loss));
+  EXPECT_TRUE(fd_matches("dwpe", wpe, dwpe, loss));
+  EXPECT_TRUE(fd_matches("dwtt", wtt, dwtt, loss));
+}
+
+TEST(LayerGrad, LayerNorm) {
+  std::mt19937_64 g(2);
+  const int rows = B * T;
+  auto x = randn(rows * H, g, 2.0), w = randn(H, g), b = randn(H, g), r = randn(rows * H, g);
+  for (auto& v : x) v += 3.0;  // a large mean, as real activations have
+  std::vector<double> out(rows * H), mean(rows), rstd(rows), dx(rows * H, 0), dw(H, 0), db(H, 0);
+  auto loss = [&] {
+    layernorm_forward_cpu(out.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), rows, H);
+    return dot(out, r);
+  };
+  loss();
+  layernorm_backward_cpu(dx.data(), dw.data(), db.data(), r.data(), x.data(), w.data(), mean.data(), rstd.data(),
+                         rows, H);
+  EXPECT_TRUE(fd_matches("dx", x, dx, loss));
+  EXPECT_TRUE(fd_matches("dw", w, dw, loss));
+  EXPECT_TRUE(fd_matches("db", b, db, loss));
+}
+
+TEST(LayerGrad, Dense) {
+  std::mt19937_64 g(3);
+  const int rows = B * T, out_dim = 37;
+  auto x = randn(rows * H, g), w = randn(out_dim * H, g), b = randn(out_dim, g), r = randn(rows * out_dim, g);
+  std::vector<double> out(rows * out_dim);
+  // The backward accumulates: start from non-zero buffers and subtract.
+  std::vector<double> dx(rows * H, 0.5), dw(out_dim * H, 0.5), db(out_dim, 0.5);
+  auto loss = [&] {
+    dense_forward_cpu(out.data(), x.data(), w.data(), b.data(), rows, H, out_dim);
+    return dot(out, r);
+  };
+  dense_backward_cpu(dx.data(), dw.data(), db.data(), r.data(), x.data(), w.data(), rows, H, out_dim);
+  for (auto* v : {&dx, &dw, &db})
+    for (auto& e : *v) e -= 0.5;
+  EXPECT_TRUE(fd_matches("dx", x, dx, loss));
+  EXPECT_TRUE(fd_matches("dw", w, dw, loss));
+  EXPECT_TRUE(fd_matches("db", b, db, loss));
+}
+
+TEST(LayerGrad, Activations) {
+  std::mt19937_64 g(4);
+  const size_t n = B * T * H;
+  for (Act act : {Act::GeluTanh, Act::GeluErf, Act::Tanh}) {
+    auto x = randn(n, g, 2.0), r = randn(n, g);
+    std::vector<double> out(n), dx(n);
+    auto loss = [&] {
+      activation_forward_cpu(out.data(), x.data(), n, act);
+      return dot(out, r);
+    };
+    activation_backward_cpu(dx.data(), r.data(), x.data(), n, act);
+    EXPECT_TRUE(fd_matches("dx act " + std::to_string((int)act), x, dx, loss));
+  }
+}
+
+TEST(LayerGrad, GeluFormsDiffer) {
+  // The two GELU forms must not be confused: they differ by 4.4e-4 at |x| = 2.5.
+  EXPECT_GT(std::fabs(gelu_tanh(2.5) - gelu_erf(2.5)), 4e-4);
+  EXPECT_NEAR(gelu_erf(1.0), 0.8413447460685429, 1e-15);  // x Phi(x)
+  EXPECT_NEAR(gelu_tanh(1.0), 0.8411919906082768, 1e-15);
+}
+
+TEST(LayerGrad, Gate) {
+  std::mt19937_64 g(5);
+  const size_t n = B * T * H;
+  auto a = randn(n, g), b = randn(n, g), r = randn(n, g);
+  std::vector<double> out(n), da(n), db(n);
+  auto loss = [&] {
+    gate_forward_cpu(out.data(), a.data(), b.data(), n);
+    return dot(out, r);
+  };
+  gate_backward_cpu(da.data(), db.data(), r.data(), a.data(), b.data(), n);
+  EXPECT_TRUE(fd_matches("da", a, da, loss));
+  EXPECT_TRUE(fd_matches("db", b, db, loss));
+}
+
+TEST(LayerGrad, S4dKernel) {
+  std::mt19937_64 g(6);
+  for (int TT : {19, 37}) {
+    const int N = 8;
+    auto a_re = randn(N, g, 0.3), a_im = randn(N, g, 3.0), c = randn(2 * N, g), r = randn(TT, g);
+    for (auto& v : a_re) v = -std::fabs(v) - 0.05;
+    a_re[3] = 0.05;  // above the clip at -1e-4: its gradient must be exactly 0
+    std::vector<double> lstep = {std::log(0.1)}, K(TT), da_re(N, 0), da_im(N, 0), dc(2 * N, 0), dls(1, 0);
+    auto loss = [&] {
+      s4d_kernel_forward_cpu(K.data(), a_re.data(), a_im.data(), c.data(), lstep[0], N, TT);
+      return dot(K, r);
+    };
+    s4d_kernel_backward_cpu(da_re.data(), da_im.data(), dc.data(), dls.data(), r.data(), a_re.data(), a_im.data(),
+                            c.data(), lstep[0], N, TT);
+    EXPECT_EQ(da_re[3], 0.0);
+    EXPECT_TRUE(fd_matches("da_re", a_re, da_re, loss));
+    EXPECT_TRUE(fd_matches("da_im", a_im, da_im, loss));
+    EXPECT_TRUE(fd_matches("dc", c, dc, loss));
+    EXPECT_TRUE(fd_matches("dlog_step", lstep, dls, loss));
+  }
+}
+
+// Both directions, with the direct sum (T = 19) and the FFT (T >= kFftMinT).
+TEST(LayerGrad, SsmConv) {
+  std::mt19937_64 g(7);
+  for (int TT : {19, kFftMinT + 3})
+    for (bool anticausal : {false, true}) {
+      const int HH = TT < kFftMinT ? H : 2;
+      auto u = randn(B * TT * HH, g), K = randn(TT, g, 0.5), r = randn(B * TT * HH, g);
+      std::vector<double> D = {0.7}, out(B * TT * HH), du(B * TT * HH), dK(TT, 0), dD(1, 0);
+      auto loss = [&] {
+        ssm_conv_forward_cpu(out.data(), u.data(), K.data(), D[0], B, TT, HH, anticausal);
+        return dot(out, r);
+      };
+      ssm_conv_backward_cpu(du.data(), dK.data(), dD.data(), r.data(), u.data(), K.data(), D[0], B, TT, HH,
+                            anticausal);
+      std::string tag = std::string(anticausal ? " anti-causal" : " causal") + " T=" + std::to_string(TT);
+      EXPECT_TRUE(fd_matches("du" + tag, u, du, loss));
+      EXPECT_TRUE(fd_matches("dK" + tag, K, dK, loss));
+      EXPECT_TRUE(fd_matches("dD" + tag, D, dD, loss));
+    }
+}
+
+TEST(LayerGrad, Dropout) {
+  std::mt19937_64 g(8);
+  const size_t n = B * T * H;
+  auto x = randn(n, g), r = randn(n, g);
+  std::vector<double> out(n), dx(n);
+  auto loss = [&] {
+    dropout_forward_cpu(out.data(), x.data(), n, 0.3f, 42, 7);
+    return dot(out, r);
+  };
+  loss();
+  size_t dropped = std::count(out.begin(), out.end(), 0.0);
+  EXPECT_NEAR((double)dropped / n, 0.3, 0.02);  // 6327 draws: 4 sigma is 0.023
+  dropout_backward_cpu(dx.data(), r.data(), n, 0.3f, 42, 7);
+  EXPECT_TRUE(fd_matches("dx", x, dx, loss));
+}
+
+TEST(LayerGrad, CrossEntropy) {
+  std::mt19937_64 g(9);
+  const int rows = 7, V = 23;
+  auto x = randn(rows * V, g, 3.0), r = randn(rows, g);
+  std::vector<int> tgt = {0, 22, 5, 5, 11, 3, 17};
+  std::vector<double> losses(rows), dx(rows * V, 0), tmp(rows * V);
+  auto loss = [&] {
+    crossentropy_forward_cpu(losses.data(), x.data(), tgt.data(), rows, V);
+    return dot(losses, r);
+  };
+  for (int i = 0; i < rows; i++) {  // the backward takes one scale for all rows
+    crossentropy_backward_cpu(tmp.data(), x.data(), tgt.data(), r[i], rows, V);
+    for (int v = 0; v < V; v++) dx[i * V + v] = tmp[i * V + v];
+  }
+  EXPECT_TRUE(fd_matches("dlogits", x, dx, loss));
+}
+
+TEST(LayerGrad, MeanPool) {
+  std::mt19937_64 g(10);
+  auto x = randn(B * T * H, g), r = randn(B * H, g);
+  std::vector<int> ids(B * T, 5);
+  for (int t = 12; t < T; t++) ids[1 * T + t] = kPadId;  // sequence 1 has padding
+  for (int t = 0; t < T; t++) ids[2 * T + t] = kPadId;   // sequence 2 is all padding
+  std::vector<double> out(B * H), dx(B * T * H, 0);
+  auto loss = [&] {
+    meanpool_forward_cpu(out.data(), x.data(), ids.data(), kPadId, B, T, H);
+    return dot(out, r);
+  };
+  meanpool_backward_cpu(dx.data(), r.data(), ids.data(), kPadId, B, T, H);
+  EXPECT_TRUE(fd_matches("dx", x, dx, loss));
+  EXPECT_EQ(dx[(1 * T + 15) * H], 0.0);  // padding gets no gradient
+}
+
+// ===========================================================================
+// FFT convolution == direct sum
+// ===========================================================================
+
+TEST(SsmConv, FftEqualsDirect) {
+  std::mt19937_64 g(11);
+  for (int TT : {1, 2, 19, 128, 512, 4096})
+    for (bool anticausal : {false, true}) {
+      const int BB = 2, HH = 3;
+      auto ud = randn(BB * TT * HH, g), Kd = randn(TT, g);
+      for (int l = 0; l < TT; l++) Kd[l] *= std::exp(-0.002 * l);  // a decaying kernel, as S4D's
+      std::vector<float> u(ud.begin(), ud.end()), K(Kd.begin(), Kd.end()), a(u.size()), b(u.size());
+      ssm_conv_fft_cpu(a.data(), u.data(), K.data(), 0.5f, BB, TT, HH, anticausal);
+      ssm_conv_direct_cpu(b.data(), u.data(), K.data(), 0.5f, BB, TT, HH, anticausal);
+      // 1e-5 relative to the output's scale: fp32 rounding, not the algorithm.
+      double scale = 0;
+      for (float v : b) scale = std::max(scale, (double)std::fabs(v));
+      std::vector<double> want(b.begin(), b.end());
+      EXPECT_TRUE(all_close("fft vs direct T=" + std::to_string(TT), a.data(), want.data(), want.size(), 1e-5 * scale,
+                            1e-5));
+    }
+}
+
+// ===========================================================================
+// Against the reference (dev/reference.py, PyTorch autograd in float64)
+// ===========================================================================
+
+namespace {
+
+const Fixture& fixture() {
+  static Fixture fx = read_fixture(getenv("BIGS_FIXTURE") ? getenv("BIGS_FIXTURE") : "build/fixture.bin");
+  return fx;
+}
+
+// fp32 against float64: the tolerance.
+constexpr double kAtol = 1e-5, kRtol = 1e-4;
+
+struct Section {
+  Model m;
+  std::vector<int> ids, types, targets;
+  std::vector<float> labels;
+  Batch batch;
+};
+
+// Builds the model of one fixture section, with its parameters and inputs.
+void load_section(const std::string& s, Section* x) {
+  const Fixture& fx = fixture();
+  ASSERT_TRUE(fx.error.empty()) << fx.error;
+  const auto& cf = fx.at(s + "/config").data;
+  Config c{(int)cf[0], (int)cf[1], (int)cf[2], (int)cf[3], (int)cf[4], (int)cf[5], (int)cf[6], (int)cf[7]};
+  int BB = (int)cf[8];
+  std::string err;
+  ASSERT_TRUE(model_build(&x->m, c, BB, BB * c.T, &err)) << err;
+  for (const TensorInfo& t : x->m.table) {
+    if (t.count == 0) continue;
+    std::string k = s + "/param/" + t.name;
+    ASSERT_TRUE(fx.has(k)) << "fixture has no " << k;
+    ASSERT_EQ(fx.at(k).size(), t.count) << k;
+    for (size_t i = 0; i < t.count; i++) x->m.params_mem[t.offset + i] = (float)fx.at(k).data[i];
+  }
+  auto ints = [&](const std::string& k) {
+    std::vector<int> v;
+    for (double d : fx.at(k).data) v.push_back((int)d);
+    return v;
+  };
+  x->ids = ints(s + "/ids");
+  x->types = ints(s + "/types");
+  x->batch.B = BB;
+  x->batch.ids = x->ids.data();
+  x->batch.types = x->types.data();
+  if (fx.has(s + "/targets")) {
+    x->targets = ints(s + "/targets");
+    x->batch.targets = x->targets.data();
+  } else {
+    for (double d : fx.at(s + "/labels").data) x->labels.push_back((float)d);
+    x->batch.labels = x->labels.data();
+  }
+}
+
+void check_section(const std::string& s) {
+  Section x;
+  load_section(s, &x);
+  if (::testing::Test::HasFatalFailure()) return;
+  const Fixture& fx = fixture();
+  Model& m = x.m;
+  const Config& c = m.c;
+  std::string err;
+  Loss loss;
+  ASSERT_TRUE(model_forward(m, x.batch, false, &loss, &err)) << err;
+  double mean = loss.sum / loss.count;
+  EXPECT_TRUE(all_close(s + " loss", &mean, fx.at(s + "/loss").data.data(), 1, kAtol, kRtol));
+  const float* hidden = m.a.res + (size_t)c.L * m.B * c.T * c.H;
+  EXPECT_TRUE(all_close(s + " hidden", hidden, fx.at(s + "/hidden").data.data(), fx.at(s + "/hidden").size(), kAtol,
+                        kRtol));
+  if (c.labels) {
+    EXPECT_TRUE(all_close(s + " logits", m.a.cls_logits, fx.at(s + "/logits").data.data(),
+                          fx.at(s + "/logits").size(), kAtol, kRtol));
+  }
+  // Gradients of the mean loss, every parameter tensor named.
+  model_zero_grad(m);
+  model_backward(m, x.batch, false, loss, 1.0f / loss.count);
+  for (const TensorInfo& t : m.table) {
+    std::string k = s + "/grad/" + t.name;
+    if (t.count == 0) continue;
+    if (!fx.has(k)) {  // the reference may omit the unused MLM head of a classifier
+      ASSERT_TRUE(c.labels > 0 && std::string(t.name).compare(0, 4, "head") == 0) << "fixture has no " << k;
+      continue;
+    }
+    ASSERT_EQ(fx.at(k).size(), t.count) << k;
+    EXPECT_TRUE(all_close(k, m.grads_mem.data() + t.offset, fx.at(k).data.data(), t.count, kAtol, kRtol));
+  }
+  if (!c.labels) {  // MLM logits at every position: predict every row
+    std::vector<int> all(x.ids.size(), 0);
+    Batch b = x.batch;
+    b.targets = all.data();
+    ASSERT_TRUE(model_forward(m, b, false, &loss, &err)) << err;
+    EXPECT_TRUE(all_close(s + " logits", m.a.logits, fx.at(s + "/logits").data.data(), fx.at(s + "/logits").size(),
+                          kAtol, kRtol));
+  }
+}
+
+}  // namespace
+
+TEST(Reference, Mlm) { check_section("mlm"); }
+TEST(Reference, Classification) { check_section("cls"); }
+TEST(Reference, Regression) { check_section("reg"); }
+
+TEST(Reference, S4dKernel) {
+  const Fixture& fx = fixture();
+  ASSERT_TRUE(fx.error.empty()) << fx.error;
+  auto f32 = [&](const std::string& k) {
+    std::vector<float> v;
+    for (double d : fx.at(k).data) v.push_back((float)d);
+    return v;
+  };
+  auto a_re = f32("ssm/a_re"), a_im = f32("ssm/a_im"), c = f32("ssm/c"), ls = f32("ssm/log_step"), dK = f32("ssm/dK");
+  int N = (int)a_re.size(), TT = (int)dK.size();
+  std::vector<float> K(TT), da_re(N, 0), da_im(N, 0), dc(2 * N, 0), dls(1, 0);
+  s4d_kernel_forward_cpu(K.data(), a_re.data(), a_im.data(), c.data(), ls[0], N, TT);
+  EXPECT_TRUE(all_close("ssm K", K.data(), fx.at("ssm/K").data.data(), TT, kAtol, kRtol));
+  s4d_kernel_backward_cpu(da_re.data(), da_im.data(), dc.data(), dls.data(), dK.data(), a_re.data(), a_im.data(),
+                          c.data(), ls[0], N, TT);
+  EXPECT_TRUE(all_close("ssm grad a_re", da_re.data(), fx.at("ssm/grad_a_re").data.data(), N, kAtol, kRtol));
+  EXPECT_TRUE(all_close("ssm grad a_im", da_im.data(), fx.at("ssm/grad_a_im").data.data(), N, kAtol, kRtol));
+  EXPECT_TRUE(all_close("ssm grad c", dc.data(), fx.at("ssm/grad_c").data.data(), 2 * N, kAtol, kRtol));
+  EXPECT_TRUE(all_close("ssm grad log_step", dls.data(), fx.at("ssm/grad_log_step").data.data(), 1, kAtol, kRtol));
+}
+
+TEST(Reference, HippoInit) {
+  const Fixture& fx = fixture();
+  ASSERT_TRUE(fx.error.empty()) << fx.error;
+  for (int N : {8, 64}) {
+    std::vector<double> got = hippo_a_im(N);
+    const auto& want = fx.at("hippo/N" + std::to_string(N));
+    ASSERT_EQ(want.size(), (size_t)N);
+    EXPECT_TRUE(all_close("hippo N=" + std::to_string(N), got.data(), want.data.data(), N, 1e-4, 0.0));
+  }
+}
+
+// ===========================================================================
+// Tables and initialisation
+// ===========================================================================
+
+TEST(Model, TablesAreConsistent) {
+  Config c;
+  ASSERT_TRUE(config_preset("large", &c));
+  auto t = param_table(c);
+  // BiGS-large dense parameters per layer: 2 (H x I) + 1 (I x H) + 4 (H x H).
+  size_t per_layer = 3ull * 1024 * 3072 + 4ull * 1024 * 1024;
+  size_t dense = 0;
+  for (const auto& x : t)
+    if (std::string(x.name).find("_w") != std::string::npos && x.name[0] == 'd')
+      dense += x.count;
+  EXPECT_EQ(dense, per_layer * 23);
+  for (size_t i = 1; i < t.size(); i++) EXPECT_EQ(t[i].offset, t[i - 1].offset + t[i - 1].count);
+}
+
+TEST(Model, InitFollowsBigsMd) {
+  Config c{50, 16, 24, 2, 8, 12, 2, 0};
+  Model m;
+  std::string err;
+  ASSERT_TRUE(model_build(&m, c, 2, 8, &err)) << err;
+  model_init(&m, 123);
+  std::vector<double> w = hippo_a_im(8);
+  for (int l = 0; l < 2; l++)
+    for (int n = 0; n < 8; n++) {
+      EXPECT_EQ(m.p.fs_a_re[l * 8 + n], -0.5f);
+      EXPECT_FLOAT_EQ(m.p.bs_a_im[l * 8 + n], (float)w[n]);
+    }
+  for (int l = 0; l < 2; l++) {
+    EXPECT_EQ(m.p.fs_d[l], 1.0f);
+    EXPECT_GE(m.p.bs_log_step[l], std::log(0.01f));
+    EXPECT_LE(m.p.bs_log_step[l], 0.0f);
+  }
+  EXPECT_EQ(m.p.ln_w[5], 1.0f);
+  EXPECT_EQ(m.p.head_ln_w[0], 1.0f);
+  EXPECT_EQ(m.p.dv_b[3], 0.0f);
+  double s2 = 0;  // word embeddings ~ N(0, 0.02)
+  for (int i = 0; i < c.V * c.H; i++) s2 += (double)m.p.wte[i] * m.p.wte[i];
+  EXPECT_NEAR(std::sqrt(s2 / (c.V * c.H)), 0.02, 0.002);
+  double cs = 0;  // C ~ N(0, 1/2) per component
+  for (int i = 0; i < 2 * 8 * 2; i++) cs += (double)m.p.fs_c[i] * m.p.fs_c[i];
+  EXPECT_NEAR(cs / 32, 0.5, 0.3);
+}
+
+TEST(Model, BadBatchIsRejected) {
+  Config c{50, 16, 24, 1, 4, 6, 2, 0};
+  Model m;
+  std::string err;
+  ASSERT_TRUE(model_build(&m, c, 2, 12, &err));
+  std::vector<int> ids(12, 5), types(12, 0), tg(12, -1);
+  ids[3] = 50;  // == V
+  Batch b{2, ids.data(), types.data(), tg.data(), nullptr};
+  Loss loss;
+  EXPECT_FALSE(model_forward(m, b, false, &loss, &err));
+  EXPECT_NE(err.find("id 50"), std::string::npos) << err;
+  Config bad = c;
+  bad.H = 0;
+  EXPECT_FALSE(model_build(&m, bad, 2, 12, &err));
+  EXPECT_NE(err.find("H = 0"), std::string::npos) << err;
+}
