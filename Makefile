@@ -27,40 +27,40 @@ $(BUILD)/tokenizer_lib.o: tokenizer.cpp tokenizer.h unicode_tables.h | $(BUILD)
 tokenizer: tokenizer.cpp tokenizer.h unicode_tables.h
 	$(CXX) $(CXXFLAGS) tokenizer.cpp -o $@ -pthread
 
-data_prep: data_prep.cpp formats.h tokenizer.h $(BUILD)/tokenizer_lib.o
+data_prep: data_prep.cpp formats.h cli.h tokenizer.h $(BUILD)/tokenizer_lib.o
 	$(CXX) $(CXXFLAGS) data_prep.cpp $(BUILD)/tokenizer_lib.o -o $@ -pthread
 
 # bigs: with nvcc when it is on the PATH (CUDA + CPU paths), else CPU only.
 ifeq ($(HAVE_NVCC),yes)
-bigs: bigs.cu formats.h tokenizer.h $(BUILD)/tokenizer_lib.o
+bigs: bigs.cu formats.h cli.h tokenizer.h $(BUILD)/tokenizer_lib.o
 	$(NVCC) $(NVCCFLAGS) bigs.cu $(BUILD)/tokenizer_lib.o -o $@ $(CUDA_LIBS)
 else
-bigs: bigs.cu formats.h tokenizer.h $(BUILD)/tokenizer_lib.o
+bigs: bigs.cu formats.h cli.h tokenizer.h $(BUILD)/tokenizer_lib.o
 	$(CXX) $(CXXFLAGS) -x c++ bigs.cu -x none $(BUILD)/tokenizer_lib.o -o $@
 endif
 
 # CPU-only build of the trainer, always with the host compiler.
-$(BUILD)/bigs_cpu: bigs.cu formats.h tokenizer.h $(BUILD)/tokenizer_lib.o
+$(BUILD)/bigs_cpu: bigs.cu formats.h cli.h tokenizer.h $(BUILD)/tokenizer_lib.o
 	$(CXX) $(CXXFLAGS) -x c++ bigs.cu -x none $(BUILD)/tokenizer_lib.o -o $@
 
 # Test suites (GoogleTest). Each includes the file it tests.
-$(BUILD)/test_model: test/test_model.cpp test/fixture.h bigs.cu formats.h $(BUILD)/tokenizer_lib.o
+$(BUILD)/test_model: test/test_model.cpp test/fixture.h bigs.cu formats.h cli.h $(BUILD)/tokenizer_lib.o
 	$(CXX) $(CXXFLAGS) -I. test/test_model.cpp $(BUILD)/tokenizer_lib.o -o $@ $(GTEST_LIBS)
 
-$(BUILD)/test_train: test/test_train.cpp test/fixture.h bigs.cu formats.h $(BUILD)/tokenizer_lib.o
+$(BUILD)/test_train: test/test_train.cpp test/fixture.h bigs.cu formats.h cli.h $(BUILD)/tokenizer_lib.o
 	$(CXX) $(CXXFLAGS) -I. test/test_train.cpp $(BUILD)/tokenizer_lib.o -o $@ $(GTEST_LIBS)
 
 $(BUILD)/test_tokenizer: test/test_tokenizer.cpp $(BUILD)/tokenizer_lib.o
 	$(CXX) $(CXXFLAGS) -I. test/test_tokenizer.cpp $(BUILD)/tokenizer_lib.o -o $@ $(GTEST_LIBS)
 
-$(BUILD)/test_data_prep: test/test_data_prep.cpp data_prep.cpp formats.h $(BUILD)/tokenizer_lib.o
+$(BUILD)/test_data_prep: test/test_data_prep.cpp data_prep.cpp formats.h cli.h tokenizer.h $(BUILD)/tokenizer_lib.o
 	$(CXX) $(CXXFLAGS) -I. test/test_data_prep.cpp $(BUILD)/tokenizer_lib.o -o $@ $(GTEST_LIBS)
 
 # The oracle's fixture: regenerated from dev/reference.py, never written by C++.
 $(BUILD)/fixture.bin: dev/reference.py | $(BUILD)
 	$(PYTHON) dev/reference.py --out $@
 
-TEST_BINS = $(BUILD)/test_model $(BUILD)/test_train $(BUILD)/test_tokenizer $(BUILD)/test_data_prep
+TEST_BINS = $(BUILD)/test_model $(BUILD)/test_train $(BUILD)/test_tokenizer $(BUILD)/test_data_prep $(BUILD)/bigs_cpu
 
 test: all $(TEST_BINS) $(BUILD)/fixture.bin
 	PYTHON=$(PYTHON) bash dev/run_tests.sh $(BUILD)

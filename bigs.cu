@@ -1839,7 +1839,7 @@ static const char* kPretrainUsage =
 static int cmd_pretrain(int argc, char** argv) {
   std::string train, val, config = "tiny", out = "out", resume, device = "auto", schedule = "cosine";
   long long batch = 1048, micro = 8, steps = 100000, warmup = 2000, decay_steps = 0, eval_every = 1000,
-            eval_seqs = 2048, log_every = 10, save_every = 1000, seed = 1, threads = 0;
+            eval_seqs = 2048, log_every = 10, save_every = 1000, seed = 1, threads = 0, stop_at = 0;
   double lr = 6e-4, alpha = 0.1, clip = 1.0, dropout = 0.1;
   AdamW opt;
   MaskSpec ms;
@@ -1853,6 +1853,7 @@ static int cmd_pretrain(int argc, char** argv) {
       {Flag::Int, "batch", &batch, 1, 1 << 24, "sequences per optimizer step"},
       {Flag::Int, "micro-batch", &micro, 1, 1 << 20, "sequences per forward/backward; must divide --batch"},
       {Flag::Int, "steps", &steps, 1, 1LL << 40, "optimizer steps in all"},
+      {Flag::Int, "stop-at", &stop_at, 0, 1LL << 40, "save and stop at this step (a time slice); 0 = --steps"},
       {Flag::Num, "lr", &lr, 0, 10, "peak learning rate"},
       {Flag::Str, "schedule", &schedule, 0, 0, "cosine, linear or constant (after warmup)"},
       {Flag::Int, "warmup", &warmup, 0, 1LL << 40, "linear warmup steps"},
@@ -1984,7 +1985,8 @@ static int cmd_pretrain(int argc, char** argv) {
   double t_start = now_seconds(), t_last = t_start;
   uint64_t step0 = step;
   int status = 0;
-  while (step < (uint64_t)steps) {
+  const uint64_t last = stop_at ? std::min<uint64_t>(stop_at, steps) : steps;
+  while (step < last) {
     // One optimizer batch: read and mask all of it first, so the loss can be
     // normalised by its total number of predictions; then accumulate.
     long long rows = 0;
@@ -2024,8 +2026,9 @@ static int cmd_pretrain(int argc, char** argv) {
     adamw_step(m, mom1, mom2, (float)lr_now, opt, (long long)step + 1);
     step++;
     samples += batch;
-    fprintf(log, "{\"step\": %" PRIu64 ", \"loss\": %.6f, \"lr\": %.6g, \"grad_norm\": %.6f}\n", step, loss, lr_now,
-            norm);
+    // %.17g: the exact double, so runs can be compared bit for bit.
+    fprintf(log, "{\"step\": %" PRIu64 ", \"loss\": %.17g, \"lr\": %.9g, \"grad_norm\": %.9g}\n", step, loss,
+            lr_now, norm);
     if (step % log_every == 0 || step == (uint64_t)steps) {
       double t = now_seconds(), per_step = (t - t_start) / (double)(step - step0);
       printf("step %" PRIu64 "/%lld | loss %.4f | lr %.3g | grad norm %.3f | %.0f tokens/s | %s left\n", step, steps,
@@ -2048,7 +2051,8 @@ static int cmd_pretrain(int argc, char** argv) {
     status = 1;
   }
   fclose(log);
-  if (!save(status ? "interrupted; continue with --resume" : "final")) return 1;
+  if (!save(status ? "interrupted; continue with --resume" : step < (uint64_t)steps ? "--stop-at" : "final"))
+    return 1;
   return status;
 }
 
@@ -2138,7 +2142,7 @@ static const char* kUsage =
     "  pretrain    masked-language-model pretraining on shards from `data_prep pretrain`\n"
     "  fill-mask   the model's top guesses for each [MASK] in a text\n";
 
-static int bigs_main(int argc, char** argv) {
+int bigs_main(int argc, char** argv) {
   if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
     printf("%s", kUsage);
     return argc < 2 ? 2 : 0;

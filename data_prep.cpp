@@ -864,14 +864,14 @@ static bool convert_glue_split(const GlueTask& task, const GlueSplit& split,
   std::vector<uint16_t> ids16(T);
   std::vector<uint8_t> types8(T);
   std::vector<uint8_t> record(task_record_size(T));
-  uint64_t row = 0;  // 0-based data row number
   auto skip = [&](const std::string& why) {
     r->skipped++;
     if (r->skip_reasons.size() < kMaxReasons)
       r->skip_reasons.push_back("line " + std::to_string(in.line_no) + ": " + why);
   };
-  for (; in.next(&line); row++) {
-    r->rows++;
+  while (in.next(&line)) {
+    if (line.empty()) continue;  // a stray blank line is not a row
+    const uint64_t row = r->rows++;  // 0-based data row number
     const size_t bad = find_invalid_utf8(line);
     if (bad != std::string_view::npos) {
       *err = path + ":" + std::to_string(in.line_no) + ": invalid UTF-8 at byte " +

@@ -54,16 +54,36 @@ class Tokenizer {
   // a word that is itself a token.
   static uint64_t hash(std::string_view s);
 
+  // Hash slot: the hash's high bits, so that most misses never touch the text.
+  struct Slot {
+    uint32_t tag;
+    int32_t id;  // -1: empty
+  };
   std::vector<std::string> tokens_;
-  std::vector<int32_t> slots_;        // token ids, -1 empty; key = token text
+  std::string arena_;                 // all tokens back to back, for cache-friendly compares
+  std::vector<uint32_t> offset_;      // token id -> start in arena_; one more at the end
+  std::vector<Slot> slots_;
   std::vector<int32_t> node_token_;   // token id ending at each trie node, or -1
   std::vector<Edge> edges_;           // (node, byte) -> child, open addressing
   int32_t root_child_[2][256] = {};   // the two roots' edges, direct
   int pad_ = -1, unk_ = -1, cls_ = -1, sep_ = -1, mask_ = -1;
 };
 
+// The words encode looks up, without a vocab: text cleaned, CJK ideographs spaced, NFD with
+// nonspacing marks dropped, lowercased, split on whitespace and around punctuation (literal
+// special tokens are not recognised here). For tests and tools.
+std::vector<std::string> normalize_split(std::string_view text);
+
 // Learns a WordPiece vocabulary (special tokens first) from text files. False + *err on failure.
+// Merges the most frequent pair each step (HF's WordPieceTrainer recipe); see tokenizer.cpp.
 bool train_wordpiece(const std::vector<std::string>& files, int vocab_size, int min_frequency,
                      std::vector<std::string>* vocab, std::string* err);
+
+// How a training step picks the pair to merge: kFrequency, count(ab), as HF's
+// WordPieceTrainer (BPE with "##"); kLikelihood, count(ab) / (count(a) count(b)), the
+// likelihood gain of the original WordPiece.
+enum class MergeScore { kFrequency, kLikelihood };
+bool train_wordpiece(const std::vector<std::string>& files, int vocab_size, int min_frequency,
+                     MergeScore score, std::vector<std::string>* vocab, std::string* err);
 
 }  // namespace bigs

@@ -527,6 +527,18 @@ TEST_F(DataPrep, GlueBadInput) {
             kExitError);
   EXPECT_NE(err.find("train.tsv:3: invalid UTF-8 at byte 4"), std::string::npos) << err;
   EXPECT_TRUE(list_dir(path("out")).empty());
+  // A blank line is not a row: the row after it keeps its number.
+  write_file(path("rte/train.tsv"),
+             "index\tsentence1\tsentence2\tlabel\n0\tA.\tB.\tentailment\n\n1\tC.\tD.\t"
+             "not_entailment\n");
+  ASSERT_EQ(run({"glue", "--task", "rte", "--vocab", kVocab, "--seq", "16", "--data-dir",
+                 path("rte"), "--out", path("blank")}),
+            0);
+  TaskHeader h;
+  const std::vector<Example> rows = read_task(path("blank/rte_train.bin"), &h);
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[1].index, 1u);
+  EXPECT_EQ(rows[1].label, 1.0f);
   // Only unusable rows.
   write_file(path("rte/train.tsv"), "index\tsentence1\tsentence2\tlabel\n0\tA.\tB.\tyes\n");
   EXPECT_EQ(run_capture({"glue", "--task", "rte", "--vocab", kVocab, "--seq", "16",
@@ -792,6 +804,10 @@ TEST_F(DataPrep, PretrainBadInput) {
       << err;
   EXPECT_EQ(run_capture({"pretrain", "--help"}, &err, true), 0);
   EXPECT_NE(err.find("--shard-sequences X"), std::string::npos) << err;
+  EXPECT_EQ(run_capture({"glue", "--help"}, &err, true), 0);
+  EXPECT_NE(err.find("--data-dir X"), std::string::npos) << err;
+  EXPECT_EQ(run_capture({"inspect", "--help"}, &err, true), 0);
+  EXPECT_NE(err.find("--n X"), std::string::npos) << err;
   EXPECT_EQ(run_capture({"frobnicate"}, &err), kExitUsage);
   EXPECT_NE(err.find("unknown command 'frobnicate'"), std::string::npos) << err;
 }

@@ -1,0 +1,422 @@
+// Training: AdamW against the reference, the schedules, masking statistics,
+// gradient accumulation, overfitting one batch, exact resume in a fresh
+// process, and the trainer's answers to bad input.
+#define BIGS_NO_MAIN
+#include "bigs.cu"
+
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "test/fixture.h"
+
+using namespace bigs;
+
+namespace {
+
+const Fixture& fixture() {
+  static Fixture fx = read_fixture(getenv("BIGS_FIXTURE") ? getenv("BIGS_FIXTURE") : "build/fixture.bin");
+  return fx;
+}
+
+::testing::AssertionResult close_to(const std::string& what, const float* a, const std::vector<double>& b,
+                                    double atol, double rtol) {
+  for (size_t i = 0; i < b.size(); i++)
+    if (!(std::fabs(a[i] - b[i]) <= atol + rtol * std::fabs(b[i])))
+      return ::testing::AssertionFailure() << what << "[" << i << "]: got " << a[i] << ", want " << b[i];
+  return ::testing::AssertionSuccess();
+}
+
+// A small random model and batch for the tests that train.
+Config small_config() { return Config{50, 32, 48, 2, 8, 16, 2, 0}; }
+
+struct SmallBatch {
+  std::vector<int> ids, types, targets;
+};
+
+SmallBatch small_batch(int B, int T, int V, uint64_t seed) {
+  SmallBatch s;
+  Rng r{seed};
+  for (int b = 0; b < B; b++)
+    for (int t = 0; t < T; t++) {
+      bool pad = t >= T - b;  // sequence b ends with b padding tokens
+      int id = t == 0 ? 2 : pad ? 0 : 5 + (int)r.below(V - 5);
+      s.ids.push_back(id);
+      s.types.push_back(!pad && t > T / 2);
+      s.targets.push_back(!pad && t > 0 && r.uniform() < 0.3f ? (int)r.below(V) : -1);
+    }
+  return s;
+}
+
+// Runs a command line, returns its exit status and output (stdout + stderr).
+int run(const std::string& cmd, std::string* out) {
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  if (!p) return -1;
+  char buf[4096];
+  size_t n;
+  out->clear();
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out->append(buf, n);
+  int st = pclose(p);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+}  // namespace
+
+// ===========================================================================
+// Optimizer
+// ===========================================================================
+
+TEST(AdamW, OneStepMatchesReference) {
+  const Fixture& fx = fixture();
+  ASSERT_TRUE(fx.error.empty()) << fx.error;
+  const auto& cf = fx.at("mlm/config").data;
+  Config c{(int)cf[0], (int)cf[1], (int)cf[2], (int)cf[3], (int)cf[4], (int)cf[5], (int)cf[6], (int)cf[7]};
+  Model m;
+  std::string err;
+  ASSERT_TRUE(model_build(&m, c, 1, 1, &err)) << err;
+  for (const TensorInfo& t : m.table) {
+    if (!t.count) continue;
+    for (size_t i = 0; i < t.count; i++) {
+      m.params_mem[t.offset + i] = (float)fx.at(std::string("mlm/param/") + t.name).data[i];
+      m.grads_mem[t.offset + i] = (float)fx.at(std::string("mlm/grad/") + t.name).data[i];
+    }
+  }
+  const auto& hp = fx.at("adamw/hparams").data;  // lr, beta1, beta2, eps, weight decay
+  AdamW o{hp[1], hp[2], hp[3], hp[4]};
+  std::vector<float> m1(m.num_params, 0.0f), m2(m.num_params, 0.0f);
+  adamw_step(m, m1, m2, (float)hp[0], o, 1);
+  for (const TensorInfo& t : m.table) {
+    if (!t.count) continue;
+    std::string k = std::string("adamw/param/") + t.name;
+    EXPECT_TRUE(close_to(k, m.params_mem.data() + t.offset, fx.at(k).data, 1e-6, 1e-5));
+  }
+}
+
+TEST(AdamW, DecayMaskSkipsBiasesAndLayerNorm) {
+  Config c = small_config();
+  for (const TensorInfo& t : param_table(c)) {
+    std::string n = t.name;
+    bool is_bias = n.size() > 2 && (n.substr(n.size() - 2) == "_b" || n == "head_bias");
+    bool is_ln = n.find("ln_") != std::string::npos;
+    EXPECT_EQ(t.decay, !is_bias && !is_ln) << n;
+  }
+}
+
+TEST(Schedule, ValuesAtChosenSteps) {
+  // Warmup 10 steps to peak 1, then the decay over steps 10..110.
+  LrSchedule s{Schedule::Cosine, 1.0, 10, 110, 0.1};
+  EXPECT_DOUBLE_EQ(lr_at(s, 0), 0.1);    // (0 + 1) / 10
+  EXPECT_DOUBLE_EQ(lr_at(s, 4), 0.5);
+  EXPECT_DOUBLE_EQ(lr_at(s, 9), 1.0);
+  EXPECT_DOUBLE_EQ(lr_at(s, 10), 1.0);   // cosine at progress 0
+  EXPECT_NEAR(lr_at(s, 60), 0.55, 1e-12);  // progress 1/2: 0.1 + 0.9 / 2
+  EXPECT_NEAR(lr_at(s, 35), 0.1 + 0.9 * 0.5 * (1 + std::cos(M_PI / 4)), 1e-12);
+  EXPECT_NEAR(lr_at(s, 110), 0.1, 1e-12);
+  EXPECT_NEAR(lr_at(s, 5000), 0.1, 1e-12);  // held after the end
+  s.kind = Schedule::Linear;
+  EXPECT_DOUBLE_EQ(lr_at(s, 9), 1.0);
+  EXPECT_NEAR(lr_at(s, 60), 0.5, 1e-12);
+  EXPECT_NEAR(lr_at(s, 110), 0.0, 1e-12);
+  EXPECT_NEAR(lr_at(s, 200), 0.0, 1e-12);
+  s.kind = Schedule::Constant;
+  EXPECT_DOUBLE_EQ(lr_at(s, 3), 0.4);
+  EXPECT_DOUBLE_EQ(lr_at(s, 10), 1.0);
+  EXPECT_DOUBLE_EQ(lr_at(s, 100000), 1.0);
+  LrSchedule none{Schedule::Constant, 2e-5, 0, 100, 0};
+  EXPECT_DOUBLE_EQ(lr_at(none, 0), 2e-5);  // no warmup: the peak at once
+}
+
+// ===========================================================================
+// Masking
+// ===========================================================================
+
+TEST(Masking, RatesAndNeverSpecialTokens) {
+  ShardHeader sp{};
+  sp.pad_id = 0, sp.unk_id = 1, sp.cls_id = 2, sp.sep_id = 3, sp.mask_id = 4;
+  const int T = 128, V = 1000, nseq = 3000;
+  MaskSpec ms;  // 15%, at most 20
+  long long maskable = 0, predicted = 0, as_mask = 0, as_random = 0, kept = 0;
+  std::mt19937_64 g(5);
+  for (int s = 0; s < nseq; s++) {
+    int len = 20 + (int)(g() % (T - 20));  // content length incl. [CLS] and [SEP]
+    std::vector<int> ids(T, 0), orig, tg(T);
+    ids[0] = 2;
+    for (int t = 1; t < len - 1; t++) ids[t] = 5 + (int)(g() % (V - 5));
+    ids[len - 1] = 3;
+    if (s % 7 == 0) ids[len / 2] = 3;  // a second [SEP], as in pairs
+    orig = ids;
+    int cand = 0;
+    for (int t = 0; t < T; t++) cand += orig[t] > 4;
+    Rng rng = mask_rng_train(99, s);
+    int n = mask_sequence(ids.data(), tg.data(), T, V, sp, ms, rng);
+    ASSERT_EQ(n, std::min(20, std::max(1, (int)std::lround(0.15 * cand))));
+    int count = 0;
+    for (int t = 0; t < T; t++) {
+      if (tg[t] < 0) {
+        ASSERT_EQ(ids[t], orig[t]) << "an unpredicted token changed";
+        continue;
+      }
+      count++;
+      ASSERT_GT(orig[t], 4) << "special or padding token " << orig[t] << " was masked";
+      ASSERT_EQ(tg[t], orig[t]);
+      if (ids[t] == 4) as_mask++;
+      else if (ids[t] == orig[t]) kept++;
+      else {
+        as_random++;
+        ASSERT_GT(ids[t], 4);
+      }
+    }
+    ASSERT_EQ(count, n);
+    maskable += cand;
+    predicted += n;
+  }
+  // Rates over ~40k predictions; 4-sigma binomial bounds.
+  auto within = [](long long k, long long n, double p) {
+    double sd = std::sqrt(n * p * (1 - p));
+    return std::fabs(k - n * p) <= 4 * sd;
+  };
+  EXPECT_TRUE(within(as_mask, predicted, 0.8)) << as_mask << " / " << predicted;
+  // A random draw can equal the original (1 in ~1000): count it with "kept".
+  EXPECT_TRUE(within(as_random, predicted, 0.1 * (1 - 1.0 / (V - 5)))) << as_random;
+  EXPECT_TRUE(within(kept, predicted, 0.1 + 0.1 / (V - 5))) << kept;
+  double rate = (double)predicted / maskable;
+  EXPECT_GT(rate, 0.13);  // 15% before the cap of 20 per sequence bites
+  EXPECT_LT(rate, 0.155);
+}
+
+TEST(Masking, FreshEachSightingFixedForValidation) {
+  ShardHeader sp{};
+  sp.pad_id = 0, sp.unk_id = 1, sp.cls_id = 2, sp.sep_id = 3, sp.mask_id = 4;
+  std::vector<int> base(64, 7), a, b, ta(64), tb(64);
+  base[0] = 2, base[63] = 3;
+  MaskSpec ms;
+  a = base, b = base;
+  Rng r1 = mask_rng_train(1, 10), r2 = mask_rng_train(1, 11);
+  mask_sequence(a.data(), ta.data(), 64, 100, sp, ms, r1);
+  mask_sequence(b.data(), tb.data(), 64, 100, sp, ms, r2);
+  EXPECT_NE(ta, tb) << "two sightings got the same mask";
+  a = base, b = base;
+  Rng v1 = mask_rng_val(3), v2 = mask_rng_val(3);
+  mask_sequence(a.data(), ta.data(), 64, 100, sp, ms, v1);
+  mask_sequence(b.data(), tb.data(), 64, 100, sp, ms, v2);
+  EXPECT_EQ(ta, tb);
+  EXPECT_EQ(a, b);
+}
+
+// ===========================================================================
+// Gradient accumulation and learning
+// ===========================================================================
+
+TEST(Training, AccumulationEqualsBigBatch) {
+  Config c = small_config();
+  const int B = 4;
+  SmallBatch sb = small_batch(B, c.T, c.V, 7);
+  Model big, small;
+  std::string err;
+  ASSERT_TRUE(model_build(&big, c, B, B * c.T, &err));
+  ASSERT_TRUE(model_build(&small, c, B / 2, B / 2 * c.T, &err));
+  model_init(&big, 3);
+  small.params_mem = big.params_mem;
+  int rows = 0;
+  for (int t : sb.targets) rows += t >= 0;
+  Loss loss;
+  Batch all{B, sb.ids.data(), sb.types.data(), sb.targets.data(), nullptr};
+  ASSERT_TRUE(model_forward(big, all, false, &loss, &err)) << err;
+  model_zero_grad(big);
+  model_backward(big, all, false, loss, 1.0f / rows);
+  model_zero_grad(small);
+  for (int k = 0; k < 2; k++) {
+    size_t off = (size_t)k * (B / 2) * c.T;
+    Batch half{B / 2, &sb.ids[off], &sb.types[off], &sb.targets[off], nullptr};
+    ASSERT_TRUE(model_forward(small, half, false, &loss, &err)) << err;
+    model_backward(small, half, false, loss, 1.0f / rows);
+  }
+  for (const TensorInfo& t : big.table) {
+    std::vector<double> want(big.grads_mem.begin() + t.offset, big.grads_mem.begin() + t.offset + t.count);
+    // fp32 sums in another order: the fixture's tolerance.
+    EXPECT_TRUE(close_to(t.name, small.grads_mem.data() + t.offset, want, 1e-5, 1e-4));
+  }
+}
+
+TEST(Training, OverfitsOneBatch) {
+  Config c = small_config();
+  const int B = 4;
+  SmallBatch sb = small_batch(B, c.T, c.V, 11);
+  Model m;
+  std::string err;
+  ASSERT_TRUE(model_build(&m, c, B, B * c.T, &err));
+  model_init(&m, 5);
+  std::vector<float> m1(m.num_params, 0.0f), m2(m.num_params, 0.0f);
+  AdamW o{0.9, 0.98, 1e-6, 0.0};
+  Batch bt{B, sb.ids.data(), sb.types.data(), sb.targets.data(), nullptr};
+  double first = 0, last = 0;
+  for (int step = 1; step <= 300; step++) {
+    Loss loss;
+    ASSERT_TRUE(model_forward(m, bt, false, &loss, &err)) << err;
+    last = loss.sum / loss.count;
+    if (step == 1) first = last;
+    if (last < 0.1) break;
+    model_zero_grad(m);
+    model_backward(m, bt, false, loss, 1.0f / loss.count);
+    adamw_step(m, m1, m2, 3e-3f, o, step);
+  }
+  EXPECT_GT(first, 3.0);  // ~ln 50 at the start
+  EXPECT_LT(last, 0.1) << "from " << first;
+}
+
+TEST(Training, ClassifierOverfitsOneBatch) {
+  Config c = small_config();
+  c.labels = 3;
+  const int B = 6;
+  SmallBatch sb = small_batch(B, c.T, c.V, 13);
+  std::vector<float> labels = {0, 1, 2, 2, 1, 0};
+  Model m;
+  std::string err;
+  ASSERT_TRUE(model_build(&m, c, B, 1, &err));
+  model_init(&m, 9);
+  std::vector<float> m1(m.num_params, 0.0f), m2(m.num_params, 0.0f);
+  AdamW o{0.9, 0.999, 1e-6, 0.0};
+  Batch bt{B, sb.ids.data(), sb.types.data(), nullptr, labels.data()};
+  double last = 0;
+  for (int step = 1; step <= 300; step++) {
+    Loss loss;
+    ASSERT_TRUE(model_forward(m, bt, false, &loss, &err)) << err;
+    last = loss.sum / loss.count;
+    if (last < 0.05) break;
+    model_zero_grad(m);
+    model_backward(m, bt, false, loss, 1.0f / loss.count);
+    adamw_step(m, m1, m2, 3e-3f, o, step);
+  }
+  EXPECT_LT(last, 0.05);
+}
+
+// ===========================================================================
+// The trainer as a user runs it: exact resume, checkpoints, bad input
+// ===========================================================================
+
+class Trainer : public ::testing::Test {
+ protected:
+  static std::string dir;
+  static void SetUpTestSuite() {
+    dir = "build/test_train_tmp";
+    std::string out;
+    // Shards of T = 32 from the first 400 lines of the demo corpus, BERT vocab.
+    ASSERT_EQ(run("rm -rf " + dir + " && mkdir -p " + dir + " && head -400 data/kjv.txt > " + dir + "/text.txt", &out), 0);
+    ASSERT_EQ(run("./data_prep pretrain --vocab data/bert-base-uncased-vocab.txt --seq 32 --out " + dir +
+                      "/shards --val-fraction 0.2 " + dir + "/text.txt",
+                  &out),
+              0)
+        << out;
+    std::ofstream(dir + "/mini.cfg") << "# a model small enough for a test\nH 16\nI 24\nL 2\nN 4\n";
+    std::ofstream(dir + "/small_vocab.txt") << "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\na\nb\n";
+  }
+  std::string pretrain(const std::string& out_dir, const std::string& extra) {
+    return "./build/bigs_cpu pretrain --train '" + dir + "/shards/train_*.bin' --val '" + dir +
+           "/shards/val_*.bin' --config " + dir + "/mini.cfg --batch 8 --micro-batch 4 --steps 6 --warmup 2 " +
+           "--eval-every 3 --eval-seqs 8 --log-every 1 --save-every 0 --threads 2 --out " + dir + "/" + out_dir + " " +
+           extra;
+  }
+  static std::vector<std::string> losses(const std::string& log) {
+    std::vector<std::string> v;
+    std::istringstream in(slurp(log));
+    for (std::string line; std::getline(in, line);)
+      if (line.find("\"loss\"") != std::string::npos) v.push_back(line);
+    return v;
+  }
+};
+std::string Trainer::dir;
+
+TEST_F(Trainer, ResumeInAFreshProcessIsBitIdentical) {
+  std::string out;
+  ASSERT_EQ(run(pretrain("straight", ""), &out), 0) << out;
+  ASSERT_EQ(run(pretrain("sliced", "--stop-at 3"), &out), 0) << out;
+  ASSERT_EQ(run(pretrain("sliced", "--resume " + dir + "/sliced/state.bin"), &out), 0) << out;
+  std::vector<std::string> a = losses(dir + "/straight/log.jsonl"), b = losses(dir + "/sliced/log.jsonl");
+  ASSERT_EQ(a.size(), 6u);
+  ASSERT_EQ(b.size(), 6u);
+  for (int i = 0; i < 6; i++) EXPECT_EQ(a[i], b[i]) << "step " << i + 1;  // the loss printed as %.17g
+  EXPECT_EQ(slurp(dir + "/straight/model.bin"), slurp(dir + "/sliced/model.bin")) << "final parameters differ";
+}
+
+TEST_F(Trainer, FillMaskPrintsTopK) {
+  std::string out;
+  ASSERT_EQ(run(pretrain("fm", "--steps 2"), &out), 0) << out;
+  ASSERT_EQ(run("./build/bigs_cpu fill-mask --ckpt " + dir + "/fm/model.bin --vocab data/bert-base-uncased-vocab.txt "
+                "--top-k 3 'in the [MASK] god created' 'and [MASK] said [MASK]'",
+                &out),
+            0)
+      << out;
+  std::istringstream in(out);
+  int lines = 0;
+  double psum = 0;
+  for (std::string line; std::getline(in, line); lines++) {
+    size_t tab = line.find('\t');
+    ASSERT_NE(tab, std::string::npos) << line;
+    double p = std::stod(line.substr(tab + 1));
+    EXPECT_GT(p, 0.0);
+    EXPECT_LT(p, 1.0);
+    EXPECT_GE(line.size() - tab - 1, 8u) << "at least 6 significant digits: " << line;
+    psum += p;
+  }
+  EXPECT_EQ(lines, 9);  // three masks, three lines each
+}
+
+TEST_F(Trainer, BadInputGetsAClearMessage) {
+  std::string out;
+  ASSERT_EQ(run(pretrain("ok", "--steps 1"), &out), 0) << out;
+  struct Case {
+    std::string cmd, expect;
+  } cases[] = {
+      {pretrain("x", "--train '" + dir + "/nothing_*.bin'"), "no file matches"},
+      {pretrain("x", "--lr -1"), "--lr"},
+      {pretrain("x", "--micro-batch 3"), "does not divide"},
+      {pretrain("x", "--schedule cubic"), "--schedule"},
+      {pretrain("x", "--device tpu"), "--device"},
+      {pretrain("x", "--resume " + dir + "/ok/model.bin"), "parameters only"},
+      {pretrain("x", "--resume " + dir + "/mini.cfg"), "not a bigs checkpoint"},
+      {pretrain("x", "--config " + dir + "/nope.cfg"), "not a preset"},
+      {"./build/bigs_cpu fill-mask --ckpt " + dir + "/ok/model.bin --vocab " + dir + "/small_vocab.txt 'a [MASK]'",
+       "tokens but the model"},
+      {"./build/bigs_cpu fill-mask --ckpt " + dir + "/ok/model.bin --vocab data/bert-base-uncased-vocab.txt 'no mask'",
+       "no [MASK]"},
+      {"./build/bigs_cpu frobnicate", "unknown command"},
+  };
+  for (const Case& c : cases) {
+    int rc = run(c.cmd, &out);
+    EXPECT_NE(rc, 0) << c.cmd;
+    EXPECT_NE(out.find(c.expect), std::string::npos) << c.cmd << "\nsaid: " << out;
+  }
+  // A truncated checkpoint is refused, and nothing was left half-written.
+  std::string ck = slurp(dir + "/ok/model.bin");
+  std::ofstream(dir + "/trunc.bin", std::ios::binary) << ck.substr(0, ck.size() - 10);
+  EXPECT_NE(run(pretrain("x", "--resume " + dir + "/trunc.bin"), &out), 0);
+  EXPECT_NE(out.find("truncated"), std::string::npos) << out;
+  EXPECT_NE(run("ls " + dir + "/ok/*.tmp", &out), 0) << "a temporary checkpoint was left behind";
+}
+
+TEST_F(Trainer, ShardsOfAnotherLengthAreRefused) {
+  std::string out;
+  ASSERT_EQ(run("./data_prep pretrain --vocab data/bert-base-uncased-vocab.txt --seq 24 --out " + dir + "/shards24 " +
+                    dir + "/text.txt",
+                &out),
+            0)
+      << out;
+  std::string cmd = pretrain("x", "") + " --val '" + dir + "/shards24/val_*.bin'";
+  EXPECT_NE(run(cmd, &out), 0);
+  EXPECT_NE(out.find("T = 24"), std::string::npos) << out;
+  ASSERT_EQ(run(pretrain("t32", "--steps 1"), &out), 0) << out;
+  cmd = "./build/bigs_cpu pretrain --train '" + dir + "/shards24/train_*.bin' --resume " + dir + "/t32/state.bin --out " +
+        dir + "/x";
+  EXPECT_NE(run(cmd, &out), 0);
+  EXPECT_NE(out.find("T = 32"), std::string::npos) << out;
+}
