@@ -14,7 +14,7 @@ BUILD    := build
 
 HAVE_NVCC := $(shell command -v $(NVCC) >/dev/null 2>&1 && echo yes)
 
-.PHONY: all test test-asan demo clean gpu-check cuda-check format
+.PHONY: all test test-asan demo finetune-demo clean gpu-check cuda-check format
 all: bigs tokenizer data_prep
 
 $(BUILD):
@@ -62,7 +62,10 @@ $(BUILD)/fixture.bin: dev/reference.py | $(BUILD)
 
 TEST_BINS = $(BUILD)/test_model $(BUILD)/test_train $(BUILD)/test_tokenizer $(BUILD)/test_data_prep $(BUILD)/bigs_cpu
 
-test: all $(TEST_BINS) $(BUILD)/fixture.bin
+$(BUILD)/metric_cases.tsv: dev/glue_metrics.py | $(BUILD)
+	$(PYTHON) dev/glue_metrics.py cases --out $@
+
+test: all $(TEST_BINS) $(BUILD)/fixture.bin $(BUILD)/metric_cases.tsv
 	PYTHON=$(PYTHON) bash dev/run_tests.sh $(BUILD)
 
 demo: all
@@ -91,5 +94,16 @@ $(BUILD)/asan/tokenizer_lib.o: tokenizer.cpp tokenizer.h unicode_tables.h
 $(BUILD)/asan/%: test/%.cpp $(BUILD)/asan/tokenizer_lib.o bigs.cu data_prep.cpp formats.h cli.h test/fixture.h
 	$(CXX) $(ASAN_FLAGS) -I. $< $(BUILD)/asan/tokenizer_lib.o -o $@ $(GTEST_LIBS)
 
-test-asan: all $(ASAN_BINS) $(BUILD)/fixture.bin
+test-asan: all $(ASAN_BINS) $(BUILD)/fixture.bin $(BUILD)/metric_cases.tsv
 	set -e; for t in $(ASAN_BINS); do echo "=== $$t (ASan + UBSan)"; ASAN_OPTIONS=detect_leaks=1 $$t --gtest_brief=1; done
+
+# Fine-tune the `make demo` model on a real-text task in GLUE's layout (Old
+# vs New Testament verses, dev/make_testament_task.sh), then eval and predict.
+finetune-demo: all
+	@test -f out/demo/run/model.bin || { echo "run 'make demo' first"; exit 1; }
+	bash dev/make_testament_task.sh out/testament
+	./data_prep glue --task sst2 --vocab out/demo/vocab.txt --seq 128 --data-dir out/testament --out out/testament/bin
+	./bigs finetune --task sst2 --init out/demo/run/model.bin --train out/testament/bin/sst2_train.bin \
+	  --dev out/testament/bin/sst2_dev.bin --epochs 3 --batch 32 --micro-batch 32 --lr 1e-3 --out out/testament/run --log-every 40
+	./bigs eval --task sst2 --ckpt out/testament/run/best.bin --dev out/testament/bin/sst2_dev.bin
+	./bigs predict --task sst2 --ckpt out/testament/run/best.bin --test out/testament/bin/sst2_test.bin --out out/testament/submission

@@ -37,6 +37,19 @@
 #include <sys/stat.h>
 
 #include <chrono>
+#include <memory>
+#include <stdexcept>
+
+#ifdef __CUDACC__
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+#include <cufft.h>
+// Functions the CPU and the GPU share (random numbers, activation formulas),
+// so both paths compute the very same expressions.
+#define BIGS_HD __host__ __device__
+#else
+#define BIGS_HD
+#endif
 
 #include "cli.h"
 #include "formats.h"
@@ -65,13 +78,13 @@ struct Error {
 // Counter-based random numbers: a value depends only on (seed, stream, index),
 // never on the order of calls, so a dropout mask is the same on every device
 // and after a resume, and generating it parallelises trivially.
-static inline uint64_t splitmix64(uint64_t x) {
+BIGS_HD static inline uint64_t splitmix64(uint64_t x) {
   x += 0x9E3779B97F4A7C15ull;
   x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
   x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
   return x ^ (x >> 31);
 }
-static inline float uniform_at(uint64_t seed, uint64_t stream, uint64_t i) {
+BIGS_HD static inline float uniform_at(uint64_t seed, uint64_t stream, uint64_t i) {
   uint64_t h = splitmix64(seed ^ splitmix64(stream ^ splitmix64(i)));
   return (float)(h >> 40) * (1.0f / 16777216.0f);  // 24 bits: exact in fp32
 }
@@ -90,6 +103,186 @@ struct Rng {
     return sqrtf(-2.0f * logf(u1)) * cosf(6.2831853071795864f * u2);
   }
 };
+
+#ifdef __CUDACC__
+// ---------------------------------------------------------------------------
+// CUDA plumbing: checked calls, the context every launcher takes, reductions
+// ---------------------------------------------------------------------------
+// A failed CUDA, cuBLASLt or cuFFT call throws CudaError naming file:line and
+// the library's message. Nothing exits from deep inside: main() and the
+// tests catch it and report it.
+struct CudaError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+static void cuda_check(cudaError_t e, const char* file, int line) {
+  if (e != cudaSuccess)
+    throw CudaError(strf("%s:%d: CUDA error %s: %s", file, line, cudaGetErrorName(e), cudaGetErrorString(e)));
+}
+static void cublas_check(cublasStatus_t s, const char* file, int line) {
+  if (s != CUBLAS_STATUS_SUCCESS)
+    throw CudaError(strf("%s:%d: cuBLASLt error %s: %s", file, line, cublasLtGetStatusName(s), cublasLtGetStatusString(s)));
+}
+static void cufft_check(cufftResult r, const char* file, int line) {
+  if (r != CUFFT_SUCCESS) throw CudaError(strf("%s:%d: cuFFT error %d (see cufftResult in cufft.h)", file, line, (int)r));
+}
+#define cudaCheck(call) cuda_check((call), __FILE__, __LINE__)
+#define cublasCheck(call) cublas_check((call), __FILE__, __LINE__)
+#define cufftCheck(call) cufft_check((call), __FILE__, __LINE__)
+// After every launch: a bad launch configuration shows up here, at its line.
+#define launchCheck() cuda_check(cudaGetLastError(), __FILE__, __LINE__)
+
+// Elementwise kernels use one thread per element in blocks of kThreads;
+// reduction kernels use one block of kThreads per row (a power of two, which
+// the tree reductions below need).
+constexpr int kThreads = 256;
+static unsigned grid_for(size_t n) { return (unsigned)std::max<size_t>(1, (n + kThreads - 1) / kThreads); }
+
+// Sum over the block, in a fixed tree order so results are reproducible
+// (no atomics anywhere in the model). Every thread gets the total.
+template <class T>
+__device__ T block_sum(T v) {
+  __shared__ T s[kThreads];
+  s[threadIdx.x] = v;
+  __syncthreads();
+  for (int k = kThreads / 2; k > 0; k >>= 1) {
+    if ((int)threadIdx.x < k) s[threadIdx.x] += s[threadIdx.x + k];
+    __syncthreads();
+  }
+  T r = s[0];
+  __syncthreads();  // s may be reused by the next call
+  return r;
+}
+__device__ float block_max(float v) {
+  __shared__ float s[kThreads];
+  s[threadIdx.x] = v;
+  __syncthreads();
+  for (int k = kThreads / 2; k > 0; k >>= 1) {
+    if ((int)threadIdx.x < k) s[threadIdx.x] = fmaxf(s[threadIdx.x], s[threadIdx.x + k]);
+    __syncthreads();
+  }
+  float r = s[0];
+  __syncthreads();
+  return r;
+}
+
+// A cuFFT plan pair for `batch` contiguous signals of length n.
+struct FftPlan {
+  int n = 0, batch = 0;
+  cufftHandle r2c = 0, c2r = 0;
+};
+
+// Everything a launcher needs besides its tensors: the stream, the cuBLASLt
+// handle and workspace, cached cuFFT plans and the FFT and reduction scratch.
+// Plans and scratch are made on first use for a size (the warm-up step) and
+// kept, so a training step allocates nothing.
+struct CudaCtx {
+  cudaStream_t stream = nullptr;
+  cublasLtHandle_t lt = nullptr;
+  void* workspace = nullptr;  // cuBLASLt
+  size_t workspace_size = 0;
+  std::vector<FftPlan> plans;
+  float* fft_real = nullptr;         // (channels, n) zero-padded signals
+  cufftComplex* fft_spec = nullptr;  // (channels, n/2 + 1) their spectra
+  cufftComplex* fft_spec2 = nullptr; // (channels, n/2 + 1) a second set (dK needs two)
+  cufftComplex* fft_k = nullptr;     // (n/2 + 1) one kernel's spectrum, or the dK sum
+  size_t fft_channels = 0;           // capacity of the buffers above, in signals
+  int fft_n = 0;                     // ... and in signal length
+  double* red = nullptr;             // reduction partials
+  size_t red_cap = 0;
+};
+
+constexpr size_t kWorkspaceBytes = 32u << 20;  // cuBLASLt's recommendation for Hopper
+constexpr size_t kRedCap = 1 << 16;            // doubles: partials of the two-stage reductions
+
+static void cuda_ctx_create(CudaCtx* ctx) {
+  cudaCheck(cudaStreamCreate(&ctx->stream));
+  cublasCheck(cublasLtCreate(&ctx->lt));
+  ctx->workspace_size = kWorkspaceBytes;
+  cudaCheck(cudaMalloc(&ctx->workspace, ctx->workspace_size));
+  ctx->red_cap = kRedCap;
+  cudaCheck(cudaMalloc(&ctx->red, ctx->red_cap * sizeof(double)));
+}
+
+static void fft_free_buffers(CudaCtx* ctx) {
+  cudaCheck(cudaFree(ctx->fft_real));
+  cudaCheck(cudaFree(ctx->fft_spec));
+  cudaCheck(cudaFree(ctx->fft_spec2));
+  cudaCheck(cudaFree(ctx->fft_k));
+  ctx->fft_real = nullptr, ctx->fft_spec = ctx->fft_spec2 = ctx->fft_k = nullptr;
+  ctx->fft_channels = 0, ctx->fft_n = 0;
+}
+
+static void cuda_ctx_destroy(CudaCtx* ctx) {
+  if (ctx->stream) cudaCheck(cudaStreamSynchronize(ctx->stream));
+  for (FftPlan& p : ctx->plans) {
+    cufftCheck(cufftDestroy(p.r2c));
+    cufftCheck(cufftDestroy(p.c2r));
+  }
+  ctx->plans.clear();
+  fft_free_buffers(ctx);
+  cudaCheck(cudaFree(ctx->workspace));
+  cudaCheck(cudaFree(ctx->red));
+  if (ctx->lt) cublasCheck(cublasLtDestroy(ctx->lt));
+  if (ctx->stream) cudaCheck(cudaStreamDestroy(ctx->stream));
+  *ctx = CudaCtx{};
+}
+
+static const FftPlan& fft_plan(CudaCtx& ctx, int n, int batch) {
+  for (const FftPlan& p : ctx.plans)
+    if (p.n == n && p.batch == batch) return p;
+  FftPlan p;
+  p.n = n, p.batch = batch;
+  // Null embeds: the basic layout, signal i at i * n (real) and at
+  // i * (n/2 + 1) (complex).
+  cufftCheck(cufftPlanMany(&p.r2c, 1, &n, nullptr, 1, n, nullptr, 1, n / 2 + 1, CUFFT_R2C, batch));
+  cufftCheck(cufftPlanMany(&p.c2r, 1, &n, nullptr, 1, n / 2 + 1, nullptr, 1, n, CUFFT_C2R, batch));
+  cufftCheck(cufftSetStream(p.r2c, ctx.stream));
+  cufftCheck(cufftSetStream(p.c2r, ctx.stream));
+  ctx.plans.push_back(p);
+  return ctx.plans.back();
+}
+
+// Grows the FFT scratch to hold `channels` signals of length n.
+static void fft_reserve(CudaCtx& ctx, size_t channels, int n) {
+  if (channels <= ctx.fft_channels && n <= ctx.fft_n) return;
+  cudaCheck(cudaStreamSynchronize(ctx.stream));  // the old buffers may still be in use
+  channels = std::max(channels, ctx.fft_channels), n = std::max(n, ctx.fft_n);
+  fft_free_buffers(&ctx);
+  size_t nf = (size_t)n / 2 + 1;
+  cudaCheck(cudaMalloc(&ctx.fft_real, channels * n * sizeof(float)));
+  cudaCheck(cudaMalloc(&ctx.fft_spec, channels * nf * sizeof(cufftComplex)));
+  cudaCheck(cudaMalloc(&ctx.fft_spec2, channels * nf * sizeof(cufftComplex)));
+  cudaCheck(cudaMalloc(&ctx.fft_k, nf * sizeof(cufftComplex)));
+  ctx.fft_channels = channels, ctx.fft_n = n;
+}
+
+// Two-stage deterministic sum of a[i] * b[i] in double (b = null: the sum of
+// squares): a fixed grid, each block sums a fixed slice, then one thread adds
+// the partials in order. No atomics, so every run gives the same bits.
+constexpr int kRedBlocks = 512;
+__global__ void dot_partial_kernel(double* part, const float* a, const float* b, size_t n) {
+  double s = 0;
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+    s += (double)a[i] * (double)(b ? b[i] : a[i]);
+  s = block_sum(s);
+  if (threadIdx.x == 0) part[blockIdx.x] = s;
+}
+// The total goes to *out (when not null) and is added to *acc (when not null).
+__global__ void sum_partials_kernel(double* out, float* acc, const double* part, int count) {
+  double s = 0;
+  for (int i = 0; i < count; i++) s += part[i];
+  if (out) *out = s;
+  if (acc) *acc += (float)s;
+}
+
+// sum_i a[i] b[i] (b = null: a[i]^2) into ctx.red[kRedBlocks] and/or added to *acc.
+static void dot_reduce(CudaCtx& ctx, float* acc, const float* a, const float* b, size_t n) {
+  dot_partial_kernel<<<kRedBlocks, kThreads, 0, ctx.stream>>>(ctx.red, a, b, n);
+  launchCheck();
+  sum_partials_kernel<<<1, 1, 0, ctx.stream>>>(ctx.red + kRedBlocks, acc, ctx.red, kRedBlocks);
+  launchCheck();
+}
+#endif  // __CUDACC__
 
 // ============================================================================
 // Config
@@ -362,6 +555,46 @@ void embedding_backward_cpu(F* dwte, F* dwpe, F* dwtt, const F* dout, const int*
       }
 }
 
+#ifdef __CUDACC__
+__global__ void embedding_forward_kernel(float* out, const int* ids, const int* types, const float* wte,
+                                         const float* wpe, const float* wtt, int B, int T, int H) {
+  size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;  // one thread per output element
+  if (i >= (size_t)B * T * H) return;
+  size_t bt = i / H;
+  int h = (int)(i % H), t = (int)(bt % T);
+  out[i] = wte[(size_t)ids[bt] * H + h] + wpe[(size_t)t * H + h] + wtt[(size_t)types[bt] * H + h];
+}
+
+// One thread per channel walking the tokens in the CPU's order: no two
+// threads touch one address, no atomics, the same sums bit for bit.
+__global__ void embedding_backward_kernel(float* dwte, float* dwpe, float* dwtt, const float* dout, const int* ids,
+                                          const int* types, int B, int T, int H) {
+  int h = blockIdx.x * blockDim.x + threadIdx.x;
+  if (h >= H) return;
+  for (int b = 0; b < B; b++)
+    for (int t = 0; t < T; t++) {
+      float d = dout[((size_t)b * T + t) * H + h];
+      dwte[(size_t)ids[b * T + t] * H + h] += d;
+      dwpe[(size_t)t * H + h] += d;
+      dwtt[(size_t)types[b * T + t] * H + h] += d;
+    }
+}
+
+static void embedding_forward(CudaCtx& ctx, float* out, const int* ids, const int* types, const float* wte,
+                              const float* wpe, const float* wtt, int B, int T, int H) {  // out (B, T, H) =
+  embedding_forward_kernel<<<grid_for((size_t)B * T * H), kThreads, 0, ctx.stream>>>(out, ids, types, wte, wpe, wtt,
+                                                                                      B, T, H);
+  launchCheck();
+}
+
+// dwte, dwpe, dwtt +=.
+static void embedding_backward(CudaCtx& ctx, float* dwte, float* dwpe, float* dwtt, const float* dout, const int* ids,
+                               const int* types, int B, int T, int H) {
+  embedding_backward_kernel<<<grid_for(H), kThreads, 0, ctx.stream>>>(dwte, dwpe, dwtt, dout, ids, types, B, T, H);
+  launchCheck();
+}
+#endif
+
 // ---------------------------------------------------------------------------
 // LayerNorm over the last axis (eps = 1e-12, BIGS.md section 1)
 // ---------------------------------------------------------------------------
@@ -426,6 +659,76 @@ void layernorm_backward_cpu(F* dinp, F* dw, F* db, const F* dout, const F* inp, 
     db[i] += sb;
   }
 }
+
+#ifdef __CUDACC__
+// One block per row; the statistics are fp32 block sums, two passes as on
+// the CPU (no E[x^2] - E[x]^2 cancellation).
+__global__ void layernorm_forward_kernel(float* out, float* mean, float* rstd, const float* inp, const float* w,
+                                         const float* b, int C) {
+  const float* x = inp + (size_t)blockIdx.x * C;
+  float s = 0;
+  for (int i = threadIdx.x; i < C; i += blockDim.x) s += x[i];
+  float m = block_sum(s) / C;
+  float v = 0;
+  for (int i = threadIdx.x; i < C; i += blockDim.x) v += (x[i] - m) * (x[i] - m);
+  float r = 1.0f / sqrtf(block_sum(v) / C + (float)kLayerNormEps);
+  float* o = out + (size_t)blockIdx.x * C;
+  for (int i = threadIdx.x; i < C; i += blockDim.x) o[i] = (x[i] - m) * r * w[i] + b[i];
+  if (threadIdx.x == 0) mean[blockIdx.x] = m, rstd[blockIdx.x] = r;
+}
+
+// dinp += per row (one block each), the same formula as the CPU's.
+__global__ void layernorm_backward_dinp_kernel(float* dinp, const float* dout, const float* inp, const float* w,
+                                               const float* mean, const float* rstd, int C) {
+  size_t r = blockIdx.x;
+  const float* x = inp + r * C;
+  const float* d = dout + r * C;
+  float m = mean[r], s = rstd[r], a = 0, c = 0;
+  for (int i = threadIdx.x; i < C; i += blockDim.x) {
+    float dn = d[i] * w[i];
+    a += dn;
+    c += dn * (x[i] - m) * s;
+  }
+  float mean_dn = block_sum(a) / C, mean_dn_n = block_sum(c) / C;
+  for (int i = threadIdx.x; i < C; i += blockDim.x) {
+    float n = (x[i] - m) * s;
+    dinp[r * C + i] += s * (d[i] * w[i] - mean_dn - n * mean_dn_n);
+  }
+}
+
+// dw, db += per column: one thread per column walks the rows in order, so the
+// sums are deterministic and reads are coalesced across the threads.
+__global__ void layernorm_backward_dw_kernel(float* dw, float* db, const float* dout, const float* inp,
+                                             const float* mean, const float* rstd, int rows, int C) {
+  int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= C) return;
+  float sw = 0, sb = 0;
+  for (int r = 0; r < rows; r++) {
+    float d = dout[(size_t)r * C + i];
+    sw += d * (inp[(size_t)r * C + i] - mean[r]) * rstd[r];
+    sb += d;
+  }
+  dw[i] += sw;
+  db[i] += sb;
+}
+
+static void layernorm_forward(CudaCtx& ctx, float* out, float* mean, float* rstd, const float* inp, const float* w,
+                              const float* b, int rows, int C) {  // out (rows, C), mean, rstd (rows) =
+  if (rows == 0) return;
+  layernorm_forward_kernel<<<rows, kThreads, 0, ctx.stream>>>(out, mean, rstd, inp, w, b, C);
+  launchCheck();
+}
+
+// dinp, dw, db +=.
+static void layernorm_backward(CudaCtx& ctx, float* dinp, float* dw, float* db, const float* dout, const float* inp,
+                               const float* w, const float* mean, const float* rstd, int rows, int C) {
+  if (rows == 0) return;
+  layernorm_backward_dinp_kernel<<<rows, kThreads, 0, ctx.stream>>>(dinp, dout, inp, w, mean, rstd, C);
+  launchCheck();
+  layernorm_backward_dw_kernel<<<grid_for(C), kThreads, 0, ctx.stream>>>(dw, db, dout, inp, mean, rstd, rows, C);
+  launchCheck();
+}
+#endif
 
 // ---------------------------------------------------------------------------
 // Dense: out = inp W^T + b, W (out_dim, in_dim)
@@ -516,6 +819,100 @@ void dense_backward_cpu(F* dinp, F* dw, F* db, const F* dout, const F* inp, cons
   }
 }
 
+#ifdef __CUDACC__
+// The largest power of two, up to 256, that divides the address. Tensors sit
+// at arbitrary float offsets in one block while cuBLASLt's heuristic assumes
+// 256-byte aligned operands unless told otherwise; stating the truth keeps it
+// from choosing an algorithm that needs more alignment than we have.
+static uint32_t ptr_alignment(const void* p) {
+  uint32_t a = 256;
+  while (a > 4 && (uintptr_t)p % a) a /= 2;
+  return a;
+}
+
+// C (m, n) = op(A) op(B) + beta C in cuBLASLt's column-major terms, fp32
+// operands with fp32 compute (CUBLAS_COMPUTE_32F, no TF32), so the GPU path
+// can be checked tightly against the CPU's. A row-major (r, c) matrix is a
+// column-major (c, r) one with leading dimension c; the launchers below use
+// that to run our row-major products without copies.
+static void matmul_fp32(CudaCtx& ctx, float* C, const float* A, const float* Bm, bool ta, bool tb, int m, int n,
+                        int k, int lda, int ldb, int ldc, float beta) {
+  if (m == 0 || n == 0 || k == 0) return;  // callers accumulate (beta = 1) or have k > 0
+  cublasLtMatmulDesc_t desc;
+  cublasCheck(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+  cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
+  cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
+  cublasLtMatrixLayout_t la, lb, lc;  // the stored shapes, before op()
+  cublasCheck(cublasLtMatrixLayoutCreate(&la, CUDA_R_32F, ta ? k : m, ta ? m : k, lda));
+  cublasCheck(cublasLtMatrixLayoutCreate(&lb, CUDA_R_32F, tb ? n : k, tb ? k : n, ldb));
+  cublasCheck(cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, m, n, ldc));
+  cublasLtMatmulPreference_t pref;
+  cublasCheck(cublasLtMatmulPreferenceCreate(&pref));
+  uint64_t ws = ctx.workspace_size;
+  cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+  uint32_t al_a = ptr_alignment(A), al_b = ptr_alignment(Bm), al_c = ptr_alignment(C);
+  cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof al_a));
+  cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof al_b));
+  cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c, sizeof al_c));
+  cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c, sizeof al_c));
+  cublasLtMatmulHeuristicResult_t heur;
+  int found = 0;
+  cublasCheck(cublasLtMatmulAlgoGetHeuristic(ctx.lt, desc, la, lb, lc, lc, pref, 1, &heur, &found));
+  if (found == 0)
+    throw CudaError(strf("cuBLASLt has no fp32 algorithm for m %d n %d k %d, op %c%c, ld %d %d %d, alignment %u %u %u",
+                         m, n, k, ta ? 'T' : 'N', tb ? 'T' : 'N', lda, ldb, ldc, al_a, al_b, al_c));
+  const float alpha = 1.0f;
+  cublasCheck(cublasLtMatmul(ctx.lt, desc, &alpha, A, la, Bm, lb, &beta, C, lc, C, lc, &heur.algo, ctx.workspace,
+                             ctx.workspace_size, ctx.stream));
+  cublasCheck(cublasLtMatmulPreferenceDestroy(pref));
+  cublasCheck(cublasLtMatrixLayoutDestroy(la));
+  cublasCheck(cublasLtMatrixLayoutDestroy(lb));
+  cublasCheck(cublasLtMatrixLayoutDestroy(lc));
+  cublasCheck(cublasLtMatmulDescDestroy(desc));
+}
+
+__global__ void add_bias_kernel(float* out, const float* bias, int rows, int out_dim) {
+  size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+  if (i < (size_t)rows * out_dim) out[i] += bias[i % out_dim];
+}
+
+// db += per column, one thread per column walking the rows in order.
+__global__ void bias_backward_kernel(float* db, const float* dout, int rows, int out_dim) {
+  int o = blockIdx.x * blockDim.x + threadIdx.x;
+  if (o >= out_dim) return;
+  float s = 0;
+  for (int r = 0; r < rows; r++) s += dout[(size_t)r * out_dim + o];
+  db[o] += s;
+}
+
+// out (rows, out_dim) = inp W^T + b: in column-major terms out' = W'^T inp',
+// with W' = W seen as (in_dim, out_dim) and inp' = inp seen as (in_dim, rows).
+static void dense_forward(CudaCtx& ctx, float* out, const float* inp, const float* w, const float* bias, int rows,
+                          int in_dim, int out_dim) {
+  if (rows == 0) return;
+  matmul_fp32(ctx, out, w, inp, true, false, out_dim, rows, in_dim, in_dim, in_dim, out_dim, 0.0f);
+  if (bias) {
+    add_bias_kernel<<<grid_for((size_t)rows * out_dim), kThreads, 0, ctx.stream>>>(out, bias, rows, out_dim);
+    launchCheck();
+  }
+}
+
+// dinp, dw, db += (dinp and db may be null).
+//   dinp' (in, rows) += W' dout'          dout' = dout seen as (out_dim, rows)
+//   dW'   (in, out)  += inp' dout'^T
+static void dense_backward(CudaCtx& ctx, float* dinp, float* dw, float* db, const float* dout, const float* inp,
+                           const float* w, int rows, int in_dim, int out_dim) {
+  if (rows == 0) return;
+  if (dinp) matmul_fp32(ctx, dinp, w, dout, false, false, in_dim, rows, out_dim, in_dim, out_dim, in_dim, 1.0f);
+  matmul_fp32(ctx, dw, inp, dout, false, true, in_dim, out_dim, rows, in_dim, out_dim, in_dim, 1.0f);
+  if (db) {
+    bias_backward_kernel<<<grid_for(out_dim), kThreads, 0, ctx.stream>>>(db, dout, rows, out_dim);
+    launchCheck();
+  }
+}
+#endif
+
 // ---------------------------------------------------------------------------
 // Activations: GELU (tanh form in the layers, erf form in the MLM head), tanh
 // ---------------------------------------------------------------------------
@@ -524,26 +921,26 @@ void dense_backward_cpu(F* dinp, F* dw, F* db, const F* dout, const F* inp, cons
 // than its tanhf and this form is exact at both tails; near 0 the absolute
 // error stays at rounding level, which is all 1 + tanh needs.
 template <class F>
-F fast_tanh(F u) {
+BIGS_HD F fast_tanh(F u) {
   return (F)1 - (F)2 / ((F)1 + std::exp((F)2 * u));
 }
 template <class F>
-F gelu_tanh(F x) {
+BIGS_HD F gelu_tanh(F x) {
   const F k = (F)0.7978845608028654;  // sqrt(2 / pi)
   return (F)0.5 * x * ((F)1 + fast_tanh(k * (x + (F)0.044715 * x * x * x)));
 }
 template <class F>
-F gelu_tanh_grad(F x) {
+BIGS_HD F gelu_tanh_grad(F x) {
   const F k = (F)0.7978845608028654;
   F th = fast_tanh(k * (x + (F)0.044715 * x * x * x));
   return (F)0.5 * ((F)1 + th) + (F)0.5 * x * ((F)1 - th * th) * k * ((F)1 + (F)0.134145 * x * x);
 }
 template <class F>
-F gelu_erf(F x) {
+BIGS_HD F gelu_erf(F x) {
   return (F)0.5 * x * ((F)1 + std::erf(x * (F)0.7071067811865476));
 }
 template <class F>
-F gelu_erf_grad(F x) {
+BIGS_HD F gelu_erf_grad(F x) {
   return (F)0.5 * ((F)1 + std::erf(x * (F)0.7071067811865476)) +
          x * (F)0.3989422804014327 * std::exp((F)-0.5 * x * x);  // x * pdf(x)
 }
@@ -570,6 +967,36 @@ void activation_backward_cpu(F* dinp, const F* dout, const F* inp, size_t n, Act
   }
 }
 
+#ifdef __CUDACC__
+// The same formulas as the CPU (gelu_tanh and friends are host-device).
+__global__ void activation_forward_kernel(float* out, const float* inp, size_t n, Act act) {
+  size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  float x = inp[i];
+  out[i] = act == Act::GeluTanh ? gelu_tanh(x) : act == Act::GeluErf ? gelu_erf(x) : tanhf(x);
+}
+
+__global__ void activation_backward_kernel(float* dinp, const float* dout, const float* inp, size_t n, Act act) {
+  size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  float x = inp[i];
+  float g = act == Act::GeluTanh ? gelu_tanh_grad(x) : act == Act::GeluErf ? gelu_erf_grad(x)
+                                                                           : 1.0f - tanhf(x) * tanhf(x);
+  dinp[i] = dout[i] * g;
+}
+
+static void activation_forward(CudaCtx& ctx, float* out, const float* inp, size_t n, Act act) {  // out =
+  activation_forward_kernel<<<grid_for(n), kThreads, 0, ctx.stream>>>(out, inp, n, act);
+  launchCheck();
+}
+
+// dinp = dout * act'(inp). dinp may alias dout.
+static void activation_backward(CudaCtx& ctx, float* dinp, const float* dout, const float* inp, size_t n, Act act) {
+  activation_backward_kernel<<<grid_for(n), kThreads, 0, ctx.stream>>>(dinp, dout, inp, n, act);
+  launchCheck();
+}
+#endif
+
 // ---------------------------------------------------------------------------
 // Multiplicative gate: out = a * b, elementwise
 // ---------------------------------------------------------------------------
@@ -588,6 +1015,33 @@ void gate_backward_cpu(F* da, F* db, const F* dout, const F* a, const F* b, size
     db[i] = dout[i] * a[i];
   }
 }
+
+#ifdef __CUDACC__
+__global__ void gate_forward_kernel(float* out, const float* a, const float* b, size_t n) {
+  size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+  if (i < n) out[i] = a[i] * b[i];
+}
+
+__global__ void gate_backward_kernel(float* da, float* db, const float* dout, const float* a, const float* b,
+                                     size_t n) {
+  size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  float d = dout[i];  // read before writing: da may alias dout
+  da[i] = d * b[i];
+  db[i] = d * a[i];
+}
+
+static void gate_forward(CudaCtx& ctx, float* out, const float* a, const float* b, size_t n) {  // out =
+  gate_forward_kernel<<<grid_for(n), kThreads, 0, ctx.stream>>>(out, a, b, n);
+  launchCheck();
+}
+
+static void gate_backward(CudaCtx& ctx, float* da, float* db, const float* dout, const float* a, const float* b,
+                          size_t n) {  // da, db =
+  gate_backward_kernel<<<grid_for(n), kThreads, 0, ctx.stream>>>(da, db, dout, a, b, n);
+  launchCheck();
+}
+#endif
 
 // ---------------------------------------------------------------------------
 // S4D kernel (BIGS.md section 3), one kernel shared by all H channels:
@@ -656,6 +1110,101 @@ void s4d_kernel_backward_cpu(F* da_re, F* da_im, F* dc, F* dlog_step, const F* d
   }
   *dlog_step += (F)(ddt * dt);
 }
+
+#ifdef __CUDACC__
+// Double precision on the GPU too, for the CPU's reason (cancellation among
+// the N terms); the work is O(N T) per SSM, negligible next to the layer.
+struct Cd {
+  double re, im;
+};
+__device__ Cd cd_mul(Cd a, Cd b) { return {a.re * b.re - a.im * b.im, a.re * b.im + a.im * b.re}; }
+__device__ Cd cd_div(Cd a, Cd b) {
+  double d = b.re * b.re + b.im * b.im;
+  return {(a.re * b.re + a.im * b.im) / d, (a.im * b.re - a.re * b.im) / d};
+}
+__device__ Cd cd_exp(Cd a) {
+  double e = exp(a.re);
+  return {e * cos(a.im), e * sin(a.im)};
+}
+__device__ Cd cd_conj(Cd a) { return {a.re, -a.im}; }
+__device__ Cd cd_scale(Cd a, double s) { return {a.re * s, a.im * s}; }
+
+// One thread per lag l; log_step is read from device memory (it is a
+// parameter, so it lives in the parameter block).
+__global__ void s4d_kernel_forward_kernel(float* K, const float* a_re, const float* a_im, const float* c,
+                                          const float* log_step, int N, int T) {
+  int l = blockIdx.x * blockDim.x + threadIdx.x;
+  if (l >= T) return;
+  double dt = exp((double)*log_step), acc = 0;
+  for (int n = 0; n < N; n++) {
+    Cd A = {(double)a_re[n] < kMaxARe ? (double)a_re[n] : kMaxARe, (double)a_im[n]};
+    Cd z = cd_exp(cd_scale(A, dt));
+    Cd ct = cd_mul({c[2 * n], c[2 * n + 1]}, cd_div({z.re - 1.0, z.im}, A));
+    acc += cd_mul(ct, cd_exp(cd_scale(A, (double)l * dt))).re;
+  }
+  K[l] = (float)acc;
+}
+
+// One block per mode n: the block sums G0 and G1 over the lags, then its
+// first thread applies the CPU's formulas. Each mode's share of dL/ddt goes
+// to ddt_part[n]; s4d_dlogstep_kernel adds them in order.
+__global__ void s4d_kernel_backward_kernel(float* da_re, float* da_im, float* dc, double* ddt_part, const float* dK,
+                                           const float* a_re, const float* a_im, const float* c,
+                                           const float* log_step, int T) {
+  int n = blockIdx.x;
+  double dt = exp((double)*log_step);
+  bool clipped = !((double)a_re[n] < kMaxARe);
+  Cd A = {clipped ? kMaxARe : (double)a_re[n], (double)a_im[n]};
+  double g0r = 0, g0i = 0, g1r = 0, g1i = 0;
+  for (int l = threadIdx.x; l < T; l += blockDim.x) {
+    Cd zl = cd_exp(cd_scale(A, (double)l * dt));
+    double k = dK[l], lk = (double)l * dK[l];
+    g0r += k * zl.re, g0i += k * zl.im;
+    g1r += lk * zl.re, g1i += lk * zl.im;
+  }
+  Cd G0 = {block_sum(g0r), block_sum(g0i)}, G1 = {block_sum(g1r), block_sum(g1i)};
+  if (threadIdx.x != 0) return;
+  Cd C = {c[2 * n], c[2 * n + 1]};
+  Cd z = cd_exp(cd_scale(A, dt));
+  Cd E = cd_div({z.re - 1.0, z.im}, A);
+  Cd ct = cd_mul(C, E);
+  Cd g_ct = cd_conj(G0);
+  Cd g_c = cd_mul(g_ct, cd_conj(E));
+  Cd g_e = cd_mul(g_ct, cd_conj(C));
+  Cd dEdA = cd_div({dt * z.re - E.re, dt * z.im - E.im}, A);
+  Cd t1 = cd_conj(cd_mul(cd_scale(ct, dt), G1)), t2 = cd_mul(g_e, cd_conj(dEdA));
+  Cd g_a = {t1.re + t2.re, t1.im + t2.im};
+  ddt_part[n] = cd_mul(cd_mul(ct, A), G1).re + cd_mul(cd_conj(g_e), z).re;
+  if (!clipped) da_re[n] += (float)g_a.re;
+  da_im[n] += (float)g_a.im;
+  dc[2 * n] += (float)g_c.re;
+  dc[2 * n + 1] += (float)g_c.im;
+}
+
+__global__ void s4d_dlogstep_kernel(float* dlog_step, const double* ddt_part, const float* log_step, int N) {
+  double ddt = 0;
+  for (int n = 0; n < N; n++) ddt += ddt_part[n];
+  *dlog_step += (float)(ddt * exp((double)*log_step));
+}
+
+static void s4d_kernel_forward(CudaCtx& ctx, float* K, const float* a_re, const float* a_im, const float* c,
+                               const float* log_step, int N, int T) {  // K (T) =
+  s4d_kernel_forward_kernel<<<grid_for(T), kThreads, 0, ctx.stream>>>(K, a_re, a_im, c, log_step, N, T);
+  launchCheck();
+}
+
+// da_re, da_im, dc, dlog_step +=.
+static void s4d_kernel_backward(CudaCtx& ctx, float* da_re, float* da_im, float* dc, float* dlog_step, const float* dK,
+                                const float* a_re, const float* a_im, const float* c, const float* log_step, int N,
+                                int T) {
+  if ((size_t)N > ctx.red_cap) throw CudaError(strf("s4d_kernel_backward: N = %d exceeds the scratch", N));
+  s4d_kernel_backward_kernel<<<N, kThreads, 0, ctx.stream>>>(da_re, da_im, dc, ctx.red, dK, a_re, a_im, c, log_step,
+                                                             T);
+  launchCheck();
+  s4d_dlogstep_kernel<<<1, 1, 0, ctx.stream>>>(dlog_step, ctx.red, log_step, N);
+  launchCheck();
+}
+#endif
 
 // ---------------------------------------------------------------------------
 // SSM convolution with skip term, per channel, over (B, T, H):
@@ -799,6 +1348,110 @@ void ssm_conv_backward_cpu(F* dinp, F* dK, F* dD, const F* dout, const F* inp, c
   for (int b = 0; b < B; b++) *dD += part[b];
 }
 
+#ifdef __CUDACC__
+// The GPU always takes the FFT route (cuFFT, fp32). Each of the B x H
+// channels is copied into a zero-padded row of length n (cuFFT's batched
+// layout wants each signal contiguous; ours have stride H), transformed,
+// multiplied by the kernel's spectrum (conjugated for the anti-causal
+// direction, as in ssm_conv_fft_cpu), transformed back and copied out.
+
+// buf (B*H, n) = inp's channels, zero-padded from T to n.
+__global__ void ssm_pack_kernel(float* buf, const float* inp, int B, int T, int H, int n) {
+  size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+  if (i >= (size_t)B * H * n) return;
+  size_t ch = i / n;
+  int j = (int)(i % n), b = (int)(ch / H), h = (int)(ch % H);
+  buf[i] = j < T ? inp[((size_t)b * T + j) * H + h] : 0.0f;
+}
+
+// spec (channels, nf) *= k (nf), or by conj(k).
+__global__ void ssm_spec_mul_kernel(cufftComplex* spec, const cufftComplex* k, size_t channels, int nf,
+                                    bool conjugate) {
+  size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+  if (i >= channels * nf) return;
+  cufftComplex a = spec[i], b = k[i % nf];
+  if (conjugate) b.y = -b.y;
+  spec[i] = make_cuComplex(a.x * b.x - a.y * b.y, a.x * b.y + a.y * b.x);
+}
+
+// out (B, T, H) = the first T values of each row of buf / n (cuFFT's inverse
+// is unscaled) + D inp.
+__global__ void ssm_unpack_kernel(float* out, const float* buf, const float* inp, const float* D, int B, int T, int H,
+                                  int n) {
+  size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+  if (i >= (size_t)B * T * H) return;
+  int h = (int)(i % H), t = (int)(i / H % T), b = (int)(i / ((size_t)T * H));
+  out[i] = buf[((size_t)b * H + h) * n + t] / (float)n + *D * inp[i];
+}
+
+// S[f] = sum over channels of the cross spectrum whose inverse transform is
+// the lag correlation dK[l] = sum_t dout[t] inp[t -+ l]: Fd conj(Fu) for the
+// causal direction, conj(Fd) Fu for the anti-causal one. One block per
+// frequency, a fixed reduction order.
+__global__ void ssm_dk_spectrum_kernel(cufftComplex* S, const cufftComplex* fd, const cufftComplex* fu,
+                                       size_t channels, int nf, bool anticausal) {
+  int f = blockIdx.x;
+  float re = 0, im = 0;
+  for (size_t ch = threadIdx.x; ch < channels; ch += blockDim.x) {
+    cufftComplex d = fd[ch * nf + f], u = fu[ch * nf + f];
+    if (anticausal) d.y = -d.y;
+    else u.y = -u.y;
+    re += d.x * u.x - d.y * u.y;
+    im += d.x * u.y + d.y * u.x;
+  }
+  re = block_sum(re);
+  im = block_sum(im);
+  if (threadIdx.x == 0) S[f] = make_cuComplex(re, im);
+}
+
+__global__ void ssm_dk_accumulate_kernel(float* dK, const float* corr, int T, int n) {
+  int l = blockIdx.x * blockDim.x + threadIdx.x;
+  if (l < T) dK[l] += corr[l] / (float)n;
+}
+
+// spec (B*H, nf) = the spectra of inp's zero-padded channels; uses fft_real.
+static void ssm_spectra(CudaCtx& ctx, cufftComplex* spec, const float* inp, int B, int T, int H, int n) {
+  ssm_pack_kernel<<<grid_for((size_t)B * H * n), kThreads, 0, ctx.stream>>>(ctx.fft_real, inp, B, T, H, n);
+  launchCheck();
+  cufftCheck(cufftExecR2C(fft_plan(ctx, n, B * H).r2c, ctx.fft_real, spec));
+}
+
+static void ssm_conv_forward(CudaCtx& ctx, float* out, const float* inp, const float* K, const float* D, int B, int T,
+                             int H, bool anticausal) {  // out (B, T, H) =
+  int n = fft_size(T), nf = n / 2 + 1;
+  size_t channels = (size_t)B * H;
+  fft_reserve(ctx, channels, n);
+  // The kernel's spectrum: K padded into row 0 of fft_real, one transform.
+  ssm_pack_kernel<<<grid_for(n), kThreads, 0, ctx.stream>>>(ctx.fft_real, K, 1, T, 1, n);
+  launchCheck();
+  cufftCheck(cufftExecR2C(fft_plan(ctx, n, 1).r2c, ctx.fft_real, ctx.fft_k));
+  ssm_spectra(ctx, ctx.fft_spec, inp, B, T, H, n);
+  ssm_spec_mul_kernel<<<grid_for(channels * nf), kThreads, 0, ctx.stream>>>(ctx.fft_spec, ctx.fft_k, channels, nf,
+                                                                             anticausal);
+  launchCheck();
+  cufftCheck(cufftExecC2R(fft_plan(ctx, n, B * H).c2r, ctx.fft_spec, ctx.fft_real));
+  ssm_unpack_kernel<<<grid_for((size_t)B * T * H), kThreads, 0, ctx.stream>>>(out, ctx.fft_real, inp, D, B, T, H, n);
+  launchCheck();
+}
+
+// dinp = the opposite-direction convolution of dout (overwrites); dK, dD +=.
+static void ssm_conv_backward(CudaCtx& ctx, float* dinp, float* dK, float* dD, const float* dout, const float* inp,
+                              const float* K, const float* D, int B, int T, int H, bool anticausal) {
+  ssm_conv_forward(ctx, dinp, dout, K, D, B, T, H, !anticausal);
+  int n = fft_size(T), nf = n / 2 + 1;
+  size_t channels = (size_t)B * H;
+  ssm_spectra(ctx, ctx.fft_spec, dout, B, T, H, n);
+  ssm_spectra(ctx, ctx.fft_spec2, inp, B, T, H, n);
+  ssm_dk_spectrum_kernel<<<nf, kThreads, 0, ctx.stream>>>(ctx.fft_k, ctx.fft_spec, ctx.fft_spec2, channels, nf,
+                                                          anticausal);
+  launchCheck();
+  cufftCheck(cufftExecC2R(fft_plan(ctx, n, 1).c2r, ctx.fft_k, ctx.fft_real));
+  ssm_dk_accumulate_kernel<<<grid_for(T), kThreads, 0, ctx.stream>>>(dK, ctx.fft_real, T, n);
+  launchCheck();
+  dot_reduce(ctx, dD, dout, inp, (size_t)B * T * H);
+}
+#endif
+
 // ---------------------------------------------------------------------------
 // Dropout. The keep mask is a pure function of (seed, stream, element), so
 // the backward pass recomputes it instead of storing it.
@@ -817,6 +1470,29 @@ template <class F>
 void dropout_backward_cpu(F* dinp, const F* dout, size_t n, float p, uint64_t seed, uint64_t stream) {
   dropout_forward_cpu(dinp, dout, n, p, seed, stream);
 }
+
+#ifdef __CUDACC__
+// The CPU's expression with the same uniform_at: the masks agree bit for bit.
+__global__ void dropout_forward_kernel(float* out, const float* inp, size_t n, float p, uint64_t seed,
+                                       uint64_t stream) {
+  size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  float scale = 1.0f / (1.0f - p);
+  out[i] = (p > 0 && uniform_at(seed, stream, i) < p) ? 0.0f : (p > 0 ? inp[i] * scale : inp[i]);
+}
+
+static void dropout_forward(CudaCtx& ctx, float* out, const float* inp, size_t n, float p, uint64_t seed,
+                            uint64_t stream) {  // out = inp * mask / (1 - p)
+  dropout_forward_kernel<<<grid_for(n), kThreads, 0, ctx.stream>>>(out, inp, n, p, seed, stream);
+  launchCheck();
+}
+
+// dinp = dout through the same mask. dinp may alias dout.
+static void dropout_backward(CudaCtx& ctx, float* dinp, const float* dout, size_t n, float p, uint64_t seed,
+                             uint64_t stream) {
+  dropout_forward(ctx, dinp, dout, n, p, seed, stream);
+}
+#endif
 
 // ---------------------------------------------------------------------------
 // Softmax cross-entropy over rows of logits
@@ -851,6 +1527,50 @@ void crossentropy_backward_cpu(F* dlogits, const F* logits, const int* targets, 
     for (int v = 0; v < V; v++) d[v] = scale * (std::exp(x[v] - mx) / sum - (v == targets[r]));
   }
 }
+
+#ifdef __CUDACC__
+// One block per row, fp32 max and sum in a fixed tree order. The logits of
+// only the R predicted rows ever exist, so nothing bigger is materialised.
+__global__ void crossentropy_forward_kernel(float* losses, const float* logits, const int* targets, int V) {
+  const float* x = logits + (size_t)blockIdx.x * V;
+  float mx = -INFINITY;
+  for (int v = threadIdx.x; v < V; v += blockDim.x) mx = fmaxf(mx, x[v]);
+  mx = block_max(mx);
+  float s = 0;
+  for (int v = threadIdx.x; v < V; v += blockDim.x) s += expf(x[v] - mx);
+  s = block_sum(s);
+  if (threadIdx.x == 0) losses[blockIdx.x] = logf(s) + mx - x[targets[blockIdx.x]];
+}
+
+__global__ void crossentropy_backward_kernel(float* dlogits, const float* logits, const int* targets, float scale,
+                                             int V) {
+  const float* x = logits + (size_t)blockIdx.x * V;
+  float* d = dlogits + (size_t)blockIdx.x * V;
+  float mx = -INFINITY;
+  for (int v = threadIdx.x; v < V; v += blockDim.x) mx = fmaxf(mx, x[v]);
+  mx = block_max(mx);
+  float s = 0;
+  for (int v = threadIdx.x; v < V; v += blockDim.x) s += expf(x[v] - mx);
+  s = block_sum(s);
+  int target = targets[blockIdx.x];
+  for (int v = threadIdx.x; v < V; v += blockDim.x) d[v] = scale * (expf(x[v] - mx) / s - (v == target));
+}
+
+static void crossentropy_forward(CudaCtx& ctx, float* losses, const float* logits, const int* targets, int rows,
+                                 int V) {  // losses (rows) =
+  if (rows == 0) return;
+  crossentropy_forward_kernel<<<rows, kThreads, 0, ctx.stream>>>(losses, logits, targets, V);
+  launchCheck();
+}
+
+// dlogits = scale * (softmax(logits) - onehot(target)).
+static void crossentropy_backward(CudaCtx& ctx, float* dlogits, const float* logits, const int* targets, float scale,
+                                  int rows, int V) {
+  if (rows == 0) return;
+  crossentropy_backward_kernel<<<rows, kThreads, 0, ctx.stream>>>(dlogits, logits, targets, scale, V);
+  launchCheck();
+}
+#endif
 
 // ---------------------------------------------------------------------------
 // Pooler input: the mean of the final hidden states over non-padding tokens
@@ -889,6 +1609,46 @@ void meanpool_backward_cpu(F* dinp, const F* dout, const int* ids, int pad_id, i
     }
   }
 }
+
+#ifdef __CUDACC__
+// One thread per (b, h) walking t in order, as the CPU sums.
+__global__ void meanpool_forward_kernel(float* out, const float* inp, const int* ids, int pad_id, int B, int T, int H) {
+  size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+  if (i >= (size_t)B * H) return;
+  int b = (int)(i / H), h = (int)(i % H), count = 0;
+  float s = 0;
+  for (int t = 0; t < T; t++) {
+    if (ids[b * T + t] == pad_id) continue;
+    count++;
+    s += inp[((size_t)b * T + t) * H + h];
+  }
+  out[i] = s / (float)max(count, 1);
+}
+
+__global__ void meanpool_backward_kernel(float* dinp, const float* dout, const int* ids, int pad_id, int B, int T,
+                                         int H) {
+  size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+  if (i >= (size_t)B * H) return;
+  int b = (int)(i / H), h = (int)(i % H), count = 0;
+  for (int t = 0; t < T; t++) count += ids[b * T + t] != pad_id;
+  float d = dout[i] * (1.0f / (float)max(count, 1));
+  for (int t = 0; t < T; t++)
+    if (ids[b * T + t] != pad_id) dinp[((size_t)b * T + t) * H + h] += d;
+}
+
+static void meanpool_forward(CudaCtx& ctx, float* out, const float* inp, const int* ids, int pad_id, int B, int T,
+                             int H) {  // out (B, H) =
+  meanpool_forward_kernel<<<grid_for((size_t)B * H), kThreads, 0, ctx.stream>>>(out, inp, ids, pad_id, B, T, H);
+  launchCheck();
+}
+
+// dinp +=.
+static void meanpool_backward(CudaCtx& ctx, float* dinp, const float* dout, const int* ids, int pad_id, int B, int T,
+                              int H) {
+  meanpool_backward_kernel<<<grid_for((size_t)B * H), kThreads, 0, ctx.stream>>>(dinp, dout, ids, pad_id, B, T, H);
+  launchCheck();
+}
+#endif
 
 // ---------------------------------------------------------------------------
 // HiPPO-LegS initialisation of A_im (BIGS.md section 3)
@@ -954,6 +1714,8 @@ static std::vector<double> hippo_a_im(int N) {
 // Model
 // ============================================================================
 
+struct GpuModel;  // the device side, defined with the CUDA model below
+
 struct Model {
   Config c;
   int B = 0;  // batch capacity (sequences)
@@ -969,6 +1731,11 @@ struct Model {
   // the mask streams are set by the trainer for each micro-batch.
   float dropout = 0.0f;
   uint64_t dropout_seed = 0, dropout_stream = 0;
+  // Set by model_to_device: the model then lives on the GPU, and
+  // model_forward, model_backward, adamw_step, grad_norm, ... run there. The
+  // host blocks above keep the host's copy (checkpoints, the tests) and the
+  // host-side results (the MLM rows, loss rows, evaluation logits).
+  std::shared_ptr<GpuModel> gpu;
 };
 
 // Sizes everything from the config, allocates the three blocks once.
@@ -1189,7 +1956,9 @@ static void encoder_backward_cpu(Model& m, const Batch& bt, bool train) {
 // MLM head on the rows that have a target (BIGS.md section 2):
 //   z = LayerNorm_head(gelu_erf(x Wt + bt)),  logits = z wte^T + bias_V
 // Only those rows go through the V-wide projection.
-static bool mlm_head_forward_cpu(Model& m, const Batch& bt, Loss* loss, std::string* err) {
+// mlm_rows lists them (on the host, for both paths): their flat positions in
+// m.a.rows, their targets in m.a.row_target, their number in *P.
+static bool mlm_rows(Model& m, const Batch& bt, int* P_out, std::string* err) {
   const Config& c = m.c;
   Acts& a = m.a;
   int P = 0;
@@ -1206,6 +1975,15 @@ static bool mlm_head_forward_cpu(Model& m, const Batch& bt, Loss* loss, std::str
     a.rows[P] = i;
     a.row_target[P++] = bt.targets[i];
   }
+  *P_out = P;
+  return true;
+}
+
+static bool mlm_head_forward_cpu(Model& m, const Batch& bt, Loss* loss, std::string* err) {
+  const Config& c = m.c;
+  Acts& a = m.a;
+  int P = 0;
+  if (!mlm_rows(m, bt, &P, err)) return false;
   const float* final_x = a.res + (size_t)c.L * m.B * c.T * c.H;
   for (int r = 0; r < P; r++)
     std::copy_n(final_x + (size_t)a.rows[r] * c.H, c.H, a.head_in + (size_t)r * c.H);
@@ -1239,17 +2017,11 @@ static void mlm_head_backward_cpu(Model& m, const Batch& bt, int P, float scale)
 
 // Classification head (BIGS.md section 2): p = tanh(mean(x) Wp + bp),
 // logits = dropout(p) Wc + bc; cross-entropy, or squared error for Y = 1.
-static bool cls_head_forward_cpu(Model& m, const Batch& bt, bool train, Loss* loss, std::string* err) {
-  const Config& c = m.c;
+// The loss and its gradient w.r.t. the (B, Y) logits are computed on the
+// host from m.a.cls_logits for both paths: cls_loss, cls_dlogits.
+static bool cls_loss(Model& m, const Batch& bt, Loss* loss, std::string* err) {
   Acts& a = m.a;
-  int B = bt.B, Y = c.labels;
-  const float* final_x = a.res + (size_t)c.L * m.B * c.T * c.H;
-  meanpool_forward_cpu(a.pooled, final_x, bt.ids, kPadId, B, c.T, c.H);
-  dense_forward_cpu(a.pool_pre, a.pooled, m.p.pool_w, m.p.pool_b, B, c.H, c.H);
-  activation_forward_cpu(a.pool, a.pool_pre, (size_t)B * c.H, Act::Tanh);
-  dropout_forward_cpu(a.pool_drop, a.pool, (size_t)B * c.H, train ? m.dropout : 0.0f, m.dropout_seed,
-                      2 * m.dropout_stream + 1);
-  dense_forward_cpu(a.cls_logits, a.pool_drop, m.p.cls_w, m.p.cls_b, B, c.H, Y);
+  int B = bt.B, Y = m.c.labels;
   loss->sum = 0;
   loss->count = B;
   if (!bt.labels) return true;  // prediction only
@@ -1271,11 +2043,10 @@ static bool cls_head_forward_cpu(Model& m, const Batch& bt, bool train, Loss* lo
   return true;
 }
 
-static void cls_head_backward_cpu(Model& m, const Batch& bt, bool train, float scale) {
-  const Config& c = m.c;
+static void cls_dlogits(Model& m, const Batch& bt, float scale) {  // m.a.dcls_logits (B, Y) =
   Acts& a = m.a;
-  int B = bt.B, Y = c.labels;
-  for (int b = 0; b < B; b++) {
+  int Y = m.c.labels;
+  for (int b = 0; b < bt.B; b++) {
     if (Y == 1) {
       a.dcls_logits[b] = scale * 2 * (a.cls_logits[b] - bt.labels[b]);
     } else {
@@ -1283,6 +2054,27 @@ static void cls_head_backward_cpu(Model& m, const Batch& bt, bool train, float s
       crossentropy_backward_cpu(a.dcls_logits + (size_t)b * Y, a.cls_logits + (size_t)b * Y, &t, scale, 1, Y);
     }
   }
+}
+
+static bool cls_head_forward_cpu(Model& m, const Batch& bt, bool train, Loss* loss, std::string* err) {
+  const Config& c = m.c;
+  Acts& a = m.a;
+  int B = bt.B, Y = c.labels;
+  const float* final_x = a.res + (size_t)c.L * m.B * c.T * c.H;
+  meanpool_forward_cpu(a.pooled, final_x, bt.ids, kPadId, B, c.T, c.H);
+  dense_forward_cpu(a.pool_pre, a.pooled, m.p.pool_w, m.p.pool_b, B, c.H, c.H);
+  activation_forward_cpu(a.pool, a.pool_pre, (size_t)B * c.H, Act::Tanh);
+  dropout_forward_cpu(a.pool_drop, a.pool, (size_t)B * c.H, train ? m.dropout : 0.0f, m.dropout_seed,
+                      2 * m.dropout_stream + 1);
+  dense_forward_cpu(a.cls_logits, a.pool_drop, m.p.cls_w, m.p.cls_b, B, c.H, Y);
+  return cls_loss(m, bt, loss, err);
+}
+
+static void cls_head_backward_cpu(Model& m, const Batch& bt, bool train, float scale) {
+  const Config& c = m.c;
+  Acts& a = m.a;
+  int B = bt.B, Y = c.labels;
+  cls_dlogits(m, bt, scale);
   std::fill(a.dpool, a.dpool + (size_t)B * c.H, 0.0f);
   dense_backward_cpu(a.dpool, m.g.cls_w, m.g.cls_b, a.dcls_logits, a.pool_drop, m.p.cls_w, B, c.H, Y);
   dropout_backward_cpu(a.dpool, a.dpool, (size_t)B * c.H, train ? m.dropout : 0.0f, m.dropout_seed,
@@ -1314,6 +2106,341 @@ static bool batch_check(const Model& m, const Batch& bt, std::string* err) {
   return true;
 }
 
+#ifdef __CUDACC__
+// ---------------------------------------------------------------------------
+// The model on the GPU: the same tables and layouts, one device allocation
+// per block, and the CPU model's functions again with launchers in place of
+// the CPU layers.
+// ---------------------------------------------------------------------------
+
+struct GpuModel {
+  CudaCtx ctx;
+  float* params = nullptr;     // (num_params) the layout of Model::params_mem
+  float* grads = nullptr;      // (num_params)
+  float* mom1 = nullptr;       // (num_params) AdamW's first moment
+  float* mom2 = nullptr;       // (num_params) AdamW's second moment
+  float* acts = nullptr;       // (num_acts) the layout of Model::acts_mem
+  int* ids = nullptr;          // (B, T) the batch, copied in by each forward
+  int* types = nullptr;        // (B, T)
+  int* rows = nullptr;         // (R) copied from Model::a.rows
+  int* row_target = nullptr;   // (R)
+  Params p, g;                 // device pointers into params and grads
+  Acts a;                      // device pointers into acts
+};
+
+// A destructor must not throw: a failure while freeing is reported instead.
+static void gpu_model_delete(GpuModel* g) {
+  try {
+    for (void* p : {(void*)g->params, (void*)g->grads, (void*)g->mom1, (void*)g->mom2, (void*)g->acts,
+                    (void*)g->ids, (void*)g->types, (void*)g->rows, (void*)g->row_target})
+      cudaCheck(cudaFree(p));
+    cuda_ctx_destroy(&g->ctx);
+  } catch (const CudaError& e) {
+    fprintf(stderr, "bigs: while freeing the GPU model: %s\n", e.what());
+  }
+  delete g;
+}
+
+// Moves a built model to the GPU: parameters (and the AdamW moments, when
+// given) are copied in, gradients and activations zeroed. Everything a step
+// needs is allocated here, once.
+static bool model_to_device(Model* m, const std::vector<float>* mom1, const std::vector<float>* mom2,
+                            std::string* err) {
+  int count = 0;
+  cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess || count == 0) {
+    *err = strf("no CUDA device (%s); use --device cpu", e != cudaSuccess ? cudaGetErrorString(e) : "count is 0");
+    return false;
+  }
+  try {
+    std::shared_ptr<GpuModel> g(new GpuModel, gpu_model_delete);
+    const Config& c = m->c;
+    size_t P = m->num_params, BT = (size_t)m->B * c.T, bytes = P * sizeof(float);
+    cuda_ctx_create(&g->ctx);
+    cudaCheck(cudaMalloc(&g->params, bytes));
+    cudaCheck(cudaMalloc(&g->grads, bytes));
+    cudaCheck(cudaMalloc(&g->mom1, bytes));
+    cudaCheck(cudaMalloc(&g->mom2, bytes));
+    cudaCheck(cudaMalloc(&g->acts, m->num_acts * sizeof(float)));
+    cudaCheck(cudaMalloc(&g->ids, BT * sizeof(int)));
+    cudaCheck(cudaMalloc(&g->types, BT * sizeof(int)));
+    cudaCheck(cudaMalloc(&g->rows, (size_t)m->R * sizeof(int)));
+    cudaCheck(cudaMalloc(&g->row_target, (size_t)m->R * sizeof(int)));
+    cudaCheck(cudaMemcpy(g->params, m->params_mem.data(), bytes, cudaMemcpyHostToDevice));
+    cudaCheck(cudaMemset(g->grads, 0, bytes));
+    if (mom1 && mom2 && mom1->size() == P && mom2->size() == P) {
+      cudaCheck(cudaMemcpy(g->mom1, mom1->data(), bytes, cudaMemcpyHostToDevice));
+      cudaCheck(cudaMemcpy(g->mom2, mom2->data(), bytes, cudaMemcpyHostToDevice));
+    } else {
+      cudaCheck(cudaMemset(g->mom1, 0, bytes));
+      cudaCheck(cudaMemset(g->mom2, 0, bytes));
+    }
+    // Zeroed so that no kernel ever reads uninitialised memory, even padding
+    // rows of a short batch.
+    cudaCheck(cudaMemset(g->acts, 0, m->num_acts * sizeof(float)));
+    point_params(&g->p, g->params, c);
+    point_params(&g->g, g->grads, c);
+    point_acts(&g->a, g->acts, c, m->B, m->R);
+    // The FFT plans and scratch of a full batch now, not inside step 1.
+    int n = fft_size(c.T);
+    fft_reserve(g->ctx, (size_t)m->B * c.H, n);
+    fft_plan(g->ctx, n, 1);
+    fft_plan(g->ctx, n, m->B * c.H);
+    m->gpu = g;
+  } catch (const CudaError& ex) {
+    *err = strf("moving the model to the GPU: %s", ex.what());
+    return false;
+  }
+  return true;
+}
+
+// Copies the parameters (and the moments, when given) back to the host
+// blocks, e.g. before a checkpoint, which is thereby device-independent.
+static void model_to_host(Model& m, std::vector<float>* mom1, std::vector<float>* mom2) {
+  if (!m.gpu) return;
+  GpuModel& g = *m.gpu;
+  size_t bytes = m.num_params * sizeof(float);
+  cudaCheck(cudaStreamSynchronize(g.ctx.stream));
+  cudaCheck(cudaMemcpy(m.params_mem.data(), g.params, bytes, cudaMemcpyDeviceToHost));
+  if (mom1 && mom2) {
+    mom1->resize(m.num_params), mom2->resize(m.num_params);
+    cudaCheck(cudaMemcpy(mom1->data(), g.mom1, bytes, cudaMemcpyDeviceToHost));
+    cudaCheck(cudaMemcpy(mom2->data(), g.mom2, bytes, cudaMemcpyDeviceToHost));
+  }
+}
+
+__global__ void residual_forward_kernel(float* out, const float* x, size_t n) {  // out += x
+  size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+  if (i < n) out[i] += x[i];
+}
+
+// head_in (P, H) = the final states of the predicted rows.
+__global__ void mlm_gather_kernel(float* head_in, const float* x, const int* rows, int P, int H) {
+  size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+  if (i < (size_t)P * H) head_in[i] = x[(size_t)rows[i / H] * H + i % H];
+}
+
+// dres += dhead scattered back; the rows are distinct positions, so no two
+// threads write one address.
+__global__ void mlm_scatter_kernel(float* dres, const float* dhead, const int* rows, int P, int H) {
+  size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+  if (i < (size_t)P * H) dres[(size_t)rows[i / H] * H + i % H] += dhead[i];
+}
+
+static void zero_async(CudaCtx& ctx, float* x, size_t n) {
+  cudaCheck(cudaMemsetAsync(x, 0, n * sizeof(float), ctx.stream));
+}
+
+// layer_forward_cpu on the GPU; the SSM parameters D and log_step are read
+// by the kernels from the parameter block, so nothing syncs with the host.
+static void layer_forward_gpu(CudaCtx& ctx, const LayerActs& s, const LayerWeights& w, const Config& c, int B) {
+  int T = c.T, H = c.H, I = c.I, BT = B * T;
+  size_t nH = (size_t)BT * H, nI = (size_t)BT * I;
+  layernorm_forward(ctx, s.ln, s.ln_mean, s.ln_rstd, s.x, w.ln_w, w.ln_b, BT, H);
+  dense_forward(ctx, s.v_pre, s.ln, w.dv_w, w.dv_b, BT, H, I);
+  activation_forward(ctx, s.v, s.v_pre, nI, Act::GeluTanh);
+  dense_forward(ctx, s.uf_pre, s.ln, w.duf_w, w.duf_b, BT, H, H);
+  activation_forward(ctx, s.uf, s.uf_pre, nH, Act::GeluTanh);
+  dense_forward(ctx, s.ub_pre, s.ln, w.dub_w, w.dub_b, BT, H, H);
+  activation_forward(ctx, s.ub, s.ub_pre, nH, Act::GeluTanh);
+  s4d_kernel_forward(ctx, s.kf, w.fs.a_re, w.fs.a_im, w.fs.c, w.fs.log_step, c.N, T);
+  ssm_conv_forward(ctx, s.sf, s.uf, s.kf, w.fs.d, B, T, H, false);
+  s4d_kernel_forward(ctx, s.kb, w.bs.a_re, w.bs.a_im, w.bs.c, w.bs.log_step, c.N, T);
+  ssm_conv_forward(ctx, s.sb, s.ub, s.kb, w.bs.d, B, T, H, true);
+  dense_forward(ctx, s.cf, s.sf, w.ducf_w, w.ducf_b, BT, H, H);
+  dense_forward(ctx, s.cb, s.sb, w.ducb_w, w.ducb_b, BT, H, H);
+  gate_forward(ctx, s.gate, s.cf, s.cb, nH);
+  dense_forward(ctx, s.g_pre, s.gate, w.dol_w, w.dol_b, BT, H, I);
+  activation_forward(ctx, s.g, s.g_pre, nI, Act::GeluTanh);
+  gate_forward(ctx, s.gv, s.g, s.v, nI);
+  dense_forward(ctx, s.x_out, s.gv, w.do_w, w.do_b, BT, I, H);
+  residual_forward_kernel<<<grid_for(nH), kThreads, 0, ctx.stream>>>(s.x_out, s.x, nH);
+  launchCheck();
+}
+
+// layer_backward_cpu on the GPU, step for step.
+static void layer_backward_gpu(CudaCtx& ctx, float* dres, const LayerWeights& dw, const Acts& k, const LayerActs& s,
+                               const LayerWeights& w, const Config& c, int B) {
+  int T = c.T, H = c.H, I = c.I, BT = B * T;
+  size_t nH = (size_t)BT * H, nI = (size_t)BT * I;
+  zero_async(ctx, k.dgv, nI);
+  dense_backward(ctx, k.dgv, dw.do_w, dw.do_b, dres, s.gv, w.do_w, BT, I, H);
+  gate_backward(ctx, k.dg, k.dv, k.dgv, s.g, s.v, nI);
+  activation_backward(ctx, k.dg, k.dg, s.g_pre, nI, Act::GeluTanh);
+  zero_async(ctx, k.dgate, nH);
+  dense_backward(ctx, k.dgate, dw.dol_w, dw.dol_b, k.dg, s.gate, w.dol_w, BT, H, I);
+  gate_backward(ctx, k.dcf, k.dcb, k.dgate, s.cf, s.cb, nH);
+  zero_async(ctx, k.dsf, nH);
+  dense_backward(ctx, k.dsf, dw.ducf_w, dw.ducf_b, k.dcf, s.sf, w.ducf_w, BT, H, H);
+  zero_async(ctx, k.dsb, nH);
+  dense_backward(ctx, k.dsb, dw.ducb_w, dw.ducb_b, k.dcb, s.sb, w.ducb_w, BT, H, H);
+  struct {
+    const Ssm &w, &dw;
+    float *du, *ds, *u, *K;
+    bool anticausal;
+  } ssms[2] = {{w.fs, dw.fs, k.duf, k.dsf, s.uf, s.kf, false}, {w.bs, dw.bs, k.dub, k.dsb, s.ub, s.kb, true}};
+  for (auto& q : ssms) {
+    zero_async(ctx, k.dk, T);
+    ssm_conv_backward(ctx, q.du, k.dk, q.dw.d, q.ds, q.u, q.K, q.w.d, B, T, H, q.anticausal);
+    s4d_kernel_backward(ctx, q.dw.a_re, q.dw.a_im, q.dw.c, q.dw.log_step, k.dk, q.w.a_re, q.w.a_im, q.w.c,
+                        q.w.log_step, c.N, T);
+  }
+  activation_backward(ctx, k.duf, k.duf, s.uf_pre, nH, Act::GeluTanh);
+  activation_backward(ctx, k.dub, k.dub, s.ub_pre, nH, Act::GeluTanh);
+  activation_backward(ctx, k.dv, k.dv, s.v_pre, nI, Act::GeluTanh);
+  zero_async(ctx, k.dh, nH);
+  dense_backward(ctx, k.dh, dw.duf_w, dw.duf_b, k.duf, s.ln, w.duf_w, BT, H, H);
+  dense_backward(ctx, k.dh, dw.dub_w, dw.dub_b, k.dub, s.ln, w.dub_w, BT, H, H);
+  dense_backward(ctx, k.dh, dw.dv_w, dw.dv_b, k.dv, s.ln, w.dv_w, BT, H, I);
+  layernorm_backward(ctx, dres, dw.ln_w, dw.ln_b, k.dh, s.x, w.ln_w, s.ln_mean, s.ln_rstd, BT, H);
+}
+
+static void encoder_forward_gpu(Model& m, const Batch& bt, bool train) {
+  GpuModel& g = *m.gpu;
+  CudaCtx& ctx = g.ctx;
+  const Config& c = m.c;
+  const Acts& a = g.a;
+  int BT = bt.B * c.T;
+  cudaCheck(cudaMemcpyAsync(g.ids, bt.ids, (size_t)BT * sizeof(int), cudaMemcpyHostToDevice, ctx.stream));
+  cudaCheck(cudaMemcpyAsync(g.types, bt.types, (size_t)BT * sizeof(int), cudaMemcpyHostToDevice, ctx.stream));
+  embedding_forward(ctx, a.emb, g.ids, g.types, g.p.wte, g.p.wpe, g.p.wtt, bt.B, c.T, c.H);
+  layernorm_forward(ctx, a.emb_ln, a.emb_mean, a.emb_rstd, a.emb, g.p.ln_emb_w, g.p.ln_emb_b, BT, c.H);
+  dropout_forward(ctx, a.res, a.emb_ln, (size_t)BT * c.H, train ? m.dropout : 0.0f, m.dropout_seed,
+                  2 * m.dropout_stream);
+  for (int l = 0; l < c.L; l++) layer_forward_gpu(ctx, layer_acts(a, c, m.B, l), layer_weights(g.p, c, l), c, bt.B);
+}
+
+static void encoder_backward_gpu(Model& m, const Batch& bt, bool train) {
+  GpuModel& g = *m.gpu;
+  CudaCtx& ctx = g.ctx;
+  const Config& c = m.c;
+  const Acts& a = g.a;
+  int BT = bt.B * c.T;
+  for (int l = c.L - 1; l >= 0; l--)
+    layer_backward_gpu(ctx, a.dres, layer_weights(g.g, c, l), a, layer_acts(a, c, m.B, l), layer_weights(g.p, c, l),
+                       c, bt.B);
+  dropout_backward(ctx, a.dres, a.dres, (size_t)BT * c.H, train ? m.dropout : 0.0f, m.dropout_seed,
+                   2 * m.dropout_stream);
+  zero_async(ctx, a.dh, (size_t)BT * c.H);
+  layernorm_backward(ctx, a.dh, g.g.ln_emb_w, g.g.ln_emb_b, a.dres, a.emb, g.p.ln_emb_w, a.emb_mean, a.emb_rstd, BT,
+                     c.H);
+  embedding_backward(ctx, g.g.wte, g.g.wpe, g.g.wtt, a.dh, g.ids, g.types, bt.B, c.T, c.H);
+}
+
+// The MLM head as on the CPU. The per-row losses come back to the host and
+// are summed there in the CPU's order; without train (evaluation,
+// fill-mask) the logits come back too, into m.a.logits.
+static bool mlm_head_forward_gpu(Model& m, const Batch& bt, bool train, Loss* loss, std::string* err) {
+  GpuModel& g = *m.gpu;
+  CudaCtx& ctx = g.ctx;
+  const Config& c = m.c;
+  const Acts& a = g.a;
+  int P = 0;
+  if (!mlm_rows(m, bt, &P, err)) return false;
+  cudaCheck(cudaMemcpyAsync(g.rows, m.a.rows, (size_t)P * sizeof(int), cudaMemcpyHostToDevice, ctx.stream));
+  cudaCheck(cudaMemcpyAsync(g.row_target, m.a.row_target, (size_t)P * sizeof(int), cudaMemcpyHostToDevice,
+                            ctx.stream));
+  const float* final_x = a.res + (size_t)c.L * m.B * c.T * c.H;
+  mlm_gather_kernel<<<grid_for((size_t)P * c.H), kThreads, 0, ctx.stream>>>(a.head_in, final_x, g.rows, P, c.H);
+  launchCheck();
+  dense_forward(ctx, a.head_pre, a.head_in, g.p.head_w, g.p.head_b, P, c.H, c.H);
+  activation_forward(ctx, a.head_act, a.head_pre, (size_t)P * c.H, Act::GeluErf);
+  layernorm_forward(ctx, a.head_ln, a.head_mean, a.head_rstd, a.head_act, g.p.head_ln_w, g.p.head_ln_b, P, c.H);
+  dense_forward(ctx, a.logits, a.head_ln, g.p.wte, g.p.head_bias, P, c.H, c.V);
+  crossentropy_forward(ctx, a.row_loss, a.logits, g.row_target, P, c.V);
+  cudaCheck(cudaMemcpyAsync(m.a.row_loss, a.row_loss, (size_t)P * sizeof(float), cudaMemcpyDeviceToHost, ctx.stream));
+  if (!train)
+    cudaCheck(cudaMemcpyAsync(m.a.logits, a.logits, (size_t)P * c.V * sizeof(float), cudaMemcpyDeviceToHost,
+                              ctx.stream));
+  cudaCheck(cudaStreamSynchronize(ctx.stream));
+  loss->sum = 0;
+  for (int r = 0; r < P; r++) loss->sum += m.a.row_loss[r];
+  loss->count = P;
+  return true;
+}
+
+static void mlm_head_backward_gpu(Model& m, const Batch& bt, int P, float scale) {
+  GpuModel& g = *m.gpu;
+  CudaCtx& ctx = g.ctx;
+  const Config& c = m.c;
+  const Acts& a = g.a;
+  crossentropy_backward(ctx, a.dlogits, a.logits, g.row_target, scale, P, c.V);
+  zero_async(ctx, a.dhead, (size_t)P * c.H);
+  dense_backward(ctx, a.dhead, g.g.wte, g.g.head_bias, a.dlogits, a.head_ln, g.p.wte, P, c.H, c.V);
+  zero_async(ctx, a.dhead2, (size_t)P * c.H);
+  layernorm_backward(ctx, a.dhead2, g.g.head_ln_w, g.g.head_ln_b, a.dhead, a.head_act, g.p.head_ln_w, a.head_mean,
+                     a.head_rstd, P, c.H);
+  activation_backward(ctx, a.dhead2, a.dhead2, a.head_pre, (size_t)P * c.H, Act::GeluErf);
+  zero_async(ctx, a.dhead, (size_t)P * c.H);
+  dense_backward(ctx, a.dhead, g.g.head_w, g.g.head_b, a.dhead2, a.head_in, g.p.head_w, P, c.H, c.H);
+  zero_async(ctx, a.dres, (size_t)bt.B * c.T * c.H);
+  mlm_scatter_kernel<<<grid_for((size_t)P * c.H), kThreads, 0, ctx.stream>>>(a.dres, a.dhead, g.rows, P, c.H);
+  launchCheck();
+}
+
+// The classification head on the GPU up to the (B, Y) logits; those come
+// back and the loss is the host's (cls_loss), as is its gradient.
+static bool cls_head_forward_gpu(Model& m, const Batch& bt, bool train, Loss* loss, std::string* err) {
+  GpuModel& g = *m.gpu;
+  CudaCtx& ctx = g.ctx;
+  const Config& c = m.c;
+  const Acts& a = g.a;
+  int B = bt.B, Y = c.labels;
+  const float* final_x = a.res + (size_t)c.L * m.B * c.T * c.H;
+  meanpool_forward(ctx, a.pooled, final_x, g.ids, kPadId, B, c.T, c.H);
+  dense_forward(ctx, a.pool_pre, a.pooled, g.p.pool_w, g.p.pool_b, B, c.H, c.H);
+  activation_forward(ctx, a.pool, a.pool_pre, (size_t)B * c.H, Act::Tanh);
+  dropout_forward(ctx, a.pool_drop, a.pool, (size_t)B * c.H, train ? m.dropout : 0.0f, m.dropout_seed,
+                  2 * m.dropout_stream + 1);
+  dense_forward(ctx, a.cls_logits, a.pool_drop, g.p.cls_w, g.p.cls_b, B, c.H, Y);
+  cudaCheck(cudaMemcpyAsync(m.a.cls_logits, a.cls_logits, (size_t)B * Y * sizeof(float), cudaMemcpyDeviceToHost,
+                            ctx.stream));
+  cudaCheck(cudaStreamSynchronize(ctx.stream));
+  return cls_loss(m, bt, loss, err);
+}
+
+static void cls_head_backward_gpu(Model& m, const Batch& bt, bool train, float scale) {
+  GpuModel& g = *m.gpu;
+  CudaCtx& ctx = g.ctx;
+  const Config& c = m.c;
+  const Acts& a = g.a;
+  int B = bt.B, Y = c.labels;
+  cls_dlogits(m, bt, scale);
+  cudaCheck(cudaMemcpyAsync(a.dcls_logits, m.a.dcls_logits, (size_t)B * Y * sizeof(float), cudaMemcpyHostToDevice,
+                            ctx.stream));
+  zero_async(ctx, a.dpool, (size_t)B * c.H);
+  dense_backward(ctx, a.dpool, g.g.cls_w, g.g.cls_b, a.dcls_logits, a.pool_drop, g.p.cls_w, B, c.H, Y);
+  dropout_backward(ctx, a.dpool, a.dpool, (size_t)B * c.H, train ? m.dropout : 0.0f, m.dropout_seed,
+                   2 * m.dropout_stream + 1);
+  activation_backward(ctx, a.dpool, a.dpool, a.pool_pre, (size_t)B * c.H, Act::Tanh);
+  zero_async(ctx, a.dpooled, (size_t)B * c.H);
+  dense_backward(ctx, a.dpooled, g.g.pool_w, g.g.pool_b, a.dpool, a.pooled, g.p.pool_w, B, c.H, c.H);
+  zero_async(ctx, a.dres, (size_t)B * c.T * c.H);
+  meanpool_backward(ctx, a.dres, a.dpooled, g.ids, kPadId, B, c.T, c.H);
+}
+static bool cuda_device_present() {
+  int count = 0;
+  return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
+}
+#else
+// Without CUDA the model stays on the host.
+static bool cuda_device_present() { return false; }
+static bool model_to_device(Model*, const std::vector<float>*, const std::vector<float>*, std::string* err) {
+  *err = "this build has no CUDA path (it was compiled without nvcc); use --device cpu";
+  return false;
+}
+static void model_to_host(Model&, std::vector<float>*, std::vector<float>*) {}
+#endif
+
+// Puts a built model where --device says: cpu keeps it on the host, cuda
+// moves it to the GPU (an error if there is none), auto moves it when a GPU
+// is present. Call it once, after the parameters (and moments) are loaded.
+static bool model_use_device(Model* m, const std::string& device, const std::vector<float>* mom1,
+                             const std::vector<float>* mom2, std::string* err) {
+  if (device == "cpu" || (device == "auto" && !cuda_device_present())) return true;
+  return model_to_device(m, mom1, mom2, err);
+}
+
 // The whole model forward: MLM loss when the batch has targets, else the
 // classification head (loss when it has labels). train = dropout on.
 static bool model_forward(Model& m, const Batch& bt, bool train, Loss* loss, std::string* err) {
@@ -1322,6 +2449,12 @@ static bool model_forward(Model& m, const Batch& bt, bool train, Loss* loss, std
     *err = "this model has no classification head (labels = 0)";
     return false;
   }
+#ifdef __CUDACC__
+  if (m.gpu) {
+    encoder_forward_gpu(m, bt, train);
+    return bt.targets ? mlm_head_forward_gpu(m, bt, train, loss, err) : cls_head_forward_gpu(m, bt, train, loss, err);
+  }
+#endif
   encoder_forward_cpu(m, bt, train);
   return bt.targets ? mlm_head_forward_cpu(m, bt, loss, err) : cls_head_forward_cpu(m, bt, train, loss, err);
 }
@@ -1329,12 +2462,25 @@ static bool model_forward(Model& m, const Batch& bt, bool train, Loss* loss, std
 // Accumulates into m.g the gradient of scale * loss.sum of the last forward
 // (which must have been on the same batch, with the same train flag).
 static void model_backward(Model& m, const Batch& bt, bool train, const Loss& loss, float scale) {
+#ifdef __CUDACC__
+  if (m.gpu) {
+    if (bt.targets) mlm_head_backward_gpu(m, bt, loss.count, scale);
+    else cls_head_backward_gpu(m, bt, train, scale);
+    encoder_backward_gpu(m, bt, train);
+    return;
+  }
+#endif
   if (bt.targets) mlm_head_backward_cpu(m, bt, loss.count, scale);
   else cls_head_backward_cpu(m, bt, train, scale);
   encoder_backward_cpu(m, bt, train);
 }
 
-static void model_zero_grad(Model& m) { std::fill(m.grads_mem.begin(), m.grads_mem.end(), 0.0f); }
+static void model_zero_grad(Model& m) {
+#ifdef __CUDACC__
+  if (m.gpu) return zero_async(m.gpu->ctx, m.gpu->grads, m.num_params);
+#endif
+  std::fill(m.grads_mem.begin(), m.grads_mem.end(), 0.0f);
+}
 
 // ============================================================================
 // Optimizer: AdamW, learning-rate schedules, global-norm clipping
@@ -1358,10 +2504,47 @@ static void adamw_update_cpu(float* p, const float* g, float* m, float* v, size_
   }
 }
 
+#ifdef __CUDACC__
+// The CPU's expressions; the bias corrections come from the host, computed
+// with the CPU's powf, so both paths use the same constants.
+__global__ void adamw_update_kernel(float* p, const float* g, float* m, float* v, size_t n, float lr, float b1,
+                                    float b2, float eps, float wd, float c1, float c2) {
+  size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  m[i] = b1 * m[i] + (1.0f - b1) * g[i];
+  v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
+  p[i] -= lr * ((m[i] / c1) / (sqrtf(v[i] / c2) + eps) + wd * p[i]);
+}
+
+static void adamw_update(CudaCtx& ctx, float* p, const float* g, float* m, float* v, size_t n, float lr,
+                         const AdamW& o, float wd, long long step) {
+  if (n == 0) return;
+  float b1 = (float)o.beta1, b2 = (float)o.beta2, eps = (float)o.eps;
+  float c1 = 1.0f - powf(b1, (float)step), c2 = 1.0f - powf(b2, (float)step);
+  adamw_update_kernel<<<grid_for(n), kThreads, 0, ctx.stream>>>(p, g, m, v, n, lr, b1, b2, eps, wd, c1, c2);
+  launchCheck();
+}
+
+__global__ void scale_kernel(float* x, float s, size_t n) {
+  size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+  if (i < n) x[i] *= s;
+}
+#endif
+
 // The decay mask of BIGS.md section 6 lives in the parameter table: biases
-// and LayerNorm parameters have decay = 0.
+// and LayerNorm parameters have decay = 0. On the GPU the moments are the
+// device's (mom1, mom2 are then only read back by model_to_host).
 static void adamw_step(Model& m, std::vector<float>& mom1, std::vector<float>& mom2, float lr, const AdamW& o,
                        long long step) {
+#ifdef __CUDACC__
+  if (m.gpu) {
+    GpuModel& g = *m.gpu;
+    for (const TensorInfo& t : m.table)  // one launch per tensor: each has its own decay
+      adamw_update(g.ctx, g.params + t.offset, g.grads + t.offset, g.mom1 + t.offset, g.mom2 + t.offset, t.count, lr,
+                   o, t.decay ? (float)o.weight_decay : 0.0f, step);
+    return;
+  }
+#endif
   for (const TensorInfo& t : m.table)
     adamw_update_cpu(m.params_mem.data() + t.offset, m.grads_mem.data() + t.offset, mom1.data() + t.offset,
                      mom2.data() + t.offset, t.count, lr, o, t.decay ? (float)o.weight_decay : 0.0f, step);
@@ -1370,6 +2553,16 @@ static void adamw_step(Model& m, std::vector<float>& mom1, std::vector<float>& m
 // The global L2 norm of the gradient, in double, summed in fixed-size chunks
 // in a fixed order so that it is bit-reproducible.
 static double grad_norm(const Model& m) {
+#ifdef __CUDACC__
+  if (m.gpu) {  // a fixed two-stage order too, in double, but not the CPU's chunks
+    CudaCtx& ctx = m.gpu->ctx;
+    double s = 0;
+    dot_reduce(ctx, nullptr, m.gpu->grads, nullptr, m.num_params);
+    cudaCheck(cudaMemcpyAsync(&s, ctx.red + kRedBlocks, sizeof s, cudaMemcpyDeviceToHost, ctx.stream));
+    cudaCheck(cudaStreamSynchronize(ctx.stream));
+    return std::sqrt(s);
+  }
+#endif
   const size_t chunk = 1 << 16, n = m.grads_mem.size(), nchunks = (n + chunk - 1) / chunk;
   std::vector<double> part(nchunks, 0.0);
 #pragma omp parallel for
@@ -1384,6 +2577,13 @@ static double grad_norm(const Model& m) {
 }
 
 static void grad_scale(Model& m, float s) {
+#ifdef __CUDACC__
+  if (m.gpu) {
+    scale_kernel<<<grid_for(m.num_params), kThreads, 0, m.gpu->ctx.stream>>>(m.gpu->grads, s, m.num_params);
+    launchCheck();
+    return;
+  }
+#endif
 #pragma omp parallel for
   for (size_t i = 0; i < m.grads_mem.size(); i++) m.grads_mem[i] *= s;
 }
@@ -1734,6 +2934,7 @@ static void print_model_plan(const Model& m) {
          c.labels);
   printf("parameters: %zu (%.1f MB fp32); activations: %zu floats (%.1f MB) for batch %d\n", m.num_params,
          m.num_params * 4 / 1e6, m.num_acts, m.num_acts * 4 / 1e6, m.B);
+  printf("device: %s\n", m.gpu ? "cuda (fp32)" : "cpu");
 }
 
 // Builds a model from a checkpoint. T_override > 0 runs it on shorter
@@ -1818,7 +3019,11 @@ static bool evaluate_mlm(Model& m, const ShardSet& val, long long max_seqs, cons
 
 static bool device_check(const std::string& device, std::string* err) {
   if (device == "cpu" || device == "auto") return true;
-  if (device == "cuda") *err = "--device cuda: this build has no CUDA path yet; use --device cpu";
+#ifdef __CUDACC__
+  if (device == "cuda") return true;  // whether a GPU is there, model_use_device finds out
+#else
+  if (device == "cuda") *err = "--device cuda: this build has no CUDA path (built without nvcc); use --device cpu";
+#endif
   else *err = strf("--device %s: expected cpu, cuda or auto", device.c_str());
   return false;
 }
@@ -1943,6 +3148,10 @@ static int cmd_pretrain(int argc, char** argv) {
   }
   m.dropout = (float)dropout;
   m.dropout_seed = (uint64_t)seed;
+  if (!model_use_device(&m, device, &mom1, &mom2, &err)) {
+    fprintf(stderr, "bigs pretrain: %s\n", err.c_str());
+    return 1;
+  }
   print_model_plan(m);
   printf("settings:\n");
   print_settings(stdout, flags);
@@ -1959,6 +3168,7 @@ static int cmd_pretrain(int argc, char** argv) {
     return 1;
   }
   auto save = [&](const char* why) {
+    model_to_host(m, &mom1, &mom2);  // from the GPU, when the model is there
     bool ok = checkpoint_save(out + "/state.bin", m, &mom1, &mom2, step, samples, (uint64_t)seed, &err) &&
               checkpoint_save(out + "/model.bin", m, nullptr, nullptr, step, samples, (uint64_t)seed, &err);
     if (ok) printf("saved %s/state.bin and %s/model.bin at step %" PRIu64 " (%s)\n", out.c_str(), out.c_str(), step, why);
@@ -2105,6 +3315,10 @@ static int cmd_fill_mask(int argc, char** argv) {
             "trained with\n", vocab.c_str(), tok.vocab_size(), m.c.V);
     return 1;
   }
+  if (!model_use_device(&m, device, nullptr, nullptr, &err)) {
+    fprintf(stderr, "bigs fill-mask: %s\n", err.c_str());
+    return 1;
+  }
   for (const std::string& text : texts) {
     std::vector<int> ids, types, targets(T, -1);
     tok.encode_model_input(text, nullptr, T, true, &ids, &types);
@@ -2137,10 +3351,481 @@ static int cmd_fill_mask(int argc, char** argv) {
   return 0;
 }
 
+// ============================================================================
+// GLUE: task files, metrics, fine-tuning, evaluation, submission files
+// ============================================================================
+
+// A GLUE task file (formats.h), loaded whole: even MNLI's training set is a
+// few hundred MB at T = 128.
+struct TaskData {
+  TaskHeader h;
+  int T = 0;
+  size_t n = 0;
+  std::vector<int> ids, types;   // (n, T)
+  std::vector<float> labels;     // (n) class index or score; -1 without labels
+  std::vector<uint32_t> index;   // (n) the row index, for submission files
+  std::string task, split;
+};
+
+static bool task_load(const std::string& path, TaskData* d, std::string* err) {
+  FILE* f = fopen(path.c_str(), "rb");
+  if (!f) {
+    *err = strf("cannot open %s: %s; make task files with `data_prep glue`", path.c_str(), strerror(errno));
+    return false;
+  }
+  bool ok = read_task_header(f, path.c_str(), &d->h, err);
+  if (ok) {
+    d->T = (int)d->h.seq_len, d->n = d->h.num_examples;
+    d->task = d->h.task, d->split = d->h.split;
+    size_t rs = task_record_size(d->h.seq_len);
+    std::vector<uint8_t> rec(rs);
+    std::vector<uint16_t> ids(d->T);
+    std::vector<uint8_t> types(d->T);
+    d->ids.resize(d->n * d->T), d->types.resize(d->n * d->T), d->labels.resize(d->n), d->index.resize(d->n);
+    for (size_t i = 0; ok && i < d->n; i++) {
+      ok = fread(rec.data(), 1, rs, f) == rs;
+      if (!ok) break;
+      unpack_task_record(rec.data(), d->h.seq_len, ids.data(), types.data(), &d->labels[i], &d->index[i]);
+      for (int t = 0; t < d->T; t++) d->ids[i * d->T + t] = ids[t], d->types[i * d->T + t] = types[t];
+    }
+    if (!ok) *err = strf("cannot read %s: truncated", path.c_str());
+  }
+  fclose(f);
+  return ok;
+}
+
+// The metrics of BIGS.md section 7. Predictions are class indices (or the
+// score for STS-B). Conventions follow scikit-learn / scipy: MCC and F1 are
+// 0 where undefined (a constant prediction); Spearman ranks ties by their
+// average rank; Pearson is 0 for a constant input.
+static double metric_accuracy(const std::vector<double>& p, const std::vector<double>& g) {
+  size_t k = 0;
+  for (size_t i = 0; i < p.size(); i++) k += p[i] == g[i];
+  return p.empty() ? 0 : (double)k / p.size();
+}
+
+static double metric_f1(const std::vector<double>& p, const std::vector<double>& g) {  // positive class 1
+  double tp = 0, fp = 0, fn = 0;
+  for (size_t i = 0; i < p.size(); i++) tp += p[i] == 1 && g[i] == 1, fp += p[i] == 1 && g[i] != 1, fn += p[i] != 1 && g[i] == 1;
+  return tp == 0 ? 0 : 2 * tp / (2 * tp + fp + fn);
+}
+
+static double metric_mcc(const std::vector<double>& p, const std::vector<double>& g) {  // binary
+  double tp = 0, tn = 0, fp = 0, fn = 0;
+  for (size_t i = 0; i < p.size(); i++) {
+    bool pp = p[i] == 1, gg = g[i] == 1;
+    tp += pp && gg, tn += !pp && !gg, fp += pp && !gg, fn += !pp && gg;
+  }
+  double den = std::sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn));
+  return den == 0 ? 0 : (tp * tn - fp * fn) / den;
+}
+
+static double metric_pearson(const std::vector<double>& x, const std::vector<double>& y) {
+  size_t n = x.size();
+  if (n == 0) return 0;
+  double mx = 0, my = 0;
+  for (size_t i = 0; i < n; i++) mx += x[i], my += y[i];
+  mx /= n, my /= n;
+  double sxy = 0, sxx = 0, syy = 0;
+  for (size_t i = 0; i < n; i++) sxy += (x[i] - mx) * (y[i] - my), sxx += (x[i] - mx) * (x[i] - mx), syy += (y[i] - my) * (y[i] - my);
+  return sxx == 0 || syy == 0 ? 0 : sxy / std::sqrt(sxx * syy);
+}
+
+static std::vector<double> average_ranks(const std::vector<double>& x) {
+  std::vector<size_t> o(x.size());
+  for (size_t i = 0; i < o.size(); i++) o[i] = i;
+  std::sort(o.begin(), o.end(), [&](size_t a, size_t b) { return x[a] < x[b]; });
+  std::vector<double> r(x.size());
+  for (size_t i = 0; i < o.size();) {
+    size_t j = i;
+    while (j + 1 < o.size() && x[o[j + 1]] == x[o[i]]) j++;
+    for (size_t k = i; k <= j; k++) r[o[k]] = 0.5 * (double)(i + j) + 1;  // ties share their mean rank
+    i = j + 1;
+  }
+  return r;
+}
+
+static double metric_spearman(const std::vector<double>& x, const std::vector<double>& y) {
+  return metric_pearson(average_ranks(x), average_ranks(y));
+}
+
+// The metrics a task reports and the one that picks the best checkpoint:
+// the GLUE leaderboard's, with the mean of the pair for MRPC, QQP and STS-B.
+struct TaskMetrics {
+  std::string text;  // "accuracy 0.8123  f1 0.7789"
+  double main = 0;
+};
+
+static TaskMetrics task_metrics(const std::string& task, const std::vector<double>& pred,
+                                const std::vector<double>& gold) {
+  TaskMetrics m;
+  double acc = metric_accuracy(pred, gold);
+  if (task == "cola") {
+    m.main = metric_mcc(pred, gold);
+    m.text = strf("mcc %.4f  accuracy %.4f", m.main, acc);
+  } else if (task == "mrpc" || task == "qqp") {
+    double f1 = metric_f1(pred, gold);
+    m.main = (f1 + acc) / 2;
+    m.text = strf("f1 %.4f  accuracy %.4f", f1, acc);
+  } else if (task == "stsb") {
+    double p = metric_pearson(pred, gold), s = metric_spearman(pred, gold);
+    m.main = (p + s) / 2;
+    m.text = strf("pearson %.4f  spearman %.4f", p, s);
+  } else {
+    m.main = acc;
+    m.text = strf("accuracy %.4f", acc);
+  }
+  return m;
+}
+
+// Runs the classifier over a task file: predictions (class index, or the
+// score) and the mean loss where labels exist.
+static bool task_predict(Model& m, const TaskData& d, std::vector<double>* pred, double* mean_loss,
+                         std::string* err) {
+  pred->assign(d.n, 0.0);
+  double loss_sum = 0;
+  const int T = m.c.T, Y = m.c.labels;
+  for (size_t i = 0; i < d.n; i += m.B) {
+    int B = (int)std::min<size_t>(m.B, d.n - i);
+    Batch bt{B, &d.ids[i * T], &d.types[i * T], nullptr, d.h.has_labels ? &d.labels[i] : nullptr};
+    Loss loss;
+    if (!model_forward(m, bt, false, &loss, err)) return false;
+    loss_sum += loss.sum;
+    for (int b = 0; b < B; b++) {
+      const float* x = m.a.cls_logits + (size_t)b * Y;
+      (*pred)[i + b] = Y == 1 ? x[0] : (double)(std::max_element(x, x + Y) - x);
+    }
+  }
+  *mean_loss = d.n ? loss_sum / d.n : 0;
+  return true;
+}
+
+static bool task_evaluate(Model& m, const TaskData& d, TaskMetrics* tm, double* loss, std::string* err) {
+  if (!d.h.has_labels) {
+    *err = d.split + " of " + d.task + " has no labels (a test split); use `bigs predict`";
+    return false;
+  }
+  std::vector<double> pred;
+  if (!task_predict(m, d, &pred, loss, err)) return false;
+  *tm = task_metrics(d.task, pred, std::vector<double>(d.labels.begin(), d.labels.end()));
+  return true;
+}
+
+// Loads a classification model for a task file from a checkpoint. A head of
+// the wrong size (or none: a pretrained MLM checkpoint) is initialised anew,
+// as BIGS.md section 3 says: N(0, 0.02) weights, zero biases.
+static bool task_model(const std::string& ckpt, const TaskData& d, int B, uint64_t seed, bool allow_new_head,
+                       Model* m, std::string* err) {
+  CkptHeader h;
+  std::vector<float> data;
+  std::vector<std::string> fresh;
+  if (!model_from_checkpoint(ckpt, B, 1, 0, (int)d.h.num_labels, m, &h, &data, &fresh, err)) return false;
+  if (m->c.T != d.T) {
+    *err = strf("%s has T = %d but the task file has T = %d; rebuild it with `data_prep glue --seq %d` (inputs "
+                "are padded to the checkpoint's T, BIGS.md section 4)", ckpt.c_str(), m->c.T, d.T, m->c.T);
+    return false;
+  }
+  if (m->c.V != (int)d.h.vocab_size) {
+    *err = strf("%s has a vocabulary of %d but the task file was made with %u tokens; use the model's vocab",
+                ckpt.c_str(), m->c.V, d.h.vocab_size);
+    return false;
+  }
+  if (!fresh.empty()) {
+    if (!allow_new_head) {
+      *err = strf("%s has no classification head with %u labels; fine-tune it first (`bigs finetune`)", ckpt.c_str(),
+                  d.h.num_labels);
+      return false;
+    }
+    Rng rng{seed ^ 0xC1A55ull};
+    for (const TensorInfo& t : m->table)
+      if (std::find(fresh.begin(), fresh.end(), t.name) != fresh.end())
+        for (size_t i = 0; i < t.count; i++) m->params_mem[t.offset + i] = t.decay ? rng.normal() * 0.02f : 0.0f;
+    printf("new classification head with %u labels: %s\n", d.h.num_labels, fresh.size() == 4 ? "pool_w, pool_b, cls_w, cls_b" : "");
+  }
+  return true;
+}
+
+static bool task_matches(const TaskData& d, const std::string& task, std::string* err) {
+  if (d.task != task) {
+    *err = strf("the file is a '%s' task file (%s), not '%s'", d.task.c_str(), d.split.c_str(), task.c_str());
+    return false;
+  }
+  return true;
+}
+
+static const char* kFinetuneUsage =
+    "usage: bigs finetune --task TASK --init CKPT --train F --dev F [--dev2 F] [options]\n"
+    "Fine-tunes a classifier on a GLUE task file (from `data_prep glue`) with the recipe of BIGS.md\n"
+    "section 6; evaluates on --dev (and --dev2, e.g. MNLI mismatched) after every epoch and keeps the\n"
+    "best checkpoint by the task's main metric in OUT/best.bin (the last in OUT/last.bin).";
+
+static int cmd_finetune(int argc, char** argv) {
+  std::string task, init, train, dev, dev2, out = "out/finetune", device = "auto";
+  long long epochs = 3, batch = 16, micro = 16, eval_every = 0, seed = 1, threads = 0, log_every = 50;
+  double lr = 2e-5, warmup_frac = 0.1, dropout = 0.1;
+  AdamW opt{0.9, 0.999, 1e-6, 0.01};
+  std::vector<Flag> flags = {
+      {Flag::Str, "task", &task, 0, 0, "cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte or wnli"},
+      {Flag::Str, "init", &init, 0, 0, "checkpoint to start from (pretrained, or fine-tuned on MNLI)"},
+      {Flag::Str, "train", &train, 0, 0, "training task file"},
+      {Flag::Str, "dev", &dev, 0, 0, "dev task file, evaluated after every epoch"},
+      {Flag::Str, "dev2", &dev2, 0, 0, "a second dev file (MNLI mismatched)"},
+      {Flag::Str, "out", &out, 0, 0, "directory for best.bin, last.bin and log.jsonl"},
+      {Flag::Str, "device", &device, 0, 0, "cpu, cuda or auto"},
+      {Flag::Int, "epochs", &epochs, 1, 1000, "passes over the training set"},
+      {Flag::Int, "batch", &batch, 1, 1 << 20, "sequences per optimizer step"},
+      {Flag::Int, "micro-batch", &micro, 1, 1 << 20, "sequences per forward/backward; must divide --batch"},
+      {Flag::Num, "lr", &lr, 0, 10, "peak learning rate"},
+      {Flag::Num, "warmup-frac", &warmup_frac, 0, 1, "linear warmup over this fraction of the steps, then linear decay to 0"},
+      {Flag::Num, "beta1", &opt.beta1, 0, 0.999999, "AdamW beta1"},
+      {Flag::Num, "beta2", &opt.beta2, 0, 0.999999, "AdamW beta2"},
+      {Flag::Num, "eps", &opt.eps, 0, 1, "AdamW epsilon"},
+      {Flag::Num, "weight-decay", &opt.weight_decay, 0, 10, "decoupled weight decay (not on biases, LayerNorm)"},
+      {Flag::Num, "dropout", &dropout, 0, 0.9, "dropout after the embeddings and before the classifier"},
+      {Flag::Int, "eval-every", &eval_every, 0, 1LL << 40, "also evaluate every this many steps; 0 = per epoch"},
+      {Flag::Int, "log-every", &log_every, 1, 1LL << 40, "print progress every this many steps"},
+      {Flag::Int, "seed", &seed, 0, 1LL << 62, "seed of the head init, data order and dropout"},
+      {Flag::Int, "threads", &threads, 0, 4096, "CPU threads; 0 = all"},
+  };
+  std::vector<std::string> rest;
+  std::string err;
+  int rc = parse_flags(argc, argv, flags, kFinetuneUsage, &rest, &err);
+  if (rc == 1) return 0;
+  if (rc == 0 && !rest.empty()) err = "unexpected argument '" + rest[0] + "'", rc = 2;
+  if (rc == 0 && (task.empty() || init.empty() || train.empty() || dev.empty()))
+    err = "--task, --init, --train and --dev are required", rc = 2;
+  if (rc == 0 && batch % micro != 0) err = strf("--micro-batch %lld does not divide --batch %lld", micro, batch), rc = 2;
+  if (rc == 0 && !device_check(device, &err)) rc = 2;
+  if (rc != 0) {
+    fprintf(stderr, "bigs finetune: %s\n", err.c_str());
+    return 2;
+  }
+  set_threads(threads);
+  TaskData tr, dv, dv2;
+  Model m;
+  bool ok = task_load(train, &tr, &err) && task_matches(tr, task, &err) && task_load(dev, &dv, &err) &&
+            task_matches(dv, task, &err) && (dev2.empty() || (task_load(dev2, &dv2, &err) && task_matches(dv2, task, &err)));
+  if (ok && !tr.h.has_labels) err = train + " has no labels (a test split)", ok = false;
+  if (ok && tr.n == 0) err = train + " holds no examples", ok = false;
+  ok = ok && task_model(init, tr, (int)micro, (uint64_t)seed, true, &m, &err) && make_dir(out, &err);
+  if (!ok) {
+    fprintf(stderr, "bigs finetune: %s\n", err.c_str());
+    return 1;
+  }
+  m.dropout = (float)dropout;
+  m.dropout_seed = (uint64_t)seed;
+  const int T = m.c.T;
+  const long long steps_per_epoch = (long long)((tr.n + batch - 1) / batch), total = steps_per_epoch * epochs;
+  LrSchedule sched{Schedule::Linear, lr, (long long)std::llround(warmup_frac * total), total, 0};
+  print_model_plan(m);
+  printf("task %s: %zu training examples, %zu dev; %lld steps of %lld (%lld epochs)\nsettings:\n", task.c_str(), tr.n,
+         dv.n, total, batch, epochs);
+  print_settings(stdout, flags);
+  std::string log_path = out + "/log.jsonl";
+  FILE* log = fopen(log_path.c_str(), "w");
+  if (!log) {
+    fprintf(stderr, "bigs finetune: cannot write %s: %s\n", log_path.c_str(), strerror(errno));
+    return 1;
+  }
+  std::vector<float> mom1(m.num_params, 0.0f), mom2(m.num_params, 0.0f);
+  double best = -1e300;
+  long long step = 0;
+  auto evaluate = [&](const char* when) {
+    TaskMetrics a, b;
+    double la, lb = 0;
+    if (!task_evaluate(m, dv, &a, &la, &err) || (!dev2.empty() && !task_evaluate(m, dv2, &b, &lb, &err))) return false;
+    printf("step %lld (%s) | dev loss %.4f | %s%s%s\n", step, when, la, a.text.c_str(),
+           dev2.empty() ? "" : " | dev2 ", dev2.empty() ? "" : b.text.c_str());
+    fprintf(log, "{\"step\": %lld, \"dev_loss\": %.6f, \"dev_main\": %.6f%s}\n", step, la, a.main,
+            dev2.empty() ? "" : strf(", \"dev2_main\": %.6f", b.main).c_str());
+    fflush(log);
+    if (a.main > best) {
+      best = a.main;
+      if (!checkpoint_save(out + "/best.bin", m, nullptr, nullptr, (uint64_t)step, 0, (uint64_t)seed, &err)) return false;
+      printf("new best %.4f: saved %s/best.bin\n", best, out.c_str());
+    }
+    return true;
+  };
+  signal(SIGINT, on_stop_signal);
+  signal(SIGTERM, on_stop_signal);
+  double t0 = now_seconds();
+  int status = 0;
+  for (long long epoch = 0; epoch < epochs && !status; epoch++) {
+    std::vector<uint32_t> order = DataOrder::permutation(tr.n, splitmix64((uint64_t)seed ^ splitmix64(epoch + 77)));
+    for (long long s = 0; s < steps_per_epoch && !status; s++) {
+      size_t first = (size_t)(s * batch), count = std::min<size_t>((size_t)batch, tr.n - first);
+      std::vector<int> ids(count * T), types(count * T);
+      std::vector<float> labels(count);
+      for (size_t k = 0; k < count; k++) {
+        size_t e = order[first + k];
+        std::copy_n(&tr.ids[e * T], T, &ids[k * T]);
+        std::copy_n(&tr.types[e * T], T, &types[k * T]);
+        labels[k] = tr.labels[e];
+      }
+      model_zero_grad(m);
+      double loss_sum = 0;
+      for (size_t k = 0; k < count; k += (size_t)micro) {
+        int B = (int)std::min<size_t>((size_t)micro, count - k);
+        Batch bt{B, &ids[k * T], &types[k * T], nullptr, &labels[k]};
+        m.dropout_stream = (uint64_t)(step * (batch / micro) + (long long)(k / micro));
+        Loss loss;
+        if (!model_forward(m, bt, true, &loss, &err)) {
+          fprintf(stderr, "bigs finetune: step %lld: %s\n", step + 1, err.c_str());
+          return 1;
+        }
+        model_backward(m, bt, true, loss, 1.0f / (float)count);
+        loss_sum += loss.sum;
+      }
+      double loss = loss_sum / count, norm = grad_norm(m);
+      if (!std::isfinite(loss) || !std::isfinite(norm)) {
+        fprintf(stderr, "bigs finetune: step %lld: the loss is %g; stopping (best so far: %s/best.bin)\n", step + 1,
+                loss, out.c_str());
+        return 1;
+      }
+      double lr_now = lr_at(sched, step);
+      adamw_step(m, mom1, mom2, (float)lr_now, opt, step + 1);
+      step++;
+      fprintf(log, "{\"step\": %lld, \"loss\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g}\n", step, loss, lr_now, norm);
+      if (step % log_every == 0) {
+        double t = now_seconds();
+        printf("step %lld/%lld | loss %.4f | lr %.3g | grad norm %.3f | %s left\n", step, total, loss, lr_now, norm,
+               format_duration((t - t0) / step * (total - step)).c_str());
+        fflush(stdout);
+      }
+      if (eval_every && step % eval_every == 0 && !evaluate("periodic")) status = 1;
+      if (g_stop_signal) status = 128 + (int)g_stop_signal;
+    }
+    if (!status && !evaluate(strf("epoch %lld", epoch + 1).c_str())) status = 1;
+  }
+  fclose(log);
+  if (status == 1) fprintf(stderr, "bigs finetune: %s\n", err.c_str());
+  if (!checkpoint_save(out + "/last.bin", m, nullptr, nullptr, (uint64_t)step, 0, (uint64_t)seed, &err)) {
+    fprintf(stderr, "bigs finetune: %s\n", err.c_str());
+    return 1;
+  }
+  printf("best dev %.4f; checkpoints %s/best.bin and %s/last.bin\n", best, out.c_str(), out.c_str());
+  return status;
+}
+
+static const char* kEvalUsage =
+    "usage: bigs eval --task TASK --ckpt CKPT --dev F [--dev F2 ...]\n"
+    "Prints the task's metrics (BIGS.md section 7) on each labelled task file.";
+
+static int cmd_eval(int argc, char** argv) {
+  std::string task, ckpt, dev, device = "auto";
+  long long batch = 32, threads = 0;
+  std::vector<Flag> flags = {
+      {Flag::Str, "task", &task, 0, 0, "the task the files belong to"},
+      {Flag::Str, "ckpt", &ckpt, 0, 0, "a fine-tuned checkpoint"},
+      {Flag::Str, "dev", &dev, 0, 0, "a labelled task file (more may follow as arguments)"},
+      {Flag::Str, "device", &device, 0, 0, "cpu, cuda or auto"},
+      {Flag::Int, "batch", &batch, 1, 1 << 20, "sequences per forward pass"},
+      {Flag::Int, "threads", &threads, 0, 4096, "CPU threads; 0 = all"},
+  };
+  std::vector<std::string> files;
+  std::string err;
+  int rc = parse_flags(argc, argv, flags, kEvalUsage, &files, &err);
+  if (rc == 1) return 0;
+  if (!dev.empty()) files.insert(files.begin(), dev);
+  if (rc == 0 && (task.empty() || ckpt.empty() || files.empty())) err = "--task, --ckpt and --dev are required", rc = 2;
+  if (rc == 0 && !device_check(device, &err)) rc = 2;
+  if (rc != 0) {
+    fprintf(stderr, "bigs eval: %s\n", err.c_str());
+    return 2;
+  }
+  set_threads(threads);
+  for (const std::string& f : files) {
+    TaskData d;
+    Model m;
+    TaskMetrics tm;
+    double loss;
+    if (!task_load(f, &d, &err) || !task_matches(d, task, &err) || !task_model(ckpt, d, (int)batch, 0, false, &m, &err) ||
+        !task_evaluate(m, d, &tm, &loss, &err)) {
+      fprintf(stderr, "bigs eval: %s\n", err.c_str());
+      return 1;
+    }
+    printf("%s %s (%zu examples): %s  loss %.4f\n", task.c_str(), d.split.c_str(), d.n, tm.text.c_str(), loss);
+  }
+  return 0;
+}
+
+// The submission file's name for a task and split (BIGS.md section 7).
+static std::string submission_name(const std::string& task, const std::string& split) {
+  if (task == "mnli") return split.find("mismatched") != std::string::npos ? "MNLI-mm" : "MNLI-m";
+  const char* names[][2] = {{"cola", "CoLA"}, {"sst2", "SST-2"}, {"mrpc", "MRPC"}, {"stsb", "STS-B"}, {"qqp", "QQP"},
+                            {"qnli", "QNLI"}, {"rte", "RTE"},     {"wnli", "WNLI"}, {"ax", "AX"}};
+  for (auto& n : names)
+    if (task == n[0]) return n[1];
+  return task;
+}
+
+static const char* kPredictUsage =
+    "usage: bigs predict --task TASK --ckpt CKPT --test F --out DIR\n"
+    "Writes the GLUE submission file DIR/<Task>.tsv (\"index<TAB>prediction\", in index order).\n"
+    "For ax, pass --task ax and the MNLI-fine-tuned checkpoint.";
+
+static int cmd_predict(int argc, char** argv) {
+  std::string task, ckpt, test, out = "submission", device = "auto";
+  long long batch = 32, threads = 0;
+  std::vector<Flag> flags = {
+      {Flag::Str, "task", &task, 0, 0, "the task of the test file"},
+      {Flag::Str, "ckpt", &ckpt, 0, 0, "a fine-tuned checkpoint"},
+      {Flag::Str, "test", &test, 0, 0, "the test task file"},
+      {Flag::Str, "out", &out, 0, 0, "directory for the submission files"},
+      {Flag::Str, "device", &device, 0, 0, "cpu, cuda or auto"},
+      {Flag::Int, "batch", &batch, 1, 1 << 20, "sequences per forward pass"},
+      {Flag::Int, "threads", &threads, 0, 4096, "CPU threads; 0 = all"},
+  };
+  std::vector<std::string> rest;
+  std::string err;
+  int rc = parse_flags(argc, argv, flags, kPredictUsage, &rest, &err);
+  if (rc == 1) return 0;
+  if (rc == 0 && !rest.empty()) err = "unexpected argument '" + rest[0] + "'", rc = 2;
+  if (rc == 0 && (task.empty() || ckpt.empty() || test.empty())) err = "--task, --ckpt and --test are required", rc = 2;
+  if (rc == 0 && !device_check(device, &err)) rc = 2;
+  if (rc != 0) {
+    fprintf(stderr, "bigs predict: %s\n", err.c_str());
+    return 2;
+  }
+  set_threads(threads);
+  TaskData d;
+  Model m;
+  std::vector<double> pred;
+  double loss;
+  if (!task_load(test, &d, &err) || !task_matches(d, task, &err) || !task_model(ckpt, d, (int)batch, 0, false, &m, &err) ||
+      !task_predict(m, d, &pred, &loss, &err) || !make_dir(out, &err)) {
+    fprintf(stderr, "bigs predict: %s\n", err.c_str());
+    return 1;
+  }
+  std::vector<size_t> order(d.n);
+  for (size_t i = 0; i < d.n; i++) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return d.index[a] < d.index[b]; });
+  std::string path = out + "/" + submission_name(task, d.split) + ".tsv";
+  AtomicFile f;
+  if (!f.open(path, &err)) {
+    fprintf(stderr, "bigs predict: %s\n", err.c_str());
+    return 1;
+  }
+  fprintf(f.f, "index\tprediction\n");
+  for (size_t i : order) {
+    if (m.c.labels == 1) fprintf(f.f, "%u\t%.3f\n", d.index[i], std::min(5.0, std::max(0.0, pred[i])));  // STS-B
+    else fprintf(f.f, "%u\t%s\n", d.index[i], d.h.label_names[(int)pred[i]]);
+  }
+  if (!f.commit(&err)) {
+    fprintf(stderr, "bigs predict: %s\n", err.c_str());
+    return 1;
+  }
+  printf("wrote %s: %zu predictions\n", path.c_str(), d.n);
+  return 0;
+}
+
 static const char* kUsage =
     "usage: bigs COMMAND [options]   (bigs COMMAND --help for each)\n"
     "  pretrain    masked-language-model pretraining on shards from `data_prep pretrain`\n"
-    "  fill-mask   the model's top guesses for each [MASK] in a text\n";
+    "  fill-mask   the model's top guesses for each [MASK] in a text\n"
+    "  finetune    fine-tune a classifier on a GLUE task file from `data_prep glue`\n"
+    "  eval        a fine-tuned model's GLUE metrics on labelled task files\n"
+    "  predict     a GLUE submission file from a test task file\n";
 
 int bigs_main(int argc, char** argv) {
   if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
@@ -2150,6 +3835,9 @@ int bigs_main(int argc, char** argv) {
   std::string cmd = argv[1];
   if (cmd == "pretrain") return cmd_pretrain(argc - 1, argv + 1);
   if (cmd == "fill-mask") return cmd_fill_mask(argc - 1, argv + 1);
+  if (cmd == "finetune") return cmd_finetune(argc - 1, argv + 1);
+  if (cmd == "eval") return cmd_eval(argc - 1, argv + 1);
+  if (cmd == "predict") return cmd_predict(argc - 1, argv + 1);
   fprintf(stderr, "bigs: unknown command '%s'\n%s", cmd.c_str(), kUsage);
   return 2;
 }
@@ -2157,5 +3845,14 @@ int bigs_main(int argc, char** argv) {
 }  // namespace bigs
 
 #ifndef BIGS_NO_MAIN
-int main(int argc, char** argv) { return bigs::bigs_main(argc, argv); }
+// A failed CUDA call (CudaError) or an allocation failure ends here, with
+// its message, instead of in std::terminate.
+int main(int argc, char** argv) {
+  try {
+    return bigs::bigs_main(argc, argv);
+  } catch (const std::exception& e) {
+    fprintf(stderr, "bigs: %s\n", e.what());
+    return 1;
+  }
+}
 #endif

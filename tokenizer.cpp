@@ -3,7 +3,7 @@
 //
 // The ids match Hugging Face's tokenizers (BertWordPieceTokenizer, lowercase)
 // on any text; dev/tokenizer_parity.py checks that on a multilingual corpus and
-// on every code point, dev/bench_tokenizer.sh measures the speed. The pipeline,
+// on every code point, dev/bench_tokenizer.py measures the speed. The pipeline,
 // as HF runs it:
 //   1. literal [PAD] [UNK] [CLS] [SEP] [MASK] in the raw text are those tokens
 //   2. clean: drop U+0000, U+FFFD, control and format characters; whitespace -> ' '
@@ -56,8 +56,8 @@ struct AsciiTables {
         cls[c] = kSpaceChar;
       } else if (c < 0x20 || c == 0x7f) {
         cls[c] = kDropChar;  // Cc, including \v and \f, which clean_text drops
-      } else if ((c >= 0x21 && c <= 0x2f) || (c >= 0x3a && c <= 0x40) ||
-                 (c >= 0x5b && c <= 0x60) || (c >= 0x7b && c <= 0x7e)) {
+      } else if ((c >= 0x21 && c <= 0x2f) || (c >= 0x3a && c <= 0x40) || (c >= 0x5b && c <= 0x60) ||
+                 (c >= 0x7b && c <= 0x7e)) {
         cls[c] = kPunctChar;
       } else {
         cls[c] = kWordChar;
@@ -164,15 +164,15 @@ class WordBuilder {
       n_marks_ = 0;
       return;
     }
+    if (n_marks_ == kMaxMarks) {  // the word is over kMaxWordChars: [UNK] in any order
+      word.append(buf, len);
+      return;
+    }
     // Insert before the trailing marks of a higher class, keeping equal classes in order.
     int k = n_marks_;
     while (k > 0 && marks_[k - 1].ccc > ccc) k--;
     size_t at = k < n_marks_ ? marks_[k].offset : word.size();
     word.insert(at, buf, len);
-    if (n_marks_ == kMaxMarks) {  // an absurd run: keep sorting only its tail
-      std::copy(marks_ + 1, marks_ + n_marks_, marks_);
-      n_marks_--, k = std::max(k - 1, 0);
-    }
     for (int j = n_marks_; j > k; j--) marks_[j] = {marks_[j - 1].offset + len, marks_[j - 1].ccc};
     marks_[k] = {at, ccc};
     n_marks_++;
@@ -186,7 +186,9 @@ class WordBuilder {
   }
 
  private:
-  static constexpr int kMaxMarks = 32;
+  // A longer run of marks makes a word too long for WordPiece anyway, so this
+  // bounds the insertion sort without changing any result.
+  static constexpr int kMaxMarks = kMaxWordChars + 1;
   struct Mark {
     size_t offset;
     uint8_t ccc;
@@ -198,8 +200,8 @@ class WordBuilder {
 // Splits text into normalised words: on_word(std::string_view word, int n_chars)
 // for each, on_special(int id) for each literal special token, in text order.
 template <class OnWord, class OnSpecial>
-void split_words(std::string_view text, const Special* specials, int n_specials,
-                 WordBuilder* wb, OnWord&& on_word, OnSpecial&& on_special) {
+void split_words(std::string_view text, const Special* specials, int n_specials, WordBuilder* wb,
+                 OnWord&& on_word, OnSpecial&& on_special) {
   const unsigned char* s = reinterpret_cast<const unsigned char*>(text.data());
   const size_t n = text.size();
   wb->clear();
@@ -446,7 +448,7 @@ int Tokenizer::longest_piece(std::string_view word, size_t pos, size_t* len) con
   for (size_t j = pos; j < word.size(); j++) {
     node = child(node, static_cast<unsigned char>(word[j]));
     if (node < 0) break;
-    // Tokens are whole UTF-8 characters, so a match always ends on a character boundary.
+    // In a UTF-8 vocab every token is whole characters: a match ends on a character boundary.
     if (node_token_[node] >= 0) best = node_token_[node], *len = j + 1 - pos;
   }
   return best;
@@ -478,8 +480,8 @@ void Tokenizer::wordpiece(std::string_view word, int n_chars, std::vector<int>* 
 
 void Tokenizer::encode(std::string_view text, std::vector<int>* ids) const {
   if (tokens_.empty()) return;
-  const Special specials[] = {{"[PAD]", pad_}, {"[UNK]", unk_}, {"[CLS]", cls_},
-                              {"[SEP]", sep_}, {"[MASK]", mask_}};
+  const Special specials[] = {
+      {"[PAD]", pad_}, {"[UNK]", unk_}, {"[CLS]", cls_}, {"[SEP]", sep_}, {"[MASK]", mask_}};
   // One builder per thread keeps encode const, thread-safe and free of allocation.
   thread_local WordBuilder wb;
   split_words(
@@ -500,8 +502,7 @@ std::vector<std::string> normalize_split(std::string_view text) {
 // Model input, decode
 
 void Tokenizer::encode_model_input(std::string_view a, const std::string_view* b, int max_len,
-                                   bool pad, std::vector<int>* ids,
-                                   std::vector<int>* types) const {
+                                   bool pad, std::vector<int>* ids, std::vector<int>* types) const {
   std::vector<int> ta, tb;
   encode(a, &ta);
   if (b) encode(*b, &tb);
@@ -765,7 +766,8 @@ const char* kUsage =
     "                   [--types] [--threads N] [FILE...]\n"
     "      one line of ids (or token strings, --tokens) per input line (split on \\n only)\n"
     "      --types     print the token types (0 first text, 1 second) instead of the ids\n"
-    "      --special   add [CLS] ... [SEP]        --pair      lines are A<TAB>B (implies --special)\n"
+    "      --special   add [CLS] ... [SEP]        --pair      lines are A<TAB>B (implies "
+    "--special)\n"
     "      --max-len N truncate to N tokens (pairs: longest first)\n"
     "      --pad       pad with [PAD] to --max-len\n"
     "      --threads N worker threads (default: all cores)\n"
@@ -907,37 +909,55 @@ void append_int(int v, std::string* out) {
 }
 
 int cmd_encode(int argc, char** argv) {
-  const option opts[] = {{"vocab", required_argument, nullptr, 'v'},
-                         {"tokens", no_argument, nullptr, 't'},
-                         {"special", no_argument, nullptr, 's'},
-                         {"max-len", required_argument, nullptr, 'm'},
-                         {"pad", no_argument, nullptr, 'p'},
-                         {"pair", no_argument, nullptr, 'P'},
-                         {"threads", required_argument, nullptr, 'j'},
-                         {"types", no_argument, nullptr, 'T'},
-                         {"help", no_argument, nullptr, 'h'},
-                         {nullptr, 0, nullptr, 0}};
+  const option opts[] = {
+      {"vocab", required_argument, nullptr, 'v'},   {"tokens", no_argument, nullptr, 't'},
+      {"special", no_argument, nullptr, 's'},       {"max-len", required_argument, nullptr, 'm'},
+      {"pad", no_argument, nullptr, 'p'},           {"pair", no_argument, nullptr, 'P'},
+      {"threads", required_argument, nullptr, 'j'}, {"types", no_argument, nullptr, 'T'},
+      {"help", no_argument, nullptr, 'h'},          {nullptr, 0, nullptr, 0}};
   std::string vocab;
   bool as_tokens = false, special = false, pad = false, pair = false, as_types = false;
   long max_len = 0, threads = std::max(1u, std::thread::hardware_concurrency());
   int c;
   while ((c = getopt_long(argc, argv, "", opts, nullptr)) != -1) {
     switch (c) {
-      case 'v': vocab = optarg; break;
-      case 't': as_tokens = true; break;
-      case 's': special = true; break;
-      case 'm': if (!parse_int("max-len", optarg, 1, 1 << 30, &max_len)) return 2; break;
-      case 'p': pad = true; break;
-      case 'P': pair = special = true; break;
-      case 'j': if (!parse_int("threads", optarg, 1, 1024, &threads)) return 2; break;
-      case 'T': as_types = true; break;
-      case 'h': std::fputs(kUsage, stdout); return 0;
-      default: std::fputs(kUsage, stderr); return 2;
+      case 'v':
+        vocab = optarg;
+        break;
+      case 't':
+        as_tokens = true;
+        break;
+      case 's':
+        special = true;
+        break;
+      case 'm':
+        if (!parse_int("max-len", optarg, 1, 1 << 30, &max_len)) return 2;
+        break;
+      case 'p':
+        pad = true;
+        break;
+      case 'P':
+        pair = special = true;
+        break;
+      case 'j':
+        if (!parse_int("threads", optarg, 1, 1024, &threads)) return 2;
+        break;
+      case 'T':
+        as_types = true;
+        break;
+      case 'h':
+        std::fputs(kUsage, stdout);
+        return 0;
+      default:
+        std::fputs(kUsage, stderr);
+        return 2;
     }
   }
-  if (vocab.empty()) return fail("encode needs --vocab VOCAB (e.g. data/bert-base-uncased-vocab.txt)");
+  if (vocab.empty())
+    return fail("encode needs --vocab VOCAB (e.g. data/bert-base-uncased-vocab.txt)");
   if (pad && max_len == 0) return fail("--pad needs --max-len N");
-  if (as_types && (as_tokens || !special)) return fail("--types goes with --special or --pair, not --tokens");
+  if (as_types && (as_tokens || !special))
+    return fail("--types goes with --special or --pair, not --tokens");
   const long min_len = pair ? 3 : special ? 2 : 1;
   if (max_len > 0 && max_len < min_len) {
     return fail("--max-len " + std::to_string(max_len) + " leaves no room: it must be at least " +
@@ -994,7 +1014,8 @@ int cmd_encode(int argc, char** argv) {
     }
   }
   if (!err.empty()) return fail(err);
-  if (std::fflush(stdout) != 0) return fail(std::string("cannot write output: ") + std::strerror(errno));
+  if (std::fflush(stdout) != 0)
+    return fail(std::string("cannot write output: ") + std::strerror(errno));
   return 0;
 }
 
@@ -1006,9 +1027,15 @@ int cmd_decode(int argc, char** argv) {
   int c;
   while ((c = getopt_long(argc, argv, "", opts, nullptr)) != -1) {
     switch (c) {
-      case 'v': vocab = optarg; break;
-      case 'h': std::fputs(kUsage, stdout); return 0;
-      default: std::fputs(kUsage, stderr); return 2;
+      case 'v':
+        vocab = optarg;
+        break;
+      case 'h':
+        std::fputs(kUsage, stdout);
+        return 0;
+      default:
+        std::fputs(kUsage, stderr);
+        return 2;
     }
   }
   if (vocab.empty()) return fail("decode needs --vocab VOCAB");
@@ -1063,12 +1090,24 @@ int cmd_train(int argc, char** argv) {
   int c;
   while ((c = getopt_long(argc, argv, "", opts, nullptr)) != -1) {
     switch (c) {
-      case 'n': if (!parse_int("vocab-size", optarg, 6, 1 << 20, &vocab_size)) return 2; break;
-      case 'o': out = optarg; break;
-      case 'f': if (!parse_int("min-frequency", optarg, 1, 1L << 30, &min_freq)) return 2; break;
-      case 's': score = optarg; break;
-      case 'h': std::fputs(kUsage, stdout); return 0;
-      default: std::fputs(kUsage, stderr); return 2;
+      case 'n':
+        if (!parse_int("vocab-size", optarg, 6, 1 << 20, &vocab_size)) return 2;
+        break;
+      case 'o':
+        out = optarg;
+        break;
+      case 'f':
+        if (!parse_int("min-frequency", optarg, 1, 1L << 30, &min_freq)) return 2;
+        break;
+      case 's':
+        score = optarg;
+        break;
+      case 'h':
+        std::fputs(kUsage, stdout);
+        return 0;
+      default:
+        std::fputs(kUsage, stderr);
+        return 2;
     }
   }
   if (vocab_size == 0) return fail("train needs --vocab-size N (e.g. 8000)");

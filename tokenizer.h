@@ -60,12 +60,12 @@ class Tokenizer {
     int32_t id;  // -1: empty
   };
   std::vector<std::string> tokens_;
-  std::string arena_;                 // all tokens back to back, for cache-friendly compares
-  std::vector<uint32_t> offset_;      // token id -> start in arena_; one more at the end
+  std::string arena_;             // all tokens back to back, for cache-friendly compares
+  std::vector<uint32_t> offset_;  // token id -> start in arena_; one more at the end
   std::vector<Slot> slots_;
-  std::vector<int32_t> node_token_;   // token id ending at each trie node, or -1
-  std::vector<Edge> edges_;           // (node, byte) -> child, open addressing
-  int32_t root_child_[2][256] = {};   // the two roots' edges, direct
+  std::vector<int32_t> node_token_;  // token id ending at each trie node, or -1
+  std::vector<Edge> edges_;          // (node, byte) -> child, open addressing
+  int32_t root_child_[2][256] = {};  // the two roots' edges, direct
   int pad_ = -1, unk_ = -1, cls_ = -1, sep_ = -1, mask_ = -1;
 };
 

@@ -20,11 +20,12 @@ for every code point, what Hugging Face's BertNormalizer + BertPreTokenizer
 Which Unicode? The tokenizers package (0.23) mixes three: Rust's standard
 library (White_Space, lowercase: Unicode 16.0), the unicode_categories crate
 (Cc Cf Co, Mn, P*: Unicode 8.0) and unicode-normalization-alignments (NFD:
-before 13.0, which added the one later decomposition, U+11938). Debian ships one UCD (15.0),
-so categories and decompositions are taken as of 8.0 with DerivedAge.txt (a code point assigned
-later has no category there) plus the few categories that changed since 8.0;
-and the lowercase pairs that Unicode 16.0 added are listed below. --check-hf
-proves the result on every code point.
+before 13.0, which added the one later decomposition, U+11938). Debian ships
+one UCD (15.0), so categories, combining classes and decompositions are taken
+as of 8.0 with DerivedAge.txt (a code point assigned later has no category
+there) plus the few categories that changed since 8.0; and the lowercase pairs
+that Unicode 16.0 added are listed below. --check-hf proves the result on every
+code point.
 
 The product holds a two-stage table (code point >> 8 -> block, block -> entry),
 blocks deduplicated, so the tokenizer needs no Unicode library at run time.

@@ -23,7 +23,8 @@ namespace {
 // The BERT uncased vocab: $BIGS_VOCAB, else data/ seen from the repo root or from build/.
 std::string vocab_path() {
   if (const char* env = std::getenv("BIGS_VOCAB")) return env;
-  for (const char* p : {"data/bert-base-uncased-vocab.txt", "../data/bert-base-uncased-vocab.txt"}) {
+  for (const char* p :
+       {"data/bert-base-uncased-vocab.txt", "../data/bert-base-uncased-vocab.txt"}) {
     if (std::ifstream(p)) return p;
   }
   return "data/bert-base-uncased-vocab.txt";
@@ -65,18 +66,30 @@ std::string temp_file(const std::string& name, const std::string& content) {
 // Normalisation, step by step
 
 TEST(Normalize, CleanDropsControlFormatNulAndReplacement) {
-  EXPECT_EQ(normalize_split("a\x01" "b\x7f" "c"), Words{"abc"});
+  EXPECT_EQ(normalize_split("a\x01"
+                            "b\x7f"
+                            "c"),
+            Words{"abc"});
   EXPECT_EQ(normalize_split(std::string("a\0b", 3)), Words{"ab"});
-  EXPECT_EQ(normalize_split("a\xef\xbf\xbd" "b"), Words{"ab"});         // U+FFFD
+  EXPECT_EQ(normalize_split("a\xef\xbf\xbd"
+                            "b"),
+            Words{"ab"});                                                   // U+FFFD
   EXPECT_EQ(normalize_split("zero\xe2\x80\x8bwidth"), Words{"zerowidth"});  // U+200B (Cf)
-  EXPECT_EQ(normalize_split("soft\xc2\xad" "hyphen"), Words{"softhyphen"});  // U+00AD (Cf)
+  EXPECT_EQ(normalize_split("soft\xc2\xad"
+                            "hyphen"),
+            Words{"softhyphen"});  // U+00AD (Cf)
   // \v, \f and U+0085 are Cc: dropped, not spaces (HF drops controls first).
-  EXPECT_EQ(normalize_split("a\vb\fc\xc2\x85" "d"), Words{"abcd"});
+  EXPECT_EQ(normalize_split("a\vb\fc\xc2\x85"
+                            "d"),
+            Words{"abcd"});
 }
 
 TEST(Normalize, WhitespaceSplits) {
   EXPECT_EQ(normalize_split("a\tb\nc\rd e"), (Words{"a", "b", "c", "d", "e"}));
-  EXPECT_EQ(normalize_split("a\xc2\xa0" "b\xe3\x80\x80" "c\xe2\x80\xa8" "d"),
+  EXPECT_EQ(normalize_split("a\xc2\xa0"
+                            "b\xe3\x80\x80"
+                            "c\xe2\x80\xa8"
+                            "d"),
             (Words{"a", "b", "c", "d"}));  // U+00A0, U+3000, U+2028
   EXPECT_TRUE(normalize_split("").empty());
   EXPECT_TRUE(normalize_split(" \t \r ").empty());
@@ -101,7 +114,7 @@ TEST(Normalize, NfdDropsNonspacingMarks) {
   EXPECT_EQ(normalize_split("e\xcc\x81"), Words{"e"});  // e + U+0301
   EXPECT_EQ(normalize_split("İstanbul ılık"), (Words{"istanbul", "ılık"}));
   EXPECT_EQ(normalize_split("\xe2\x84\xab"), Words{"a"});  // U+212B ANGSTROM SIGN
-  EXPECT_EQ(normalize_split("ﬁ"), Words{"ﬁ"});              // compatibility, not canonical
+  EXPECT_EQ(normalize_split("ﬁ"), Words{"ﬁ"});             // compatibility, not canonical
   // Hangul syllables decompose into jamo.
   EXPECT_EQ(normalize_split("한"), Words{"\xe1\x84\x92\xe1\x85\xa1\xe1\x86\xab"});
   // A lone combining mark vanishes, and with it a word of only marks.
@@ -112,21 +125,36 @@ TEST(Normalize, MarksThatStayAreCanonicallyOrdered) {
   // U+1D16D (class 226) before U+1D165 (class 216): NFD swaps them (Mc, so not dropped).
   EXPECT_EQ(normalize_split("x\xf0\x9d\x85\xad\xf0\x9d\x85\xa5"),
             Words{"x\xf0\x9d\x85\xa5\xf0\x9d\x85\xad"});
+  // A long alternating run becomes a stable sort by class.
+  std::string in = "x", want = "x";
+  for (int i = 0; i < 25; i++) in += "\xf0\x9d\x85\xad\xf0\x9d\x85\xa5";
+  for (int i = 0; i < 25; i++) want += "\xf0\x9d\x85\xa5";
+  for (int i = 0; i < 25; i++) want += "\xf0\x9d\x85\xad";
+  EXPECT_EQ(normalize_split(in), Words{want});
+  // A dropped Mn of class 0 (U+0941) still ends the run: nothing moves across it.
+  EXPECT_EQ(normalize_split("x\xf0\x9d\x85\xad\xe0\xa5\x81\xf0\x9d\x85\xa5"),
+            Words{"x\xf0\x9d\x85\xad\xf0\x9d\x85\xa5"});
 }
 
 TEST(Normalize, PunctuationSplitsOff) {
   EXPECT_EQ(normalize_split("a.b,c"), (Words{"a", ".", "b", ",", "c"}));
   EXPECT_EQ(normalize_split("$5^2~x"), (Words{"$", "5", "^", "2", "~", "x"}));  // ASCII symbols
-  EXPECT_EQ(normalize_split("«x»—y"), (Words{"«", "x", "»", "—", "y"}));       // Unicode P*
+  EXPECT_EQ(normalize_split("«x»—y"), (Words{"«", "x", "»", "—", "y"}));        // Unicode P*
   EXPECT_EQ(normalize_split("©x"), Words{"©x"});  // So is not punctuation
 }
 
 TEST(Normalize, InvalidUtf8IsDropped) {
   EXPECT_EQ(normalize_split("caf\xe9 ok"), (Words{"caf", "ok"}));
-  EXPECT_EQ(normalize_split("a\xc0\x80" "b"), Words{"ab"});        // overlong NUL
-  EXPECT_EQ(normalize_split("a\xed\xa0\x80" "b"), Words{"ab"});    // surrogate
-  EXPECT_EQ(normalize_split("a\xf4\x90\x80\x80" "b"), Words{"ab"});  // past U+10FFFF
-  EXPECT_EQ(normalize_split("ab\xe4\xbd"), Words{"ab"});           // truncated at the end
+  EXPECT_EQ(normalize_split("a\xc0\x80"
+                            "b"),
+            Words{"ab"});  // overlong NUL
+  EXPECT_EQ(normalize_split("a\xed\xa0\x80"
+                            "b"),
+            Words{"ab"});  // surrogate
+  EXPECT_EQ(normalize_split("a\xf4\x90\x80\x80"
+                            "b"),
+            Words{"ab"});                                 // past U+10FFFF
+  EXPECT_EQ(normalize_split("ab\xe4\xbd"), Words{"ab"});  // truncated at the end
   EXPECT_EQ(normalize_split("\x80\x80\xff"), Words{});
 }
 
@@ -220,12 +248,11 @@ TEST(ModelInput, PairLongestFirst) {
     int len_a, len_b, max_len, keep_a, keep_b;
   };
   const Case cases[] = {
-      {6, 2, 8, 3, 2},    // only the longer side shrinks
-      {2, 6, 8, 2, 3},
-      {10, 10, 9, 3, 3},  // both shrink to half the budget
-      {10, 10, 10, 3, 4}, // a tie: the second text keeps the odd token
-      {10, 9, 10, 4, 3},  // otherwise the longer one does
-      {3, 3, 9, 3, 3},    // fits: untouched
+      {6, 2, 8, 3, 2},                        // only the longer side shrinks
+      {2, 6, 8, 2, 3},    {10, 10, 9, 3, 3},  // both shrink to half the budget
+      {10, 10, 10, 3, 4},                     // a tie: the second text keeps the odd token
+      {10, 9, 10, 4, 3},                      // otherwise the longer one does
+      {3, 3, 9, 3, 3},                        // fits: untouched
       {0, 5, 4, 0, 1},
   };
   for (const Case& c : cases) {
@@ -311,7 +338,8 @@ TEST(BadInput, TenMegabyteLines) {
 
 TEST(Threads, ConcurrentEncodeIsDeterministic) {
   std::string text;
-  for (int i = 0; i < 2000; i++) text += "Café [MASK] 你好 ΣΊΣΥΦΟΣ unaffable " + std::to_string(i) + " ";
+  for (int i = 0; i < 2000; i++)
+    text += "Café [MASK] 你好 ΣΊΣΥΦΟΣ unaffable " + std::to_string(i) + " ";
   std::vector<int> want = encode(text);
   std::vector<std::vector<int>> got(4);
   std::vector<std::thread> pool;
@@ -326,8 +354,9 @@ TEST(Threads, ConcurrentEncodeIsDeterministic) {
 TEST(Train, LearnsAVocabThatRoundTrips) {
   std::string text;
   for (int i = 0; i < 50; i++) {
-    text += "The quick brown fox jumps over the lazy dog. Naïve café owners sell crêpes!\n"
-            "In the beginning God created the heaven and the earth. 你好世界\n";
+    text +=
+        "The quick brown fox jumps over the lazy dog. Naïve café owners sell crêpes!\n"
+        "In the beginning God created the heaven and the earth. 你好世界\n";
   }
   std::string corpus = temp_file("train.txt", text);
   for (bigs::MergeScore score : {bigs::MergeScore::kFrequency, bigs::MergeScore::kLikelihood}) {

@@ -420,3 +420,101 @@ TEST_F(Trainer, ShardsOfAnotherLengthAreRefused) {
   EXPECT_NE(run(cmd, &out), 0);
   EXPECT_NE(out.find("T = 32"), std::string::npos) << out;
 }
+
+// ===========================================================================
+// GLUE: metrics, and fine-tune -> eval -> predict through the command line
+// ===========================================================================
+
+TEST(Metrics, HandComputedValues) {
+  std::vector<double> p = {1, 1, 0, 0, 1, 0, 1, 1}, g = {1, 0, 0, 0, 1, 1, 1, 1};
+  // tp 4, fp 1, fn 1, tn 2
+  EXPECT_DOUBLE_EQ(metric_accuracy(p, g), 6.0 / 8);
+  EXPECT_DOUBLE_EQ(metric_f1(p, g), 8.0 / 10);
+  EXPECT_NEAR(metric_mcc(p, g), (4.0 * 2 - 1.0 * 1) / std::sqrt(5.0 * 5 * 3 * 3), 1e-15);
+  std::vector<double> one(8, 1.0);
+  EXPECT_EQ(metric_mcc(one, g), 0.0);  // undefined: 0, as scikit-learn
+  EXPECT_EQ(metric_f1(std::vector<double>(8, 0.0), g), 0.0);
+  std::vector<double> x = {1, 2, 2, 3}, y = {10, 20, 20, 40};
+  EXPECT_NEAR(metric_spearman(x, y), 1.0, 1e-15);  // ties ranked 2.5 in both
+  EXPECT_NEAR(metric_pearson({1, 2, 3}, {2, 4, 6.5}), 4.5 / std::sqrt(2 * 61.0 / 6), 1e-15);  // sxy / sqrt(sxx syy)
+  std::vector<double> r = average_ranks({3, 1, 3, 2});
+  EXPECT_EQ(r, (std::vector<double>{3.5, 1, 3.5, 2}));
+}
+
+// Cases written by dev/glue_metrics.py from scikit-learn and scipy
+// (`make test` generates build/metric_cases.tsv): metric, predictions, golds, value.
+TEST(Metrics, MatchScikitLearnAndScipy) {
+  std::ifstream in("build/metric_cases.tsv");
+  ASSERT_TRUE(in.good()) << "build/metric_cases.tsv is missing; run `make test` (dev/glue_metrics.py cases)";
+  auto parse = [](const std::string& s) {
+    std::vector<double> v;
+    std::stringstream ss(s);
+    for (std::string x; std::getline(ss, x, ',');) v.push_back(std::stod(x));
+    return v;
+  };
+  int n = 0;
+  for (std::string line; std::getline(in, line);) {
+    std::stringstream ss(line);
+    std::string metric, ps, gs, want;
+    std::getline(ss, metric, '\t'), std::getline(ss, ps, '\t'), std::getline(ss, gs, '\t'), std::getline(ss, want, '\t');
+    std::vector<double> p = parse(ps), g = parse(gs);
+    double got = metric == "accuracy" ? metric_accuracy(p, g)
+                 : metric == "f1"     ? metric_f1(p, g)
+                 : metric == "mcc"    ? metric_mcc(p, g)
+                 : metric == "pearson" ? metric_pearson(p, g)
+                 : metric == "spearman" ? metric_spearman(p, g)
+                                        : NAN;
+    ASSERT_FALSE(std::isnan(got)) << "unknown metric " << metric;
+    EXPECT_NEAR(got, std::stod(want), 1e-12) << metric << " case " << n;
+    n++;
+  }
+  EXPECT_GT(n, 20);
+}
+
+TEST_F(Trainer, FinetuneEvalPredict) {
+  std::string out;
+  ASSERT_EQ(run(pretrain("base", "--steps 1"), &out), 0) << out;
+  ASSERT_EQ(run("./data_prep glue --task sst2 --vocab data/bert-base-uncased-vocab.txt --seq 32 --data-dir "
+                "test/data/glue/SST-2 --out " + dir + "/sst2",
+                &out),
+            0)
+      << out;
+  std::string files = " --train " + dir + "/sst2/sst2_train.bin --dev " + dir + "/sst2/sst2_dev.bin";
+  ASSERT_EQ(run("./build/bigs_cpu finetune --task sst2 --init " + dir + "/base/model.bin" + files +
+                    " --epochs 2 --batch 4 --micro-batch 2 --lr 1e-3 --threads 2 --out " + dir + "/ft",
+                &out),
+            0)
+      << out;
+  EXPECT_NE(out.find("new classification head with 2 labels"), std::string::npos) << out;
+  EXPECT_NE(out.find("(epoch 2)"), std::string::npos) << out;
+  ASSERT_EQ(run("./build/bigs_cpu eval --task sst2 --ckpt " + dir + "/ft/best.bin --dev " + dir + "/sst2/sst2_dev.bin",
+                &out),
+            0)
+      << out;
+  EXPECT_NE(out.find("accuracy"), std::string::npos) << out;
+  ASSERT_EQ(run("./build/bigs_cpu predict --task sst2 --ckpt " + dir + "/ft/best.bin --test " + dir +
+                    "/sst2/sst2_test.bin --out " + dir + "/sub",
+                &out),
+            0)
+      << out;
+  std::istringstream sub(slurp(dir + "/sub/SST-2.tsv"));
+  std::string line;
+  ASSERT_TRUE(std::getline(sub, line));
+  EXPECT_EQ(line, "index\tprediction");
+  int rows = 0;
+  for (long prev = -1; std::getline(sub, line); rows++) {
+    long idx = std::stol(line.substr(0, line.find('\t')));
+    std::string p = line.substr(line.find('\t') + 1);
+    EXPECT_GT(idx, prev) << "not in index order";
+    EXPECT_TRUE(p == "0" || p == "1") << line;
+    prev = idx;
+  }
+  EXPECT_GT(rows, 0);
+  // Wrong task, a test file to eval, and an MLM checkpoint to eval: refused.
+  EXPECT_NE(run("./build/bigs_cpu eval --task cola --ckpt " + dir + "/ft/best.bin --dev " + dir + "/sst2/sst2_dev.bin", &out), 0);
+  EXPECT_NE(out.find("not 'cola'"), std::string::npos) << out;
+  EXPECT_NE(run("./build/bigs_cpu eval --task sst2 --ckpt " + dir + "/ft/best.bin --dev " + dir + "/sst2/sst2_test.bin", &out), 0);
+  EXPECT_NE(out.find("no labels"), std::string::npos) << out;
+  EXPECT_NE(run("./build/bigs_cpu eval --task sst2 --ckpt " + dir + "/base/model.bin --dev " + dir + "/sst2/sst2_dev.bin", &out), 0);
+  EXPECT_NE(out.find("fine-tune it first"), std::string::npos) << out;
+}
