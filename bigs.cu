@@ -1746,6 +1746,7 @@ static bool model_build(Model* m, const Config& c, int B, int R, std::string* er
     *err = e;
     return false;
   }
+  m->gpu.reset();  // a rebuilt model starts on the host; a device copy would have the old layout
   m->c = c;
   m->B = B;
   m->R = R;
@@ -3819,13 +3820,125 @@ static int cmd_predict(int argc, char** argv) {
   return 0;
 }
 
+static const char* kBenchUsage =
+    "usage: bigs bench [--config large] [--seq 128] [--batch 8] [--steps 10] [--device auto]\n"
+    "Times full training steps (forward, backward, grad norm, AdamW) on random tokens after warm-up and\n"
+    "prints tokens/s and MFU. FLOPs per step = 6 x dense weights x tokens (the seven dense layers of every\n"
+    "layer) + 6 x P x (H^2 + V H) (the MLM head on the P predicted rows) + 12 L B H x 2.5 n log2 n (six\n"
+    "real FFTs of length n = fft_size(T) per channel and SSM, two SSMs per layer). MFU is against 989\n"
+    "TFLOP/s, the dense bf16 peak of an H100/H200 SXM, whatever precision this build runs in.";
+
+static int cmd_bench(int argc, char** argv) {
+  std::string config = "large", device = "auto";
+  long long seq = 128, batch = 8, steps = 10, warmup = 2, seed = 1, threads = 0;
+  std::vector<Flag> flags = {
+      {Flag::Str, "config", &config, 0, 0, "tiny, base, large, or a file of 'key value' lines"},
+      {Flag::Int, "seq", &seq, 8, 1 << 16, "sequence length T"},
+      {Flag::Int, "batch", &batch, 1, 1 << 16, "sequences per step"},
+      {Flag::Int, "steps", &steps, 1, 1 << 20, "timed steps"},
+      {Flag::Int, "warmup", &warmup, 1, 1 << 20, "untimed steps first (plans, caches, clocks)"},
+      {Flag::Str, "device", &device, 0, 0, "cpu, cuda or auto"},
+      {Flag::Int, "seed", &seed, 0, 1LL << 62, "seed of the init and the tokens"},
+      {Flag::Int, "threads", &threads, 0, 4096, "CPU threads; 0 = all"},
+  };
+  std::vector<std::string> rest;
+  std::string err;
+  int rc = parse_flags(argc, argv, flags, kBenchUsage, &rest, &err);
+  if (rc == 1) return 0;
+  if (rc == 0 && !rest.empty()) err = "unexpected argument '" + rest[0] + "'", rc = 2;
+  if (rc == 0 && !device_check(device, &err)) rc = 2;
+  Config c;
+  if (rc == 0 && !config_load(config, &c, &err)) rc = 2;
+  if (rc != 0) {
+    fprintf(stderr, "bigs bench: %s\n", err.c_str());
+    return 2;
+  }
+  if (device == "cuda" && !cuda_device_present()) {  // before minutes of host-side init
+    fprintf(stderr, "bigs bench: --device cuda: no CUDA device here; use --device cpu\n");
+    return 1;
+  }
+  set_threads(threads);
+  if (c.V == 0) c.V = 30522;  // bert-large-uncased's vocabulary
+  c.T = (int)seq;
+  const int B = (int)batch, T = c.T, per_seq = std::min(20, std::max(1, (int)std::lround(0.15 * T)));
+  Model m;
+  if (!model_build(&m, c, B, B * per_seq, &err)) {
+    fprintf(stderr, "bigs bench: %s\n", err.c_str());
+    return 1;
+  }
+  model_init(&m, (uint64_t)seed);
+  std::vector<float> mom1(m.num_params, 0.0f), mom2(m.num_params, 0.0f);
+  if (!model_use_device(&m, device, &mom1, &mom2, &err)) {
+    fprintf(stderr, "bigs bench: %s\n", err.c_str());
+    return 1;
+  }
+  m.dropout = 0.1f;
+  print_model_plan(m);
+  // Random tokens away from the special ids; per_seq evenly spaced targets.
+  Rng rng{(uint64_t)seed};
+  std::vector<int> ids((size_t)B * T), types((size_t)B * T, 0), targets((size_t)B * T, -1);
+  for (int& id : ids) id = 999 + (int)rng.below((uint32_t)(c.V - 999));
+  for (int b = 0; b < B; b++)
+    for (int k = 0; k < per_seq; k++) targets[(size_t)b * T + 1 + (size_t)k * (T - 1) / per_seq] = ids[0];
+  Batch bt{B, ids.data(), types.data(), targets.data(), nullptr};
+  AdamW opt;
+  auto step = [&](long long i) {
+    model_zero_grad(m);
+    m.dropout_stream = (uint64_t)i;
+    Loss loss;
+    if (!model_forward(m, bt, true, &loss, &err)) return false;
+    model_backward(m, bt, true, loss, 1.0f / (float)loss.count);
+    double norm = grad_norm(m);
+    if (norm > 1.0) grad_scale(m, (float)(1.0 / norm));
+    adamw_step(m, mom1, mom2, 1e-5f, opt, i + 1);
+    return true;
+  };
+  for (long long i = 0; i < warmup; i++)
+    if (!step(i)) {
+      fprintf(stderr, "bigs bench: %s\n", err.c_str());
+      return 1;
+    }
+  double seconds = 0;
+#ifdef __CUDACC__
+  if (m.gpu) {  // CUDA events on the model's stream: device time, not host time
+    cudaEvent_t t0, t1;
+    cudaCheck(cudaEventCreate(&t0));
+    cudaCheck(cudaEventCreate(&t1));
+    cudaCheck(cudaEventRecord(t0, m.gpu->ctx.stream));
+    for (long long i = 0; i < steps; i++) step(warmup + i);
+    cudaCheck(cudaEventRecord(t1, m.gpu->ctx.stream));
+    cudaCheck(cudaEventSynchronize(t1));
+    float ms = 0;
+    cudaCheck(cudaEventElapsedTime(&ms, t0, t1));
+    seconds = ms / 1e3;
+    cudaCheck(cudaEventDestroy(t0));
+    cudaCheck(cudaEventDestroy(t1));
+  }
+#endif
+  if (!m.gpu) {
+    double t0 = now_seconds();
+    for (long long i = 0; i < steps; i++) step(warmup + i);
+    seconds = now_seconds() - t0;
+  }
+  double H = c.H, I = c.I, L = c.L, V = c.V, tokens = (double)B * T, P = (double)B * per_seq, n = fft_size(T);
+  double dense = L * (3 * I * H + 4 * H * H);
+  double flops = 6 * dense * tokens + 6 * P * (H * H + V * H) + 12 * L * B * H * 2.5 * n * std::log2(n);
+  double per_step = seconds / (double)steps, achieved = flops / per_step;
+  printf("bench: T %d  batch %d  %lld steps  %.2f ms/step  %.0f tokens/s  %.1f TFLOP/s  MFU %.2f%% (of 989 TFLOP/s)\n",
+         T, B, steps, per_step * 1e3, tokens / per_step, achieved / 1e12, 100 * achieved / 989e12);
+  printf("bench: FLOPs per step %.4g = dense %.4g + MLM head %.4g + FFT %.4g\n", flops, 6 * dense * tokens,
+         6 * P * (H * H + V * H), 12 * L * B * H * 2.5 * n * std::log2(n));
+  return 0;
+}
+
 static const char* kUsage =
     "usage: bigs COMMAND [options]   (bigs COMMAND --help for each)\n"
     "  pretrain    masked-language-model pretraining on shards from `data_prep pretrain`\n"
     "  fill-mask   the model's top guesses for each [MASK] in a text\n"
     "  finetune    fine-tune a classifier on a GLUE task file from `data_prep glue`\n"
     "  eval        a fine-tuned model's GLUE metrics on labelled task files\n"
-    "  predict     a GLUE submission file from a test task file\n";
+    "  predict     a GLUE submission file from a test task file\n"
+    "  bench       training-step throughput (tokens/s, MFU) on random tokens\n";
 
 int bigs_main(int argc, char** argv) {
   if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
@@ -3838,6 +3951,7 @@ int bigs_main(int argc, char** argv) {
   if (cmd == "finetune") return cmd_finetune(argc - 1, argv + 1);
   if (cmd == "eval") return cmd_eval(argc - 1, argv + 1);
   if (cmd == "predict") return cmd_predict(argc - 1, argv + 1);
+  if (cmd == "bench") return cmd_bench(argc - 1, argv + 1);
   fprintf(stderr, "bigs: unknown command '%s'\n%s", cmd.c_str(), kUsage);
   return 2;
 }

@@ -40,6 +40,12 @@ Layout decisions (the real files cannot be downloaded here):
     anything else is an error (we have no untied decoder). Flax's tied model
     has no decoder params; an explicit cls/predictions/decoder/kernel must
     equal the embeddings transposed.
+  * A file that kept only one name of a tied pair (word_embeddings or
+    decoder.weight; cls.predictions.bias or decoder.bias: transformers'
+    safetensors writer drops one of each shared pair) is read through the
+    one present, with a note.
+  * Flax trees wrapped in {"params": ...} (a variables dict) or a training
+    checkpoint's "params" / "target" are unwrapped, with a note.
   * A classification file without the MLM head (cls.predictions.*) gets an
     all-zero head (head_w, head_b, head_ln_w, head_ln_b, head_bias) and a
     warning. to-torch writes the MLM head of a classification model only when
@@ -47,15 +53,23 @@ Layout decisions (the real files cannot be downloaded here):
   * config.json, when given (or found next to the model), must agree with the
     shapes (hidden_size, intermediate_size, num_hidden_layers,
     max_position_embeddings, vocab_size, type_vocab_size, num_ssm and, when
-    the file has a classifier, num_labels / id2label); pre_norm must be true
-    and pooler_type "non_padding_mean". Without it everything is inferred from
-    the shapes (N from A_re).
+    the file has a classifier, num_labels / id2label); pre_norm must be true,
+    pooler_type "non_padding_mean", tie_word_embeddings true. Without it
+    everything is inferred from the shapes (N from A_re, L from the layer
+    indices, labels from the classifier). Class i of a classifier is taken as
+    class i of our task files (MNLI: entailment, neutral, contradiction, the
+    GLUE/datasets order); an id2label with real names is printed as a warning
+    to check.
 
 to-torch writes the released layout: a .bin path gets torch.save of the
 state dict (tied tensors shared, as the port saves them), .safetensors gets
 safetensors (without the tied duplicates, as transformers saves them),
-.msgpack gets the Flax layout. --config-out writes a config.json the authors'
-code loads (model_type "BiGS", use_pykeops_kernel false, ...). Converted
+.msgpack gets the Flax layout. The PyTorch export has
+bigs.embeddings.position_ids and, for a classification model, the pooler;
+an MLM export has no bigs.pooler.* (the port's BiGSForMaskedLM builds an
+unused one, which from_pretrained then initialises). --config-out writes a
+config.json the authors' code loads (model_type "BiGS", num_ssm,
+use_pykeops_kernel false, ...). Converted
 files have step = samples_seen = seed = 0; a training-state checkpoint
 (kind 2) is exported as its parameters only.
 
@@ -355,8 +369,8 @@ def flax_array_to_bytes(arr):
 def flax_array_from_bytes(data):
     shape, name, buf = msgpack_unpack(data, raw=True)
     name = name.decode("ascii")
-    if name == "bfloat16":
-        return bf16_to_f32(np.frombuffer(buf, "<u2")).reshape(shape)  # numpy has no bfloat16
+    if name == "bfloat16":  # numpy has no bfloat16
+        return _Tagged(bf16_to_f32(np.frombuffer(buf, "<u2")).reshape(shape), "bfloat16")
     return np.frombuffer(buf, np.dtype(name)).reshape(shape)
 
 
@@ -598,9 +612,17 @@ def load_released(path, fmt=None):
                 tree = flax_from_bytes(f.read())
             if not isinstance(tree, dict):
                 raise ConvertError("%s: not a Flax parameter tree" % p)
-            # transformers saves the bare params; a full flax variables dict has them under "params".
-            if set(tree) == {"params"}:
-                tree = tree["params"]
+            # transformers saves the bare params; a flax variables dict has them under "params",
+            # a training checkpoint (TrainState: step, params, opt_state; old flax.optim: target).
+            for wrapper in ("params", "target"):
+                inner = tree.get(wrapper)
+                if isinstance(inner, dict) and not any(k in tree for k in ("s4_bert", "cls", "embeddings")):
+                    rest = sorted(set(tree) - {wrapper})
+                    if rest:
+                        print("convert_hf: note: %s: using its '%s'; ignoring %s" % (p, wrapper, ", ".join(rest)),
+                              file=sys.stderr)
+                    tree = inner
+                    break
             part = flatten_tree(tree)
             for k, v in part.items():
                 if not isinstance(v, np.ndarray):
@@ -705,9 +727,12 @@ CONFIG_KEYS = [("vocab_size", "V"), ("hidden_size", "H"), ("intermediate_size", 
 
 
 class Report:
-    def __init__(self, quiet=False):
+    def __init__(self):
         self.notes, self.warnings, self.errors = [], [], []
-        self.quiet = quiet
+        self.dtypes = {}  # (stored dtype, what was done) -> keys
+
+    def dtype(self, key, stored, action):
+        self.dtypes.setdefault((stored, action), []).append(key)
 
     def note(self, msg):
         self.notes.append(msg)
@@ -720,6 +745,9 @@ class Report:
 
     def print(self, out=None):
         out = out or sys.stderr
+        for (stored, action), keys in sorted(self.dtypes.items()):
+            self.notes.append("%d tensors stored as %s, %s (e.g. %s)" % (len(keys), stored, action, keys[0]))
+        self.dtypes = {}
         for tag, msgs in (("note", self.notes), ("warning", self.warnings), ("error", self.errors)):
             for m in msgs:
                 print("convert_hf: %s: %s" % (tag, m), file=out)
@@ -801,13 +829,10 @@ def to_float32(key, a, report):
     stored = getattr(a, "stored", None) or a.dtype.name
     if a.dtype == np.float32:
         if stored != "float32":
-            report.note("%s stored as %s, widened to float32 exactly" % (key, stored))
+            report.dtype(key, stored, "widened to float32 exactly")
         return np.asarray(a, dtype="<f4")
     if a.dtype in (np.float16, np.float64):
-        if a.dtype == np.float64:
-            report.note("%s is float64, rounded to float32" % key)
-        else:
-            report.note("%s is float16, widened to float32 exactly" % key)
+        report.dtype(key, a.dtype.name, "rounded to float32" if a.dtype == np.float64 else "widened to float32 exactly")
         return np.asarray(a, dtype="<f4")
     if np.iscomplexobj(a):
         return a
@@ -860,6 +885,15 @@ def to_bigs(args):
         tensors = bare
         report.note("keys have no %s prefix (a bare base model); added" % Names(layout).base)
     n = Names(layout)
+    # Tied pairs: a file that kept only one name of a tied pair (transformers'
+    # safetensors writer drops one of two shared tensors) is read through the other.
+    for primary, alias in ((n.base + n.j("embeddings", "word_embeddings", n.emb),
+                            n.j("cls", "predictions", "decoder", n.w)),
+                           (n.j("cls", "predictions", "bias"), n.j("cls", "predictions", "decoder", "bias"))):
+        if primary not in tensors and alias in tensors:
+            a = tensors.pop(alias)
+            tensors[primary] = a.T if layout == "flax" and a.ndim == 2 else a
+            report.note("%s is absent; read from its tied twin %s" % (primary, alias))
 
     cfg_path = args.config
     if cfg_path is None:
@@ -883,11 +917,18 @@ def to_bigs(args):
     if has_cls:
         w = tensors.get(classifier_keys(layout)[0])
         if w is None:
-            raise ConvertError("%s is missing while %s is present" % classifier_keys(layout))
+            raise ConvertError("%s is missing while %s is present" % tuple(classifier_keys(layout)))
         file_labels = w.shape[0] if layout == "torch" else w.shape[-1]
         cl = config_labels(cfg_json)
         if cl is not None and cl != file_labels:
             report.error("config.json says %d labels but the classifier has %d" % (cl, file_labels))
+        names = (cfg_json or {}).get("id2label")
+        if names and any(not str(v).startswith("LABEL_") for v in names.values()):
+            # bigs' task files number classes as dev/FORMATS.md lists them (MNLI: entailment,
+            # neutral, contradiction); a fine-tune with another order needs its rows permuted.
+            report.warn("config.json id2label %s: check that it is the class order of the task files" % names)
+        else:
+            report.note("class i of the classifier is class i of the task files (config.json has no label names)")
     labels = file_labels or 0
     if args.labels is not None:
         if has_cls and args.labels != file_labels:
@@ -909,12 +950,12 @@ def to_bigs(args):
         if key not in tensors:
             missing.append((key, name, layer))
             continue
+        consumed.add(key)  # understood, even when its shape is wrong (reported once, below)
         try:
             value = convert_slot(key, tensors[key], kind, layout, slot, report)
         except ConvertError as e:
             report.error(str(e))
             continue
-        consumed.add(key)
         if layer is None:
             params[name][...] = value
         else:
@@ -949,7 +990,6 @@ def to_bigs(args):
     unknown = sorted(k for k in tensors if k not in consumed and k not in ignorable)
 
     rng = np.random.default_rng(args.seed)
-    head_names = {"head_w", "head_b", "head_ln_w", "head_ln_b", "head_bias"}
     if labels > 0 and not has_cls:
         params["cls_w"][...] = init_normal(shapes["cls_w"], rng)
         if not (args.keep_pooler and has_pool):

@@ -516,7 +516,32 @@ def test_variants(c, p):
     expect(rc == 0 and "complex" in log, log)
     check_converted(out, c, p)
     done.append("complex C")
-    for s in ("var_noconfig", "var_params", "var_f16", "var_complex"):
+    d = os.path.join(WORK, "var_twins")
+    sd = torch_state(c, p)
+    sd.pop("bigs.embeddings.word_embeddings.weight")
+    sd.pop("cls.predictions.bias")
+    write_released(d, "safetensors", c, sd)
+    rc, log = run_convert("to-bigs", "--model", d, "--out", out)
+    expect(rc == 0 and "tied twin" in log, log)
+    check_converted(out, c, p)
+    done.append("only the tied twins")
+    d = os.path.join(WORK, "var_bf16")
+    os.makedirs(d, exist_ok=True)
+
+    def bf16(a):
+        a = np.ascontiguousarray(a, np.float32)
+        payload = convert_hf.msgpack_pack((a.shape, "bfloat16", (a.view("<u4") >> 16).astype("<u2").tobytes()))
+        return convert_hf.ExtType(1, payload)
+
+    flat = convert_hf.flatten_tree(flax_tree(c, p))
+    with open(os.path.join(d, "flax_model.msgpack"), "wb") as f:
+        f.write(convert_hf.msgpack_pack(convert_hf.unflatten_tree({k: bf16(v) for k, v in flat.items()})))
+    rc, log = run_convert("to-bigs", "--model", d, "--out", out)
+    expect(rc == 0 and "bfloat16" in log, log)
+    q = read_ours(out)[2]
+    expect(all(same_bits(q[k], (p[k].view("<u4") & 0xFFFF0000).view("<f4")) for k in q), "bfloat16 values")
+    done.append("flax bfloat16")
+    for s in ("var_noconfig", "var_params", "var_f16", "var_complex", "var_twins", "var_bf16"):
         shutil.rmtree(os.path.join(WORK, s))
     return ", ".join(done)
 

@@ -183,9 +183,8 @@ TEST_F(Gpu, Dense) {
     auto x = randu(rows * in, g), w = randu(out_dim * in, g), b = randu(out_dim, g), dout = randu(rows * out_dim, g);
     std::vector<float> y(rows * out_dim);
     dense_forward_cpu(y.data(), x.data(), w.data(), b.data(), rows, in, out_dim);
-    auto shift = [&](std::vector<float> v) {  // v moved one element up, so that p + 1 holds it
+    auto shift = [&](std::vector<float> v) {  // one element in front, so that p + 1 holds v
       v.insert(v.begin(), 0.0f);
-      v.pop_back();
       return v;
     };
     auto put = [&](const std::vector<float>& v) { return off ? shift(v) : v; };
@@ -289,27 +288,35 @@ TEST_F(Gpu, S4dKernel) {
   }
 }
 
-// cuFFT on the GPU against the CPU's direct sum, both directions, forward
-// and backward, for T = 19 (n = 64), T = 130 (n = 512, T far from n / 2)
-// and T = 1024 (where the CPU itself switches to its FFT).
+// cuFFT on the GPU against the CPU code run in double precision (the
+// layers are templates), both directions, forward and backward, for T = 19
+// (n = 64), T = 130 (n = 512, T far from n / 2) and T = 1024 (where the CPU
+// switches to its own FFT). A double reference matters here: dK sums
+// B x H x T products per lag, and an fp32 reference would be as far off as
+// the GPU.
 TEST_F(Gpu, SsmConv) {
   std::mt19937_64 g(8);
+  auto to_f = [](const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); };
+  auto to_d = [](const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); };
   for (int TT : {T, 130, 1024}) {
     for (bool anti : {false, true}) {
       SCOPED_TRACE("T = " + std::to_string(TT) + (anti ? ", anti-causal" : ", causal"));
       const size_t n = (size_t)B * TT * H;
-      auto u = randu(n, g), K = randu(TT, g), dout = randu(n, g), D = randu(1, g);
+      auto u = randu(n, g), K = randu(TT, g), dout = randu(n, g), D = randu(1, g), dK0 = randu(TT, g),
+           dD0 = randu(1, g);
       for (int l = 0; l < TT; l++) K[l] *= expf(-0.05f * l);  // a decaying kernel, as S4D's are
-      std::vector<float> y(n), du(n), dK = randu(TT, g), dD = randu(1, g);
-      ssm_conv_forward_cpu(y.data(), u.data(), K.data(), D[0], B, TT, H, anti);
-      Dev<float> d_u(u), d_K(K), d_dout(dout), d_D(D), d_y(n), d_du(n), d_dK(dK), d_dD(dD);
-      ssm_conv_backward_cpu(du.data(), dK.data(), dD.data(), dout.data(), u.data(), K.data(), D[0], B, TT, H, anti);
+      std::vector<double> ud = to_d(u), Kd = to_d(K), doutd = to_d(dout), y(n), du(n), dK = to_d(dK0),
+                          dD = to_d(dD0);
+      ssm_conv_forward_cpu(y.data(), ud.data(), Kd.data(), (double)D[0], B, TT, H, anti);
+      ssm_conv_backward_cpu(du.data(), dK.data(), dD.data(), doutd.data(), ud.data(), Kd.data(), (double)D[0], B, TT,
+                            H, anti);
+      Dev<float> d_u(u), d_K(K), d_dout(dout), d_D(D), d_y(n), d_du(n), d_dK(dK0), d_dD(dD0);
       ssm_conv_forward(ctx, d_y.p, d_u.p, d_K.p, d_D.p, B, TT, H, anti);
-      EXPECT_TRUE(fft_close("ssm out", d_y.get(), y));
+      EXPECT_TRUE(fft_close("ssm out", d_y.get(), to_f(y)));
       ssm_conv_backward(ctx, d_du.p, d_dK.p, d_dD.p, d_dout.p, d_u.p, d_K.p, d_D.p, B, TT, H, anti);
-      EXPECT_TRUE(fft_close("ssm dinp", d_du.get(), du));
-      EXPECT_TRUE(fft_close("ssm dK", d_dK.get(), dK));
-      EXPECT_TRUE(all_close("ssm dD", d_dD.get(), dD));
+      EXPECT_TRUE(fft_close("ssm dinp", d_du.get(), to_f(du)));
+      EXPECT_TRUE(fft_close("ssm dK", d_dK.get(), to_f(dK)));
+      EXPECT_TRUE(all_close("ssm dD", d_dD.get(), to_f(dD)));
     }
   }
 }
