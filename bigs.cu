@@ -180,6 +180,10 @@ struct CudaCtx {
   cublasLtHandle_t lt = nullptr;
   void* workspace = nullptr;  // cuBLASLt
   size_t workspace_size = 0;
+  // The dense layers' compute type: CUBLAS_COMPUTE_32F (exact fp32 products,
+  // the mode the tests check against the CPU) or CUBLAS_COMPUTE_32F_FAST_TF32
+  // (tensor cores on fp32 data, products rounded to 10-bit mantissas).
+  cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
   std::vector<FftPlan> plans;
   float* fft_real = nullptr;         // (channels, n) zero-padded signals
   cufftComplex* fft_spec = nullptr;  // (channels, n/2 + 1) their spectra
@@ -831,15 +835,16 @@ static uint32_t ptr_alignment(const void* p) {
 }
 
 // C (m, n) = op(A) op(B) + beta C in cuBLASLt's column-major terms, fp32
-// operands with fp32 compute (CUBLAS_COMPUTE_32F, no TF32), so the GPU path
-// can be checked tightly against the CPU's. A row-major (r, c) matrix is a
-// column-major (c, r) one with leading dimension c; the launchers below use
-// that to run our row-major products without copies.
+// operands, fp32 accumulation, products in ctx.compute (by default exact
+// fp32, so the GPU path can be checked tightly against the CPU's). A
+// row-major (r, c) matrix is a column-major (c, r) one with leading
+// dimension c; the launchers below use that to run our row-major products
+// without copies.
 static void matmul_fp32(CudaCtx& ctx, float* C, const float* A, const float* Bm, bool ta, bool tb, int m, int n,
                         int k, int lda, int ldb, int ldc, float beta) {
   if (m == 0 || n == 0 || k == 0) return;  // callers accumulate (beta = 1) or have k > 0
   cublasLtMatmulDesc_t desc;
-  cublasCheck(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  cublasCheck(cublasLtMatmulDescCreate(&desc, ctx.compute, CUDA_R_32F));
   cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
   cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
   cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
@@ -2589,6 +2594,14 @@ static void grad_scale(Model& m, float s) {
   for (size_t i = 0; i < m.grads_mem.size(); i++) m.grads_mem[i] *= s;
 }
 
+// Global-norm clipping: scales the gradient down to norm `clip` when it is
+// above (clip <= 0: never). Returns the norm before clipping.
+static double clip_grad_norm(Model& m, double clip) {
+  double norm = grad_norm(m);
+  if (clip > 0 && norm > clip) grad_scale(m, (float)(clip / norm));
+  return norm;
+}
+
 enum class Schedule { Cosine, Linear, Constant };
 
 struct LrSchedule {
@@ -2935,7 +2948,7 @@ static void print_model_plan(const Model& m) {
          c.labels);
   printf("parameters: %zu (%.1f MB fp32); activations: %zu floats (%.1f MB) for batch %d\n", m.num_params,
          m.num_params * 4 / 1e6, m.num_acts, m.num_acts * 4 / 1e6, m.B);
-  printf("device: %s\n", m.gpu ? "cuda (fp32)" : "cpu");
+  printf("device: %s\n", m.gpu ? "cuda" : "cpu");
 }
 
 // Builds a model from a checkpoint. T_override > 0 runs it on shorter
@@ -3223,7 +3236,7 @@ static int cmd_pretrain(int argc, char** argv) {
       model_backward(m, bt, true, loss, 1.0f / (float)rows);
       loss_sum += loss.sum;
     }
-    double loss = loss_sum / rows, norm = grad_norm(m);
+    double loss = loss_sum / rows, norm = clip_grad_norm(m, clip);
     if (!std::isfinite(loss) || !std::isfinite(norm)) {
       fprintf(stderr,
               "bigs pretrain: step %" PRIu64 ": the loss is %g and the gradient norm %g; stopping. The last good "
@@ -3232,7 +3245,6 @@ static int cmd_pretrain(int argc, char** argv) {
       fclose(log);
       return 1;
     }
-    if (clip > 0 && norm > clip) grad_scale(m, (float)(clip / norm));
     double lr_now = lr_at(sched, (long long)step);
     adamw_step(m, mom1, mom2, (float)lr_now, opt, (long long)step + 1);
     step++;
@@ -3563,7 +3575,7 @@ static const char* kFinetuneUsage =
 static int cmd_finetune(int argc, char** argv) {
   std::string task, init, train, dev, dev2, out = "out/finetune", device = "auto";
   long long epochs = 3, batch = 16, micro = 16, eval_every = 0, seed = 1, threads = 0, log_every = 50;
-  double lr = 2e-5, warmup_frac = 0.1, dropout = 0.1;
+  double lr = 2e-5, warmup_frac = 0.1, dropout = 0.1, clip = 1.0;
   AdamW opt{0.9, 0.999, 1e-6, 0.01};
   std::vector<Flag> flags = {
       {Flag::Str, "task", &task, 0, 0, "cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte or wnli"},
@@ -3583,6 +3595,7 @@ static int cmd_finetune(int argc, char** argv) {
       {Flag::Num, "eps", &opt.eps, 0, 1, "AdamW epsilon"},
       {Flag::Num, "weight-decay", &opt.weight_decay, 0, 10, "decoupled weight decay (not on biases, LayerNorm)"},
       {Flag::Num, "dropout", &dropout, 0, 0.9, "dropout after the embeddings and before the classifier"},
+      {Flag::Num, "grad-clip", &clip, 0, 1e9, "clip the global gradient norm to this; 0 = off"},
       {Flag::Int, "eval-every", &eval_every, 0, 1LL << 40, "also evaluate every this many steps; 0 = per epoch"},
       {Flag::Int, "log-every", &log_every, 1, 1LL << 40, "print progress every this many steps"},
       {Flag::Int, "seed", &seed, 0, 1LL << 62, "seed of the head init, data order and dropout"},
@@ -3677,7 +3690,7 @@ static int cmd_finetune(int argc, char** argv) {
         model_backward(m, bt, true, loss, 1.0f / (float)count);
         loss_sum += loss.sum;
       }
-      double loss = loss_sum / count, norm = grad_norm(m);
+      double loss = loss_sum / count, norm = clip_grad_norm(m, clip);
       if (!std::isfinite(loss) || !std::isfinite(norm)) {
         fprintf(stderr, "bigs finetune: step %lld: the loss is %g; stopping (best so far: %s/best.bin)\n", step + 1,
                 loss, out.c_str());
@@ -3831,9 +3844,11 @@ static const char* kBenchUsage =
 static int cmd_bench(int argc, char** argv) {
   std::string config = "large", device = "auto";
   long long seq = 128, batch = 8, steps = 10, warmup = 2, seed = 1, threads = 0;
+  bool tf32 = false;
   std::vector<Flag> flags = {
       {Flag::Str, "config", &config, 0, 0, "tiny, base, large, or a file of 'key value' lines"},
       {Flag::Int, "seq", &seq, 8, 1 << 16, "sequence length T"},
+      {Flag::Switch, "tf32", &tf32, 0, 0, "CUDA: dense layers on TF32 tensor cores (default: exact fp32)"},
       {Flag::Int, "batch", &batch, 1, 1 << 16, "sequences per step"},
       {Flag::Int, "steps", &steps, 1, 1 << 20, "timed steps"},
       {Flag::Int, "warmup", &warmup, 1, 1 << 20, "untimed steps first (plans, caches, clocks)"},
@@ -3873,6 +3888,9 @@ static int cmd_bench(int argc, char** argv) {
     return 1;
   }
   m.dropout = 0.1f;
+#ifdef __CUDACC__
+  if (m.gpu && tf32) m.gpu->ctx.compute = CUBLAS_COMPUTE_32F_FAST_TF32;
+#endif
   print_model_plan(m);
   // Random tokens away from the special ids; per_seq evenly spaced targets.
   Rng rng{(uint64_t)seed};
@@ -3888,8 +3906,7 @@ static int cmd_bench(int argc, char** argv) {
     Loss loss;
     if (!model_forward(m, bt, true, &loss, &err)) return false;
     model_backward(m, bt, true, loss, 1.0f / (float)loss.count);
-    double norm = grad_norm(m);
-    if (norm > 1.0) grad_scale(m, (float)(1.0 / norm));
+    clip_grad_norm(m, 1.0);
     adamw_step(m, mom1, mom2, 1e-5f, opt, i + 1);
     return true;
   };
@@ -3924,8 +3941,9 @@ static int cmd_bench(int argc, char** argv) {
   double dense = L * (3 * I * H + 4 * H * H);
   double flops = 6 * dense * tokens + 6 * P * (H * H + V * H) + 12 * L * B * H * 2.5 * n * std::log2(n);
   double per_step = seconds / (double)steps, achieved = flops / per_step;
-  printf("bench: T %d  batch %d  %lld steps  %.2f ms/step  %.0f tokens/s  %.1f TFLOP/s  MFU %.2f%% (of 989 TFLOP/s)\n",
-         T, B, steps, per_step * 1e3, tokens / per_step, achieved / 1e12, 100 * achieved / 989e12);
+  printf("bench: %s T %d  batch %d  %lld steps  %.2f ms/step  %.0f tokens/s  %.1f TFLOP/s  MFU %.2f%% (of 989 "
+         "TFLOP/s)\n", !m.gpu ? "cpu" : tf32 ? "cuda tf32" : "cuda fp32", T, B, steps, per_step * 1e3,
+         tokens / per_step, achieved / 1e12, 100 * achieved / 989e12);
   printf("bench: FLOPs per step %.4g = dense %.4g + MLM head %.4g + FFT %.4g\n", flops, 6 * dense * tokens,
          6 * P * (H * H + V * H), 12 * L * B * H * 2.5 * n * std::log2(n));
   return 0;

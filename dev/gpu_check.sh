@@ -58,11 +58,12 @@ if [ "$TEST_RC" != 0 ] && [ "$TEST_RC" != skipped ]; then
 fi
 
 BENCH_RC=skipped
-if [ $BUILD_RC -eq 0 ] && ./bigs bench --help > /dev/null 2>&1 && [ "$(elapsed)" -lt 360 ]; then
+if [ $BUILD_RC -eq 0 ] && ./bigs bench --help > /dev/null 2>&1 && [ "$(elapsed)" -lt 330 ]; then
   echo "== bench (log: $LOGDIR/bench.log)"
   {
-    timeout 80 ./bigs bench --config large --seq 128 --batch 8 --steps 10 --device cuda
-    timeout 40 ./bigs bench --config large --seq 512 --batch 4 --steps 5 --device cuda
+    timeout 50 ./bigs bench --config large --seq 128 --batch 8 --steps 10 --device cuda
+    timeout 50 ./bigs bench --config large --seq 128 --batch 8 --steps 10 --device cuda --tf32
+    timeout 35 ./bigs bench --config large --seq 512 --batch 4 --steps 5 --device cuda --tf32
   } > "$LOGDIR/bench.log" 2>&1
   BENCH_RC=$?
   cat "$LOGDIR/bench.log"

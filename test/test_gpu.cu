@@ -203,6 +203,22 @@ TEST_F(Gpu, Dense) {
   }
 }
 
+// The TF32 mode (bigs bench --tf32) on the same odd shapes: cuBLASLt must
+// find algorithms for it too. TF32 rounds each operand to a 10-bit mantissa
+// (relative error up to 2^-11 ~ 5e-4 per product); over 111 products of
+// magnitude <= 1 that is up to ~0.05 in the worst case, ~5e-3 typically.
+TEST_F(Gpu, DenseTf32) {
+  std::mt19937_64 g(33);
+  const int rows = B * T, in = H, out_dim = 37;
+  auto x = randu(rows * in, g), w = randu(out_dim * in, g), b = randu(out_dim, g);
+  std::vector<float> y(rows * out_dim);
+  dense_forward_cpu(y.data(), x.data(), w.data(), b.data(), rows, in, out_dim);
+  Dev<float> d_y(y.size()), d_x(x), d_w(w), d_b(b);
+  ctx.compute = CUBLAS_COMPUTE_32F_FAST_TF32;
+  dense_forward(ctx, d_y.p + 1, d_x.p, d_w.p, d_b.p, rows, in, out_dim);  // output 4-byte aligned
+  EXPECT_TRUE(all_close("dense out, tf32", fetch(d_y.p + 1, y.size()), y, 5e-2, 0));
+}
+
 TEST_F(Gpu, Activations) {
   std::mt19937_64 g(4);
   const size_t n = (size_t)B * T * H;
@@ -487,6 +503,28 @@ TEST(GpuModel, ClassifierLossAndEveryGradient) {
 TEST(GpuModel, RegressionLossAndEveryGradient) {
   if (!gpu_present()) GTEST_SKIP() << "no CUDA device";
   check_twin(1);
+}
+
+// No atomics anywhere: the same step twice gives the same bits, which the
+// trainer's exact resume relies on.
+TEST(GpuModel, StepIsDeterministic) {
+  if (!gpu_present()) GTEST_SKIP() << "no CUDA device";
+  Twin w;
+  make_twin(&w, 0, 8);
+  if (::testing::Test::HasFatalFailure()) return;
+  std::string err;
+  std::vector<float> grads[2];
+  double losses[2];
+  for (int k = 0; k < 2; k++) {
+    Loss loss;
+    model_zero_grad(w.gpu);
+    ASSERT_TRUE(model_forward(w.gpu, w.batch, true, &loss, &err)) << err;
+    model_backward(w.gpu, w.batch, true, loss, 1.0f / loss.count);
+    grads[k] = fetch(w.gpu.gpu->grads, w.gpu.num_params);
+    losses[k] = loss.sum;
+  }
+  EXPECT_EQ(losses[0], losses[1]);
+  EXPECT_TRUE(grads[0] == grads[1]) << "gradients differ between two identical steps";
 }
 
 // Parameters survive the trip to the device and back bit for bit, so

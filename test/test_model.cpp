@@ -92,12 +92,15 @@ TEST(LayerGrad, Embedding) {
   auto wte = randn(V * H, g), wpe = randn(T * H, g), wtt = randn(types * H, g), r = randn(B * T * H, g);
   std::vector<int> ids(B * T), tt(B * T);
   for (int i = 0; i < B * T; i++) ids[i] = (i * 7) % V, tt[i] = (i / 5) % 2;  // repeated ids on purpose
-  std::vector<double> out(B * T * H), dwte(V * H, 0), dwpe(T * H, 0), dwtt(types * H, 0);
+  // The backward accumulates (+=): start from 0.5 and subtract it afterwards.
+  std::vector<double> out(B * T * H), dwte(V * H, 0.5), dwpe(T * H, 0.5), dwtt(types * H, 0.5);
   auto loss = [&] {
     embedding_forward_cpu(out.data(), ids.data(), tt.data(), wte.data(), wpe.data(), wtt.data(), B, T, H);
     return dot(out, r);
   };
   embedding_backward_cpu(dwte.data(), dwpe.data(), dwtt.data(), r.data(), ids.data(), tt.data(), B, T, H);
+  for (auto* v : {&dwte, &dwpe, &dwtt})
+    for (auto& e : *v) e -= 0.5;
   EXPECT_TRUE(fd_matches("dwte", wte, dwte, loss));
   EXPECT_TRUE(fd_matches("dwpe", wpe, dwpe, loss));
   EXPECT_TRUE(fd_matches("dwtt", wtt, dwtt, loss));
@@ -108,7 +111,7 @@ TEST(LayerGrad, LayerNorm) {
   const int rows = B * T;
   auto x = randn(rows * H, g, 2.0), w = randn(H, g), b = randn(H, g), r = randn(rows * H, g);
   for (auto& v : x) v += 3.0;  // a large mean, as real activations have
-  std::vector<double> out(rows * H), mean(rows), rstd(rows), dx(rows * H, 0), dw(H, 0), db(H, 0);
+  std::vector<double> out(rows * H), mean(rows), rstd(rows), dx(rows * H, 0.5), dw(H, 0.5), db(H, 0.5);
   auto loss = [&] {
     layernorm_forward_cpu(out.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), rows, H);
     return dot(out, r);
@@ -116,6 +119,8 @@ TEST(LayerGrad, LayerNorm) {
   loss();
   layernorm_backward_cpu(dx.data(), dw.data(), db.data(), r.data(), x.data(), w.data(), mean.data(), rstd.data(),
                          rows, H);
+  for (auto* v : {&dx, &dw, &db})  // it accumulates: started from 0.5
+    for (auto& e : *v) e -= 0.5;
   EXPECT_TRUE(fd_matches("dx", x, dx, loss));
   EXPECT_TRUE(fd_matches("dw", w, dw, loss));
   EXPECT_TRUE(fd_matches("db", b, db, loss));
@@ -183,13 +188,15 @@ TEST(LayerGrad, S4dKernel) {
     auto a_re = randn(N, g, 0.3), a_im = randn(N, g, 3.0), c = randn(2 * N, g), r = randn(TT, g);
     for (auto& v : a_re) v = -std::fabs(v) - 0.05;
     a_re[3] = 0.05;  // above the clip at -1e-4: its gradient must be exactly 0
-    std::vector<double> lstep = {std::log(0.1)}, K(TT), da_re(N, 0), da_im(N, 0), dc(2 * N, 0), dls(1, 0);
+    std::vector<double> lstep = {std::log(0.1)}, K(TT), da_re(N, 0.5), da_im(N, 0.5), dc(2 * N, 0.5), dls(1, 0.5);
     auto loss = [&] {
       s4d_kernel_forward_cpu(K.data(), a_re.data(), a_im.data(), c.data(), lstep[0], N, TT);
       return dot(K, r);
     };
     s4d_kernel_backward_cpu(da_re.data(), da_im.data(), dc.data(), dls.data(), r.data(), a_re.data(), a_im.data(),
                             c.data(), lstep[0], N, TT);
+    for (auto* v : {&da_re, &da_im, &dc, &dls})  // it accumulates: started from 0.5
+      for (auto& e : *v) e -= 0.5;
     EXPECT_EQ(da_re[3], 0.0);
     EXPECT_TRUE(fd_matches("da_re", a_re, da_re, loss));
     EXPECT_TRUE(fd_matches("da_im", a_im, da_im, loss));
@@ -205,13 +212,15 @@ TEST(LayerGrad, SsmConv) {
     for (bool anticausal : {false, true}) {
       const int HH = TT < kFftMinT ? H : 2;
       auto u = randn(B * TT * HH, g), K = randn(TT, g, 0.5), r = randn(B * TT * HH, g);
-      std::vector<double> D = {0.7}, out(B * TT * HH), du(B * TT * HH), dK(TT, 0), dD(1, 0);
+      std::vector<double> D = {0.7}, out(B * TT * HH), du(B * TT * HH), dK(TT, 0.5), dD(1, 0.5);
       auto loss = [&] {
         ssm_conv_forward_cpu(out.data(), u.data(), K.data(), D[0], B, TT, HH, anticausal);
         return dot(out, r);
       };
       ssm_conv_backward_cpu(du.data(), dK.data(), dD.data(), r.data(), u.data(), K.data(), D[0], B, TT, HH,
                             anticausal);
+      for (auto* v : {&dK, &dD})  // these accumulate (du is overwritten): started from 0.5
+        for (auto& e : *v) e -= 0.5;
       std::string tag = std::string(anticausal ? " anti-causal" : " causal") + " T=" + std::to_string(TT);
       // The convolution is linear in each of u, K and D: eps = 1e-3 is exact.
       EXPECT_TRUE(fd_matches("du" + tag, u, du, loss, 100, 1e-3));
@@ -232,6 +241,10 @@ TEST(LayerGrad, Dropout) {
   loss();
   size_t dropped = std::count(out.begin(), out.end(), 0.0);
   EXPECT_NEAR((double)dropped / n, 0.3, 0.02);  // 6327 draws: 4 sigma is 0.023
+  for (size_t i = 0; i < n; i++)  // inverted dropout: every kept value scaled by 1 / (1 - p)
+    if (out[i] != 0.0) {
+      ASSERT_NEAR(out[i], x[i] / (1 - (double)0.3f), 1e-15) << i;
+    }
   dropout_backward_cpu(dx.data(), r.data(), n, 0.3f, 42, 7);
   EXPECT_TRUE(fd_matches("dx", x, dx, loss));
 }
@@ -259,12 +272,13 @@ TEST(LayerGrad, MeanPool) {
   std::vector<int> ids(B * T, 5);
   for (int t = 12; t < T; t++) ids[1 * T + t] = kPadId;  // sequence 1 has padding
   for (int t = 0; t < T; t++) ids[2 * T + t] = kPadId;   // sequence 2 is all padding
-  std::vector<double> out(B * H), dx(B * T * H, 0);
+  std::vector<double> out(B * H), dx(B * T * H, 0.5);
   auto loss = [&] {
     meanpool_forward_cpu(out.data(), x.data(), ids.data(), kPadId, B, T, H);
     return dot(out, r);
   };
   meanpool_backward_cpu(dx.data(), r.data(), ids.data(), kPadId, B, T, H);
+  for (auto& e : dx) e -= 0.5;  // it accumulates: started from 0.5
   EXPECT_TRUE(fd_matches("dx", x, dx, loss));
   EXPECT_EQ(dx[(1 * T + 15) * H], 0.0);  // padding gets no gradient
 }

@@ -194,6 +194,17 @@ TEST(Masking, RatesAndNeverSpecialTokens) {
   EXPECT_LT(rate, 0.155);
 }
 
+TEST(Masking, CapOfMaxPredictions) {
+  ShardHeader sp{};
+  sp.pad_id = 0, sp.unk_id = 1, sp.cls_id = 2, sp.sep_id = 3, sp.mask_id = 4;
+  std::vector<int> ids(128, 9), tg(128);
+  ids[0] = 2, ids[127] = 3;
+  MaskSpec ms{0.5, 20};  // half of 126 candidates would be 63
+  Rng r = mask_rng_train(1, 1);
+  EXPECT_EQ(mask_sequence(ids.data(), tg.data(), 128, 100, sp, ms, r), 20);
+  EXPECT_EQ(std::count_if(tg.begin(), tg.end(), [](int t) { return t >= 0; }), 20);
+}
+
 TEST(Masking, FreshEachSightingFixedForValidation) {
   ShardHeader sp{};
   sp.pad_id = 0, sp.unk_id = 1, sp.cls_id = 2, sp.sep_id = 3, sp.mask_id = 4;
@@ -245,6 +256,75 @@ TEST(Training, AccumulationEqualsBigBatch) {
     std::vector<double> want(big.grads_mem.begin() + t.offset, big.grads_mem.begin() + t.offset + t.count);
     // fp32 sums in another order: the fixture's tolerance.
     EXPECT_TRUE(close_to(t.name, small.grads_mem.data() + t.offset, want, 1e-5, 1e-4));
+  }
+}
+
+TEST(Training, GradNormAndClipping) {
+  Config c = small_config();
+  Model m;
+  std::string err;
+  ASSERT_TRUE(model_build(&m, c, 1, 1, &err));
+  double want = 0;
+  for (size_t i = 0; i < m.num_params; i++) {
+    m.grads_mem[i] = (float)std::sin(0.37 * i);
+    want += (double)m.grads_mem[i] * m.grads_mem[i];
+  }
+  want = std::sqrt(want);
+  EXPECT_NEAR(grad_norm(m), want, 1e-9 * want);
+  std::vector<float> before = m.grads_mem;
+  EXPECT_NEAR(clip_grad_norm(m, 2 * want), want, 1e-9 * want);  // below the bound: untouched
+  EXPECT_EQ(m.grads_mem, before);
+  EXPECT_NEAR(clip_grad_norm(m, want / 4), want, 1e-9 * want);  // returns the norm before clipping
+  EXPECT_NEAR(grad_norm(m), want / 4, 1e-5 * want);
+  EXPECT_NEAR(m.grads_mem[5], before[5] / 4, 1e-6);
+  clip_grad_norm(m, 0.0);  // 0 = off
+  EXPECT_NEAR(grad_norm(m), want / 4, 1e-5 * want);
+}
+
+// With dropout on, the whole model's gradient along a random direction must
+// match central differences of its loss: the backward pass has to drop the
+// same units as the forward did. fp32 model: eps 1e-3 and a 1% tolerance
+// (the loss carries ~1e-7 relative rounding, i.e. ~1e-3 in the difference).
+TEST(Training, DropoutGradientMatchesFiniteDifferences) {
+  for (int labels : {0, 3}) {
+    Config c = small_config();
+    c.labels = labels;
+    const int B = 3;
+    SmallBatch sb = small_batch(B, c.T, c.V, 21);
+    std::vector<float> y = {0, 2, 1};
+    Model m;
+    std::string err;
+    ASSERT_TRUE(model_build(&m, c, B, B * c.T, &err));
+    model_init(&m, 4);
+    m.dropout = 0.1f, m.dropout_seed = 77, m.dropout_stream = 5;
+    Batch bt{B, sb.ids.data(), sb.types.data(), labels ? nullptr : sb.targets.data(), labels ? y.data() : nullptr};
+    Loss loss;
+    ASSERT_TRUE(model_forward(m, bt, true, &loss, &err)) << err;
+    model_zero_grad(m);
+    model_backward(m, bt, true, loss, 1.0f / loss.count);
+    Rng r{123};
+    std::vector<float> dir(m.num_params), p0 = m.params_mem;
+    double analytic = 0;
+    for (size_t i = 0; i < m.num_params; i++) {
+      dir[i] = r.normal() * (std::fabs(p0[i]) + 1e-3f);  // relative steps: the embeddings are tiny
+      analytic += (double)m.grads_mem[i] * dir[i];
+    }
+    auto loss_at = [&](float eps) {
+      for (size_t i = 0; i < m.num_params; i++) m.params_mem[i] = p0[i] + eps * dir[i];
+      Loss l;
+      EXPECT_TRUE(model_forward(m, bt, true, &l, &err)) << err;
+      return l.sum / l.count;
+    };
+    const float eps = 1e-3f;
+    double numeric = (loss_at(eps) - loss_at(-eps)) / (2.0 * eps);
+    EXPECT_NEAR(numeric, analytic, 1e-2 * std::fabs(analytic) + 1e-3) << "labels " << labels;
+    // And dropout is off outside training: the same as a model without it.
+    m.params_mem = p0;
+    Loss with, without;
+    ASSERT_TRUE(model_forward(m, bt, false, &with, &err));
+    m.dropout = 0;
+    ASSERT_TRUE(model_forward(m, bt, false, &without, &err));
+    EXPECT_EQ(with.sum, without.sum);
   }
 }
 
