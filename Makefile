@@ -56,11 +56,18 @@ $(BUILD)/test_tokenizer: test/test_tokenizer.cpp $(BUILD)/tokenizer_lib.o
 $(BUILD)/test_data_prep: test/test_data_prep.cpp data_prep.cpp formats.h cli.h tokenizer.h $(BUILD)/tokenizer_lib.o
 	$(CXX) $(CXXFLAGS) -I. test/test_data_prep.cpp $(BUILD)/tokenizer_lib.o -o $@ $(GTEST_LIBS)
 
+# The GPU suite (nvcc only); it skips itself where no GPU is present.
+ifeq ($(HAVE_NVCC),yes)
+$(BUILD)/test_gpu: test/test_gpu.cu bigs.cu formats.h cli.h tokenizer.h $(BUILD)/tokenizer_lib.o
+	$(NVCC) $(NVCCFLAGS) -I. test/test_gpu.cu $(BUILD)/tokenizer_lib.o -o $@ $(CUDA_LIBS) -lgtest -lgtest_main -lpthread
+GPU_TEST_BIN = $(BUILD)/test_gpu
+endif
+
 # The oracle's fixture: regenerated from dev/reference.py, never written by C++.
 $(BUILD)/fixture.bin: dev/reference.py | $(BUILD)
 	$(PYTHON) dev/reference.py --out $@
 
-TEST_BINS = $(BUILD)/test_model $(BUILD)/test_train $(BUILD)/test_tokenizer $(BUILD)/test_data_prep $(BUILD)/bigs_cpu
+TEST_BINS = $(BUILD)/test_model $(BUILD)/test_train $(BUILD)/test_tokenizer $(BUILD)/test_data_prep $(BUILD)/bigs_cpu $(GPU_TEST_BIN)
 
 $(BUILD)/metric_cases.tsv: dev/glue_metrics.py | $(BUILD)
 	$(PYTHON) dev/glue_metrics.py cases --out $@
@@ -73,8 +80,9 @@ demo: all
 
 # Compile-only checks of the CUDA path (CI has nvcc but no GPU).
 cuda-check: | $(BUILD)
-	$(NVCC) $(NVCCFLAGS) -arch=sm_90 -c bigs.cu -o $(BUILD)/bigs_sm90.o
-	$(NVCC) $(NVCCFLAGS) -arch=sm_80 -c bigs.cu -o $(BUILD)/bigs_sm80.o
+	$(NVCC) $(subst -arch=$(CUDA_ARCH),-arch=sm_90,$(NVCCFLAGS)) -c bigs.cu -o $(BUILD)/bigs_sm90.o
+	$(NVCC) $(subst -arch=$(CUDA_ARCH),-arch=sm_80,$(NVCCFLAGS)) -c bigs.cu -o $(BUILD)/bigs_sm80.o
+	$(NVCC) $(subst -arch=$(CUDA_ARCH),-arch=sm_80,$(NVCCFLAGS)) -I. -c test/test_gpu.cu -o $(BUILD)/test_gpu_sm80.o
 
 gpu-check:
 	bash dev/gpu_check.sh $(BUILD)/gpu_logs

@@ -3628,6 +3628,10 @@ static int cmd_finetune(int argc, char** argv) {
   }
   m.dropout = (float)dropout;
   m.dropout_seed = (uint64_t)seed;
+  if (!model_use_device(&m, device, nullptr, nullptr, &err)) {
+    fprintf(stderr, "bigs finetune: %s\n", err.c_str());
+    return 1;
+  }
   const int T = m.c.T;
   const long long steps_per_epoch = (long long)((tr.n + batch - 1) / batch), total = steps_per_epoch * epochs;
   LrSchedule sched{Schedule::Linear, lr, (long long)std::llround(warmup_frac * total), total, 0};
@@ -3655,6 +3659,7 @@ static int cmd_finetune(int argc, char** argv) {
     fflush(log);
     if (a.main > best) {
       best = a.main;
+      model_to_host(m, nullptr, nullptr);  // checkpoints come from the host block
       if (!checkpoint_save(out + "/best.bin", m, nullptr, nullptr, (uint64_t)step, 0, (uint64_t)seed, &err)) return false;
       printf("new best %.4f: saved %s/best.bin\n", best, out.c_str());
     }
@@ -3713,6 +3718,7 @@ static int cmd_finetune(int argc, char** argv) {
   }
   fclose(log);
   if (status == 1) fprintf(stderr, "bigs finetune: %s\n", err.c_str());
+  model_to_host(m, nullptr, nullptr);
   if (!checkpoint_save(out + "/last.bin", m, nullptr, nullptr, (uint64_t)step, 0, (uint64_t)seed, &err)) {
     fprintf(stderr, "bigs finetune: %s\n", err.c_str());
     return 1;
@@ -3754,7 +3760,7 @@ static int cmd_eval(int argc, char** argv) {
     TaskMetrics tm;
     double loss;
     if (!task_load(f, &d, &err) || !task_matches(d, task, &err) || !task_model(ckpt, d, (int)batch, 0, false, &m, &err) ||
-        !task_evaluate(m, d, &tm, &loss, &err)) {
+        !model_use_device(&m, device, nullptr, nullptr, &err) || !task_evaluate(m, d, &tm, &loss, &err)) {
       fprintf(stderr, "bigs eval: %s\n", err.c_str());
       return 1;
     }
@@ -3807,7 +3813,8 @@ static int cmd_predict(int argc, char** argv) {
   std::vector<double> pred;
   double loss;
   if (!task_load(test, &d, &err) || !task_matches(d, task, &err) || !task_model(ckpt, d, (int)batch, 0, false, &m, &err) ||
-      !task_predict(m, d, &pred, &loss, &err) || !make_dir(out, &err)) {
+      !model_use_device(&m, device, nullptr, nullptr, &err) || !task_predict(m, d, &pred, &loss, &err) ||
+      !make_dir(out, &err)) {
     fprintf(stderr, "bigs predict: %s\n", err.c_str());
     return 1;
   }

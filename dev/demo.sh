@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=out/demo
-steps=${STEPS:-600}
+steps=${STEPS:-1000}
 mkdir -p "$out"
 start=$(date +%s)
 

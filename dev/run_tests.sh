@@ -24,6 +24,9 @@ run() {  # run NAME COMMAND...
 for t in test_model test_train test_tokenizer test_data_prep; do
   run "$t" "$build/$t" --gtest_brief=1
 done
+if [ -x "$build/test_gpu" ]; then  # built where nvcc is; skips itself without a GPU
+  run test_gpu "$build/test_gpu" --gtest_brief=1
+fi
 run test_convert "$PYTHON" dev/test_convert.py --bigs "$build/bigs_cpu" --workdir "$build/test_convert"
 run test_glue_metrics "$PYTHON" dev/test_glue_metrics.py --workdir "$build/test_glue_metrics"
 run tokenizer_parity "$PYTHON" dev/tokenizer_parity.py ./tokenizer data/bert-base-uncased-vocab.txt --workdir "$build/tokenizer_parity" --quick

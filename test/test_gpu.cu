@@ -29,9 +29,13 @@ constexpr double kAtol = 1e-5, kRtol = 1e-4;
 // magnitude of the tensor, on top of kAtol + kRtol |b|.
 constexpr double kFftRel = 2e-5;
 
-bool gpu_present() {
+// Why no GPU can be used ("" when one can): the runtime's own words, so a
+// driver too old for this toolkit is told apart from a machine without GPU.
+std::string gpu_absent() {
   int n = 0;
-  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+  cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) return std::string("no CUDA device: ") + cudaGetErrorString(e);
+  return n > 0 ? "" : "no CUDA device";
 }
 
 ::testing::AssertionResult all_close(const std::string& what, const float* a, const float* b, size_t n,
@@ -116,7 +120,7 @@ class Gpu : public ::testing::Test {
  protected:
   CudaCtx ctx;
   void SetUp() override {
-    if (!gpu_present()) GTEST_SKIP() << "no CUDA device";
+    if (!gpu_absent().empty()) GTEST_SKIP() << gpu_absent();
     cuda_ctx_create(&ctx);
   }
   void TearDown() override {
@@ -493,22 +497,22 @@ void check_twin(int labels) {
 }  // namespace
 
 TEST(GpuModel, MlmLossAndEveryGradient) {
-  if (!gpu_present()) GTEST_SKIP() << "no CUDA device";
+  if (!gpu_absent().empty()) GTEST_SKIP() << gpu_absent();
   check_twin(0);
 }
 TEST(GpuModel, ClassifierLossAndEveryGradient) {
-  if (!gpu_present()) GTEST_SKIP() << "no CUDA device";
+  if (!gpu_absent().empty()) GTEST_SKIP() << gpu_absent();
   check_twin(3);
 }
 TEST(GpuModel, RegressionLossAndEveryGradient) {
-  if (!gpu_present()) GTEST_SKIP() << "no CUDA device";
+  if (!gpu_absent().empty()) GTEST_SKIP() << gpu_absent();
   check_twin(1);
 }
 
 // No atomics anywhere: the same step twice gives the same bits, which the
 // trainer's exact resume relies on.
 TEST(GpuModel, StepIsDeterministic) {
-  if (!gpu_present()) GTEST_SKIP() << "no CUDA device";
+  if (!gpu_absent().empty()) GTEST_SKIP() << gpu_absent();
   Twin w;
   make_twin(&w, 0, 8);
   if (::testing::Test::HasFatalFailure()) return;
@@ -530,7 +534,7 @@ TEST(GpuModel, StepIsDeterministic) {
 // Parameters survive the trip to the device and back bit for bit, so
 // checkpoints do not depend on the device that wrote them.
 TEST(GpuModel, ParametersRoundTrip) {
-  if (!gpu_present()) GTEST_SKIP() << "no CUDA device";
+  if (!gpu_absent().empty()) GTEST_SKIP() << gpu_absent();
   Twin w;
   make_twin(&w, 0, 5);
   if (::testing::Test::HasFatalFailure()) return;
@@ -549,7 +553,7 @@ TEST(GpuModel, ParametersRoundTrip) {
 // that drift visible on the gradients that are nearly zero), so the whole
 // curve gets a looser bound. The loss must also fall.
 TEST(GpuModel, FiftyTrainingStepsMatchTheCpu) {
-  if (!gpu_present()) GTEST_SKIP() << "no CUDA device";
+  if (!gpu_absent().empty()) GTEST_SKIP() << gpu_absent();
   Config c{101, 64, 128, 2, 16, 32, 2, 0};
   const int BB = 4, steps = 50;
   std::string err;
