@@ -3566,6 +3566,21 @@ static bool task_matches(const TaskData& d, const std::string& task, std::string
   return true;
 }
 
+// The model of a fine-tuned checkpoint for a labelled or test task file, on
+// the chosen device: what eval and predict both start from.
+static bool task_model_for(const std::string& ckpt, const std::string& file, const std::string& task,
+                           const std::string& device, int batch, TaskData* d, Model* m, std::string* err) {
+  return task_load(file, d, err) && task_matches(*d, task, err) && task_model(ckpt, *d, batch, 0, false, m, err) &&
+         model_use_device(m, device, nullptr, nullptr, err);
+}
+
+// The flags every inference command shares.
+static void inference_flags(std::vector<Flag>* f, std::string* device, long long* batch, long long* threads) {
+  f->push_back({Flag::Str, "device", device, 0, 0, "cpu, cuda or auto"});
+  f->push_back({Flag::Int, "batch", batch, 1, 1 << 20, "sequences per forward pass"});
+  f->push_back({Flag::Int, "threads", threads, 0, 4096, "CPU threads; 0 = all"});
+}
+
 static const char* kFinetuneUsage =
     "usage: bigs finetune --task TASK --init CKPT --train F --dev F [--dev2 F] [options]\n"
     "Fine-tunes a classifier on a GLUE task file (from `data_prep glue`) with the recipe of BIGS.md\n"
@@ -3738,10 +3753,8 @@ static int cmd_eval(int argc, char** argv) {
       {Flag::Str, "task", &task, 0, 0, "the task the files belong to"},
       {Flag::Str, "ckpt", &ckpt, 0, 0, "a fine-tuned checkpoint"},
       {Flag::Str, "dev", &dev, 0, 0, "a labelled task file (more may follow as arguments)"},
-      {Flag::Str, "device", &device, 0, 0, "cpu, cuda or auto"},
-      {Flag::Int, "batch", &batch, 1, 1 << 20, "sequences per forward pass"},
-      {Flag::Int, "threads", &threads, 0, 4096, "CPU threads; 0 = all"},
   };
+  inference_flags(&flags, &device, &batch, &threads);
   std::vector<std::string> files;
   std::string err;
   int rc = parse_flags(argc, argv, flags, kEvalUsage, &files, &err);
@@ -3759,8 +3772,7 @@ static int cmd_eval(int argc, char** argv) {
     Model m;
     TaskMetrics tm;
     double loss;
-    if (!task_load(f, &d, &err) || !task_matches(d, task, &err) || !task_model(ckpt, d, (int)batch, 0, false, &m, &err) ||
-        !model_use_device(&m, device, nullptr, nullptr, &err) || !task_evaluate(m, d, &tm, &loss, &err)) {
+    if (!task_model_for(ckpt, f, task, device, (int)batch, &d, &m, &err) || !task_evaluate(m, d, &tm, &loss, &err)) {
       fprintf(stderr, "bigs eval: %s\n", err.c_str());
       return 1;
     }
@@ -3792,10 +3804,8 @@ static int cmd_predict(int argc, char** argv) {
       {Flag::Str, "ckpt", &ckpt, 0, 0, "a fine-tuned checkpoint"},
       {Flag::Str, "test", &test, 0, 0, "the test task file"},
       {Flag::Str, "out", &out, 0, 0, "directory for the submission files"},
-      {Flag::Str, "device", &device, 0, 0, "cpu, cuda or auto"},
-      {Flag::Int, "batch", &batch, 1, 1 << 20, "sequences per forward pass"},
-      {Flag::Int, "threads", &threads, 0, 4096, "CPU threads; 0 = all"},
   };
+  inference_flags(&flags, &device, &batch, &threads);
   std::vector<std::string> rest;
   std::string err;
   int rc = parse_flags(argc, argv, flags, kPredictUsage, &rest, &err);
@@ -3812,8 +3822,7 @@ static int cmd_predict(int argc, char** argv) {
   Model m;
   std::vector<double> pred;
   double loss;
-  if (!task_load(test, &d, &err) || !task_matches(d, task, &err) || !task_model(ckpt, d, (int)batch, 0, false, &m, &err) ||
-      !model_use_device(&m, device, nullptr, nullptr, &err) || !task_predict(m, d, &pred, &loss, &err) ||
+  if (!task_model_for(ckpt, test, task, device, (int)batch, &d, &m, &err) || !task_predict(m, d, &pred, &loss, &err) ||
       !make_dir(out, &err)) {
     fprintf(stderr, "bigs predict: %s\n", err.c_str());
     return 1;

@@ -19,17 +19,7 @@ nvidia-smi 2>&1 | tee "$LOGDIR/nvidia-smi.txt" | head -20
 "$NVCC" --version | tail -2
 
 echo "== build for sm_90 (log: $LOGDIR/build.log)"
-# Every binary, then the GPU suite (by hand when the Makefile has no rule
-# for it).
-{
-  make -j8 CUDA_ARCH=sm_90 all build/tokenizer_lib.o &&
-  if make -n CUDA_ARCH=sm_90 build/test_gpu >/dev/null 2>&1; then
-    make CUDA_ARCH=sm_90 build/test_gpu
-  else
-    "$NVCC" -O3 -std=c++17 -arch=sm_90 -Xcompiler -Wall,-Wextra,-fopenmp -I. test/test_gpu.cu \
-      build/tokenizer_lib.o -o build/test_gpu -lcublasLt -lcublas -lcufft -lgomp -lgtest -lgtest_main -lpthread
-  fi
-} > "$LOGDIR/build.log" 2>&1
+make -j8 CUDA_ARCH=sm_90 all build/test_gpu > "$LOGDIR/build.log" 2>&1
 BUILD_RC=$?
 echo "build exit $BUILD_RC after $(elapsed) s"
 [ $BUILD_RC -ne 0 ] && tail -30 "$LOGDIR/build.log"
