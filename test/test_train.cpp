@@ -428,6 +428,28 @@ TEST_F(Trainer, ResumeInAFreshProcessIsBitIdentical) {
   EXPECT_EQ(slurp(dir + "/straight/model.bin"), slurp(dir + "/sliced/model.bin")) << "final parameters differ";
 }
 
+TEST_F(Trainer, InterruptSavesAndResumes) {
+  std::string out;
+  // A run far too long to finish; SIGINT once it is training.
+  std::string cmd = "( " + pretrain("sig", "--steps 1000000 --eval-every 0") +
+                    " > " + dir + "/sig.log 2>&1 & pid=$!; for i in $(seq 100); do grep -q 'step 1/' " + dir +
+                    "/sig.log 2>/dev/null && break; sleep 0.1; done; kill -INT $pid; wait $pid; echo rc=$? )";
+  ASSERT_EQ(run(cmd, &out), 0) << out;
+  EXPECT_NE(out.find("rc=130"), std::string::npos) << out << slurp(dir + "/sig.log");
+  std::string log = slurp(dir + "/sig.log");
+  EXPECT_NE(log.find("signal 2: stopping after step"), std::string::npos) << log;
+  EXPECT_NE(log.find("interrupted; continue with --resume"), std::string::npos) << log;
+  // The saved state resumes (to a nearer end).
+  CkptHeader h;
+  std::vector<float> data;
+  std::string err;
+  ASSERT_TRUE(checkpoint_read(dir + "/sig/state.bin", &h, &data, &err)) << err;
+  EXPECT_GE(h.step, 1u);
+  ASSERT_EQ(run(pretrain("sig", "--resume " + dir + "/sig/state.bin --steps " + std::to_string(h.step + 2)), &out), 0)
+      << out;
+  EXPECT_NE(out.find("resumed from"), std::string::npos) << out;
+}
+
 TEST_F(Trainer, FillMaskPrintsTopK) {
   std::string out;
   ASSERT_EQ(run(pretrain("fm", "--steps 2"), &out), 0) << out;
