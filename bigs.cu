@@ -3050,6 +3050,16 @@ static void set_threads(long long threads) {
 #endif
 }
 
+// The AdamW and clipping flags that pretrain and finetune share (their
+// defaults differ: each recipe of BIGS.md section 6 sets its own).
+static void optimizer_flags(std::vector<Flag>* f, AdamW* opt, double* clip) {
+  f->push_back({Flag::Num, "beta1", &opt->beta1, 0, 0.999999, "AdamW beta1"});
+  f->push_back({Flag::Num, "beta2", &opt->beta2, 0, 0.999999, "AdamW beta2"});
+  f->push_back({Flag::Num, "eps", &opt->eps, 0, 1, "AdamW epsilon"});
+  f->push_back({Flag::Num, "weight-decay", &opt->weight_decay, 0, 10, "decoupled weight decay (not on biases, LayerNorm)"});
+  f->push_back({Flag::Num, "grad-clip", clip, 0, 1e9, "clip the global gradient norm to this; 0 = off"});
+}
+
 static const char* kPretrainUsage =
     "usage: bigs pretrain --train 'DIR/train_*.bin' [--val DIR/val_000000.bin] [options]\n"
     "Masked-language-model pretraining of BiGS (BIGS.md section 6); defaults are the paper's recipe.\n"
@@ -3078,11 +3088,6 @@ static int cmd_pretrain(int argc, char** argv) {
       {Flag::Int, "warmup", &warmup, 0, 1LL << 40, "linear warmup steps"},
       {Flag::Int, "decay-steps", &decay_steps, 0, 1LL << 40, "step where the decay ends; 0 = --steps"},
       {Flag::Num, "alpha", &alpha, 0, 1, "cosine: final LR as a fraction of the peak"},
-      {Flag::Num, "beta1", &opt.beta1, 0, 0.999999, "AdamW beta1"},
-      {Flag::Num, "beta2", &opt.beta2, 0, 0.999999, "AdamW beta2"},
-      {Flag::Num, "eps", &opt.eps, 0, 1, "AdamW epsilon"},
-      {Flag::Num, "weight-decay", &opt.weight_decay, 0, 10, "decoupled weight decay (not on biases, LayerNorm)"},
-      {Flag::Num, "grad-clip", &clip, 0, 1e9, "clip the global gradient norm to this; 0 = off"},
       {Flag::Num, "dropout", &dropout, 0, 0.9, "dropout after the embeddings"},
       {Flag::Num, "mask-prob", &ms.prob, 0.001, 1, "fraction of tokens to predict"},
       {Flag::Int, "max-predictions", &ms.max_predictions, 1, 1 << 16, "predicted tokens per sequence, at most"},
@@ -3093,6 +3098,7 @@ static int cmd_pretrain(int argc, char** argv) {
       {Flag::Int, "seed", &seed, 0, 1LL << 62, "seed of the init, data order, masks and dropout"},
       {Flag::Int, "threads", &threads, 0, 4096, "CPU threads; 0 = all"},
   };
+  optimizer_flags(&flags, &opt, &clip);
   std::vector<std::string> rest;
   std::string err;
   int rc = parse_flags(argc, argv, flags, kPretrainUsage, &rest, &err);
@@ -3605,17 +3611,13 @@ static int cmd_finetune(int argc, char** argv) {
       {Flag::Int, "micro-batch", &micro, 1, 1 << 20, "sequences per forward/backward; must divide --batch"},
       {Flag::Num, "lr", &lr, 0, 10, "peak learning rate"},
       {Flag::Num, "warmup-frac", &warmup_frac, 0, 1, "linear warmup over this fraction of the steps, then linear decay to 0"},
-      {Flag::Num, "beta1", &opt.beta1, 0, 0.999999, "AdamW beta1"},
-      {Flag::Num, "beta2", &opt.beta2, 0, 0.999999, "AdamW beta2"},
-      {Flag::Num, "eps", &opt.eps, 0, 1, "AdamW epsilon"},
-      {Flag::Num, "weight-decay", &opt.weight_decay, 0, 10, "decoupled weight decay (not on biases, LayerNorm)"},
       {Flag::Num, "dropout", &dropout, 0, 0.9, "dropout after the embeddings and before the classifier"},
-      {Flag::Num, "grad-clip", &clip, 0, 1e9, "clip the global gradient norm to this; 0 = off"},
       {Flag::Int, "eval-every", &eval_every, 0, 1LL << 40, "also evaluate every this many steps; 0 = per epoch"},
       {Flag::Int, "log-every", &log_every, 1, 1LL << 40, "print progress every this many steps"},
       {Flag::Int, "seed", &seed, 0, 1LL << 62, "seed of the head init, data order and dropout"},
       {Flag::Int, "threads", &threads, 0, 4096, "CPU threads; 0 = all"},
   };
+  optimizer_flags(&flags, &opt, &clip);
   std::vector<std::string> rest;
   std::string err;
   int rc = parse_flags(argc, argv, flags, kFinetuneUsage, &rest, &err);
