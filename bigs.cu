@@ -3212,7 +3212,8 @@ static int cmd_pretrain(int argc, char** argv) {
   std::vector<int> ids((size_t)batch * T), types((size_t)batch * T, 0), targets((size_t)batch * T);
   DataOrder order;  // keeps the current shard open across steps
   order.s = &tr, order.seed = (uint64_t)seed;
-  double t_start = now_seconds(), t_last = t_start;
+  double t_start = now_seconds(), t_last = t_start;  // t_last, last_logged: the current tokens/s interval
+  uint64_t last_logged = step;
   uint64_t step0 = step;
   int status = 0;
   const uint64_t last = stop_at ? std::min<uint64_t>(stop_at, steps) : steps;
@@ -3261,24 +3262,33 @@ static int cmd_pretrain(int argc, char** argv) {
     if (step % log_every == 0 || step == (uint64_t)steps) {
       double t = now_seconds(), per_step = (t - t_start) / (double)(step - step0);
       printf("step %" PRIu64 "/%lld | loss %.4f | lr %.3g | grad norm %.3f | %.0f tokens/s | %s left\n", step, steps,
-             loss, lr_now, norm, (double)batch * T * (step % log_every ? 1 : log_every) / (t - t_last),
+             loss, lr_now, norm, (double)batch * T * (double)(step - last_logged) / (t - t_last),
              format_duration(per_step * (double)(steps - step)).c_str());
-      t_last = t;
+      t_last = t, last_logged = step;
       fflush(stdout);
       fflush(log);
     }
-    if (eval_every && step % eval_every == 0 && step != (uint64_t)steps && !validate()) break;
-    if (save_every && step % save_every == 0 && step != (uint64_t)steps && !save("periodic")) return 1;
+    bool paused = false;  // evaluating or saving: not part of the training speed
+    if (eval_every && step % eval_every == 0 && step != (uint64_t)steps) {
+      if (!validate()) {
+        status = 1;
+        break;
+      }
+      paused = true;
+    }
+    if (save_every && step % save_every == 0 && step != (uint64_t)steps) {
+      if (!save("periodic")) return 1;
+      paused = true;
+    }
+    if (paused) t_last = now_seconds(), last_logged = step;
     if (g_stop_signal) {
       printf("signal %d: stopping after step %" PRIu64 "\n", (int)g_stop_signal, step);
       status = 128 + (int)g_stop_signal;
       break;
     }
   }
-  if (status == 0 && !validate()) {
-    fprintf(stderr, "bigs pretrain: %s\n", err.c_str());
-    status = 1;
-  }
+  if (status == 0 && !validate()) status = 1;
+  if (status == 1) fprintf(stderr, "bigs pretrain: %s\n", err.c_str());
   fclose(log);
   if (!save(status ? "interrupted; continue with --resume" : step < (uint64_t)steps ? "--stop-at" : "final"))
     return 1;
