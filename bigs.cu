@@ -42,6 +42,7 @@
 
 #ifdef __CUDACC__
 #include <cublasLt.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <cufft.h>
 // Functions the CPU and the GPU share (random numbers, activation formulas),
@@ -104,6 +105,8 @@ struct Rng {
   }
 };
 
+constexpr int kColChunks = 64;  // row slices of the GPU's two-stage column sums (see CUDA plumbing)
+
 #ifdef __CUDACC__
 // ---------------------------------------------------------------------------
 // CUDA plumbing: checked calls, the context every launcher takes, reductions
@@ -120,10 +123,12 @@ static void cuda_check(cudaError_t e, const char* file, int line) {
 }
 static void cublas_check(cublasStatus_t s, const char* file, int line) {
   if (s != CUBLAS_STATUS_SUCCESS)
-    throw CudaError(strf("%s:%d: cuBLASLt error %s: %s", file, line, cublasLtGetStatusName(s), cublasLtGetStatusString(s)));
+    throw CudaError(
+        strf("%s:%d: cuBLASLt error %s: %s", file, line, cublasLtGetStatusName(s), cublasLtGetStatusString(s)));
 }
 static void cufft_check(cufftResult r, const char* file, int line) {
-  if (r != CUFFT_SUCCESS) throw CudaError(strf("%s:%d: cuFFT error %d (see cufftResult in cufft.h)", file, line, (int)r));
+  if (r != CUFFT_SUCCESS)
+    throw CudaError(strf("%s:%d: cuFFT error %d (see cufftResult in cufft.h)", file, line, (int)r));
 }
 #define cudaCheck(call) cuda_check((call), __FILE__, __LINE__)
 #define cublasCheck(call) cublas_check((call), __FILE__, __LINE__)
@@ -165,10 +170,36 @@ __device__ float block_max(float v) {
   return r;
 }
 
+// Storage types. Kernels compute in fp32 whatever they read or write: ld()
+// widens, st() rounds (to nearest even), so one kernel text serves fp32 and
+// bf16 tensors alike and the arithmetic is the CPU's.
+using bf16 = __nv_bfloat16;
+// nd<X> in a parameter type keeps that argument out of template deduction,
+// so it may be passed as nullptr.
+template <class X>
+struct NoDeduce {
+  using type = X;
+};
+template <class X>
+using nd = typename NoDeduce<X>::type;
+__device__ __forceinline__ float ld(float x) { return x; }
+__device__ __forceinline__ float ld(bf16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ void st(float* p, float v) { *p = v; }
+__device__ __forceinline__ void st(bf16* p, float v) { *p = __float2bfloat16(v); }
+
 // A cuFFT plan pair for `batch` contiguous signals of length n.
 struct FftPlan {
   int n = 0, batch = 0;
   cufftHandle r2c = 0, c2r = 0;
+};
+
+// One cuBLASLt heuristic answer, kept for the problem it was asked for
+// (types, shapes, strides, epilogue, pointer alignments): a training step
+// asks the same few dozen questions every time.
+struct GemmAlgo {
+  std::vector<int64_t> key;
+  bool found = false;
+  cublasLtMatmulAlgo_t algo;
 };
 
 // Everything a launcher needs besides its tensors: the stream, the cuBLASLt
@@ -185,14 +216,23 @@ struct CudaCtx {
   // (tensor cores on fp32 data, products rounded to 10-bit mantissas).
   cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
   std::vector<FftPlan> plans;
-  float* fft_real = nullptr;         // (channels, n) zero-padded signals
-  cufftComplex* fft_spec = nullptr;  // (channels, n/2 + 1) their spectra
-  cufftComplex* fft_spec2 = nullptr; // (channels, n/2 + 1) a second set (dK needs two)
-  cufftComplex* fft_k = nullptr;     // (n/2 + 1) one kernel's spectrum, or the dK sum
-  size_t fft_channels = 0;           // capacity of the buffers above, in signals
-  int fft_n = 0;                     // ... and in signal length
-  double* red = nullptr;             // reduction partials
+  float* fft_real = nullptr;          // (channels, n) zero-padded signals
+  cufftComplex* fft_spec = nullptr;   // (channels, n/2 + 1) their spectra
+  cufftComplex* fft_spec2 = nullptr;  // (channels, n/2 + 1) a second set (dK needs two)
+  cufftComplex* fft_k = nullptr;      // (n/2 + 1) one kernel's spectrum, or the dK sum
+  size_t fft_channels = 0;            // capacity of the buffers above, in signals
+  int fft_n = 0;                      // ... and in signal length
+  double* red = nullptr;              // reduction partials
   size_t red_cap = 0;
+  float* colsum = nullptr;  // (kColChunks, width) partial column sums
+  size_t colsum_cap = 0;    // its capacity in floats
+  // Epilogue fusion (bias, GELU) in cuBLASLt for bf16 products; off, the
+  // same products run with separate bias and GELU kernels (the tests
+  // compare the two).
+  bool fuse_epilogues = true;
+  std::vector<GemmAlgo> algos;  // heuristic results, looked up by problem
+  int* idx = nullptr;           // index lists the embedding backward uploads
+  size_t idx_cap = 0;           // its capacity in ints
 };
 
 constexpr size_t kWorkspaceBytes = 32u << 20;  // cuBLASLt's recommendation for Hopper
@@ -226,6 +266,8 @@ static void cuda_ctx_destroy(CudaCtx* ctx) {
   fft_free_buffers(ctx);
   cudaCheck(cudaFree(ctx->workspace));
   cudaCheck(cudaFree(ctx->red));
+  cudaCheck(cudaFree(ctx->colsum));
+  cudaCheck(cudaFree(ctx->idx));
   if (ctx->lt) cublasCheck(cublasLtDestroy(ctx->lt));
   if (ctx->stream) cudaCheck(cudaStreamDestroy(ctx->stream));
   *ctx = CudaCtx{};
@@ -260,14 +302,33 @@ static void fft_reserve(CudaCtx& ctx, size_t channels, int n) {
   ctx.fft_channels = channels, ctx.fft_n = n;
 }
 
+// Grows a scratch buffer of the context to hold n elements. Only the first
+// step can grow one (model_to_device sizes them for a full batch), so the
+// synchronisation here never lands inside a timed step.
+template <class X>
+static void scratch_reserve(CudaCtx& ctx, X** buf, size_t* cap, size_t n) {
+  if (n <= *cap) return;
+  cudaCheck(cudaStreamSynchronize(ctx.stream));  // the old buffer may still be in use
+  cudaCheck(cudaFree(*buf));
+  *buf = nullptr;
+  cudaCheck(cudaMalloc(buf, n * sizeof(X)));
+  *cap = n;
+}
+
+// Column sums (bias and LayerNorm gradients) run in two deterministic
+// stages: kColChunks slices of rows, each summed in order by one thread per
+// column into ctx.colsum, then one thread per column adds the slices in
+// order. Enough parallelism for a few thousand columns, and no atomics.
+
 // Two-stage deterministic sum of a[i] * b[i] in double (b = null: the sum of
 // squares): a fixed grid, each block sums a fixed slice, then one thread adds
 // the partials in order. No atomics, so every run gives the same bits.
 constexpr int kRedBlocks = 512;
-__global__ void dot_partial_kernel(double* part, const float* a, const float* b, size_t n) {
+template <class X>
+__global__ void dot_partial_kernel(double* part, const X* a, const X* b, size_t n) {
   double s = 0;
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-    s += (double)a[i] * (double)(b ? b[i] : a[i]);
+    s += (double)ld(a[i]) * (double)ld(b ? b[i] : a[i]);
   s = block_sum(s);
   if (threadIdx.x == 0) part[blockIdx.x] = s;
 }
@@ -280,7 +341,8 @@ __global__ void sum_partials_kernel(double* out, float* acc, const double* part,
 }
 
 // sum_i a[i] b[i] (b = null: a[i]^2) into ctx.red[kRedBlocks] and/or added to *acc.
-static void dot_reduce(CudaCtx& ctx, float* acc, const float* a, const float* b, size_t n) {
+template <class X>
+static void dot_reduce(CudaCtx& ctx, float* acc, const X* a, const nd<X>* b, size_t n) {
   dot_partial_kernel<<<kRedBlocks, kThreads, 0, ctx.stream>>>(ctx.red, a, b, n);
   launchCheck();
   sum_partials_kernel<<<1, 1, 0, ctx.stream>>>(ctx.red + kRedBlocks, acc, ctx.red, kRedBlocks);
@@ -307,17 +369,20 @@ struct Config {
 // large is the released BiGS-large (BIGS.md section 1); base is a BERT-base
 // sized sibling; tiny trains on two CPU cores in minutes.
 static bool config_preset(const std::string& name, Config* c) {
-  if (name == "tiny") *c = Config{0, 64, 128, 2, 16, 128, 2, 0};
-  else if (name == "base") *c = Config{30522, 768, 2304, 12, 64, 128, 2, 0};
-  else if (name == "large") *c = Config{30522, 1024, 3072, 23, 64, 128, 2, 0};
-  else return false;
+  if (name == "tiny")
+    *c = Config{0, 64, 128, 2, 16, 128, 2, 0};
+  else if (name == "base")
+    *c = Config{30522, 768, 2304, 12, 64, 128, 2, 0};
+  else if (name == "large")
+    *c = Config{30522, 1024, 3072, 23, 64, 128, 2, 0};
+  else
+    return false;
   return true;
 }
 
 static std::string config_check(const Config& c) {
   auto bad = [](const char* what, int v, int lo, int hi) {
-    return (v < lo || v > hi) ? strf("config: %s = %d is out of range [%d, %d]\n", what, v, lo, hi)
-                              : std::string();
+    return (v < lo || v > hi) ? strf("config: %s = %d is out of range [%d, %d]\n", what, v, lo, hi) : std::string();
   };
   std::string e = bad("V", c.V, 8, 65535) + bad("H", c.H, 1, 1 << 16) + bad("I", c.I, 1, 1 << 18) +
                   bad("L", c.L, 1, 1024) + bad("N", c.N, 1, 4096) + bad("T", c.T, 1, 1 << 16) +
@@ -338,180 +403,199 @@ static std::string config_check(const Config& c) {
 
 #define BIGS_PARAMS(X)                                                                  \
   X(wte, c.V* c.H, 1, "(V, H) word embeddings; the MLM decoder is tied to them")        \
-  X(wpe, c.T* c.H, 1, "(T, H) position embeddings")                                      \
-  X(wtt, c.types* c.H, 1, "(types, H) token type embeddings")                            \
+  X(wpe, c.T* c.H, 1, "(T, H) position embeddings")                                     \
+  X(wtt, c.types* c.H, 1, "(types, H) token type embeddings")                           \
   X(ln_emb_w, c.H, 0, "(H) embedding LayerNorm scale")                                  \
   X(ln_emb_b, c.H, 0, "(H) embedding LayerNorm bias")                                   \
-  X(ln_w, c.L* c.H, 0, "(L, H) pre-norm scale")                                          \
-  X(ln_b, c.L* c.H, 0, "(L, H) pre-norm bias")                                           \
-  X(dv_w, c.L* c.I* c.H, 1, "(L, I, H) dv: the value branch")                            \
-  X(dv_b, c.L* c.I, 0, "(L, I)")                                                         \
-  X(duf_w, c.L* c.H* c.H, 1, "(L, H, H) du_forward")                                     \
-  X(duf_b, c.L* c.H, 0, "(L, H)")                                                        \
-  X(dub_w, c.L* c.H* c.H, 1, "(L, H, H) du_backward")                                    \
-  X(dub_b, c.L* c.H, 0, "(L, H)")                                                        \
+  X(ln_w, c.L* c.H, 0, "(L, H) pre-norm scale")                                         \
+  X(ln_b, c.L* c.H, 0, "(L, H) pre-norm bias")                                          \
+  X(dv_w, c.L* c.I* c.H, 1, "(L, I, H) dv: the value branch")                           \
+  X(dv_b, c.L* c.I, 0, "(L, I)")                                                        \
+  X(duf_w, c.L* c.H* c.H, 1, "(L, H, H) du_forward")                                    \
+  X(duf_b, c.L* c.H, 0, "(L, H)")                                                       \
+  X(dub_w, c.L* c.H* c.H, 1, "(L, H, H) du_backward")                                   \
+  X(dub_b, c.L* c.H, 0, "(L, H)")                                                       \
   X(fs_a_re, c.L* c.N, 1, "(L, N) fs4: real part of A (clipped at -1e-4)")              \
   X(fs_a_im, c.L* c.N, 1, "(L, N) fs4: imaginary part of A")                            \
   X(fs_c, c.L* c.N * 2, 1, "(L, N, 2) fs4: C, real and imaginary")                      \
-  X(fs_d, c.L, 1, "(L) fs4: skip term D")                                                \
-  X(fs_log_step, c.L, 1, "(L) fs4: log of the step dt")                                  \
-  X(bs_a_re, c.L* c.N, 1, "(L, N) bs4")                                                  \
-  X(bs_a_im, c.L* c.N, 1, "(L, N) bs4")                                                  \
-  X(bs_c, c.L* c.N * 2, 1, "(L, N, 2) bs4")                                              \
-  X(bs_d, c.L, 1, "(L) bs4")                                                             \
-  X(bs_log_step, c.L, 1, "(L) bs4")                                                      \
-  X(ducf_w, c.L* c.H* c.H, 1, "(L, H, H) duc_forward")                                   \
-  X(ducf_b, c.L* c.H, 0, "(L, H)")                                                       \
-  X(ducb_w, c.L* c.H* c.H, 1, "(L, H, H) duc_backward")                                  \
-  X(ducb_b, c.L* c.H, 0, "(L, H)")                                                       \
-  X(dol_w, c.L* c.I* c.H, 1, "(L, I, H) dol: the gate projection")                       \
-  X(dol_b, c.L* c.I, 0, "(L, I)")                                                        \
-  X(do_w, c.L* c.H* c.I, 1, "(L, H, I) do: the output projection")                       \
-  X(do_b, c.L* c.H, 0, "(L, H)")                                                         \
-  X(head_w, c.H* c.H, 1, "(H, H) MLM transform dense")                                   \
-  X(head_b, c.H, 0, "(H)")                                                               \
-  X(head_ln_w, c.H, 0, "(H) MLM transform LayerNorm scale")                              \
-  X(head_ln_b, c.H, 0, "(H) MLM transform LayerNorm bias")                               \
-  X(head_bias, c.V, 0, "(V) MLM decoder bias")                                           \
+  X(fs_d, c.L, 1, "(L) fs4: skip term D")                                               \
+  X(fs_log_step, c.L, 1, "(L) fs4: log of the step dt")                                 \
+  X(bs_a_re, c.L* c.N, 1, "(L, N) bs4")                                                 \
+  X(bs_a_im, c.L* c.N, 1, "(L, N) bs4")                                                 \
+  X(bs_c, c.L* c.N * 2, 1, "(L, N, 2) bs4")                                             \
+  X(bs_d, c.L, 1, "(L) bs4")                                                            \
+  X(bs_log_step, c.L, 1, "(L) bs4")                                                     \
+  X(ducf_w, c.L* c.H* c.H, 1, "(L, H, H) duc_forward")                                  \
+  X(ducf_b, c.L* c.H, 0, "(L, H)")                                                      \
+  X(ducb_w, c.L* c.H* c.H, 1, "(L, H, H) duc_backward")                                 \
+  X(ducb_b, c.L* c.H, 0, "(L, H)")                                                      \
+  X(dol_w, c.L* c.I* c.H, 1, "(L, I, H) dol: the gate projection")                      \
+  X(dol_b, c.L* c.I, 0, "(L, I)")                                                       \
+  X(do_w, c.L* c.H* c.I, 1, "(L, H, I) do: the output projection")                      \
+  X(do_b, c.L* c.H, 0, "(L, H)")                                                        \
+  X(head_w, c.H* c.H, 1, "(H, H) MLM transform dense")                                  \
+  X(head_b, c.H, 0, "(H)")                                                              \
+  X(head_ln_w, c.H, 0, "(H) MLM transform LayerNorm scale")                             \
+  X(head_ln_b, c.H, 0, "(H) MLM transform LayerNorm bias")                              \
+  X(head_bias, c.V, 0, "(V) MLM decoder bias")                                          \
   X(pool_w, (c.labels ? c.H * c.H : 0), 1, "(H, H) pooler dense (classification only)") \
-  X(pool_b, (c.labels ? c.H : 0), 0, "(H)")                                              \
-  X(cls_w, c.labels* c.H, 1, "(Y, H) classifier")                                        \
+  X(pool_b, (c.labels ? c.H : 0), 0, "(H)")                                             \
+  X(cls_w, c.labels* c.H, 1, "(Y, H) classifier")                                       \
   X(cls_b, c.labels, 0, "(Y)")
 
-struct Params {
-#define X(name, count, decay, shape) float* name;
+template <class W>
+struct ParamsT {
+#define X(name, count, decay, shape) W* name;
   BIGS_PARAMS(X)
 #undef X
 };
+using Params = ParamsT<float>;
 
 // One row of a table, for the loops that treat every tensor alike.
 struct TensorInfo {
   const char* name;
-  size_t offset;  // in floats, from the start of the block
+  size_t offset;  // in elements, from the start of the block
   size_t count;
   bool decay;
   const char* shape;
 };
 
-static std::vector<TensorInfo> param_table(const Config& c) {
+static size_t round_up(size_t n, size_t align) { return (n + align - 1) / align * align; }
+
+// The parameter table. Host blocks and checkpoints are packed (align 1);
+// the GPU's blocks start every tensor at a multiple of `align` elements, so
+// that the dense layers' operands are aligned the way cuBLASLt's fastest
+// kernels want (the packed layout leaves them at odd offsets after the
+// (L)-sized SSM tensors).
+static std::vector<TensorInfo> param_table(const Config& c, size_t align = 1) {
   std::vector<TensorInfo> t;
   size_t off = 0;
-#define X(name, count, decay, shape)                     \
+#define X(name, count, decay, shape)                        \
   t.push_back({#name, off, (size_t)(count), decay, shape}); \
-  off += (size_t)(count);
+  off = round_up(off + (size_t)(count), align);
   BIGS_PARAMS(X)
 #undef X
   return t;
 }
 
-static size_t table_total(const std::vector<TensorInfo>& t) {
-  return t.empty() ? 0 : t.back().offset + t.back().count;
-}
+static size_t table_total(const std::vector<TensorInfo>& t) { return t.empty() ? 0 : t.back().offset + t.back().count; }
 
-static void point_params(Params* p, float* base, const Config& c) {
+template <class W>
+static void point_params(ParamsT<W>* p, W* base, const Config& c, size_t align = 1) {
   size_t off = 0;
 #define X(name, count, decay, shape) \
   p->name = base + off;              \
-  off += (size_t)(count);
+  off = round_up(off + (size_t)(count), align);
   BIGS_PARAMS(X)
 #undef X
 }
 
+// The row stride of the MLM logits on the GPU: V rounded up to 8 elements
+// (16 bytes in bf16), so that every row of the (R, V) logits and their
+// gradient starts aligned, as cuBLASLt's tensor-core kernels want. V =
+// 30522 is not a multiple of 8. The padding columns stay 0 and are never
+// read. (The CPU keeps stride V and leaves the padding unused.)
+static size_t logit_stride(const Config& c) { return round_up((size_t)c.V, 8); }
+
 // Activations saved by the forward pass for the backward pass, for a batch of
 // B sequences and up to R rows through the MLM head.
-#define BIGS_ACTS(X)                                                              \
-  X(emb, B* T* c.H, "(B, T, H) word + position + type embedding, before LayerNorm") \
-  X(emb_mean, B* T, "(B, T) its LayerNorm statistics")                              \
-  X(emb_rstd, B* T, "(B, T)")                                                       \
-  X(emb_ln, B* T* c.H, "(B, T, H) after LayerNorm, before dropout")                \
-  X(res, (c.L + 1) * B * T * c.H, "(L+1, B, T, H) residual stream; res[0] = embeddings") \
-  X(ln, c.L* B* T* c.H, "(L, B, T, H) h = LayerNorm_l(x)")                          \
-  X(ln_mean, c.L* B* T, "(L, B, T)")                                                \
-  X(ln_rstd, c.L* B* T, "(L, B, T)")                                                \
-  X(v_pre, c.L* B* T* c.I, "(L, B, T, I) h Wv + bv")                                \
-  X(v, c.L* B* T* c.I, "(L, B, T, I) gelu_tanh(v_pre)")                             \
-  X(uf_pre, c.L* B* T* c.H, "(L, B, T, H)")                                         \
-  X(uf, c.L* B* T* c.H, "(L, B, T, H) forward SSM input")                           \
-  X(ub_pre, c.L* B* T* c.H, "(L, B, T, H) in original time order")                  \
-  X(ub, c.L* B* T* c.H, "(L, B, T, H) backward SSM input, original time order")     \
-  X(kf, c.L* T, "(L, T) forward SSM kernel K")                                      \
-  X(kb, c.L* T, "(L, T) backward SSM kernel K")                                     \
-  X(sf, c.L* B* T* c.H, "(L, B, T, H) forward SSM output")                          \
-  X(sb, c.L* B* T* c.H, "(L, B, T, H) backward SSM output, original time order")    \
-  X(cf, c.L* B* T* c.H, "(L, B, T, H)")                                             \
-  X(cb, c.L* B* T* c.H, "(L, B, T, H)")                                             \
-  X(gate, c.L* B* T* c.H, "(L, B, T, H) cf * cb")                                   \
-  X(g_pre, c.L* B* T* c.I, "(L, B, T, I)")                                          \
-  X(g, c.L* B* T* c.I, "(L, B, T, I) gelu_tanh(g_pre)")                             \
-  X(gv, c.L* B* T* c.I, "(L, B, T, I) g * v")                                       \
-  X(head_in, R* c.H, "(R, H) final hidden states of the predicted rows")           \
-  X(head_pre, R* c.H, "(R, H)")                                                     \
-  X(head_act, R* c.H, "(R, H) gelu_erf(head_pre)")                                  \
-  X(head_ln, R* c.H, "(R, H)")                                                      \
-  X(head_mean, R, "(R)")                                                            \
-  X(head_rstd, R, "(R)")                                                            \
-  X(logits, R* c.V, "(R, V) MLM logits of the predicted rows")                     \
-  X(row_loss, R, "(R) cross-entropy of each predicted row")                        \
-  X(pooled, B* c.H, "(B, H) mean of the final states over non-padding tokens")      \
-  X(pool_pre, B* c.H, "(B, H) pooled Wp + bp")                                      \
-  X(pool, B* c.H, "(B, H) tanh(pool_pre)")                                          \
-  X(pool_drop, B* c.H, "(B, H) pool after dropout")                                 \
-  X(cls_logits, B* c.labels, "(B, Y)")                                               \
-  X(cls_loss, B, "(B) loss of each sequence")
+#define BIGS_ACTS(X)                                                                                          \
+  X(emb, B* T* c.H, F, "(B, T, H) word + position + type embedding, before LayerNorm")                        \
+  X(emb_mean, B* T, F, "(B, T) its LayerNorm statistics")                                                     \
+  X(emb_rstd, B* T, F, "(B, T)")                                                                              \
+  X(emb_ln, B* T* c.H, F, "(B, T, H) after LayerNorm, before dropout")                                        \
+  X(res, (c.L + 1) * B * T * c.H, A, "(L+1, B, T, H) residual stream; res[0] = embeddings")                   \
+  X(ln, c.L* B* T* c.H, A, "(L, B, T, H) h = LayerNorm_l(x)")                                                 \
+  X(ln_mean, c.L* B* T, F, "(L, B, T)")                                                                       \
+  X(ln_rstd, c.L* B* T, F, "(L, B, T)")                                                                       \
+  X(v_pre, c.L* B* T* c.I, A, "(L, B, T, I) h Wv + bv")                                                       \
+  X(v, c.L* B* T* c.I, A, "(L, B, T, I) gelu_tanh(v_pre)")                                                    \
+  X(uf_pre, c.L* B* T* c.H, A, "(L, B, T, H)")                                                                \
+  X(uf, c.L* B* T* c.H, A, "(L, B, T, H) forward SSM input")                                                  \
+  X(ub_pre, c.L* B* T* c.H, A, "(L, B, T, H) in original time order")                                         \
+  X(ub, c.L* B* T* c.H, A, "(L, B, T, H) backward SSM input, original time order")                            \
+  X(kf, c.L* T, F, "(L, T) forward SSM kernel K")                                                             \
+  X(kb, c.L* T, F, "(L, T) backward SSM kernel K")                                                            \
+  X(sf, c.L* B* T* c.H, A, "(L, B, T, H) forward SSM output")                                                 \
+  X(sb, c.L* B* T* c.H, A, "(L, B, T, H) backward SSM output, original time order")                           \
+  X(cf, c.L* B* T* c.H, A, "(L, B, T, H)")                                                                    \
+  X(cb, c.L* B* T* c.H, A, "(L, B, T, H)")                                                                    \
+  X(gate, c.L* B* T* c.H, A, "(L, B, T, H) cf * cb")                                                          \
+  X(g_pre, c.L* B* T* c.I, A, "(L, B, T, I)")                                                                 \
+  X(g, c.L* B* T* c.I, A, "(L, B, T, I) gelu_tanh(g_pre)")                                                    \
+  X(gv, c.L* B* T* c.I, A, "(L, B, T, I) g * v")                                                              \
+  X(head_in, R* c.H, A, "(R, H) final hidden states of the predicted rows")                                   \
+  X(head_pre, R* c.H, A, "(R, H)")                                                                            \
+  X(head_act, R* c.H, F, "(R, H) gelu_erf(head_pre)")                                                         \
+  X(head_ln, R* c.H, A, "(R, H)")                                                                             \
+  X(head_mean, R, F, "(R)")                                                                                   \
+  X(head_rstd, R, F, "(R)")                                                                                   \
+  X(logits, R* logit_stride(c), F, "(R, V) MLM logits of the predicted rows (rows padded, see logit_stride)") \
+  X(row_loss, R, F, "(R) cross-entropy of each predicted row")                                                \
+  X(pooled, B* c.H, F, "(B, H) mean of the final states over non-padding tokens")                             \
+  X(pool_pre, B* c.H, F, "(B, H) pooled Wp + bp")                                                             \
+  X(pool, B* c.H, F, "(B, H) tanh(pool_pre)")                                                                 \
+  X(pool_drop, B* c.H, F, "(B, H) pool after dropout")                                                        \
+  X(cls_logits, B* c.labels, F, "(B, Y)")                                                                     \
+  X(cls_loss, B, F, "(B) loss of each sequence")
 
 // Per-layer scratch for the backward pass: reused by every layer.
-#define BIGS_SCRATCH(X)                                       \
-  X(dres, B* T* c.H, "(B, T, H) gradient of the residual stream") \
-  X(dh, B* T* c.H, "(B, T, H)")                               \
-  X(duf, B* T* c.H, "(B, T, H)")                              \
-  X(dub, B* T* c.H, "(B, T, H)")                              \
-  X(dsf, B* T* c.H, "(B, T, H)")                              \
-  X(dsb, B* T* c.H, "(B, T, H)")                              \
-  X(dcf, B* T* c.H, "(B, T, H)")                              \
-  X(dcb, B* T* c.H, "(B, T, H)")                              \
-  X(dgate, B* T* c.H, "(B, T, H)")                            \
-  X(dv, B* T* c.I, "(B, T, I)")                               \
-  X(dg, B* T* c.I, "(B, T, I)")                               \
-  X(dgv, B* T* c.I, "(B, T, I)")                              \
-  X(dk, T, "(T) gradient of one SSM kernel")                  \
-  X(dhead, R* c.H, "(R, H)")                                  \
-  X(dhead2, R* c.H, "(R, H)")                                 \
-  X(dlogits, R* c.V, "(R, V)")                                \
-  X(dpool, B* c.H, "(B, H)")                                  \
-  X(dpooled, B* c.H, "(B, H)")                                \
-  X(dcls_logits, B* c.labels, "(B, Y)")
+#define BIGS_SCRATCH(X)                                                                         \
+  X(dres, B* T* c.H, F, "(B, T, H) gradient of the residual stream")                            \
+  X(dres_a, B* T* c.H, A, "(B, T, H) dres rounded to A: the operand of the layer's last dense") \
+  X(dh, B* T* c.H, F, "(B, T, H)")                                                              \
+  X(duf, B* T* c.H, A, "(B, T, H)")                                                             \
+  X(dub, B* T* c.H, A, "(B, T, H)")                                                             \
+  X(dsf, B* T* c.H, A, "(B, T, H)")                                                             \
+  X(dsb, B* T* c.H, A, "(B, T, H)")                                                             \
+  X(dcf, B* T* c.H, A, "(B, T, H)")                                                             \
+  X(dcb, B* T* c.H, A, "(B, T, H)")                                                             \
+  X(dgate, B* T* c.H, A, "(B, T, H)")                                                           \
+  X(dv, B* T* c.I, A, "(B, T, I)")                                                              \
+  X(dg, B* T* c.I, A, "(B, T, I)")                                                              \
+  X(dgv, B* T* c.I, A, "(B, T, I)")                                                             \
+  X(dk, T, F, "(T) gradient of one SSM kernel")                                                 \
+  X(dhead, R* c.H, F, "(R, H)")                                                                 \
+  X(dhead2, R* c.H, A, "(R, H)")                                                                \
+  X(dlogits, R* logit_stride(c), A, "(R, V), rows padded")                                      \
+  X(dpool, B* c.H, F, "(B, H)")                                                                 \
+  X(dpooled, B* c.H, F, "(B, H)")                                                               \
+  X(dcls_logits, B* c.labels, F, "(B, Y) from the host")
 
-struct Acts {
-#define X(name, count, shape) float* name;
+// The type column: F tensors are always fp32 (statistics, SSM kernels,
+// logits and losses, the small classification head, and the gradients that
+// are sums over many terms); A
+// tensors have the activation precision S: fp32 on the CPU and in the GPU's
+// fp32 mode, bf16 in its bf16 mode.
+template <class S>
+struct ActsT {
+  using A = S;
+  using F = float;
+#define X(name, count, type, shape) type* name;
   BIGS_ACTS(X)
   BIGS_SCRATCH(X)
 #undef X
-  int* rows;  // (R) flat index b * T + t of each predicted row
-  int* row_target;  // (R) its target token
+  int* rows = nullptr;        // (R) flat index b * T + t of each predicted row (host)
+  int* row_target = nullptr;  // (R) its target token (host)
 };
+using Acts = ActsT<float>;
 
-static std::vector<TensorInfo> act_table(const Config& c, size_t B, size_t R) {
-  size_t T = (size_t)c.T;
-  std::vector<TensorInfo> t;
-  size_t off = 0;
-#define X(name, count, shape)                                 \
-  t.push_back({#name, off, (size_t)(count), false, shape}); \
-  off += (size_t)(count);
+// Lays the activation tables out in one block of bytes, each tensor at a
+// multiple of `align` bytes, and returns the block's size; a null base only
+// counts. The CPU packs (align 4: the floats follow one another); the GPU
+// aligns every tensor to 256 bytes.
+template <class S>
+static size_t layout_acts(ActsT<S>* a, char* base, const Config& c, size_t B, size_t R, size_t align) {
+  using A = S;
+  using F = float;
+  size_t T = (size_t)c.T, off = 0;
+#define X(name, count, type, shape)                      \
+  if (a) a->name = base ? (type*)(base + off) : nullptr; \
+  off = round_up(off + (size_t)(count) * sizeof(type), align);
   BIGS_ACTS(X)
   BIGS_SCRATCH(X)
 #undef X
-  return t;
-}
-
-static void point_acts(Acts* a, float* base, const Config& c, size_t B, size_t R) {
-  size_t T = (size_t)c.T;
-  size_t off = 0;
-#define X(name, count, shape) \
-  a->name = base + off;       \
-  off += (size_t)(count);
-  BIGS_ACTS(X)
-  BIGS_SCRATCH(X)
-#undef X
+  return off;
 }
 
 // ============================================================================
@@ -524,13 +608,15 @@ static void point_acts(Acts* a, float* base, const Config& c, size_t B, size_t R
 // The CPU versions are templates so the tests can run them in double
 // precision for finite differences; the model instantiates them with float.
 
+enum class Act { GeluTanh, GeluErf, Tanh };  // the activations (see below)
+
 // ---------------------------------------------------------------------------
 // Embeddings: e = wte[id] + wpe[t] + wtt[type]
 // ---------------------------------------------------------------------------
 
 template <class F>
-void embedding_forward_cpu(F* out, const int* ids, const int* types, const F* wte, const F* wpe,
-                           const F* wtt, int B, int T, int H) {  // out (B, T, H) =
+void embedding_forward_cpu(F* out, const int* ids, const int* types, const F* wte, const F* wpe, const F* wtt, int B,
+                           int T, int H) {  // out (B, T, H) =
 #pragma omp parallel for collapse(2)
   for (int b = 0; b < B; b++)
     for (int t = 0; t < T; t++) {
@@ -546,8 +632,8 @@ void embedding_forward_cpu(F* out, const int* ids, const int* types, const F* wt
 // parallel loop runs over channels: every sum then has one fixed order and
 // the result is bit-reproducible for any thread count.
 template <class F>
-void embedding_backward_cpu(F* dwte, F* dwpe, F* dwtt, const F* dout, const int* ids, const int* types,
-                            int B, int T, int H) {
+void embedding_backward_cpu(F* dwte, F* dwpe, F* dwtt, const F* dout, const int* ids, const int* types, int B, int T,
+                            int H) {
 #pragma omp parallel for
   for (int h = 0; h < H; h++)
     for (int b = 0; b < B; b++)
@@ -569,32 +655,79 @@ __global__ void embedding_forward_kernel(float* out, const int* ids, const int* 
   out[i] = wte[(size_t)ids[bt] * H + h] + wpe[(size_t)t * H + h] + wtt[(size_t)types[bt] * H + h];
 }
 
-// One thread per channel walking the tokens in the CPU's order: no two
-// threads touch one address, no atomics, the same sums bit for bit.
-__global__ void embedding_backward_kernel(float* dwte, float* dwpe, float* dwtt, const float* dout, const int* ids,
-                                          const int* types, int B, int T, int H) {
-  int h = blockIdx.x * blockDim.x + threadIdx.x;
-  if (h >= H) return;
-  for (int b = 0; b < B; b++)
-    for (int t = 0; t < T; t++) {
-      float d = dout[((size_t)b * T + t) * H + h];
-      dwte[(size_t)ids[b * T + t] * H + h] += d;
-      dwpe[(size_t)t * H + h] += d;
-      dwtt[(size_t)types[b * T + t] * H + h] += d;
-    }
+// The gradient of a table row is a sum over the tokens that use it. The
+// host groups the positions by key (a stable counting sort: groups in key
+// order, positions in order within each), and one thread per (group,
+// channel) sums its group in that order: deterministic, no atomics, and
+// every group's threads read consecutive channels.
+//   dst[dest[k]] += sum of src rows order[start[k]] .. order[start[k+1] - 1]
+__global__ void group_rowsum_kernel(float* dst, const float* src, const int* order, const int* start, const int* dest,
+                                    int groups, int H) {
+  size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+  if (i >= (size_t)groups * H) return;
+  int k = (int)(i / H), h = (int)(i % H);
+  float s = 0;
+  for (int j = start[k]; j < start[k + 1]; j++) s += src[(size_t)order[j] * H + h];
+  dst[(size_t)dest[k] * H + h] += s;
+}
+
+// dwpe[t] += sum over b of dout[b, t]: one thread per (t, channel).
+__global__ void position_grad_kernel(float* dwpe, const float* dout, int B, int T, int H) {
+  size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+  if (i >= (size_t)T * H) return;
+  float s = 0;
+  for (int b = 0; b < B; b++) s += dout[(size_t)b * T * H + i];
+  dwpe[i] += s;
+}
+
+// Appends to v the groups of the n positions by key: order (n), start
+// (groups + 1), dest (groups). Returns the number of groups.
+static int group_by_key(std::vector<int>* v, const int* key, int n) {
+  int nkeys = 0;
+  for (int i = 0; i < n; i++) nkeys = std::max(nkeys, key[i] + 1);
+  std::vector<int> count(nkeys + 1, 0);
+  for (int i = 0; i < n; i++) count[key[i] + 1]++;
+  for (int k = 0; k < nkeys; k++) count[k + 1] += count[k];  // count[k] = first slot of key k
+  size_t at = v->size();
+  v->resize(at + n);
+  std::vector<int> next(count.begin(), count.end() - 1);
+  for (int i = 0; i < n; i++) (*v)[at + next[key[i]]++] = i;
+  std::vector<int> start, dest;
+  for (int k = 0; k < nkeys; k++)
+    if (count[k + 1] > count[k]) start.push_back(count[k]), dest.push_back(k);
+  start.push_back(n);
+  v->insert(v->end(), start.begin(), start.end());
+  v->insert(v->end(), dest.begin(), dest.end());
+  return (int)dest.size();
 }
 
 static void embedding_forward(CudaCtx& ctx, float* out, const int* ids, const int* types, const float* wte,
                               const float* wpe, const float* wtt, int B, int T, int H) {  // out (B, T, H) =
-  embedding_forward_kernel<<<grid_for((size_t)B * T * H), kThreads, 0, ctx.stream>>>(out, ids, types, wte, wpe, wtt,
-                                                                                      B, T, H);
+  embedding_forward_kernel<<<grid_for((size_t)B * T * H), kThreads, 0, ctx.stream>>>(out, ids, types, wte, wpe, wtt, B,
+                                                                                     T, H);
   launchCheck();
 }
 
-// dwte, dwpe, dwtt +=.
-static void embedding_backward(CudaCtx& ctx, float* dwte, float* dwpe, float* dwtt, const float* dout, const int* ids,
-                               const int* types, int B, int T, int H) {
-  embedding_backward_kernel<<<grid_for(H), kThreads, 0, ctx.stream>>>(dwte, dwpe, dwtt, dout, ids, types, B, T, H);
+// dwte, dwpe, dwtt +=. ids and types are the batch's, on the host (the
+// forward uploaded its own copy).
+static void embedding_backward(CudaCtx& ctx, float* dwte, float* dwpe, float* dwtt, const float* dout,
+                               const int* host_ids, const int* host_types, int B, int T, int H) {
+  int n = B * T;
+  std::vector<int> v;
+  int g_ids = group_by_key(&v, host_ids, n);
+  size_t at_types = v.size();
+  int g_types = group_by_key(&v, host_types, n);
+  scratch_reserve(ctx, &ctx.idx, &ctx.idx_cap, v.size());
+  cudaCheck(cudaMemcpyAsync(ctx.idx, v.data(), v.size() * sizeof(int), cudaMemcpyHostToDevice, ctx.stream));
+  const int* q = ctx.idx;  // order, start, dest for the ids; then for the types
+  group_rowsum_kernel<<<grid_for((size_t)g_ids * H), kThreads, 0, ctx.stream>>>(dwte, dout, q, q + n, q + n + g_ids + 1,
+                                                                                g_ids, H);
+  launchCheck();
+  q = ctx.idx + at_types;
+  group_rowsum_kernel<<<grid_for((size_t)g_types * H), kThreads, 0, ctx.stream>>>(dwtt, dout, q, q + n,
+                                                                                  q + n + g_types + 1, g_types, H);
+  launchCheck();
+  position_grad_kernel<<<grid_for((size_t)T * H), kThreads, 0, ctx.stream>>>(dwpe, dout, B, T, H);
   launchCheck();
 }
 #endif
@@ -627,8 +760,8 @@ void layernorm_forward_cpu(F* out, F* mean, F* rstd, const F* inp, const F* w, c
 
 // dinp, dw, db +=.
 template <class F>
-void layernorm_backward_cpu(F* dinp, F* dw, F* db, const F* dout, const F* inp, const F* w,
-                            const F* mean, const F* rstd, int rows, int C) {
+void layernorm_backward_cpu(F* dinp, F* dw, F* db, const F* dout, const F* inp, const F* w, const F* mean,
+                            const F* rstd, int rows, int C) {
 #pragma omp parallel for
   for (int r = 0; r < rows; r++) {
     const F* x = inp + (size_t)r * C;
@@ -667,56 +800,71 @@ void layernorm_backward_cpu(F* dinp, F* dw, F* db, const F* dout, const F* inp, 
 #ifdef __CUDACC__
 // One block per row; the statistics are fp32 block sums, two passes as on
 // the CPU (no E[x^2] - E[x]^2 cancellation).
-__global__ void layernorm_forward_kernel(float* out, float* mean, float* rstd, const float* inp, const float* w,
+template <class TO, class TI>
+__global__ void layernorm_forward_kernel(TO* out, float* mean, float* rstd, const TI* inp, const float* w,
                                          const float* b, int C) {
-  const float* x = inp + (size_t)blockIdx.x * C;
+  const TI* x = inp + (size_t)blockIdx.x * C;
   float s = 0;
-  for (int i = threadIdx.x; i < C; i += blockDim.x) s += x[i];
+  for (int i = threadIdx.x; i < C; i += blockDim.x) s += ld(x[i]);
   float m = block_sum(s) / C;
   float v = 0;
-  for (int i = threadIdx.x; i < C; i += blockDim.x) v += (x[i] - m) * (x[i] - m);
+  for (int i = threadIdx.x; i < C; i += blockDim.x) v += (ld(x[i]) - m) * (ld(x[i]) - m);
   float r = 1.0f / sqrtf(block_sum(v) / C + (float)kLayerNormEps);
-  float* o = out + (size_t)blockIdx.x * C;
-  for (int i = threadIdx.x; i < C; i += blockDim.x) o[i] = (x[i] - m) * r * w[i] + b[i];
+  TO* o = out + (size_t)blockIdx.x * C;
+  for (int i = threadIdx.x; i < C; i += blockDim.x) st(o + i, (ld(x[i]) - m) * r * w[i] + b[i]);
   if (threadIdx.x == 0) mean[blockIdx.x] = m, rstd[blockIdx.x] = r;
 }
 
 // dinp += per row (one block each), the same formula as the CPU's.
-__global__ void layernorm_backward_dinp_kernel(float* dinp, const float* dout, const float* inp, const float* w,
+template <class TD, class TO, class TI>
+__global__ void layernorm_backward_dinp_kernel(TD* dinp, const TO* dout, const TI* inp, const float* w,
                                                const float* mean, const float* rstd, int C) {
   size_t r = blockIdx.x;
-  const float* x = inp + r * C;
-  const float* d = dout + r * C;
+  const TI* x = inp + r * C;
+  const TO* d = dout + r * C;
   float m = mean[r], s = rstd[r], a = 0, c = 0;
   for (int i = threadIdx.x; i < C; i += blockDim.x) {
-    float dn = d[i] * w[i];
+    float dn = ld(d[i]) * w[i];
     a += dn;
-    c += dn * (x[i] - m) * s;
+    c += dn * (ld(x[i]) - m) * s;
   }
   float mean_dn = block_sum(a) / C, mean_dn_n = block_sum(c) / C;
   for (int i = threadIdx.x; i < C; i += blockDim.x) {
-    float n = (x[i] - m) * s;
-    dinp[r * C + i] += s * (d[i] * w[i] - mean_dn - n * mean_dn_n);
+    float n = (ld(x[i]) - m) * s;
+    st(dinp + r * C + i, ld(dinp[r * C + i]) + s * (ld(d[i]) * w[i] - mean_dn - n * mean_dn_n));
   }
 }
 
-// dw, db += per column: one thread per column walks the rows in order, so the
-// sums are deterministic and reads are coalesced across the threads.
-__global__ void layernorm_backward_dw_kernel(float* dw, float* db, const float* dout, const float* inp,
-                                             const float* mean, const float* rstd, int rows, int C) {
+// The first stage of dw, db: slice blockIdx.y of the rows, one thread per
+// column, into part[slice][0 .. C) (dw) and part[slice][C .. 2C) (db).
+template <class TO, class TI>
+__global__ void layernorm_dw_partial_kernel(float* part, const TO* dout, const TI* inp, const float* mean,
+                                            const float* rstd, int rows, int C) {
   int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= C) return;
+  int per = (rows + kColChunks - 1) / kColChunks, r0 = blockIdx.y * per, r1 = min(rows, r0 + per);
   float sw = 0, sb = 0;
-  for (int r = 0; r < rows; r++) {
-    float d = dout[(size_t)r * C + i];
-    sw += d * (inp[(size_t)r * C + i] - mean[r]) * rstd[r];
+  for (int r = r0; r < r1; r++) {
+    float d = ld(dout[(size_t)r * C + i]);
+    sw += d * (ld(inp[(size_t)r * C + i]) - mean[r]) * rstd[r];
     sb += d;
   }
-  dw[i] += sw;
-  db[i] += sb;
+  part[(size_t)blockIdx.y * 2 * C + i] = sw;
+  part[(size_t)blockIdx.y * 2 * C + C + i] = sb;
 }
 
-static void layernorm_forward(CudaCtx& ctx, float* out, float* mean, float* rstd, const float* inp, const float* w,
+// The second stage of every column sum: dst[i] += the slices' partials
+// part[k * stride + i], added in slice order.
+__global__ void colsum_finish_kernel(float* dst, const float* part, int C, size_t stride) {
+  int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= C) return;
+  float s = 0;
+  for (int k = 0; k < kColChunks; k++) s += part[k * stride + i];
+  dst[i] += s;
+}
+
+template <class TO, class TI>
+static void layernorm_forward(CudaCtx& ctx, TO* out, float* mean, float* rstd, const TI* inp, const float* w,
                               const float* b, int rows, int C) {  // out (rows, C), mean, rstd (rows) =
   if (rows == 0) return;
   layernorm_forward_kernel<<<rows, kThreads, 0, ctx.stream>>>(out, mean, rstd, inp, w, b, C);
@@ -724,12 +872,19 @@ static void layernorm_forward(CudaCtx& ctx, float* out, float* mean, float* rstd
 }
 
 // dinp, dw, db +=.
-static void layernorm_backward(CudaCtx& ctx, float* dinp, float* dw, float* db, const float* dout, const float* inp,
+template <class TD, class TO, class TI>
+static void layernorm_backward(CudaCtx& ctx, TD* dinp, float* dw, float* db, const TO* dout, const TI* inp,
                                const float* w, const float* mean, const float* rstd, int rows, int C) {
   if (rows == 0) return;
   layernorm_backward_dinp_kernel<<<rows, kThreads, 0, ctx.stream>>>(dinp, dout, inp, w, mean, rstd, C);
   launchCheck();
-  layernorm_backward_dw_kernel<<<grid_for(C), kThreads, 0, ctx.stream>>>(dw, db, dout, inp, mean, rstd, rows, C);
+  scratch_reserve(ctx, &ctx.colsum, &ctx.colsum_cap, (size_t)kColChunks * 2 * C);
+  layernorm_dw_partial_kernel<<<dim3(grid_for(C), kColChunks), kThreads, 0, ctx.stream>>>(ctx.colsum, dout, inp, mean,
+                                                                                          rstd, rows, C);
+  launchCheck();
+  colsum_finish_kernel<<<grid_for(C), kThreads, 0, ctx.stream>>>(dw, ctx.colsum, C, 2 * (size_t)C);
+  launchCheck();
+  colsum_finish_kernel<<<grid_for(C), kThreads, 0, ctx.stream>>>(db, ctx.colsum + C, C, 2 * (size_t)C);
   launchCheck();
 }
 #endif
@@ -771,8 +926,8 @@ void dense_forward_cpu(F* out, const F* inp, const F* w, const F* bias, int rows
 // dw walks the rows in blocks that stay in cache while every output row of
 // dw this thread owns is updated from them.
 template <class F>
-void dense_backward_cpu(F* dinp, F* dw, F* db, const F* dout, const F* inp, const F* w, int rows,
-                        int in_dim, int out_dim) {
+void dense_backward_cpu(F* dinp, F* dw, F* db, const F* dout, const F* inp, const F* w, int rows, int in_dim,
+                        int out_dim) {
   if (dinp) {  // four rows at a time again, sharing each weight row
 #pragma omp parallel for schedule(static)
     for (int r0 = 0; r0 < rows; r0 += 4) {
@@ -824,97 +979,212 @@ void dense_backward_cpu(F* dinp, F* dw, F* db, const F* dout, const F* inp, cons
 }
 
 #ifdef __CUDACC__
-// The largest power of two, up to 256, that divides the address. Tensors sit
-// at arbitrary float offsets in one block while cuBLASLt's heuristic assumes
-// 256-byte aligned operands unless told otherwise; stating the truth keeps it
-// from choosing an algorithm that needs more alignment than we have.
+// The largest power of two, up to 256, that divides the address. Tensors in
+// the host-layout tests sit at arbitrary offsets, while cuBLASLt's heuristic
+// assumes 256-byte aligned operands unless told otherwise; stating the truth
+// keeps it from choosing an algorithm that needs more alignment than we have.
 static uint32_t ptr_alignment(const void* p) {
   uint32_t a = 256;
-  while (a > 4 && (uintptr_t)p % a) a /= 2;
+  while (a > 2 && (uintptr_t)p % a) a /= 2;
   return a;
 }
 
-// C (m, n) = op(A) op(B) + beta C in cuBLASLt's column-major terms, fp32
-// operands, fp32 accumulation, products in ctx.compute (by default exact
-// fp32, so the GPU path can be checked tightly against the CPU's). A
-// row-major (r, c) matrix is a column-major (c, r) one with leading
-// dimension c; the launchers below use that to run our row-major products
-// without copies.
-static void matmul_fp32(CudaCtx& ctx, float* C, const float* A, const float* Bm, bool ta, bool tb, int m, int n,
-                        int k, int lda, int ldb, int ldc, float beta) {
-  if (m == 0 || n == 0 || k == 0) return;  // callers accumulate (beta = 1) or have k > 0
+template <class X>
+constexpr cudaDataType_t dtype_of();
+template <>
+constexpr cudaDataType_t dtype_of<float>() {
+  return CUDA_R_32F;
+}
+template <>
+constexpr cudaDataType_t dtype_of<bf16>() {
+  return CUDA_R_16BF;
+}
+
+// What cuBLASLt adds after the product: nothing, a bias per row of D, or a
+// bias and then GELU (tanh form), keeping the pre-GELU values in `aux`.
+enum class Epi { None, Bias, GeluBias };
+
+// D (m, n) = op(A) op(B) + beta C, then the epilogue, in cuBLASLt's
+// column-major terms (C = null: C is D). A row-major (r, c) matrix is a
+// column-major (c, r) one with leading dimension c; the launchers below use
+// that to run our row-major products without copies.
+// Types: A and B fp32 or bf16; C and D fp32 or bf16; accumulation in fp32
+// always (bf16 operands: CUBLAS_COMPUTE_32F; fp32 operands: ctx.compute,
+// exact fp32 by default or TF32). Bias and aux have D's type.
+// Returns false, having done nothing, when cuBLASLt has no algorithm for an
+// epilogue (the caller then runs the plain product and its own kernels); a
+// plain product without an algorithm is an error.
+template <class TA, class TD>
+static bool matmul(CudaCtx& ctx, TD* D, const TA* A, const TA* Bm, bool ta, bool tb, int m, int n, int k, int lda,
+                   int ldb, int ldd, float beta, const TD* C = nullptr, Epi epi = Epi::None, const TD* bias = nullptr,
+                   TD* aux = nullptr) {
+  if (m == 0 || n == 0 || k == 0) return true;  // callers accumulate (beta = 1) or have k > 0
+  if (!C) C = D;
+  cublasComputeType_t compute = std::is_same<TA, float>::value ? ctx.compute : CUBLAS_COMPUTE_32F;
+  uint32_t al[5] = {ptr_alignment(A), ptr_alignment(Bm), ptr_alignment(C), ptr_alignment(D),
+                    aux ? ptr_alignment(aux) : 256u};
+  std::vector<int64_t> key = {dtype_of<TA>(),
+                              dtype_of<TD>(),
+                              compute,
+                              ta,
+                              tb,
+                              m,
+                              n,
+                              k,
+                              lda,
+                              ldb,
+                              ldd,
+                              (int)epi,
+                              beta != 0,
+                              al[0],
+                              al[1],
+                              al[2],
+                              al[3],
+                              al[4],
+                              bias ? (int64_t)ptr_alignment(bias) : 0};
   cublasLtMatmulDesc_t desc;
-  cublasCheck(cublasLtMatmulDescCreate(&desc, ctx.compute, CUDA_R_32F));
+  cublasCheck(cublasLtMatmulDescCreate(&desc, compute, CUDA_R_32F));
   cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
   cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
   cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
-  cublasLtMatrixLayout_t la, lb, lc;  // the stored shapes, before op()
-  cublasCheck(cublasLtMatrixLayoutCreate(&la, CUDA_R_32F, ta ? k : m, ta ? m : k, lda));
-  cublasCheck(cublasLtMatrixLayoutCreate(&lb, CUDA_R_32F, tb ? n : k, tb ? k : n, ldb));
-  cublasCheck(cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, m, n, ldc));
-  cublasLtMatmulPreference_t pref;
-  cublasCheck(cublasLtMatmulPreferenceCreate(&pref));
-  uint64_t ws = ctx.workspace_size;
-  cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
-  uint32_t al_a = ptr_alignment(A), al_b = ptr_alignment(Bm), al_c = ptr_alignment(C);
-  cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof al_a));
-  cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof al_b));
-  cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c, sizeof al_c));
-  cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c, sizeof al_c));
-  cublasLtMatmulHeuristicResult_t heur;
-  int found = 0;
-  cublasCheck(cublasLtMatmulAlgoGetHeuristic(ctx.lt, desc, la, lb, lc, lc, pref, 1, &heur, &found));
-  if (found == 0)
-    throw CudaError(strf("cuBLASLt has no fp32 algorithm for m %d n %d k %d, op %c%c, ld %d %d %d, alignment %u %u %u",
-                         m, n, k, ta ? 'T' : 'N', tb ? 'T' : 'N', lda, ldb, ldc, al_a, al_b, al_c));
-  const float alpha = 1.0f;
-  cublasCheck(cublasLtMatmul(ctx.lt, desc, &alpha, A, la, Bm, lb, &beta, C, lc, C, lc, &heur.algo, ctx.workspace,
-                             ctx.workspace_size, ctx.stream));
-  cublasCheck(cublasLtMatmulPreferenceDestroy(pref));
+  cublasLtEpilogue_t e = epi == Epi::Bias       ? CUBLASLT_EPILOGUE_BIAS
+                         : epi == Epi::GeluBias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS
+                                                : CUBLASLT_EPILOGUE_DEFAULT;
+  cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &e, sizeof e));
+  if (epi != Epi::None)
+    cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+  if (epi == Epi::GeluBias) {
+    int64_t ld_aux = m;
+    cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux));
+    cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld_aux, sizeof ld_aux));
+  }
+  cublasLtMatrixLayout_t la, lb, ld;  // the stored shapes, before op(); C shares D's
+  cublasCheck(cublasLtMatrixLayoutCreate(&la, dtype_of<TA>(), ta ? k : m, ta ? m : k, lda));
+  cublasCheck(cublasLtMatrixLayoutCreate(&lb, dtype_of<TA>(), tb ? n : k, tb ? k : n, ldb));
+  cublasCheck(cublasLtMatrixLayoutCreate(&ld, dtype_of<TD>(), m, n, ldd));
+  GemmAlgo* found = nullptr;
+  for (GemmAlgo& g : ctx.algos)
+    if (g.key == key) found = &g;
+  if (!found) {  // first time: ask the heuristic, and remember the answer
+    cublasLtMatmulPreference_t pref;
+    cublasCheck(cublasLtMatmulPreferenceCreate(&pref));
+    uint64_t ws = ctx.workspace_size;
+    cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+    cublasLtMatmulPreferenceAttributes_t which[4] = {
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+    for (int i = 0; i < 4; i++) cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, which[i], &al[i], sizeof al[i]));
+    cublasLtMatmulHeuristicResult_t heur;
+    int count = 0;
+    cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(ctx.lt, desc, la, lb, ld, ld, pref, 1, &heur, &count);
+    cublasCheck(cublasLtMatmulPreferenceDestroy(pref));
+    // An epilogue the library does not support for these types is an answer
+    // too (no algorithm, the caller falls back), not an error.
+    if (epi == Epi::None) cublasCheck(st);
+    GemmAlgo g;
+    g.key = key;
+    g.found = st == CUBLAS_STATUS_SUCCESS && count > 0;
+    if (g.found) g.algo = heur.algo;
+    ctx.algos.push_back(g);
+    found = &ctx.algos.back();
+  }
+  bool ok = found->found;
+  if (ok) {
+    const float alpha = 1.0f;
+    cublasStatus_t st = cublasLtMatmul(ctx.lt, desc, &alpha, A, la, Bm, lb, &beta, C, ld, D, ld, &found->algo,
+                                       ctx.workspace, ctx.workspace_size, ctx.stream);
+    if (epi == Epi::None)
+      cublasCheck(st);
+    else if (st != CUBLAS_STATUS_SUCCESS)
+      found->found = ok = false;  // so the fused form is not tried again
+  }
   cublasCheck(cublasLtMatrixLayoutDestroy(la));
   cublasCheck(cublasLtMatrixLayoutDestroy(lb));
-  cublasCheck(cublasLtMatrixLayoutDestroy(lc));
+  cublasCheck(cublasLtMatrixLayoutDestroy(ld));
   cublasCheck(cublasLtMatmulDescDestroy(desc));
+  if (!ok && epi == Epi::None)
+    throw CudaError(
+        strf("cuBLASLt has no algorithm for types %d/%d, m %d n %d k %d, op %c%c, ld %d %d %d, alignment "
+             "%u %u %u %u",
+             (int)dtype_of<TA>(), (int)dtype_of<TD>(), m, n, k, ta ? 'T' : 'N', tb ? 'T' : 'N', lda, ldb, ldd, al[0],
+             al[1], al[2], al[3]));
+  return ok;
 }
 
-__global__ void add_bias_kernel(float* out, const float* bias, int rows, int out_dim) {
+template <class X>
+__global__ void add_bias_kernel(X* out, const X* bias, int rows, int out_dim, int ld_out) {
   size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-  if (i < (size_t)rows * out_dim) out[i] += bias[i % out_dim];
+  if (i < (size_t)rows * ld_out && (int)(i % ld_out) < out_dim) st(out + i, ld(out[i]) + ld(bias[i % ld_out]));
 }
 
-// db += per column, one thread per column walking the rows in order.
-__global__ void bias_backward_kernel(float* db, const float* dout, int rows, int out_dim) {
+// The first stage of db: slice blockIdx.y of the rows, one thread per column.
+template <class X>
+__global__ void bias_partial_kernel(float* part, const X* dout, int rows, int out_dim, int ld_out) {
   int o = blockIdx.x * blockDim.x + threadIdx.x;
   if (o >= out_dim) return;
+  int per = (rows + kColChunks - 1) / kColChunks, r0 = blockIdx.y * per, r1 = min(rows, r0 + per);
   float s = 0;
-  for (int r = 0; r < rows; r++) s += dout[(size_t)r * out_dim + o];
-  db[o] += s;
+  for (int r = r0; r < r1; r++) s += ld(dout[(size_t)r * ld_out + o]);
+  part[(size_t)blockIdx.y * out_dim + o] = s;
 }
 
-// out (rows, out_dim) = inp W^T + b: in column-major terms out' = W'^T inp',
-// with W' = W seen as (in_dim, out_dim) and inp' = inp seen as (in_dim, rows).
-static void dense_forward(CudaCtx& ctx, float* out, const float* inp, const float* w, const float* bias, int rows,
-                          int in_dim, int out_dim) {
+template <class X>
+static void bias_backward(CudaCtx& ctx, float* db, const X* dout, int rows, int out_dim, int ld_out) {  // db +=
+  scratch_reserve(ctx, &ctx.colsum, &ctx.colsum_cap, (size_t)kColChunks * out_dim);
+  bias_partial_kernel<<<dim3(grid_for(out_dim), kColChunks), kThreads, 0, ctx.stream>>>(ctx.colsum, dout, rows, out_dim,
+                                                                                        ld_out);
+  launchCheck();
+  colsum_finish_kernel<<<grid_for(out_dim), kThreads, 0, ctx.stream>>>(db, ctx.colsum, out_dim, (size_t)out_dim);
+  launchCheck();
+}
+
+template <class TO, class TI>
+static void activation_forward(CudaCtx& ctx, TO* out, const TI* inp, size_t n, Act act);
+
+// out (rows, out_dim) = inp W^T + b [+ residual]: in column-major terms
+// out' = W'^T inp', with W' = W seen as (in_dim, out_dim) and inp' = inp seen
+// as (in_dim, rows). With `pre`, the layer ends in GELU (tanh form): pre =
+// inp W^T + b and out = gelu(pre), fused into the product when cuBLASLt can
+// (bf16, ctx.fuse_epilogues, out_dim a multiple of 8, as its aux buffer
+// needs), else by a separate kernel. In fp32 the GELU is always ours, so the
+// fp32 mode computes exactly the CPU's formula. The bias is fused whenever
+// cuBLASLt offers it, else added by a kernel.
+// ld_out: the row stride of out (and of pre and residual); 0 means out_dim.
+template <class TA, class TD>
+static void dense_forward(CudaCtx& ctx, TD* out, const TA* inp, const TA* w, const nd<TD>* bias, int rows, int in_dim,
+                          int out_dim, nd<TD>* pre = nullptr, const nd<TD>* residual = nullptr, int ld_out = 0) {
   if (rows == 0) return;
-  matmul_fp32(ctx, out, w, inp, true, false, out_dim, rows, in_dim, in_dim, in_dim, out_dim, 0.0f);
-  if (bias) {
-    add_bias_kernel<<<grid_for((size_t)rows * out_dim), kThreads, 0, ctx.stream>>>(out, bias, rows, out_dim);
-    launchCheck();
+  int ld = ld_out ? ld_out : out_dim;
+  float beta = residual ? 1.0f : 0.0f;
+  if (pre && bias && std::is_same<TD, bf16>::value && ctx.fuse_epilogues && ld % 8 == 0 &&
+      matmul(ctx, out, w, inp, true, false, out_dim, rows, in_dim, in_dim, in_dim, ld, beta, residual, Epi::GeluBias,
+             bias, pre))
+    return;
+  TD* y = pre ? pre : out;
+  if (!bias || !matmul(ctx, y, w, inp, true, false, out_dim, rows, in_dim, in_dim, in_dim, ld, beta, residual,
+                       Epi::Bias, bias)) {
+    matmul(ctx, y, w, inp, true, false, out_dim, rows, in_dim, in_dim, in_dim, ld, beta, residual);
+    if (bias) {
+      add_bias_kernel<<<grid_for((size_t)rows * ld), kThreads, 0, ctx.stream>>>(y, bias, rows, out_dim, ld);
+      launchCheck();
+    }
   }
+  if (pre) activation_forward(ctx, out, (const TD*)pre, (size_t)rows * ld, Act::GeluTanh);
 }
 
-// dinp, dw, db += (dinp and db may be null).
+// dinp, dw, db += (dinp and db may be null). dw and db are fp32 (the
+// gradient block); dinp has its own type.
 //   dinp' (in, rows) += W' dout'          dout' = dout seen as (out_dim, rows)
 //   dW'   (in, out)  += inp' dout'^T
-static void dense_backward(CudaCtx& ctx, float* dinp, float* dw, float* db, const float* dout, const float* inp,
-                           const float* w, int rows, int in_dim, int out_dim) {
+// ld_out: the row stride of dout; 0 means out_dim.
+template <class TA, class TI>
+static void dense_backward(CudaCtx& ctx, TI* dinp, float* dw, float* db, const TA* dout, const TA* inp, const TA* w,
+                           int rows, int in_dim, int out_dim, int ld_out = 0) {
   if (rows == 0) return;
-  if (dinp) matmul_fp32(ctx, dinp, w, dout, false, false, in_dim, rows, out_dim, in_dim, out_dim, in_dim, 1.0f);
-  matmul_fp32(ctx, dw, inp, dout, false, true, in_dim, out_dim, rows, in_dim, out_dim, in_dim, 1.0f);
-  if (db) {
-    bias_backward_kernel<<<grid_for(out_dim), kThreads, 0, ctx.stream>>>(db, dout, rows, out_dim);
-    launchCheck();
-  }
+  int ld = ld_out ? ld_out : out_dim;
+  if (dinp) matmul(ctx, dinp, w, dout, false, false, in_dim, rows, out_dim, in_dim, ld, in_dim, 1.0f);
+  matmul(ctx, dw, inp, dout, false, true, in_dim, out_dim, rows, in_dim, ld, in_dim, 1.0f);
+  if (db) bias_backward(ctx, db, dout, rows, out_dim, ld);
 }
 #endif
 
@@ -950,14 +1220,11 @@ BIGS_HD F gelu_erf_grad(F x) {
          x * (F)0.3989422804014327 * std::exp((F)-0.5 * x * x);  // x * pdf(x)
 }
 
-enum class Act { GeluTanh, GeluErf, Tanh };
-
 template <class F>
 void activation_forward_cpu(F* out, const F* inp, size_t n, Act act) {  // out =
 #pragma omp parallel for
   for (size_t i = 0; i < n; i++)
-    out[i] = act == Act::GeluTanh ? gelu_tanh(inp[i]) : act == Act::GeluErf ? gelu_erf(inp[i])
-                                                                              : std::tanh(inp[i]);
+    out[i] = act == Act::GeluTanh ? gelu_tanh(inp[i]) : act == Act::GeluErf ? gelu_erf(inp[i]) : std::tanh(inp[i]);
 }
 
 // dinp = dout * act'(inp). dinp may alias dout.
@@ -965,7 +1232,7 @@ template <class F>
 void activation_backward_cpu(F* dinp, const F* dout, const F* inp, size_t n, Act act) {
 #pragma omp parallel for
   for (size_t i = 0; i < n; i++) {
-    F g = act == Act::GeluTanh ? gelu_tanh_grad(inp[i])
+    F g = act == Act::GeluTanh  ? gelu_tanh_grad(inp[i])
           : act == Act::GeluErf ? gelu_erf_grad(inp[i])
                                 : (F)1 - std::tanh(inp[i]) * std::tanh(inp[i]);
     dinp[i] = dout[i] * g;
@@ -974,31 +1241,52 @@ void activation_backward_cpu(F* dinp, const F* dout, const F* inp, size_t n, Act
 
 #ifdef __CUDACC__
 // The same formulas as the CPU (gelu_tanh and friends are host-device).
-__global__ void activation_forward_kernel(float* out, const float* inp, size_t n, Act act) {
+template <class TO, class TI>
+__global__ void activation_forward_kernel(TO* out, const TI* inp, size_t n, Act act) {
   size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
   if (i >= n) return;
-  float x = inp[i];
-  out[i] = act == Act::GeluTanh ? gelu_tanh(x) : act == Act::GeluErf ? gelu_erf(x) : tanhf(x);
+  float x = ld(inp[i]);
+  st(out + i, act == Act::GeluTanh ? gelu_tanh(x) : act == Act::GeluErf ? gelu_erf(x) : tanhf(x));
 }
 
-__global__ void activation_backward_kernel(float* dinp, const float* dout, const float* inp, size_t n, Act act) {
+template <class TD, class TO, class TI>
+__global__ void activation_backward_kernel(TD* dinp, const TO* dout, const TI* inp, size_t n, Act act) {
   size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
   if (i >= n) return;
-  float x = inp[i];
-  float g = act == Act::GeluTanh ? gelu_tanh_grad(x) : act == Act::GeluErf ? gelu_erf_grad(x)
-                                                                           : 1.0f - tanhf(x) * tanhf(x);
-  dinp[i] = dout[i] * g;
+  float x = ld(inp[i]);
+  float g = act == Act::GeluTanh  ? gelu_tanh_grad(x)
+            : act == Act::GeluErf ? gelu_erf_grad(x)
+                                  : 1.0f - tanhf(x) * tanhf(x);
+  st(dinp + i, ld(dout[i]) * g);
 }
 
-static void activation_forward(CudaCtx& ctx, float* out, const float* inp, size_t n, Act act) {  // out =
+template <class TO, class TI>
+static void activation_forward(CudaCtx& ctx, TO* out, const TI* inp, size_t n, Act act) {  // out =
   activation_forward_kernel<<<grid_for(n), kThreads, 0, ctx.stream>>>(out, inp, n, act);
   launchCheck();
 }
 
 // dinp = dout * act'(inp). dinp may alias dout.
-static void activation_backward(CudaCtx& ctx, float* dinp, const float* dout, const float* inp, size_t n, Act act) {
+template <class TD, class TO, class TI>
+static void activation_backward(CudaCtx& ctx, TD* dinp, const TO* dout, const TI* inp, size_t n, Act act) {
   activation_backward_kernel<<<grid_for(n), kThreads, 0, ctx.stream>>>(dinp, dout, inp, n, act);
   launchCheck();
+}
+
+// out = in, rounded to out's type.
+template <class TO, class TI>
+__global__ void cast_kernel(TO* out, const TI* in, size_t n) {
+  size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+  if (i < n) st(out + i, ld(in[i]));
+}
+
+// x as a dense operand of type S: x itself when S is float, else rounded
+// into tmp.
+static const float* as_operand(CudaCtx&, float*, const float* x, size_t) { return x; }
+static const bf16* as_operand(CudaCtx& ctx, bf16* tmp, const float* x, size_t n) {
+  cast_kernel<<<grid_for(n), kThreads, 0, ctx.stream>>>(tmp, x, n);
+  launchCheck();
+  return tmp;
 }
 #endif
 
@@ -1022,27 +1310,29 @@ void gate_backward_cpu(F* da, F* db, const F* dout, const F* a, const F* b, size
 }
 
 #ifdef __CUDACC__
-__global__ void gate_forward_kernel(float* out, const float* a, const float* b, size_t n) {
+template <class X>
+__global__ void gate_forward_kernel(X* out, const X* a, const X* b, size_t n) {
   size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-  if (i < n) out[i] = a[i] * b[i];
+  if (i < n) st(out + i, ld(a[i]) * ld(b[i]));
 }
 
-__global__ void gate_backward_kernel(float* da, float* db, const float* dout, const float* a, const float* b,
-                                     size_t n) {
+template <class X>
+__global__ void gate_backward_kernel(X* da, X* db, const X* dout, const X* a, const X* b, size_t n) {
   size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
   if (i >= n) return;
-  float d = dout[i];  // read before writing: da may alias dout
-  da[i] = d * b[i];
-  db[i] = d * a[i];
+  float d = ld(dout[i]);  // read before writing: da may alias dout
+  st(da + i, d * ld(b[i]));
+  st(db + i, d * ld(a[i]));
 }
 
-static void gate_forward(CudaCtx& ctx, float* out, const float* a, const float* b, size_t n) {  // out =
+template <class X>
+static void gate_forward(CudaCtx& ctx, X* out, const X* a, const X* b, size_t n) {  // out =
   gate_forward_kernel<<<grid_for(n), kThreads, 0, ctx.stream>>>(out, a, b, n);
   launchCheck();
 }
 
-static void gate_backward(CudaCtx& ctx, float* da, float* db, const float* dout, const float* a, const float* b,
-                          size_t n) {  // da, db =
+template <class X>
+static void gate_backward(CudaCtx& ctx, X* da, X* db, const X* dout, const X* a, const X* b, size_t n) {  // da, db =
   gate_backward_kernel<<<grid_for(n), kThreads, 0, ctx.stream>>>(da, db, dout, a, b, n);
   launchCheck();
 }
@@ -1086,8 +1376,8 @@ void s4d_kernel_forward_cpu(F* K, const F* a_re, const F* a_im, const F* c, F lo
 // and dlog_step = dt dL/ddt; the clip passes g_A's real part only where
 // A_re < -1e-4.
 template <class F>
-void s4d_kernel_backward_cpu(F* da_re, F* da_im, F* dc, F* dlog_step, const F* dK, const F* a_re,
-                             const F* a_im, const F* c, F log_step, int N, int T) {
+void s4d_kernel_backward_cpu(F* da_re, F* da_im, F* dc, F* dlog_step, const F* dK, const F* a_re, const F* a_im,
+                             const F* c, F log_step, int N, int T) {
   using Cx = std::complex<double>;
   double dt = std::exp((double)log_step), ddt = 0;
   for (int n = 0; n < N; n++) {
@@ -1154,8 +1444,8 @@ __global__ void s4d_kernel_forward_kernel(float* K, const float* a_re, const flo
 // first thread applies the CPU's formulas. Each mode's share of dL/ddt goes
 // to ddt_part[n]; s4d_dlogstep_kernel adds them in order.
 __global__ void s4d_kernel_backward_kernel(float* da_re, float* da_im, float* dc, double* ddt_part, const float* dK,
-                                           const float* a_re, const float* a_im, const float* c,
-                                           const float* log_step, int T) {
+                                           const float* a_re, const float* a_im, const float* c, const float* log_step,
+                                           int T) {
   int n = blockIdx.x;
   double dt = exp((double)*log_step);
   bool clipped = !((double)a_re[n] < kMaxARe);
@@ -1203,8 +1493,7 @@ static void s4d_kernel_backward(CudaCtx& ctx, float* da_re, float* da_im, float*
                                 const float* a_re, const float* a_im, const float* c, const float* log_step, int N,
                                 int T) {
   if ((size_t)N > ctx.red_cap) throw CudaError(strf("s4d_kernel_backward: N = %d exceeds the scratch", N));
-  s4d_kernel_backward_kernel<<<N, kThreads, 0, ctx.stream>>>(da_re, da_im, dc, ctx.red, dK, a_re, a_im, c, log_step,
-                                                             T);
+  s4d_kernel_backward_kernel<<<N, kThreads, 0, ctx.stream>>>(da_re, da_im, dc, ctx.red, dK, a_re, a_im, c, log_step, T);
   launchCheck();
   s4d_dlogstep_kernel<<<1, 1, 0, ctx.stream>>>(dlog_step, ctx.red, log_step, N);
   launchCheck();
@@ -1268,7 +1557,8 @@ void fft_cpu(std::complex<F>* x, int n, const std::complex<F>* tw, bool inverse)
 template <class F>
 std::vector<std::complex<F>> fft_twiddles(int n) {
   std::vector<std::complex<F>> tw(n / 2);
-  for (int k = 0; k < n / 2; k++) tw[k] = std::complex<F>((F)std::cos(-2 * M_PI * k / n), (F)std::sin(-2 * M_PI * k / n));
+  for (int k = 0; k < n / 2; k++)
+    tw[k] = std::complex<F>((F)std::cos(-2 * M_PI * k / n), (F)std::sin(-2 * M_PI * k / n));
   return tw;
 }
 
@@ -1314,15 +1604,17 @@ constexpr int kFftMinT = 1024;
 
 template <class F>
 void ssm_conv_forward_cpu(F* out, const F* inp, const F* K, F D, int B, int T, int H, bool anticausal) {
-  if (T >= kFftMinT) ssm_conv_fft_cpu(out, inp, K, D, B, T, H, anticausal);
-  else ssm_conv_direct_cpu(out, inp, K, D, B, T, H, anticausal);
+  if (T >= kFftMinT)
+    ssm_conv_fft_cpu(out, inp, K, D, B, T, H, anticausal);
+  else
+    ssm_conv_direct_cpu(out, inp, K, D, B, T, H, anticausal);
 }
 
 // dinp = the opposite-direction convolution of dout (overwrites);
 // dK[l] += sum over b, h, t of dout[t] inp[t -+ l]; dD += sum dout * inp.
 template <class F>
-void ssm_conv_backward_cpu(F* dinp, F* dK, F* dD, const F* dout, const F* inp, const F* K, F D, int B,
-                           int T, int H, bool anticausal) {
+void ssm_conv_backward_cpu(F* dinp, F* dK, F* dD, const F* dout, const F* inp, const F* K, F D, int B, int T, int H,
+                           bool anticausal) {
   ssm_conv_forward_cpu(dinp, dout, K, D, B, T, H, !anticausal);
   // dK: the lag-l correlation of dout with inp, summed over every channel.
   // Parallel over lags, so each sum has one fixed order.
@@ -1354,19 +1646,51 @@ void ssm_conv_backward_cpu(F* dinp, F* dK, F* dD, const F* dout, const F* inp, c
 }
 
 #ifdef __CUDACC__
-// The GPU always takes the FFT route (cuFFT, fp32). Each of the B x H
-// channels is copied into a zero-padded row of length n (cuFFT's batched
-// layout wants each signal contiguous; ours have stride H), transformed,
-// multiplied by the kernel's spectrum (conjugated for the anti-causal
-// direction, as in ssm_conv_fft_cpu), transformed back and copied out.
+// The GPU always takes the FFT route (cuFFT, fp32, whatever the storage
+// type). Each of the B x H channels is copied into a zero-padded row of
+// length n (cuFFT's batched layout wants each signal contiguous; ours have
+// stride H), transformed, multiplied by the kernel's spectrum (conjugated
+// for the anti-causal direction, as in ssm_conv_fft_cpu), transformed back
+// and copied out. The copies are transposes of each sequence's (T, H)
+// block, done through 32 x 32 tiles in shared memory so that both the reads
+// and the writes are coalesced. Blocks are (32, 8) threads; grid z is b.
+constexpr int kTile = 32;
 
-// buf (B*H, n) = inp's channels, zero-padded from T to n.
-__global__ void ssm_pack_kernel(float* buf, const float* inp, int B, int T, int H, int n) {
-  size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-  if (i >= (size_t)B * H * n) return;
-  size_t ch = i / n;
-  int j = (int)(i % n), b = (int)(ch / H), h = (int)(ch % H);
-  buf[i] = j < T ? inp[((size_t)b * T + j) * H + h] : 0.0f;
+// buf (B*H, n) = inp (B, T, H) by channel, zero-padded from T to n.
+template <class X>
+__global__ void ssm_pack_kernel(float* buf, const X* inp, int T, int H, int n) {
+  __shared__ float tile[kTile][kTile + 1];  // +1: no bank conflicts on the transposed read
+  int b = blockIdx.z, t0 = blockIdx.x * kTile, h0 = blockIdx.y * kTile, tx = threadIdx.x;
+  for (int k = threadIdx.y; k < kTile; k += blockDim.y) {  // tile[t][h]
+    int t = t0 + k, h = h0 + tx;
+    tile[k][tx] = (t < T && h < H) ? ld(inp[((size_t)b * T + t) * H + h]) : 0.0f;
+  }
+  __syncthreads();
+  for (int k = threadIdx.y; k < kTile; k += blockDim.y) {
+    int h = h0 + k, t = t0 + tx;
+    if (h < H && t < n) buf[((size_t)b * H + h) * n + t] = tile[tx][k];
+  }
+}
+
+// out (B, T, H) = the first T values of each row of buf / n (cuFFT's
+// inverse is unscaled) + D inp.
+template <class X>
+__global__ void ssm_unpack_kernel(X* out, const float* buf, const X* inp, const float* D, int T, int H, int n) {
+  __shared__ float tile[kTile][kTile + 1];
+  int b = blockIdx.z, t0 = blockIdx.x * kTile, h0 = blockIdx.y * kTile, tx = threadIdx.x;
+  for (int k = threadIdx.y; k < kTile; k += blockDim.y) {  // tile[h][t]
+    int h = h0 + k, t = t0 + tx;
+    tile[k][tx] = (h < H && t < T) ? buf[((size_t)b * H + h) * n + t] : 0.0f;
+  }
+  __syncthreads();
+  float d = *D;
+  for (int k = threadIdx.y; k < kTile; k += blockDim.y) {
+    int t = t0 + k, h = h0 + tx;
+    if (t < T && h < H) {
+      size_t i = ((size_t)b * T + t) * H + h;
+      st(out + i, tile[tx][k] / (float)n + d * ld(inp[i]));
+    }
+  }
 }
 
 // spec (channels, nf) *= k (nf), or by conj(k).
@@ -1379,34 +1703,36 @@ __global__ void ssm_spec_mul_kernel(cufftComplex* spec, const cufftComplex* k, s
   spec[i] = make_cuComplex(a.x * b.x - a.y * b.y, a.x * b.y + a.y * b.x);
 }
 
-// out (B, T, H) = the first T values of each row of buf / n (cuFFT's inverse
-// is unscaled) + D inp.
-__global__ void ssm_unpack_kernel(float* out, const float* buf, const float* inp, const float* D, int B, int T, int H,
-                                  int n) {
-  size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-  if (i >= (size_t)B * T * H) return;
-  int h = (int)(i % H), t = (int)(i / H % T), b = (int)(i / ((size_t)T * H));
-  out[i] = buf[((size_t)b * H + h) * n + t] / (float)n + *D * inp[i];
-}
-
-// S[f] = sum over channels of the cross spectrum whose inverse transform is
-// the lag correlation dK[l] = sum_t dout[t] inp[t -+ l]: Fd conj(Fu) for the
-// causal direction, conj(Fd) Fu for the anti-causal one. One block per
-// frequency, a fixed reduction order.
-__global__ void ssm_dk_spectrum_kernel(cufftComplex* S, const cufftComplex* fd, const cufftComplex* fu,
-                                       size_t channels, int nf, bool anticausal) {
-  int f = blockIdx.x;
+// The cross spectrum whose inverse transform is the lag correlation
+// dK[l] = sum_t dout[t] inp[t -+ l], summed over the channels: Fd conj(Fu)
+// for the causal direction, conj(Fd) Fu for the anti-causal one. Two
+// deterministic stages, as the column sums: slice blockIdx.y of the
+// channels, one thread per frequency (consecutive threads read consecutive
+// frequencies), then the slices in order.
+__global__ void ssm_dk_partial_kernel(float2* part, const cufftComplex* fd, const cufftComplex* fu, size_t channels,
+                                      int nf, bool anticausal) {
+  int f = blockIdx.x * blockDim.x + threadIdx.x;
+  if (f >= nf) return;
+  size_t per = (channels + kColChunks - 1) / kColChunks, c0 = blockIdx.y * per, c1 = min(channels, c0 + per);
   float re = 0, im = 0;
-  for (size_t ch = threadIdx.x; ch < channels; ch += blockDim.x) {
+  for (size_t ch = c0; ch < c1; ch++) {
     cufftComplex d = fd[ch * nf + f], u = fu[ch * nf + f];
-    if (anticausal) d.y = -d.y;
-    else u.y = -u.y;
+    if (anticausal)
+      d.y = -d.y;
+    else
+      u.y = -u.y;
     re += d.x * u.x - d.y * u.y;
     im += d.x * u.y + d.y * u.x;
   }
-  re = block_sum(re);
-  im = block_sum(im);
-  if (threadIdx.x == 0) S[f] = make_cuComplex(re, im);
+  part[(size_t)blockIdx.y * nf + f] = make_float2(re, im);
+}
+
+__global__ void ssm_dk_finish_kernel(cufftComplex* S, const float2* part, int nf) {
+  int f = blockIdx.x * blockDim.x + threadIdx.x;
+  if (f >= nf) return;
+  float re = 0, im = 0;
+  for (int k = 0; k < kColChunks; k++) re += part[(size_t)k * nf + f].x, im += part[(size_t)k * nf + f].y;
+  S[f] = make_cuComplex(re, im);
 }
 
 __global__ void ssm_dk_accumulate_kernel(float* dK, const float* corr, int T, int n) {
@@ -1414,41 +1740,53 @@ __global__ void ssm_dk_accumulate_kernel(float* dK, const float* corr, int T, in
   if (l < T) dK[l] += corr[l] / (float)n;
 }
 
-// spec (B*H, nf) = the spectra of inp's zero-padded channels; uses fft_real.
-static void ssm_spectra(CudaCtx& ctx, cufftComplex* spec, const float* inp, int B, int T, int H, int n) {
-  ssm_pack_kernel<<<grid_for((size_t)B * H * n), kThreads, 0, ctx.stream>>>(ctx.fft_real, inp, B, T, H, n);
+template <class X>
+static void ssm_pack(CudaCtx& ctx, float* buf, const X* inp, int B, int T, int H, int n) {
+  dim3 grid((n + kTile - 1) / kTile, (H + kTile - 1) / kTile, B);
+  ssm_pack_kernel<<<grid, dim3(kTile, 8), 0, ctx.stream>>>(buf, inp, T, H, n);
   launchCheck();
+}
+
+// spec (B*H, nf) = the spectra of inp's zero-padded channels; uses fft_real.
+template <class X>
+static void ssm_spectra(CudaCtx& ctx, cufftComplex* spec, const X* inp, int B, int T, int H, int n) {
+  ssm_pack(ctx, ctx.fft_real, inp, B, T, H, n);
   cufftCheck(cufftExecR2C(fft_plan(ctx, n, B * H).r2c, ctx.fft_real, spec));
 }
 
-static void ssm_conv_forward(CudaCtx& ctx, float* out, const float* inp, const float* K, const float* D, int B, int T,
-                             int H, bool anticausal) {  // out (B, T, H) =
+template <class X>
+static void ssm_conv_forward(CudaCtx& ctx, X* out, const X* inp, const float* K, const float* D, int B, int T, int H,
+                             bool anticausal) {  // out (B, T, H) =
   int n = fft_size(T), nf = n / 2 + 1;
   size_t channels = (size_t)B * H;
   fft_reserve(ctx, channels, n);
   // The kernel's spectrum: K padded into row 0 of fft_real, one transform.
-  ssm_pack_kernel<<<grid_for(n), kThreads, 0, ctx.stream>>>(ctx.fft_real, K, 1, T, 1, n);
-  launchCheck();
+  ssm_pack(ctx, ctx.fft_real, K, 1, T, 1, n);
   cufftCheck(cufftExecR2C(fft_plan(ctx, n, 1).r2c, ctx.fft_real, ctx.fft_k));
   ssm_spectra(ctx, ctx.fft_spec, inp, B, T, H, n);
   ssm_spec_mul_kernel<<<grid_for(channels * nf), kThreads, 0, ctx.stream>>>(ctx.fft_spec, ctx.fft_k, channels, nf,
-                                                                             anticausal);
+                                                                            anticausal);
   launchCheck();
   cufftCheck(cufftExecC2R(fft_plan(ctx, n, B * H).c2r, ctx.fft_spec, ctx.fft_real));
-  ssm_unpack_kernel<<<grid_for((size_t)B * T * H), kThreads, 0, ctx.stream>>>(out, ctx.fft_real, inp, D, B, T, H, n);
+  dim3 grid((T + kTile - 1) / kTile, (H + kTile - 1) / kTile, B);
+  ssm_unpack_kernel<<<grid, dim3(kTile, 8), 0, ctx.stream>>>(out, ctx.fft_real, inp, D, T, H, n);
   launchCheck();
 }
 
 // dinp = the opposite-direction convolution of dout (overwrites); dK, dD +=.
-static void ssm_conv_backward(CudaCtx& ctx, float* dinp, float* dK, float* dD, const float* dout, const float* inp,
-                              const float* K, const float* D, int B, int T, int H, bool anticausal) {
+template <class X>
+static void ssm_conv_backward(CudaCtx& ctx, X* dinp, float* dK, float* dD, const X* dout, const X* inp, const float* K,
+                              const float* D, int B, int T, int H, bool anticausal) {
   ssm_conv_forward(ctx, dinp, dout, K, D, B, T, H, !anticausal);
   int n = fft_size(T), nf = n / 2 + 1;
   size_t channels = (size_t)B * H;
   ssm_spectra(ctx, ctx.fft_spec, dout, B, T, H, n);
   ssm_spectra(ctx, ctx.fft_spec2, inp, B, T, H, n);
-  ssm_dk_spectrum_kernel<<<nf, kThreads, 0, ctx.stream>>>(ctx.fft_k, ctx.fft_spec, ctx.fft_spec2, channels, nf,
-                                                          anticausal);
+  scratch_reserve(ctx, &ctx.colsum, &ctx.colsum_cap, (size_t)kColChunks * 2 * nf);
+  ssm_dk_partial_kernel<<<dim3(grid_for(nf), kColChunks), kThreads, 0, ctx.stream>>>(
+      (float2*)ctx.colsum, ctx.fft_spec, ctx.fft_spec2, channels, nf, anticausal);
+  launchCheck();
+  ssm_dk_finish_kernel<<<grid_for(nf), kThreads, 0, ctx.stream>>>(ctx.fft_k, (const float2*)ctx.colsum, nf);
   launchCheck();
   cufftCheck(cufftExecC2R(fft_plan(ctx, n, 1).c2r, ctx.fft_k, ctx.fft_real));
   ssm_dk_accumulate_kernel<<<grid_for(T), kThreads, 0, ctx.stream>>>(dK, ctx.fft_real, T, n);
@@ -1478,23 +1816,24 @@ void dropout_backward_cpu(F* dinp, const F* dout, size_t n, float p, uint64_t se
 
 #ifdef __CUDACC__
 // The CPU's expression with the same uniform_at: the masks agree bit for bit.
-__global__ void dropout_forward_kernel(float* out, const float* inp, size_t n, float p, uint64_t seed,
-                                       uint64_t stream) {
+template <class TO, class TI>
+__global__ void dropout_forward_kernel(TO* out, const TI* inp, size_t n, float p, uint64_t seed, uint64_t stream) {
   size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
   if (i >= n) return;
-  float scale = 1.0f / (1.0f - p);
-  out[i] = (p > 0 && uniform_at(seed, stream, i) < p) ? 0.0f : (p > 0 ? inp[i] * scale : inp[i]);
+  float scale = 1.0f / (1.0f - p), x = ld(inp[i]);
+  st(out + i, (p > 0 && uniform_at(seed, stream, i) < p) ? 0.0f : (p > 0 ? x * scale : x));
 }
 
-static void dropout_forward(CudaCtx& ctx, float* out, const float* inp, size_t n, float p, uint64_t seed,
+template <class TO, class TI>
+static void dropout_forward(CudaCtx& ctx, TO* out, const TI* inp, size_t n, float p, uint64_t seed,
                             uint64_t stream) {  // out = inp * mask / (1 - p)
   dropout_forward_kernel<<<grid_for(n), kThreads, 0, ctx.stream>>>(out, inp, n, p, seed, stream);
   launchCheck();
 }
 
 // dinp = dout through the same mask. dinp may alias dout.
-static void dropout_backward(CudaCtx& ctx, float* dinp, const float* dout, size_t n, float p, uint64_t seed,
-                             uint64_t stream) {
+template <class X>
+static void dropout_backward(CudaCtx& ctx, X* dinp, const X* dout, size_t n, float p, uint64_t seed, uint64_t stream) {
   dropout_forward(ctx, dinp, dout, n, p, seed, stream);
 }
 #endif
@@ -1519,8 +1858,7 @@ void crossentropy_forward_cpu(F* losses, const F* logits, const int* targets, in
 
 // dlogits = scale * (softmax(logits) - onehot(target)).
 template <class F>
-void crossentropy_backward_cpu(F* dlogits, const F* logits, const int* targets, F scale, int rows,
-                               int V) {
+void crossentropy_backward_cpu(F* dlogits, const F* logits, const int* targets, F scale, int rows, int V) {
 #pragma omp parallel for
   for (int r = 0; r < rows; r++) {
     const F* x = logits + (size_t)r * V;
@@ -1536,8 +1874,8 @@ void crossentropy_backward_cpu(F* dlogits, const F* logits, const int* targets, 
 #ifdef __CUDACC__
 // One block per row, fp32 max and sum in a fixed tree order. The logits of
 // only the R predicted rows ever exist, so nothing bigger is materialised.
-__global__ void crossentropy_forward_kernel(float* losses, const float* logits, const int* targets, int V) {
-  const float* x = logits + (size_t)blockIdx.x * V;
+__global__ void crossentropy_forward_kernel(float* losses, const float* logits, const int* targets, int V, int ld) {
+  const float* x = logits + (size_t)blockIdx.x * ld;
   float mx = -INFINITY;
   for (int v = threadIdx.x; v < V; v += blockDim.x) mx = fmaxf(mx, x[v]);
   mx = block_max(mx);
@@ -1547,10 +1885,11 @@ __global__ void crossentropy_forward_kernel(float* losses, const float* logits, 
   if (threadIdx.x == 0) losses[blockIdx.x] = logf(s) + mx - x[targets[blockIdx.x]];
 }
 
-__global__ void crossentropy_backward_kernel(float* dlogits, const float* logits, const int* targets, float scale,
-                                             int V) {
-  const float* x = logits + (size_t)blockIdx.x * V;
-  float* d = dlogits + (size_t)blockIdx.x * V;
+template <class X>
+__global__ void crossentropy_backward_kernel(X* dlogits, const float* logits, const int* targets, float scale, int V,
+                                             int ld) {
+  const float* x = logits + (size_t)blockIdx.x * ld;
+  X* d = dlogits + (size_t)blockIdx.x * ld;
   float mx = -INFINITY;
   for (int v = threadIdx.x; v < V; v += blockDim.x) mx = fmaxf(mx, x[v]);
   mx = block_max(mx);
@@ -1558,21 +1897,22 @@ __global__ void crossentropy_backward_kernel(float* dlogits, const float* logits
   for (int v = threadIdx.x; v < V; v += blockDim.x) s += expf(x[v] - mx);
   s = block_sum(s);
   int target = targets[blockIdx.x];
-  for (int v = threadIdx.x; v < V; v += blockDim.x) d[v] = scale * (expf(x[v] - mx) / s - (v == target));
+  for (int v = threadIdx.x; v < V; v += blockDim.x) st(d + v, scale * (expf(x[v] - mx) / s - (v == target)));
 }
 
-static void crossentropy_forward(CudaCtx& ctx, float* losses, const float* logits, const int* targets, int rows,
-                                 int V) {  // losses (rows) =
+static void crossentropy_forward(CudaCtx& ctx, float* losses, const float* logits, const int* targets, int rows, int V,
+                                 int ld = 0) {  // losses (rows) =; rows of logits ld apart (0: V)
   if (rows == 0) return;
-  crossentropy_forward_kernel<<<rows, kThreads, 0, ctx.stream>>>(losses, logits, targets, V);
+  crossentropy_forward_kernel<<<rows, kThreads, 0, ctx.stream>>>(losses, logits, targets, V, ld ? ld : V);
   launchCheck();
 }
 
 // dlogits = scale * (softmax(logits) - onehot(target)).
-static void crossentropy_backward(CudaCtx& ctx, float* dlogits, const float* logits, const int* targets, float scale,
-                                  int rows, int V) {
+template <class X>
+static void crossentropy_backward(CudaCtx& ctx, X* dlogits, const float* logits, const int* targets, float scale,
+                                  int rows, int V, int ld = 0) {
   if (rows == 0) return;
-  crossentropy_backward_kernel<<<rows, kThreads, 0, ctx.stream>>>(dlogits, logits, targets, scale, V);
+  crossentropy_backward_kernel<<<rows, kThreads, 0, ctx.stream>>>(dlogits, logits, targets, scale, V, ld ? ld : V);
   launchCheck();
 }
 #endif
@@ -1617,7 +1957,8 @@ void meanpool_backward_cpu(F* dinp, const F* dout, const int* ids, int pad_id, i
 
 #ifdef __CUDACC__
 // One thread per (b, h) walking t in order, as the CPU sums.
-__global__ void meanpool_forward_kernel(float* out, const float* inp, const int* ids, int pad_id, int B, int T, int H) {
+template <class TO, class TI>
+__global__ void meanpool_forward_kernel(TO* out, const TI* inp, const int* ids, int pad_id, int B, int T, int H) {
   size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
   if (i >= (size_t)B * H) return;
   int b = (int)(i / H), h = (int)(i % H), count = 0;
@@ -1625,9 +1966,9 @@ __global__ void meanpool_forward_kernel(float* out, const float* inp, const int*
   for (int t = 0; t < T; t++) {
     if (ids[b * T + t] == pad_id) continue;
     count++;
-    s += inp[((size_t)b * T + t) * H + h];
+    s += ld(inp[((size_t)b * T + t) * H + h]);
   }
-  out[i] = s / (float)max(count, 1);
+  st(out + i, s / (float)max(count, 1));
 }
 
 __global__ void meanpool_backward_kernel(float* dinp, const float* dout, const int* ids, int pad_id, int B, int T,
@@ -1641,7 +1982,8 @@ __global__ void meanpool_backward_kernel(float* dinp, const float* dout, const i
     if (ids[b * T + t] != pad_id) dinp[((size_t)b * T + t) * H + h] += d;
 }
 
-static void meanpool_forward(CudaCtx& ctx, float* out, const float* inp, const int* ids, int pad_id, int B, int T,
+template <class TO, class TI>
+static void meanpool_forward(CudaCtx& ctx, TO* out, const TI* inp, const int* ids, int pad_id, int B, int T,
                              int H) {  // out (B, H) =
   meanpool_forward_kernel<<<grid_for((size_t)B * H), kThreads, 0, ctx.stream>>>(out, inp, ids, pad_id, B, T, H);
   launchCheck();
@@ -1707,8 +2049,8 @@ static std::vector<double> hippo_a_im(int N) {
   for (int i = 0; i < N; i++)
     for (int j = 0; j < N; j++) {
       double w = 0.5 * (S(i, j) - S(j, i));  // the skew-symmetric part W
-      a[(size_t)i * n2 + (N + j)] = w;        // -Y = W
-      a[(size_t)(N + i) * n2 + j] = -w;       //  Y = -W
+      a[(size_t)i * n2 + (N + j)] = w;       // -Y = W
+      a[(size_t)(N + i) * n2 + j] = -w;      //  Y = -W
     }
   std::vector<double> ev = symmetric_eigenvalues(a, n2), out(N);
   for (int i = 0; i < N; i++) out[i] = ev[2 * i];  // each eigenvalue appears twice
@@ -1721,21 +2063,54 @@ static std::vector<double> hippo_a_im(int N) {
 
 struct GpuModel;  // the device side, defined with the CUDA model below
 
+// How the GPU computes (the CPU is always fp32):
+//   Fp32  fp32 everywhere, exact fp32 products: the mode the tests check tightly
+//   Tf32  fp32 storage, dense products on TF32 tensor cores
+//   Bf16  fp32 master weights, gradients and AdamW moments; a bf16 copy of
+//         the weights for the dense layers; bf16 activations and dense
+//         operands with fp32 accumulation; LayerNorm statistics, the SSM
+//         kernel, the FFT, softmax and losses in fp32
+enum class Precision { Fp32, Tf32, Bf16 };
+
+static bool parse_precision(const std::string& s, Precision* p) {
+  if (s == "fp32")
+    *p = Precision::Fp32;
+  else if (s == "tf32")
+    *p = Precision::Tf32;
+  else if (s == "bf16")
+    *p = Precision::Bf16;
+  else
+    return false;
+  return true;
+}
+static const char* precision_name(Precision p) {
+  return p == Precision::Bf16 ? "bf16" : p == Precision::Tf32 ? "tf32" : "fp32";
+}
+
 struct Model {
   Config c;
-  int B = 0;  // batch capacity (sequences)
-  int R = 0;  // MLM head row capacity (predicted positions per batch)
+  int B = 0;                      // batch capacity (sequences)
+  int R = 0;                      // MLM head row capacity (predicted positions per batch)
   std::vector<TensorInfo> table;  // the parameter table, also valid for grads
   std::vector<float> params_mem, grads_mem, acts_mem;
   std::vector<int> rows_mem;
   Params p;  // parameters, one block
   Params g;  // their gradients, one block of the same layout
-  Acts a;    // activations and backward scratch, one block
+  // Activations and backward scratch, one block. On the host it is
+  // allocated by the first CPU forward (a model bound for the GPU never
+  // needs it: at T = 4096 it would not fit in the host's memory); a model
+  // on the GPU keeps here only the results that come back to the host
+  // (row_loss, logits, cls_logits, cls_loss, dcls_logits).
+  Acts a;
   size_t num_params = 0, num_acts = 0;
   // Dropout (BIGS.md: 0.1 after the embeddings and before the classifier);
   // the mask streams are set by the trainer for each micro-batch.
   float dropout = 0.0f;
   uint64_t dropout_seed = 0, dropout_stream = 0;
+  // Read by model_to_device. fp32 here, so that library users and the
+  // tests get exact arithmetic unless they ask; the commands' default is
+  // --precision bf16.
+  Precision precision = Precision::Fp32;
   // Set by model_to_device: the model then lives on the GPU, and
   // model_forward, model_backward, adamw_step, grad_norm, ... run there. The
   // host blocks above keep the host's copy (checkpoints, the tests) and the
@@ -1743,7 +2118,8 @@ struct Model {
   std::shared_ptr<GpuModel> gpu;
 };
 
-// Sizes everything from the config, allocates the three blocks once.
+// Sizes everything from the config, allocates the parameter and gradient
+// blocks once (the activations: see Model::a).
 static bool model_build(Model* m, const Config& c, int B, int R, std::string* err) {
   std::string e = config_check(c);
   if (B < 1 || R < 1) e += strf("model: batch capacity %d and row capacity %d must be >= 1\n", B, R);
@@ -1757,17 +2133,24 @@ static bool model_build(Model* m, const Config& c, int B, int R, std::string* er
   m->R = R;
   m->table = param_table(c);
   m->num_params = table_total(m->table);
-  m->num_acts = table_total(act_table(c, B, R));
+  m->num_acts = layout_acts<float>(nullptr, nullptr, c, B, R, sizeof(float)) / sizeof(float);
   m->params_mem.assign(m->num_params, 0.0f);
   m->grads_mem.assign(m->num_params, 0.0f);
-  m->acts_mem.assign(m->num_acts, 0.0f);
+  m->acts_mem.clear();
+  m->a = Acts{};
   m->rows_mem.assign(2 * (size_t)R, 0);
   point_params(&m->p, m->params_mem.data(), c);
   point_params(&m->g, m->grads_mem.data(), c);
-  point_acts(&m->a, m->acts_mem.data(), c, B, R);
   m->a.rows = m->rows_mem.data();
   m->a.row_target = m->rows_mem.data() + R;
   return true;
+}
+
+// The host's activation block, for the CPU path (once).
+static void host_acts_alloc(Model& m) {
+  if (m.acts_mem.size() == m.num_acts) return;
+  m.acts_mem.assign(m.num_acts, 0.0f);
+  layout_acts(&m.a, (char*)m.acts_mem.data(), m.c, m.B, m.R, sizeof(float));
 }
 
 // BIGS.md section 3: dense kernels and embeddings ~ N(0, 0.02), biases 0,
@@ -1781,35 +2164,49 @@ static void model_init(Model* m, uint64_t seed) {
     float* x = m->params_mem.data() + t.offset;
     std::string name = t.name;
     auto is = [&](const char* suffix) {
-      return name.size() >= strlen(suffix) && name.compare(name.size() - strlen(suffix), std::string::npos, suffix) == 0;
+      return name.size() >= strlen(suffix) &&
+             name.compare(name.size() - strlen(suffix), std::string::npos, suffix) == 0;
     };
     for (size_t i = 0; i < t.count; i++) {
-      if (is("_a_re")) x[i] = -0.5f;
-      else if (is("_a_im")) x[i] = (float)a_im[i % c.N];
-      else if (is("_c")) x[i] = rng.normal() * 0.70710678f;
-      else if (is("_d")) x[i] = 1.0f;
-      else if (is("_log_step")) x[i] = logf(0.01f) + rng.uniform() * (logf(1.0f) - logf(0.01f));
+      if (is("_a_re"))
+        x[i] = -0.5f;
+      else if (is("_a_im"))
+        x[i] = (float)a_im[i % c.N];
+      else if (is("_c"))
+        x[i] = rng.normal() * 0.70710678f;
+      else if (is("_d"))
+        x[i] = 1.0f;
+      else if (is("_log_step"))
+        x[i] = logf(0.01f) + rng.uniform() * (logf(1.0f) - logf(0.01f));
       else if (name.compare(0, 3, "ln_") == 0 || name.compare(0, 7, "head_ln") == 0)
         x[i] = is("_w") ? 1.0f : 0.0f;
-      else if (!t.decay) x[i] = 0.0f;  // biases
-      else x[i] = rng.normal() * 0.02f;
+      else if (!t.decay)
+        x[i] = 0.0f;  // biases
+      else
+        x[i] = rng.normal() * 0.02f;
     }
   }
 }
 
-// One layer's slice of a parameter (or gradient) block.
-struct Ssm {
-  float *a_re, *a_im, *c, *d, *log_step;  // (N), (N), (N, 2), (1), (1)
+// One layer's slice of a parameter (or gradient) block; W is float, or
+// bf16 for the GPU's copy of the weights that the dense layers read.
+template <class W>
+struct SsmT {
+  W *a_re, *a_im, *c, *d, *log_step;  // (N), (N), (N, 2), (1), (1)
 };
-struct LayerWeights {
-  float *ln_w, *ln_b, *dv_w, *dv_b, *duf_w, *duf_b, *dub_w, *dub_b;
-  Ssm fs, bs;
-  float *ducf_w, *ducf_b, *ducb_w, *ducb_b, *dol_w, *dol_b, *do_w, *do_b;
+template <class W>
+struct LayerWeightsT {
+  W *ln_w, *ln_b, *dv_w, *dv_b, *duf_w, *duf_b, *dub_w, *dub_b;
+  SsmT<W> fs, bs;
+  W *ducf_w, *ducf_b, *ducb_w, *ducb_b, *dol_w, *dol_b, *do_w, *do_b;
 };
+using Ssm = SsmT<float>;
+using LayerWeights = LayerWeightsT<float>;
 
-static LayerWeights layer_weights(const Params& p, const Config& c, int l) {
+template <class W>
+static LayerWeightsT<W> layer_weights(const ParamsT<W>& p, const Config& c, int l) {
   size_t H = c.H, I = c.I, N = c.N;
-  LayerWeights w;
+  LayerWeightsT<W> w;
   w.ln_w = p.ln_w + l * H, w.ln_b = p.ln_b + l * H;
   w.dv_w = p.dv_w + l * I * H, w.dv_b = p.dv_b + l * I;
   w.duf_w = p.duf_w + l * H * H, w.duf_b = p.duf_b + l * H;
@@ -1823,16 +2220,20 @@ static LayerWeights layer_weights(const Params& p, const Config& c, int l) {
   return w;
 }
 
-// One layer's slice of the activation block.
-struct LayerActs {
-  float *x, *x_out;  // (B, T, H) the residual stream in and out
-  float *ln, *ln_mean, *ln_rstd, *v_pre, *v, *uf_pre, *uf, *ub_pre, *ub, *kf, *kb;
-  float *sf, *sb, *cf, *cb, *gate, *g_pre, *g, *gv;
+// One layer's slice of the activation block (types as in BIGS_ACTS).
+template <class S>
+struct LayerActsT {
+  S *x, *x_out;  // (B, T, H) the residual stream in and out
+  S *ln, *v_pre, *v, *uf_pre, *uf, *ub_pre, *ub;
+  float *ln_mean, *ln_rstd, *kf, *kb;
+  S *sf, *sb, *cf, *cb, *gate, *g_pre, *g, *gv;
 };
+using LayerActs = LayerActsT<float>;
 
-static LayerActs layer_acts(const Acts& a, const Config& c, int Bcap, int l) {
+template <class S>
+static LayerActsT<S> layer_acts(const ActsT<S>& a, const Config& c, int Bcap, int l) {
   size_t BT = (size_t)Bcap * c.T, H = c.H, I = c.I;
-  LayerActs s;
+  LayerActsT<S> s;
   s.x = a.res + l * BT * H, s.x_out = a.res + (l + 1) * BT * H;
   s.ln = a.ln + l * BT * H, s.ln_mean = a.ln_mean + l * BT, s.ln_rstd = a.ln_rstd + l * BT;
   s.v_pre = a.v_pre + l * BT * I, s.v = a.v + l * BT * I;
@@ -1899,8 +2300,8 @@ static void layer_backward_cpu(float* dres, const LayerWeights& dw, const Acts& 
   for (auto& q : ssms) {
     zero(k.dk, T);
     ssm_conv_backward_cpu(q.du, k.dk, q.dw.d, q.ds, q.u, q.K, *q.w.d, B, T, H, q.anticausal);
-    s4d_kernel_backward_cpu(q.dw.a_re, q.dw.a_im, q.dw.c, q.dw.log_step, k.dk, q.w.a_re, q.w.a_im, q.w.c,
-                            *q.w.log_step, c.N, T);
+    s4d_kernel_backward_cpu(q.dw.a_re, q.dw.a_im, q.dw.c, q.dw.log_step, k.dk, q.w.a_re, q.w.a_im, q.w.c, *q.w.log_step,
+                            c.N, T);
   }
   activation_backward_cpu(k.duf, k.duf, s.uf_pre, nH, Act::GeluTanh);
   activation_backward_cpu(k.dub, k.dub, s.ub_pre, nH, Act::GeluTanh);
@@ -1940,8 +2341,7 @@ static void encoder_forward_cpu(Model& m, const Batch& bt, bool train) {
   layernorm_forward_cpu(a.emb_ln, a.emb_mean, a.emb_rstd, a.emb, m.p.ln_emb_w, m.p.ln_emb_b, BT, c.H);
   dropout_forward_cpu(a.res, a.emb_ln, (size_t)BT * c.H, train ? m.dropout : 0.0f, m.dropout_seed,
                       2 * m.dropout_stream);
-  for (int l = 0; l < c.L; l++)
-    layer_forward_cpu(layer_acts(a, c, m.B, l), layer_weights(m.p, c, l), c, bt.B);
+  for (int l = 0; l < c.L; l++) layer_forward_cpu(layer_acts(a, c, m.B, l), layer_weights(m.p, c, l), c, bt.B);
 }
 
 static void encoder_backward_cpu(Model& m, const Batch& bt, bool train) {
@@ -1949,13 +2349,13 @@ static void encoder_backward_cpu(Model& m, const Batch& bt, bool train) {
   Acts& a = m.a;
   int BT = bt.B * c.T;
   for (int l = c.L - 1; l >= 0; l--)
-    layer_backward_cpu(a.dres, layer_weights(m.g, c, l), a, layer_acts(a, c, m.B, l), layer_weights(m.p, c, l),
-                       c, bt.B);
+    layer_backward_cpu(a.dres, layer_weights(m.g, c, l), a, layer_acts(a, c, m.B, l), layer_weights(m.p, c, l), c,
+                       bt.B);
   dropout_backward_cpu(a.dres, a.dres, (size_t)BT * c.H, train ? m.dropout : 0.0f, m.dropout_seed,
                        2 * m.dropout_stream);
   std::fill(a.dh, a.dh + (size_t)BT * c.H, 0.0f);
-  layernorm_backward_cpu(a.dh, m.g.ln_emb_w, m.g.ln_emb_b, a.dres, a.emb, m.p.ln_emb_w, a.emb_mean, a.emb_rstd,
-                         BT, c.H);
+  layernorm_backward_cpu(a.dh, m.g.ln_emb_w, m.g.ln_emb_b, a.dres, a.emb, m.p.ln_emb_w, a.emb_mean, a.emb_rstd, BT,
+                         c.H);
   embedding_backward_cpu(m.g.wte, m.g.wpe, m.g.wtt, a.dh, bt.ids, bt.types, bt.B, c.T, c.H);
 }
 
@@ -1991,8 +2391,7 @@ static bool mlm_head_forward_cpu(Model& m, const Batch& bt, Loss* loss, std::str
   int P = 0;
   if (!mlm_rows(m, bt, &P, err)) return false;
   const float* final_x = a.res + (size_t)c.L * m.B * c.T * c.H;
-  for (int r = 0; r < P; r++)
-    std::copy_n(final_x + (size_t)a.rows[r] * c.H, c.H, a.head_in + (size_t)r * c.H);
+  for (int r = 0; r < P; r++) std::copy_n(final_x + (size_t)a.rows[r] * c.H, c.H, a.head_in + (size_t)r * c.H);
   dense_forward_cpu(a.head_pre, a.head_in, m.p.head_w, m.p.head_b, P, c.H, c.H);
   activation_forward_cpu(a.head_act, a.head_pre, (size_t)P * c.H, Act::GeluErf);
   layernorm_forward_cpu(a.head_ln, a.head_mean, a.head_rstd, a.head_act, m.p.head_ln_w, m.p.head_ln_b, P, c.H);
@@ -2011,8 +2410,8 @@ static void mlm_head_backward_cpu(Model& m, const Batch& bt, int P, float scale)
   std::fill(a.dhead, a.dhead + (size_t)P * c.H, 0.0f);
   dense_backward_cpu(a.dhead, m.g.wte, m.g.head_bias, a.dlogits, a.head_ln, m.p.wte, P, c.H, c.V);
   std::fill(a.dhead2, a.dhead2 + (size_t)P * c.H, 0.0f);
-  layernorm_backward_cpu(a.dhead2, m.g.head_ln_w, m.g.head_ln_b, a.dhead, a.head_act, m.p.head_ln_w,
-                         a.head_mean, a.head_rstd, P, c.H);
+  layernorm_backward_cpu(a.dhead2, m.g.head_ln_w, m.g.head_ln_b, a.dhead, a.head_act, m.p.head_ln_w, a.head_mean,
+                         a.head_rstd, P, c.H);
   activation_backward_cpu(a.dhead2, a.dhead2, a.head_pre, (size_t)P * c.H, Act::GeluErf);
   std::fill(a.dhead, a.dhead + (size_t)P * c.H, 0.0f);
   dense_backward_cpu(a.dhead, m.g.head_w, m.g.head_b, a.dhead2, a.head_in, m.p.head_w, P, c.H, c.H);
@@ -2104,41 +2503,111 @@ static bool batch_check(const Model& m, const Batch& bt, std::string* err) {
   }
   for (int i = 0; i < bt.B * c.T; i++) {
     if (bt.ids[i] < 0 || bt.ids[i] >= c.V || bt.types[i] < 0 || bt.types[i] >= c.types) {
-      *err = strf("token %d of the batch has id %d (V = %d) and type %d (types = %d)", i, bt.ids[i], c.V,
-                  bt.types[i], c.types);
+      *err = strf("token %d of the batch has id %d (V = %d) and type %d (types = %d)", i, bt.ids[i], c.V, bt.types[i],
+                  c.types);
       return false;
     }
   }
   return true;
 }
 
+// ---------------------------------------------------------------------------
+// The GPU's memory plan: what model_to_device allocates, computed on the
+// host (it needs no GPU), so that start-up can print it and `bigs bench
+// --plan` can say which batch fits before anything is allocated.
+// ---------------------------------------------------------------------------
+
+constexpr size_t kDevAlign = 128;  // elements: every device tensor starts 512 (fp32) or 256 (bf16) bytes aligned
+constexpr size_t kActAlign = 256;  // bytes: every activation tensor starts aligned so
+constexpr size_t kGpuWorkspace = 32u << 20;  // cuBLASLt's workspace (its recommendation for Hopper)
+
+struct GpuPlan {
+  size_t params = 0;     // fp32 master weights, their gradients and the two AdamW moments
+  size_t weights16 = 0;  // the bf16 copy of the weights (bf16 mode)
+  size_t acts = 0;       // the activation block
+  size_t fft = 0;        // FFT signals and spectra, plus an estimate of cuFFT's own work area
+  size_t other = 0;      // cuBLASLt workspace, reduction scratch, batch indices
+  size_t total() const { return params + weights16 + acts + fft + other; }
+};
+
+static GpuPlan gpu_plan(const Config& c, int B, int R, Precision prec) {
+  GpuPlan p;
+  size_t n = table_total(param_table(c, kDevAlign)), H = c.H, BT = (size_t)B * c.T;
+  p.params = 4 * n * sizeof(float);
+  p.weights16 = prec == Precision::Bf16 ? n * 2 : 0;
+  // Only the element size matters to the layout: any 2-byte type sizes the bf16 block.
+  p.acts = prec == Precision::Bf16 ? layout_acts<uint16_t>(nullptr, nullptr, c, B, R, kActAlign)
+                                   : layout_acts<float>(nullptr, nullptr, c, B, R, kActAlign);
+  size_t nfft = (size_t)fft_size(c.T), nf = nfft / 2 + 1;
+  // fft_real, fft_spec, fft_spec2 and fft_k; cuFFT's work area for the
+  // batched plan is taken to be one more set of spectra.
+  p.fft = (size_t)B * H * nfft * 4 + 3 * (size_t)B * H * nf * 8 + nf * 8;
+  size_t widest = std::max({(size_t)c.V, (size_t)c.I, H, nf});
+  p.other = kGpuWorkspace + (1 << 16) * 8 + kColChunks * 2 * widest * 4 + (8 * BT + 4 * (size_t)R + 8) * 4;
+  return p;
+}
+
+// The largest batch (up to 1 << 16) whose plan fits in 95% of `bytes`; 0
+// if none. The 5% is left for what the plan cannot see: the CUDA context,
+// cuFFT's work areas beyond the estimate, the allocator's rounding.
+constexpr double kPlanShare = 0.95;
+static int gpu_max_batch(const Config& c, int per_seq, Precision prec, double bytes) {
+  int lo = 0, hi = 1 << 16;
+  while (lo < hi) {
+    int mid = (lo + hi + 1) / 2;
+    if ((double)gpu_plan(c, mid, mid * per_seq, prec).total() <= kPlanShare * bytes)
+      lo = mid;
+    else
+      hi = mid - 1;
+  }
+  return lo;
+}
+
+static void print_gpu_plan(const GpuPlan& p, Precision prec, int B, int T) {
+  auto gb = [](size_t x) { return x / 1e9; };
+  printf(
+      "GPU memory plan (%s, batch %d, T %d): %.2f GB = parameters, gradients and AdamW moments %.2f + bf16 "
+      "weights %.2f + activations %.2f + FFT %.2f + workspace and scratch %.2f\n",
+      precision_name(prec), B, T, gb(p.total()), gb(p.params), gb(p.weights16), gb(p.acts), gb(p.fft), gb(p.other));
+}
+
 #ifdef __CUDACC__
 // ---------------------------------------------------------------------------
-// The model on the GPU: the same tables and layouts, one device allocation
-// per block, and the CPU model's functions again with launchers in place of
-// the CPU layers.
+// The model on the GPU: the same tables, one device allocation per block,
+// and the CPU model's functions again with launchers in place of the CPU
+// layers. The parameter blocks use the aligned device layout
+// (param_table(c, kDevAlign)); copies to and from the host's packed blocks
+// go tensor by tensor.
 // ---------------------------------------------------------------------------
 
 struct GpuModel {
   CudaCtx ctx;
-  float* params = nullptr;     // (num_params) the layout of Model::params_mem
-  float* grads = nullptr;      // (num_params)
-  float* mom1 = nullptr;       // (num_params) AdamW's first moment
-  float* mom2 = nullptr;       // (num_params) AdamW's second moment
-  float* acts = nullptr;       // (num_acts) the layout of Model::acts_mem
-  int* ids = nullptr;          // (B, T) the batch, copied in by each forward
-  int* types = nullptr;        // (B, T)
-  int* rows = nullptr;         // (R) copied from Model::a.rows
-  int* row_target = nullptr;   // (R)
-  Params p, g;                 // device pointers into params and grads
-  Acts a;                      // device pointers into acts
+  Precision prec = Precision::Fp32;
+  std::vector<TensorInfo> table;  // the device layout
+  size_t n = 0;                   // elements per parameter block, padding included (zeros)
+  float* params = nullptr;        // (n) fp32 master weights
+  float* grads = nullptr;         // (n)
+  float* mom1 = nullptr;          // (n) AdamW's first moment
+  float* mom2 = nullptr;          // (n) AdamW's second moment
+  bf16* params16 = nullptr;       // (n) bf16 mode: the weights the dense layers read, rewritten by each AdamW step
+  uint64_t* segments = nullptr;   // (tensors) offset << 1 | decay: the fused AdamW's decay mask
+  char* acts = nullptr;           // the activation block
+  int* ids = nullptr;             // (B, T) the batch, copied in by each forward
+  int* types = nullptr;           // (B, T)
+  int* rows = nullptr;            // (R) copied from Model::a.rows
+  int* row_target = nullptr;      // (R)
+  Params p, g;                    // device pointers into params and grads
+  ParamsT<bf16> p16;              // ... into params16
+  Acts a;                         // the activation block in fp32 and tf32 modes
+  ActsT<bf16> a16;                // ... in bf16 mode
 };
 
 // A destructor must not throw: a failure while freeing is reported instead.
 static void gpu_model_delete(GpuModel* g) {
   try {
-    for (void* p : {(void*)g->params, (void*)g->grads, (void*)g->mom1, (void*)g->mom2, (void*)g->acts,
-                    (void*)g->ids, (void*)g->types, (void*)g->rows, (void*)g->row_target})
+    for (void* p :
+         {(void*)g->params, (void*)g->grads, (void*)g->mom1, (void*)g->mom2, (void*)g->params16, (void*)g->segments,
+          (void*)g->acts, (void*)g->ids, (void*)g->types, (void*)g->rows, (void*)g->row_target})
       cudaCheck(cudaFree(p));
     cuda_ctx_destroy(&g->ctx);
   } catch (const CudaError& e) {
@@ -2147,9 +2616,43 @@ static void gpu_model_delete(GpuModel* g) {
   delete g;
 }
 
-// Moves a built model to the GPU: parameters (and the AdamW moments, when
-// given) are copied in, gradients and activations zeroed. Everything a step
-// needs is allocated here, once.
+// Host packed layout <-> device aligned layout, one tensor at a time.
+static std::vector<float> to_device_layout(const Model& m, const GpuModel& g, const float* host) {
+  std::vector<float> d(g.n, 0.0f);
+  for (size_t i = 0; i < m.table.size(); i++)
+    std::copy_n(host + m.table[i].offset, m.table[i].count, d.data() + g.table[i].offset);
+  return d;
+}
+static void from_device_layout(const Model& m, const GpuModel& g, const std::vector<float>& d, float* host) {
+  for (size_t i = 0; i < m.table.size(); i++)
+    std::copy_n(d.data() + g.table[i].offset, m.table[i].count, host + m.table[i].offset);
+}
+static std::vector<float> fetch_block(GpuModel& g, const float* dev) {
+  std::vector<float> d(g.n);
+  cudaCheck(cudaStreamSynchronize(g.ctx.stream));
+  cudaCheck(cudaMemcpy(d.data(), dev, g.n * sizeof(float), cudaMemcpyDeviceToHost));
+  return d;
+}
+
+// The host-side results of a model on the GPU (see Model::a).
+static void host_results_alloc(Model& m) {
+  const Config& c = m.c;
+  size_t R = m.R, B = m.B, Y = c.labels;
+  m.acts_mem.assign(R + R * c.V + 2 * B * Y + B, 0.0f);
+  Acts a{};
+  a.rows = m.a.rows, a.row_target = m.a.row_target;
+  float* x = m.acts_mem.data();
+  a.row_loss = x, x += R;
+  a.logits = x, x += R * c.V;
+  a.cls_logits = x, x += B * Y;
+  a.dcls_logits = x, x += B * Y;
+  a.cls_loss = x;
+  m.a = a;
+}
+
+// Moves a built model to the GPU in m->precision: parameters (and the
+// AdamW moments, when given) are copied in, gradients and activations
+// zeroed. Everything a step needs is allocated here, once.
 static bool model_to_device(Model* m, const std::vector<float>* mom1, const std::vector<float>* mom2,
                             std::string* err) {
   int count = 0;
@@ -2158,40 +2661,76 @@ static bool model_to_device(Model* m, const std::vector<float>* mom1, const std:
     *err = strf("no CUDA device (%s); use --device cpu", e != cudaSuccess ? cudaGetErrorString(e) : "count is 0");
     return false;
   }
+  const Config& c = m->c;
+  if (m->precision == Precision::Bf16 && (c.H % 8 || c.I % 8)) {
+    *err = strf(
+        "--precision bf16 needs H and I to be multiples of 8 (cuBLASLt's bf16 kernels want 16-byte aligned "
+        "rows); this config has H %d and I %d: use --precision fp32",
+        c.H, c.I);
+    return false;
+  }
+  GpuPlan plan = gpu_plan(c, m->B, m->R, m->precision);
+  size_t free_bytes = 0, total_bytes = 0;
+  if (cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess && plan.total() > free_bytes) {
+    *err = strf(
+        "the model needs %.2f GB on the GPU for batch %d at T = %d (%s), and %.2f GB are free; lower "
+        "--micro-batch (bigs bench --plan shows what fits)",
+        plan.total() / 1e9, m->B, c.T, precision_name(m->precision), free_bytes / 1e9);
+    return false;
+  }
   try {
     std::shared_ptr<GpuModel> g(new GpuModel, gpu_model_delete);
-    const Config& c = m->c;
-    size_t P = m->num_params, BT = (size_t)m->B * c.T, bytes = P * sizeof(float);
+    g->prec = m->precision;
+    g->table = param_table(c, kDevAlign);
+    g->n = table_total(g->table);
+    size_t BT = (size_t)m->B * c.T, bytes = g->n * sizeof(float);
     cuda_ctx_create(&g->ctx);
-    cudaCheck(cudaMalloc(&g->params, bytes));
-    cudaCheck(cudaMalloc(&g->grads, bytes));
-    cudaCheck(cudaMalloc(&g->mom1, bytes));
-    cudaCheck(cudaMalloc(&g->mom2, bytes));
-    cudaCheck(cudaMalloc(&g->acts, m->num_acts * sizeof(float)));
-    cudaCheck(cudaMalloc(&g->ids, BT * sizeof(int)));
-    cudaCheck(cudaMalloc(&g->types, BT * sizeof(int)));
-    cudaCheck(cudaMalloc(&g->rows, (size_t)m->R * sizeof(int)));
-    cudaCheck(cudaMalloc(&g->row_target, (size_t)m->R * sizeof(int)));
-    cudaCheck(cudaMemcpy(g->params, m->params_mem.data(), bytes, cudaMemcpyHostToDevice));
+    if (g->prec == Precision::Tf32) g->ctx.compute = CUBLAS_COMPUTE_32F_FAST_TF32;
+    for (float** x : {&g->params, &g->grads, &g->mom1, &g->mom2}) cudaCheck(cudaMalloc(x, bytes));
+    cudaCheck(
+        cudaMemcpy(g->params, to_device_layout(*m, *g, m->params_mem.data()).data(), bytes, cudaMemcpyHostToDevice));
     cudaCheck(cudaMemset(g->grads, 0, bytes));
-    if (mom1 && mom2 && mom1->size() == P && mom2->size() == P) {
-      cudaCheck(cudaMemcpy(g->mom1, mom1->data(), bytes, cudaMemcpyHostToDevice));
-      cudaCheck(cudaMemcpy(g->mom2, mom2->data(), bytes, cudaMemcpyHostToDevice));
+    if (mom1 && mom2 && mom1->size() == m->num_params && mom2->size() == m->num_params) {
+      cudaCheck(cudaMemcpy(g->mom1, to_device_layout(*m, *g, mom1->data()).data(), bytes, cudaMemcpyHostToDevice));
+      cudaCheck(cudaMemcpy(g->mom2, to_device_layout(*m, *g, mom2->data()).data(), bytes, cudaMemcpyHostToDevice));
     } else {
       cudaCheck(cudaMemset(g->mom1, 0, bytes));
       cudaCheck(cudaMemset(g->mom2, 0, bytes));
     }
+    std::vector<uint64_t> seg;
+    for (const TensorInfo& t : g->table) seg.push_back((uint64_t)t.offset << 1 | (t.decay ? 1 : 0));
+    cudaCheck(cudaMalloc(&g->segments, seg.size() * sizeof(uint64_t)));
+    cudaCheck(cudaMemcpy(g->segments, seg.data(), seg.size() * sizeof(uint64_t), cudaMemcpyHostToDevice));
+    point_params(&g->p, g->params, c, kDevAlign);
+    point_params(&g->g, g->grads, c, kDevAlign);
+    if (g->prec == Precision::Bf16) {
+      cudaCheck(cudaMalloc(&g->params16, g->n * sizeof(bf16)));
+      cast_kernel<<<grid_for(g->n), kThreads, 0, g->ctx.stream>>>(g->params16, g->params, g->n);
+      launchCheck();
+      point_params(&g->p16, g->params16, c, kDevAlign);
+    }
     // Zeroed so that no kernel ever reads uninitialised memory, even padding
     // rows of a short batch.
-    cudaCheck(cudaMemset(g->acts, 0, m->num_acts * sizeof(float)));
-    point_params(&g->p, g->params, c);
-    point_params(&g->g, g->grads, c);
-    point_acts(&g->a, g->acts, c, m->B, m->R);
-    // The FFT plans and scratch of a full batch now, not inside step 1.
+    cudaCheck(cudaMalloc(&g->acts, plan.acts));
+    cudaCheck(cudaMemset(g->acts, 0, plan.acts));
+    if (g->prec == Precision::Bf16)
+      layout_acts(&g->a16, g->acts, c, m->B, m->R, kActAlign);
+    else
+      layout_acts(&g->a, g->acts, c, m->B, m->R, kActAlign);
+    cudaCheck(cudaMalloc(&g->ids, BT * sizeof(int)));
+    cudaCheck(cudaMalloc(&g->types, BT * sizeof(int)));
+    cudaCheck(cudaMalloc(&g->rows, (size_t)m->R * sizeof(int)));
+    cudaCheck(cudaMalloc(&g->row_target, (size_t)m->R * sizeof(int)));
+    // The FFT plans and every scratch buffer of a full batch now, not inside step 1.
     int n = fft_size(c.T);
     fft_reserve(g->ctx, (size_t)m->B * c.H, n);
     fft_plan(g->ctx, n, 1);
     fft_plan(g->ctx, n, m->B * c.H);
+    size_t widest = std::max({(size_t)c.V, (size_t)c.I, (size_t)c.H, (size_t)n / 2 + 1});
+    scratch_reserve(g->ctx, &g->ctx.colsum, &g->ctx.colsum_cap, kColChunks * 2 * widest);
+    scratch_reserve(g->ctx, &g->ctx.idx, &g->ctx.idx_cap, 6 * BT + 4);
+    cudaCheck(cudaStreamSynchronize(g->ctx.stream));
+    host_results_alloc(*m);
     m->gpu = g;
   } catch (const CudaError& ex) {
     *err = strf("moving the model to the GPU: %s", ex.what());
@@ -2205,23 +2744,22 @@ static bool model_to_device(Model* m, const std::vector<float>* mom1, const std:
 static void model_to_host(Model& m, std::vector<float>* mom1, std::vector<float>* mom2) {
   if (!m.gpu) return;
   GpuModel& g = *m.gpu;
-  size_t bytes = m.num_params * sizeof(float);
-  cudaCheck(cudaStreamSynchronize(g.ctx.stream));
-  cudaCheck(cudaMemcpy(m.params_mem.data(), g.params, bytes, cudaMemcpyDeviceToHost));
+  from_device_layout(m, g, fetch_block(g, g.params), m.params_mem.data());
   if (mom1 && mom2) {
     mom1->resize(m.num_params), mom2->resize(m.num_params);
-    cudaCheck(cudaMemcpy(mom1->data(), g.mom1, bytes, cudaMemcpyDeviceToHost));
-    cudaCheck(cudaMemcpy(mom2->data(), g.mom2, bytes, cudaMemcpyDeviceToHost));
+    from_device_layout(m, g, fetch_block(g, g.mom1), mom1->data());
+    from_device_layout(m, g, fetch_block(g, g.mom2), mom2->data());
   }
 }
 
-__global__ void residual_forward_kernel(float* out, const float* x, size_t n) {  // out += x
-  size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-  if (i < n) out[i] += x[i];
+// The gradient block into m.grads_mem (the tests compare it with the CPU's).
+inline void model_grads_to_host(Model& m) {
+  if (m.gpu) from_device_layout(m, *m.gpu, fetch_block(*m.gpu, m.gpu->grads), m.grads_mem.data());
 }
 
 // head_in (P, H) = the final states of the predicted rows.
-__global__ void mlm_gather_kernel(float* head_in, const float* x, const int* rows, int P, int H) {
+template <class X>
+__global__ void mlm_gather_kernel(X* head_in, const X* x, const int* rows, int P, int H) {
   size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
   if (i < (size_t)P * H) head_in[i] = x[(size_t)rows[i / H] * H + i % H];
 }
@@ -2233,79 +2771,88 @@ __global__ void mlm_scatter_kernel(float* dres, const float* dhead, const int* r
   if (i < (size_t)P * H) dres[(size_t)rows[i / H] * H + i % H] += dhead[i];
 }
 
-static void zero_async(CudaCtx& ctx, float* x, size_t n) {
-  cudaCheck(cudaMemsetAsync(x, 0, n * sizeof(float), ctx.stream));
+template <class X>
+static void zero_async(CudaCtx& ctx, X* x, size_t n) {
+  cudaCheck(cudaMemsetAsync(x, 0, n * sizeof(X), ctx.stream));
 }
 
-// layer_forward_cpu on the GPU; the SSM parameters D and log_step are read
-// by the kernels from the parameter block, so nothing syncs with the host.
-static void layer_forward_gpu(CudaCtx& ctx, const LayerActs& s, const LayerWeights& w, const Config& c, int B) {
+// layer_forward_cpu on the GPU. w holds the fp32 weights (LayerNorm, SSM),
+// wd the ones the dense layers read (the same in fp32, the bf16 copy in
+// bf16). The SSM parameters D and log_step are read by the kernels from the
+// parameter block, so nothing syncs with the host. Each GELU is fused into
+// the dense layer before it where cuBLASLt can, and the residual is the
+// last dense layer's C operand.
+template <class S>
+static void layer_forward_gpu(CudaCtx& ctx, const LayerActsT<S>& s, const LayerWeights& w, const LayerWeightsT<S>& wd,
+                              const Config& c, int B) {
   int T = c.T, H = c.H, I = c.I, BT = B * T;
   size_t nH = (size_t)BT * H, nI = (size_t)BT * I;
   layernorm_forward(ctx, s.ln, s.ln_mean, s.ln_rstd, s.x, w.ln_w, w.ln_b, BT, H);
-  dense_forward(ctx, s.v_pre, s.ln, w.dv_w, w.dv_b, BT, H, I);
-  activation_forward(ctx, s.v, s.v_pre, nI, Act::GeluTanh);
-  dense_forward(ctx, s.uf_pre, s.ln, w.duf_w, w.duf_b, BT, H, H);
-  activation_forward(ctx, s.uf, s.uf_pre, nH, Act::GeluTanh);
-  dense_forward(ctx, s.ub_pre, s.ln, w.dub_w, w.dub_b, BT, H, H);
-  activation_forward(ctx, s.ub, s.ub_pre, nH, Act::GeluTanh);
+  dense_forward(ctx, s.v, s.ln, wd.dv_w, wd.dv_b, BT, H, I, s.v_pre);
+  dense_forward(ctx, s.uf, s.ln, wd.duf_w, wd.duf_b, BT, H, H, s.uf_pre);
+  dense_forward(ctx, s.ub, s.ln, wd.dub_w, wd.dub_b, BT, H, H, s.ub_pre);
   s4d_kernel_forward(ctx, s.kf, w.fs.a_re, w.fs.a_im, w.fs.c, w.fs.log_step, c.N, T);
   ssm_conv_forward(ctx, s.sf, s.uf, s.kf, w.fs.d, B, T, H, false);
   s4d_kernel_forward(ctx, s.kb, w.bs.a_re, w.bs.a_im, w.bs.c, w.bs.log_step, c.N, T);
   ssm_conv_forward(ctx, s.sb, s.ub, s.kb, w.bs.d, B, T, H, true);
-  dense_forward(ctx, s.cf, s.sf, w.ducf_w, w.ducf_b, BT, H, H);
-  dense_forward(ctx, s.cb, s.sb, w.ducb_w, w.ducb_b, BT, H, H);
+  dense_forward(ctx, s.cf, s.sf, wd.ducf_w, wd.ducf_b, BT, H, H);
+  dense_forward(ctx, s.cb, s.sb, wd.ducb_w, wd.ducb_b, BT, H, H);
   gate_forward(ctx, s.gate, s.cf, s.cb, nH);
-  dense_forward(ctx, s.g_pre, s.gate, w.dol_w, w.dol_b, BT, H, I);
-  activation_forward(ctx, s.g, s.g_pre, nI, Act::GeluTanh);
+  dense_forward(ctx, s.g, s.gate, wd.dol_w, wd.dol_b, BT, H, I, s.g_pre);
   gate_forward(ctx, s.gv, s.g, s.v, nI);
-  dense_forward(ctx, s.x_out, s.gv, w.do_w, w.do_b, BT, I, H);
-  residual_forward_kernel<<<grid_for(nH), kThreads, 0, ctx.stream>>>(s.x_out, s.x, nH);
-  launchCheck();
+  dense_forward(ctx, s.x_out, s.gv, wd.do_w, wd.do_b, BT, I, H, nullptr, s.x);  // + x, the residual
 }
 
-// layer_backward_cpu on the GPU, step for step.
-static void layer_backward_gpu(CudaCtx& ctx, float* dres, const LayerWeights& dw, const Acts& k, const LayerActs& s,
-                               const LayerWeights& w, const Config& c, int B) {
+// layer_backward_cpu on the GPU, step for step. dres stays fp32 (it sums
+// every layer's contribution); its copy in the activation type is the
+// operand of the last dense layer's backward.
+template <class S>
+static void layer_backward_gpu(CudaCtx& ctx, float* dres, const LayerWeights& dw, const ActsT<S>& k,
+                               const LayerActsT<S>& s, const LayerWeights& w, const LayerWeightsT<S>& wd,
+                               const Config& c, int B) {
   int T = c.T, H = c.H, I = c.I, BT = B * T;
   size_t nH = (size_t)BT * H, nI = (size_t)BT * I;
+  const S* dout = as_operand(ctx, k.dres_a, dres, nH);
   zero_async(ctx, k.dgv, nI);
-  dense_backward(ctx, k.dgv, dw.do_w, dw.do_b, dres, s.gv, w.do_w, BT, I, H);
+  dense_backward(ctx, k.dgv, dw.do_w, dw.do_b, dout, s.gv, wd.do_w, BT, I, H);
   gate_backward(ctx, k.dg, k.dv, k.dgv, s.g, s.v, nI);
   activation_backward(ctx, k.dg, k.dg, s.g_pre, nI, Act::GeluTanh);
   zero_async(ctx, k.dgate, nH);
-  dense_backward(ctx, k.dgate, dw.dol_w, dw.dol_b, k.dg, s.gate, w.dol_w, BT, H, I);
+  dense_backward(ctx, k.dgate, dw.dol_w, dw.dol_b, k.dg, s.gate, wd.dol_w, BT, H, I);
   gate_backward(ctx, k.dcf, k.dcb, k.dgate, s.cf, s.cb, nH);
   zero_async(ctx, k.dsf, nH);
-  dense_backward(ctx, k.dsf, dw.ducf_w, dw.ducf_b, k.dcf, s.sf, w.ducf_w, BT, H, H);
+  dense_backward(ctx, k.dsf, dw.ducf_w, dw.ducf_b, k.dcf, s.sf, wd.ducf_w, BT, H, H);
   zero_async(ctx, k.dsb, nH);
-  dense_backward(ctx, k.dsb, dw.ducb_w, dw.ducb_b, k.dcb, s.sb, w.ducb_w, BT, H, H);
+  dense_backward(ctx, k.dsb, dw.ducb_w, dw.ducb_b, k.dcb, s.sb, wd.ducb_w, BT, H, H);
   struct {
     const Ssm &w, &dw;
-    float *du, *ds, *u, *K;
+    S *du, *ds, *u;
+    float* K;
     bool anticausal;
   } ssms[2] = {{w.fs, dw.fs, k.duf, k.dsf, s.uf, s.kf, false}, {w.bs, dw.bs, k.dub, k.dsb, s.ub, s.kb, true}};
   for (auto& q : ssms) {
     zero_async(ctx, k.dk, T);
     ssm_conv_backward(ctx, q.du, k.dk, q.dw.d, q.ds, q.u, q.K, q.w.d, B, T, H, q.anticausal);
-    s4d_kernel_backward(ctx, q.dw.a_re, q.dw.a_im, q.dw.c, q.dw.log_step, k.dk, q.w.a_re, q.w.a_im, q.w.c,
-                        q.w.log_step, c.N, T);
+    s4d_kernel_backward(ctx, q.dw.a_re, q.dw.a_im, q.dw.c, q.dw.log_step, k.dk, q.w.a_re, q.w.a_im, q.w.c, q.w.log_step,
+                        c.N, T);
   }
   activation_backward(ctx, k.duf, k.duf, s.uf_pre, nH, Act::GeluTanh);
   activation_backward(ctx, k.dub, k.dub, s.ub_pre, nH, Act::GeluTanh);
   activation_backward(ctx, k.dv, k.dv, s.v_pre, nI, Act::GeluTanh);
   zero_async(ctx, k.dh, nH);
-  dense_backward(ctx, k.dh, dw.duf_w, dw.duf_b, k.duf, s.ln, w.duf_w, BT, H, H);
-  dense_backward(ctx, k.dh, dw.dub_w, dw.dub_b, k.dub, s.ln, w.dub_w, BT, H, H);
-  dense_backward(ctx, k.dh, dw.dv_w, dw.dv_b, k.dv, s.ln, w.dv_w, BT, H, I);
+  dense_backward(ctx, k.dh, dw.duf_w, dw.duf_b, k.duf, s.ln, wd.duf_w, BT, H, H);
+  dense_backward(ctx, k.dh, dw.dub_w, dw.dub_b, k.dub, s.ln, wd.dub_w, BT, H, H);
+  dense_backward(ctx, k.dh, dw.dv_w, dw.dv_b, k.dv, s.ln, wd.dv_w, BT, H, I);
   layernorm_backward(ctx, dres, dw.ln_w, dw.ln_b, k.dh, s.x, w.ln_w, s.ln_mean, s.ln_rstd, BT, H);
 }
 
-static void encoder_forward_gpu(Model& m, const Batch& bt, bool train) {
+// The whole model on the GPU, for activation type S: a is the activation
+// block, pw the weights the dense layers read.
+template <class S>
+static void encoder_forward_gpu(Model& m, const ActsT<S>& a, const ParamsT<S>& pw, const Batch& bt, bool train) {
   GpuModel& g = *m.gpu;
   CudaCtx& ctx = g.ctx;
   const Config& c = m.c;
-  const Acts& a = g.a;
   int BT = bt.B * c.T;
   cudaCheck(cudaMemcpyAsync(g.ids, bt.ids, (size_t)BT * sizeof(int), cudaMemcpyHostToDevice, ctx.stream));
   cudaCheck(cudaMemcpyAsync(g.types, bt.types, (size_t)BT * sizeof(int), cudaMemcpyHostToDevice, ctx.stream));
@@ -2313,51 +2860,56 @@ static void encoder_forward_gpu(Model& m, const Batch& bt, bool train) {
   layernorm_forward(ctx, a.emb_ln, a.emb_mean, a.emb_rstd, a.emb, g.p.ln_emb_w, g.p.ln_emb_b, BT, c.H);
   dropout_forward(ctx, a.res, a.emb_ln, (size_t)BT * c.H, train ? m.dropout : 0.0f, m.dropout_seed,
                   2 * m.dropout_stream);
-  for (int l = 0; l < c.L; l++) layer_forward_gpu(ctx, layer_acts(a, c, m.B, l), layer_weights(g.p, c, l), c, bt.B);
+  for (int l = 0; l < c.L; l++)
+    layer_forward_gpu(ctx, layer_acts(a, c, m.B, l), layer_weights(g.p, c, l), layer_weights(pw, c, l), c, bt.B);
 }
 
-static void encoder_backward_gpu(Model& m, const Batch& bt, bool train) {
+template <class S>
+static void encoder_backward_gpu(Model& m, const ActsT<S>& a, const ParamsT<S>& pw, const Batch& bt, bool train) {
   GpuModel& g = *m.gpu;
   CudaCtx& ctx = g.ctx;
   const Config& c = m.c;
-  const Acts& a = g.a;
   int BT = bt.B * c.T;
   for (int l = c.L - 1; l >= 0; l--)
     layer_backward_gpu(ctx, a.dres, layer_weights(g.g, c, l), a, layer_acts(a, c, m.B, l), layer_weights(g.p, c, l),
-                       c, bt.B);
+                       layer_weights(pw, c, l), c, bt.B);
   dropout_backward(ctx, a.dres, a.dres, (size_t)BT * c.H, train ? m.dropout : 0.0f, m.dropout_seed,
                    2 * m.dropout_stream);
   zero_async(ctx, a.dh, (size_t)BT * c.H);
   layernorm_backward(ctx, a.dh, g.g.ln_emb_w, g.g.ln_emb_b, a.dres, a.emb, g.p.ln_emb_w, a.emb_mean, a.emb_rstd, BT,
                      c.H);
-  embedding_backward(ctx, g.g.wte, g.g.wpe, g.g.wtt, a.dh, g.ids, g.types, bt.B, c.T, c.H);
+  embedding_backward(ctx, g.g.wte, g.g.wpe, g.g.wtt, a.dh, bt.ids, bt.types, bt.B, c.T, c.H);
 }
 
 // The MLM head as on the CPU. The per-row losses come back to the host and
 // are summed there in the CPU's order; without train (evaluation,
-// fill-mask) the logits come back too, into m.a.logits.
-static bool mlm_head_forward_gpu(Model& m, const Batch& bt, bool train, Loss* loss, std::string* err) {
+// fill-mask) the logits come back too, into m.a.logits. The logits are
+// fp32 whatever S is (the decoder bias is then the fp32 master's).
+template <class S>
+static bool mlm_head_forward_gpu(Model& m, const ActsT<S>& a, const ParamsT<S>& pw, const Batch& bt, bool train,
+                                 Loss* loss, std::string* err) {
   GpuModel& g = *m.gpu;
   CudaCtx& ctx = g.ctx;
   const Config& c = m.c;
-  const Acts& a = g.a;
   int P = 0;
   if (!mlm_rows(m, bt, &P, err)) return false;
   cudaCheck(cudaMemcpyAsync(g.rows, m.a.rows, (size_t)P * sizeof(int), cudaMemcpyHostToDevice, ctx.stream));
-  cudaCheck(cudaMemcpyAsync(g.row_target, m.a.row_target, (size_t)P * sizeof(int), cudaMemcpyHostToDevice,
-                            ctx.stream));
-  const float* final_x = a.res + (size_t)c.L * m.B * c.T * c.H;
-  mlm_gather_kernel<<<grid_for((size_t)P * c.H), kThreads, 0, ctx.stream>>>(a.head_in, final_x, g.rows, P, c.H);
-  launchCheck();
-  dense_forward(ctx, a.head_pre, a.head_in, g.p.head_w, g.p.head_b, P, c.H, c.H);
+  cudaCheck(cudaMemcpyAsync(g.row_target, m.a.row_target, (size_t)P * sizeof(int), cudaMemcpyHostToDevice, ctx.stream));
+  const S* final_x = a.res + (size_t)c.L * m.B * c.T * c.H;
+  if (P > 0) {
+    mlm_gather_kernel<<<grid_for((size_t)P * c.H), kThreads, 0, ctx.stream>>>(a.head_in, final_x, g.rows, P, c.H);
+    launchCheck();
+  }
+  dense_forward(ctx, a.head_pre, a.head_in, pw.head_w, pw.head_b, P, c.H, c.H);
   activation_forward(ctx, a.head_act, a.head_pre, (size_t)P * c.H, Act::GeluErf);
   layernorm_forward(ctx, a.head_ln, a.head_mean, a.head_rstd, a.head_act, g.p.head_ln_w, g.p.head_ln_b, P, c.H);
-  dense_forward(ctx, a.logits, a.head_ln, g.p.wte, g.p.head_bias, P, c.H, c.V);
-  crossentropy_forward(ctx, a.row_loss, a.logits, g.row_target, P, c.V);
+  int ldv = (int)logit_stride(c);
+  dense_forward(ctx, a.logits, a.head_ln, pw.wte, g.p.head_bias, P, c.H, c.V, nullptr, nullptr, ldv);
+  crossentropy_forward(ctx, a.row_loss, a.logits, g.row_target, P, c.V, ldv);
   cudaCheck(cudaMemcpyAsync(m.a.row_loss, a.row_loss, (size_t)P * sizeof(float), cudaMemcpyDeviceToHost, ctx.stream));
-  if (!train)
-    cudaCheck(cudaMemcpyAsync(m.a.logits, a.logits, (size_t)P * c.V * sizeof(float), cudaMemcpyDeviceToHost,
-                              ctx.stream));
+  if (!train && P > 0)  // into the host's (P, V), dropping the padding
+    cudaCheck(cudaMemcpy2DAsync(m.a.logits, (size_t)c.V * sizeof(float), a.logits, (size_t)ldv * sizeof(float),
+                                (size_t)c.V * sizeof(float), P, cudaMemcpyDeviceToHost, ctx.stream));
   cudaCheck(cudaStreamSynchronize(ctx.stream));
   loss->sum = 0;
   for (int r = 0; r < P; r++) loss->sum += m.a.row_loss[r];
@@ -2365,65 +2917,91 @@ static bool mlm_head_forward_gpu(Model& m, const Batch& bt, bool train, Loss* lo
   return true;
 }
 
-static void mlm_head_backward_gpu(Model& m, const Batch& bt, int P, float scale) {
+template <class S>
+static void mlm_head_backward_gpu(Model& m, const ActsT<S>& a, const ParamsT<S>& pw, const Batch& bt, int P,
+                                  float scale) {
   GpuModel& g = *m.gpu;
   CudaCtx& ctx = g.ctx;
   const Config& c = m.c;
-  const Acts& a = g.a;
-  crossentropy_backward(ctx, a.dlogits, a.logits, g.row_target, scale, P, c.V);
+  int ldv = (int)logit_stride(c);
+  crossentropy_backward(ctx, a.dlogits, a.logits, g.row_target, scale, P, c.V, ldv);
   zero_async(ctx, a.dhead, (size_t)P * c.H);
-  dense_backward(ctx, a.dhead, g.g.wte, g.g.head_bias, a.dlogits, a.head_ln, g.p.wte, P, c.H, c.V);
+  dense_backward(ctx, a.dhead, g.g.wte, g.g.head_bias, a.dlogits, a.head_ln, pw.wte, P, c.H, c.V, ldv);
   zero_async(ctx, a.dhead2, (size_t)P * c.H);
   layernorm_backward(ctx, a.dhead2, g.g.head_ln_w, g.g.head_ln_b, a.dhead, a.head_act, g.p.head_ln_w, a.head_mean,
                      a.head_rstd, P, c.H);
   activation_backward(ctx, a.dhead2, a.dhead2, a.head_pre, (size_t)P * c.H, Act::GeluErf);
   zero_async(ctx, a.dhead, (size_t)P * c.H);
-  dense_backward(ctx, a.dhead, g.g.head_w, g.g.head_b, a.dhead2, a.head_in, g.p.head_w, P, c.H, c.H);
+  dense_backward(ctx, a.dhead, g.g.head_w, g.g.head_b, a.dhead2, a.head_in, pw.head_w, P, c.H, c.H);
   zero_async(ctx, a.dres, (size_t)bt.B * c.T * c.H);
-  mlm_scatter_kernel<<<grid_for((size_t)P * c.H), kThreads, 0, ctx.stream>>>(a.dres, a.dhead, g.rows, P, c.H);
-  launchCheck();
+  if (P > 0) {
+    mlm_scatter_kernel<<<grid_for((size_t)P * c.H), kThreads, 0, ctx.stream>>>(a.dres, a.dhead, g.rows, P, c.H);
+    launchCheck();
+  }
 }
 
 // The classification head on the GPU up to the (B, Y) logits; those come
-// back and the loss is the host's (cls_loss), as is its gradient.
-static bool cls_head_forward_gpu(Model& m, const Batch& bt, bool train, Loss* loss, std::string* err) {
+// back and the loss is the host's (cls_loss), as is its gradient. The head
+// is (B, H)-sized, so it runs in fp32 with the master weights in every
+// mode (which also spares cuBLASLt bf16 operands with rows of Y elements).
+template <class S>
+static bool cls_head_forward_gpu(Model& m, const ActsT<S>& a, const Batch& bt, bool train, Loss* loss,
+                                 std::string* err) {
   GpuModel& g = *m.gpu;
   CudaCtx& ctx = g.ctx;
   const Config& c = m.c;
-  const Acts& a = g.a;
   int B = bt.B, Y = c.labels;
-  const float* final_x = a.res + (size_t)c.L * m.B * c.T * c.H;
+  const S* final_x = a.res + (size_t)c.L * m.B * c.T * c.H;
   meanpool_forward(ctx, a.pooled, final_x, g.ids, kPadId, B, c.T, c.H);
   dense_forward(ctx, a.pool_pre, a.pooled, g.p.pool_w, g.p.pool_b, B, c.H, c.H);
   activation_forward(ctx, a.pool, a.pool_pre, (size_t)B * c.H, Act::Tanh);
   dropout_forward(ctx, a.pool_drop, a.pool, (size_t)B * c.H, train ? m.dropout : 0.0f, m.dropout_seed,
                   2 * m.dropout_stream + 1);
   dense_forward(ctx, a.cls_logits, a.pool_drop, g.p.cls_w, g.p.cls_b, B, c.H, Y);
-  cudaCheck(cudaMemcpyAsync(m.a.cls_logits, a.cls_logits, (size_t)B * Y * sizeof(float), cudaMemcpyDeviceToHost,
-                            ctx.stream));
+  cudaCheck(
+      cudaMemcpyAsync(m.a.cls_logits, a.cls_logits, (size_t)B * Y * sizeof(float), cudaMemcpyDeviceToHost, ctx.stream));
   cudaCheck(cudaStreamSynchronize(ctx.stream));
   return cls_loss(m, bt, loss, err);
 }
 
-static void cls_head_backward_gpu(Model& m, const Batch& bt, bool train, float scale) {
+template <class S>
+static void cls_head_backward_gpu(Model& m, const ActsT<S>& a, const Batch& bt, bool train, float scale) {
   GpuModel& g = *m.gpu;
   CudaCtx& ctx = g.ctx;
   const Config& c = m.c;
-  const Acts& a = g.a;
   int B = bt.B, Y = c.labels;
   cls_dlogits(m, bt, scale);
   cudaCheck(cudaMemcpyAsync(a.dcls_logits, m.a.dcls_logits, (size_t)B * Y * sizeof(float), cudaMemcpyHostToDevice,
                             ctx.stream));
   zero_async(ctx, a.dpool, (size_t)B * c.H);
-  dense_backward(ctx, a.dpool, g.g.cls_w, g.g.cls_b, a.dcls_logits, a.pool_drop, g.p.cls_w, B, c.H, Y);
+  dense_backward(ctx, a.dpool, g.g.cls_w, g.g.cls_b, (const float*)a.dcls_logits, a.pool_drop, g.p.cls_w, B, c.H, Y);
   dropout_backward(ctx, a.dpool, a.dpool, (size_t)B * c.H, train ? m.dropout : 0.0f, m.dropout_seed,
                    2 * m.dropout_stream + 1);
   activation_backward(ctx, a.dpool, a.dpool, a.pool_pre, (size_t)B * c.H, Act::Tanh);
   zero_async(ctx, a.dpooled, (size_t)B * c.H);
-  dense_backward(ctx, a.dpooled, g.g.pool_w, g.g.pool_b, a.dpool, a.pooled, g.p.pool_w, B, c.H, c.H);
+  dense_backward(ctx, a.dpooled, g.g.pool_w, g.g.pool_b, (const float*)a.dpool, a.pooled, g.p.pool_w, B, c.H, c.H);
   zero_async(ctx, a.dres, (size_t)B * c.T * c.H);
   meanpool_backward(ctx, a.dres, a.dpooled, g.ids, kPadId, B, c.T, c.H);
 }
+
+template <class S>
+static bool model_forward_gpu(Model& m, const ActsT<S>& a, const ParamsT<S>& pw, const Batch& bt, bool train,
+                              Loss* loss, std::string* err) {
+  encoder_forward_gpu(m, a, pw, bt, train);
+  return bt.targets ? mlm_head_forward_gpu(m, a, pw, bt, train, loss, err)
+                    : cls_head_forward_gpu(m, a, bt, train, loss, err);
+}
+
+template <class S>
+static void model_backward_gpu(Model& m, const ActsT<S>& a, const ParamsT<S>& pw, const Batch& bt, bool train,
+                               const Loss& loss, float scale) {
+  if (bt.targets)
+    mlm_head_backward_gpu(m, a, pw, bt, loss.count, scale);
+  else
+    cls_head_backward_gpu(m, a, bt, train, scale);
+  encoder_backward_gpu(m, a, pw, bt, train);
+}
+
 static bool cuda_device_present() {
   int count = 0;
   return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
@@ -2438,12 +3016,22 @@ static bool model_to_device(Model*, const std::vector<float>*, const std::vector
 static void model_to_host(Model&, std::vector<float>*, std::vector<float>*) {}
 #endif
 
+// Where a command runs: --device and --precision.
+struct Device {
+  std::string name = "auto";       // cpu, cuda, or auto (cuda when a GPU is present)
+  std::string precision = "bf16";  // on the GPU: bf16, tf32 or fp32 (see Precision)
+};
+
 // Puts a built model where --device says: cpu keeps it on the host, cuda
 // moves it to the GPU (an error if there is none), auto moves it when a GPU
 // is present. Call it once, after the parameters (and moments) are loaded.
-static bool model_use_device(Model* m, const std::string& device, const std::vector<float>* mom1,
-                             const std::vector<float>* mom2, std::string* err) {
-  if (device == "cpu" || (device == "auto" && !cuda_device_present())) return true;
+static bool model_use_device(Model* m, const Device& d, const std::vector<float>* mom1, const std::vector<float>* mom2,
+                             std::string* err) {
+  if (d.name == "cpu" || (d.name == "auto" && !cuda_device_present())) return true;
+  if (!parse_precision(d.precision, &m->precision)) {
+    *err = strf("--precision %s: expected bf16, tf32 or fp32", d.precision.c_str());
+    return false;
+  }
   return model_to_device(m, mom1, mom2, err);
 }
 
@@ -2457,10 +3045,12 @@ static bool model_forward(Model& m, const Batch& bt, bool train, Loss* loss, std
   }
 #ifdef __CUDACC__
   if (m.gpu) {
-    encoder_forward_gpu(m, bt, train);
-    return bt.targets ? mlm_head_forward_gpu(m, bt, train, loss, err) : cls_head_forward_gpu(m, bt, train, loss, err);
+    GpuModel& g = *m.gpu;
+    return g.prec == Precision::Bf16 ? model_forward_gpu(m, g.a16, g.p16, bt, train, loss, err)
+                                     : model_forward_gpu(m, g.a, g.p, bt, train, loss, err);
   }
 #endif
+  host_acts_alloc(m);
   encoder_forward_cpu(m, bt, train);
   return bt.targets ? mlm_head_forward_cpu(m, bt, loss, err) : cls_head_forward_cpu(m, bt, train, loss, err);
 }
@@ -2470,20 +3060,24 @@ static bool model_forward(Model& m, const Batch& bt, bool train, Loss* loss, std
 static void model_backward(Model& m, const Batch& bt, bool train, const Loss& loss, float scale) {
 #ifdef __CUDACC__
   if (m.gpu) {
-    if (bt.targets) mlm_head_backward_gpu(m, bt, loss.count, scale);
-    else cls_head_backward_gpu(m, bt, train, scale);
-    encoder_backward_gpu(m, bt, train);
+    GpuModel& g = *m.gpu;
+    if (g.prec == Precision::Bf16)
+      model_backward_gpu(m, g.a16, g.p16, bt, train, loss, scale);
+    else
+      model_backward_gpu(m, g.a, g.p, bt, train, loss, scale);
     return;
   }
 #endif
-  if (bt.targets) mlm_head_backward_cpu(m, bt, loss.count, scale);
-  else cls_head_backward_cpu(m, bt, train, scale);
+  if (bt.targets)
+    mlm_head_backward_cpu(m, bt, loss.count, scale);
+  else
+    cls_head_backward_cpu(m, bt, train, scale);
   encoder_backward_cpu(m, bt, train);
 }
 
 static void model_zero_grad(Model& m) {
 #ifdef __CUDACC__
-  if (m.gpu) return zero_async(m.gpu->ctx, m.gpu->grads, m.num_params);
+  if (m.gpu) return zero_async(m.gpu->ctx, m.gpu->grads, m.gpu->n);
 #endif
   std::fill(m.grads_mem.begin(), m.grads_mem.end(), 0.0f);
 }
@@ -2498,8 +3092,8 @@ struct AdamW {
 
 // One AdamW step on n parameters (step counts from 1), decoupled weight decay
 // (Loshchilov & Hutter): p -= lr (mhat / (sqrt(vhat) + eps) + wd p).
-static void adamw_update_cpu(float* p, const float* g, float* m, float* v, size_t n, float lr, const AdamW& o,
-                             float wd, long long step) {
+static void adamw_update_cpu(float* p, const float* g, float* m, float* v, size_t n, float lr, const AdamW& o, float wd,
+                             long long step) {
   float b1 = (float)o.beta1, b2 = (float)o.beta2, eps = (float)o.eps;
   float c1 = 1.0f - powf(b1, (float)step), c2 = 1.0f - powf(b2, (float)step);  // bias corrections
 #pragma omp parallel for
@@ -2512,22 +3106,41 @@ static void adamw_update_cpu(float* p, const float* g, float* m, float* v, size_
 
 #ifdef __CUDACC__
 // The CPU's expressions; the bias corrections come from the host, computed
-// with the CPU's powf, so both paths use the same constants.
-__global__ void adamw_update_kernel(float* p, const float* g, float* m, float* v, size_t n, float lr, float b1,
-                                    float b2, float eps, float wd, float c1, float c2) {
+// with the CPU's powf, so both paths use the same constants. One launch
+// covers the whole parameter block: each element finds its tensor's decay
+// flag by binary search in seg (offset << 1 | decay, ascending; nseg = 0:
+// decay wd everywhere). With p16 the bf16 copy of the weights is rewritten
+// in the same pass.
+__global__ void adamw_kernel(float* p, bf16* p16, const float* g, float* m, float* v, size_t n, float lr, float b1,
+                             float b2, float eps, float wd, float c1, float c2, const uint64_t* seg, int nseg) {
   size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
   if (i >= n) return;
+  float decay = wd;
+  if (nseg > 0) {
+    int lo = 0, hi = nseg - 1;  // the last segment starting at or before i
+    while (lo < hi) {
+      int mid = (lo + hi + 1) / 2;
+      if ((seg[mid] >> 1) <= i)
+        lo = mid;
+      else
+        hi = mid - 1;
+    }
+    decay = (seg[lo] & 1) ? wd : 0.0f;
+  }
   m[i] = b1 * m[i] + (1.0f - b1) * g[i];
   v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
-  p[i] -= lr * ((m[i] / c1) / (sqrtf(v[i] / c2) + eps) + wd * p[i]);
+  p[i] -= lr * ((m[i] / c1) / (sqrtf(v[i] / c2) + eps) + decay * p[i]);
+  if (p16) p16[i] = __float2bfloat16(p[i]);
 }
 
-static void adamw_update(CudaCtx& ctx, float* p, const float* g, float* m, float* v, size_t n, float lr,
-                         const AdamW& o, float wd, long long step) {
+// One AdamW step on n parameters with decay wd (and the tensor table seg,
+// when given, deciding per element whether it applies).
+static void adamw_update(CudaCtx& ctx, float* p, const float* g, float* m, float* v, size_t n, float lr, const AdamW& o,
+                         float wd, long long step, bf16* p16 = nullptr, const uint64_t* seg = nullptr, int nseg = 0) {
   if (n == 0) return;
   float b1 = (float)o.beta1, b2 = (float)o.beta2, eps = (float)o.eps;
   float c1 = 1.0f - powf(b1, (float)step), c2 = 1.0f - powf(b2, (float)step);
-  adamw_update_kernel<<<grid_for(n), kThreads, 0, ctx.stream>>>(p, g, m, v, n, lr, b1, b2, eps, wd, c1, c2);
+  adamw_kernel<<<grid_for(n), kThreads, 0, ctx.stream>>>(p, p16, g, m, v, n, lr, b1, b2, eps, wd, c1, c2, seg, nseg);
   launchCheck();
 }
 
@@ -2544,10 +3157,9 @@ static void adamw_step(Model& m, std::vector<float>& mom1, std::vector<float>& m
                        long long step) {
 #ifdef __CUDACC__
   if (m.gpu) {
-    GpuModel& g = *m.gpu;
-    for (const TensorInfo& t : m.table)  // one launch per tensor: each has its own decay
-      adamw_update(g.ctx, g.params + t.offset, g.grads + t.offset, g.mom1 + t.offset, g.mom2 + t.offset, t.count, lr,
-                   o, t.decay ? (float)o.weight_decay : 0.0f, step);
+    GpuModel& g = *m.gpu;  // one fused launch; the padding between tensors stays 0
+    adamw_update(g.ctx, g.params, g.grads, g.mom1, g.mom2, g.n, lr, o, (float)o.weight_decay, step, g.params16,
+                 g.segments, (int)g.table.size());
     return;
   }
 #endif
@@ -2563,7 +3175,7 @@ static double grad_norm(const Model& m) {
   if (m.gpu) {  // a fixed two-stage order too, in double, but not the CPU's chunks
     CudaCtx& ctx = m.gpu->ctx;
     double s = 0;
-    dot_reduce(ctx, nullptr, m.gpu->grads, nullptr, m.num_params);
+    dot_reduce(ctx, nullptr, m.gpu->grads, nullptr, m.gpu->n);
     cudaCheck(cudaMemcpyAsync(&s, ctx.red + kRedBlocks, sizeof s, cudaMemcpyDeviceToHost, ctx.stream));
     cudaCheck(cudaStreamSynchronize(ctx.stream));
     return std::sqrt(s);
@@ -2585,7 +3197,7 @@ static double grad_norm(const Model& m) {
 static void grad_scale(Model& m, float s) {
 #ifdef __CUDACC__
   if (m.gpu) {
-    scale_kernel<<<grid_for(m.num_params), kThreads, 0, m.gpu->ctx.stream>>>(m.gpu->grads, s, m.num_params);
+    scale_kernel<<<grid_for(m.gpu->n), kThreads, 0, m.gpu->ctx.stream>>>(m.gpu->grads, s, m.gpu->n);
     launchCheck();
     return;
   }
@@ -2607,7 +3219,7 @@ enum class Schedule { Cosine, Linear, Constant };
 struct LrSchedule {
   Schedule kind = Schedule::Cosine;
   double peak = 6e-4;
-  long long warmup = 2000;  // linear warmup steps
+  long long warmup = 2000;   // linear warmup steps
   long long total = 100000;  // end of the decay
   double alpha = 0.1;        // cosine: final LR as a fraction of the peak
 };
@@ -2621,9 +3233,12 @@ static double lr_at(const LrSchedule& s, long long step) {
   double span = (double)std::max(1LL, s.total - s.warmup);
   double progress = std::min(1.0, (double)(step - s.warmup) / span);
   switch (s.kind) {
-    case Schedule::Cosine: return s.peak * (s.alpha + (1 - s.alpha) * 0.5 * (1 + std::cos(M_PI * progress)));
-    case Schedule::Linear: return s.peak * (1 - progress);
-    case Schedule::Constant: return s.peak;
+    case Schedule::Cosine:
+      return s.peak * (s.alpha + (1 - s.alpha) * 0.5 * (1 + std::cos(M_PI * progress)));
+    case Schedule::Linear:
+      return s.peak * (1 - progress);
+    case Schedule::Constant:
+      return s.peak;
   }
   return s.peak;
 }
@@ -2646,10 +3261,10 @@ struct CkptHeader {
   uint32_t kind;     // kCkptModel or kCkptTrainState
   uint32_t reserved0;
   int32_t V, H, I, L, N, T, types, labels;  // the Config
-  uint64_t num_params;    // floats per block
-  uint64_t step;          // optimizer updates done
-  uint64_t samples_seen;  // training sequences consumed: the data position
-  uint64_t seed;          // the run's seed: data order, masks, dropout
+  uint64_t num_params;                      // floats per block
+  uint64_t step;                            // optimizer updates done
+  uint64_t samples_seen;                    // training sequences consumed: the data position
+  uint64_t seed;                            // the run's seed: data order, masks, dropout
   uint8_t reserved[176];
 };
 static_assert(sizeof(CkptHeader) == 256, "CkptHeader must be 256 bytes");
@@ -2759,9 +3374,10 @@ static bool shards_open(const std::string& pattern, ShardSet* s, std::string* er
     if (s->counts.empty()) s->h = h;
     if (h.seq_len != s->h.seq_len || h.vocab_size != s->h.vocab_size || h.pad_id != s->h.pad_id ||
         h.cls_id != s->h.cls_id || h.sep_id != s->h.sep_id || h.mask_id != s->h.mask_id) {
-      *err = strf("%s has T = %u, V = %u, but %s has T = %u, V = %u; shards of one run must come from one "
-                  "`data_prep pretrain`", p.c_str(), h.seq_len, h.vocab_size, s->paths[0].c_str(), s->h.seq_len,
-                  s->h.vocab_size);
+      *err = strf(
+          "%s has T = %u, V = %u, but %s has T = %u, V = %u; shards of one run must come from one "
+          "`data_prep pretrain`",
+          p.c_str(), h.seq_len, h.vocab_size, s->paths[0].c_str(), s->h.seq_len, s->h.vocab_size);
       return false;
     }
     s->counts.push_back(h.num_sequences);
@@ -2829,7 +3445,7 @@ struct DataOrder {
 };
 
 struct MaskSpec {
-  double prob = 0.15;        // of the maskable tokens
+  double prob = 0.15;              // of the maskable tokens
   long long max_predictions = 20;  // per sequence
 };
 
@@ -2925,14 +3541,22 @@ static bool config_load(const std::string& spec, Config* c, std::string* err) {
     if (sscanf(buf, "%63s %lld", key, &v) != 2) {
       *err = strf("%s:%d: expected 'key value', got: %s", spec.c_str(), line, buf);
       ok = false;
-    } else if (!strcmp(key, "V")) c->V = (int)v;
-    else if (!strcmp(key, "H")) c->H = (int)v;
-    else if (!strcmp(key, "I")) c->I = (int)v;
-    else if (!strcmp(key, "L")) c->L = (int)v;
-    else if (!strcmp(key, "N")) c->N = (int)v;
-    else if (!strcmp(key, "T")) c->T = (int)v;
-    else if (!strcmp(key, "types")) c->types = (int)v;
-    else if (!strcmp(key, "labels")) c->labels = (int)v;
+    } else if (!strcmp(key, "V"))
+      c->V = (int)v;
+    else if (!strcmp(key, "H"))
+      c->H = (int)v;
+    else if (!strcmp(key, "I"))
+      c->I = (int)v;
+    else if (!strcmp(key, "L"))
+      c->L = (int)v;
+    else if (!strcmp(key, "N"))
+      c->N = (int)v;
+    else if (!strcmp(key, "T"))
+      c->T = (int)v;
+    else if (!strcmp(key, "types"))
+      c->types = (int)v;
+    else if (!strcmp(key, "labels"))
+      c->labels = (int)v;
     else {
       *err = strf("%s:%d: unknown key '%s' (known: V H I L N T types labels)", spec.c_str(), line, key);
       ok = false;
@@ -2946,17 +3570,21 @@ static void print_model_plan(const Model& m) {
   const Config& c = m.c;
   printf("model: V %d  H %d  I %d  L %d  N %d  T %d  types %d  labels %d\n", c.V, c.H, c.I, c.L, c.N, c.T, c.types,
          c.labels);
-  printf("parameters: %zu (%.1f MB fp32); activations: %zu floats (%.1f MB) for batch %d\n", m.num_params,
-         m.num_params * 4 / 1e6, m.num_acts, m.num_acts * 4 / 1e6, m.B);
-  printf("device: %s\n", m.gpu ? "cuda" : "cpu");
+  printf("parameters: %zu (%.1f MB fp32)\n", m.num_params, m.num_params * 4 / 1e6);
+  if (m.gpu) {
+    printf("device: cuda, %s\n", precision_name(m.precision));
+    print_gpu_plan(gpu_plan(c, m.B, m.R, m.precision), m.precision, m.B, c.T);
+  } else {
+    printf("device: cpu; activations %.1f MB for batch %d\n", m.num_acts * 4 / 1e6, m.B);
+  }
 }
 
 // Builds a model from a checkpoint. T_override > 0 runs it on shorter
 // sequences (the first rows of the position table). Tensors are matched by
 // name; with labels_override >= 0 a classification head of another size is
 // left for the caller to initialise (its names are returned in *fresh).
-static bool model_from_checkpoint(const std::string& path, int B, int R, int T_override, int labels_override,
-                                  Model* m, CkptHeader* h, std::vector<float>* data, std::vector<std::string>* fresh,
+static bool model_from_checkpoint(const std::string& path, int B, int R, int T_override, int labels_override, Model* m,
+                                  CkptHeader* h, std::vector<float>* data, std::vector<std::string>* fresh,
                                   std::string* err) {
   if (!checkpoint_read(path, h, data, err)) return false;
   Config old = ckpt_config(*h), c = old;
@@ -2973,8 +3601,10 @@ static bool model_from_checkpoint(const std::string& path, int B, int R, int T_o
   for (const TensorInfo& t : m->table) {
     auto it = std::find_if(src.begin(), src.end(), [&](const TensorInfo& s) { return !strcmp(s.name, t.name); });
     bool prefix_ok = !strcmp(t.name, "wpe") && t.count <= it->count;  // a shorter position table
-    if (it->count == t.count || prefix_ok) std::copy_n(data->data() + it->offset, t.count, &m->params_mem[t.offset]);
-    else if (fresh) fresh->push_back(t.name);
+    if (it->count == t.count || prefix_ok)
+      std::copy_n(data->data() + it->offset, t.count, &m->params_mem[t.offset]);
+    else if (fresh)
+      fresh->push_back(t.name);
   }
   return true;
 }
@@ -3031,15 +3661,27 @@ static bool evaluate_mlm(Model& m, const ShardSet& val, long long max_seqs, cons
   return true;
 }
 
-static bool device_check(const std::string& device, std::string* err) {
-  if (device == "cpu" || device == "auto") return true;
+static bool device_check(const Device& d, std::string* err) {
+  Precision p;
+  if (!parse_precision(d.precision, &p)) {
+    *err = strf("--precision %s: expected bf16, tf32 or fp32", d.precision.c_str());
+    return false;
+  }
+  if (d.name == "cpu" || d.name == "auto") return true;
 #ifdef __CUDACC__
-  if (device == "cuda") return true;  // whether a GPU is there, model_use_device finds out
+  if (d.name == "cuda") return true;  // whether a GPU is there, model_use_device finds out
 #else
-  if (device == "cuda") *err = "--device cuda: this build has no CUDA path (built without nvcc); use --device cpu";
+  if (d.name == "cuda") *err = "--device cuda: this build has no CUDA path (built without nvcc); use --device cpu";
 #endif
-  else *err = strf("--device %s: expected cpu, cuda or auto", device.c_str());
+  else
+    *err = strf("--device %s: expected cpu, cuda or auto", d.name.c_str());
   return false;
+}
+
+// The two flags of every command that runs the model.
+static void device_flags(std::vector<Flag>* f, Device* d) {
+  f->push_back({Flag::Str, "device", &d->name, 0, 0, "cpu, cuda or auto"});
+  f->push_back({Flag::Str, "precision", &d->precision, 0, 0, "on the GPU: bf16 (mixed), tf32 or fp32"});
 }
 
 static void set_threads(long long threads) {
@@ -3056,7 +3698,8 @@ static void optimizer_flags(std::vector<Flag>* f, AdamW* opt, double* clip) {
   f->push_back({Flag::Num, "beta1", &opt->beta1, 0, 0.999999, "AdamW beta1"});
   f->push_back({Flag::Num, "beta2", &opt->beta2, 0, 0.999999, "AdamW beta2"});
   f->push_back({Flag::Num, "eps", &opt->eps, 0, 1, "AdamW epsilon"});
-  f->push_back({Flag::Num, "weight-decay", &opt->weight_decay, 0, 10, "decoupled weight decay (not on biases, LayerNorm)"});
+  f->push_back(
+      {Flag::Num, "weight-decay", &opt->weight_decay, 0, 10, "decoupled weight decay (not on biases, LayerNorm)"});
   f->push_back({Flag::Num, "grad-clip", clip, 0, 1e9, "clip the global gradient norm to this; 0 = off"});
 }
 
@@ -3066,7 +3709,8 @@ static const char* kPretrainUsage =
     "Writes OUT/model.bin (parameters), OUT/state.bin (to --resume) and OUT/log.jsonl.";
 
 static int cmd_pretrain(int argc, char** argv) {
-  std::string train, val, config = "tiny", out = "out", resume, device = "auto", schedule = "cosine";
+  std::string train, val, config = "tiny", out = "out", resume, schedule = "cosine";
+  Device device;
   long long batch = 1048, micro = 8, steps = 100000, warmup = 2000, decay_steps = 0, eval_every = 1000,
             eval_seqs = 2048, log_every = 10, save_every = 1000, seed = 1, threads = 0, stop_at = 0;
   double lr = 6e-4, alpha = 0.1, clip = 1.0, dropout = 0.1;
@@ -3078,7 +3722,6 @@ static int cmd_pretrain(int argc, char** argv) {
       {Flag::Str, "config", &config, 0, 0, "tiny, base, large, or a file of 'key value' lines"},
       {Flag::Str, "out", &out, 0, 0, "directory for checkpoints and the log"},
       {Flag::Str, "resume", &resume, 0, 0, "a state.bin to continue from, exactly"},
-      {Flag::Str, "device", &device, 0, 0, "cpu, cuda or auto"},
       {Flag::Int, "batch", &batch, 1, 1 << 24, "sequences per optimizer step"},
       {Flag::Int, "micro-batch", &micro, 1, 1 << 20, "sequences per forward/backward; must divide --batch"},
       {Flag::Int, "steps", &steps, 1, 1LL << 40, "optimizer steps in all"},
@@ -3098,6 +3741,7 @@ static int cmd_pretrain(int argc, char** argv) {
       {Flag::Int, "seed", &seed, 0, 1LL << 62, "seed of the init, data order, masks and dropout"},
       {Flag::Int, "threads", &threads, 0, 4096, "CPU threads; 0 = all"},
   };
+  device_flags(&flags, &device);
   optimizer_flags(&flags, &opt, &clip);
   std::vector<std::string> rest;
   std::string err;
@@ -3105,11 +3749,15 @@ static int cmd_pretrain(int argc, char** argv) {
   if (rc == 1) return 0;
   if (rc == 0 && !rest.empty()) err = "unexpected argument '" + rest[0] + "'", rc = 2;
   if (rc == 0 && train.empty()) err = "--train is required (a glob of shards from `data_prep pretrain`)", rc = 2;
-  if (rc == 0 && batch % micro != 0) err = strf("--micro-batch %lld does not divide --batch %lld", micro, batch), rc = 2;
+  if (rc == 0 && batch % micro != 0)
+    err = strf("--micro-batch %lld does not divide --batch %lld", micro, batch), rc = 2;
   LrSchedule sched{Schedule::Cosine, lr, warmup, decay_steps ? decay_steps : steps, alpha};
-  if (schedule == "linear") sched.kind = Schedule::Linear;
-  else if (schedule == "constant") sched.kind = Schedule::Constant;
-  else if (schedule != "cosine" && rc == 0) err = "--schedule: expected cosine, linear or constant", rc = 2;
+  if (schedule == "linear")
+    sched.kind = Schedule::Linear;
+  else if (schedule == "constant")
+    sched.kind = Schedule::Constant;
+  else if (schedule != "cosine" && rc == 0)
+    err = "--schedule: expected cosine, linear or constant", rc = 2;
   if (rc == 0 && !device_check(device, &err)) rc = 2;
   if (rc != 0) {
     fprintf(stderr, "bigs pretrain: %s\n", err.c_str());
@@ -3123,8 +3771,8 @@ static int cmd_pretrain(int argc, char** argv) {
     return 1;
   }
   if (!val.empty() && (va.h.seq_len != tr.h.seq_len || va.h.vocab_size != tr.h.vocab_size)) {
-    fprintf(stderr, "bigs pretrain: --val shards have T = %u, V = %u but --train shards T = %u, V = %u\n",
-            va.h.seq_len, va.h.vocab_size, tr.h.seq_len, tr.h.vocab_size);
+    fprintf(stderr, "bigs pretrain: --val shards have T = %u, V = %u but --train shards T = %u, V = %u\n", va.h.seq_len,
+            va.h.vocab_size, tr.h.seq_len, tr.h.vocab_size);
     return 1;
   }
   const int T = (int)tr.h.seq_len, R = (int)(micro * std::min<long long>(ms.max_predictions, T));
@@ -3143,8 +3791,8 @@ static int cmd_pretrain(int argc, char** argv) {
       return 1;
     }
     if (h.T != T || h.V != (int)tr.h.vocab_size) {
-      fprintf(stderr, "bigs pretrain: %s has T = %d, V = %d but the shards have T = %u, V = %u\n", resume.c_str(),
-              h.T, h.V, tr.h.seq_len, tr.h.vocab_size);
+      fprintf(stderr, "bigs pretrain: %s has T = %d, V = %d but the shards have T = %u, V = %u\n", resume.c_str(), h.T,
+              h.V, tr.h.seq_len, tr.h.vocab_size);
       return 1;
     }
     mom1.assign(data.begin() + m.num_params, data.begin() + 2 * m.num_params);
@@ -3191,8 +3839,10 @@ static int cmd_pretrain(int argc, char** argv) {
     model_to_host(m, &mom1, &mom2);  // from the GPU, when the model is there
     bool ok = checkpoint_save(out + "/state.bin", m, &mom1, &mom2, step, samples, (uint64_t)seed, &err) &&
               checkpoint_save(out + "/model.bin", m, nullptr, nullptr, step, samples, (uint64_t)seed, &err);
-    if (ok) printf("saved %s/state.bin and %s/model.bin at step %" PRIu64 " (%s)\n", out.c_str(), out.c_str(), step, why);
-    else fprintf(stderr, "bigs pretrain: %s\n", err.c_str());
+    if (ok)
+      printf("saved %s/state.bin and %s/model.bin at step %" PRIu64 " (%s)\n", out.c_str(), out.c_str(), step, why);
+    else
+      fprintf(stderr, "bigs pretrain: %s\n", err.c_str());
     return ok;
   };
   auto validate = [&]() {
@@ -3246,7 +3896,8 @@ static int cmd_pretrain(int argc, char** argv) {
     double loss = loss_sum / rows, norm = clip_grad_norm(m, clip);
     if (!std::isfinite(loss) || !std::isfinite(norm)) {
       fprintf(stderr,
-              "bigs pretrain: step %" PRIu64 ": the loss is %g and the gradient norm %g; stopping. The last good "
+              "bigs pretrain: step %" PRIu64
+              ": the loss is %g and the gradient norm %g; stopping. The last good "
               "checkpoint is %s/state.bin; try a lower --lr or a tighter --grad-clip\n",
               step + 1, loss, norm, out.c_str());
       fclose(log);
@@ -3257,8 +3908,8 @@ static int cmd_pretrain(int argc, char** argv) {
     step++;
     samples += batch;
     // %.17g: the exact double, so runs can be compared bit for bit.
-    fprintf(log, "{\"step\": %" PRIu64 ", \"loss\": %.17g, \"lr\": %.9g, \"grad_norm\": %.9g}\n", step, loss,
-            lr_now, norm);
+    fprintf(log, "{\"step\": %" PRIu64 ", \"loss\": %.17g, \"lr\": %.9g, \"grad_norm\": %.9g}\n", step, loss, lr_now,
+            norm);
     if (step % log_every == 0 || step == (uint64_t)steps) {
       double t = now_seconds(), per_step = (t - t_start) / (double)(step - step0);
       printf("step %" PRIu64 "/%lld | loss %.4f | lr %.3g | grad norm %.3f | %.0f tokens/s | %s left\n", step, steps,
@@ -3290,8 +3941,7 @@ static int cmd_pretrain(int argc, char** argv) {
   if (status == 0 && !validate()) status = 1;
   if (status == 1) fprintf(stderr, "bigs pretrain: %s\n", err.c_str());
   fclose(log);
-  if (!save(status ? "interrupted; continue with --resume" : step < (uint64_t)steps ? "--stop-at" : "final"))
-    return 1;
+  if (!save(status ? "interrupted; continue with --resume" : step < (uint64_t)steps ? "--stop-at" : "final")) return 1;
   return status;
 }
 
@@ -3300,16 +3950,17 @@ static const char* kFillMaskUsage =
     "For each [MASK] of each text, prints K lines: token<TAB>probability.";
 
 static int cmd_fill_mask(int argc, char** argv) {
-  std::string ckpt, vocab, device = "auto";
+  std::string ckpt, vocab;
+  Device device;
   long long top_k = 5, seq = 0, threads = 0;
   std::vector<Flag> flags = {
       {Flag::Str, "ckpt", &ckpt, 0, 0, "a model.bin or state.bin"},
       {Flag::Str, "vocab", &vocab, 0, 0, "the vocab.txt the model was trained with"},
       {Flag::Int, "top-k", &top_k, 1, 65536, "candidates per [MASK]"},
       {Flag::Int, "seq", &seq, 0, 1 << 20, "pad to this length; 0 = the model's T (as it was trained)"},
-      {Flag::Str, "device", &device, 0, 0, "cpu, cuda or auto"},
       {Flag::Int, "threads", &threads, 0, 4096, "CPU threads; 0 = all"},
   };
+  device_flags(&flags, &device);
   std::vector<std::string> texts;
   std::string err;
   int rc = parse_flags(argc, argv, flags, kFillMaskUsage, &texts, &err);
@@ -3340,8 +3991,10 @@ static int cmd_fill_mask(int argc, char** argv) {
     return 1;
   }
   if (tok.vocab_size() != m.c.V) {
-    fprintf(stderr, "bigs fill-mask: %s has %d tokens but the model's vocabulary has %d; use the vocab it was "
-            "trained with\n", vocab.c_str(), tok.vocab_size(), m.c.V);
+    fprintf(stderr,
+            "bigs fill-mask: %s has %d tokens but the model's vocabulary has %d; use the vocab it was "
+            "trained with\n",
+            vocab.c_str(), tok.vocab_size(), m.c.V);
     return 1;
   }
   if (!model_use_device(&m, device, nullptr, nullptr, &err)) {
@@ -3390,9 +4043,9 @@ struct TaskData {
   TaskHeader h;
   int T = 0;
   size_t n = 0;
-  std::vector<int> ids, types;   // (n, T)
-  std::vector<float> labels;     // (n) class index or score; -1 without labels
-  std::vector<uint32_t> index;   // (n) the row index, for submission files
+  std::vector<int> ids, types;  // (n, T)
+  std::vector<float> labels;    // (n) class index or score; -1 without labels
+  std::vector<uint32_t> index;  // (n) the row index, for submission files
   std::string task, split;
 };
 
@@ -3435,7 +4088,8 @@ static double metric_accuracy(const std::vector<double>& p, const std::vector<do
 
 static double metric_f1(const std::vector<double>& p, const std::vector<double>& g) {  // positive class 1
   double tp = 0, fp = 0, fn = 0;
-  for (size_t i = 0; i < p.size(); i++) tp += p[i] == 1 && g[i] == 1, fp += p[i] == 1 && g[i] != 1, fn += p[i] != 1 && g[i] == 1;
+  for (size_t i = 0; i < p.size(); i++)
+    tp += p[i] == 1 && g[i] == 1, fp += p[i] == 1 && g[i] != 1, fn += p[i] != 1 && g[i] == 1;
   return tp == 0 ? 0 : 2 * tp / (2 * tp + fp + fn);
 }
 
@@ -3456,7 +4110,8 @@ static double metric_pearson(const std::vector<double>& x, const std::vector<dou
   for (size_t i = 0; i < n; i++) mx += x[i], my += y[i];
   mx /= n, my /= n;
   double sxy = 0, sxx = 0, syy = 0;
-  for (size_t i = 0; i < n; i++) sxy += (x[i] - mx) * (y[i] - my), sxx += (x[i] - mx) * (x[i] - mx), syy += (y[i] - my) * (y[i] - my);
+  for (size_t i = 0; i < n; i++)
+    sxy += (x[i] - mx) * (y[i] - my), sxx += (x[i] - mx) * (x[i] - mx), syy += (y[i] - my) * (y[i] - my);
   return sxx == 0 || syy == 0 ? 0 : sxy / std::sqrt(sxx * syy);
 }
 
@@ -3509,8 +4164,7 @@ static TaskMetrics task_metrics(const std::string& task, const std::vector<doubl
 
 // Runs the classifier over a task file: predictions (class index, or the
 // score) and the mean loss where labels exist.
-static bool task_predict(Model& m, const TaskData& d, std::vector<double>* pred, double* mean_loss,
-                         std::string* err) {
+static bool task_predict(Model& m, const TaskData& d, std::vector<double>* pred, double* mean_loss, std::string* err) {
   pred->assign(d.n, 0.0);
   double loss_sum = 0;
   const int T = m.c.T, Y = m.c.labels;
@@ -3543,15 +4197,17 @@ static bool task_evaluate(Model& m, const TaskData& d, TaskMetrics* tm, double* 
 // Loads a classification model for a task file from a checkpoint. A head of
 // the wrong size (or none: a pretrained MLM checkpoint) is initialised anew,
 // as BIGS.md section 3 says: N(0, 0.02) weights, zero biases.
-static bool task_model(const std::string& ckpt, const TaskData& d, int B, uint64_t seed, bool allow_new_head,
-                       Model* m, std::string* err) {
+static bool task_model(const std::string& ckpt, const TaskData& d, int B, uint64_t seed, bool allow_new_head, Model* m,
+                       std::string* err) {
   CkptHeader h;
   std::vector<float> data;
   std::vector<std::string> fresh;
   if (!model_from_checkpoint(ckpt, B, 1, 0, (int)d.h.num_labels, m, &h, &data, &fresh, err)) return false;
   if (m->c.T != d.T) {
-    *err = strf("%s has T = %d but the task file has T = %d; rebuild it with `data_prep glue --seq %d` (inputs "
-                "are padded to the checkpoint's T, BIGS.md section 4)", ckpt.c_str(), m->c.T, d.T, m->c.T);
+    *err = strf(
+        "%s has T = %d but the task file has T = %d; rebuild it with `data_prep glue --seq %d` (inputs "
+        "are padded to the checkpoint's T, BIGS.md section 4)",
+        ckpt.c_str(), m->c.T, d.T, m->c.T);
     return false;
   }
   if (m->c.V != (int)d.h.vocab_size) {
@@ -3569,7 +4225,8 @@ static bool task_model(const std::string& ckpt, const TaskData& d, int B, uint64
     for (const TensorInfo& t : m->table)
       if (std::find(fresh.begin(), fresh.end(), t.name) != fresh.end())
         for (size_t i = 0; i < t.count; i++) m->params_mem[t.offset + i] = t.decay ? rng.normal() * 0.02f : 0.0f;
-    printf("new classification head with %u labels: %s\n", d.h.num_labels, fresh.size() == 4 ? "pool_w, pool_b, cls_w, cls_b" : "");
+    printf("new classification head with %u labels: %s\n", d.h.num_labels,
+           fresh.size() == 4 ? "pool_w, pool_b, cls_w, cls_b" : "");
   }
   return true;
 }
@@ -3585,14 +4242,14 @@ static bool task_matches(const TaskData& d, const std::string& task, std::string
 // The model of a fine-tuned checkpoint for a labelled or test task file, on
 // the chosen device: what eval and predict both start from.
 static bool task_model_for(const std::string& ckpt, const std::string& file, const std::string& task,
-                           const std::string& device, int batch, TaskData* d, Model* m, std::string* err) {
+                           const Device& device, int batch, TaskData* d, Model* m, std::string* err) {
   return task_load(file, d, err) && task_matches(*d, task, err) && task_model(ckpt, *d, batch, 0, false, m, err) &&
          model_use_device(m, device, nullptr, nullptr, err);
 }
 
 // The flags every inference command shares.
-static void inference_flags(std::vector<Flag>* f, std::string* device, long long* batch, long long* threads) {
-  f->push_back({Flag::Str, "device", device, 0, 0, "cpu, cuda or auto"});
+static void inference_flags(std::vector<Flag>* f, Device* device, long long* batch, long long* threads) {
+  device_flags(f, device);
   f->push_back({Flag::Int, "batch", batch, 1, 1 << 20, "sequences per forward pass"});
   f->push_back({Flag::Int, "threads", threads, 0, 4096, "CPU threads; 0 = all"});
 }
@@ -3604,7 +4261,8 @@ static const char* kFinetuneUsage =
     "best checkpoint by the task's main metric in OUT/best.bin (the last in OUT/last.bin).";
 
 static int cmd_finetune(int argc, char** argv) {
-  std::string task, init, train, dev, dev2, out = "out/finetune", device = "auto";
+  std::string task, init, train, dev, dev2, out = "out/finetune";
+  Device device;
   long long epochs = 3, batch = 16, micro = 16, eval_every = 0, seed = 1, threads = 0, log_every = 50;
   double lr = 2e-5, warmup_frac = 0.1, dropout = 0.1, clip = 1.0;
   AdamW opt{0.9, 0.999, 1e-6, 0.01};
@@ -3615,18 +4273,19 @@ static int cmd_finetune(int argc, char** argv) {
       {Flag::Str, "dev", &dev, 0, 0, "dev task file, evaluated after every epoch"},
       {Flag::Str, "dev2", &dev2, 0, 0, "a second dev file (MNLI mismatched)"},
       {Flag::Str, "out", &out, 0, 0, "directory for best.bin, last.bin and log.jsonl"},
-      {Flag::Str, "device", &device, 0, 0, "cpu, cuda or auto"},
       {Flag::Int, "epochs", &epochs, 1, 1000, "passes over the training set"},
       {Flag::Int, "batch", &batch, 1, 1 << 20, "sequences per optimizer step"},
       {Flag::Int, "micro-batch", &micro, 1, 1 << 20, "sequences per forward/backward; must divide --batch"},
       {Flag::Num, "lr", &lr, 0, 10, "peak learning rate"},
-      {Flag::Num, "warmup-frac", &warmup_frac, 0, 1, "linear warmup over this fraction of the steps, then linear decay to 0"},
+      {Flag::Num, "warmup-frac", &warmup_frac, 0, 1,
+       "linear warmup over this fraction of the steps, then linear decay to 0"},
       {Flag::Num, "dropout", &dropout, 0, 0.9, "dropout after the embeddings and before the classifier"},
       {Flag::Int, "eval-every", &eval_every, 0, 1LL << 40, "also evaluate every this many steps; 0 = per epoch"},
       {Flag::Int, "log-every", &log_every, 1, 1LL << 40, "print progress every this many steps"},
       {Flag::Int, "seed", &seed, 0, 1LL << 62, "seed of the head init, data order and dropout"},
       {Flag::Int, "threads", &threads, 0, 4096, "CPU threads; 0 = all"},
   };
+  device_flags(&flags, &device);
   optimizer_flags(&flags, &opt, &clip);
   std::vector<std::string> rest;
   std::string err;
@@ -3635,7 +4294,8 @@ static int cmd_finetune(int argc, char** argv) {
   if (rc == 0 && !rest.empty()) err = "unexpected argument '" + rest[0] + "'", rc = 2;
   if (rc == 0 && (task.empty() || init.empty() || train.empty() || dev.empty()))
     err = "--task, --init, --train and --dev are required", rc = 2;
-  if (rc == 0 && batch % micro != 0) err = strf("--micro-batch %lld does not divide --batch %lld", micro, batch), rc = 2;
+  if (rc == 0 && batch % micro != 0)
+    err = strf("--micro-batch %lld does not divide --batch %lld", micro, batch), rc = 2;
   if (rc == 0 && !device_check(device, &err)) rc = 2;
   if (rc != 0) {
     fprintf(stderr, "bigs finetune: %s\n", err.c_str());
@@ -3645,7 +4305,8 @@ static int cmd_finetune(int argc, char** argv) {
   TaskData tr, dv, dv2;
   Model m;
   bool ok = task_load(train, &tr, &err) && task_matches(tr, task, &err) && task_load(dev, &dv, &err) &&
-            task_matches(dv, task, &err) && (dev2.empty() || (task_load(dev2, &dv2, &err) && task_matches(dv2, task, &err)));
+            task_matches(dv, task, &err) &&
+            (dev2.empty() || (task_load(dev2, &dv2, &err) && task_matches(dv2, task, &err)));
   if (ok && !tr.h.has_labels) err = train + " has no labels (a test split)", ok = false;
   if (ok && tr.n == 0) err = train + " holds no examples", ok = false;
   ok = ok && task_model(init, tr, (int)micro, (uint64_t)seed, true, &m, &err) && make_dir(out, &err);
@@ -3679,15 +4340,16 @@ static int cmd_finetune(int argc, char** argv) {
     TaskMetrics a, b;
     double la, lb = 0;
     if (!task_evaluate(m, dv, &a, &la, &err) || (!dev2.empty() && !task_evaluate(m, dv2, &b, &lb, &err))) return false;
-    printf("step %lld (%s) | dev loss %.4f | %s%s%s\n", step, when, la, a.text.c_str(),
-           dev2.empty() ? "" : " | dev2 ", dev2.empty() ? "" : b.text.c_str());
+    printf("step %lld (%s) | dev loss %.4f | %s%s%s\n", step, when, la, a.text.c_str(), dev2.empty() ? "" : " | dev2 ",
+           dev2.empty() ? "" : b.text.c_str());
     fprintf(log, "{\"step\": %lld, \"dev_loss\": %.6f, \"dev_main\": %.6f%s}\n", step, la, a.main,
             dev2.empty() ? "" : strf(", \"dev2_main\": %.6f", b.main).c_str());
     fflush(log);
     if (a.main > best) {
       best = a.main;
       model_to_host(m, nullptr, nullptr);  // checkpoints come from the host block
-      if (!checkpoint_save(out + "/best.bin", m, nullptr, nullptr, (uint64_t)step, 0, (uint64_t)seed, &err)) return false;
+      if (!checkpoint_save(out + "/best.bin", m, nullptr, nullptr, (uint64_t)step, 0, (uint64_t)seed, &err))
+        return false;
       printf("new best %.4f: saved %s/best.bin\n", best, out.c_str());
     }
     return true;
@@ -3759,7 +4421,8 @@ static const char* kEvalUsage =
     "Prints the task's metrics (BIGS.md section 7) on each labelled task file.";
 
 static int cmd_eval(int argc, char** argv) {
-  std::string task, ckpt, dev, device = "auto";
+  std::string task, ckpt, dev;
+  Device device;
   long long batch = 32, threads = 0;
   std::vector<Flag> flags = {
       {Flag::Str, "task", &task, 0, 0, "the task the files belong to"},
@@ -3797,7 +4460,7 @@ static int cmd_eval(int argc, char** argv) {
 static std::string submission_name(const std::string& task, const std::string& split) {
   if (task == "mnli") return split.find("mismatched") != std::string::npos ? "MNLI-mm" : "MNLI-m";
   const char* names[][2] = {{"cola", "CoLA"}, {"sst2", "SST-2"}, {"mrpc", "MRPC"}, {"stsb", "STS-B"}, {"qqp", "QQP"},
-                            {"qnli", "QNLI"}, {"rte", "RTE"},     {"wnli", "WNLI"}, {"ax", "AX"}};
+                            {"qnli", "QNLI"}, {"rte", "RTE"},    {"wnli", "WNLI"}, {"ax", "AX"}};
   for (auto& n : names)
     if (task == n[0]) return n[1];
   return task;
@@ -3809,7 +4472,8 @@ static const char* kPredictUsage =
     "For ax, pass --task ax and the MNLI-fine-tuned checkpoint.";
 
 static int cmd_predict(int argc, char** argv) {
-  std::string task, ckpt, test, out = "submission", device = "auto";
+  std::string task, ckpt, test, out = "submission";
+  Device device;
   long long batch = 32, threads = 0;
   std::vector<Flag> flags = {
       {Flag::Str, "task", &task, 0, 0, "the task of the test file"},
@@ -3850,8 +4514,10 @@ static int cmd_predict(int argc, char** argv) {
   }
   fprintf(f.f, "index\tprediction\n");
   for (size_t i : order) {
-    if (m.c.labels == 1) fprintf(f.f, "%u\t%.3f\n", d.index[i], std::min(5.0, std::max(0.0, pred[i])));  // STS-B
-    else fprintf(f.f, "%u\t%s\n", d.index[i], d.h.label_names[(int)pred[i]]);
+    if (m.c.labels == 1)
+      fprintf(f.f, "%u\t%.3f\n", d.index[i], std::min(5.0, std::max(0.0, pred[i])));  // STS-B
+    else
+      fprintf(f.f, "%u\t%s\n", d.index[i], d.h.label_names[(int)pred[i]]);
   }
   if (!f.commit(&err)) {
     fprintf(stderr, "bigs predict: %s\n", err.c_str());
@@ -3862,28 +4528,64 @@ static int cmd_predict(int argc, char** argv) {
 }
 
 static const char* kBenchUsage =
-    "usage: bigs bench [--config large] [--seq 128] [--batch 8] [--steps 10] [--device auto]\n"
+    "usage: bigs bench [--config large] [--seq 128] [--batch 8] [--steps 10] [--device auto] [--precision bf16]\n"
+    "       bigs bench --plan [--config large] [--seq 128] [--precision bf16] [--memory-gb G]\n"
     "Times full training steps (forward, backward, grad norm, AdamW) on random tokens after warm-up and\n"
     "prints tokens/s and MFU. FLOPs per step = 6 x dense weights x tokens (the seven dense layers of every\n"
     "layer) + 6 x P x (H^2 + V H) (the MLM head on the P predicted rows) + 12 L B H x 2.5 n log2 n (six\n"
     "real FFTs of length n = fft_size(T) per channel and SSM, two SSMs per layer). MFU is against 989\n"
-    "TFLOP/s, the dense bf16 peak of an H100/H200 SXM, whatever precision this build runs in.";
+    "TFLOP/s, the dense bf16 peak of an H100/H200 SXM, whatever precision runs; on a GPU the run also times\n"
+    "a large bf16 cuBLASLt product and reports the step's FLOP rate as a share of that measured peak.\n"
+    "--plan computes the GPU memory plan (no GPU needed) and the largest batch that fits in --memory-gb.";
+
+#ifdef __CUDACC__
+// The bf16 dense peak this GPU reaches here: an (8192 x 8192) x (8192 x
+// 8192) product through the same matmul as the model, fp32 accumulation,
+// timed over a few runs after one untimed. Returns FLOP/s.
+static double measure_bf16_peak(CudaCtx& ctx) {
+  const int n = 8192, reps = 10;
+  bf16 *a = nullptr, *b = nullptr, *d = nullptr;
+  for (bf16** x : {&a, &b, &d}) {
+    cudaCheck(cudaMalloc(x, (size_t)n * n * sizeof(bf16)));
+    cudaCheck(cudaMemsetAsync(*x, 0, (size_t)n * n * sizeof(bf16), ctx.stream));
+  }
+  cudaEvent_t t0, t1;
+  cudaCheck(cudaEventCreate(&t0));
+  cudaCheck(cudaEventCreate(&t1));
+  matmul(ctx, d, a, b, true, false, n, n, n, n, n, n, 0.0f);
+  cudaCheck(cudaEventRecord(t0, ctx.stream));
+  for (int i = 0; i < reps; i++) matmul(ctx, d, a, b, true, false, n, n, n, n, n, n, 0.0f);
+  cudaCheck(cudaEventRecord(t1, ctx.stream));
+  cudaCheck(cudaEventSynchronize(t1));
+  float ms = 0;
+  cudaCheck(cudaEventElapsedTime(&ms, t0, t1));
+  cudaCheck(cudaEventDestroy(t0));
+  cudaCheck(cudaEventDestroy(t1));
+  for (bf16* x : {a, b, d}) cudaCheck(cudaFree(x));
+  return 2.0 * n * n * (double)n * reps / (ms / 1e3);
+}
+#endif
 
 static int cmd_bench(int argc, char** argv) {
-  std::string config = "large", device = "auto";
+  std::string config = "large";
+  Device device;
   long long seq = 128, batch = 8, steps = 10, warmup = 2, seed = 1, threads = 0;
-  bool tf32 = false;
+  double memory_gb = 0;
+  bool plan_only = false;
   std::vector<Flag> flags = {
       {Flag::Str, "config", &config, 0, 0, "tiny, base, large, or a file of 'key value' lines"},
       {Flag::Int, "seq", &seq, 8, 1 << 16, "sequence length T"},
-      {Flag::Switch, "tf32", &tf32, 0, 0, "CUDA: dense layers on TF32 tensor cores (default: exact fp32)"},
       {Flag::Int, "batch", &batch, 1, 1 << 16, "sequences per step"},
       {Flag::Int, "steps", &steps, 1, 1 << 20, "timed steps"},
       {Flag::Int, "warmup", &warmup, 1, 1 << 20, "untimed steps first (plans, caches, clocks)"},
-      {Flag::Str, "device", &device, 0, 0, "cpu, cuda or auto"},
       {Flag::Int, "seed", &seed, 0, 1LL << 62, "seed of the init and the tokens"},
       {Flag::Int, "threads", &threads, 0, 4096, "CPU threads; 0 = all"},
+      {Flag::Switch, "plan", &plan_only, 0, 0, "print the GPU memory plan and the batch that fits; run nothing"},
+      {Flag::Num, "memory-gb", &memory_gb, 0, 1e6,
+       "--plan: GPU memory to plan for; 0 = this GPU's free memory, "
+       "else 141 (H200)"},
   };
+  device_flags(&flags, &device);
   std::vector<std::string> rest;
   std::string err;
   int rc = parse_flags(argc, argv, flags, kBenchUsage, &rest, &err);
@@ -3896,14 +4598,32 @@ static int cmd_bench(int argc, char** argv) {
     fprintf(stderr, "bigs bench: %s\n", err.c_str());
     return 2;
   }
-  if (device == "cuda" && !cuda_device_present()) {  // before minutes of host-side init
+  if (c.V == 0) c.V = 30522;  // bert-large-uncased's vocabulary
+  c.T = (int)seq;
+  const int B = (int)batch, T = c.T, per_seq = std::min(20, std::max(1, (int)std::lround(0.15 * T)));
+  Precision prec = Precision::Bf16;
+  parse_precision(device.precision, &prec);
+  if (plan_only) {
+    double bytes = memory_gb * 1e9;
+#ifdef __CUDACC__
+    size_t free_bytes = 0, total_bytes = 0;
+    if (bytes == 0 && cuda_device_present() && cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess)
+      bytes = (double)free_bytes;
+#endif
+    if (bytes == 0) bytes = 141e9;
+    print_gpu_plan(gpu_plan(c, B, B * per_seq, prec), prec, B, T);
+    int fit = gpu_max_batch(c, per_seq, prec, bytes);
+    printf("largest batch that fits in %.1f GB (95%% of it planned) at T %d (%s): %d", bytes / 1e9, T,
+           precision_name(prec), fit);
+    if (fit > 0) printf(" (%.2f GB)", gpu_plan(c, fit, fit * per_seq, prec).total() / 1e9);
+    printf("\n");
+    return 0;
+  }
+  if (device.name == "cuda" && !cuda_device_present()) {  // before minutes of host-side init
     fprintf(stderr, "bigs bench: --device cuda: no CUDA device here; use --device cpu\n");
     return 1;
   }
   set_threads(threads);
-  if (c.V == 0) c.V = 30522;  // bert-large-uncased's vocabulary
-  c.T = (int)seq;
-  const int B = (int)batch, T = c.T, per_seq = std::min(20, std::max(1, (int)std::lround(0.15 * T)));
   Model m;
   if (!model_build(&m, c, B, B * per_seq, &err)) {
     fprintf(stderr, "bigs bench: %s\n", err.c_str());
@@ -3916,9 +4636,6 @@ static int cmd_bench(int argc, char** argv) {
     return 1;
   }
   m.dropout = 0.1f;
-#ifdef __CUDACC__
-  if (m.gpu && tf32) m.gpu->ctx.compute = CUBLAS_COMPUTE_32F_FAST_TF32;
-#endif
   print_model_plan(m);
   // Random tokens away from the special ids; per_seq evenly spaced targets.
   Rng rng{(uint64_t)seed};
@@ -3943,7 +4660,7 @@ static int cmd_bench(int argc, char** argv) {
       fprintf(stderr, "bigs bench: %s\n", err.c_str());
       return 1;
     }
-  double seconds = 0;
+  double seconds = 0, peak = 0;
 #ifdef __CUDACC__
   if (m.gpu) {  // CUDA events on the model's stream: device time, not host time
     cudaEvent_t t0, t1;
@@ -3958,6 +4675,7 @@ static int cmd_bench(int argc, char** argv) {
     seconds = ms / 1e3;
     cudaCheck(cudaEventDestroy(t0));
     cudaCheck(cudaEventDestroy(t1));
+    peak = measure_bf16_peak(m.gpu->ctx);
   }
 #endif
   if (!m.gpu) {
@@ -3969,11 +4687,19 @@ static int cmd_bench(int argc, char** argv) {
   double dense = L * (3 * I * H + 4 * H * H);
   double flops = 6 * dense * tokens + 6 * P * (H * H + V * H) + 12 * L * B * H * 2.5 * n * std::log2(n);
   double per_step = seconds / (double)steps, achieved = flops / per_step;
-  printf("bench: %s T %d  batch %d  %lld steps  %.2f ms/step  %.0f tokens/s  %.1f TFLOP/s  MFU %.2f%% (of 989 "
-         "TFLOP/s)\n", !m.gpu ? "cpu" : tf32 ? "cuda tf32" : "cuda fp32", T, B, steps, per_step * 1e3,
-         tokens / per_step, achieved / 1e12, 100 * achieved / 989e12);
+  printf(
+      "bench: %s T %d  batch %d  %lld steps  %.2f ms/step  %.0f tokens/s  %.1f TFLOP/s  MFU %.2f%% (of 989 "
+      "TFLOP/s)\n",
+      !m.gpu                           ? "cpu"
+      : m.precision == Precision::Bf16 ? "cuda bf16"
+      : m.precision == Precision::Tf32 ? "cuda tf32"
+                                       : "cuda fp32",
+      T, B, steps, per_step * 1e3, tokens / per_step, achieved / 1e12, 100 * achieved / 989e12);
   printf("bench: FLOPs per step %.4g = dense %.4g + MLM head %.4g + FFT %.4g\n", flops, 6 * dense * tokens,
          6 * P * (H * H + V * H), 12 * L * B * H * 2.5 * n * std::log2(n));
+  if (peak > 0)
+    printf("bench: measured bf16 cuBLASLt peak %.1f TFLOP/s (8192^3 product); this step runs at %.1f%% of it\n",
+           peak / 1e12, 100 * achieved / peak);
   return 0;
 }
 

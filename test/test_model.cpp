@@ -504,3 +504,34 @@ TEST(Model, BadBatchIsRejected) {
   EXPECT_FALSE(model_build(&m, bad, 2, 12, &err));
   EXPECT_NE(err.find("H = 0"), std::string::npos) << err;
 }
+
+// The GPU memory plan (computed on the host; model_to_device allocates
+// exactly its blocks) against a count made here from the layer: per layer
+// and token, 11 activations of width H and 5 of width I are kept (BIGS.md
+// section 2: ln, uf and ub before and after GELU, the two SSM outputs, the
+// two dense outputs, the gate, the residual; v and g before and after
+// GELU, and g * v), 2 bytes each in bf16.
+TEST(Plan, ActivationsAndParametersAsCounted) {
+  Config c;
+  ASSERT_TRUE(config_preset("large", &c));
+  c.V = 30522, c.T = 512;
+  const int B = 4, per_seq = 20;
+  GpuPlan bf = gpu_plan(c, B, B * per_seq, Precision::Bf16), fp = gpu_plan(c, B, B * per_seq, Precision::Fp32);
+  double per_layer = (double)c.L * B * c.T * (11.0 * c.H + 5.0 * c.I) * 2;
+  EXPECT_GE((double)bf.acts, per_layer);
+  EXPECT_LE((double)bf.acts, 1.1 * per_layer) << "the layers' activations are nearly all of it";
+  EXPECT_GT((double)fp.acts / bf.acts, 1.9);
+  EXPECT_LE((double)fp.acts / bf.acts, 2.0);
+  size_t n = table_total(param_table(c)), tensors = param_table(c).size();
+  EXPECT_GE(bf.params, 16 * n) << "weights, gradients and two moments in fp32";
+  EXPECT_LE(bf.params, 16 * (n + 128 * tensors)) << "plus at most the alignment padding";
+  EXPECT_EQ(fp.weights16, 0u);
+  EXPECT_EQ(bf.weights16 * 2, bf.params / 4) << "the bf16 copy: 2 bytes per element of the same layout";
+  // The largest batch that fits: its plan fits in 95% of the memory, one more does not.
+  double mem = 141e9;
+  int fit = gpu_max_batch(c, per_seq, Precision::Bf16, mem);
+  ASSERT_GT(fit, 0);
+  EXPECT_LE((double)gpu_plan(c, fit, fit * per_seq, Precision::Bf16).total(), 0.95 * mem);
+  EXPECT_GT((double)gpu_plan(c, fit + 1, (fit + 1) * per_seq, Precision::Bf16).total(), 0.95 * mem);
+  EXPECT_EQ(gpu_max_batch(c, per_seq, Precision::Bf16, 1e9), 0) << "the parameters alone need 5.5 GB";
+}
