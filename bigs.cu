@@ -645,6 +645,29 @@ void embedding_backward_cpu(F* dwte, F* dwpe, F* dwtt, const F* dout, const int*
       }
 }
 
+// Appends to v the groups of the n positions by key (a stable counting
+// sort; the GPU's embedding backward sums each group in this order):
+// order (n) the positions key by key, start (groups + 1) where each group
+// begins in order, dest (groups) its key. Returns the number of groups.
+inline int group_by_key(std::vector<int>* v, const int* key, int n) {
+  int nkeys = 0;
+  for (int i = 0; i < n; i++) nkeys = std::max(nkeys, key[i] + 1);
+  std::vector<int> count(nkeys + 1, 0);
+  for (int i = 0; i < n; i++) count[key[i] + 1]++;
+  for (int k = 0; k < nkeys; k++) count[k + 1] += count[k];  // count[k] = first slot of key k
+  size_t at = v->size();
+  v->resize(at + n);
+  std::vector<int> next(count.begin(), count.end() - 1);
+  for (int i = 0; i < n; i++) (*v)[at + next[key[i]]++] = i;
+  std::vector<int> start, dest;
+  for (int k = 0; k < nkeys; k++)
+    if (count[k + 1] > count[k]) start.push_back(count[k]), dest.push_back(k);
+  start.push_back(n);
+  v->insert(v->end(), start.begin(), start.end());
+  v->insert(v->end(), dest.begin(), dest.end());
+  return (int)dest.size();
+}
+
 #ifdef __CUDACC__
 __global__ void embedding_forward_kernel(float* out, const int* ids, const int* types, const float* wte,
                                          const float* wpe, const float* wtt, int B, int T, int H) {
@@ -678,27 +701,6 @@ __global__ void position_grad_kernel(float* dwpe, const float* dout, int B, int 
   float s = 0;
   for (int b = 0; b < B; b++) s += dout[(size_t)b * T * H + i];
   dwpe[i] += s;
-}
-
-// Appends to v the groups of the n positions by key: order (n), start
-// (groups + 1), dest (groups). Returns the number of groups.
-static int group_by_key(std::vector<int>* v, const int* key, int n) {
-  int nkeys = 0;
-  for (int i = 0; i < n; i++) nkeys = std::max(nkeys, key[i] + 1);
-  std::vector<int> count(nkeys + 1, 0);
-  for (int i = 0; i < n; i++) count[key[i] + 1]++;
-  for (int k = 0; k < nkeys; k++) count[k + 1] += count[k];  // count[k] = first slot of key k
-  size_t at = v->size();
-  v->resize(at + n);
-  std::vector<int> next(count.begin(), count.end() - 1);
-  for (int i = 0; i < n; i++) (*v)[at + next[key[i]]++] = i;
-  std::vector<int> start, dest;
-  for (int k = 0; k < nkeys; k++)
-    if (count[k + 1] > count[k]) start.push_back(count[k]), dest.push_back(k);
-  start.push_back(n);
-  v->insert(v->end(), start.begin(), start.end());
-  v->insert(v->end(), dest.begin(), dest.end());
-  return (int)dest.size();
 }
 
 static void embedding_forward(CudaCtx& ctx, float* out, const int* ids, const int* types, const float* wte,

@@ -535,3 +535,19 @@ TEST(Plan, ActivationsAndParametersAsCounted) {
   EXPECT_GT((double)gpu_plan(c, fit + 1, (fit + 1) * per_seq, Precision::Bf16).total(), 0.95 * mem);
   EXPECT_EQ(gpu_max_batch(c, per_seq, Precision::Bf16, 1e9), 0) << "the parameters alone need 5.5 GB";
 }
+
+// The host half of the GPU's embedding backward: positions grouped by key,
+// keys ascending, positions ascending within a key, appended after what v
+// already holds.
+TEST(Embedding, GroupByKeyIsAStableCountingSort) {
+  std::vector<int> key = {3, 0, 3, 7, 0, 3, 5}, v = {42};
+  int groups = group_by_key(&v, key.data(), (int)key.size());
+  ASSERT_EQ(groups, 4);
+  const int n = (int)key.size();
+  std::vector<int> order(v.begin() + 1, v.begin() + 1 + n), start(v.begin() + 1 + n, v.begin() + 1 + n + groups + 1),
+      dest(v.begin() + 1 + n + groups + 1, v.end());
+  EXPECT_EQ(v[0], 42);
+  EXPECT_EQ(order, (std::vector<int>{1, 4, 0, 2, 5, 6, 3}));
+  EXPECT_EQ(start, (std::vector<int>{0, 2, 5, 6, 7}));
+  EXPECT_EQ(dest, (std::vector<int>{0, 3, 5, 7}));
+}
