@@ -2549,12 +2549,13 @@ static GpuPlan gpu_plan(const Config& c, int B, int R, Precision prec) {
   return p;
 }
 
-// The largest batch (up to 1 << 16) whose plan fits in 95% of `bytes`; 0
+// The largest batch (up to kMaxGpuBatch) whose plan fits in 95% of `bytes`; 0
 // if none. The 5% is left for what the plan cannot see: the CUDA context,
 // cuFFT's work areas beyond the estimate, the allocator's rounding.
 constexpr double kPlanShare = 0.95;
+constexpr int kMaxGpuBatch = 65535;  // the FFT copies put b in grid z, which CUDA limits to 65535
 static int gpu_max_batch(const Config& c, int per_seq, Precision prec, double bytes) {
-  int lo = 0, hi = 1 << 16;
+  int lo = 0, hi = kMaxGpuBatch;
   while (lo < hi) {
     int mid = (lo + hi + 1) / 2;
     if ((double)gpu_plan(c, mid, mid * per_seq, prec).total() <= kPlanShare * bytes)
@@ -2669,6 +2670,10 @@ static bool model_to_device(Model* m, const std::vector<float>* mom1, const std:
         "--precision bf16 needs H and I to be multiples of 8 (cuBLASLt's bf16 kernels want 16-byte aligned "
         "rows); this config has H %d and I %d: use --precision fp32",
         c.H, c.I);
+    return false;
+  }
+  if (m->B > kMaxGpuBatch) {
+    *err = strf("a batch of %d sequences is more than the GPU path's %d", m->B, kMaxGpuBatch);
     return false;
   }
   GpuPlan plan = gpu_plan(c, m->B, m->R, m->precision);
