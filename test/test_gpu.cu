@@ -319,6 +319,24 @@ TEST_F(Gpu, ElementwiseAndSsmBf16) {
   layernorm_forward(ctx, d_y.p, d_mean.p, d_rstd.p, d_x.p, d_w.p, d_b.p, rows, C);
   EXPECT_TRUE(all_close("layernorm bf16", fetch_any(d_y.p, y.size()), y, kBf16Atol, kBf16Rtol));
   EXPECT_TRUE(all_close("layernorm bf16 rstd (fp32)", d_rstd.get(), rstd));
+  // Backward: dout fp32 (as dh is), input bf16, dinp bf16 (as dhead2 is), from 0.
+  auto dout = randu(rows * C, g);
+  std::vector<float> dx(rows * C, 0.0f), dw(C, 0.0f), db(C, 0.0f);
+  layernorm_backward_cpu(dx.data(), dw.data(), db.data(), dout.data(), x.data(), w.data(), mean.data(), rstd.data(),
+                         rows, C);
+  Dev<float> d_dout(dout), d_dw(C), d_db(C);
+  Dev<bf16> d_dx(dx.size());
+  layernorm_backward(ctx, d_dx.p, d_dw.p, d_db.p, d_dout.p, d_x.p, d_w.p, d_mean.p, d_rstd.p, rows, C);
+  EXPECT_TRUE(all_close("layernorm bf16 dinp", fetch_any(d_dx.p, dx.size()), dx, kBf16Atol, kBf16Rtol));
+  EXPECT_TRUE(all_close("layernorm bf16 dw (fp32)", d_dw.get(), dw));
+  EXPECT_TRUE(all_close("layernorm bf16 db (fp32)", d_db.get(), db));
+  // GELU backward, bf16 throughout, in place as the layers run it.
+  auto gd = round_bf16(randu(rows * C, g));
+  std::vector<float> gdx(gd.size());
+  activation_backward_cpu(gdx.data(), gd.data(), x.data(), gd.size(), Act::GeluTanh);
+  Dev<bf16> d_gd(to_bf16(gd));
+  activation_backward(ctx, d_gd.p, d_gd.p, d_x.p, gd.size(), Act::GeluTanh);
+  EXPECT_TRUE(all_close("gelu backward bf16", fetch_any(d_gd.p, gd.size()), gdx, 1e-6, kBf16Rtol));
   auto a2 = round_bf16(randu(rows * C, g)), gy = std::vector<float>(rows * C);
   gate_forward_cpu(gy.data(), x.data(), a2.data(), gy.size());
   Dev<bf16> d_a2(to_bf16(a2)), d_gy(gy.size());
@@ -333,7 +351,39 @@ TEST_F(Gpu, ElementwiseAndSsmBf16) {
     Dev<float> d_K(K), d_D(D);
     ssm_conv_forward(ctx, d_s.p, d_u.p, d_K.p, d_D.p, B, T, C, anti);
     EXPECT_TRUE(all_close("ssm conv bf16", fetch_any(d_s.p, s.size()), s, kAtol + kFftRel * max_abs(s), kBf16Rtol));
+    // Backward: du in bf16; dK and dD are fp32 sums of products of bf16 values.
+    // (The CPU in double, as in SsmConv: dD sums 2,280 products.)
+    auto sd = round_bf16(randu(rows * C, g));
+    std::vector<double> dud(s.size()), dKd(T, 0.0), dDd(1, 0.0), sdd(sd.begin(), sd.end()), ud(u.begin(), u.end()),
+        Kd(K.begin(), K.end());
+    ssm_conv_backward_cpu(dud.data(), dKd.data(), dDd.data(), sdd.data(), ud.data(), Kd.data(), (double)D[0], B, T, C,
+                          anti);
+    std::vector<float> du(dud.begin(), dud.end()), dK(dKd.begin(), dKd.end()), dD(dDd.begin(), dDd.end());
+    Dev<bf16> d_sd(to_bf16(sd)), d_du(du.size());
+    Dev<float> d_dK(T), d_dD(1);
+    ssm_conv_backward(ctx, d_du.p, d_dK.p, d_dD.p, d_sd.p, d_u.p, d_K.p, d_D.p, B, T, C, anti);
+    EXPECT_TRUE(all_close("ssm du bf16", fetch_any(d_du.p, du.size()), du, kAtol + kFftRel * max_abs(du), kBf16Rtol));
+    EXPECT_TRUE(fft_close("ssm dK (fp32)", d_dK.get(), dK));
+    EXPECT_TRUE(all_close("ssm dD (fp32)", d_dD.get(), dD));
   }
+  // Cross-entropy's gradient into bf16 rows padded to a stride (the MLM
+  // logits' layout): 5 rows of 37 classes, stride 40, padding untouched.
+  const int R5 = 5, V = 37, ldv = 40;
+  auto lg = randu(R5 * V, g, -3.0f, 3.0f);
+  std::vector<int> tg = {0, 36, 5, 17, 17};
+  std::vector<float> dl(R5 * V), lg_pad(R5 * ldv, 0.0f);
+  crossentropy_backward_cpu(dl.data(), lg.data(), tg.data(), 0.3f, R5, V);
+  for (int r = 0; r < R5; r++) std::copy_n(lg.begin() + r * V, V, lg_pad.begin() + r * ldv);
+  Dev<float> d_lg(lg_pad);
+  Dev<int> d_tg(tg);
+  Dev<bf16> d_dl((size_t)R5 * ldv);
+  crossentropy_backward(ctx, d_dl.p, d_lg.p, d_tg.p, 0.3f, R5, V, ldv);
+  std::vector<float> got = fetch_any(d_dl.p, (size_t)R5 * ldv), rows_got;
+  for (int r = 0; r < R5; r++) {
+    rows_got.insert(rows_got.end(), got.begin() + r * ldv, got.begin() + r * ldv + V);
+    for (int v = V; v < ldv; v++) EXPECT_EQ(got[r * ldv + v], 0.0f) << "padding written at row " << r;
+  }
+  EXPECT_TRUE(all_close("cross-entropy grad bf16, stride 40", rows_got, dl, 1e-6, kBf16Rtol));
 }
 
 TEST_F(Gpu, Activations) {

@@ -484,6 +484,8 @@ TEST_F(Trainer, BadInputGetsAClearMessage) {
       {pretrain("x", "--micro-batch 3"), "does not divide"},
       {pretrain("x", "--schedule cubic"), "--schedule"},
       {pretrain("x", "--device tpu"), "--device"},
+      {pretrain("x", "--precision fp16"), "--precision"},
+      {"./build/bigs_cpu bench --plan --config large --precision int8", "--precision"},
       {pretrain("x", "--resume " + dir + "/ok/model.bin"), "parameters only"},
       {pretrain("x", "--resume " + dir + "/mini.cfg"), "not a bigs checkpoint"},
       {pretrain("x", "--config " + dir + "/nope.cfg"), "not a preset"},
@@ -504,6 +506,14 @@ TEST_F(Trainer, BadInputGetsAClearMessage) {
   EXPECT_NE(run(pretrain("x", "--resume " + dir + "/trunc.bin"), &out), 0);
   EXPECT_NE(out.find("truncated"), std::string::npos) << out;
   EXPECT_NE(run("ls " + dir + "/ok/*.tmp", &out), 0) << "a temporary checkpoint was left behind";
+}
+
+// The GPU memory plan needs no GPU: the CPU-only build prints it.
+TEST_F(Trainer, BenchPlanRunsWithoutAGpu) {
+  std::string out;
+  ASSERT_EQ(run("./build/bigs_cpu bench --plan --config large --seq 4096 --batch 2 --memory-gb 80", &out), 0) << out;
+  EXPECT_NE(out.find("GPU memory plan (bf16, batch 2, T 4096)"), std::string::npos) << out;
+  EXPECT_NE(out.find("largest batch that fits in 80.0 GB"), std::string::npos) << out;
 }
 
 TEST_F(Trainer, ShardsOfAnotherLengthAreRefused) {
