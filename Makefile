@@ -78,11 +78,14 @@ test: all $(TEST_BINS) $(BUILD)/fixture.bin $(BUILD)/metric_cases.tsv
 demo: all
 	bash dev/demo.sh
 
-# Compile-only checks of the CUDA path (CI has nvcc but no GPU).
+# Compile-only checks of the CUDA path (CI has nvcc but no GPU): sm_90 and
+# sm_80, with every warning (nvcc's and the host compiler's) an error.
+WERROR := -Werror all-warnings -Xcompiler -Werror
 cuda-check: | $(BUILD)
-	$(NVCC) $(subst -arch=$(CUDA_ARCH),-arch=sm_90,$(NVCCFLAGS)) -c bigs.cu -o $(BUILD)/bigs_sm90.o
-	$(NVCC) $(subst -arch=$(CUDA_ARCH),-arch=sm_80,$(NVCCFLAGS)) -c bigs.cu -o $(BUILD)/bigs_sm80.o
-	$(NVCC) $(subst -arch=$(CUDA_ARCH),-arch=sm_80,$(NVCCFLAGS)) -I. -c test/test_gpu.cu -o $(BUILD)/test_gpu_sm80.o
+	$(NVCC) $(subst -arch=$(CUDA_ARCH),-arch=sm_90,$(NVCCFLAGS)) $(WERROR) -c bigs.cu -o $(BUILD)/bigs_sm90.o
+	$(NVCC) $(subst -arch=$(CUDA_ARCH),-arch=sm_80,$(NVCCFLAGS)) $(WERROR) -c bigs.cu -o $(BUILD)/bigs_sm80.o
+	$(NVCC) $(subst -arch=$(CUDA_ARCH),-arch=sm_90,$(NVCCFLAGS)) $(WERROR) -I. -c test/test_gpu.cu -o $(BUILD)/test_gpu_sm90.o
+	$(NVCC) $(subst -arch=$(CUDA_ARCH),-arch=sm_80,$(NVCCFLAGS)) $(WERROR) -I. -c test/test_gpu.cu -o $(BUILD)/test_gpu_sm80.o
 
 gpu-check:
 	bash dev/gpu_check.sh $(BUILD)/gpu_logs
