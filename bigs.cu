@@ -562,9 +562,9 @@ static size_t logit_stride(const Config& c) { return round_up((size_t)c.V, 8); }
   X(dpooled, B* c.H, F, "(B, H)")                                                               \
   X(dcls_logits, B* c.labels, F, "(B, Y) from the host")
 
-// The type column: F tensors are always fp32 (statistics, SSM kernels,
-// logits and losses, the small classification head, and the gradients that
-// are sums over many terms); A
+// X(name, element count, type, shape). The type column: F tensors are
+// always fp32 (statistics, SSM kernels, logits and losses, the small
+// classification head, and the gradients that are sums over many terms); A
 // tensors have the activation precision S: fp32 on the CPU and in the GPU's
 // fp32 mode, bf16 in its bf16 mode.
 template <class S>
