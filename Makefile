@@ -14,7 +14,7 @@ BUILD    := build
 
 HAVE_NVCC := $(shell command -v $(NVCC) >/dev/null 2>&1 && echo yes)
 
-.PHONY: all test test-asan demo finetune-demo clean gpu-check cuda-check format
+.PHONY: all test test-asan demo finetune-demo clean gpu-check gtest-src cuda-check format
 all: bigs tokenizer data_prep
 
 $(BUILD):
@@ -58,8 +58,11 @@ $(BUILD)/test_data_prep: test/test_data_prep.cpp data_prep.cpp formats.h cli.h t
 
 # The GPU suite (nvcc only); it skips itself where no GPU is present.
 ifeq ($(HAVE_NVCC),yes)
+# GTEST_NVCC overrides where GoogleTest comes from (dev/gpu_check.sh builds
+# it from source on a GPU machine that has none installed).
+GTEST_NVCC ?= -lgtest -lgtest_main -lpthread
 $(BUILD)/test_gpu: test/test_gpu.cu bigs.cu formats.h cli.h tokenizer.h $(BUILD)/tokenizer_lib.o
-	$(NVCC) $(NVCCFLAGS) -I. test/test_gpu.cu $(BUILD)/tokenizer_lib.o -o $@ $(CUDA_LIBS) -lgtest -lgtest_main -lpthread
+	$(NVCC) $(NVCCFLAGS) -I. test/test_gpu.cu $(BUILD)/tokenizer_lib.o -o $@ $(CUDA_LIBS) $(GTEST_NVCC)
 GPU_TEST_BIN = $(BUILD)/test_gpu
 endif
 
@@ -89,6 +92,11 @@ cuda-check: | $(BUILD)
 
 gpu-check:
 	bash dev/gpu_check.sh $(BUILD)/gpu_logs
+
+# GoogleTest's source, for a GPU machine without it: the device call carries
+# build/googletest and dev/gpu_check.sh compiles it there.
+gtest-src: | $(BUILD)
+	rm -rf $(BUILD)/googletest && cp -r /usr/src/googletest/googletest $(BUILD)/googletest
 
 format:
 	clang-format -i bigs.cu tokenizer.cpp tokenizer.h data_prep.cpp formats.h test/*.cpp test/*.h
