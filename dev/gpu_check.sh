@@ -97,7 +97,7 @@ bench() {
   if ! time_left "$t"; then echo "bench $name: skipped (time)"; return; fi
   timeout "$t" ./bigs bench --device cuda "$@" > "$LOGDIR/bench_$name.log" 2>&1
   echo "bench $name: exit $? after $(elapsed) s"
-  grep -E "^bench:|GPU memory plan|rror" "$LOGDIR/bench_$name.log"
+  grep -E "^bench:|GPU memory plan|bigs bench:|rror" "$LOGDIR/bench_$name.log"
 }
 if [ $BUILD_RC -eq 0 ]; then
   echo "== bench, BiGS-large (logs: $LOGDIR/bench_*.log)"
