@@ -1003,7 +1003,8 @@ constexpr cudaDataType_t dtype_of<bf16>() {
 }
 
 // What cuBLASLt adds after the product: nothing, a bias per row of D, or a
-// bias and then GELU (tanh form), keeping the pre-GELU values in `aux`.
+// bias and then GELU (tanh form), keeping the pre-GELU values in `aux`
+// (laid out as D).
 enum class Epi { None, Bias, GeluBias };
 
 // D (m, n) = op(A) op(B) + beta C, then the epilogue, in cuBLASLt's
@@ -1056,7 +1057,7 @@ static bool matmul(CudaCtx& ctx, TD* D, const TA* A, const TA* Bm, bool ta, bool
   if (epi != Epi::None)
     cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
   if (epi == Epi::GeluBias) {
-    int64_t ld_aux = m;
+    int64_t ld_aux = ldd;  // pre has out's layout, fused or not
     cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux));
     cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld_aux, sizeof ld_aux));
   }
@@ -1147,8 +1148,8 @@ static void activation_forward(CudaCtx& ctx, TO* out, const TI* inp, size_t n, A
 // out' = W'^T inp', with W' = W seen as (in_dim, out_dim) and inp' = inp seen
 // as (in_dim, rows). With `pre`, the layer ends in GELU (tanh form): pre =
 // inp W^T + b and out = gelu(pre), fused into the product when cuBLASLt can
-// (bf16, ctx.fuse_epilogues, out_dim a multiple of 8, as its aux buffer
-// needs), else by a separate kernel. In fp32 the GELU is always ours, so the
+// (bf16, ctx.fuse_epilogues, a row stride that is a multiple of 8, as its
+// aux buffer needs), else by a separate kernel. In fp32 the GELU is always ours, so the
 // fp32 mode computes exactly the CPU's formula. The bias is fused whenever
 // cuBLASLt offers it, else added by a kernel.
 // ld_out: the row stride of out (and of pre and residual); 0 means out_dim.
@@ -2074,15 +2075,17 @@ struct GpuModel;  // the device side, defined with the CUDA model below
 //         kernel, the FFT, softmax and losses in fp32
 enum class Precision { Fp32, Tf32, Bf16 };
 
-static bool parse_precision(const std::string& s, Precision* p) {
+static bool parse_precision(const std::string& s, Precision* p, std::string* err) {
   if (s == "fp32")
     *p = Precision::Fp32;
   else if (s == "tf32")
     *p = Precision::Tf32;
   else if (s == "bf16")
     *p = Precision::Bf16;
-  else
+  else {
+    *err = strf("--precision %s: expected bf16, tf32 or fp32", s.c_str());
     return false;
+  }
   return true;
 }
 static const char* precision_name(Precision p) {
@@ -2532,6 +2535,16 @@ struct GpuPlan {
   size_t total() const { return params + weights16 + acts + fft + other; }
 };
 
+// The context's scratch, sized once by model_to_device for a full batch: the
+// column-sum partials (the widest sum: V, I, H columns or nf frequencies,
+// two outputs each) in floats, and the embedding backward's index lists
+// (two groupings of the B T positions: order, start, dest) in ints.
+static size_t colsum_capacity(const Config& c) {
+  size_t nf = (size_t)fft_size(c.T) / 2 + 1;
+  return (size_t)kColChunks * 2 * std::max({(size_t)c.V, (size_t)c.I, (size_t)c.H, nf});
+}
+static size_t idx_capacity(size_t BT) { return 6 * BT + 4; }
+
 static GpuPlan gpu_plan(const Config& c, int B, int R, Precision prec) {
   GpuPlan p;
   size_t n = table_total(param_table(c, kDevAlign)), H = c.H, BT = (size_t)B * c.T;
@@ -2544,8 +2557,8 @@ static GpuPlan gpu_plan(const Config& c, int B, int R, Precision prec) {
   // fft_real, fft_spec, fft_spec2 and fft_k; cuFFT's work area for the
   // batched plan is taken to be one more set of spectra.
   p.fft = (size_t)B * H * nfft * 4 + 3 * (size_t)B * H * nf * 8 + nf * 8;
-  size_t widest = std::max({(size_t)c.V, (size_t)c.I, H, nf});
-  p.other = kGpuWorkspace + (1 << 16) * 8 + kColChunks * 2 * widest * 4 + (8 * BT + 4 * (size_t)R + 8) * 4;
+  // Plus the batch's ids and types (2 BT ints) and MLM rows and targets (2 R).
+  p.other = kGpuWorkspace + (1 << 16) * 8 + colsum_capacity(c) * 4 + (idx_capacity(BT) + 2 * BT + 2 * (size_t)R) * 4;
   return p;
 }
 
@@ -2733,9 +2746,8 @@ static bool model_to_device(Model* m, const std::vector<float>* mom1, const std:
     fft_reserve(g->ctx, (size_t)m->B * c.H, n);
     fft_plan(g->ctx, n, 1);
     fft_plan(g->ctx, n, m->B * c.H);
-    size_t widest = std::max({(size_t)c.V, (size_t)c.I, (size_t)c.H, (size_t)n / 2 + 1});
-    scratch_reserve(g->ctx, &g->ctx.colsum, &g->ctx.colsum_cap, kColChunks * 2 * widest);
-    scratch_reserve(g->ctx, &g->ctx.idx, &g->ctx.idx_cap, 6 * BT + 4);
+    scratch_reserve(g->ctx, &g->ctx.colsum, &g->ctx.colsum_cap, colsum_capacity(c));
+    scratch_reserve(g->ctx, &g->ctx.idx, &g->ctx.idx_cap, idx_capacity(BT));
     cudaCheck(cudaStreamSynchronize(g->ctx.stream));
     host_results_alloc(*m);
     m->gpu = g;
@@ -3035,11 +3047,7 @@ struct Device {
 static bool model_use_device(Model* m, const Device& d, const std::vector<float>* mom1, const std::vector<float>* mom2,
                              std::string* err) {
   if (d.name == "cpu" || (d.name == "auto" && !cuda_device_present())) return true;
-  if (!parse_precision(d.precision, &m->precision)) {
-    *err = strf("--precision %s: expected bf16, tf32 or fp32", d.precision.c_str());
-    return false;
-  }
-  return model_to_device(m, mom1, mom2, err);
+  return parse_precision(d.precision, &m->precision, err) && model_to_device(m, mom1, mom2, err);
 }
 
 // The whole model forward: MLM loss when the batch has targets, else the
@@ -3670,10 +3678,7 @@ static bool evaluate_mlm(Model& m, const ShardSet& val, long long max_seqs, cons
 
 static bool device_check(const Device& d, std::string* err) {
   Precision p;
-  if (!parse_precision(d.precision, &p)) {
-    *err = strf("--precision %s: expected bf16, tf32 or fp32", d.precision.c_str());
-    return false;
-  }
+  if (!parse_precision(d.precision, &p, err)) return false;
   if (d.name == "cpu" || d.name == "auto") return true;
 #ifdef __CUDACC__
   if (d.name == "cuda") return true;  // whether a GPU is there, model_use_device finds out
@@ -4609,7 +4614,7 @@ static int cmd_bench(int argc, char** argv) {
   c.T = (int)seq;
   const int B = (int)batch, T = c.T, per_seq = std::min(20, std::max(1, (int)std::lround(0.15 * T)));
   Precision prec = Precision::Bf16;
-  parse_precision(device.precision, &prec);
+  parse_precision(device.precision, &prec, &err);  // device_check accepted it
   if (plan_only) {
     double bytes = memory_gb * 1e9;
 #ifdef __CUDACC__

@@ -656,6 +656,9 @@ void check_twin(int labels, Precision prec = Precision::Fp32) {
   make_twin(&w, labels, 21 + labels, prec);
   if (::testing::Test::HasFatalFailure()) return;
   const Config& c = w.cpu.c;
+  // fp32: elementwise with the FFT tolerance; bf16: normwise at rtol.
+  auto near = [&](const std::string& what, const std::vector<float>& a, const std::vector<float>& b, double rtol,
+                  double floor = 0) { return bf ? norm_close(what, a, b, rtol, floor) : fft_close(what, a, b); };
   std::string err;
   Loss lc, lg;
   ASSERT_TRUE(model_forward(w.cpu, w.batch, true, &lc, &err)) << err;
@@ -665,17 +668,17 @@ void check_twin(int labels, Precision prec = Precision::Fp32) {
   EXPECT_TRUE(all_close("loss", &mg, &mc, 1, bf ? 0 : kAtol, bf ? kBf16Loss : kRtol));
   size_t hidden = (size_t)B * c.T * c.H, at = (size_t)c.L * w.cpu.B * c.T * c.H;
   std::vector<float> hc(w.cpu.a.res + at, w.cpu.a.res + at + hidden), hg = gpu_hidden(w.gpu, hidden);
-  EXPECT_TRUE(bf ? norm_close("final hidden states", hg, hc, kBf16Hidden) : fft_close("final hidden states", hg, hc));
+  EXPECT_TRUE(near("final hidden states", hg, hc, kBf16Hidden));
   if (labels) {
     std::vector<float> lcpu(w.cpu.a.cls_logits, w.cpu.a.cls_logits + B * labels);
     std::vector<float> lgpu(w.gpu.a.cls_logits, w.gpu.a.cls_logits + B * labels);  // copied back by the forward
-    EXPECT_TRUE(bf ? norm_close("classifier logits", lgpu, lcpu, kBf16Hidden) : fft_close("classifier logits", lgpu, lcpu));
+    EXPECT_TRUE(near("classifier logits", lgpu, lcpu, kBf16Hidden));
   } else {
     size_t n = (size_t)lc.count * c.V;
     std::vector<float> lcpu(w.cpu.a.logits, w.cpu.a.logits + n);
     std::vector<float> lgpu = fetch_rows(w.gpu.gpu->prec == Precision::Bf16 ? w.gpu.gpu->a16.logits : w.gpu.gpu->a.logits,
                                          lc.count, c.V, logit_stride(c));
-    EXPECT_TRUE(bf ? norm_close("MLM logits", lgpu, lcpu, kBf16Hidden) : fft_close("MLM logits", lgpu, lcpu));
+    EXPECT_TRUE(near("MLM logits", lgpu, lcpu, kBf16Hidden));
   }
   model_zero_grad(w.cpu);
   model_zero_grad(w.gpu);
@@ -694,7 +697,7 @@ void check_twin(int labels, Precision prec = Precision::Fp32) {
     std::vector<float> a(w.gpu.grads_mem.begin() + t.offset, w.gpu.grads_mem.begin() + t.offset + t.count);
     std::vector<float> b(w.cpu.grads_mem.begin() + t.offset, w.cpu.grads_mem.begin() + t.offset + t.count);
     std::string what = std::string("grad ") + t.name;
-    EXPECT_TRUE(bf ? norm_close(what, a, b, kBf16Grad, floor) : fft_close(what, a, b));
+    EXPECT_TRUE(near(what, a, b, kBf16Grad, floor));
   }
   EXPECT_NEAR(ng, nc, (bf ? kBf16Grad : 1e-4) * nc) << "gradient norm";
   // Evaluation mode: no dropout, and the logits come back to the host.
@@ -705,7 +708,7 @@ void check_twin(int labels, Precision prec = Precision::Fp32) {
   if (!labels) {
     size_t n = (size_t)lc.count * c.V;
     std::vector<float> a(w.gpu.a.logits, w.gpu.a.logits + n), b(w.cpu.a.logits, w.cpu.a.logits + n);
-    EXPECT_TRUE(bf ? norm_close("eval logits on the host", a, b, kBf16Hidden) : fft_close("eval logits on the host", a, b));
+    EXPECT_TRUE(near("eval logits on the host", a, b, kBf16Hidden));
   }
 }
 
