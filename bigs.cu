@@ -1,6 +1,7 @@
 // bigs.cu: BiGS, the attention-free BERT of "Pretraining Without Attention"
-// (Wang, Yan, Gu, Rush, 2022), trained from one file. The model is defined in
-// shared BIGS.md; this file follows it equation by equation.
+// (Wang, Yan, Gu, Rush, 2022), trained from one file. docs/MODEL.md walks
+// through the model equation by equation and names the function here that
+// computes each line; this file follows it.
 //
 // Read it top to bottom: utilities -> config -> parameter and activation
 // tables -> each layer (the plain CPU reference, then its CUDA twin) -> the
@@ -407,7 +408,7 @@ static void dot_reduce(CudaCtx& ctx, float* acc, const X* a, const nd<X>* b, siz
 // the presets, the config-file keys, the range checks, the checkpoint
 // header's fields and the start-up line, so a new field is one new row.
 //   X(name, default, tiny, base, large, lo, hi, meaning)
-// large is the released BiGS-large (BIGS.md section 1); base is a
+// large is the released BiGS-large (docs/MODEL.md section 1); base is a
 // BERT-base sized sibling; tiny trains on two CPU cores in minutes. A preset
 // V of 0 means "from the vocabulary"; T is always the data's.
 #define BIGS_CONFIG(X)                                                              \
@@ -465,7 +466,7 @@ static std::string config_line(const Config& c) {
 //
 //   X(name, layers, elements per layer, weight decay?, init, shape)
 
-// How a tensor starts (BIGS.md section 3). Normal draws one Rng::normal()
+// How a tensor starts (docs/MODEL.md section 9). Normal draws one Rng::normal()
 // per element, LogUniform one Rng::uniform(), the others draw nothing, so
 // the stream of random numbers is the table's order.
 struct Init {
@@ -908,7 +909,7 @@ static OpCost embedding_backward_cost(size_t B, size_t T, size_t H, size_t V, si
 }
 
 // ---------------------------------------------------------------------------
-// LayerNorm over the last axis (eps = 1e-12, BIGS.md section 1)
+// LayerNorm over the last axis (eps = 1e-12, docs/MODEL.md section 1)
 // ---------------------------------------------------------------------------
 
 constexpr double kLayerNormEps = 1e-12;
@@ -1575,7 +1576,7 @@ static OpCost gate_forward_cost(size_t n, size_t s) { return {"gate", (double)n,
 static OpCost gate_backward_cost(size_t n, size_t s) { return {"gate", 2.0 * n, false, 5.0 * n * s, 1}; }
 
 // ---------------------------------------------------------------------------
-// S4D kernel (BIGS.md section 3), one kernel shared by all H channels:
+// S4D kernel (docs/MODEL.md section 4), one kernel shared by all H channels:
 //   dt = exp(log_step),  A_n = min(A_re_n, -1e-4) + i A_im_n
 //   Ct_n = C_n (exp(dt A_n) - 1) / A_n        (zero-order hold)
 //   K[l] = Re sum_n Ct_n exp(l dt A_n)
@@ -1748,7 +1749,7 @@ static OpCost s4d_kernel_backward_cost(size_t N, size_t T) {
 // SSM convolution with skip term, per channel, over (B, T, H):
 //   causal      y[t] = sum_{s <= t} K[t - s] u[s] + D u[t]     (forward SSM)
 //   anti-causal y[t] = sum_{s >= t} K[s - t] u[s] + D u[t]     (backward SSM)
-// The anti-causal form is the backward SSM of BIGS.md read in original time
+// The anti-causal form is the backward SSM of docs/MODEL.md section 3 read in original time
 // order: flip, causal convolution, flip back. Computing it directly means
 // nothing is ever flipped in memory. Each direction's backward pass is the
 // other direction's forward, so two functions cover all four cases.
@@ -2286,7 +2287,7 @@ static OpCost meanpool_backward_cost(size_t B, size_t T, size_t H) {
 }
 
 // ---------------------------------------------------------------------------
-// HiPPO-LegS initialisation of A_im (BIGS.md section 3)
+// HiPPO-LegS initialisation of A_im (docs/MODEL.md section 9)
 // ---------------------------------------------------------------------------
 // S = -M + p p^T is -1/2 on the diagonal plus a real skew-symmetric part W.
 // The imaginary parts of S's eigenvalues are the eigenvalues of the
@@ -2393,7 +2394,7 @@ struct Model {
   // host = 1 rows of the activation tables).
   Acts a;
   size_t num_params = 0, num_acts = 0;
-  // Dropout (BIGS.md: 0.1 after the embeddings and before the classifier);
+  // Dropout (docs/MODEL.md section 12: 0.1 after the embeddings and before the classifier);
   // the mask streams are set by the trainer for each micro-batch.
   float dropout = 0.0f;
   uint64_t dropout_seed = 0, dropout_stream = 0;
@@ -2450,7 +2451,7 @@ static void host_acts_alloc(Model& m) {
   layout_acts(&m.a, (char*)m.acts_mem.data(), m.c, m.B, m.R, sizeof(float));
 }
 
-// Fills one tensor as its table row says (BIGS.md section 3). a_im: the
+// Fills one tensor as its table row says (docs/MODEL.md section 9). a_im: the
 // HiPPO-LegS imaginary parts for N modes.
 static void init_tensor(float* x, const TensorInfo& t, Rng& rng, const std::vector<double>& a_im) {
   const Init& in = t.init;
@@ -2479,7 +2480,7 @@ static void model_init(Model* m, uint64_t seed) {
   for (const TensorInfo& t : m->table) init_tensor(m->params_mem.data() + t.offset, t, rng, a_im);
 }
 
-// A batch of B sequences, each padded to the model's T (BIGS.md section 4).
+// A batch of B sequences, each padded to the model's T (docs/MODEL.md section 10).
 struct Batch {
   int B = 0;
   const int* ids = nullptr;       // (B, T)
@@ -2504,9 +2505,9 @@ struct Loss {
   int count = 0;
 };
 
-constexpr int kPadId = 0;  // [PAD] in every BERT vocabulary (BIGS.md section 1)
+constexpr int kPadId = 0;  // [PAD] in every BERT vocabulary (docs/MODEL.md section 1)
 
-// The rows that go through the MLM head (BIGS.md section 2): those with a
+// The rows that go through the MLM head (docs/MODEL.md section 5): those with a
 // target. Listed on the host, for every device: their flat positions in
 // m.a.rows, their targets in m.a.row_target, their number in *P.
 static bool mlm_rows(Model& m, const Batch& bt, int* P_out, std::string* err) {
@@ -2532,7 +2533,7 @@ static bool mlm_rows(Model& m, const Batch& bt, int* P_out, std::string* err) {
 
 // The classification loss and its gradient w.r.t. the (B, Y) logits, on the
 // host for every device, from m.a.cls_logits: cross-entropy, or squared
-// error for Y = 1 (BIGS.md section 2).
+// error for Y = 1 (docs/MODEL.md section 7).
 static bool cls_loss(Model& m, const Batch& bt, Loss* loss, std::string* err) {
   Acts& a = m.a;
   int B = bt.B, Y = m.c.labels;
@@ -2612,7 +2613,7 @@ static bool batch_check(const Model& m, const Batch& bt, std::string* err) {
 // and the operations are named after the layers: d.dense_forward is
 // dense_forward_cpu on the CPU and the cuBLASLt launcher on the GPU.
 
-// One BiGS layer (BIGS.md section 2), x_out = x + y, in original time order:
+// One BiGS layer (docs/MODEL.md section 3), x_out = x + y, in original time order:
 // the backward branch's flip -> causal SSM -> flip is the anti-causal SSM.
 // w: the layer's fp32 parameters; wd: the weights its dense layers read.
 // Each GELU comes with the dense layer before it (the GPU fuses the two
@@ -2720,7 +2721,7 @@ static void encoder_backward(D& d, const Model& m, const Batch& bt, bool train) 
   d.embedding_backward(d.g.wte, d.g.wpe, d.g.wtt, a.dh, bt.ids, bt.types, bt.B, c.T, c.H);  // host ids
 }
 
-// The MLM head on the rows that have a target (BIGS.md section 2):
+// The MLM head on the rows that have a target (docs/MODEL.md section 5):
 //   z = LayerNorm_head(gelu_erf(x Wt + bt)),  logits = z wte^T + bias_V
 // Only those rows go through the V-wide projection; its logits are fp32
 // whatever the activation type (the decoder bias is the fp32 master's).
@@ -2766,7 +2767,7 @@ static void mlm_head_backward(D& d, const Model& m, const Batch& bt, int P, floa
   d.scatter_rows(a.dres, a.dhead, d.rows(m), P, c.H);
 }
 
-// The classification head (BIGS.md section 2): p = tanh(mean(x) Wp + bp),
+// The classification head (docs/MODEL.md section 6): p = tanh(mean(x) Wp + bp),
 // logits = dropout(p) Wc + bc, up to the (B, Y) logits, which come back to
 // the host for the loss (cls_loss). The head is (B, H)-sized, so it runs in
 // fp32 with the master weights on every device.
@@ -3656,7 +3657,7 @@ static void model_zero_grad(Model& m) {
 // ============================================================================
 
 struct AdamW {
-  double beta1 = 0.9, beta2 = 0.98, eps = 1e-6, weight_decay = 0.05;  // BIGS.md section 6, pretraining
+  double beta1 = 0.9, beta2 = 0.98, eps = 1e-6, weight_decay = 0.05;  // docs/MODEL.md section 12, pretraining
 };
 
 // One AdamW step on n parameters (step counts from 1), decoupled weight decay
@@ -3730,7 +3731,7 @@ static OpCost adamw_cost(size_t n, bool bf16_copy) {
   return {kOptimizerOp, 15.0 * n, false, 28.0 * n + (bf16_copy ? 2.0 * n : 0.0), 1};
 }
 
-// The decay mask of BIGS.md section 6 lives in the parameter table: biases
+// The decay mask of docs/MODEL.md section 12 lives in the parameter table: biases
 // and LayerNorm parameters have decay = 0. On the GPU the moments are the
 // device's (mom1, mom2 are then only read back by model_to_host).
 static void adamw_step(Model& m, std::vector<float>& mom1, std::vector<float>& mom2, float lr, const AdamW& o,
@@ -4087,7 +4088,7 @@ struct MaskSpec {
   long long max_predictions = 20;  // per sequence
 };
 
-// BERT's masking (BIGS.md section 6), in place: picks round(prob x maskable)
+// BERT's masking (docs/MODEL.md section 12), in place: picks round(prob x maskable)
 // positions (at least 1, at most max_predictions) among the tokens that are
 // not [CLS], [SEP], [PAD] or [MASK]; of those 80% become [MASK], 10% a random
 // non-special token, 10% stay; targets gets the original id there and -1
@@ -4347,7 +4348,7 @@ static void set_threads(long long threads) {
 }
 
 // The AdamW and clipping flags that pretrain and finetune share (their
-// defaults differ: each recipe of BIGS.md section 6 sets its own).
+// defaults differ: each recipe of docs/MODEL.md section 12 sets its own).
 static void optimizer_flags(std::vector<Flag>* f, AdamW* opt, double* clip) {
   f->push_back({Flag::Num, "beta1", &opt->beta1, 0, 0.999999, "AdamW beta1"});
   f->push_back({Flag::Num, "beta2", &opt->beta2, 0, 0.999999, "AdamW beta2"});
@@ -4359,7 +4360,7 @@ static void optimizer_flags(std::vector<Flag>* f, AdamW* opt, double* clip) {
 
 static const char* kPretrainUsage =
     "usage: bigs pretrain --train 'DIR/train_*.bin' [--val DIR/val_000000.bin] [options]\n"
-    "Masked-language-model pretraining of BiGS (BIGS.md section 6); defaults are the paper's recipe.\n"
+    "Masked-language-model pretraining of BiGS (docs/MODEL.md section 12); defaults are the paper's recipe.\n"
     "Writes OUT/model.bin (parameters), OUT/state.bin (to --resume) and OUT/log.jsonl.";
 
 static int cmd_pretrain(int argc, char** argv) {
@@ -4650,7 +4651,7 @@ static bool task_load(const std::string& path, TaskData* d, std::string* err) {
   return ok;
 }
 
-// The metrics of BIGS.md section 7. Predictions are class indices (or the
+// The metrics of docs/MODEL.md section 12. Predictions are class indices (or the
 // score for STS-B). Conventions follow scikit-learn / scipy: MCC and F1 are
 // 0 where undefined (a constant prediction); Spearman ranks ties by their
 // average rank; Pearson is 0 for a constant input.
@@ -4770,7 +4771,7 @@ static bool task_evaluate(Model& m, const TaskData& d, TaskMetrics* tm, double* 
 
 // Loads a classification model for a task file from a checkpoint. A head of
 // the wrong size (or none: a pretrained MLM checkpoint) is initialised anew,
-// as BIGS.md section 3 says: N(0, 0.02) weights, zero biases.
+// as docs/MODEL.md section 9 says: N(0, 0.02) weights, zero biases.
 static bool task_model(const std::string& ckpt, const TaskData& d, int B, uint64_t seed, bool allow_new_head, Model* m,
                        std::string* err) {
   CkptHeader h;
@@ -4780,7 +4781,7 @@ static bool task_model(const std::string& ckpt, const TaskData& d, int B, uint64
   if (m->c.T != d.T) {
     *err = strf(
         "%s has T = %d but the task file has T = %d; rebuild it with `data_prep glue --seq %d` (inputs "
-        "are padded to the checkpoint's T, BIGS.md section 4)",
+        "are padded to the checkpoint's T, docs/MODEL.md section 10)",
         ckpt.c_str(), m->c.T, d.T, m->c.T);
     return false;
   }
@@ -4830,8 +4831,8 @@ static void inference_flags(std::vector<Flag>* f, Device* device, long long* bat
 
 static const char* kFinetuneUsage =
     "usage: bigs finetune --task TASK --init CKPT --train F --dev F [--dev2 F] [options]\n"
-    "Fine-tunes a classifier on a GLUE task file (from `data_prep glue`) with the recipe of BIGS.md\n"
-    "section 6; evaluates on --dev (and --dev2, e.g. MNLI mismatched) after every epoch and keeps the\n"
+    "Fine-tunes a classifier on a GLUE task file (from `data_prep glue`) with the recipe of docs/MODEL.md\n"
+    "section 12; evaluates on --dev (and --dev2, e.g. MNLI mismatched) after every epoch and keeps the\n"
     "best checkpoint by the task's main metric in OUT/best.bin (the last in OUT/last.bin).";
 
 static int cmd_finetune(int argc, char** argv) {
@@ -4963,7 +4964,7 @@ static int cmd_finetune(int argc, char** argv) {
 
 static const char* kEvalUsage =
     "usage: bigs eval --task TASK --ckpt CKPT --dev F [--dev F2 ...]\n"
-    "Prints the task's metrics (BIGS.md section 7) on each labelled task file.";
+    "Prints the task's metrics (docs/MODEL.md section 12) on each labelled task file.";
 
 static int cmd_eval(int argc, char** argv) {
   const char* cmd = "eval";
@@ -4995,7 +4996,7 @@ static int cmd_eval(int argc, char** argv) {
   return 0;
 }
 
-// The submission file's name for a task and split (BIGS.md section 7).
+// The submission file's name for a task and split (docs/MODEL.md section 12).
 static std::string submission_name(const std::string& task, const std::string& split) {
   if (task == "mnli") return split.find("mismatched") != std::string::npos ? "MNLI-mm" : "MNLI-m";
   const char* names[][2] = {{"cola", "CoLA"}, {"sst2", "SST-2"}, {"mrpc", "MRPC"}, {"stsb", "STS-B"}, {"qqp", "QQP"},

@@ -353,7 +353,7 @@ TEST(Model, TablesAreConsistent) {
   for (size_t i = 1; i < t.size(); i++) EXPECT_EQ(t[i].offset, t[i - 1].offset + t[i - 1].count);
 }
 
-TEST(Model, InitFollowsBigsMd) {
+TEST(Model, InitFollowsTheSpec) {
   Config c{50, 16, 24, 2, 8, 12, 2, 0};
   Model m;
   std::string err;
