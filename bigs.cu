@@ -474,6 +474,10 @@ struct Init {
   double a, b;  // Normal: std; Const: the value; LogUniform: [a, b] in log space
 };
 constexpr Init init_normal(double std) { return {Init::Normal, std, 0}; }
+// Flax's default for a Dense kernel, lecun normal: std 1/sqrt(fan_in). The
+// official model creates two layers without an explicit initializer, the
+// MLM transform dense and the classifier; every other kernel is N(0, 0.02).
+inline Init init_lecun(int fan_in) { return init_normal(1.0 / std::sqrt((double)fan_in)); }
 constexpr Init init_const(double v) { return {Init::Const, v, 0}; }
 constexpr Init init_hippo() { return {Init::HippoAIm, 0, 0}; }  // A_im from HiPPO-LegS, every layer alike
 constexpr Init init_log_uniform(double lo, double hi) { return {Init::LogUniform, lo, hi}; }
@@ -515,14 +519,14 @@ constexpr Init init_log_uniform(double lo, double hi) { return {Init::LogUniform
   X(do_b, c.L, c.H, 0, init_const(0), "(L, H)")
 
 #define BIGS_HEAD_PARAMS(X)                                                                                  \
-  X(head_w, 1, c.H* c.H, 1, init_normal(0.02), "(H, H) MLM transform dense")                                \
+  X(head_w, 1, c.H* c.H, 1, init_lecun(c.H), "(H, H) MLM transform dense")                                  \
   X(head_b, 1, c.H, 0, init_const(0), "(H)")                                                                 \
   X(head_ln_w, 1, c.H, 0, init_const(1), "(H) MLM transform LayerNorm scale")                               \
   X(head_ln_b, 1, c.H, 0, init_const(0), "(H) MLM transform LayerNorm bias")                                \
   X(head_bias, 1, c.V, 0, init_const(0), "(V) MLM decoder bias")                                            \
   X(pool_w, 1, (c.labels ? c.H * c.H : 0), 1, init_normal(0.02), "(H, H) pooler dense (classification only)") \
   X(pool_b, 1, (c.labels ? c.H : 0), 0, init_const(0), "(H)")                                               \
-  X(cls_w, 1, c.labels* c.H, 1, init_normal(0.02), "(Y, H) classifier")                                     \
+  X(cls_w, 1, c.labels* c.H, 1, init_lecun(c.H), "(Y, H) classifier")                                       \
   X(cls_b, 1, c.labels, 0, init_const(0), "(Y)")
 
 #define BIGS_PARAMS(X) BIGS_EMBED_PARAMS(X) BIGS_LAYER_PARAMS(X) BIGS_HEAD_PARAMS(X)
@@ -4770,8 +4774,9 @@ static bool task_evaluate(Model& m, const TaskData& d, TaskMetrics* tm, double* 
 }
 
 // Loads a classification model for a task file from a checkpoint. A head of
-// the wrong size (or none: a pretrained MLM checkpoint) is initialised anew,
-// as docs/MODEL.md section 9 says: N(0, 0.02) weights, zero biases.
+// the wrong size (or none: a pretrained MLM checkpoint) is initialised anew
+// as the parameter table says (docs/MODEL.md section 9): the pooler N(0,
+// 0.02), the classifier lecun normal, zero biases.
 static bool task_model(const std::string& ckpt, const TaskData& d, int B, uint64_t seed, bool allow_new_head, Model* m,
                        std::string* err) {
   CkptHeader h;
@@ -4799,7 +4804,7 @@ static bool task_model(const std::string& ckpt, const TaskData& d, int B, uint64
     Rng rng{seed ^ 0xC1A55ull};
     for (const TensorInfo& t : m->table)
       if (std::find(fresh.begin(), fresh.end(), t.name) != fresh.end())
-        for (size_t i = 0; i < t.count; i++) m->params_mem[t.offset + i] = t.decay ? rng.normal() * 0.02f : 0.0f;
+        init_tensor(&m->params_mem[t.offset], t, rng, {});
     printf("new classification head with %u labels: %s\n", d.h.num_labels,
            fresh.size() == 4 ? "pool_w, pool_b, cls_w, cls_b" : "");
   }

@@ -381,6 +381,29 @@ TEST(Model, InitFollowsTheSpec) {
   EXPECT_NEAR(cs / 32, 0.5, 0.3);
 }
 
+// The two dense layers the official model creates without an explicit
+// initializer, the MLM transform and the classifier, get Flax's default,
+// lecun normal (std 1/sqrt(fan_in) = 1/8 at H = 64); the pooler, like every
+// other kernel, N(0, 0.02). Bounds: 5 standard errors of a std estimate
+// (relative error 1/sqrt(2n)).
+TEST(Model, LecunNormalForTheMlmTransformAndTheClassifier) {
+  Config c{50, 64, 24, 1, 4, 8, 2, 3};
+  Model m;
+  std::string err;
+  ASSERT_TRUE(model_build(&m, c, 2, 8, &err)) << err;
+  model_init(&m, 7);
+  auto rms = [](const float* x, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)x[i] * x[i];
+    return std::sqrt(s / n);
+  };
+  auto bound = [](double std, size_t n) { return 5 * std / std::sqrt(2.0 * n); };
+  EXPECT_NEAR(rms(m.p.head_w, 64 * 64), 0.125, bound(0.125, 64 * 64));
+  EXPECT_NEAR(rms(m.p.cls_w, 3 * 64), 0.125, bound(0.125, 3 * 64));
+  EXPECT_NEAR(rms(m.p.pool_w, 64 * 64), 0.02, bound(0.02, 64 * 64));
+  EXPECT_NEAR(rms(m.p.dv_w, 24 * 64), 0.02, bound(0.02, 24 * 64));
+}
+
 TEST(Model, BadBatchIsRejected) {
   Config c{50, 16, 24, 1, 4, 6, 2, 0};
   Model m;
