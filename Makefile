@@ -24,7 +24,7 @@ $(BUILD):
 $(BUILD)/tokenizer_lib.o: tokenizer.cpp tokenizer.h unicode_tables.h | $(BUILD)
 	$(CXX) $(CXXFLAGS) -DTOKENIZER_NO_MAIN -c tokenizer.cpp -o $@
 
-tokenizer: tokenizer.cpp tokenizer.h unicode_tables.h
+tokenizer: tokenizer.cpp tokenizer.h cli.h unicode_tables.h
 	$(CXX) $(CXXFLAGS) tokenizer.cpp -o $@ -pthread
 
 data_prep: data_prep.cpp formats.h cli.h tokenizer.h $(BUILD)/tokenizer_lib.o
@@ -50,7 +50,8 @@ $(BUILD)/test_model: test/test_model.cpp test/fixture.h bigs.cu formats.h cli.h 
 $(BUILD)/test_train: test/test_train.cpp test/fixture.h bigs.cu formats.h cli.h $(BUILD)/tokenizer_lib.o
 	$(CXX) $(CXXFLAGS) -I. test/test_train.cpp $(BUILD)/tokenizer_lib.o -o $@ $(GTEST_LIBS)
 
-$(BUILD)/test_tokenizer: test/test_tokenizer.cpp $(BUILD)/tokenizer_lib.o
+# (It also runs the tokenizer program: built first.)
+$(BUILD)/test_tokenizer: test/test_tokenizer.cpp $(BUILD)/tokenizer_lib.o | tokenizer
 	$(CXX) $(CXXFLAGS) -I. test/test_tokenizer.cpp $(BUILD)/tokenizer_lib.o -o $@ $(GTEST_LIBS)
 
 $(BUILD)/test_data_prep: test/test_data_prep.cpp data_prep.cpp formats.h cli.h tokenizer.h $(BUILD)/tokenizer_lib.o
