@@ -785,10 +785,16 @@ int parse_command(const char* cmd, int argc, char** argv, const std::vector<Flag
   return -1;
 }
 
-// The settings a run uses, on stderr (stdout is the output).
-void print_run(const char* cmd, const std::vector<Flag>& flags) {
+// Loads the vocab --vocab names and prints the run's settings on stderr
+// (stdout is the output). Returns -1 to go on, else the exit status.
+int start(const char* cmd, const std::string& vocab, const std::vector<Flag>& flags, Tokenizer* tk) {
+  if (vocab.empty()) return usage_error(cmd, "needs --vocab VOCAB (e.g. data/bert-base-uncased-vocab.txt)");
+  std::string err;
+  if (!tk->load(vocab, &err)) return fail(cmd, err);
   std::fprintf(stderr, "tokenizer %s\n", cmd);
   print_settings(stderr, flags);
+  std::fprintf(stderr, "  %-22s %d\n", "vocab-size", tk->vocab_size());
+  return -1;
 }
 
 // Reads the inputs (files, or stdin when there are none) in batches of whole
@@ -922,7 +928,6 @@ int cmd_encode(int argc, char** argv) {
   int rc = parse_command("encode", argc, argv, flags, usage, &files);
   if (rc >= 0) return rc;
   if (pair) special = true;
-  if (vocab.empty()) return usage_error("encode", "needs --vocab VOCAB (e.g. data/bert-base-uncased-vocab.txt)");
   if (pad && max_len == 0) return usage_error("encode", "--pad needs --max-len N");
   if (as_types && (as_tokens || !special))
     return usage_error("encode", "--types goes with --special or --pair, not --tokens");
@@ -931,11 +936,9 @@ int cmd_encode(int argc, char** argv) {
     return usage_error("encode", "--max-len " + std::to_string(max_len) + " leaves no room: it must be at least " +
                                      std::to_string(min_len) + " with " + (pair ? "--pair" : "--special"));
   }
-  std::string err;
   Tokenizer tk;
-  if (!tk.load(vocab, &err)) return fail("encode", err);
-  print_run("encode", flags);
-  std::fprintf(stderr, "  %-22s %d\n", "vocab-size", tk.vocab_size());
+  if ((rc = start("encode", vocab, flags, &tk)) >= 0) return rc;
+  std::string err;
   auto print = [&](const std::vector<int>& ids, const std::vector<int>& types, std::string* out) {
     for (size_t i = 0; i < ids.size(); i++) {
       if (i) out->push_back(' ');
@@ -996,11 +999,9 @@ int cmd_decode(int argc, char** argv) {
   std::vector<std::string> files;
   int rc = parse_command("decode", argc, argv, flags, usage, &files);
   if (rc >= 0) return rc;
-  if (vocab.empty()) return usage_error("decode", "needs --vocab VOCAB (e.g. data/bert-base-uncased-vocab.txt)");
-  std::string err;
   Tokenizer tk;
-  if (!tk.load(vocab, &err)) return fail("decode", err);
-  print_run("decode", flags);
+  if ((rc = start("decode", vocab, flags, &tk)) >= 0) return rc;
+  std::string err;
   LineReader reader(files);
   std::vector<std::string_view> lines;
   std::vector<int> ids;
@@ -1056,7 +1057,8 @@ int cmd_train(int argc, char** argv) {
   if (files.empty()) return usage_error("train", "needs at least one text FILE");
   if (score != "frequency" && score != "likelihood")
     return usage_error("train", "--score " + score + ": expected frequency or likelihood");
-  print_run("train", flags);
+  std::fprintf(stderr, "tokenizer train\n");
+  print_settings(stderr, flags);
   std::fprintf(stderr, "  %-22s %zu\n", "files", files.size());
   std::vector<std::string> vocab;
   std::string err;
