@@ -126,9 +126,9 @@ check "the crashed test's last lines" has "$sum" "about to fault"
 check "the hanging test named" has "$sum" "HUNG    A.Hang (nothing printed for 2 s"
 check "no passing per-tensor line on stdout" lacks "$sum" "worst relative error"
 check "... they are in the archive" bash -c "tar xzf '$tmp/fake/gpu_logs.tgz' -O gpu_logs/suite.log | grep -q 'worst relative error'"
-check "the test after the crash ran: OK" test "$(result "$tmp/fake" A.AfterCrash)" = OK
-check "the test after the hang ran: FAILED" test "$(result "$tmp/fake" A.Poisoned)" = FAILED
-check "the last test ran: OK" test "$(result "$tmp/fake" B.Last)" = OK
+check "the test after the crash ran, and passed" test "$(result "$tmp/fake" A.AfterCrash)" = OK
+check "the poisoned test after the hang ran (and failed there)" test "$(result "$tmp/fake" A.Poisoned)" = FAILED
+check "the last test ran, and passed" test "$(result "$tmp/fake" B.Last)" = OK
 check "the skipped test: SKIPPED" test "$(result "$tmp/fake" B.Skip)" = SKIPPED
 check "the crash recorded" test "$(result "$tmp/fake" A.Crash)" = CRASHED
 check "the hang recorded" test "$(result "$tmp/fake" A.Hang)" = HUNG
