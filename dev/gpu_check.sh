@@ -61,13 +61,14 @@ PY=${PYTHON:-python3}
 SUITE=${GPU_CHECK_SUITE:-build/test_gpu}
 CARRY='["build/googletest"]'
 JOBS=$(nproc 2> /dev/null || echo 16)
-# memcheck: every kernel test (the Gpu fixture; GpuModel's whole-model tests
+# memcheck: every kernel test (the GpuKernel fixture; GpuModel's whole-model tests
 # would take minutes under it). racecheck: the kernels that share memory
 # between threads: the column sums (LayerNorm's dw and db, Dense's bias),
 # block_sum (LayerNorm, the S4D kernel's backward, cross-entropy), the SSM
 # convolution's dK sums and transposes, the embedding's group sums.
-MEMCHECK_FILTER='Gpu.*'
-RACECHECK_FILTER='Gpu.LayerNorm:Gpu.Dense:Gpu.S4dKernel:Gpu.CrossEntropy:Gpu.SsmConv:Gpu.Embedding'
+MEMCHECK_FILTER='GpuKernel.*'
+RACECHECK_FILTER='GpuKernel.LayerNorm:GpuKernel.Dense:GpuKernel.S4dKernel:GpuKernel.CrossEntropy:'
+RACECHECK_FILTER+='GpuKernel.SsmConv:GpuKernel.Embedding'
 # The stages of the table, in order.
 STAGES="build suite memcheck racecheck demo mpi bench128 eager128 bench512 bench4096 lab compile128"
 

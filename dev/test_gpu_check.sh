@@ -210,7 +210,7 @@ check "racecheck errors from its own summary" test "$(sanitizer_errors "$tmp/r.l
 check "no summary, no errors" test "$(sanitizer_errors "$tmp/g.log")" = 0
 cat > "$tmp/b.log" << 'EOF'
 bench: cuda bf16 T 128  batch 64  10 steps  45.67 ms/step  179409 tokens/s  101.2 TFLOP/s  MFU 10.23% (of 989 TFLOP/s)
-bench: predicted step 40.10 ms (roofline on an H200), 204300 tokens/s, MFU 11.6%
+bench: predicted on an H200 40.10 ms/step  204300 tokens/s  MFU 11.60% (of 989 TFLOP/s; cost model)
 EOF
 check "tokens/s" test "$(tps "$tmp/b.log")" = 179409
 check "MFU" test "$(mfu "$tmp/b.log")" = 10.23%
@@ -228,8 +228,8 @@ if [ -x build/test_gpu ] && ! nvidia-smi > /dev/null 2>&1; then
   echo "== build/test_gpu without a GPU, through the suite runner"
   WORKROOT="$tmp/real" WORK="$tmp/real/gpu_logs" SUITE=build/test_gpu T0=$(date +%s)
   mkdir -p "$WORK/stages" "$WORKROOT/pids"
-  suite_run real 'Gpu.Dense:GpuModel.*' 30 $(( $(now) + 60 )) build/test_gpu > "$tmp/real.txt" 2>&1
-  n=$(grep -cE '^(Gpu\.Dense|GpuModel\.[A-Za-z0-9]+)'$'\t''SKIPPED' "$WORK/real.results")
+  suite_run real 'GpuKernel.Dense:GpuModel.*' 30 $(( $(now) + 60 )) build/test_gpu > "$tmp/real.txt" 2>&1
+  n=$(grep -cE '^(GpuKernel\.Dense|GpuModel\.[A-Za-z0-9]+)'$'\t''SKIPPED' "$WORK/real.results")
   check "every selected test SKIPPED ($n)" test "$n" -eq $(( 1 + $(grep -c '^TEST(GpuModel, ' test/test_gpu.cu) ))
   check "and said so" has "$tmp/real.txt" "every test SKIPPED: the CUDA runtime sees no device"
   check "with the runtime's reason" has "$tmp/real.txt" "no CUDA device"
@@ -285,7 +285,7 @@ echo "== the sanitizers' test names exist in test/test_gpu.cu"
 for t in ${RACECHECK_FILTER//:/ }; do
   check "$t" grep -qE "^TEST_F\(${t%%.*}, ${t#*.}\)" test/test_gpu.cu
 done
-check "memcheck's Gpu.* matches kernel tests" grep -qE '^TEST_F\(Gpu, ' test/test_gpu.cu
+check "memcheck's $MEMCHECK_FILTER matches kernel tests" grep -qE "^TEST_F\\(${MEMCHECK_FILTER%%.*}, " test/test_gpu.cu
 
 echo
 [ $fails -eq 0 ] && echo "test_gpu_check: all passed" || echo "test_gpu_check: $fails FAILED"
