@@ -107,13 +107,13 @@ cuda-check: | $(BUILD)
 
 # On the GPU machine: the one prepared check (dev/gpu_check.sh; logs packed
 # into GPU_LOGS/gpu_logs.tgz beside GPU_LOGS/summary.txt). Here, before the
-# device call: `make gpu-check-prep` copies GoogleTest's source for it and
-# prints the call to make.
+# device call: `make gpu-check-prep` copies GoogleTest's source for it,
+# makes the oracle's fixture (the call carries both) and prints the call.
 GPU_LOGS ?= $(BUILD)/gpu_logs
 gpu-check:
 	bash dev/gpu_check.sh $(GPU_LOGS)
 
-gpu-check-prep: gtest-src
+gpu-check-prep: gtest-src $(BUILD)/fixture.bin
 	bash dev/gpu_check.sh --dry-run $(BUILD)/gpu_dry_run
 
 # GoogleTest's source, for a GPU machine without it: the device call carries

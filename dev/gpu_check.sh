@@ -59,7 +59,7 @@ CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
 NVCC=${NVCC:-nvcc}
 PY=${PYTHON:-python3}
 SUITE=${GPU_CHECK_SUITE:-build/test_gpu}
-CARRY='["build/googletest"]'
+CARRY='["build/googletest", "build/fixture.bin"]'
 JOBS=$(nproc 2> /dev/null || echo 16)
 # memcheck: every kernel test (the GpuKernel fixture; GpuModel's whole-model tests
 # would take minutes under it). racecheck: the kernels that share memory
@@ -422,6 +422,12 @@ stage_build() {
     "GPU suite: $suite${GTEST_ARGS[*]:+ (GoogleTest from build/googletest)}"
   if [ "$RC" -ne 0 ]; then
     grep -E '(error|Error)' "$WORK/build.log" | grep -vE '^make(\[[0-9]+\])?: \*\*\*' | cut_lines 20
+  fi
+  # The oracle's fixture, which the fp32 whole-model tests compare against:
+  # carried from here (make gpu-check-prep), else made with this machine's torch.
+  if [ ! -f build/fixture.bin ]; then
+    timeout 120 "$PY" dev/reference.py --out build/fixture.bin > "$WORK/fixture.log" 2>&1 ||
+      echo "build: no build/fixture.bin (carry it, or see fixture.log): the oracle tests will fail"
   fi
   if [ $bins = ok ] && [ "$suite" = built ] && [ "$RC" -eq 0 ]; then note build ok
   else note build "FAILED: binaries $bins, suite $suite (see build.log)"

@@ -102,7 +102,7 @@ for s in build suite memcheck racecheck demo mpi bench128 eager128 bench512 benc
 done
 check "bench table" has "$tmp/dry/summary.txt" "bigs, T 4096, batch 4"
 check "the call to run it again" has "$tmp/dry/summary.txt" 'run command="BIGS_COMMIT='
-check "the carry list" has "$tmp/dry/summary.txt" 'carry: ["build/googletest"]'
+check "the carry list" has "$tmp/dry/summary.txt" 'carry: ["build/googletest", "build/fixture.bin"]'
 check "the archive holds the summary" bash -c "tar tzf '$tmp/dry/gpu_logs.tgz' | grep -qx gpu_logs/summary.txt"
 bash dev/gpu_check.sh --dry-run "$tmp/dry2" cafe123 > /dev/null 2>&1
 check "the commit from the argument" has "$tmp/dry2/summary.txt" "BIGS_COMMIT=cafe123 bash"
