@@ -777,6 +777,11 @@ static LayerActsT<S> layer_acts(const ActsT<S>& a, const Config& c, int Bcap, in
 
 enum class Act { GeluTanh, GeluErf, Tanh };  // the activations (see below)
 
+// Whether a backward pass adds its input gradient to what dinp holds (Add,
+// the "+=" of the comments) or sets it (Set: a buffer this is the first
+// contribution to, so that nothing has to zero it first).
+enum class Acc { Add, Set };
+
 // ---------------------------------------------------------------------------
 // Embeddings: e = wte[id] + wpe[t] + wtt[type]
 // ---------------------------------------------------------------------------
@@ -1000,10 +1005,10 @@ __global__ void layernorm_forward_kernel(TO* out, float* mean, float* rstd, cons
   if (threadIdx.x == 0) mean[blockIdx.x] = m, rstd[blockIdx.x] = r;
 }
 
-// dinp += per row (one block each), the same formula as the CPU's.
+// dinp += (or =) per row (one block each), the same formula as the CPU's.
 template <class TD, class TO, class TI>
 __global__ void layernorm_backward_dinp_kernel(TD* dinp, const TO* dout, const TI* inp, const float* w,
-                                               const float* mean, const float* rstd, int C) {
+                                               const float* mean, const float* rstd, int C, Acc acc) {
   size_t r = blockIdx.x;
   const TI* x = inp + r * C;
   const TO* d = dout + r * C;
@@ -1016,7 +1021,8 @@ __global__ void layernorm_backward_dinp_kernel(TD* dinp, const TO* dout, const T
   float mean_dn = block_sum(a) / C, mean_dn_n = block_sum(c) / C;
   for (int i = threadIdx.x; i < C; i += blockDim.x) {
     float n = (ld(x[i]) - m) * s;
-    st(dinp + r * C + i, ld(dinp[r * C + i]) + s * (ld(d[i]) * w[i] - mean_dn - n * mean_dn_n));
+    float g = s * (ld(d[i]) * w[i] - mean_dn - n * mean_dn_n);
+    st(dinp + r * C + i, acc == Acc::Add ? ld(dinp[r * C + i]) + g : g);
   }
 }
 
@@ -1056,12 +1062,13 @@ static void layernorm_forward(CudaCtx& ctx, TO* out, float* mean, float* rstd, c
   launchCheck();
 }
 
-// dinp, dw, db +=.
+// dw, db +=; dinp += (acc = Add) or = (Set).
 template <class TD, class TO, class TI>
 static void layernorm_backward(CudaCtx& ctx, TD* dinp, float* dw, float* db, const TO* dout, const TI* inp,
-                               const float* w, const float* mean, const float* rstd, int rows, int C) {
+                               const float* w, const float* mean, const float* rstd, int rows, int C,
+                               Acc acc = Acc::Add) {
   if (rows == 0) return;
-  layernorm_backward_dinp_kernel<<<rows, kThreads, 0, ctx.stream>>>(dinp, dout, inp, w, mean, rstd, C);
+  layernorm_backward_dinp_kernel<<<rows, kThreads, 0, ctx.stream>>>(dinp, dout, inp, w, mean, rstd, C, acc);
   launchCheck();
   scratch_reserve(ctx, &ctx.colsum, &ctx.colsum_cap, (size_t)kColChunks * 2 * C);
   layernorm_dw_partial_kernel<<<dim3(grid_for(C), kColChunks), kThreads, 0, ctx.stream>>>(ctx.colsum, dout, inp, mean,
@@ -1081,9 +1088,9 @@ static OpCost layernorm_forward_cost(size_t rows, size_t C, size_t si, size_t so
   double n = (double)rows * C;
   return {{"layernorm", 7 * n, false, n * (si + so) + 8.0 * C + 8.0 * rows}};
 }
-static OpCost layernorm_backward_cost(size_t rows, size_t C, size_t sd, size_t so, size_t si) {
+static OpCost layernorm_backward_cost(size_t rows, size_t C, size_t sd, size_t so, size_t si, bool add) {
   double n = (double)rows * C, part = (double)kColChunks * 2 * C * 4;
-  return {{"layernorm", 10 * n, false, n * (so + si + 2 * sd) + 8.0 * rows + 4.0 * C},  // dinp +=
+  return {{"layernorm", 10 * n, false, n * (so + si + (add ? 2 : 1) * sd) + 8.0 * rows + 4.0 * C},  // dinp
           {"column sums", 4 * n, false, n * (so + si) + 8.0 * rows + part},            // dw, db partials
           {"column sums", kColChunks * (double)C, false, part / 2 + 8.0 * C},          // dw
           {"column sums", kColChunks * (double)C, false, part / 2 + 8.0 * C}};         // db
@@ -1387,17 +1394,19 @@ static void dense_forward(CudaCtx& ctx, TD* out, const TA* inp, const TA* w, con
   if (pre) activation_forward(ctx, out, (const TD*)pre, (size_t)rows * ld, Act::GeluTanh);
 }
 
-// dinp, dw, db += (dinp and db may be null). dw and db are fp32 (the
+// dw, db += (dinp and db may be null), dinp += (acc = Add) or = (Set:
+// beta 0, so that it needs no zeroing first). dw and db are fp32 (the
 // gradient block); dinp has its own type.
 //   dinp' (in, rows) += W' dout'          dout' = dout seen as (out_dim, rows)
 //   dW'   (in, out)  += inp' dout'^T
 // ld_out: the row stride of dout; 0 means out_dim.
 template <class TA, class TI>
 static void dense_backward(CudaCtx& ctx, TI* dinp, float* dw, float* db, const TA* dout, const TA* inp, const TA* w,
-                           int rows, int in_dim, int out_dim, int ld_out = 0) {
+                           int rows, int in_dim, int out_dim, Acc acc = Acc::Add, int ld_out = 0) {
   if (rows == 0) return;
   int ld = ld_out ? ld_out : out_dim;
-  if (dinp) matmul(ctx, dinp, w, dout, false, false, in_dim, rows, out_dim, in_dim, ld, in_dim, 1.0f);
+  float beta = acc == Acc::Add ? 1.0f : 0.0f;
+  if (dinp) matmul(ctx, dinp, w, dout, false, false, in_dim, rows, out_dim, in_dim, ld, in_dim, beta);
   matmul(ctx, dw, inp, dout, false, true, in_dim, out_dim, rows, in_dim, ld, in_dim, 1.0f);
   if (db) bias_backward(ctx, db, dout, rows, out_dim, ld);
 }
@@ -1419,10 +1428,10 @@ static OpCost dense_forward_cost(size_t rows, size_t in, size_t out, size_t ld, 
   return c;
 }
 static OpCost dense_backward_cost(size_t rows, size_t in, size_t out, size_t ld, size_t sa, size_t si, bool dinp,
-                                  bool db) {
+                                  bool db, bool add) {
   double dy = (double)rows * ld * sa, w = (double)out * in, mac = (double)rows * in * out;
   OpCost c;
-  if (dinp) c.push_back({"dense backward", 2 * mac, sa == 2, w * sa + dy + 2.0 * rows * in * si});  // dinp +=
+  if (dinp) c.push_back({"dense backward", 2 * mac, sa == 2, w * sa + dy + (add ? 2.0 : 1.0) * rows * in * si});
   c.push_back({"dense backward", 2 * mac, sa == 2, (double)rows * in * sa + dy + 2 * w * 4});        // dW +=
   if (db) {                                                                                           // db +=
     c.push_back({"column sums", (double)rows * out, false, dy + kColChunks * out * 4.0});
@@ -2683,17 +2692,13 @@ static void layer_backward(D& d, float* dres, const LayerWeights& dw, const Laye
   int T = c.T, H = c.H, I = c.I, BT = B * T;
   size_t nH = (size_t)BT * H, nI = (size_t)BT * I;
   const A* dout = d.as_operand(k.dres_a, dres, nH);  // dres (fp32) as the last dense layer's operand
-  d.zero(k.dgv, nI);
-  d.dense_backward(k.dgv, dw.do_w, dw.do_b, dout, s.gv, wd.do_w, BT, I, H);
+  d.dense_backward(k.dgv, dw.do_w, dw.do_b, dout, s.gv, wd.do_w, BT, I, H, Acc::Set);
   d.gate_backward(k.dg, k.dv, k.dgv, s.g, s.v, nI);
   d.activation_backward(k.dg, k.dg, s.g_pre, nI, Act::GeluTanh);
-  d.zero(k.dgate, nH);
-  d.dense_backward(k.dgate, dw.dol_w, dw.dol_b, k.dg, s.gate, wd.dol_w, BT, H, I);
+  d.dense_backward(k.dgate, dw.dol_w, dw.dol_b, k.dg, s.gate, wd.dol_w, BT, H, I, Acc::Set);
   d.gate_backward(k.dcf, k.dcb, k.dgate, s.cf, s.cb, nH);
-  d.zero(k.dsf, nH);
-  d.dense_backward(k.dsf, dw.ducf_w, dw.ducf_b, k.dcf, s.sf, wd.ducf_w, BT, H, H);
-  d.zero(k.dsb, nH);
-  d.dense_backward(k.dsb, dw.ducb_w, dw.ducb_b, k.dcb, s.sb, wd.ducb_w, BT, H, H);
+  d.dense_backward(k.dsf, dw.ducf_w, dw.ducf_b, k.dcf, s.sf, wd.ducf_w, BT, H, H, Acc::Set);
+  d.dense_backward(k.dsb, dw.ducb_w, dw.ducb_b, k.dcb, s.sb, wd.ducb_w, BT, H, H, Acc::Set);
   // Each SSM: the convolution gives du, dD and dK; the kernel turns dK into
   // the gradients of A_re, A_im, C and log_step.
   struct {
@@ -2711,8 +2716,7 @@ static void layer_backward(D& d, float* dres, const LayerWeights& dw, const Laye
   d.activation_backward(k.duf, k.duf, s.uf_pre, nH, Act::GeluTanh);
   d.activation_backward(k.dub, k.dub, s.ub_pre, nH, Act::GeluTanh);
   d.activation_backward(k.dv, k.dv, s.v_pre, nI, Act::GeluTanh);
-  d.zero(k.dh, nH);
-  d.dense_backward(k.dh, dw.duf_w, dw.duf_b, k.duf, s.ln, wd.duf_w, BT, H, H);
+  d.dense_backward(k.dh, dw.duf_w, dw.duf_b, k.duf, s.ln, wd.duf_w, BT, H, H, Acc::Set);
   d.dense_backward(k.dh, dw.dub_w, dw.dub_b, k.dub, s.ln, wd.dub_w, BT, H, H);
   d.dense_backward(k.dh, dw.dv_w, dw.dv_b, k.dv, s.ln, wd.dv_w, BT, H, I);
   d.layernorm_backward(dres, dw.ln_w, dw.ln_b, k.dh, s.x, w.ln_w, s.ln_mean, s.ln_rstd, BT, H);
@@ -2746,9 +2750,8 @@ static void encoder_backward(D& d, const Model& m, const Batch& bt, bool train) 
                    layer_weights(d.w, c, l), c, bt.B);
   d.dropout_backward(a.dres, a.dres, (size_t)BT * c.H, train ? m.dropout : 0.0f, m.dropout_seed,
                      2 * m.dropout_stream);
-  d.zero(a.dh, (size_t)BT * c.H);
   d.layernorm_backward(a.dh, d.g.ln_emb_w, d.g.ln_emb_b, a.dres, a.emb, d.p.ln_emb_w, a.emb_mean, a.emb_rstd, BT,
-                       c.H);
+                       c.H, Acc::Set);
   d.embedding_backward(d.g.wte, d.g.wpe, d.g.wtt, a.dh, bt.ids, bt.types, bt.B, c.T, c.H);  // host ids
 }
 
@@ -2786,14 +2789,11 @@ static void mlm_head_backward(D& d, const Model& m, const Batch& bt, int P, floa
   auto& a = d.a;
   int ldv = d.logit_ld(c);
   d.crossentropy_backward(a.dlogits, a.logits, d.row_target(m), scale, P, c.V, ldv);
-  d.zero(a.dhead, (size_t)P * c.H);
-  d.dense_backward(a.dhead, d.g.wte, d.g.head_bias, a.dlogits, a.head_ln, d.w.wte, P, c.H, c.V, ldv);
-  d.zero(a.dhead2, (size_t)P * c.H);
+  d.dense_backward(a.dhead, d.g.wte, d.g.head_bias, a.dlogits, a.head_ln, d.w.wte, P, c.H, c.V, Acc::Set, ldv);
   d.layernorm_backward(a.dhead2, d.g.head_ln_w, d.g.head_ln_b, a.dhead, a.head_act, d.p.head_ln_w, a.head_mean,
-                       a.head_rstd, P, c.H);
+                       a.head_rstd, P, c.H, Acc::Set);
   d.activation_backward(a.dhead2, a.dhead2, a.head_pre, (size_t)P * c.H, Act::GeluErf);
-  d.zero(a.dhead, (size_t)P * c.H);
-  d.dense_backward(a.dhead, d.g.head_w, d.g.head_b, a.dhead2, a.head_in, d.w.head_w, P, c.H, c.H);
+  d.dense_backward(a.dhead, d.g.head_w, d.g.head_b, a.dhead2, a.head_in, d.w.head_w, P, c.H, c.H, Acc::Set);
   d.zero(a.dres, (size_t)bt.B * c.T * c.H);
   d.scatter_rows(a.dres, a.dhead, d.rows(m), P, c.H);
 }
@@ -2825,13 +2825,11 @@ static void cls_head_backward(D& d, Model& m, const Batch& bt, bool train, float
   int B = bt.B, Y = c.labels;
   cls_dlogits(m, bt, scale);
   d.to_device(a.dcls_logits, m.a.dcls_logits, (size_t)B * Y);
-  d.zero(a.dpool, (size_t)B * c.H);
-  d.dense_backward(a.dpool, d.g.cls_w, d.g.cls_b, a.dcls_logits, a.pool_drop, d.p.cls_w, B, c.H, Y);
+  d.dense_backward(a.dpool, d.g.cls_w, d.g.cls_b, a.dcls_logits, a.pool_drop, d.p.cls_w, B, c.H, Y, Acc::Set);
   d.dropout_backward(a.dpool, a.dpool, (size_t)B * c.H, train ? m.dropout : 0.0f, m.dropout_seed,
                      2 * m.dropout_stream + 1);
   d.activation_backward(a.dpool, a.dpool, a.pool_pre, (size_t)B * c.H, Act::Tanh);
-  d.zero(a.dpooled, (size_t)B * c.H);
-  d.dense_backward(a.dpooled, d.g.pool_w, d.g.pool_b, a.dpool, a.pooled, d.p.pool_w, B, c.H, c.H);
+  d.dense_backward(a.dpooled, d.g.pool_w, d.g.pool_b, a.dpool, a.pooled, d.p.pool_w, B, c.H, c.H, Acc::Set);
   d.zero(a.dres, (size_t)B * c.T * c.H);
   d.meanpool_backward(a.dres, a.dpooled, d.ids(bt), kPadId, B, c.T, c.H);
 }
@@ -2902,7 +2900,8 @@ struct Cpu {
     layernorm_forward_cpu(out, mean, rstd, inp, w, b, rows, C);
   }
   void layernorm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp, const float* w,
-                          const float* mean, const float* rstd, int rows, int C) {
+                          const float* mean, const float* rstd, int rows, int C, Acc acc = Acc::Add) {
+    if (acc == Acc::Set) zero(dinp, (size_t)rows * C);  // the reference only adds
     layernorm_backward_cpu(dinp, dw, db, dout, inp, w, mean, rstd, rows, C);
   }
   void dense_forward(float* out, const float* inp, const float* w, const float* b, int rows, int in, int out_dim,
@@ -2920,7 +2919,8 @@ struct Cpu {
     for (size_t i = 0; i < (size_t)rows * out_dim; i++) out[i] += res[i];
   }
   void dense_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp, const float* w,
-                      int rows, int in, int out_dim, int = 0) {
+                      int rows, int in, int out_dim, Acc acc = Acc::Add, int = 0) {
+    if (dinp && acc == Acc::Set) zero(dinp, (size_t)rows * in);  // the reference only adds
     dense_backward_cpu(dinp, dw, db, dout, inp, w, rows, in, out_dim);
   }
   void activation_forward(float* out, const float* inp, size_t n, Act act) { activation_forward_cpu(out, inp, n, act); }
@@ -3346,8 +3346,8 @@ struct Gpu {
   }
   template <class TD, class TO, class TI>
   void layernorm_backward(TD* dinp, float* dw, float* db, const TO* dout, const TI* inp, const float* lw,
-                          const float* mean, const float* rstd, int n, int C) {
-    bigs::layernorm_backward(ctx, dinp, dw, db, dout, inp, lw, mean, rstd, n, C);
+                          const float* mean, const float* rstd, int n, int C, Acc acc = Acc::Add) {
+    bigs::layernorm_backward(ctx, dinp, dw, db, dout, inp, lw, mean, rstd, n, C, acc);
   }
   template <class TA, class TD>
   void dense_forward(TD* out, const TA* inp, const TA* wt, const TD* b, int n, int in, int out_dim, int ld = 0) {
@@ -3364,8 +3364,8 @@ struct Gpu {
   }
   template <class TA, class TI>
   void dense_backward(TI* dinp, float* dw, float* db, const TA* dout, const TA* inp, const TA* wt, int n, int in,
-                      int out_dim, int ld = 0) {
-    bigs::dense_backward(ctx, dinp, dw, db, dout, inp, wt, n, in, out_dim, ld);
+                      int out_dim, Acc acc = Acc::Add, int ld = 0) {
+    bigs::dense_backward(ctx, dinp, dw, db, dout, inp, wt, n, in, out_dim, acc, ld);
   }
   template <class TO, class TI>
   void activation_forward(TO* out, const TI* inp, size_t n, Act act) {
@@ -3547,8 +3547,8 @@ struct Cost {
   }
   template <class TD, class TO, class TI>
   void layernorm_backward(TD*, float*, float*, const TO*, const TI*, const float*, const float*, const float*, int n,
-                          int C) {
-    led.add(layernorm_backward_cost(n, C, sizeof(TD), sizeof(TO), sizeof(TI)));
+                          int C, Acc acc = Acc::Add) {
+    led.add(layernorm_backward_cost(n, C, sizeof(TD), sizeof(TO), sizeof(TI), acc == Acc::Add));
   }
   template <class TA, class TD>
   void dense_forward(TD*, const TA*, const TA*, const TD*, int n, int in, int out_dim, int ld = 0) {
@@ -3565,9 +3565,9 @@ struct Cost {
   }
   template <class TA, class TI>
   void dense_backward(TI* dinp, float*, float* db, const TA*, const TA*, const TA*, int n, int in, int out_dim,
-                      int ld = 0) {
+                      Acc acc = Acc::Add, int ld = 0) {
     led.add(dense_backward_cost(n, in, out_dim, ld ? ld : out_dim, sizeof(TA), sizeof(TI), dinp != nullptr,
-                                db != nullptr));
+                                db != nullptr, acc == Acc::Add));
   }
   template <class TO, class TI>
   void activation_forward(TO*, const TI*, size_t n, Act) {

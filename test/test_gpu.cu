@@ -166,6 +166,13 @@ TEST_F(GpuKernel, LayerNorm) {
   EXPECT_TRUE(all_close("layernorm dinp", d_dx.get(), dx));
   EXPECT_TRUE(all_close("layernorm dw", d_dw.get(), dw));
   EXPECT_TRUE(all_close("layernorm db", d_db.get(), db));
+  // Acc::Set: dinp is overwritten, whatever it held (NaN here).
+  std::vector<float> dx0(rows * H, 0.0f), dw0(H, 0.0f), db0(H, 0.0f);
+  layernorm_backward_cpu(dx0.data(), dw0.data(), db0.data(), dout.data(), x.data(), w.data(), mean.data(),
+                         rstd.data(), rows, H);
+  Dev<float> d_dx0(std::vector<float>(rows * H, NAN)), d_dw0(H), d_db0(H);
+  layernorm_backward(ctx, d_dx0.p, d_dw0.p, d_db0.p, d_dout.p, d_x.p, d_w.p, d_mean.p, d_rstd.p, rows, H, Acc::Set);
+  EXPECT_TRUE(all_close("layernorm dinp (set)", d_dx0.get(), dx0));
 }
 
 // Both with aligned pointers and with pointers one float off, as tensors in
@@ -195,6 +202,14 @@ TEST_F(GpuKernel, Dense) {
     EXPECT_TRUE(all_close("dense dinp", fetch(d_dx.p + off, dx.size()), dx));
     EXPECT_TRUE(all_close("dense dw", fetch(d_dw.p + off, dw.size()), dw));
     EXPECT_TRUE(all_close("dense db", fetch(d_db.p + off, db.size()), db));
+    // Acc::Set: dinp is overwritten (beta 0), whatever it held (NaN here); dw, db still add.
+    std::vector<float> dx0(rows * in, 0.0f);
+    dense_backward_cpu(dx0.data(), dw.data(), db.data(), dout.data(), x.data(), w.data(), rows, in, out_dim);
+    Dev<float> d_dx0(put(std::vector<float>(rows * in, NAN)));
+    dense_backward(ctx, d_dx0.p + off, d_dw.p + off, d_db.p + off, d_dout.p + off, d_x.p + off, d_w.p + off, rows, in,
+                   out_dim, Acc::Set);
+    EXPECT_TRUE(all_close("dense dinp (set)", fetch(d_dx0.p + off, dx0.size()), dx0));
+    EXPECT_TRUE(all_close("dense dw, twice", fetch(d_dw.p + off, dw.size()), dw));
   }
 }
 
