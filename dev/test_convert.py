@@ -39,7 +39,6 @@ import struct
 import subprocess
 import sys
 import time
-import traceback
 
 import numpy as np
 import torch
@@ -47,6 +46,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import convert_hf  # noqa: E402
+from testlib import Suite, expect  # noqa: E402
 import reference  # noqa: E402
 from reference import BiGS, Config, param_shapes  # noqa: E402
 
@@ -266,32 +266,6 @@ def run_convert(*args, process=False):
 
 # ----------------------------------------------------------------------------
 # The checks
-
-
-class Suite:
-    def __init__(self):
-        self.passed, self.failed, self.skipped = 0, 0, 0
-
-    def check(self, name, fn):
-        start = time.time()
-        try:
-            result = fn()
-        except Exception as e:  # noqa: BLE001 - report and go on
-            self.failed += 1
-            print("FAIL %s: %s" % (name, e))
-            traceback.print_exc(limit=3)
-            return
-        if result == "skip" or (isinstance(result, str) and result.startswith("skip")):
-            self.skipped += 1
-            print("SKIP %s: %s" % (name, result))
-        else:
-            self.passed += 1
-            print("ok   %s%s (%.1f s)" % (name, ": " + result if isinstance(result, str) else "", time.time() - start))
-
-
-def expect(cond, msg):
-    if not cond:
-        raise AssertionError(msg)
 
 
 def check_converted(path, c, p, zero_head=False, skip=()):
