@@ -331,6 +331,11 @@ def test_codecs():
     return "msgpack %s" % ("checked against msgpack-python" if msgpack else "(msgpack-python absent: round trip only)")
 
 
+def erf_noted(log):
+    """Whether convert_hf said that the PyTorch port's layers use the erf GELU."""
+    return "PyTorch port" in log and "erf" in log and "tanh" in log
+
+
 def test_import(fmt, kind, c, p, sub):
     """(a): one released file -> ours, parameters bit for bit."""
     d = os.path.join(WORK, sub)
@@ -347,6 +352,8 @@ def test_import(fmt, kind, c, p, sub):
     check_converted(out, c, p, zero_head=cls)
     if cls:
         expect("no MLM head" in log, "no warning about the missing MLM head:\n" + log)
+    expect(erf_noted(log) == (fmt != "flax"), "%s: the erf-GELU note %s:\n%s" % (
+        fmt, "is missing" if fmt != "flax" else "is printed for the JAX layout", log))
     return "%s %s, %d tensors" % (fmt, kind, len(convert_hf.flatten_tree(src)) if fmt == "flax" else len(src))
 
 
@@ -533,6 +540,7 @@ def test_round_trip(c, p, ours, kind):
         path = os.path.join(d, name)
         rc, log = run_convert("to-torch", "--ckpt", ours, "--out", path, "--config-out", os.path.join(d, "config.json"))
         expect(rc == 0, log)
+        expect(erf_noted(log) == (fmt != "flax"), "%s export: erf-GELU note wrong:\n%s" % (fmt, log))
         back = os.path.join(WORK, "rt_%s_%s.bin" % (kind, fmt))
         rc, log = run_convert("to-bigs", "--model", d, "--out", back)
         expect(rc == 0, log)
