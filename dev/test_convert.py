@@ -613,7 +613,7 @@ def test_fill_mask(bigs, c, p, ckpt):
     with torch.no_grad():
         for name, v in read_ours(ckpt)[2].items():
             getattr(model, name).copy_(torch.from_numpy(v.astype(np.float64)))
-    worst, tops = 0.0, []
+    worst, tops, prob_of = 0.0, [], []
     for t, text in enumerate(texts):
         words = text.split()
         ids = [2] + [vocab.index(w) for w in words] + [3]
@@ -622,6 +622,7 @@ def test_fill_mask(bigs, c, p, ckpt):
         with torch.no_grad():
             _, logits = model(torch.tensor([ids]), torch.zeros(1, c.T, dtype=torch.long))
         prob = torch.softmax(logits[0, pos], -1).numpy()
+        prob_of.append(prob)
         order = np.argsort(-prob, kind="stable")
         got = lines[5 * t : 5 * t + 5]
         for rank, (tok, pr) in enumerate(got):
@@ -633,7 +634,24 @@ def test_fill_mask(bigs, c, p, ckpt):
             expect(prob[vocab.index(tok)] >= prob[order[rank]] - 1e-5, "rank %d: %s, reference %s" % (
                 rank, tok, vocab[order[rank]]))
         tops.append("%s %.4f" % (got[0][0], float(got[0][1])))
-    return "top-1 %s; max |p - p_ref| = %.2e" % (", ".join(tops), worst)
+    # --json: the same candidates with their ids, positions and full-precision probabilities
+    r = subprocess.run([bigs, "fill-mask", "--ckpt", ckpt, "--vocab", vpath, "--top-k", "5", "--json"] + texts,
+                       capture_output=True, text=True, timeout=120)
+    expect(r.returncode == 0, "fill-mask --json failed: " + r.stderr)
+    objs = [json.loads(ln) for ln in r.stdout.strip().split("\n")]
+    expect([o["text"] for o in objs] == texts, "--json texts: %s" % r.stdout)
+    worst_json = 0.0
+    for t, o in enumerate(objs):
+        expect(len(o["masks"]) == 1 and o["masks"][0]["position"] == 1 + texts[t].split().index("[MASK]"),
+               "--json masks of %r: %s" % (texts[t], o["masks"]))
+        cands = o["masks"][0]["candidates"]
+        expect([(c_["token"], "%.9f" % c_["probability"]) for c_ in cands] == [tuple(x) for x in lines[5 * t: 5 * t + 5]],
+               "--json and the text output disagree: %s vs %s" % (cands, lines[5 * t: 5 * t + 5]))
+        for c_ in cands:
+            expect(vocab[c_["id"]] == c_["token"], "id %d is %r, not %r" % (c_["id"], vocab[c_["id"]], c_["token"]))
+            worst_json = max(worst_json, abs(c_["probability"] - prob_of[t][c_["id"]]))
+    expect(worst_json <= 1e-5, "--json probabilities off by %.2e" % worst_json)
+    return "top-1 %s; max |p - p_ref| = %.2e (text), %.2e (--json)" % (", ".join(tops), worst, worst_json)
 
 
 def write_task_file(path, c, ids, types, labels, has_labels, split):
@@ -697,6 +715,19 @@ def test_eval(bigs, c, p, ckpt):
     sub = os.path.join(outdir, "MNLI-m.tsv")
     if r.returncode != 0 or not os.path.exists(sub):
         return result + "; predict skipped: " + (r.stderr.strip()[:200] or "no MNLI-m.tsv")
+    probs_path = os.path.join(WORK, "probs.tsv")
+    r = subprocess.run([bigs, "predict", "--task", "mnli", "--ckpt", ckpt, "--test", dev, "--probs", probs_path],
+                       capture_output=True, text=True, timeout=120)
+    expect(r.returncode == 0, "predict --probs: " + r.stderr)
+    probs = [ln.split("\t") for ln in open(probs_path).read().strip().split("\n")]
+    expect(probs[0] == ["index", "entailment", "neutral", "contradiction"], "--probs header %s" % probs[0])
+    ref = np.exp(logits - logits.max(-1, keepdims=True))
+    ref /= ref.sum(-1, keepdims=True)
+    got_p = np.array([[float(x) for x in row[1:]] for row in probs[1:]])
+    expect([int(row[0]) for row in probs[1:]] == list(range(B)), "--probs indices")
+    worst_p = float(np.abs(got_p - ref).max())
+    expect(worst_p <= 1e-5, "--probs off the reference softmax by %.2e" % worst_p)
+    result += "; --probs within %.1e of the reference softmax" % worst_p
     rows = [ln.split("\t") for ln in open(sub).read().strip().split("\n")[1:]]
     names = ["entailment", "neutral", "contradiction"]
     got = [names.index(row[1]) if row[1] in names else int(row[1]) for row in rows]

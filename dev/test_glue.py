@@ -10,7 +10,13 @@ test/data/glue and a tiny checkpoint made by a few steps of `bigs pretrain`:
       test indices and label names, and the zip;
   (b) the missing split restored and run alone: all eleven files in the zip;
   (c) --mnli: MNLI evaluated and predicted with that model, not fine-tuned;
-  (d) a --seq that is not the checkpoint's names the flag to pass.
+  (d) a --seq that is not the checkpoint's names the flag to pass, and so
+      does bigs for a task file of another T;
+  (e) `bigs predict` on the fine-tuned models: no submission file from a
+      split with labels; --probs (full precision, summing to 1) gives the
+      metrics `bigs eval` prints (recomputed with dev/glue_metrics.py from the
+      fixture's gold labels) and the submission's predictions; a replaced
+      submission file is said so.
 
     /usr/bin/python3 dev/test_glue.py [--bigs build/bigs_cpu] [--workdir build/test_glue]
 
@@ -30,6 +36,7 @@ import zipfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+import glue_metrics  # noqa: E402
 from testlib import Suite, expect  # noqa: E402
 
 FIXTURES = os.path.join(ROOT, "test", "data", "glue")
@@ -219,6 +226,92 @@ def test_seq_mismatch(bigs, work):
     return log.strip().split("\n")[-1]
 
 
+def test_seq_in_bigs(bigs, work):
+    """(d) bigs itself, on a task file of another T."""
+    r = run([os.path.join(ROOT, "data_prep"), "glue", "--task", "rte", "--vocab", VOCAB, "--seq", "16", "--data-dir",
+             "data/glue/RTE", "--out", "rte16"], work)
+    expect(r.returncode == 0, r.stderr)
+    r = run([bigs, "finetune", "--device", "cpu", "--task", "rte", "--init", "ckpt/model.bin", "--train",
+             "rte16/rte_train.bin", "--dev", "rte16/rte_dev.bin", "--out", "rte16/run"], work)
+    expect(r.returncode != 0 and "dev/glue.sh" in r.stderr and "--seq %d" % T in r.stderr,
+           "exit %d; the message does not name dev/glue.sh's --seq %d: %s" % (r.returncode, T, r.stderr))
+    return r.stderr.strip()
+
+
+# task -> (dev TSV, label column (a header name; CoLA: column 1 of a file without header), label names)
+GOLD = {"cola": ("CoLA/dev.tsv", 1, None), "mrpc": ("MRPC/dev.tsv", "Quality", None),
+        "stsb": ("STS-B/dev.tsv", "score", None), "mnli": ("MNLI/dev_matched.tsv", "gold_label", MNLI),
+        "rte": ("RTE/dev.tsv", "label", NLI)}
+
+
+def gold_by_row(task):
+    """{0-based data row: gold value} of a fixture dev file (the index bigs writes for dev splits)."""
+    path, col, names = GOLD[task]
+    rows = tsv(os.path.join(FIXTURES, path))
+    if isinstance(col, str):
+        col, rows = rows[0].index(col), rows[1:]
+    gold = {}
+    for i, r in enumerate(rows):
+        if len(r) > col and (names is None or r[col] in names):
+            gold[i] = float(names.index(r[col])) if names else float(r[col])
+    return gold
+
+
+def test_predict(bigs, work):
+    """(e)"""
+    data = lambda task, split: "runs/glue/%s/data/%s_%s.bin" % (task, task, split)  # noqa: E731
+    model = lambda task: "runs/glue/%s/run/best.bin" % task  # noqa: E731
+    r = run([bigs, "predict", "--device", "cpu", "--task", "rte", "--ckpt", model("rte"), "--test", data("rte", "dev"),
+             "--out", "dev_submission"], work)
+    expect(r.returncode == 1 and "with labels" in r.stderr and "bigs eval" in r.stderr,
+           "predict on a dev split: exit %d: %s" % (r.returncode, r.stdout + r.stderr))
+    expect(not os.path.exists(os.path.join(work, "dev_submission", "RTE.tsv")), "a submission file from a dev split")
+    done = []
+    for task, split in (("cola", "dev"), ("mrpc", "dev"), ("stsb", "dev"), ("mnli", "dev_matched"), ("rte", "dev")):
+        probs = "probs_%s.tsv" % task
+        r = run([bigs, "predict", "--device", "cpu", "--task", task, "--ckpt", model(task), "--test", data(task, split),
+                 "--probs", probs, "--out", "dev_submission"], work)
+        expect(r.returncode == 0, "predict --probs %s: %s" % (task, r.stderr))
+        expect(not os.path.exists(os.path.join(work, "dev_submission")), "%s: a submission from a dev split" % task)
+        rows = tsv(os.path.join(work, probs))
+        values = [[float(x) for x in row[1:]] for row in rows[1:]]
+        if task == "stsb":
+            expect(rows[0] == ["index", "score"], "stsb header %s" % rows[0])
+            pred = [v[0] for v in values]
+        else:
+            for v in values:
+                expect(abs(sum(v) - 1) < 1e-12, "%s: probabilities sum to %.17g" % (task, sum(v)))
+            pred = [float(max(range(len(v)), key=v.__getitem__)) for v in values]
+        # full precision: a float score as %.9g, the probabilities (doubles) as %.17g
+        digits = max(len(x.split("e")[0].replace("-", "").replace(".", "").lstrip("0")) for row in rows[1:]
+                     for x in row[1:])
+        expect(digits >= (8 if task == "stsb" else 15), "%s: at most %d digits: %s" % (task, digits, rows[1:]))
+        gold_rows = gold_by_row(task)
+        gold = [gold_rows[int(row[0])] for row in rows[1:]]
+        want = dict(glue_metrics.task_metrics(task, pred, gold))
+        r = run([bigs, "eval", "--device", "cpu", "--task", task, "--ckpt", model(task), "--dev", data(task, split)],
+                work)
+        expect(r.returncode == 0, r.stderr)
+        got = dict(re.findall(r"\b([a-z][a-z0-9]*) (-?[0-9.]+)", r.stdout.split(":", 1)[1]))
+        for name, v in want.items():
+            expect(abs(float(got[name]) - v) <= 5e-5, "%s %s: eval prints %s, --probs gives %.6f" % (
+                task, name, got[name], v))
+        done.append("%s %s" % (task, " ".join("%s %.4f" % kv for kv in want.items())))
+    # A test split: the submission's predictions are the probabilities' argmax; a second run says it replaced it.
+    for attempt in range(2):
+        r = run([bigs, "predict", "--device", "cpu", "--task", "mnli", "--ckpt", model("mnli"), "--test",
+                 data("mnli", "test_matched"), "--probs", "probs_test.tsv", "--out", "test_submission"], work)
+        expect(r.returncode == 0, r.stderr)
+        expect(("replaced" in r.stdout) == (attempt == 1), "run %d: %s" % (attempt + 1, r.stdout))
+    probs = tsv(os.path.join(work, "probs_test.tsv"))
+    sub = tsv(os.path.join(work, "test_submission", "MNLI-m.tsv"))
+    expect(probs[0] == ["index"] + MNLI, "header %s" % probs[0])
+    for p, s_ in zip(probs[1:], sub[1:]):
+        v = [float(x) for x in p[1:]]
+        expect(p[0] == s_[0] and MNLI[max(range(3), key=v.__getitem__)] == s_[1], "%s vs %s" % (p, s_))
+    return "; ".join(done)
+
+
 def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--bigs", default="build/bigs_cpu", help="the CPU binary (default %(default)s)")
@@ -234,6 +327,8 @@ def main(argv):
     s.check("(b) all eleven files", lambda: test_all_eleven(bigs, work))
     s.check("(c) --mnli", lambda: test_mnli_flag(bigs, work))
     s.check("(d) --seq that is not the checkpoint's", lambda: test_seq_mismatch(bigs, work))
+    s.check("(d) bigs on a task file of another T", lambda: test_seq_in_bigs(bigs, work))
+    s.check("(e) bigs predict: labelled splits, --probs against bigs eval", lambda: test_predict(bigs, work))
     print("test_glue: %d passed, %d failed, %d skipped (%.1f s)" % (s.passed, s.failed, s.skipped,
                                                                    time.time() - start))
     return 1 if s.failed else 0
