@@ -43,10 +43,10 @@ EOF
 }
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-glue= ckpt= mnli= seq= out=out/glue wnli=majority
+glue='' ckpt='' mnli='' seq='' out=out/glue wnli=majority
 vocab=$root/data/bert-base-uncased-vocab.txt bigs=$root/bigs data_prep=$root/data_prep
 tasks="cola sst2 qqp mnli qnli mrpc stsb rte wnli ax"
-epochs=3 batch=16 micro_batch= lr=2e-5 seed=1 device=auto threads=0 precision=bf16
+epochs=3 batch=16 micro_batch='' lr=2e-5 seed=1 device=auto threads=0 precision=bf16
 
 die() { echo "dev/glue.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
@@ -62,7 +62,7 @@ while [ $# -gt 0 ]; do
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
-[ -n "$glue" ] && [ -n "$ckpt" ] || die "--glue and --ckpt are required (see --help)"
+if [ -z "$glue" ] || [ -z "$ckpt" ]; then die "--glue and --ckpt are required (see --help)"; fi
 [ -d "$glue" ] || die "--glue $glue: no such folder (it should hold CoLA/, SST-2/, MNLI/, ...)"
 case $wnli in majority | finetune) ;; *) die "--wnli $wnli: expected majority or finetune" ;; esac
 for p in "$bigs" "$data_prep"; do
@@ -173,7 +173,7 @@ predict() {  # predict TASK CKPT: every test split of OUT/TASK/data -> OUT/submi
 # WNLI's train and dev sets are adversarial to each other and no fine-tuned
 # system had beaten the majority baseline (65.1% on test).
 wnli_majority() {
-  local src=$glue/WNLI counts majority dev_counts
+  local src=$glue/WNLI counts majority dev_counts n0 n1 d0 d1
   # Columns by header name; rows with another number of fields are skipped,
   # as data_prep skips them.
   local count_labels='NR == 1 { for (i = 1; i <= NF; i++) if ($i == "label") c = i; n = NF; next }
