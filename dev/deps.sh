@@ -17,6 +17,7 @@ apt_packages=(
   python3-numpy python3-torch python3-scipy python3-sklearn  # dev/reference.py, the metric oracles
   python3-msgpack          # test_convert writes Flax checkpoints with the msgpack library
   python3-h5py             # test_import_hdf5 writes the authors' hdf5 corpus layout
+  python3-matplotlib       # test_plot_kernels draws dev/plot_kernels.py's figure
   zip                      # dev/glue.sh zips the submission (Python's zipfile otherwise)
   unicode-data             # dev/gen_unicode_tables.py's source
   fortunes fortunes-zh fortunes-de fortunes-it fortunes-es fortunes-ru fortunes-cs fortunes-pl fortunes-bg
