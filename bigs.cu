@@ -2200,8 +2200,18 @@ static OpCost crossentropy_backward_cost(size_t rows, size_t V, size_t sx) {
 }
 
 // ---------------------------------------------------------------------------
-// Pooler input: the mean of the final hidden states over non-padding tokens
+// Pooler input: the mean of the final hidden states over the example's tokens
 // ---------------------------------------------------------------------------
+
+// The example's length: one past its last token that is not [PAD]. This is
+// the tokenizer's attention mask ([CLS] ... the last [SEP]; the padding all
+// follows it), so a literal "[PAD]" inside a text, which the tokenizer turns
+// into the [PAD] id, is a token of the example like any other.
+BIGS_HD static inline int example_length(const int* ids, int pad_id, int T) {  // ids (T)
+  int n = T;
+  while (n > 0 && ids[n - 1] == pad_id) n--;
+  return n;
+}
 
 template <class F>
 void meanpool_forward_cpu(F* out, const F* inp, const int* ids, int pad_id, int B, int T,
@@ -2210,14 +2220,12 @@ void meanpool_forward_cpu(F* out, const F* inp, const int* ids, int pad_id, int 
   for (int b = 0; b < B; b++) {
     F* o = out + (size_t)b * H;
     for (int h = 0; h < H; h++) o[h] = 0;
-    int count = 0;
-    for (int t = 0; t < T; t++) {
-      if (ids[b * T + t] == pad_id) continue;
-      count++;
+    const int n = example_length(ids + (size_t)b * T, pad_id, T);
+    for (int t = 0; t < n; t++) {
       const F* x = inp + ((size_t)b * T + t) * H;
       for (int h = 0; h < H; h++) o[h] += x[h];
     }
-    for (int h = 0; h < H; h++) o[h] /= (F)std::max(count, 1);  // all-padding rows pool to 0
+    for (int h = 0; h < H; h++) o[h] /= (F)std::max(n, 1);  // all-padding rows pool to 0
   }
 }
 
@@ -2226,11 +2234,9 @@ template <class F>
 void meanpool_backward_cpu(F* dinp, const F* dout, const int* ids, int pad_id, int B, int T, int H) {
 #pragma omp parallel for
   for (int b = 0; b < B; b++) {
-    int count = 0;
-    for (int t = 0; t < T; t++) count += ids[b * T + t] != pad_id;
-    F inv = (F)1 / (F)std::max(count, 1);
-    for (int t = 0; t < T; t++) {
-      if (ids[b * T + t] == pad_id) continue;
+    const int n = example_length(ids + (size_t)b * T, pad_id, T);
+    F inv = (F)1 / (F)std::max(n, 1);
+    for (int t = 0; t < n; t++) {
       F* dx = dinp + ((size_t)b * T + t) * H;
       for (int h = 0; h < H; h++) dx[h] += dout[(size_t)b * H + h] * inv;
     }
@@ -2243,25 +2249,19 @@ template <class TO, class TI>
 __global__ void meanpool_forward_kernel(TO* out, const TI* inp, const int* ids, int pad_id, int B, int T, int H) {
   size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
   if (i >= (size_t)B * H) return;
-  int b = (int)(i / H), h = (int)(i % H), count = 0;
+  int b = (int)(i / H), h = (int)(i % H), n = example_length(ids + (size_t)b * T, pad_id, T);
   float s = 0;
-  for (int t = 0; t < T; t++) {
-    if (ids[b * T + t] == pad_id) continue;
-    count++;
-    s += ld(inp[((size_t)b * T + t) * H + h]);
-  }
-  st(out + i, s / (float)max(count, 1));
+  for (int t = 0; t < n; t++) s += ld(inp[((size_t)b * T + t) * H + h]);
+  st(out + i, s / (float)max(n, 1));
 }
 
 __global__ void meanpool_backward_kernel(float* dinp, const float* dout, const int* ids, int pad_id, int B, int T,
                                          int H) {
   size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
   if (i >= (size_t)B * H) return;
-  int b = (int)(i / H), h = (int)(i % H), count = 0;
-  for (int t = 0; t < T; t++) count += ids[b * T + t] != pad_id;
-  float d = dout[i] * (1.0f / (float)max(count, 1));
-  for (int t = 0; t < T; t++)
-    if (ids[b * T + t] != pad_id) dinp[((size_t)b * T + t) * H + h] += d;
+  int b = (int)(i / H), h = (int)(i % H), n = example_length(ids + (size_t)b * T, pad_id, T);
+  float d = dout[i] * (1.0f / (float)max(n, 1));
+  for (int t = 0; t < n; t++) dinp[((size_t)b * T + t) * H + h] += d;
 }
 
 template <class TO, class TI>
