@@ -5416,7 +5416,7 @@ int bigs_main(int argc, char** argv) {
 // barrier before they sleep, so the kernel sees them as CPU-bound. When
 // another process holds one of the cores, the thread that shares it then
 // waits out whole time slices behind that process at every one of the many
-// small parallel regions of a step: a tiny fine-tuning ran 10 to 20 times
+// small parallel regions of a step: a small fine-tuning ran 5 to 20 times
 // slower with 2 threads than with 1 (README "Threads on a busy machine").
 // A thread that sleeps at once is woken as soon as work comes. libgomp reads
 // OMP_WAIT_POLICY when it is loaded, before main, so bigs sets it and runs

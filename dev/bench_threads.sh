@@ -81,7 +81,7 @@ stop_busy() {
 trap stop_busy EXIT
 
 echo "config: $config, T = $seq, $examples training examples, 1 epoch; $rounds rounds; $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg)"
-printf "%-28s %17s %17s\n" "" "idle (s)" "busy loop (s)"
+printf "%-28s %17s %17s\n" "" "no added load (s)" "+ busy loop (s)"
 printf "%-28s %8s %8s %8s %8s\n" "variant" best median best median
 declare -A times
 for load in idle busy; do
