@@ -14,7 +14,7 @@ BUILD    := build
 
 HAVE_NVCC := $(shell command -v $(NVCC) >/dev/null 2>&1 && echo yes)
 
-.PHONY: all test test-suites test-asan demo finetune-demo clean gpu-check gtest-src cuda-check format
+.PHONY: all test test-suites test-asan demo finetune-demo clean gpu-check gpu-check-prep gtest-src cuda-check format
 all: bigs tokenizer data_prep
 
 $(BUILD):
@@ -24,7 +24,7 @@ $(BUILD):
 $(BUILD)/tokenizer_lib.o: tokenizer.cpp tokenizer.h unicode_tables.h | $(BUILD)
 	$(CXX) $(CXXFLAGS) -DTOKENIZER_NO_MAIN -c tokenizer.cpp -o $@
 
-tokenizer: tokenizer.cpp tokenizer.h unicode_tables.h
+tokenizer: tokenizer.cpp tokenizer.h cli.h unicode_tables.h
 	$(CXX) $(CXXFLAGS) tokenizer.cpp -o $@ -pthread
 
 data_prep: data_prep.cpp formats.h cli.h tokenizer.h $(BUILD)/tokenizer_lib.o
@@ -50,21 +50,36 @@ $(BUILD)/test_model: test/test_model.cpp test/fixture.h bigs.cu formats.h cli.h 
 $(BUILD)/test_train: test/test_train.cpp test/fixture.h bigs.cu formats.h cli.h $(BUILD)/tokenizer_lib.o
 	$(CXX) $(CXXFLAGS) -I. test/test_train.cpp $(BUILD)/tokenizer_lib.o -o $@ $(GTEST_LIBS)
 
-$(BUILD)/test_tokenizer: test/test_tokenizer.cpp $(BUILD)/tokenizer_lib.o
+# (It also runs the tokenizer program: built first.)
+$(BUILD)/test_tokenizer: test/test_tokenizer.cpp $(BUILD)/tokenizer_lib.o | tokenizer
 	$(CXX) $(CXXFLAGS) -I. test/test_tokenizer.cpp $(BUILD)/tokenizer_lib.o -o $@ $(GTEST_LIBS)
 
 $(BUILD)/test_data_prep: test/test_data_prep.cpp data_prep.cpp formats.h cli.h tokenizer.h $(BUILD)/tokenizer_lib.o
 	$(CXX) $(CXXFLAGS) -I. test/test_data_prep.cpp $(BUILD)/tokenizer_lib.o -o $@ $(GTEST_LIBS)
 
 # The GPU suite (nvcc only); it skips itself where no GPU is present.
+# GTEST_FROM_SRC=1 links it against GoogleTest built from the source in
+# build/googletest (`make gtest-src`), for a GPU machine that has none
+# installed; dev/gpu_check.sh sets it there.
 ifeq ($(HAVE_NVCC),yes)
-# GTEST_NVCC overrides where GoogleTest comes from (dev/gpu_check.sh builds
-# it from source on a GPU machine that has none installed).
+ifdef GTEST_FROM_SRC
+GTEST_NVCC = -isystem $(GTEST_SRC)/include -L$(BUILD)/gtest -lgtest_main -lgtest -lpthread
+GTEST_DEPS = $(BUILD)/gtest/libgtest.a $(BUILD)/gtest/libgtest_main.a
+else
 GTEST_NVCC ?= -lgtest -lgtest_main -lpthread
-$(BUILD)/test_gpu: test/test_gpu.cu bigs.cu formats.h cli.h tokenizer.h $(BUILD)/tokenizer_lib.o
+endif
+$(BUILD)/test_gpu: test/test_gpu.cu bigs.cu formats.h cli.h tokenizer.h $(BUILD)/tokenizer_lib.o $(GTEST_DEPS)
 	$(NVCC) $(NVCCFLAGS) -I. test/test_gpu.cu $(BUILD)/tokenizer_lib.o -o $@ $(CUDA_LIBS) $(GTEST_NVCC)
 GPU_TEST_BIN = $(BUILD)/test_gpu
 endif
+GTEST_SRC = $(BUILD)/googletest
+GTEST_CXX = $(CXX) -O2 -std=c++17 -isystem $(GTEST_SRC)/include -I$(GTEST_SRC)
+$(BUILD)/gtest/libgtest.a: | $(BUILD)
+	mkdir -p $(BUILD)/gtest
+	$(GTEST_CXX) -c $(GTEST_SRC)/src/gtest-all.cc -o $(BUILD)/gtest/gtest-all.o && ar rcs $@ $(BUILD)/gtest/gtest-all.o
+$(BUILD)/gtest/libgtest_main.a: | $(BUILD)
+	mkdir -p $(BUILD)/gtest
+	$(GTEST_CXX) -c $(GTEST_SRC)/src/gtest_main.cc -o $(BUILD)/gtest/gtest_main.o && ar rcs $@ $(BUILD)/gtest/gtest_main.o
 
 # The oracle's fixture: regenerated from dev/reference.py, never written by C++.
 $(BUILD)/fixture.bin: dev/reference.py | $(BUILD)
@@ -96,11 +111,19 @@ cuda-check: | $(BUILD)
 	$(NVCC) $(subst -arch=$(CUDA_ARCH),-arch=sm_90,$(NVCCFLAGS)) $(WERROR) -I. -c test/test_gpu.cu -o $(BUILD)/test_gpu_sm90.o
 	$(NVCC) $(subst -arch=$(CUDA_ARCH),-arch=sm_80,$(NVCCFLAGS)) $(WERROR) -I. -c test/test_gpu.cu -o $(BUILD)/test_gpu_sm80.o
 
+# On the GPU machine: the one prepared check (dev/gpu_check.sh; logs packed
+# into GPU_LOGS/gpu_logs.tgz beside GPU_LOGS/summary.txt). Here, before the
+# device call: `make gpu-check-prep` copies GoogleTest's source for it,
+# makes the oracle's fixture (the call carries both) and prints the call.
+GPU_LOGS ?= $(BUILD)/gpu_logs
 gpu-check:
-	bash dev/gpu_check.sh $(BUILD)/gpu_logs
+	bash dev/gpu_check.sh $(GPU_LOGS)
+
+gpu-check-prep: gtest-src $(BUILD)/fixture.bin
+	bash dev/gpu_check.sh --dry-run $(BUILD)/gpu_dry_run
 
 # GoogleTest's source, for a GPU machine without it: the device call carries
-# build/googletest and dev/gpu_check.sh compiles it there.
+# build/googletest and the Makefile builds it there (GTEST_FROM_SRC=1).
 gtest-src: | $(BUILD)
 	rm -rf $(BUILD)/googletest && cp -r /usr/src/googletest/googletest $(BUILD)/googletest
 

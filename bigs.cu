@@ -107,19 +107,21 @@ struct Rng {
   }
 };
 
-// What one GPU operation costs, for the cost device (see Cost): its
-// floating-point work, whether that runs on tensor cores (bf16 products) or
-// on CUDA cores, the bytes it moves through device memory (every tensor it
-// touches counted once per launch, read or written, as if re-reads hit the
-// cache) and its kernel launches. Each GPU launcher has its formula beside
-// it, in the element sizes it runs with.
-struct OpCost {
+// What one GPU operation costs, for the cost device (see Cost): each of its
+// launches (a kernel or a library call) with its floating-point work,
+// whether that runs on tensor cores (bf16 products) or on CUDA cores, and
+// the bytes it moves through device memory (every tensor it touches counted
+// once per launch, read or written, as if re-reads hit the cache). The
+// launches of one stream run one after another, so each is its own
+// roofline. Each GPU launcher has its formula beside it, in the element
+// sizes it runs with.
+struct Launch {
   const char* op;  // the row of the cost table it adds to
   double flops;
   bool tensor;  // true: tensor-core products; false: CUDA-core work
   double bytes;
-  int launches;
 };
+using OpCost = std::vector<Launch>;
 
 constexpr int kColChunks = 64;  // row slices of the GPU's two-stage column sums (see CUDA plumbing)
 constexpr int kRedBlocks = 512;  // blocks of the GPU's two-stage dot products (dot_reduce)
@@ -474,6 +476,10 @@ struct Init {
   double a, b;  // Normal: std; Const: the value; LogUniform: [a, b] in log space
 };
 constexpr Init init_normal(double std) { return {Init::Normal, std, 0}; }
+// Flax's default for a Dense kernel, lecun normal: std 1/sqrt(fan_in). The
+// official model creates two layers without an explicit initializer, the
+// MLM transform dense and the classifier; every other kernel is N(0, 0.02).
+inline Init init_lecun(int fan_in) { return init_normal(1.0 / std::sqrt((double)fan_in)); }
 constexpr Init init_const(double v) { return {Init::Const, v, 0}; }
 constexpr Init init_hippo() { return {Init::HippoAIm, 0, 0}; }  // A_im from HiPPO-LegS, every layer alike
 constexpr Init init_log_uniform(double lo, double hi) { return {Init::LogUniform, lo, hi}; }
@@ -515,14 +521,14 @@ constexpr Init init_log_uniform(double lo, double hi) { return {Init::LogUniform
   X(do_b, c.L, c.H, 0, init_const(0), "(L, H)")
 
 #define BIGS_HEAD_PARAMS(X)                                                                                  \
-  X(head_w, 1, c.H* c.H, 1, init_normal(0.02), "(H, H) MLM transform dense")                                \
+  X(head_w, 1, c.H* c.H, 1, init_lecun(c.H), "(H, H) MLM transform dense")                                  \
   X(head_b, 1, c.H, 0, init_const(0), "(H)")                                                                 \
   X(head_ln_w, 1, c.H, 0, init_const(1), "(H) MLM transform LayerNorm scale")                               \
   X(head_ln_b, 1, c.H, 0, init_const(0), "(H) MLM transform LayerNorm bias")                                \
   X(head_bias, 1, c.V, 0, init_const(0), "(V) MLM decoder bias")                                            \
   X(pool_w, 1, (c.labels ? c.H * c.H : 0), 1, init_normal(0.02), "(H, H) pooler dense (classification only)") \
   X(pool_b, 1, (c.labels ? c.H : 0), 0, init_const(0), "(H)")                                               \
-  X(cls_w, 1, c.labels* c.H, 1, init_normal(0.02), "(Y, H) classifier")                                     \
+  X(cls_w, 1, c.labels* c.H, 1, init_lecun(c.H), "(Y, H) classifier")                                       \
   X(cls_b, 1, c.labels, 0, init_const(0), "(Y)")
 
 #define BIGS_PARAMS(X) BIGS_EMBED_PARAMS(X) BIGS_LAYER_PARAMS(X) BIGS_HEAD_PARAMS(X)
@@ -901,11 +907,14 @@ static void embedding_backward(CudaCtx& ctx, float* dwte, float* dwpe, float* dw
 // host's index lists.
 static OpCost embedding_forward_cost(size_t B, size_t T, size_t H) {
   double bt = (double)B * T;
-  return {"embedding", 2 * bt * H, false, 8 * bt + 4 * bt * H * 4, 1};
+  return {{"embedding", 2 * bt * H, false, 8 * bt + 4 * bt * H * 4}};
 }
 static OpCost embedding_backward_cost(size_t B, size_t T, size_t H, size_t V, size_t types) {
-  double bt = (double)B * T, rows = std::min((double)V, bt) + (double)types + (double)T;
-  return {"embedding", 3 * bt * H, false, 3 * bt * H * 4 + rows * H * 8 + 4 * (6 * bt + 4), 4};
+  double bt = (double)B * T, words = std::min((double)V, bt);
+  return {{"embedding", 0, false, 4 * (6 * bt + 4)},                             // the index lists, host to device
+          {"embedding", bt * H, false, bt * H * 4 + 8 * bt + words * H * 8},     // word rows
+          {"embedding", bt * H, false, bt * H * 4 + 8 * bt + types * H * 8.0},  // type rows
+          {"embedding", bt * H, false, bt * H * 4 + T * H * 8.0}};             // position rows
 }
 
 // ---------------------------------------------------------------------------
@@ -1070,11 +1079,14 @@ static void layernorm_backward(CudaCtx& ctx, TD* dinp, float* dw, float* db, con
 // go through the two-stage column sums.
 static OpCost layernorm_forward_cost(size_t rows, size_t C, size_t si, size_t so) {
   double n = (double)rows * C;
-  return {"layernorm", 7 * n, false, n * (si + so) + 8.0 * C + 8.0 * rows, 1};
+  return {{"layernorm", 7 * n, false, n * (si + so) + 8.0 * C + 8.0 * rows}};
 }
 static OpCost layernorm_backward_cost(size_t rows, size_t C, size_t sd, size_t so, size_t si) {
   double n = (double)rows * C, part = (double)kColChunks * 2 * C * 4;
-  return {"layernorm", 14 * n, false, n * (so + si + 2 * sd) + n * (so + si) + 16.0 * rows + 2 * part + 20.0 * C, 4};
+  return {{"layernorm", 10 * n, false, n * (so + si + 2 * sd) + 8.0 * rows + 4.0 * C},  // dinp +=
+          {"column sums", 4 * n, false, n * (so + si) + 8.0 * rows + part},            // dw, db partials
+          {"column sums", kColChunks * (double)C, false, part / 2 + 8.0 * C},          // dw
+          {"column sums", kColChunks * (double)C, false, part / 2 + 8.0 * C}};         // db
 }
 
 // ---------------------------------------------------------------------------
@@ -1400,16 +1412,23 @@ static void dense_backward(CudaCtx& ctx, TI* dinp, float* dw, float* db, const T
 static OpCost dense_forward_cost(size_t rows, size_t in, size_t out, size_t ld, size_t sa, size_t sd, bool gelu,
                                  bool fused, bool residual) {
   double y = (double)rows * ld * sd;
-  double bytes = ((double)rows * in + (double)out * in) * sa + y + (double)out * sd + (residual ? y : 0) +
-                 (gelu ? y : 0) + (gelu && !fused ? 2 * y : 0);
-  return {gelu ? "dense + GELU" : "dense", 2.0 * rows * in * out, sa == 2, bytes, gelu && !fused ? 2 : 1};
+  double gemm = ((double)rows * in + (double)out * in) * sa + y + (double)out * sd + (residual ? y : 0) +
+                (gelu ? y : 0);
+  OpCost c = {{gelu && fused ? "dense + GELU" : "dense", 2.0 * rows * in * out, sa == 2, gemm}};
+  if (gelu && !fused) c.push_back({"activation", 20.0 * rows * out, false, 2 * y});  // GELU by our kernel
+  return c;
 }
 static OpCost dense_backward_cost(size_t rows, size_t in, size_t out, size_t ld, size_t sa, size_t si, bool dinp,
                                   bool db) {
-  double dy = (double)rows * ld * sa, w = (double)out * in;
-  double bytes = (dinp ? w * sa + dy + 2.0 * rows * in * si : 0) + ((double)rows * in * sa + dy + 2 * w * 4) +
-                 (db ? dy + 2.0 * kColChunks * out * 4 + 8.0 * out : 0);
-  return {"dense backward", (dinp ? 4.0 : 2.0) * rows * in * out, sa == 2, bytes, (dinp ? 2 : 1) + (db ? 2 : 0)};
+  double dy = (double)rows * ld * sa, w = (double)out * in, mac = (double)rows * in * out;
+  OpCost c;
+  if (dinp) c.push_back({"dense backward", 2 * mac, sa == 2, w * sa + dy + 2.0 * rows * in * si});  // dinp +=
+  c.push_back({"dense backward", 2 * mac, sa == 2, (double)rows * in * sa + dy + 2 * w * 4});        // dW +=
+  if (db) {                                                                                           // db +=
+    c.push_back({"column sums", (double)rows * out, false, dy + kColChunks * out * 4.0});
+    c.push_back({"column sums", kColChunks * (double)out, false, kColChunks * out * 4.0 + 8.0 * out});
+  }
+  return c;
 }
 
 // ---------------------------------------------------------------------------
@@ -1517,12 +1536,12 @@ static const bf16* as_operand(CudaCtx& ctx, bf16* tmp, const float* x, size_t n)
 // Elementwise passes: n elements read from each input and written to each
 // output (the test of the cost device checks exactly this).
 static OpCost activation_forward_cost(size_t n, size_t si, size_t so) {
-  return {"activation", 20.0 * n, false, (double)n * (si + so), 1};
+  return {{"activation", 20.0 * n, false, (double)n * (si + so)}};
 }
 static OpCost activation_backward_cost(size_t n, size_t sd, size_t so, size_t si) {
-  return {"activation", 25.0 * n, false, (double)n * (sd + so + si), 1};
+  return {{"activation", 25.0 * n, false, (double)n * (sd + so + si)}};
 }
-static OpCost cast_cost(size_t n, size_t si, size_t so) { return {"cast", (double)n, false, (double)n * (si + so), 1}; }
+static OpCost cast_cost(size_t n, size_t si, size_t so) { return {{"cast", (double)n, false, (double)n * (si + so)}}; }
 
 // ---------------------------------------------------------------------------
 // Multiplicative gate: out = a * b, elementwise
@@ -1572,8 +1591,8 @@ static void gate_backward(CudaCtx& ctx, X* da, X* db, const X* dout, const X* a,
 }
 #endif
 
-static OpCost gate_forward_cost(size_t n, size_t s) { return {"gate", (double)n, false, 3.0 * n * s, 1}; }
-static OpCost gate_backward_cost(size_t n, size_t s) { return {"gate", 2.0 * n, false, 5.0 * n * s, 1}; }
+static OpCost gate_forward_cost(size_t n, size_t s) { return {{"gate", (double)n, false, 3.0 * n * s}}; }
+static OpCost gate_backward_cost(size_t n, size_t s) { return {{"gate", 2.0 * n, false, 5.0 * n * s}}; }
 
 // ---------------------------------------------------------------------------
 // S4D kernel (docs/MODEL.md section 4), one kernel shared by all H channels:
@@ -1739,10 +1758,10 @@ static void s4d_kernel_backward(CudaCtx& ctx, float* da_re, float* da_im, float*
 
 // O(N T) complex exponentials in double; counted as CUDA-core work.
 static OpCost s4d_kernel_forward_cost(size_t N, size_t T) {
-  return {"S4D kernel", 40.0 * N * T, false, 16.0 * N + 8 + 4.0 * T, 1};
+  return {{"S4D kernel", 40.0 * N * T, false, 16.0 * N + 8 + 4.0 * T}};
 }
 static OpCost s4d_kernel_backward_cost(size_t N, size_t T) {
-  return {"S4D kernel", 60.0 * N * T, false, 4.0 * T + 24.0 * N + 8, 2};
+  return {{"S4D kernel", 60.0 * N * T, false, 4.0 * T + 24.0 * N}, {"S4D kernel", 2.0 * N, false, 8.0 * N + 8}};
 }
 
 // ---------------------------------------------------------------------------
@@ -2049,18 +2068,30 @@ static void ssm_conv_backward(CudaCtx& ctx, X* dinp, float* dK, float* dD, const
 static OpCost ssm_conv_forward_cost(size_t B, size_t T, size_t H, size_t sx) {
   double n = fft_size((int)T), nf = n / 2 + 1, ch = (double)B * H, bth = (double)B * T * H;
   double fft = 2.5 * n * std::log2(n);
-  double bytes = (4.0 * T + 4 * n) + (4 * n + 8 * nf) + (bth * sx + ch * n * 4) + (ch * n * 4 + ch * nf * 8) +
-                 (2 * ch * nf * 8 + nf * 8) + (ch * nf * 8 + ch * n * 4) + (ch * T * 4 + 2 * bth * sx);
-  return {"SSM convolution (FFT)", fft * (1 + 2 * ch) + 6 * ch * nf, false, bytes, 7};
+  const char* op = "SSM convolution (FFT)";
+  return {{op, 0, false, 4.0 * T + 4 * n},                      // K padded
+          {op, fft, false, 4 * n + 8 * nf},                     // its spectrum
+          {op, 0, false, bth * sx + ch * n * 4},                // the input packed
+          {op, ch * fft, false, ch * n * 4 + ch * nf * 8},      // R2C
+          {op, 6 * ch * nf, false, 2 * ch * nf * 8 + nf * 8},   // times the kernel's spectrum
+          {op, ch * fft, false, ch * nf * 8 + ch * n * 4},      // C2R
+          {op, 2 * bth, false, ch * T * 4 + 2 * bth * sx}};     // unpacked, + D u
 }
 static OpCost ssm_conv_backward_cost(size_t B, size_t T, size_t H, size_t sx) {
-  OpCost c = ssm_conv_forward_cost(B, T, H, sx);
+  OpCost c = ssm_conv_forward_cost(B, T, H, sx);  // dinp
   double n = fft_size((int)T), nf = n / 2 + 1, ch = (double)B * H, bth = (double)B * T * H;
   double fft = 2.5 * n * std::log2(n);
-  c.flops += 2 * ch * fft + 8 * ch * nf + fft + 2 * bth;
-  c.bytes += 2 * (bth * sx + 2 * ch * n * 4 + ch * nf * 8) + (2 * ch * nf * 8 + kColChunks * nf * 8) +
-             (kColChunks * nf * 8 + nf * 8) + (nf * 8 + n * 4) + (n * 4 + 8.0 * T) + 2 * bth * sx;
-  c.launches += 4 + 2 + 1 + 1 + 2;
+  const char* op = c[0].op;
+  for (int k = 0; k < 2; k++) {  // the spectra of dout and of inp
+    c.push_back({op, 0, false, bth * sx + ch * n * 4});
+    c.push_back({op, ch * fft, false, ch * n * 4 + ch * nf * 8});
+  }
+  c.push_back({op, 8 * ch * nf, false, 2 * ch * nf * 8 + kColChunks * nf * 8});  // cross-spectrum partials
+  c.push_back({op, 2 * kColChunks * nf, false, kColChunks * nf * 8 + nf * 8});   // ... summed
+  c.push_back({op, fft, false, nf * 8 + n * 4});                                  // back to lags
+  c.push_back({op, (double)T, false, n * 4 + 8.0 * T});                           // dK +=
+  c.push_back({op, 2 * bth, false, 2 * bth * sx + kRedBlocks * 8.0});             // dD: dot product
+  c.push_back({op, (double)kRedBlocks, false, kRedBlocks * 8.0});                 // ... summed
   return c;
 }
 
@@ -2108,7 +2139,7 @@ static void dropout_backward(CudaCtx& ctx, X* dinp, const X* dout, size_t n, flo
 #endif
 
 static OpCost dropout_cost(size_t n, size_t si, size_t so) {
-  return {"dropout", 4.0 * n, false, (double)n * (si + so), 1};
+  return {{"dropout", 4.0 * n, false, (double)n * (si + so)}};
 }
 
 // ---------------------------------------------------------------------------
@@ -2193,10 +2224,10 @@ static void crossentropy_backward(CudaCtx& ctx, X* dlogits, const float* logits,
 // One row per block: the logits read once (the row stays in cache for the
 // second and third passes).
 static OpCost crossentropy_forward_cost(size_t rows, size_t V) {
-  return {"cross-entropy", 3.0 * rows * V, false, 4.0 * rows * V + 8.0 * rows, 1};
+  return {{"cross-entropy", 3.0 * rows * V, false, 4.0 * rows * V + 8.0 * rows}};
 }
 static OpCost crossentropy_backward_cost(size_t rows, size_t V, size_t sx) {
-  return {"cross-entropy", 4.0 * rows * V, false, (double)rows * V * (4 + sx) + 4.0 * rows, 1};
+  return {{"cross-entropy", 4.0 * rows * V, false, (double)rows * V * (4 + sx) + 4.0 * rows}};
 }
 
 // ---------------------------------------------------------------------------
@@ -2280,10 +2311,10 @@ static void meanpool_backward(CudaCtx& ctx, float* dinp, const float* dout, cons
 #endif
 
 static OpCost meanpool_forward_cost(size_t B, size_t T, size_t H, size_t si, size_t so) {
-  return {"mean pool", (double)B * T * H, false, (double)B * T * H * si + 4.0 * B * T + (double)B * H * so, 1};
+  return {{"mean pool", (double)B * T * H, false, (double)B * T * H * si + 4.0 * B * T + (double)B * H * so}};
 }
 static OpCost meanpool_backward_cost(size_t B, size_t T, size_t H) {
-  return {"mean pool", (double)B * T * H, false, 4.0 * B * H + 4.0 * B * T + 8.0 * B * T * H, 1};
+  return {{"mean pool", (double)B * T * H, false, 4.0 * B * H + 4.0 * B * T + 8.0 * B * T * H}};
 }
 
 // ---------------------------------------------------------------------------
@@ -3022,16 +3053,16 @@ static void print_gpu_plan(const GpuPlan& p, Precision prec, int B, int T) {
 
 // Copies between the host and a device, as the cost device counts them:
 // one call, the bytes moved.
-static OpCost copy_cost(size_t bytes) { return {"host copies", 0, false, (double)bytes, 1}; }
+static OpCost copy_cost(size_t bytes) { return {{"host copies", 0, false, (double)bytes}}; }
 // cudaMemsetAsync of n elements of s bytes.
-static OpCost memset_cost(size_t n, size_t s) { return {"memset", 0, false, (double)(n * s), 1}; }
+static OpCost memset_cost(size_t n, size_t s) { return {{"memset", 0, false, (double)(n * s)}}; }
 // The MLM head's gather of P rows (reads them, writes them) and the
 // scatter of their gradient back (+= into dres).
 static OpCost gather_rows_cost(size_t P, size_t H, size_t si, size_t so) {
-  return {"MLM rows gather/scatter", 0, false, (double)(P * H * (si + so) + P * 4), 1};
+  return {{"MLM rows gather/scatter", 0, false, (double)(P * H * (si + so) + P * 4)}};
 }
 static OpCost scatter_rows_cost(size_t P, size_t H) {
-  return {"MLM rows gather/scatter", (double)(P * H), false, (double)(P * H * 12 + P * 4), 1};
+  return {{"MLM rows gather/scatter", (double)(P * H), false, (double)(P * H * 12 + P * 4)}};
 }
 
 #ifdef __CUDACC__
@@ -3441,12 +3472,18 @@ struct CostRow {
 struct CostLedger {
   bool graph = false;         // the step runs as one captured CUDA graph: no launch overhead
   std::vector<CostRow> rows;  // by operation, in the order first seen
+  // One operation: each launch to its row; calls counts the operations
+  // that touched a row.
   void add(const OpCost& o) {
-    auto it = std::find_if(rows.begin(), rows.end(), [&](const CostRow& r) { return r.op == o.op; });
-    if (it == rows.end()) it = rows.insert(rows.end(), CostRow{o.op});
-    it->calls += 1, it->flops += o.flops, it->bytes += o.bytes, it->launches += o.launches;
-    it->seconds += std::max(o.flops / (o.tensor ? kTensorFlops : kCudaCoreFlops), o.bytes / kHbmBytes) +
-                   (graph ? 0 : o.launches * kLaunchSeconds);
+    std::vector<std::string> touched;
+    for (const Launch& l : o) {
+      auto it = std::find_if(rows.begin(), rows.end(), [&](const CostRow& r) { return r.op == l.op; });
+      if (it == rows.end()) it = rows.insert(rows.end(), CostRow{l.op});
+      if (std::find(touched.begin(), touched.end(), it->op) == touched.end()) touched.push_back(it->op), it->calls += 1;
+      it->flops += l.flops, it->bytes += l.bytes, it->launches += 1;
+      it->seconds += std::max(l.flops / (l.tensor ? kTensorFlops : kCudaCoreFlops), l.bytes / kHbmBytes) +
+                     (graph ? 0 : kLaunchSeconds);
+    }
   }
   CostRow total() const {
     CostRow t{"total"};
@@ -3725,10 +3762,14 @@ __global__ void scale_kernel(float* x, float s, size_t n) {
 // AdamW, which reads weights, gradients and both moments and writes three
 // of them back, plus the bf16 copy.
 constexpr const char* kOptimizerOp = "zero grad, grad norm, AdamW";
-static OpCost zero_grad_cost(size_t n) { return {kOptimizerOp, 0, false, 4.0 * n, 1}; }
-static OpCost grad_norm_cost(size_t n) { return {kOptimizerOp, 2.0 * n, false, 4.0 * n + 8.0 * kRedBlocks, 3}; }
+static OpCost zero_grad_cost(size_t n) { return {{kOptimizerOp, 0, false, 4.0 * n}}; }
+static OpCost grad_norm_cost(size_t n) {
+  return {{kOptimizerOp, 2.0 * n, false, 4.0 * n + 8.0 * kRedBlocks},
+          {kOptimizerOp, kRedBlocks, false, 8.0 * kRedBlocks},
+          {kOptimizerOp, 0, false, 8}};
+}
 static OpCost adamw_cost(size_t n, bool bf16_copy) {
-  return {kOptimizerOp, 15.0 * n, false, 28.0 * n + (bf16_copy ? 2.0 * n : 0.0), 1};
+  return {{kOptimizerOp, 15.0 * n, false, 28.0 * n + (bf16_copy ? 2.0 * n : 0.0)}};
 }
 
 // The decay mask of docs/MODEL.md section 12 lives in the parameter table: biases
@@ -4806,8 +4847,9 @@ static bool task_evaluate(Model& m, const TaskData& d, TaskMetrics* tm, double* 
 }
 
 // Loads a classification model for a task file from a checkpoint. A head of
-// the wrong size (or none: a pretrained MLM checkpoint) is initialised anew,
-// as docs/MODEL.md section 9 says: N(0, 0.02) weights, zero biases.
+// the wrong size (or none: a pretrained MLM checkpoint) is initialised anew
+// as the parameter table says (docs/MODEL.md section 9): the pooler N(0,
+// 0.02), the classifier lecun normal, zero biases.
 static bool task_model(const std::string& ckpt, const TaskData& d, int B, uint64_t seed, bool allow_new_head, Model* m,
                        std::string* err) {
   CkptHeader h;
@@ -4836,7 +4878,7 @@ static bool task_model(const std::string& ckpt, const TaskData& d, int B, uint64
     Rng rng{seed ^ 0xC1A55ull};
     for (const TensorInfo& t : m->table)
       if (std::find(fresh.begin(), fresh.end(), t.name) != fresh.end())
-        for (size_t i = 0; i < t.count; i++) m->params_mem[t.offset + i] = t.decay ? rng.normal() * 0.02f : 0.0f;
+        init_tensor(&m->params_mem[t.offset], t, rng, {});
     printf("new classification head with %u labels: %s\n", d.h.num_labels,
            fresh.size() == 4 ? "pool_w, pool_b, cls_w, cls_b" : "");
   }

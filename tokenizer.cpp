@@ -18,8 +18,6 @@
 // whole word up in a hash (most words are tokens), else walks a byte trie.
 #include "tokenizer.h"
 
-#include <getopt.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
@@ -756,45 +754,47 @@ bool train_wordpiece(const std::vector<std::string>& files, int vocab_size, int 
 
 #ifndef TOKENIZER_NO_MAIN
 
+#include "cli.h"
+
 namespace bigs {
 namespace {
 
 const char* kUsage =
-    "usage:\n"
-    "  tokenizer encode --vocab VOCAB [--tokens] [--special] [--max-len N] [--pad] [--pair]\n"
-    "                   [--types] [--threads N] [FILE...]\n"
-    "      one line of ids (or token strings, --tokens) per input line (split on \\n only)\n"
-    "      --types     print the token types (0 first text, 1 second) instead of the ids\n"
-    "      --special   add [CLS] ... [SEP]        --pair      lines are A<TAB>B (implies "
-    "--special)\n"
-    "      --max-len N truncate to N tokens (pairs: longest first)\n"
-    "      --pad       pad with [PAD] to --max-len\n"
-    "      --threads N worker threads (default: all cores)\n"
-    "  tokenizer decode --vocab VOCAB [FILE...]\n"
-    "      one line of space-separated ids -> one line of text\n"
-    "  tokenizer train --vocab-size N --out VOCAB [--min-frequency F]\n"
-    "                  [--score frequency|likelihood] FILE...\n"
-    "      learn a WordPiece vocab: merge the most frequent pair (default, as HF's\n"
-    "      WordPieceTrainer) or the most likely one; pairs seen < F times never (default 2)\n"
-    "Files default to stdin. Every command takes --help.\n";
+    "usage: tokenizer COMMAND [options] [FILE...]\n"
+    "  encode  one line of ids (or token strings, or token types) per input line\n"
+    "  decode  one line of space-separated ids -> one line of text\n"
+    "  train   learn a WordPiece vocab from text files\n"
+    "Files default to stdin. Run `tokenizer COMMAND --help` for the options of each.\n";
 
-int fail(const std::string& msg) {
-  std::fprintf(stderr, "tokenizer: %s\n", msg.c_str());
-  return 1;
+// Says what went wrong; returns the exit status: 1 for a failure while
+// running (bad input, unreadable files), 2 for a bad command line.
+int fail(const char* cmd, const std::string& msg, int status = 1) {
+  std::fprintf(stderr, "tokenizer %s: %s\n", cmd, msg.c_str());
+  return status;
+}
+int usage_error(const char* cmd, const std::string& msg) { return fail(cmd, msg, 2); }
+
+// Parses argv against the flag table (cli.h); returns -1 to go on, else the
+// exit status (0 after --help, 2 for a bad command line).
+int parse_command(const char* cmd, int argc, char** argv, const std::vector<Flag>& flags,
+                  const char* usage, std::vector<std::string>* files) {
+  std::string err;
+  const int rc = parse_flags(argc, argv, flags, usage, files, &err);
+  if (rc == 1) return 0;
+  if (rc != 0) return usage_error(cmd, err);
+  return -1;
 }
 
-// Parses an integer option in [lo, hi]; false (with a message) otherwise.
-bool parse_int(const char* name, const char* s, long lo, long hi, long* out) {
-  char* end = nullptr;
-  errno = 0;
-  long v = std::strtol(s, &end, 10);
-  if (errno || end == s || *end || v < lo || v > hi) {
-    std::fprintf(stderr, "tokenizer: --%s %s: expected an integer in [%ld, %ld]\n", name, s, lo,
-                 hi);
-    return false;
-  }
-  *out = v;
-  return true;
+// Loads the vocab --vocab names and prints the run's settings on stderr
+// (stdout is the output). Returns -1 to go on, else the exit status.
+int start(const char* cmd, const std::string& vocab, const std::vector<Flag>& flags, Tokenizer* tk) {
+  if (vocab.empty()) return usage_error(cmd, "needs --vocab VOCAB (e.g. data/bert-base-uncased-vocab.txt)");
+  std::string err;
+  if (!tk->load(vocab, &err)) return fail(cmd, err);
+  std::fprintf(stderr, "tokenizer %s\n", cmd);
+  print_settings(stderr, flags);
+  std::fprintf(stderr, "  %-22s %d\n", "vocab-size", tk->vocab_size());
+  return -1;
 }
 
 // Reads the inputs (files, or stdin when there are none) in batches of whole
@@ -908,66 +908,37 @@ void append_int(int v, std::string* out) {
 }
 
 int cmd_encode(int argc, char** argv) {
-  const option opts[] = {
-      {"vocab", required_argument, nullptr, 'v'},   {"tokens", no_argument, nullptr, 't'},
-      {"special", no_argument, nullptr, 's'},       {"max-len", required_argument, nullptr, 'm'},
-      {"pad", no_argument, nullptr, 'p'},           {"pair", no_argument, nullptr, 'P'},
-      {"threads", required_argument, nullptr, 'j'}, {"types", no_argument, nullptr, 'T'},
-      {"help", no_argument, nullptr, 'h'},          {nullptr, 0, nullptr, 0}};
   std::string vocab;
   bool as_tokens = false, special = false, pad = false, pair = false, as_types = false;
-  long max_len = 0, threads = std::max(1u, std::thread::hardware_concurrency());
-  int c;
-  while ((c = getopt_long(argc, argv, "", opts, nullptr)) != -1) {
-    switch (c) {
-      case 'v':
-        vocab = optarg;
-        break;
-      case 't':
-        as_tokens = true;
-        break;
-      case 's':
-        special = true;
-        break;
-      case 'm':
-        if (!parse_int("max-len", optarg, 1, 1 << 30, &max_len)) return 2;
-        break;
-      case 'p':
-        pad = true;
-        break;
-      case 'P':
-        pair = special = true;
-        break;
-      case 'j':
-        if (!parse_int("threads", optarg, 1, 1024, &threads)) return 2;
-        break;
-      case 'T':
-        as_types = true;
-        break;
-      case 'h':
-        std::fputs(kUsage, stdout);
-        return 0;
-      default:
-        std::fputs(kUsage, stderr);
-        return 2;
-    }
-  }
-  if (vocab.empty())
-    return fail("encode needs --vocab VOCAB (e.g. data/bert-base-uncased-vocab.txt)");
-  if (pad && max_len == 0) return fail("--pad needs --max-len N");
+  long long max_len = 0, threads = std::max(1u, std::thread::hardware_concurrency());
+  const std::vector<Flag> flags = {
+      {Flag::Str, "vocab", &vocab, 0, 0, "BERT vocab.txt, one token a line (required)"},
+      {Flag::Switch, "tokens", &as_tokens, 0, 0, "print token strings instead of ids"},
+      {Flag::Switch, "special", &special, 0, 0, "add [CLS] ... [SEP]"},
+      {Flag::Switch, "pair", &pair, 0, 0, "lines are A<TAB>B: [CLS] A [SEP] B [SEP] (implies --special)"},
+      {Flag::Switch, "types", &as_types, 0, 0, "print the token types (0 first text, 1 second), not the ids"},
+      {Flag::Int, "max-len", &max_len, 0, 1 << 30, "truncate to this many tokens (pairs: longest first); 0 = no limit"},
+      {Flag::Switch, "pad", &pad, 0, 0, "pad with [PAD] to --max-len"},
+      {Flag::Int, "threads", &threads, 1, 1024, "worker threads; all cores unless given"},
+  };
+  const char* usage =
+      "usage: tokenizer encode --vocab VOCAB [options] [FILE...]\n"
+      "One line of ids (or token strings, or token types) per input line (split on \\n only).";
+  std::vector<std::string> files;
+  int rc = parse_command("encode", argc, argv, flags, usage, &files);
+  if (rc >= 0) return rc;
+  if (pair) special = true;
+  if (pad && max_len == 0) return usage_error("encode", "--pad needs --max-len N");
   if (as_types && (as_tokens || !special))
-    return fail("--types goes with --special or --pair, not --tokens");
-  const long min_len = pair ? 3 : special ? 2 : 1;
+    return usage_error("encode", "--types goes with --special or --pair, not --tokens");
+  const long long min_len = pair ? 3 : special ? 2 : 1;
   if (max_len > 0 && max_len < min_len) {
-    return fail("--max-len " + std::to_string(max_len) + " leaves no room: it must be at least " +
-                std::to_string(min_len) + " with " + (pair ? "--pair" : "--special"));
+    return usage_error("encode", "--max-len " + std::to_string(max_len) + " leaves no room: it must be at least " +
+                                     std::to_string(min_len) + " with " + (pair ? "--pair" : "--special"));
   }
-  std::string err;
   Tokenizer tk;
-  if (!tk.load(vocab, &err)) return fail(err);
-  std::fprintf(stderr, "tokenizer encode: vocab %s (%d tokens), threads %ld, max-len %ld%s%s%s\n",
-               vocab.c_str(), tk.vocab_size(), threads, max_len, special ? ", special" : "",
-               pair ? ", pair" : "", pad ? ", pad" : "");
+  if ((rc = start("encode", vocab, flags, &tk)) >= 0) return rc;
+  std::string err;
   auto print = [&](const std::vector<int>& ids, const std::vector<int>& types, std::string* out) {
     for (size_t i = 0; i < ids.size(); i++) {
       if (i) out->push_back(' ');
@@ -995,53 +966,43 @@ int cmd_encode(int argc, char** argv) {
     }
     print(ids, types, out);
   };
-  LineReader reader(std::vector<std::string>(argv + optind, argv + argc));
+  LineReader reader(files);
   std::vector<std::string_view> lines;
   size_t line_no = 0;
   while (reader.next(&lines, &err)) {
     if (pair) {
       for (size_t i = 0; i < lines.size(); i++) {
         if (lines[i].find('\t') == std::string_view::npos) {
-          return fail("--pair: input line " + std::to_string(line_no + i + 1) +
-                      " has no TAB between its two texts");
+          return fail("encode", "--pair: input line " + std::to_string(line_no + i + 1) +
+                                    " has no TAB between its two texts");
         }
       }
     }
     line_no += lines.size();
     if (!run_batch(lines, static_cast<int>(threads), encode_line)) {
-      return fail(std::string("cannot write output: ") + std::strerror(errno));
+      return fail("encode", std::string("cannot write output: ") + std::strerror(errno));
     }
   }
-  if (!err.empty()) return fail(err);
-  if (std::fflush(stdout) != 0)
-    return fail(std::string("cannot write output: ") + std::strerror(errno));
+  if (!err.empty()) return fail("encode", err);
+  if (std::fflush(stdout) != 0) return fail("encode", std::string("cannot write output: ") + std::strerror(errno));
   return 0;
 }
 
 int cmd_decode(int argc, char** argv) {
-  const option opts[] = {{"vocab", required_argument, nullptr, 'v'},
-                         {"help", no_argument, nullptr, 'h'},
-                         {nullptr, 0, nullptr, 0}};
   std::string vocab;
-  int c;
-  while ((c = getopt_long(argc, argv, "", opts, nullptr)) != -1) {
-    switch (c) {
-      case 'v':
-        vocab = optarg;
-        break;
-      case 'h':
-        std::fputs(kUsage, stdout);
-        return 0;
-      default:
-        std::fputs(kUsage, stderr);
-        return 2;
-    }
-  }
-  if (vocab.empty()) return fail("decode needs --vocab VOCAB");
-  std::string err;
+  const std::vector<Flag> flags = {
+      {Flag::Str, "vocab", &vocab, 0, 0, "BERT vocab.txt, one token a line (required)"},
+  };
+  const char* usage =
+      "usage: tokenizer decode --vocab VOCAB [FILE...]\n"
+      "One line of space-separated ids -> one line of text ([PAD] dropped, ## pieces joined).";
+  std::vector<std::string> files;
+  int rc = parse_command("decode", argc, argv, flags, usage, &files);
+  if (rc >= 0) return rc;
   Tokenizer tk;
-  if (!tk.load(vocab, &err)) return fail(err);
-  LineReader reader(std::vector<std::string>(argv + optind, argv + argc));
+  if ((rc = start("decode", vocab, flags, &tk)) >= 0) return rc;
+  std::string err;
+  LineReader reader(files);
   std::vector<std::string_view> lines;
   std::vector<int> ids;
   size_t line_no = 0;
@@ -1059,9 +1020,8 @@ int cmd_decode(int argc, char** argv) {
         auto r = std::from_chars(p, end, id);
         if (r.ec != std::errc() || id < 0 || id >= tk.vocab_size() ||
             (r.ptr < end && *r.ptr != ' ' && *r.ptr != '\t' && *r.ptr != '\r')) {
-          return fail("decode: line " + std::to_string(line_no) + ": \"" +
-                      std::string(p, std::find(p, end, ' ')) + "\" is not an id in [0, " +
-                      std::to_string(tk.vocab_size()) + ")");
+          return fail("decode", "line " + std::to_string(line_no) + ": \"" + std::string(p, std::find(p, end, ' ')) +
+                                    "\" is not an id in [0, " + std::to_string(tk.vocab_size()) + ")");
         }
         ids.push_back(id);
         p = r.ptr;
@@ -1070,69 +1030,50 @@ int cmd_decode(int argc, char** argv) {
       out.push_back('\n');
     }
     if (std::fwrite(out.data(), 1, out.size(), stdout) != out.size()) {
-      return fail(std::string("cannot write output: ") + std::strerror(errno));
+      return fail("decode", std::string("cannot write output: ") + std::strerror(errno));
     }
   }
-  if (!err.empty()) return fail(err);
-  return std::fflush(stdout) == 0 ? 0 : fail("cannot write output");
+  if (!err.empty()) return fail("decode", err);
+  return std::fflush(stdout) == 0 ? 0 : fail("decode", "cannot write output");
 }
 
 int cmd_train(int argc, char** argv) {
-  const option opts[] = {{"vocab-size", required_argument, nullptr, 'n'},
-                         {"out", required_argument, nullptr, 'o'},
-                         {"min-frequency", required_argument, nullptr, 'f'},
-                         {"score", required_argument, nullptr, 's'},
-                         {"help", no_argument, nullptr, 'h'},
-                         {nullptr, 0, nullptr, 0}};
-  long vocab_size = 0, min_freq = 2;
+  long long vocab_size = 0, min_freq = 2;
   std::string out, score = "frequency";
-  int c;
-  while ((c = getopt_long(argc, argv, "", opts, nullptr)) != -1) {
-    switch (c) {
-      case 'n':
-        if (!parse_int("vocab-size", optarg, 6, 1 << 20, &vocab_size)) return 2;
-        break;
-      case 'o':
-        out = optarg;
-        break;
-      case 'f':
-        if (!parse_int("min-frequency", optarg, 1, 1L << 30, &min_freq)) return 2;
-        break;
-      case 's':
-        score = optarg;
-        break;
-      case 'h':
-        std::fputs(kUsage, stdout);
-        return 0;
-      default:
-        std::fputs(kUsage, stderr);
-        return 2;
-    }
-  }
-  if (vocab_size == 0) return fail("train needs --vocab-size N (e.g. 8000)");
-  if (out.empty()) return fail("train needs --out VOCAB (the vocab.txt to write)");
-  if (optind >= argc) return fail("train needs at least one text FILE");
-  if (score != "frequency" && score != "likelihood") {
-    return fail("--score " + score + ": expected frequency or likelihood");
-  }
-  std::vector<std::string> files(argv + optind, argv + argc);
-  std::fprintf(stderr,
-               "tokenizer train: vocab-size %ld, min-frequency %ld, score %s, %zu file(s) -> %s\n",
-               vocab_size, min_freq, score.c_str(), files.size(), out.c_str());
+  const std::vector<Flag> flags = {
+      {Flag::Int, "vocab-size", &vocab_size, 6, 1 << 20, "tokens in the vocab, specials included (required)"},
+      {Flag::Str, "out", &out, 0, 0, "the vocab.txt to write (required)"},
+      {Flag::Int, "min-frequency", &min_freq, 1, 1 << 30, "pairs seen fewer times are never merged"},
+      {Flag::Str, "score", &score, 0, 0, "merge the most frequent pair (as HF's WordPieceTrainer) or the likeliest"},
+  };
+  const char* usage =
+      "usage: tokenizer train --vocab-size N --out VOCAB [options] FILE...\n"
+      "Learns a WordPiece vocab from plain UTF-8 text files. --score: frequency or likelihood.";
+  std::vector<std::string> files;
+  int rc = parse_command("train", argc, argv, flags, usage, &files);
+  if (rc >= 0) return rc;
+  if (vocab_size == 0) return usage_error("train", "needs --vocab-size N (e.g. 8000)");
+  if (out.empty()) return usage_error("train", "needs --out VOCAB (the vocab.txt to write)");
+  if (files.empty()) return usage_error("train", "needs at least one text FILE");
+  if (score != "frequency" && score != "likelihood")
+    return usage_error("train", "--score " + score + ": expected frequency or likelihood");
+  std::fprintf(stderr, "tokenizer train\n");
+  print_settings(stderr, flags);
+  std::fprintf(stderr, "  %-22s %zu\n", "files", files.size());
   std::vector<std::string> vocab;
   std::string err;
   MergeScore ms = score == "frequency" ? MergeScore::kFrequency : MergeScore::kLikelihood;
   if (!train_wordpiece(files, static_cast<int>(vocab_size), static_cast<int>(min_freq), ms, &vocab,
                        &err)) {
-    return fail(err);
+    return fail("train", err);
   }
   // Write to a temporary file and rename, so a failed run never leaves half a vocab.
   std::string tmp = out + ".tmp";
   FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (!f) return fail(tmp + ": cannot create (" + std::strerror(errno) + ")");
+  if (!f) return fail("train", tmp + ": cannot create (" + std::strerror(errno) + ")");
   for (const std::string& t : vocab) std::fprintf(f, "%s\n", t.c_str());
   if (std::fclose(f) != 0 || std::rename(tmp.c_str(), out.c_str()) != 0) {
-    return fail(out + ": cannot write (" + std::strerror(errno) + ")");
+    return fail("train", out + ": cannot write (" + std::strerror(errno) + ")");
   }
   std::fprintf(stderr, "tokenizer train: wrote %zu tokens to %s\n", vocab.size(), out.c_str());
   return 0;

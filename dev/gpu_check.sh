@@ -1,175 +1,730 @@
 #!/usr/bin/env bash
-# dev/gpu_check.sh [LOGDIR]: the one prepared script for a machine with a GPU.
-# Builds for sm_90, shows the GPU, runs the GPU suite (every kernel against
-# its CPU twin in fp32 and bf16, the whole model, 50-step training runs
-# against the CPU's, checkpoints across devices), then `bigs bench` for
-# BiGS-large at T = 128, 512 and 4096 in bf16, and the PyTorch peer
-# (dev/bench_torch.py: dev/reference.py on the GPU, eager and torch.compile,
-# bf16 autocast) at T = 128 and 512, and ends with a table of tokens/s, MFU
-# and our ratio to PyTorch. Exit status 0 only when build and tests passed.
-# Full logs go to LOGDIR (default build/gpu_logs). Installs nothing; every
-# stage has a timeout and a start deadline so the whole run stays under 8
-# minutes (later stages are skipped, and say so, when time runs short).
+# dev/gpu_check.sh [--dry-run] [OUTDIR [COMMIT]]: the one prepared script for
+# a machine with a GPU (the project's device machine: one H200, 16 cores).
+#
+# One call must bring back everything needed to fix what breaks, and leave
+# time in a task's 15 minutes of device time for a second call after a fix.
+# So the run is sized to about 5 minutes, and what comes back fits what the
+# device tool returns (at most 8 files from $OUT, the last 12,000 characters
+# of output):
+#   OUTDIR/summary.txt   what this prints: GPU, build errors, every failing
+#                        test with its first failure lines, the sanitizers'
+#                        findings, each bench's result line, the final table
+#   OUTDIR/gpu_logs.tgz  every log (passing per-tensor lines, the build log,
+#                        per-test results, the demo), packed after each stage
+#                        and on a signal, so that a killed run still returns
+# Nothing else is written to OUTDIR (default build/gpu_logs).
+#
+# Stages: build (sm_90); then the checks whose timings do not matter, side by
+# side: the GPU suite, the kernel tests under compute-sanitizer memcheck and
+# the reduction kernels under racecheck, the demo on the GPU (pretraining,
+# evaluation, checkpoints, fill-mask) and, where bigs was built with MPI, an
+# mpirun smoke test; then, the GPU alone, `bigs bench` for BiGS-large in bf16
+# at T = 128, 512 and 4096, the PyTorch peer (dev/bench_torch.py) eager at
+# T = 128, the kernel lab where it was built, torch.compile if time is left;
+# then the table. A stage starts only when it is expected to end within the
+# budget, and every stage is killed at its timeout; a skipped stage says why.
+#
+# A crash or hang inside a GoogleTest suite is attributed: the last test that
+# started is named, and the rest of the suite runs again without it, while
+# time allows; then up to three failing tests run again alone with
+# CUDA_LAUNCH_BLOCKING=1 (a faulting kernel poisons the context, and every
+# later test in the same process fails too).
+#
+# --dry-run builds and runs nothing (no GPU needed) and shows the layout; with
+# GPU_CHECK_SUITE=PROGRAM it runs the suite stage on that program (a fake
+# GoogleTest binary: dev/test_gpu_check.sh). Exit status: 0 when the build,
+# the suite, the sanitizers and the demo passed; 1 otherwise; 2 when it could
+# not start (no nvcc, no GPU); 130 after a signal.
+#
+# The commit id: COMMIT, else $BIGS_COMMIT, else git's (the device copy may
+# hold no history). Also read: NVCC, CUDA_HOME (default /usr/local/cuda: its
+# bin/ joins the PATH when nvcc is not on it), PYTHON, GPU_CHECK_BUDGET,
+# GPU_CHECK_HARD, GPU_CHECK_TEST_IDLE (see settings below), GPU_CHECK_SUITE.
 set -u
-cd "$(dirname "$0")/.."
-LOGDIR=${1:-build/gpu_logs}
-mkdir -p "$LOGDIR" build
-T0=$(date +%s)
+
+# ---------------------------------------------------------------- settings
+# Seconds from the start. BUDGET: no stage starts unless it is expected to end
+# by then; HARD: every stage's timeout is cut so that it ends by then. The
+# device call's timeout (CALL_TIMEOUT, printed at the end) leaves room for
+# packing; two calls, each with the machine's start (a minute or more), fit
+# in 15 minutes.
+BUDGET=${GPU_CHECK_BUDGET:-290}
+HARD=${GPU_CHECK_HARD:-330}
+CALL_TIMEOUT=360
+# A test that prints nothing for this long is hung (GoogleTest flushes at
+# every test's start and end, so this bounds one test's time).
+TEST_IDLE=${GPU_CHECK_TEST_IDLE:-40}
+CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
 NVCC=${NVCC:-nvcc}
 PY=${PYTHON:-python3}
-elapsed() { echo $(( $(date +%s) - T0 )); }
-# time_left SECONDS: true when the stage may still start (it must end by 470 s).
-time_left() { [ $(( $(elapsed) + $1 )) -lt 470 ]; }
+SUITE=${GPU_CHECK_SUITE:-build/test_gpu}
+CARRY='["build/googletest", "build/fixture.bin"]'
+JOBS=$(nproc 2> /dev/null || echo 16)
+# memcheck: every kernel test (the GpuKernel fixture; GpuModel's whole-model tests
+# would take minutes under it). racecheck: the kernels that share memory
+# between threads: the column sums (LayerNorm's dw and db, Dense's bias),
+# block_sum (LayerNorm, the S4D kernel's backward, cross-entropy), the SSM
+# convolution's dK sums and transposes, the embedding's group sums.
+MEMCHECK_FILTER='GpuKernel.*'
+RACECHECK_FILTER='GpuKernel.LayerNorm:GpuKernel.Dense:GpuKernel.S4dKernel:GpuKernel.CrossEntropy:'
+RACECHECK_FILTER+='GpuKernel.SsmConv:GpuKernel.Embedding'
+# The stages of the table, in order.
+STAGES="build suite memcheck racecheck demo mpi bench128 eager128 bench512 bench4096 lab compile128"
 
-echo "== GPU"
-nvidia-smi 2>&1 | tee "$LOGDIR/nvidia-smi.txt" | head -20
-"$NVCC" --version | tail -2
-git log -1 --format="commit %h %cd" --date=short 2>/dev/null | tee "$LOGDIR/commit.txt"
+# ---------------------------------------------------------------- plumbing
+T0=${EPOCHSECONDS:-$(date +%s)}
+now() { echo $(( ${EPOCHSECONDS:-$(date +%s)} - T0 )); }
+# cap SECONDS: SECONDS, or less so that the stage ends by HARD.
+cap() { local left=$(( HARD - $(now) )); echo $(( $1 < left ? $1 : left )); }
+# may_start EXPECTED: true when a stage expected to take EXPECTED seconds ends within the budget.
+may_start() { [ $(( $(now) + $1 )) -le "$BUDGET" ]; }
 
-# GoogleTest: the system's, else built here from build/googletest (the
-# source `make gtest-src` copies; the device call carries it).
-GTEST_ARGS=()
-if ! echo 'int main() {}' | g++ -x c++ - -lgtest -lgtest_main -lpthread -o /dev/null 2> /dev/null; then
-  if [ -d build/googletest/src ]; then
-    echo "== GoogleTest from build/googletest"
-    mkdir -p build/gtest
-    for f in gtest-all gtest_main; do
-      g++ -O2 -std=c++17 -isystem build/googletest/include -Ibuild/googletest -c build/googletest/src/$f.cc \
-        -o build/gtest/$f.o || break
-    done
-    ar rcs build/gtest/libgtest.a build/gtest/gtest-all.o && ar rcs build/gtest/libgtest_main.a build/gtest/gtest_main.o
-    GTEST_ARGS=("GTEST_NVCC=-isystem build/googletest/include -Lbuild/gtest -lgtest_main -lgtest -lpthread")
-  else
-    echo "no GoogleTest here and no build/googletest: run \`make gtest-src\` and carry build/googletest"
-  fi
-fi
+# out LINE...: to stdout and the summary. outp: the same for a pipe.
+out() { printf '%s\n' "$@" | tee -a "$SUMMARY"; }
+outp() { tee -a "$SUMMARY"; }
+# note STAGE RESULT: the stage's line in the table.
+note() { printf '%s\t%s\n' "$2" "$(now)" > "$WORK/stages/$1"; }
+# skip STAGE REASON: the stage did not run; says why.
+skip() {
+  note "$1" "skipped: $2"
+  echo "$1: skipped: $2"
+}
 
-echo "== build for sm_90 (log: $LOGDIR/build.log)"
-# -k: the binaries and the GPU suite are judged apart, so that a suite that
-# does not build still leaves bench, the PyTorch peer and the demo to run.
-rm -f bigs build/test_gpu
-make -k -j16 CUDA_ARCH=sm_90 "${GTEST_ARGS[@]}" all build/test_gpu > "$LOGDIR/build.log" 2>&1
-MAKE_RC=$?
-BUILD_RC=0
-[ -x bigs ] && [ -x tokenizer ] && [ -x data_prep ] || BUILD_RC=1
-SUITE_BUILT=no
-[ -x build/test_gpu ] && SUITE_BUILT=yes
-echo "make exit $MAKE_RC after $(elapsed) s; binaries $([ $BUILD_RC = 0 ] && echo built || echo MISSING); GPU suite built: $SUITE_BUILT"
-[ $MAKE_RC -ne 0 ] && grep -E "error|Error" "$LOGDIR/build.log" | head -20
-
-TEST_RC=skipped
-[ $SUITE_BUILT = no ] && TEST_RC=not-built
-if [ $SUITE_BUILT = yes ]; then
-  echo "== GPU suite (log: $LOGDIR/test_gpu.log)"
-  timeout 150 ./build/test_gpu --gtest_output="xml:$LOGDIR/test_gpu.xml" > "$LOGDIR/test_gpu.log" 2>&1
-  TEST_RC=$?
-  # The comparisons (worst errors), failures, the loss tables.
-  grep -E "^\[ *(OK|FAILED) *\] [A-Za-z]|worst|normwise|Failure|differ|Expected|step|^ +[0-9]+ " \
-    "$LOGDIR/test_gpu.log" | head -150
-  echo "GPU suite exit $TEST_RC after $(elapsed) s"
-  # On a GPU machine a skipped test means the CUDA runtime sees no device
-  # (say, a driver older than the toolkit): that is a failure here.
-  if [ "$TEST_RC" = 0 ] && grep -qE "^\[ +SKIPPED +\] [A-Za-z0-9_]+\.[A-Za-z0-9_]+ \(" "$LOGDIR/test_gpu.log"; then
-    grep -m1 -A1 "Skipped" "$LOGDIR/test_gpu.log"
-    echo "GPU tests were skipped on the GPU machine: the CUDA runtime sees no device (driver vs toolkit? see nvidia-smi)"
-    TEST_RC=skipped-on-gpu
-  fi
-fi
-
-# A kernel that faults poisons the CUDA context, and every later test then
-# fails too. So each failed test runs again alone, with synchronous launches
-# (CUDA_LAUNCH_BLOCKING=1) so that a fault is reported at its own launch.
-RERUN=""
-if [ "$TEST_RC" != 0 ] && [ "$TEST_RC" != skipped ] && [ "$TEST_RC" != skipped-on-gpu ] && [ "$TEST_RC" != not-built ]; then
-  for t in $(grep -E "^\[ +FAILED +\] [A-Za-z0-9_]+\.[A-Za-z0-9_]+ \(" "$LOGDIR/test_gpu.log" | awk '{print $4}'); do
-    time_left 40 || { RERUN="$RERUN $t:not-rerun(time)"; continue; }
-    CUDA_LAUNCH_BLOCKING=1 timeout 30 ./build/test_gpu --gtest_filter="$t" > "$LOGDIR/rerun_$t.log" 2>&1
-    r=$?
-    RERUN="$RERUN $t:$([ $r -eq 0 ] && echo passes-alone || echo "fails-alone($r)")"
-    grep -E "Failure|differ|error|Error" "$LOGDIR/rerun_$t.log" | head -5
+SETSID=$(command -v setsid || true)
+# watch LOG IDLE DEADLINE CMD...: runs CMD in its own process group, output to
+# LOG, until it exits, prints nothing for IDLE seconds (0: no limit) or the
+# clock passes DEADLINE; then kills the group. Sets RC (its exit status) and
+# WHY (exit, idle or deadline).
+watch() {
+  local log=$1 idle=$2 deadline=$3 size=-1 s since pid
+  shift 3
+  since=$(now)
+  # Through a shell that waits for it: a death by signal is then written to
+  # LOG in the shell's words ("Segmentation fault"), with status 128 + N.
+  $SETSID bash -c '"$@"; exit $?' "${1##*/}" "$@" > "$log" 2>&1 < /dev/null &
+  pid=$!
+  : > "$WORKROOT/pids/$pid"
+  WHY=exit
+  while kill -0 "$pid" 2> /dev/null; do
+    sleep 0.2
+    s=$(stat -c %s "$log" 2> /dev/null || echo 0)
+    [ "$s" != "$size" ] && size=$s && since=$(now)
+    if [ "$idle" -gt 0 ] && [ $(( $(now) - since )) -ge "$idle" ]; then WHY=idle && break; fi
+    if [ "$(now)" -ge "$deadline" ]; then WHY=deadline && break; fi
   done
-fi
+  [ "$WHY" = exit ] || kill_group "$pid"
+  wait "$pid" 2> /dev/null
+  RC=$?
+  rm -f "$WORKROOT/pids/$pid"
+}
+kill_group() { kill -KILL -- "-$1" 2> /dev/null || kill -KILL "$1" 2> /dev/null; }
 
-# bench NAME TIMEOUT ARGS...: one `bigs bench` run into $LOGDIR/bench_NAME.log.
+# rc_words RC: an exit status in words.
+rc_words() {
+  if [ "$1" -gt 128 ] && [ "$1" -lt 160 ]; then
+    echo "exit $1, signal $(kill -l $(( $1 - 128 )) 2> /dev/null || echo $(( $1 - 128 )))"
+  else
+    echo "exit $1"
+  fi
+}
+# cut_lines N: the first N lines, each at most 200 characters.
+cut_lines() { head -n "$1" | cut -c1-200; }
+
+# ---------------------------------------------------------------- GoogleTest logs
+# gtest_ended LOG: "NAME<TAB>STATUS<TAB>MS" for every test that ended.
+gtest_ended() {
+  sed -nE 's/^\[ +(OK|FAILED|SKIPPED) +\] ([A-Za-z0-9_/.]+)(,.*)? \(([0-9]+) ms\)$/\2\t\1\t\4/p' "$1"
+}
+# gtest_unfinished LOG: the test that started last and never ended ("" if none).
+gtest_unfinished() {
+  awk '/^\[ RUN      \] / { cur = $4; next }
+       /^\[ +(OK|FAILED|SKIPPED) +\] .*\([0-9]+ ms\)$/ { sub(/,$/, "", $4); if ($4 == cur) cur = "" }
+       END { print cur }' "$1"
+}
+# gtest_started LOG: how many tests started.
+gtest_started() { grep -c '^\[ RUN      \] ' "$1"; }
+# gtest_block LOG NAME: the lines that test NAME printed, between its start and end.
+gtest_block() {
+  awk -v n="$2" '$0 == "[ RUN      ] " n { on = 1; next }
+                 on && /^\[ +(OK|FAILED|SKIPPED) +\] / { sub(/,$/, "", $4); if ($4 == n) exit }
+                 on { print }' "$1"
+}
+# failure_lines LOG NAME N: the first N lines of test NAME that are not a
+# passing comparison (those are in the archive).
+failure_lines() {
+  gtest_block "$1" "$2" | grep -vE '^  .* values, (worst relative error|normwise error)' | cut_lines "$3"
+}
+# gtest_list PROGRAM FILTER: the test names PROGRAM holds that FILTER selects.
+gtest_list() {
+  timeout 30 "$1" --gtest_list_tests --gtest_filter="$2" 2> /dev/null |
+    awk '/^[^ ]/ { suite = $1; next } /^  [^ ]/ { print suite $1 }'
+}
+
+# suite_run LABEL FILTER IDLE DEADLINE CMD...: runs the GoogleTest program
+# CMD (CMD may wrap $SUITE, as compute-sanitizer does) on the tests of $SUITE
+# that FILTER selects. When a run crashes or hangs, the test that was running
+# is named and the rest (the tests that have not ended) run again without it,
+# while the deadline allows. Writes $WORK/LABEL.results ("NAME<TAB>STATUS<TAB>
+# MS<TAB>ROUND" per test, in the order they ended; STATUS is OK, FAILED,
+# SKIPPED, CRASHED, HUNG, TIMEOUT or NOT-RUN) and $WORK/LABEL.log (round 1),
+# LABEL.round2.log, ...; prints a count and every test that did not pass.
+suite_run() {
+  local label=$1 filter=$2 idle=$3 deadline=$4
+  shift 4
+  local res="$WORK/$label.results" t_start round=1 log excl unfinished status total n
+  t_start=$(now)
+  : > "$res"
+  gtest_list "$SUITE" "$filter" > "$WORK/$label.tests"
+  total=$(wc -l < "$WORK/$label.tests")
+  if [ "$total" -eq 0 ]; then
+    echo "$label: no test matches '$filter' in $SUITE (renamed? see test/test_gpu.cu)"
+    return 1
+  fi
+  excl=""
+  while :; do
+    log=$(round_log "$label" $round)
+    local f="$filter"
+    [ -n "$excl" ] && f="$filter-$excl"
+    watch "$log" "$idle" "$deadline" "$@" --gtest_filter="$f"
+    gtest_ended "$log" | awk -v r=$round '{ print $0 "\t" r }' >> "$res"
+    unfinished=$(gtest_unfinished "$log")
+    if [ -z "$unfinished" ]; then
+      if [ "$WHY" != exit ]; then  # killed between tests
+        echo "$label: round $round: killed ($WHY) between tests; the log ends:"
+        tail -n 5 "$log" | cut_lines 5
+      elif [ "$RC" -ne 0 ] && [ "$(gtest_started "$log")" -eq 0 ]; then
+        echo "$label: $(rc_words "$RC") before any test started; the log ends:"
+        tail -n 5 "$log" | cut_lines 5
+      fi
+      break
+    fi
+    case $WHY in
+      idle) status=HUNG ;;
+      deadline) status=TIMEOUT ;;
+      *) status="CRASHED" ;;
+    esac
+    printf '%s\t%s\t-\t%s\t%s\n' "$unfinished" "$status" $round "$(rc_words "$RC")" >> "$res"
+    excl=$(cut -f1 "$res" | sort -u | paste -sd: -)  # every test that ended or broke so far
+    n=$(grep -cvxF -f <(cut -f1 "$res") "$WORK/$label.tests")
+    [ "$n" -eq 0 ] && break
+    if [ "$WHY" = deadline ] || [ $(( $(now) + 5 )) -ge "$deadline" ] || [ $round -ge 10 ]; then break; fi
+    round=$((round + 1))
+  done
+  # The tests that never ended in any round.
+  grep -vxF -f <(cut -f1 "$res") "$WORK/$label.tests" | awk -v r=$round '{ print $0 "\tNOT-RUN\t-\t" r }' >> "$res"
+  suite_report "$label" "$total" "$round" $(( $(now) - t_start ))
+}
+
+# round_log LABEL ROUND: the log of that round.
+round_log() { if [ "$2" -gt 1 ]; then echo "$WORK/$1.round$2.log"; else echo "$WORK/$1.log"; fi; }
+
+# suite_report LABEL TOTAL ROUNDS SECONDS: the count, then each test that did
+# not pass with its first lines (at most 8 tests in full, then names only).
+suite_report() {
+  local label=$1 res="$WORK/$1.results" shown=0 name status ms round why log
+  printf '%s: %s tests, %s round(s), %s s:' "$label" "$2" "$3" "$4"
+  for status in OK FAILED CRASHED HUNG TIMEOUT SKIPPED NOT-RUN; do
+    n=$(awk -F'\t' -v s=$status '$2 == s' "$res" | wc -l)
+    [ "$n" -gt 0 ] && printf ' %s %s' "$n" "$status"
+  done
+  echo
+  while IFS=$'\t' read -r name status ms round why; do
+    case $status in OK | SKIPPED) continue ;; esac
+    log=$(round_log "$label" "$round")
+    shown=$((shown + 1))
+    if [ $shown -gt 8 ]; then
+      echo "  $status $name"
+      continue
+    fi
+    case $status in
+      FAILED) echo "  FAILED  $name ($ms ms):" && failure_lines "$log" "$name" 6 | sed 's/^/      /' ;;
+      CRASHED) echo "  CRASHED $name ($why; the rest ran without it); its last lines:" &&
+        gtest_block "$log" "$name" | grep -vE '^  .* values, (worst|normwise)' | tail -n 5 | cut -c1-200 | sed 's/^/      /' ;;
+      HUNG) echo "  HUNG    $name (nothing printed for $TEST_IDLE s; killed; the rest ran without it)" ;;
+      TIMEOUT) echo "  TIMEOUT $name (running when the stage's time ran out)" ;;
+      NOT-RUN) echo "  NOT-RUN $name (no time left after the crashes and hangs above)" ;;
+    esac
+  done < "$res"
+  if [ "$(awk -F'\t' '$2 == "SKIPPED"' "$res" | wc -l)" -eq "$2" ]; then
+    echo "  every test SKIPPED: the CUDA runtime sees no device (driver vs toolkit? see nvidia-smi):"
+    grep -m1 -A1 'Skipped' "$WORK/$label.log" | cut_lines 2 | sed 's/^/      /'
+  fi
+}
+
+# suite_passed LABEL: every test OK (or skipped for a reason other than a missing GPU).
+suite_passed() {
+  local res="$WORK/$1.results"
+  [ -s "$res" ] && ! awk -F'\t' '$2 != "OK" && $2 != "SKIPPED"' "$res" | grep -q . &&
+    awk -F'\t' '$2 == "OK"' "$res" | grep -q .
+}
+
+# rerun_alone LABEL MAX IDLE DEADLINE: up to MAX tests that did not pass run
+# again, each alone with blocking launches, so a fault is reported at its own
+# launch and a test poisoned by an earlier one is told apart.
+rerun_alone() {
+  local label=$1 max=$2 idle=$3 deadline=$4 name status round log k=0 verdict lines
+  while IFS=$'\t' read -r name status _ round _; do
+    [ $k -ge "$max" ] && break
+    k=$((k + 1))
+    if [ $(( $(now) + 10 )) -ge "$deadline" ]; then
+      echo "  alone: $name not rerun (time)"
+      continue
+    fi
+    log="$WORK/$label.alone.$(tr -c 'A-Za-z0-9_.\n' '_' <<< "$name").log"
+    watch "$log" "$idle" "$deadline" env CUDA_LAUNCH_BLOCKING=1 "$SUITE" --gtest_filter="$name"
+    if [ "$WHY" != exit ]; then verdict="hangs alone ($WHY)"
+    elif [ "$RC" -eq 0 ]; then verdict="passes alone: it failed after an earlier test broke the process"
+    elif [ -n "$(gtest_unfinished "$log")" ]; then verdict="crashes alone ($(rc_words "$RC"))"
+    else verdict="fails alone"
+    fi
+    echo "  alone, CUDA_LAUNCH_BLOCKING=1: $name $verdict"
+    # What it printed alone, unless the suite's report above showed the same.
+    if [ "$RC" -ne 0 ]; then
+      lines=$(gtest_block "$log" "$name" | grep -vE '^  .* values, (worst|normwise)' | tail -n 4 | cut -c1-200)
+      [ "$(tr -d 0-9 <<< "$lines")" != "$(gtest_block "$(round_log "$label" "$round")" "$name" |
+        grep -vE '^  .* values, (worst|normwise)' | tail -n 4 | cut -c1-200 | tr -d 0-9)" ] &&
+        printf '%s\n' "$lines" | sed 's/^/      /'
+    fi
+  # FAILED and CRASHED first: a hung test usually hangs again, at a cost.
+  done < <(awk -F'\t' '$2 == "FAILED" || $2 == "CRASHED"' "$WORK/$label.results"
+           awk -F'\t' '$2 == "HUNG" || $2 == "TIMEOUT"' "$WORK/$label.results")
+}
+
+# stage NAME COMMAND...: runs COMMAND (a stage function) in the background
+# into NAME.report, then shows it. In the background because bash runs a
+# trap only once the foreground command has ended, but at once in `wait`: a
+# signal then stops the run now, not after a 3-minute build.
+stage() {
+  local name=$1
+  shift
+  ("$@" > "$WORK/$name.report" 2>&1) &
+  wait $!
+  show_report "$name"
+  pack
+}
+# show_report NAME: its report on stdout and in the summary, once.
+show_report() {
+  outp < "$WORK/$1.report"
+  mv "$WORK/$1.report" "$WORK/$1.txt"
+}
+
+# ---------------------------------------------------------------- packing
+# pack: the summary and every log into OUTDIR/gpu_logs.tgz (written beside
+# and moved, so a reader never sees half an archive).
+pack() {
+  cp "$SUMMARY" "$WORK/summary.txt" 2> /dev/null
+  tar czf "$WORKROOT/gpu_logs.tgz" -C "$WORKROOT" gpu_logs 2> /dev/null &&
+    mv -f "$WORKROOT/gpu_logs.tgz" "$OUTDIR/gpu_logs.tgz"
+}
+kill_children() {
+  local p
+  for p in $(jobs -p); do kill -TERM "$p" 2> /dev/null; done
+  for p in "$WORKROOT"/pids/*; do [ -e "$p" ] && kill_group "${p##*/}"; done
+}
+FINISHED=no
+finish() {
+  [ $FINISHED = yes ] && return
+  FINISHED=yes
+  kill_children
+  pack
+  rm -rf "$WORKROOT"
+}
+on_signal() {
+  trap '' TERM INT HUP
+  kill_children
+  out "" "INTERRUPTED by SIG$1 after $(now) s; what the stages that ran found:"
+  for f in "$WORK"/*.report; do [ -s "$f" ] && outp < "$f"; done  # those not shown yet
+  table | outp
+  finish
+  exit 130
+}
+
+# ---------------------------------------------------------------- stages
+DRY=no
+COMMIT=""
+GPU_LINE=""
+
+start_checks() {
+  out "== gpu_check $(date -u '+%Y-%m-%d %H:%M UTC'), commit $COMMIT, budget ${BUDGET} s (hard ${HARD} s)"
+  if ! command -v "$NVCC" > /dev/null 2>&1 && [ -x "$CUDA_HOME/bin/nvcc" ]; then
+    export PATH="$CUDA_HOME/bin:$PATH"
+    out "nvcc was not on the PATH: using $CUDA_HOME/bin"
+  fi
+  if command -v "$NVCC" > /dev/null 2>&1; then
+    out "nvcc: $("$NVCC" --version | grep -m1 -o 'release [0-9.]*, V[0-9.]*')"
+  elif [ $DRY = no ]; then
+    out "FATAL: no nvcc (not on the PATH, not in $CUDA_HOME/bin): this script builds the CUDA path and will not" \
+      "test a CPU-only build; set NVCC=/path/to/nvcc or CUDA_HOME"
+    return 2
+  else
+    out "nvcc: none (dry run)"
+  fi
+  nvidia-smi > "$WORK/nvidia-smi.txt" 2>&1
+  local smi=$?
+  GPU_LINE=$(nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader 2> /dev/null)
+  if [ $smi -eq 0 ] && [ -n "$GPU_LINE" ]; then
+    out "GPU: $GPU_LINE (name, driver, memory, max SM clock)"
+  elif [ $DRY = no ]; then
+    out "FATAL: no GPU visible (nvidia-smi: $(head -c 200 "$WORK/nvidia-smi.txt" | tr '\n' ' ')): run this on the GPU" \
+      "machine; --dry-run shows the layout here"
+    return 2
+  else
+    out "GPU: none (dry run)"
+  fi
+  CS=$(find_sanitizer)
+  out "tools: compute-sanitizer ${CS:-none}; mpirun $(command -v mpirun || echo none); $PY $(command -v "$PY" || echo none)"
+}
+
+# find_sanitizer: compute-sanitizer on the PATH, beside nvcc, or in CUDA_HOME.
+find_sanitizer() {
+  local c
+  for c in "$(command -v compute-sanitizer)" "$(dirname "$(command -v "$NVCC" || echo .)")/compute-sanitizer" \
+    "$CUDA_HOME/bin/compute-sanitizer"; do
+    [ -n "$c" ] && [ -x "$c" ] && echo "$c" && return
+  done
+}
+
+# GoogleTest for the suite: the system's, else from the carried source.
+GTEST_ARGS=()
+find_gtest() {
+  if echo 'int main() {}' | g++ -x c++ - -lgtest -lgtest_main -lpthread -o /dev/null 2> /dev/null; then
+    return 0
+  fi
+  if [ -d build/googletest/src ]; then
+    GTEST_ARGS=(GTEST_FROM_SRC=1)
+    return 0
+  fi
+  echo "build: no GoogleTest here and no build/googletest: run \`make gtest-src\` before the call and carry build/googletest"
+  return 1
+}
+
+stage_build() {
+  local goals="all build/test_gpu" t0 gt=yes
+  if [ $DRY = yes ]; then
+    skip build "dry run (would run: make -k -j$JOBS CUDA_ARCH=sm_90 all build/test_gpu)"
+    return
+  fi
+  find_gtest || gt=no
+  [ $gt = no ] && goals=all
+  # The kernel lab, where the Makefile has it.
+  make -n lab > /dev/null 2>&1 && goals="$goals lab"
+  rm -f bigs build/test_gpu build/lab_*
+  t0=$(now)
+  # -k: the binaries and the suite are judged apart, so a suite that does not
+  # build still leaves the demo and bench to run.
+  watch "$WORK/build.log" 0 "$(( $(now) + $(cap 200) ))" make -k -j"$JOBS" CUDA_ARCH=sm_90 NVCC="$NVCC" \
+    "${GTEST_ARGS[@]}" $goals
+  local bins=ok suite=built
+  [ -x bigs ] && [ -x tokenizer ] && [ -x data_prep ] || bins=MISSING
+  [ -x "$SUITE" ] || suite="NOT BUILT"
+  echo "build: make $(rc_words "$RC") ($WHY) in $(( $(now) - t0 )) s; bigs, tokenizer, data_prep: $bins;" \
+    "GPU suite: $suite${GTEST_ARGS[*]:+ (GoogleTest from build/googletest)}"
+  if [ "$RC" -ne 0 ]; then
+    grep -E '(error|Error)' "$WORK/build.log" | grep -vE '^make(\[[0-9]+\])?: \*\*\*' | cut_lines 20
+  fi
+  # The oracle's fixture, which the fp32 whole-model tests compare against:
+  # carried from here (make gpu-check-prep), else made with this machine's torch.
+  if [ ! -f build/fixture.bin ]; then
+    timeout 120 "$PY" dev/reference.py --out build/fixture.bin > "$WORK/fixture.log" 2>&1 ||
+      echo "build: no build/fixture.bin (carry it, or see fixture.log): the oracle tests will fail"
+  fi
+  if [ $bins = ok ] && [ "$suite" = built ] && [ "$RC" -eq 0 ]; then note build ok
+  else note build "FAILED: binaries $bins, suite $suite (see build.log)"
+  fi
+}
+
+stage_suite() {
+  if [ ! -x "$SUITE" ]; then
+    skip suite "$SUITE not built"
+    return
+  fi
+  local deadline=$(( $(now) + $(cap 120) ))
+  suite_run suite '*' "$TEST_IDLE" "$deadline" "$SUITE"
+  rerun_alone suite 3 "$TEST_IDLE" "$deadline"
+  if suite_passed suite; then note suite "ok ($(wc -l < "$WORK/suite.results") tests)"
+  elif ! awk -F'\t' '$2 != "SKIPPED"' "$WORK/suite.results" | grep -q .; then
+    note suite "FAILED: every test SKIPPED (the CUDA runtime sees no device)"
+  else note suite "FAILED: $(awk -F'\t' '$2 != "OK" { print $2 }' "$WORK/suite.results" | sort | uniq -c | xargs)"
+  fi
+}
+
+# sanitizer_errors LOG...: the errors compute-sanitizer counted, over every
+# run: its RACECHECK SUMMARY (racecheck) or ERROR SUMMARY line (the others).
+sanitizer_errors() {
+  awk 'FNR == 1 { s += e; e = 0; race = 0 }
+       /RACECHECK SUMMARY: .*\([0-9]+ error/ { race = 1; match($0, /\([0-9]+ error/); e = substr($0, RSTART + 1, RLENGTH - 7) + 0 }
+       !race && /ERROR SUMMARY: [0-9]+ error/ { match($0, /SUMMARY: [0-9]+/); e = substr($0, RSTART + 9, RLENGTH - 9) + 0 }
+       END { print s + e }' "$@"
+}
+
+# sanitize LABEL TOOL FILTER: the tests FILTER selects under compute-sanitizer TOOL.
+sanitize() {
+  local label=$1 tool=$2 filter=$3 errors
+  if [ $DRY = yes ]; then skip "$label" "dry run"; return; fi
+  if [ -z "${CS:-}" ]; then skip "$label" "no compute-sanitizer here"; return; fi
+  if [ ! -x "$SUITE" ]; then skip "$label" "$SUITE not built"; return; fi
+  local only=()
+  # racecheck: our kernels only (their names end in _kernel), not cuBLASLt's
+  # and cuFFT's, which would take minutes under it and are not ours to fix.
+  [ "$tool" = racecheck ] && "$CS" --help 2>&1 | grep -q -- '--kernel-regex' && only=(--kernel-regex kns=_kernel)
+  local deadline=$(( $(now) + $(cap 110) ))
+  suite_run "$label" "$filter" 90 "$deadline" "$CS" --tool "$tool" "${only[@]}" --error-exitcode 99 "$SUITE"
+  if [ ${#only[@]} -gt 0 ] && [ "$(gtest_started "$WORK/$label.log")" -eq 0 ]; then
+    echo "$label: no test started with ${only[*]}; again on every kernel"
+    mv "$WORK/$label.log" "$WORK/$label.kernel-regex.log"
+    suite_run "$label" "$filter" 90 "$deadline" "$CS" --tool "$tool" --error-exitcode 99 "$SUITE"
+  fi
+  # Each run ends with its summary line: ERROR SUMMARY (memcheck) or
+  # RACECHECK SUMMARY ... (E errors, W warnings).
+  errors=$(sanitizer_errors "$WORK/$label".*log)
+  echo "$label: $errors error(s) found by compute-sanitizer $tool$(grep -h 'SUMMARY' "$WORK/$label".*log |
+    sed 's/^========= / | /' | sort -u | head -3 | tr -d '\n')"
+  grep -h '^========= ' "$WORK/$label".*log | grep -vE 'SUMMARY|COMPUTE-SANITIZER|^========= *$' | cut_lines 12 |
+    sed 's/^/    /'
+  if [ "$errors" -eq 0 ] && suite_passed "$label"; then note "$label" "ok (0 errors)"
+  else note "$label" "FOUND: $errors error(s); tests: $(awk -F'\t' '{ print $2 }' "$WORK/$label.results" | sort | uniq -c | xargs)"
+  fi
+}
+
+# The commands end to end on the GPU: a vocabulary, shards, pretraining with
+# validation and checkpoints mid-run and at the end, fill-mask.
+stage_demo() {
+  if [ $DRY = yes ]; then skip demo "dry run"; return; fi
+  if [ ! -x bigs ]; then skip demo "bigs not built"; return; fi
+  watch "$WORK/demo.log" 0 "$(( $(now) + $(cap 90) ))" env DEVICE=cuda STEPS=120 EVAL_EVERY=40 SAVE_EVERY=40 \
+    bash dev/demo.sh
+  echo "demo (dev/demo.sh on the GPU, 120 steps): $(rc_words "$RC") ($WHY)"
+  grep -E '^device:|^step 120/|val loss|^saved .*(step 40|final)|demo done|^bigs|rror' "$WORK/demo.log" | cut_lines 10 |
+    sed 's/^/    /'
+  [ "$RC" -eq 0 ] && note demo ok || note demo "FAILED ($(rc_words "$RC"), $WHY)"
+}
+
+# A few pretraining steps through mpirun, where bigs links MPI or NCCL.
+stage_mpi() {
+  if [ $DRY = yes ]; then skip mpi "dry run"; return; fi
+  if ! command -v mpirun > /dev/null; then skip mpi "no mpirun here"; return; fi
+  if [ ! -x bigs ] || ! ldd ./bigs 2> /dev/null | grep -qiE 'libmpi|libnccl'; then
+    skip mpi "bigs not built with MPI (no libmpi or libnccl in ldd ./bigs)"
+    return
+  fi
+  if [ ! -d out/demo/shards ]; then skip mpi "no shards (the demo did not make them)"; return; fi
+  # OMPI_ALLOW_RUN_AS_ROOT: the device machine runs commands as root.
+  watch "$WORK/mpi.log" 0 "$(( $(now) + $(cap 40) ))" env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+    mpirun -np 1 ./bigs pretrain --device cuda --config tiny --train 'out/demo/shards/train_*.bin' \
+    --val 'out/demo/shards/val_*.bin' --batch 32 --micro-batch 32 --steps 10 --eval-seqs 64 --log-every 5 \
+    --out "$WORKROOT/mpi_run"
+  echo "mpi (mpirun -np 1 bigs pretrain, 10 steps): $(rc_words "$RC") ($WHY)"
+  grep -E '^step 10/|val loss|rror' "$WORK/mpi.log" | cut_lines 4 | sed 's/^/    /'
+  [ "$RC" -eq 0 ] && note mpi ok || note mpi "FAILED ($(rc_words "$RC"), $WHY)"
+}
+
+# functional_group: the checks whose timings do not matter, side by side (the
+# GPU is shared between processes; each keeps its own CUDA context), each
+# reporting into its own file, printed in order when all are done.
+functional_group() {
+  local name last_pack
+  for name in suite memcheck racecheck demo; do
+    case $name in
+      suite) { [ $DRY = no ] || [ -n "${GPU_CHECK_SUITE:-}" ]; } && (stage_suite > "$WORK/suite.report" 2>&1) & ;;
+      memcheck) (sanitize memcheck memcheck "$MEMCHECK_FILTER" > "$WORK/memcheck.report" 2>&1) & ;;
+      racecheck) (sanitize racecheck racecheck "$RACECHECK_FILTER" > "$WORK/racecheck.report" 2>&1) & ;;
+      demo) ( (stage_demo; stage_mpi) > "$WORK/demo.report" 2>&1) & ;;
+    esac
+  done
+  [ $DRY = yes ] && [ -z "${GPU_CHECK_SUITE:-}" ] && skip suite "dry run (GPU_CHECK_SUITE=PROGRAM runs a fake)" > "$WORK/suite.report"
+  last_pack=$(now)
+  while [ -n "$(jobs -pr)" ]; do
+    sleep 1
+    [ $(( $(now) - last_pack )) -ge 20 ] && pack && last_pack=$(now)
+  done
+  wait
+  for name in suite memcheck racecheck demo; do
+    out "" "== $name"
+    show_report "$name"
+  done
+  pack
+}
+
+# bench NAME T B STEPS: one `bigs bench` in bf16 for BiGS-large.
 bench() {
-  local name=$1 t=$2
-  shift 2
-  if ! time_left "$t"; then echo "bench $name: skipped (time)"; return; fi
-  timeout "$t" ./bigs bench --device cuda "$@" > "$LOGDIR/bench_$name.log" 2>&1
-  echo "bench $name: exit $? after $(elapsed) s"
-  grep -E "^bench:|GPU memory plan|bigs bench:|rror" "$LOGDIR/bench_$name.log"
+  local name=$1 T=$2 B=$3 steps=$4
+  if [ $DRY = yes ]; then skip "$name" "dry run"; return; fi
+  if [ ! -x bigs ]; then skip "$name" "bigs not built"; return; fi
+  if ! may_start 35; then skip "$name" "time (at $(now) s of $BUDGET)"; return; fi
+  watch "$WORK/$name.log" 0 "$(( $(now) + $(cap 75) ))" ./bigs bench --device cuda --config large --seq "$T" \
+    --batch "$B" --steps "$steps" --precision bf16
+  if [ "$RC" -eq 0 ] && grep -q '^bench: cuda' "$WORK/$name.log"; then
+    grep -m1 '^bench: cuda' "$WORK/$name.log"
+    note "$name" ok
+  else
+    echo "$name (T $T, batch $B): $(rc_words "$RC") ($WHY)"
+    grep -E '^bigs|rror|^terminate' "$WORK/$name.log" | cut_lines 5 | sed 's/^/    /'
+    note "$name" "FAILED ($(rc_words "$RC"), $WHY)"
+  fi
 }
-if [ $BUILD_RC -eq 0 ]; then
-  echo "== bench, BiGS-large (logs: $LOGDIR/bench_*.log)"
-  for T in 128 512 4096; do ./bigs bench --plan --config large --seq $T --precision bf16; done |
-    tee "$LOGDIR/plan.log" | grep largest
-  bench t128 60 --config large --seq 128 --batch 64 --steps 10 --precision bf16
-  bench t512 60 --config large --seq 512 --batch 16 --steps 10 --precision bf16
-  bench t4096 70 --config large --seq 4096 --batch 4 --steps 5 --precision bf16
-  bench t128fp32 45 --config large --seq 128 --batch 16 --steps 5 --precision fp32
-fi
 
-# The PyTorch peer, same model, same step, same FLOP count.
-torch_run() {
-  local name=$1 t=$2
-  shift 2
-  if ! time_left "$t"; then echo "torch $name: skipped (time)"; return; fi
-  timeout "$t" "$PY" dev/bench_torch.py --device cuda "$@" > "$LOGDIR/torch_$name.log" 2>&1
-  echo "torch $name: exit $? after $(elapsed) s"
-  grep -E "^torch" "$LOGDIR/torch_$name.log"
+# torch NAME MODE EXPECTED TIMEOUT: the PyTorch peer at T = 128, batch 64.
+torch_peer() {
+  local name=$1 mode=$2 expected=$3 t=$4
+  if [ $DRY = yes ]; then skip "$name" "dry run"; return; fi
+  if ! may_start "$expected"; then skip "$name" "time (at $(now) s; needs about $expected s)"; return; fi
+  watch "$WORK/$name.log" 0 "$(( $(now) + $(cap "$t") ))" env PYTHONUNBUFFERED=1 "$PY" dev/bench_torch.py \
+    --device cuda --config large --seq 128 --batch 64 --mode "$mode"
+  if grep -q 'tokens/s' "$WORK/$name.log"; then
+    grep -m1 'tokens/s' "$WORK/$name.log" | cut_lines 1
+    note "$name" ok
+  else  # its own words (bench_torch.py says why on one line), else the end of the log
+    echo "$name: $(rc_words "$RC") ($WHY): $(grep -m1 '^torch' "$WORK/$name.log" | cut -c1-200)"
+    grep -q '^torch' "$WORK/$name.log" || tail -n 3 "$WORK/$name.log" | cut_lines 3 | sed 's/^/    /'
+    note "$name" "FAILED ($(rc_words "$RC"), $WHY)"
+  fi
 }
-echo "== PyTorch peer (logs: $LOGDIR/torch_*.log)"
-if "$PY" -c "import torch" > /dev/null 2>&1; then
-  torch_run eager128 60 --config large --seq 128 --batch 64 --mode eager
-  torch_run eager512 60 --config large --seq 512 --batch 16 --mode eager
-  torch_run compile128 150 --config large --seq 128 --batch 64 --mode compile
-  torch_run compile512 100 --config large --seq 512 --batch 16 --mode compile
-else
-  echo "no python3 with torch here: the PyTorch rows are skipped"
-fi
 
-# The commands end to end on the GPU: the tiny demo (vocabulary, shards,
-# 200 pretraining steps with validation and checkpoints, fill-mask).
-DEMO_RC=skipped
-if [ $BUILD_RC -eq 0 ] && time_left 60; then
-  echo "== demo on the GPU, 200 steps (log: $LOGDIR/demo.log)"
-  DEVICE=cuda STEPS=200 timeout 60 bash dev/demo.sh > "$LOGDIR/demo.log" 2>&1
-  DEMO_RC=$?
-  grep -E "device:|^step (100|200)|val loss|demo done" "$LOGDIR/demo.log" | head -12
-fi
+# The kernel lab (dev/lab, `make lab`), where it was built: each lab's last table.
+stage_lab() {
+  local lab found=no
+  if [ $DRY = yes ]; then skip lab "dry run"; return; fi
+  for lab in build/lab_ssm_conv build/lab_colsum; do
+    [ -x "$lab" ] || continue
+    found=yes
+    if ! may_start 25; then echo "$lab: skipped: time"; continue; fi
+    watch "$WORK/$(basename "$lab").log" 0 "$(( $(now) + $(cap 45) ))" "./$lab"
+    echo "$lab: $(rc_words "$RC") ($WHY); its last table:"
+    # The last table: the last block of lines between blank lines.
+    awk 'function keep() { if (n) { m = n; for (i = 0; i < n; i++) last[i] = cur[i] } n = 0 }
+         NF == 0 { keep(); next } { cur[n++] = $0 } END { keep(); for (i = 0; i < m && i < 20; i++) print last[i] }' \
+      "$WORK/$(basename "$lab").log" | cut -c1-200 | sed 's/^/    /'
+  done
+  if [ $found = no ]; then
+    if make -n lab > /dev/null 2>&1; then skip lab "make lab did not build build/lab_ssm_conv or build/lab_colsum (see build.log)"
+    else skip lab "no lab in this Makefile"
+    fi
+  else note lab ran
+  fi
+}
 
-# tokens/s of a log line ("... 12345 tokens/s ..."), and its MFU.
-tps() { grep -hE "tokens/s" "$1" 2>/dev/null | grep -oE "[0-9.]+ tokens/s" | head -1 | cut -d' ' -f1; }
-mfu() { grep -hE "tokens/s" "$1" 2>/dev/null | grep -oE "MFU [0-9.]+%" | head -1 | cut -d' ' -f2; }
+# ---------------------------------------------------------------- the table
+# Each prints "-" when its log has no such number.
+dash() { local v; v=$(cat); echo "${v:--}"; }
+tps() { tps_raw "$1" | dash; }
+tps_raw() { grep -hoE '[0-9.]+ tokens/s' "$1" 2> /dev/null | head -1 | cut -d' ' -f1; }
+mfu() { grep -hoE 'MFU [0-9.]+%' "$1" 2> /dev/null | head -1 | cut -d' ' -f2 | dash; }
+ms_step() { grep -hE 'tokens/s' "$1" 2> /dev/null | grep -oE '[0-9.]+ ms/step' | head -1 | cut -d' ' -f1 | dash; }
+# predicted LOG: the step time in ms that bench's cost model predicts (its
+# first "bench: predicted ... N ms" line).
+predicted() {
+  grep -m1 -E '^bench: predicted' "$1" 2> /dev/null | grep -oE '[0-9.]+ ?ms' | head -1 | grep -oE '[0-9.]+' | dash
+}
 ratio() { [ -n "$1" ] && [ -n "$2" ] && awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }' || echo "-"; }
 
-echo
-echo "== summary ($(elapsed) s; logs in $LOGDIR)"
-printf "%-44s %s\n" "stage / test" "result"
-printf "%-44s %s\n" "build (sm_90)" "$([ $MAKE_RC -eq 0 ] && echo ok || echo "FAILED (make $MAKE_RC; binaries $BUILD_RC, suite $SUITE_BUILT)")"
-[ "$TEST_RC" = not-built ] && printf "%-44s %s\n" "GPU suite" "NOT BUILT (see $LOGDIR/build.log)"
-if [ -f "$LOGDIR/test_gpu.log" ]; then
-  grep -E "^\[ +(OK|FAILED|SKIPPED) +\] [A-Za-z0-9_]+\.[A-Za-z0-9_]+ \(" "$LOGDIR/test_gpu.log" |
-    sed -E 's/^\[ +([A-Z]+) +\] ([^ ]+) \(([0-9]+) ms\).*/\2 \1 \3/' |
-    while read -r name res ms; do printf "%-44s %s (%s ms)\n" "$name" "$res" "$ms"; done
-  [ "$TEST_RC" = 124 ] && printf "%-44s %s\n" "GPU suite" "TIMED OUT after 150 s"
-  [ "$TEST_RC" = skipped-on-gpu ] && printf "%-44s %s\n" "GPU suite" "SKIPPED: the CUDA runtime sees no device"
+table() {
+  local st r label name t b e c o
+  echo
+  echo "== summary ($(now) s; every log in gpu_logs.tgz)"
+  for st in $STAGES; do
+    r="not reached"
+    if [ -f "$WORK/stages/$st" ]; then
+      r=$(cut -f1 "$WORK/stages/$st")
+      case $r in skipped*) ;; *) r="$r (done at $(cut -f2 "$WORK/stages/$st") s)" ;; esac
+    fi
+    printf '%-12s %s\n' "$st" "$r"
+  done
+  grep -h 'measured bf16 cuBLASLt peak' "$WORK"/bench128.log 2> /dev/null | cut_lines 1
+  echo
+  printf '%-30s %10s %7s %9s %10s %9s %10s\n' "BiGS-large, bf16" "tokens/s" "MFU" "ms/step" "predicted" "vs eager" \
+    "vs compile"
+  e=$(tps_raw "$WORK/eager128.log")
+  c=$(tps_raw "$WORK/compile128.log")
+  for row in "bench128 128 64" "bench512 512 16" "bench4096 4096 4"; do
+    read -r name t b <<< "$row"
+    o=$(tps_raw "$WORK/$name.log")
+    label="bigs, T $t, batch $b"
+    printf '%-30s %10s %7s %9s %10s' "$label" "${o:--}" "$(mfu "$WORK/$name.log")" "$(ms_step "$WORK/$name.log")" \
+      "$(predicted "$WORK/$name.log")"
+    # The peers ran at T = 128 only.
+    [ "$t" = 128 ] && printf ' %9s %10s' "$(ratio "$o" "$e")" "$(ratio "$o" "$c")"
+    echo
+  done
+  for row in "eager128 eager" "compile128 compile"; do
+    read -r name t <<< "$row"
+    printf '%-30s %10s %7s %9s\n' "torch $t, T 128, batch 64" "$(tps "$WORK/$name.log")" \
+      "$(mfu "$WORK/$name.log")" "$(ms_step "$WORK/$name.log")"
+  done
+  echo "(predicted: bench's own cost model, 'bench: predicted' lines; '-' where it printed none)"
+  echo
+  echo "run again (device tool, after \`make gtest-src\` here; COMMIT is the one you send, git rev-parse --short HEAD):"
+  echo "  run command=\"BIGS_COMMIT=${COMMIT%% *} bash dev/gpu_check.sh \$OUT\" carry=$CARRY timeout_s=$CALL_TIMEOUT"
+  echo "carry: $CARRY"
+}
+
+usage() {
+  sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'
+}
+
+main() {
+  local a
+  OUTDIR="" COMMIT=""
+  for a in "$@"; do
+    case $a in
+      --dry-run) DRY=yes ;;
+      -h | --help) usage; return 0 ;;
+      -*) echo "gpu_check.sh: unknown option '$a'; see --help" >&2; return 2 ;;
+      *) if [ -z "$OUTDIR" ]; then OUTDIR=$a; elif [ -z "$COMMIT" ]; then COMMIT=$a; else
+           echo "gpu_check.sh: unexpected argument '$a'; see --help" >&2; return 2; fi ;;
+    esac
+  done
+  cd "$(dirname "$0")/.." || return 2
+  OUTDIR=${OUTDIR:-build/gpu_logs}
+  mkdir -p "$OUTDIR" || return 2
+  OUTDIR=$(cd "$OUTDIR" && pwd)
+  # The device copy may hold no git history: the commit from the argument,
+  # else BIGS_COMMIT, else git.
+  [ -z "$COMMIT" ] && COMMIT=${BIGS_COMMIT:-}
+  if [ -z "$COMMIT" ]; then
+    COMMIT=$(git log -1 --format='%h %cd' --date=short 2> /dev/null)
+    [ -n "$COMMIT" ] && [ -n "$(git status --porcelain --untracked-files=no 2> /dev/null)" ] && COMMIT="$COMMIT (modified)"
+  fi
+  COMMIT=${COMMIT:-unknown (pass BIGS_COMMIT=ID or a second argument)}
+  WORKROOT=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX") || return 2
+  WORK=$WORKROOT/gpu_logs
+  mkdir -p "$WORK/stages" "$WORKROOT/pids"
+  SUMMARY=$OUTDIR/summary.txt
+  rm -f "$SUMMARY" "$OUTDIR/gpu_logs.tgz"
+  trap finish EXIT
+  trap 'on_signal TERM' TERM
+  trap 'on_signal INT' INT
+  trap 'on_signal HUP' HUP
+  [ $DRY = yes ] && out "== DRY RUN: nothing is built or run on a GPU; this is the layout"
+  start_checks || { table | outp; return 2; }
+  [ -n "$(ls -A "$OUTDIR" | grep -vxE 'summary.txt|gpu_logs.tgz')" ] &&
+    out "note: $OUTDIR holds other files too; only summary.txt and gpu_logs.tgz are this run's"
+  stage build stage_build
+  functional_group
+  # Timing: the GPU alone from here on.
+  if [ $DRY = no ] && [ -x bigs ]; then
+    watch "$WORK/plan.log" 0 "$(( $(now) + $(cap 30) ))" bash -c \
+      'for t in 128 512 4096; do ./bigs bench --plan --config large --seq $t --precision bf16; done'
+    out "" "== bench (BiGS-large, bf16; the largest batches the memory plan fits: $(grep -o 'largest batch.*' \
+      "$WORK/plan.log" | sed -E 's/.*at T ([0-9]+) .*: ([0-9]+).*/T \1: \2/' | paste -sd, - | sed 's/,/, /g'))"
+  else
+    out "" "== bench"
+  fi
+  stage bench128 bench bench128 128 64 10
+  stage eager128 torch_peer eager128 eager 45 90
+  stage bench512 bench bench512 512 16 10
+  stage bench4096 bench bench4096 4096 4 5
+  stage lab stage_lab
+  stage compile128 torch_peer compile128 compile 150 170
+  table | outp
+  local ok=yes st
+  for st in build suite memcheck racecheck demo; do
+    grep -qE '^(ok|skipped)' "$WORK/stages/$st" 2> /dev/null || ok=no
+  done
+  [ $ok = yes ]
+}
+
+# Sourced (dev/test_gpu_check.sh), it only defines the functions.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  main "$@"
 fi
-for r in $RERUN; do printf "%-44s %s\n" "${r%%:*} (alone, blocking launches)" "${r#*:}"; done
-printf "%-44s %s\n" "demo on the GPU (dev/demo.sh, 200 steps)" "$([ "$DEMO_RC" = 0 ] && echo ok || echo "$DEMO_RC")"
-grep -hE "measured bf16 cuBLASLt peak" "$LOGDIR"/bench_t128.log 2>/dev/null
-echo
-printf "%-30s %12s %8s %10s %12s\n" "BiGS-large training step" "tokens/s" "MFU" "vs eager" "vs compile"
-for row in "bigs bf16, T 128, batch 64|t128|eager128|compile128" "bigs bf16, T 512, batch 16|t512|eager512|compile512" \
-           "bigs bf16, T 4096, batch 4|t4096||" "bigs fp32, T 128, batch 16|t128fp32||"; do
-  IFS='|' read -r label ours eager comp <<< "$row"
-  o=$(tps "$LOGDIR/bench_$ours.log")
-  printf "%-30s %12s %8s %10s %12s\n" "$label" "${o:--}" "$(mfu "$LOGDIR/bench_$ours.log")" \
-    "$([ -n "$eager" ] && ratio "$o" "$(tps "$LOGDIR/torch_$eager.log")" || echo)" \
-    "$([ -n "$comp" ] && ratio "$o" "$(tps "$LOGDIR/torch_$comp.log")" || echo)"
-done
-for t in eager128 compile128 eager512 compile512; do
-  [ -f "$LOGDIR/torch_$t.log" ] && printf "%-30s %12s %8s\n" "torch $t" "$(tps "$LOGDIR/torch_$t.log")" \
-    "$(mfu "$LOGDIR/torch_$t.log")"
-done
-[ "$MAKE_RC" = 0 ] && [ "$TEST_RC" = 0 ]

@@ -1,13 +1,17 @@
 // Unit tests of the tokenizer library (tokenizer.h): each normalisation step,
 // WordPiece, special tokens, pairs, truncation, padding, decode, training, and
-// bad input. Id-for-id parity with Hugging Face on a large multilingual corpus
-// is dev/tokenizer_parity.py's job; the expected values here were checked with
+// bad input; then the `tokenizer` command's flags and messages. Id-for-id
+// parity with Hugging Face on a large multilingual corpus is
+// dev/tokenizer_parity.py's job; the expected values here were checked with
 // the tokenizers package.
 #include <gtest/gtest.h>
+
+#include <sys/wait.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <thread>
 #include <vector>
@@ -404,4 +408,146 @@ TEST(Train, BadArguments) {
   EXPECT_FALSE(bigs::train_wordpiece({temp_file("blank.txt", " \n\t\n")}, 100, 2, &vocab, &err));
   EXPECT_NE(err.find("no words"), std::string::npos) << err;
   EXPECT_FALSE(bigs::train_wordpiece({}, 100, 2, &vocab, &err));
+}
+
+// ----------------------------------------------------------------------------
+// The `tokenizer` command: its flags, and what it says to bad input. These run
+// the built program ($BIGS_TOKENIZER, else ./tokenizer from the repo root).
+
+namespace {
+
+struct Result {
+  int status = -1;
+  std::string out, err;
+};
+
+std::string shell_quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+}
+
+// Runs `tokenizer ARGS...` with INPUT on stdin; its exit status and both outputs.
+Result tokenizer(const std::vector<std::string>& args, const std::string& input = "") {
+  std::string bin = std::getenv("BIGS_TOKENIZER") ? std::getenv("BIGS_TOKENIZER") : "./tokenizer";
+  std::string in = temp_file("cli_in", input), out = in + ".out", err = in + ".err";
+  std::string cmd = shell_quote(bin);
+  for (const std::string& a : args) cmd += " " + shell_quote(a);
+  cmd += " < " + shell_quote(in) + " > " + shell_quote(out) + " 2> " + shell_quote(err);
+  Result r;
+  int s = std::system(cmd.c_str());
+  r.status = WIFEXITED(s) ? WEXITSTATUS(s) : -1;
+  r.out = slurp(out), r.err = slurp(err);
+  return r;
+}
+
+// The exit status is 2 and stderr has MESSAGE (and the command's name).
+::testing::AssertionResult refused(const Result& r, const std::string& command, const std::string& message) {
+  if (r.status == 2 && r.err.find("tokenizer " + command + ": ") != std::string::npos &&
+      r.err.find(message) != std::string::npos)
+    return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "exit " << r.status << ", stderr: " << r.err << "(wanted exit 2 and \"tokenizer "
+                                       << command << ": ... " << message << "\")";
+}
+
+}  // namespace
+
+TEST(Command, EncodeAndDecode) {
+  std::string v = vocab_path();
+  Result r = tokenizer({"encode", "--vocab", v}, "Hello, world!\n");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "7592 1010 2088 999\n");
+  EXPECT_NE(r.err.find("tokenizer encode\n"), std::string::npos) << "the settings go to stderr: " << r.err;
+  EXPECT_NE(r.err.find("30522"), std::string::npos) << "with the vocab's size: " << r.err;
+  r = tokenizer({"encode", "--vocab", v, "--special", "--max-len", "6", "--pad"}, "Hello\n");
+  EXPECT_EQ(r.out, "101 7592 102 0 0 0\n") << r.err;
+  r = tokenizer({"encode", "--vocab", v, "--pair", "--types", "--threads", "2"}, "hello\tworld\n");
+  EXPECT_EQ(r.out, "0 0 0 1 1\n") << r.err;
+  r = tokenizer({"encode", "--tokens", "--vocab", v, "--max-len", "2"}, "Tokenizers split words\n");
+  EXPECT_EQ(r.out, "token ##izer\n") << r.err;
+  std::string file = temp_file("cli_text", "Hello\n");
+  r = tokenizer({"encode", file, "--vocab", v});  // options after the file, as getopt allows
+  EXPECT_EQ(r.out, "7592\n") << r.err;
+  r = tokenizer({"decode", "--vocab", v}, "101 7592 1010 2088 102 0\n");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "[CLS] hello , world [SEP]\n");  // as Decode.JoinsPiecesAndSkipsPad
+}
+
+TEST(Command, Help) {
+  for (const char* cmd : {"encode", "decode", "train"}) {
+    Result r = tokenizer({cmd, "--help"});
+    EXPECT_EQ(r.status, 0) << cmd;
+    EXPECT_NE(r.out.find(std::string("usage: tokenizer ") + cmd), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("--vocab"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("(default: "), std::string::npos) << "each flag with its default: " << r.out;
+  }
+  Result r = tokenizer({"--help"});
+  EXPECT_EQ(r.status, 0);
+  EXPECT_NE(r.out.find("usage: tokenizer COMMAND"), std::string::npos) << r.out;
+  r = tokenizer({});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("usage"), std::string::npos) << r.err;
+}
+
+TEST(Command, BadEncodeFlags) {
+  std::string v = vocab_path();
+  EXPECT_TRUE(refused(tokenizer({"encode"}), "encode", "needs --vocab VOCAB"));
+  EXPECT_TRUE(refused(tokenizer({"encode", "--vocab", v, "--max-len", "12x"}), "encode",
+                      "--max-len: expected an integer in 0..1073741824, got '12x'"));
+  EXPECT_TRUE(refused(tokenizer({"encode", "--vocab", v, "--threads", "0"}), "encode",
+                      "--threads: expected an integer in 1..1024, got '0'"));
+  EXPECT_TRUE(refused(tokenizer({"encode", "--vocab", v, "--frobnicate"}), "encode",
+                      "unknown or incomplete option '--frobnicate'; see --help"));
+  EXPECT_TRUE(refused(tokenizer({"encode", "--vocab"}), "encode", "unknown or incomplete option '--vocab'"));
+  EXPECT_TRUE(refused(tokenizer({"encode", "--vocab", v, "--pad"}), "encode", "--pad needs --max-len N"));
+  EXPECT_TRUE(refused(tokenizer({"encode", "--vocab", v, "--types"}), "encode", "--types goes with --special or --pair"));
+  EXPECT_TRUE(refused(tokenizer({"encode", "--vocab", v, "--pair", "--max-len", "2"}), "encode",
+                      "--max-len 2 leaves no room: it must be at least 3 with --pair"));
+}
+
+TEST(Command, BadInput) {
+  std::string v = vocab_path();
+  Result r = tokenizer({"encode", "--vocab", v, "--pair"}, "a\tb\nno tab here\n");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("--pair: input line 2 has no TAB between its two texts"), std::string::npos) << r.err;
+  r = tokenizer({"encode", "--vocab", "/nonexistent/vocab.txt"}, "x\n");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("/nonexistent/vocab.txt"), std::string::npos) << r.err;
+  r = tokenizer({"encode", "--vocab", v, "/nonexistent/input.txt"});
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("/nonexistent/input.txt: cannot open"), std::string::npos) << r.err;
+  r = tokenizer({"decode", "--vocab", v}, "101 7592\n101 99999 102\n");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("line 2: \"99999\" is not an id in [0, 30522)"), std::string::npos) << r.err;
+  EXPECT_TRUE(refused(tokenizer({"decode"}), "decode", "needs --vocab VOCAB"));
+  EXPECT_TRUE(refused(tokenizer({"decode", "--vocab", v, "--tokens"}), "decode", "unknown or incomplete option"));
+  r = tokenizer({"frobnicate"});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("unknown command \"frobnicate\"; use encode, decode or train"), std::string::npos) << r.err;
+}
+
+TEST(Command, BadTrainFlags) {
+  std::string corpus = temp_file("cli_corpus", "the cat sat on the mat\n"), out = temp_file("cli_vocab", "");
+  EXPECT_TRUE(refused(tokenizer({"train", "--out", out, corpus}), "train", "needs --vocab-size N"));
+  EXPECT_TRUE(refused(tokenizer({"train", "--vocab-size", "100", corpus}), "train", "needs --out VOCAB"));
+  EXPECT_TRUE(refused(tokenizer({"train", "--vocab-size", "100", "--out", out}), "train", "needs at least one text FILE"));
+  EXPECT_TRUE(refused(tokenizer({"train", "--vocab-size", "5", "--out", out, corpus}), "train",
+                      "--vocab-size: expected an integer in 6..1048576, got '5'"));
+  EXPECT_TRUE(refused(tokenizer({"train", "--vocab-size", "100", "--min-frequency", "0", "--out", out, corpus}),
+                      "train", "--min-frequency: expected an integer in 1..1073741824, got '0'"));
+  EXPECT_TRUE(refused(tokenizer({"train", "--vocab-size", "100", "--score", "best", "--out", out, corpus}), "train",
+                      "--score best: expected frequency or likelihood"));
+  Result r = tokenizer({"train", "--vocab-size", "120", "--out", out, corpus});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("min-frequency"), std::string::npos) << "the settings go to stderr: " << r.err;
+  EXPECT_EQ(slurp(out).substr(0, 6), "[PAD]\n");
+  // The vocab it wrote encodes and decodes the corpus's words.
+  r = tokenizer({"encode", "--vocab", out}, "the mat sat\n");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(tokenizer({"decode", "--vocab", out}, r.out).out, "the mat sat\n");
 }
