@@ -14,7 +14,7 @@ BUILD    := build
 
 HAVE_NVCC := $(shell command -v $(NVCC) >/dev/null 2>&1 && echo yes)
 
-.PHONY: all test test-asan demo finetune-demo clean gpu-check gpu-check-prep gtest-src cuda-check format
+.PHONY: all test test-suites test-asan demo finetune-demo clean gpu-check gpu-check-prep gtest-src cuda-check format
 all: bigs tokenizer data_prep
 
 $(BUILD):
@@ -90,7 +90,13 @@ TEST_BINS = $(BUILD)/test_model $(BUILD)/test_train $(BUILD)/test_tokenizer $(BU
 $(BUILD)/metric_cases.tsv: dev/glue_metrics.py | $(BUILD)
 	$(PYTHON) dev/glue_metrics.py cases --out $@
 
-test: all $(TEST_BINS) $(BUILD)/fixture.bin $(BUILD)/metric_cases.tsv
+# `make test` first installs what the tests need and is missing (dev/deps.sh:
+# as root it installs, otherwise it prints the command and stops).
+test:
+	@PYTHON=$(PYTHON) bash dev/deps.sh ensure
+	@$(MAKE) --no-print-directory test-suites
+
+test-suites: all $(TEST_BINS) $(BUILD)/fixture.bin $(BUILD)/metric_cases.tsv
 	PYTHON=$(PYTHON) bash dev/run_tests.sh $(BUILD)
 
 demo: all

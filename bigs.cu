@@ -2240,8 +2240,18 @@ static OpCost crossentropy_backward_cost(size_t rows, size_t V, size_t sx) {
 }
 
 // ---------------------------------------------------------------------------
-// Pooler input: the mean of the final hidden states over non-padding tokens
+// Pooler input: the mean of the final hidden states over the example's tokens
 // ---------------------------------------------------------------------------
+
+// The example's length: one past its last token that is not [PAD]. This is
+// the tokenizer's attention mask ([CLS] ... the last [SEP]; the padding all
+// follows it), so a literal "[PAD]" inside a text, which the tokenizer turns
+// into the [PAD] id, is a token of the example like any other.
+BIGS_HD static inline int example_length(const int* ids, int pad_id, int T) {  // ids (T)
+  int n = T;
+  while (n > 0 && ids[n - 1] == pad_id) n--;
+  return n;
+}
 
 template <class F>
 void meanpool_forward_cpu(F* out, const F* inp, const int* ids, int pad_id, int B, int T,
@@ -2250,14 +2260,12 @@ void meanpool_forward_cpu(F* out, const F* inp, const int* ids, int pad_id, int 
   for (int b = 0; b < B; b++) {
     F* o = out + (size_t)b * H;
     for (int h = 0; h < H; h++) o[h] = 0;
-    int count = 0;
-    for (int t = 0; t < T; t++) {
-      if (ids[b * T + t] == pad_id) continue;
-      count++;
+    const int n = example_length(ids + (size_t)b * T, pad_id, T);
+    for (int t = 0; t < n; t++) {
       const F* x = inp + ((size_t)b * T + t) * H;
       for (int h = 0; h < H; h++) o[h] += x[h];
     }
-    for (int h = 0; h < H; h++) o[h] /= (F)std::max(count, 1);  // all-padding rows pool to 0
+    for (int h = 0; h < H; h++) o[h] /= (F)std::max(n, 1);  // all-padding rows pool to 0
   }
 }
 
@@ -2266,11 +2274,9 @@ template <class F>
 void meanpool_backward_cpu(F* dinp, const F* dout, const int* ids, int pad_id, int B, int T, int H) {
 #pragma omp parallel for
   for (int b = 0; b < B; b++) {
-    int count = 0;
-    for (int t = 0; t < T; t++) count += ids[b * T + t] != pad_id;
-    F inv = (F)1 / (F)std::max(count, 1);
-    for (int t = 0; t < T; t++) {
-      if (ids[b * T + t] == pad_id) continue;
+    const int n = example_length(ids + (size_t)b * T, pad_id, T);
+    F inv = (F)1 / (F)std::max(n, 1);
+    for (int t = 0; t < n; t++) {
       F* dx = dinp + ((size_t)b * T + t) * H;
       for (int h = 0; h < H; h++) dx[h] += dout[(size_t)b * H + h] * inv;
     }
@@ -2283,25 +2289,19 @@ template <class TO, class TI>
 __global__ void meanpool_forward_kernel(TO* out, const TI* inp, const int* ids, int pad_id, int B, int T, int H) {
   size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
   if (i >= (size_t)B * H) return;
-  int b = (int)(i / H), h = (int)(i % H), count = 0;
+  int b = (int)(i / H), h = (int)(i % H), n = example_length(ids + (size_t)b * T, pad_id, T);
   float s = 0;
-  for (int t = 0; t < T; t++) {
-    if (ids[b * T + t] == pad_id) continue;
-    count++;
-    s += ld(inp[((size_t)b * T + t) * H + h]);
-  }
-  st(out + i, s / (float)max(count, 1));
+  for (int t = 0; t < n; t++) s += ld(inp[((size_t)b * T + t) * H + h]);
+  st(out + i, s / (float)max(n, 1));
 }
 
 __global__ void meanpool_backward_kernel(float* dinp, const float* dout, const int* ids, int pad_id, int B, int T,
                                          int H) {
   size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
   if (i >= (size_t)B * H) return;
-  int b = (int)(i / H), h = (int)(i % H), count = 0;
-  for (int t = 0; t < T; t++) count += ids[b * T + t] != pad_id;
-  float d = dout[i] * (1.0f / (float)max(count, 1));
-  for (int t = 0; t < T; t++)
-    if (ids[b * T + t] != pad_id) dinp[((size_t)b * T + t) * H + h] += d;
+  int b = (int)(i / H), h = (int)(i % H), n = example_length(ids + (size_t)b * T, pad_id, T);
+  float d = dout[i] * (1.0f / (float)max(n, 1));
+  for (int t = 0; t < n; t++) dinp[((size_t)b * T + t) * H + h] += d;
 }
 
 template <class TO, class TI>
@@ -4380,6 +4380,7 @@ static void device_flags(std::vector<Flag>* f, Device* d) {
   f->push_back({Flag::Str, "precision", &d->precision, 0, 0, "on the GPU: bf16 (mixed), tf32 or fp32"});
 }
 
+// How the threads wait between parallel regions: openmp_wait_passively, before main.
 static void set_threads(long long threads) {
 #ifdef _OPENMP
   if (threads > 0) omp_set_num_threads((int)threads);
@@ -4588,20 +4589,39 @@ static int cmd_pretrain(int argc, char** argv) {
 }
 
 static const char* kFillMaskUsage =
-    "usage: bigs fill-mask --ckpt CKPT --vocab VOCAB [--top-k K] [--seq T] \"text with [MASK]\" ...\n"
-    "For each [MASK] of each text, prints K lines: token<TAB>probability.";
+    "usage: bigs fill-mask --ckpt CKPT --vocab VOCAB [--top-k K] [--seq T] [--json] \"text with [MASK]\" ...\n"
+    "For each [MASK] of each text, prints K lines: token<TAB>probability. With --json, one JSON object per\n"
+    "text instead: {\"text\", \"masks\": [{\"position\", \"candidates\": [{\"id\", \"token\", \"probability\"}]}]},\n"
+    "probabilities at full precision (%.17g), positions counted from [CLS] = 0.";
+
+// s as a JSON string: quotes, backslashes and control characters escaped,
+// UTF-8 passed through.
+static std::string json_quote(const std::string& s) {
+  std::string o = "\"";
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\')
+      o += '\\', o += (char)c;
+    else if (c < 0x20)
+      o += strf("\\u%04x", c);
+    else
+      o += (char)c;
+  }
+  return o + "\"";
+}
 
 static int cmd_fill_mask(int argc, char** argv) {
   const char* cmd = "fill-mask";
   std::string ckpt, vocab;
   Device device;
   long long top_k = 5, seq = 0, threads = 0;
+  bool json = false;
   std::vector<Flag> flags = {
       {Flag::Str, "ckpt", &ckpt, 0, 0, "a model.bin or state.bin"},
       {Flag::Str, "vocab", &vocab, 0, 0, "the vocab.txt the model was trained with"},
       {Flag::Int, "top-k", &top_k, 1, 65536, "candidates per [MASK]"},
       {Flag::Int, "seq", &seq, 0, 1 << 20, "pad to this length; 0 = the model's T (as it was trained)"},
       {Flag::Int, "threads", &threads, 0, 4096, "CPU threads; 0 = all"},
+      {Flag::Switch, "json", &json, 0, 0, "one JSON object per text (ids, tokens, full-precision probabilities)"},
   };
   device_flags(&flags, &device);
   std::vector<std::string> texts;
@@ -4633,6 +4653,10 @@ static int cmd_fill_mask(int argc, char** argv) {
     Batch bt{1, ids.data(), types.data(), targets.data(), nullptr};
     Loss loss;
     if (!model_forward(m, bt, false, &loss, &err)) return fail(cmd, err);
+    std::vector<int> positions;  // the logits rows are the [MASK] positions in order
+    for (int t = 0; t < T; t++)
+      if (targets[t] >= 0) positions.push_back(t);
+    if (json) printf("{\"text\": %s, \"masks\": [", json_quote(text).c_str());
     for (int r = 0; r < loss.count; r++) {
       const float* x = m.a.logits + (size_t)r * m.c.V;
       float mx = *std::max_element(x, x + m.c.V);
@@ -4642,9 +4666,18 @@ static int cmd_fill_mask(int argc, char** argv) {
       for (int v = 0; v < m.c.V; v++) order[v] = v;
       int k = (int)std::min<long long>(top_k, m.c.V);
       std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int a, int b) { return x[a] > x[b]; });
-      for (int i = 0; i < k; i++)
-        printf("%s\t%.9f\n", tok.token(order[i]).c_str(), std::exp((double)x[order[i]] - mx) / z);
+      if (json) printf("%s{\"position\": %d, \"candidates\": [", r ? ", " : "", positions[r]);
+      for (int i = 0; i < k; i++) {
+        double p = std::exp((double)x[order[i]] - mx) / z;
+        if (json)
+          printf("%s{\"id\": %d, \"token\": %s, \"probability\": %.17g}", i ? ", " : "", order[i],
+                 json_quote(tok.token(order[i])).c_str(), p);
+        else
+          printf("%s\t%.9f\n", tok.token(order[i]).c_str(), p);
+      }
+      if (json) printf("]}");
     }
+    if (json) printf("]}\n");
   }
   return 0;
 }
@@ -4780,8 +4813,10 @@ static TaskMetrics task_metrics(const std::string& task, const std::vector<doubl
 
 // Runs the classifier over a task file: predictions (class index, or the
 // score) and the mean loss where labels exist.
-static bool task_predict(Model& m, const TaskData& d, std::vector<double>* pred, double* mean_loss, std::string* err) {
+static bool task_predict(Model& m, const TaskData& d, std::vector<double>* pred, double* mean_loss, std::string* err,
+                         std::vector<float>* logits = nullptr) {  // logits (n, labels), when asked
   pred->assign(d.n, 0.0);
+  if (logits) logits->assign(d.n * m.c.labels, 0.0f);
   double loss_sum = 0;
   const int T = m.c.T, Y = m.c.labels;
   for (size_t i = 0; i < d.n; i += m.B) {
@@ -4793,6 +4828,7 @@ static bool task_predict(Model& m, const TaskData& d, std::vector<double>* pred,
     for (int b = 0; b < B; b++) {
       const float* x = m.a.cls_logits + (size_t)b * Y;
       (*pred)[i + b] = Y == 1 ? x[0] : (double)(std::max_element(x, x + Y) - x);
+      if (logits) std::copy(x, x + Y, logits->begin() + (i + b) * Y);
     }
   }
   *mean_loss = d.n ? loss_sum / d.n : 0;
@@ -4822,9 +4858,10 @@ static bool task_model(const std::string& ckpt, const TaskData& d, int B, uint64
   if (!model_from_checkpoint(ckpt, B, 1, 0, (int)d.h.num_labels, m, &h, &data, &fresh, err)) return false;
   if (m->c.T != d.T) {
     *err = strf(
-        "%s has T = %d but the task file has T = %d; rebuild it with `data_prep glue --seq %d` (inputs "
-        "are padded to the checkpoint's T, docs/MODEL.md section 10)",
-        ckpt.c_str(), m->c.T, d.T, m->c.T);
+        "%s has T = %d but the task file has T = %d: inputs are padded to the checkpoint's T (docs/MODEL.md "
+        "section 10); rebuild the file with `data_prep glue --seq %d`, or with dev/glue.sh pass --seq %d (or "
+        "leave --seq out: it then takes the checkpoint's)",
+        ckpt.c_str(), m->c.T, d.T, m->c.T, m->c.T);
     return false;
   }
   if (m->c.V != (int)d.h.vocab_size) {
@@ -5049,20 +5086,49 @@ static std::string submission_name(const std::string& task, const std::string& s
 }
 
 static const char* kPredictUsage =
-    "usage: bigs predict --task TASK --ckpt CKPT --test F --out DIR\n"
-    "Writes the GLUE submission file DIR/<Task>.tsv (\"index<TAB>prediction\", in index order).\n"
-    "For ax, pass --task ax and the MNLI-fine-tuned checkpoint.";
+    "usage: bigs predict --task TASK --ckpt CKPT --test F [--out DIR] [--probs FILE]\n"
+    "Writes the GLUE submission file DIR/<Task>.tsv (\"index<TAB>prediction\", in index order) for a test\n"
+    "split. --probs FILE also writes each example's output at full precision: index, then each class's\n"
+    "probability (or the STS-B score). A split with labels (dev) makes no submission file: give it\n"
+    "--probs alone. For ax, pass --task ax and the MNLI-fine-tuned checkpoint.";
+
+// Per example, in the given order: the index, then each class's softmax
+// probability (or the regression score). The doubles as %.17g and the score
+// (a float) as %.9g read back exactly.
+static bool write_probs(const std::string& path, const TaskData& d, int Y, const std::vector<float>& logits,
+                        const std::vector<size_t>& order, std::string* err) {  // logits (n, Y)
+  AtomicFile f;
+  if (!f.open(path, err)) return false;
+  fprintf(f.f, "index");
+  for (int y = 0; y < Y; y++) fprintf(f.f, "\t%s", Y == 1 ? "score" : d.h.label_names[y]);
+  fprintf(f.f, "\n");
+  for (size_t i : order) {
+    const float* x = &logits[i * Y];
+    fprintf(f.f, "%u", d.index[i]);
+    if (Y == 1) {
+      fprintf(f.f, "\t%.9g\n", x[0]);
+      continue;
+    }
+    float mx = *std::max_element(x, x + Y);
+    double z = 0;
+    for (int y = 0; y < Y; y++) z += std::exp((double)x[y] - mx);
+    for (int y = 0; y < Y; y++) fprintf(f.f, "\t%.17g", std::exp((double)x[y] - mx) / z);
+    fprintf(f.f, "\n");
+  }
+  return f.commit(err);
+}
 
 static int cmd_predict(int argc, char** argv) {
   const char* cmd = "predict";
-  std::string task, ckpt, test, out = "submission";
+  std::string task, ckpt, test, out = "submission", probs;
   Device device;
   long long batch = 32, threads = 0;
   std::vector<Flag> flags = {
       {Flag::Str, "task", &task, 0, 0, "the task of the test file"},
       {Flag::Str, "ckpt", &ckpt, 0, 0, "a fine-tuned checkpoint"},
-      {Flag::Str, "test", &test, 0, 0, "the test task file"},
+      {Flag::Str, "test", &test, 0, 0, "the test task file (or, with --probs alone, a labelled one)"},
       {Flag::Str, "out", &out, 0, 0, "directory for the submission files"},
+      {Flag::Str, "probs", &probs, 0, 0, "also write each example's class probabilities (or score) here"},
   };
   inference_flags(&flags, &device, &batch, &threads);
   if (int rc = parse_command(cmd, argc, argv, flags, kPredictUsage, nullptr); rc >= 0) return rc;
@@ -5073,16 +5139,34 @@ static int cmd_predict(int argc, char** argv) {
   TaskData d;
   Model m;
   std::vector<double> pred;
+  std::vector<float> logits;
   double loss;
-  if (!task_model_for(ckpt, test, task, device, (int)batch, &d, &m, &err) || !task_predict(m, d, &pred, &loss, &err) ||
-      !make_dir(out, &err))
-    return fail(cmd, err);
+  if (!task_model_for(ckpt, test, task, device, (int)batch, &d, &m, &err)) return fail(cmd, err);
+  // A submission from a labelled split would be a dev set's predictions
+  // under a test set's name.
+  if (d.h.has_labels && probs.empty())
+    return fail(cmd, strf("%s is the %s split, with labels: a GLUE submission is made from a test split "
+                          "(data_prep writes %s_test*.bin); for this split's metrics run `bigs eval`, for its "
+                          "per-example outputs `bigs predict --probs FILE`, which writes no submission file from "
+                          "a labelled split",
+                          test.c_str(), d.split.c_str(), task.c_str()));
+  if (!task_predict(m, d, &pred, &loss, &err, &logits)) return fail(cmd, err);
   std::vector<size_t> order(d.n);
   for (size_t i = 0; i < d.n; i++) order[i] = i;
   std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return d.index[a] < d.index[b]; });
+  if (!probs.empty()) {
+    if (!write_probs(probs, d, m.c.labels, logits, order, &err)) return fail(cmd, err);
+    printf("wrote %s: %zu examples, %s\n", probs.c_str(), d.n, m.c.labels == 1 ? "score" : "class probabilities");
+  }
+  if (d.h.has_labels) {
+    printf("no submission file: %s is the %s split, with labels\n", test.c_str(), d.split.c_str());
+    return 0;
+  }
   std::string path = out + "/" + submission_name(task, d.split) + ".tsv";
+  struct stat st;
+  const bool replacing = stat(path.c_str(), &st) == 0;
   AtomicFile f;
-  if (!f.open(path, &err)) return fail(cmd, err);
+  if (!make_dir(out, &err) || !f.open(path, &err)) return fail(cmd, err);
   fprintf(f.f, "index\tprediction\n");
   for (size_t i : order) {
     if (m.c.labels == 1)
@@ -5091,7 +5175,7 @@ static int cmd_predict(int argc, char** argv) {
       fprintf(f.f, "%u\t%s\n", d.index[i], d.h.label_names[(int)pred[i]]);
   }
   if (!f.commit(&err)) return fail(cmd, err);
-  printf("wrote %s: %zu predictions\n", path.c_str(), d.n);
+  printf("wrote %s: %zu predictions%s\n", path.c_str(), d.n, replacing ? " (replaced the file that was there)" : "");
   return 0;
 }
 
@@ -5370,9 +5454,29 @@ int bigs_main(int argc, char** argv) {
 }  // namespace bigs
 
 #ifndef BIGS_NO_MAIN
+// libgomp's threads spin (busy-wait, 300,000 rounds by default) at every
+// barrier before they sleep, so the kernel sees them as CPU-bound. When
+// another process holds one of the cores, the thread that shares it then
+// waits out whole time slices behind that process at every one of the many
+// small parallel regions of a step: a small fine-tuning ran 5 to 20 times
+// slower with 2 threads than with 1 (README "Threads on a busy machine").
+// A thread that sleeps at once is woken as soon as work comes. libgomp reads
+// OMP_WAIT_POLICY when it is loaded, before main, so bigs sets it and runs
+// itself again, once; a policy the user chose (OMP_WAIT_POLICY or
+// GOMP_SPINCOUNT) is kept. If the exec fails, bigs goes on as it is.
+static void openmp_wait_passively(char** argv) {
+#if defined(_OPENMP) && defined(__linux__)
+  if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return;
+  if (setenv("OMP_WAIT_POLICY", "PASSIVE", 1) == 0) execv("/proc/self/exe", argv);
+#else
+  (void)argv;
+#endif
+}
+
 // A failed CUDA call (CudaError) or an allocation failure ends here, with
 // its message, instead of in std::terminate.
 int main(int argc, char** argv) {
+  openmp_wait_passively(argv);
   try {
     return bigs::bigs_main(argc, argv);
   } catch (const std::exception& e) {

@@ -34,6 +34,9 @@ Layout decisions (the real files cannot be downloaded here):
     the new classifier lecun normal (std 1/sqrt(H)), biases zero (seeded by
     --seed), or with --keep-pooler the file's
     pooler is kept (what the port's from_pretrained would do).
+  * The PyTorch port's layers use the exact erf GELU where the official JAX
+    model (and bigs) use the tanh form; the weights are the same, the outputs
+    differ slightly. Reading or writing the PyTorch layout prints a note.
   * bigs.embeddings.position_ids (a persistent buffer, (1, T) int64) is
     accepted when it equals arange(T) and written back by to-torch.
   * cls.predictions.decoder.weight / .decoder.bias (tied in the port's state
@@ -103,6 +106,18 @@ assert HEADER.size == 256
 
 class ConvertError(Exception):
     pass
+
+
+# The PyTorch port (jxiw/BiGS BiGS/modeling_bigs.py, BiGSLayer) calls
+# nn.functional.gelu inside each layer, the exact erf form; the official JAX
+# model (Flax nn.gelu) and bigs use the tanh approximation (BIGS.md section 2).
+# The weights are the same either way; the outputs differ slightly.
+ERF_NOTE_READ = ("the PyTorch layout: the authors' PyTorch port computes the GELUs inside the layers with the exact "
+                 "erf form, the official JAX model and bigs with the tanh approximation; bigs gives this checkpoint "
+                 "the JAX model's outputs, not the port's (they differ slightly)")
+ERF_NOTE_WRITE = ("the PyTorch layout: the authors' PyTorch port will run these weights with exact erf GELUs inside "
+                  "the layers, where bigs and the official JAX model use the tanh approximation; its outputs will "
+                  "differ slightly from bigs's")
 
 
 def table(c):
@@ -886,6 +901,8 @@ def to_bigs(args):
         tensors = bare
         report.note("keys have no %s prefix (a bare base model); added" % Names(layout).base)
     n = Names(layout)
+    if layout == "torch":
+        report.note(ERF_NOTE_READ)
     # Tied pairs: a file that kept only one name of a tied pair (transformers'
     # safetensors writer drops one of two shared tensors) is read through the other.
     for primary, alias in ((n.base + n.j("embeddings", "word_embeddings", n.emb),
@@ -1107,6 +1124,8 @@ def to_torch(args):
                           else "torch")
     layout = "flax" if fmt == "flax" else "torch"
     state, with_head = released_state(c, params, layout)
+    if layout == "torch":
+        notes.append(ERF_NOTE_WRITE)
     if c.labels > 0 and not with_head:
         notes.append("the MLM head is all zero: not written (as in the released classification models)")
     if fmt == "torch":

@@ -239,11 +239,18 @@ class BiGS(torch.nn.Module):
         return z @ p.wte.transpose(0, 1) + p.head_bias
 
     def cls_logits(self, x, ids):
-        """(B, labels). The pooler averages only the non-padding positions: the
-        attention mask is used here and nowhere else."""
+        """(B, labels). The pooler averages the example's own tokens, as the
+        tokenizer's attention mask marks them (BIGS.md section 2): [CLS]
+        through the last [SEP]; the padding after it is left out, a [PAD] id
+        inside the text is not. The mask is used here and nowhere else."""
         p = self
-        mask = (ids != PAD_ID).to(x.dtype)[:, :, None]  # (B, T, 1)
-        mean = (x * mask).sum(1) / mask.sum(1)
+        T = ids.shape[1]
+        is_sep = (ids == SEP_ID).long()
+        last_sep = T - 1 - is_sep.flip(1).argmax(1)  # (B,) index of the last [SEP]
+        positions = torch.arange(T, device=ids.device)[None, :]
+        mask = (positions <= last_sep[:, None]) & is_sep.bool().any(1, keepdim=True)  # no [SEP]: no tokens
+        mask = mask.to(x.dtype)[:, :, None]  # (B, T, 1)
+        mean = (x * mask).sum(1) / mask.sum(1).clamp(min=1)
         pooled = torch.tanh(dense(mean, p.pool_w, p.pool_b))
         return dense(F.dropout(pooled, self.config.dropout, self.training), p.cls_w, p.cls_b)
 
@@ -399,7 +406,8 @@ def random_params(c, rng):
 
 def random_inputs(c, B, rng):
     """ids and token types (B, T): [CLS] first, two segments each closed by
-    [SEP], content ids in [5, V), and trailing [PAD] on shorter sequences."""
+    [SEP], content ids in [5, V), and trailing [PAD] on shorter sequences;
+    sequence 1 also has a [PAD] id inside its first segment."""
     ids = np.zeros((B, c.T), dtype=np.int32)
     types = np.zeros((B, c.T), dtype=np.int32)
     lengths = [c.T, (2 * c.T + 2) // 3, (c.T + 2) // 3][:B] + [c.T] * max(0, B - 3)
@@ -410,6 +418,8 @@ def random_inputs(c, B, rng):
         ids[b, first_sep] = SEP_ID
         ids[b, n - 1] = SEP_ID
         types[b, first_sep + 1 : n] = 1  # the second segment, padding stays 0
+    if B > 1 and lengths[1] >= 6:  # inside the first segment, before its [SEP] at n // 2
+        ids[1, 2] = PAD_ID  # a literal "[PAD]" in the text: a token of the example all the same
     return ids, types
 
 

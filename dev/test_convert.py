@@ -39,7 +39,6 @@ import struct
 import subprocess
 import sys
 import time
-import traceback
 
 import numpy as np
 import torch
@@ -47,6 +46,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import convert_hf  # noqa: E402
+from testlib import Suite, expect  # noqa: E402
 import reference  # noqa: E402
 from reference import BiGS, Config, param_shapes  # noqa: E402
 
@@ -268,32 +268,6 @@ def run_convert(*args, process=False):
 # The checks
 
 
-class Suite:
-    def __init__(self):
-        self.passed, self.failed, self.skipped = 0, 0, 0
-
-    def check(self, name, fn):
-        start = time.time()
-        try:
-            result = fn()
-        except Exception as e:  # noqa: BLE001 - report and go on
-            self.failed += 1
-            print("FAIL %s: %s" % (name, e))
-            traceback.print_exc(limit=3)
-            return
-        if result == "skip" or (isinstance(result, str) and result.startswith("skip")):
-            self.skipped += 1
-            print("SKIP %s: %s" % (name, result))
-        else:
-            self.passed += 1
-            print("ok   %s%s (%.1f s)" % (name, ": " + result if isinstance(result, str) else "", time.time() - start))
-
-
-def expect(cond, msg):
-    if not cond:
-        raise AssertionError(msg)
-
-
 def check_converted(path, c, p, zero_head=False, skip=()):
     h, c2, q = read_ours(path)
     expect((h["magic"], h["version"], h["kind"]) == (0x4B434742, 1, 1), "header magic/version/kind %s" % h)
@@ -357,6 +331,11 @@ def test_codecs():
     return "msgpack %s" % ("checked against msgpack-python" if msgpack else "(msgpack-python absent: round trip only)")
 
 
+def erf_noted(log):
+    """Whether convert_hf said that the PyTorch port's layers use the erf GELU."""
+    return "PyTorch port" in log and "erf" in log and "tanh" in log
+
+
 def test_import(fmt, kind, c, p, sub):
     """(a): one released file -> ours, parameters bit for bit."""
     d = os.path.join(WORK, sub)
@@ -373,6 +352,8 @@ def test_import(fmt, kind, c, p, sub):
     check_converted(out, c, p, zero_head=cls)
     if cls:
         expect("no MLM head" in log, "no warning about the missing MLM head:\n" + log)
+    expect(erf_noted(log) == (fmt != "flax"), "%s: the erf-GELU note %s:\n%s" % (
+        fmt, "is missing" if fmt != "flax" else "is printed for the JAX layout", log))
     return "%s %s, %d tensors" % (fmt, kind, len(convert_hf.flatten_tree(src)) if fmt == "flax" else len(src))
 
 
@@ -561,6 +542,7 @@ def test_round_trip(c, p, ours, kind):
         path = os.path.join(d, name)
         rc, log = run_convert("to-torch", "--ckpt", ours, "--out", path, "--config-out", os.path.join(d, "config.json"))
         expect(rc == 0, log)
+        expect(erf_noted(log) == (fmt != "flax"), "%s export: erf-GELU note wrong:\n%s" % (fmt, log))
         back = os.path.join(WORK, "rt_%s_%s.bin" % (kind, fmt))
         rc, log = run_convert("to-bigs", "--model", d, "--out", back)
         expect(rc == 0, log)
@@ -633,7 +615,7 @@ def test_fill_mask(bigs, c, p, ckpt):
     with torch.no_grad():
         for name, v in read_ours(ckpt)[2].items():
             getattr(model, name).copy_(torch.from_numpy(v.astype(np.float64)))
-    worst, tops = 0.0, []
+    worst, tops, prob_of = 0.0, [], []
     for t, text in enumerate(texts):
         words = text.split()
         ids = [2] + [vocab.index(w) for w in words] + [3]
@@ -642,6 +624,7 @@ def test_fill_mask(bigs, c, p, ckpt):
         with torch.no_grad():
             _, logits = model(torch.tensor([ids]), torch.zeros(1, c.T, dtype=torch.long))
         prob = torch.softmax(logits[0, pos], -1).numpy()
+        prob_of.append(prob)
         order = np.argsort(-prob, kind="stable")
         got = lines[5 * t : 5 * t + 5]
         for rank, (tok, pr) in enumerate(got):
@@ -653,7 +636,24 @@ def test_fill_mask(bigs, c, p, ckpt):
             expect(prob[vocab.index(tok)] >= prob[order[rank]] - 1e-5, "rank %d: %s, reference %s" % (
                 rank, tok, vocab[order[rank]]))
         tops.append("%s %.4f" % (got[0][0], float(got[0][1])))
-    return "top-1 %s; max |p - p_ref| = %.2e" % (", ".join(tops), worst)
+    # --json: the same candidates with their ids, positions and full-precision probabilities
+    r = subprocess.run([bigs, "fill-mask", "--ckpt", ckpt, "--vocab", vpath, "--top-k", "5", "--json"] + texts,
+                       capture_output=True, text=True, timeout=120)
+    expect(r.returncode == 0, "fill-mask --json failed: " + r.stderr)
+    objs = [json.loads(ln) for ln in r.stdout.strip().split("\n")]
+    expect([o["text"] for o in objs] == texts, "--json texts: %s" % r.stdout)
+    worst_json = 0.0
+    for t, o in enumerate(objs):
+        expect(len(o["masks"]) == 1 and o["masks"][0]["position"] == 1 + texts[t].split().index("[MASK]"),
+               "--json masks of %r: %s" % (texts[t], o["masks"]))
+        cands = o["masks"][0]["candidates"]
+        expect([(c_["token"], "%.9f" % c_["probability"]) for c_ in cands] == [tuple(x) for x in lines[5 * t: 5 * t + 5]],
+               "--json and the text output disagree: %s vs %s" % (cands, lines[5 * t: 5 * t + 5]))
+        for c_ in cands:
+            expect(vocab[c_["id"]] == c_["token"], "id %d is %r, not %r" % (c_["id"], vocab[c_["id"]], c_["token"]))
+            worst_json = max(worst_json, abs(c_["probability"] - prob_of[t][c_["id"]]))
+    expect(worst_json <= 1e-5, "--json probabilities off by %.2e" % worst_json)
+    return "top-1 %s; max |p - p_ref| = %.2e (text), %.2e (--json)" % (", ".join(tops), worst, worst_json)
 
 
 def write_task_file(path, c, ids, types, labels, has_labels, split):
@@ -717,6 +717,19 @@ def test_eval(bigs, c, p, ckpt):
     sub = os.path.join(outdir, "MNLI-m.tsv")
     if r.returncode != 0 or not os.path.exists(sub):
         return result + "; predict skipped: " + (r.stderr.strip()[:200] or "no MNLI-m.tsv")
+    probs_path = os.path.join(WORK, "probs.tsv")
+    r = subprocess.run([bigs, "predict", "--task", "mnli", "--ckpt", ckpt, "--test", dev, "--probs", probs_path],
+                       capture_output=True, text=True, timeout=120)
+    expect(r.returncode == 0, "predict --probs: " + r.stderr)
+    probs = [ln.split("\t") for ln in open(probs_path).read().strip().split("\n")]
+    expect(probs[0] == ["index", "entailment", "neutral", "contradiction"], "--probs header %s" % probs[0])
+    ref = np.exp(logits - logits.max(-1, keepdims=True))
+    ref /= ref.sum(-1, keepdims=True)
+    got_p = np.array([[float(x) for x in row[1:]] for row in probs[1:]])
+    expect([int(row[0]) for row in probs[1:]] == list(range(B)), "--probs indices")
+    worst_p = float(np.abs(got_p - ref).max())
+    expect(worst_p <= 1e-5, "--probs off the reference softmax by %.2e" % worst_p)
+    result += "; --probs within %.1e of the reference softmax" % worst_p
     rows = [ln.split("\t") for ln in open(sub).read().strip().split("\n")[1:]]
     names = ["entailment", "neutral", "contradiction"]
     got = [names.index(row[1]) if row[1] in names else int(row[1]) for row in rows]

@@ -541,6 +541,7 @@ TEST_F(GpuKernel, MeanPool) {
   auto x = randu((size_t)B * T * H, g), dout = randu((size_t)B * H, g);
   std::vector<int> ids(B * T, 5);
   for (int t = 11; t < T; t++) ids[0 * T + t] = kPadId;  // sequence 0 padded from t = 11
+  ids[0 * T + 3] = kPadId;                                // and a literal "[PAD]" inside its text
   for (int t = 0; t < T; t++) ids[2 * T + t] = kPadId;   // sequence 2 all padding: pools to 0
   std::vector<float> y((size_t)B * H), dx = randu((size_t)B * T * H, g);
   meanpool_forward_cpu(y.data(), x.data(), ids.data(), kPadId, B, T, H);

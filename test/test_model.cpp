@@ -244,6 +244,7 @@ TEST(LayerGrad, MeanPool) {
   auto x = randn(B * T * H, g), r = randn(B * H, g);
   std::vector<int> ids(B * T, 5);
   for (int t = 12; t < T; t++) ids[1 * T + t] = kPadId;  // sequence 1 has padding
+  ids[1 * T + 4] = kPadId;                                // and a literal "[PAD]" in its text
   for (int t = 0; t < T; t++) ids[2 * T + t] = kPadId;   // sequence 2 is all padding
   std::vector<double> out(B * H), dx(B * T * H, 0.5);
   auto loss = [&] {
@@ -254,6 +255,15 @@ TEST(LayerGrad, MeanPool) {
   for (auto& e : dx) e -= 0.5;  // it accumulates: started from 0.5
   EXPECT_TRUE(fd_matches("dx", x, dx, loss));
   EXPECT_EQ(dx[(1 * T + 15) * H], 0.0);  // padding gets no gradient
+  // Sequence 1 is the mean of its first 12 positions, the [PAD] id at 4 included.
+  loss();
+  for (int h = 0; h < H; h++) {
+    double m = 0;
+    for (int t = 0; t < 12; t++) m += x[(1 * T + t) * H + h] / 12;
+    EXPECT_NEAR(out[1 * H + h], m, 1e-12) << "h " << h;
+  }
+  EXPECT_NEAR(dx[(1 * T + 4) * H], r[1 * H] / 12, 1e-12);  // the literal [PAD] gets its share of the gradient
+  for (int h = 0; h < H; h++) EXPECT_EQ(out[2 * H + h], 0.0);  // all padding pools to 0
 }
 
 // ===========================================================================

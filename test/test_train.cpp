@@ -473,6 +473,29 @@ TEST_F(Trainer, FillMaskPrintsTopK) {
   EXPECT_EQ(lines, 9);  // three masks, three lines each
 }
 
+TEST(FillMask, JsonQuote) {
+  EXPECT_EQ(json_quote("capital"), "\"capital\"");
+  EXPECT_EQ(json_quote("a\"b\\c\n\x01\xc3\xa9"), "\"a\\\"b\\\\c\\u000a\\u0001\xc3\xa9\"");  // UTF-8 kept
+}
+
+// OpenMP waits passively unless the user chose a policy: libgomp's own report
+// of its settings (OMP_DISPLAY_ENV) in the process that runs, the last one
+// printed. GOMP_SPINCOUNT 0 is passive; 300000 the default; 30 billion active.
+TEST_F(Trainer, OpenMpWaitsPassivelyUnlessTold) {
+  auto last_spincount = [](const std::string& out) {
+    size_t at = out.rfind("GOMP_SPINCOUNT = '");
+    return at == std::string::npos ? std::string("none") : out.substr(at + 18, out.find('\'', at + 18) - at - 18);
+  };
+  std::string out;
+  const std::string cmd = "env -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT OMP_DISPLAY_ENV=VERBOSE ";
+  ASSERT_EQ(run(cmd + "./build/bigs_cpu eval --help", &out), 0) << out;
+  EXPECT_EQ(last_spincount(out), "0") << out;
+  ASSERT_EQ(run(cmd + "OMP_WAIT_POLICY=active ./build/bigs_cpu eval --help", &out), 0) << out;
+  EXPECT_EQ(last_spincount(out), "30000000000") << out;
+  ASSERT_EQ(run(cmd + "GOMP_SPINCOUNT=1000 ./build/bigs_cpu eval --help", &out), 0) << out;
+  EXPECT_EQ(last_spincount(out), "1000") << out;
+}
+
 TEST_F(Trainer, BadInputGetsAClearMessage) {
   std::string out;
   ASSERT_EQ(run(pretrain("ok", "--steps 1"), &out), 0) << out;
