@@ -8,9 +8,9 @@
 Released checkpoints (Hugging Face hub, JunxiongWang/BiGS_{128,512,1024,4096}
 and the *_MNLI fine-tunes) come as pytorch_model.bin (torch.save of a state
 dict), model.safetensors, or flax_model.msgpack (flax.serialization). Key
-names and layouts: /work/shared/BIGS.md section 5, checked against the
+names and layouts: docs/MODEL.md section 11 (from the project's spec), checked against the
 authors' code (jxiw/BiGS: BiGS/modeling_bigs.py, BiGS/modeling_flax_bigs.py,
-BiGS/configuration_bigs.py). Our format: dev/FORMATS.md / bigs.cu CkptHeader,
+BiGS/configuration_bigs.py). Our format: README.md's "Checkpoint" / bigs.cu CkptHeader,
 parameter order = reference.param_shapes().
 
 to-bigs reads any of the three (a directory picks flax_model.msgpack, then
@@ -110,7 +110,7 @@ class ConvertError(Exception):
 
 # The PyTorch port (jxiw/BiGS BiGS/modeling_bigs.py, BiGSLayer) calls
 # nn.functional.gelu inside each layer, the exact erf form; the official JAX
-# model (Flax nn.gelu) and bigs use the tanh approximation (BIGS.md section 2).
+# model (Flax nn.gelu) and bigs use the tanh approximation (docs/MODEL.md section 3).
 # The weights are the same either way; the outputs differ slightly.
 ERF_NOTE_READ = ("the PyTorch layout: the authors' PyTorch port computes the GELUs inside the layers with the exact "
                  "erf form, the official JAX model and bigs with the tanh approximation; bigs gives this checkpoint "

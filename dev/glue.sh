@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole GLUE benchmark with the paper's recipe (BIGS.md section 6), from
+# The whole GLUE benchmark with the paper's recipe (docs/MODEL.md section 12), from
 # the downloaded GLUE folder to the zip the GLUE server takes.
 usage() {
   cat <<'EOF'
@@ -24,7 +24,7 @@ files, zipped as OUT/submission.zip (files it could not make are listed).
   --ckpt FILE        the pretrained checkpoint (e.g. from dev/convert_hf.py)
   --mnli FILE        an MNLI-fine-tuned checkpoint to use as the MNLI model
   --seq T            sequence length (default: the checkpoint's T; inputs are
-                     padded to it, BIGS.md section 4, so it must be the checkpoint's)
+                     padded to it, docs/MODEL.md section 10, so it must be the checkpoint's)
   --vocab FILE       default: data/bert-base-uncased-vocab.txt of this repository
   --out DIR          default: out/glue
   --tasks "LIST"     default: "cola sst2 qqp mnli qnli mrpc stsb rte wnli ax"
@@ -259,7 +259,7 @@ for task in $order; do
 done
 
 echo
-echo "GLUE results (dev splits; metrics as in BIGS.md section 7; the paper reports them x 100):"
+echo "GLUE results (dev splits; metrics as in docs/MODEL.md section 12; the paper reports them x 100):"
 printf "%-6s %-16s %8s  %s\n" task split examples result
 for r in "${results[@]}"; do
   IFS=$'\t' read -r a b c e <<<"$r"

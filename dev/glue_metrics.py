@@ -4,7 +4,7 @@
     glue_metrics.py TASK PRED_FILE GOLD_FILE     prints the task's metrics, one "name value" a line
     glue_metrics.py cases --out FILE [--seed S]  writes test vectors for the C++ test
 
-Metrics (BIGS.md section 7) and their conventions:
+Metrics (docs/MODEL.md section 12) and their conventions:
 
     accuracy   fraction of pred == gold
     f1         binary F1 of the positive class 1: sklearn f1_score(gold, pred,
@@ -22,7 +22,7 @@ stsb (pearson, spearman), mnli, mnli-m, mnli-mm, qnli, rte, wnli (accuracy).
 
 Files: one value a line; or a GLUE submission TSV ("index<TAB>prediction"
 header: the prediction column); or a GLUE dev TSV of the task (the label
-column of BIGS.md section 7 by header name; CoLA: no header, column 1).
+column of docs/MODEL.md section 12 by header name; CoLA: no header, column 1).
 Values are numbers or the task's label names (entailment, neutral,
 contradiction, not_entailment) mapped to their class index. Rows with the
 wrong number of fields are skipped and counted.
@@ -66,7 +66,7 @@ TASK_METRICS = {
     "wnli": ["accuracy"],
 }
 TASK_ALIASES = {"sst-2": "sst2", "sts-b": "stsb", "mnli_matched": "mnli-m", "mnli_mismatched": "mnli-mm"}
-# The label column of each task's dev TSV, by header name (BIGS.md section 7).
+# The label column of each task's dev TSV, by header name (docs/MODEL.md section 12).
 GOLD_COLUMN = {"sst2": "label", "mrpc": "Quality", "stsb": "score", "qqp": "is_duplicate", "mnli": "gold_label",
                "mnli-m": "gold_label", "mnli-mm": "gold_label", "qnli": "label", "rte": "label", "wnli": "label"}
 

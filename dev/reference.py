@@ -1,7 +1,8 @@
 """BiGS reference in PyTorch: the independent test oracle for bigs.cu.
 
 This file re-implements BiGS (the attention-free BERT of "Pretraining Without
-Attention") from /work/shared/BIGS.md alone, without looking at the C++ code,
+Attention") from the project's specification alone (BIGS.md, kept outside
+this repository; docs/MODEL.md describes the same model), without looking at the C++ code,
 so that the two implementations can only agree if both follow the spec. All
 gradients come from autograd, all math runs in float64, and the results are
 written to one binary fixture that the C++ tests (test/fixture.h) read:
@@ -50,7 +51,7 @@ import torch.nn.functional as F
 # ----------------------------------------------------------------------------
 # Configuration and the parameter table
 
-LN_EPS = 1e-12  # BIGS.md section 1; BERT's value, much smaller than torch's 1e-5
+LN_EPS = 1e-12  # docs/MODEL.md section 1; BERT's value, much smaller than torch's 1e-5
 A_RE_MAX = -1e-4  # A_re is clipped to at most this, keeping every mode decaying
 PAD_ID = 0
 CLS_ID = 2
@@ -126,7 +127,7 @@ LAYERNORM_PARAMS = {"ln_emb_w", "ln_emb_b", "ln_w", "ln_b", "head_ln_w", "head_l
 
 
 def is_decayed(name):
-    """AdamW weight decay mask (BIGS.md section 6): no decay on biases and
+    """AdamW weight decay mask (docs/MODEL.md section 12): no decay on biases and
     LayerNorm parameters. The SSM parameters are not biases, so they decay."""
     is_bias = name.endswith("_b") or name == "head_bias"
     return not is_bias and name not in LAYERNORM_PARAMS
@@ -147,7 +148,7 @@ def dense(x, w, b):
 
 
 def ssm_kernel(a_re, a_im, c, log_step, T):
-    """S4D kernel with zero-order hold (BIGS.md section 3), K (T,).
+    """S4D kernel with zero-order hold (docs/MODEL.md section 4), K (T,).
     a_re, a_im (N); c (N, 2); log_step scalar. Complex math in the parameter
     precision, at least float32: bf16 has no complex type and would lose the
     phase of exp(l dt A) for long sequences anyway."""
@@ -212,7 +213,7 @@ class BiGS(torch.nn.Module):
 
     def encode(self, ids, types):
         """The encoder output after the last layer, (B, T, H). Every position,
-        padding included, runs through both SSMs (BIGS.md section 4)."""
+        padding included, runs through both SSMs (docs/MODEL.md section 10)."""
         c, p = self.config, self
         T = ids.shape[1]
         x = p.wte[ids] + p.wpe[:T][None] + p.wtt[types]
@@ -240,7 +241,7 @@ class BiGS(torch.nn.Module):
 
     def cls_logits(self, x, ids):
         """(B, labels). The pooler averages the example's own tokens, as the
-        tokenizer's attention mask marks them (BIGS.md section 2): [CLS]
+        tokenizer's attention mask marks them (docs/MODEL.md section 6): [CLS]
         through the last [SEP]; the padding after it is left out, a [PAD] id
         inside the text is not. The mask is used here and nowhere else."""
         p = self
@@ -272,7 +273,7 @@ class BiGS(torch.nn.Module):
 
 
 def hippo_a_im(N):
-    """Initial A_im (N) for the "hippo" init (BIGS.md section 3): the imaginary
+    """Initial A_im (N) for the "hippo" init (docs/MODEL.md section 9): the imaginary
     parts w of the eigenvalues -1/2 + i w of S = -M + p p^T, M HiPPO-LegS."""
     n = np.arange(N, dtype=np.float64)
     r = np.sqrt(2 * n + 1)
@@ -290,7 +291,7 @@ def hippo_a_im(N):
 
 
 def init_params(model, seed):
-    """The released model's initialisation (BIGS.md section 3), for training
+    """The released model's initialisation (docs/MODEL.md section 9), for training
     and benchmarks; the fixture uses random_params() instead."""
     c, g = model.config, torch.Generator().manual_seed(seed)
 

@@ -4,7 +4,7 @@
     /usr/bin/python3 dev/test_convert.py [--bigs build/bigs_cpu] [--workdir build/test_convert] [--no-large]
 
 Random-weight models (reference.py's BiGS module) are written in the released
-layouts, with the key names spelled out here from BIGS.md section 5 and the
+layouts, with the key names spelled out here from the spec (docs/MODEL.md section 11) and the
 authors' code (independently of convert_hf.py's table): PyTorch .bin (with
 the port's extra keys: pooler in MLM models, position_ids, the tied decoder),
 .safetensors, and Flax msgpack (written with the msgpack library and flax's

@@ -433,8 +433,8 @@ TEST(Model, BadBatchIsRejected) {
 
 // The GPU memory plan (computed on the host; model_to_device allocates
 // exactly its blocks) against a count made here from the layer: per layer
-// and token, 11 activations of width H and 5 of width I are kept (BIGS.md
-// section 2: ln, uf and ub before and after GELU, the two SSM outputs, the
+// and token, 11 activations of width H and 5 of width I are kept (docs/MODEL.md
+// section 3: ln, uf and ub before and after GELU, the two SSM outputs, the
 // two dense outputs, the gate, the residual; v and g before and after
 // GELU, and g * v), 2 bytes each in bf16 but for the residual stream,
 // which stays fp32.
@@ -504,7 +504,7 @@ const CostRow* row(const CostLedger& led, const std::string& op) {
 // The dense rows' FLOPs against a count made here: 2 x the multiply-adds of
 // every product, forward once and backward twice (the input's gradient and
 // the weight's): per layer the seven dense
-// layers of BIGS.md section 2 on B T rows, and the MLM head's transform and
+// layers of docs/MODEL.md section 3 on B T rows, and the MLM head's transform and
 // decoder on the P predicted rows.
 TEST(Cost, DenseFlopsAsCounted) {
   for (Precision prec : {Precision::Bf16, Precision::Fp32}) {
@@ -574,7 +574,7 @@ TEST(Cost, RowsAreRooflinesAndSumToTheTotal) {
 }
 
 // The tables decide each tensor's initialisation once; a tensor's init
-// is what BIGS.md section 3 says for it, by name.
+// is what docs/MODEL.md section 9 says for it, by name.
 TEST(Model, InitKindsFromTheTable) {
   Config c{50, 16, 24, 2, 8, 12, 2, 3};
   for (const TensorInfo& t : param_table(c)) {
