@@ -1095,14 +1095,18 @@ static void gemm_pack_b(float* bp, const float* b, ptrdiff_t rs, ptrdiff_t cs, i
 }
 
 // The micro-kernel: the (mr, nr) corner of the kc-term product of one A
-// panel and one B panel, stored to c (row stride ldc) as c = acc + bias
-// (bias may be null) or, with add, c = c + acc.
-static inline void gemm_micro(int kc, const float* a, const float* b, float* c, size_t ldc, int mr, int nr, bool add,
-                              const float* bias) {
+// panel (kMR values per k, the next k's at a + as) and one B panel (kNR
+// values per k, the next at b + bs), stored to c (row stride ldc) as
+// c = acc + bias (bias may be null) or, with add, c = c + acc. A packed
+// panel has as = kMR, bs = kNR; an operand already laid out that way in
+// memory (A contiguous along i, B along j) is read in place with its own
+// stride instead, which saves the copy.
+static inline void gemm_micro(int kc, const float* a, ptrdiff_t as, const float* b, ptrdiff_t bs, float* c,
+                              size_t ldc, int mr, int nr, bool add, const float* bias) {
   VecF acc[kMR][kNV];
   for (int i = 0; i < kMR; i++)
     for (int v = 0; v < kNV; v++) acc[i][v] = vf_set1(0.0f);
-  for (int p = 0; p < kc; p++, a += kMR, b += kNR) {
+  for (int p = 0; p < kc; p++, a += as, b += bs) {
     VecF bv[kNV];
     for (int v = 0; v < kNV; v++) bv[v] = vf_load(b + v * kVecW);
     for (int i = 0; i < kMR; i++) {
@@ -1133,7 +1137,8 @@ static inline void gemm_micro(int kc, const float* a, const float* b, float* c, 
 // C += A B. A's element (i, p) is a[i * ars + p * acs], B's (p, j) is
 // b[p * brs + j * bcs]. Threads share each packed B panel and split the
 // rows into A blocks, and also the B panel's columns when there are fewer
-// blocks than threads.
+// blocks than threads. Whole panels of an A with ars = 1 or a B with
+// bcs = 1 are read in place; only their partial edge panels are packed.
 static void gemm_cpu(float* c, size_t ldc, const float* a, ptrdiff_t ars, ptrdiff_t acs, const float* b, ptrdiff_t brs,
                      ptrdiff_t bcs, int m, int n, int k, const float* bias, bool add, Band band = Band::Full) {
   if (m <= 0 || n <= 0) return;
@@ -1153,6 +1158,7 @@ static void gemm_cpu(float* c, size_t ldc, const float* a, ptrdiff_t ars, ptrdif
   const int mblocks = (m + mc - 1) / mc;
   static thread_local std::vector<float> bp_mem;  // the B panel this call's threads share
   float* bp = gemm_scratch(bp_mem, (size_t)kKC * ((std::min(n, kNC) + kNR - 1) / kNR * kNR));
+  const bool a_direct = ars == 1, b_direct = bcs == 1;
 #pragma omp parallel if (threads > 1)
   {
     static thread_local std::vector<float> ap_mem;
@@ -1165,15 +1171,23 @@ static void gemm_cpu(float* c, size_t ldc, const float* a, ptrdiff_t ars, ptrdif
         const bool acc_c = add || pc > 0;  // later slices add to what the first stored
 #pragma omp for schedule(static)
         for (int jp = 0; jp < npanels; jp++)
-          gemm_pack_b(bp + (size_t)jp * kc * kNR, b + pc * brs, brs, bcs, n, kc, jc + jp * kNR);
+          if (!b_direct || jc + (jp + 1) * kNR > n)
+            gemm_pack_b(bp + (size_t)jp * kc * kNR, b + pc * brs, brs, bcs, n, kc, jc + jp * kNR);
 #pragma omp for schedule(static) collapse(2)
         for (int ib = 0; ib < mblocks; ib++)
           for (int js = 0; js < nsplit; js++) {
-            const int i0 = ib * mc, m_blk = std::min(mc, m - i0);
-            gemm_pack_a(ap, a + i0 * ars + pc * acs, ars, acs, m_blk, kc);
+            const int i0 = ib * mc, m_blk = std::min(mc, m - i0), m_full = a_direct ? m_blk / kMR * kMR : 0;
+            if (m_full < m_blk)  // the panels not read in place
+              gemm_pack_a(ap + (size_t)m_full * kc, a + (i0 + m_full) * ars + pc * acs, ars, acs, m_blk - m_full, kc);
             for (int jp = js * npanels / nsplit; jp < (js + 1) * npanels / nsplit; jp++) {
               const int j0 = jc + jp * kNR, nr = std::min(kNR, n - j0);
+              const bool b_here = b_direct && nr == kNR;
+              const float* bpan = b_here ? b + pc * brs + j0 : bp + (size_t)jp * kc * kNR;
+              const ptrdiff_t bs = b_here ? brs : kNR;
               for (int ir = 0; ir < m_blk; ir += kMR) {
+                const bool a_here = ir < m_full;
+                const float* apan = a_here ? a + (i0 + ir) * ars + pc * acs : ap + (size_t)ir * kc;
+                const ptrdiff_t as = a_here ? acs : kMR;
                 // The k range this tile needs: all of the slice, or the part
                 // on A's non-zero side of the diagonal.
                 const int row = i0 + ir;
@@ -1181,9 +1195,8 @@ static void gemm_cpu(float* c, size_t ldc, const float* a, ptrdiff_t ars, ptrdif
                 if (band == Band::Lower) ke = std::max(0, std::min(kc, row + kMR - pc));
                 if (band == Band::Upper) kb = std::min(kc, std::max(0, row - pc));
                 if (kb == ke && acc_c) continue;  // nothing to add
-                gemm_micro(ke - kb, ap + (size_t)ir * kc + (size_t)kb * kMR, bp + (size_t)jp * kc * kNR + (size_t)kb * kNR,
-                           c + (size_t)row * ldc + j0, ldc, std::min(kMR, m_blk - ir), nr, acc_c,
-                           bias ? bias + j0 : nullptr);
+                gemm_micro(ke - kb, apan + kb * as, as, bpan + kb * bs, bs, c + (size_t)row * ldc + j0, ldc,
+                           std::min(kMR, m_blk - ir), nr, acc_c, bias ? bias + j0 : nullptr);
               }
             }
           }
