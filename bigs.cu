@@ -3003,23 +3003,23 @@ static void layer_forward_cpu(const LayerActs& s, const LayerWeights& w, const C
   int T = c.T, H = c.H, I = c.I, BT = B * T;
   size_t nH = (size_t)BT * H, nI = (size_t)BT * I;
   layernorm_forward_cpu(s.ln, s.ln_mean, s.ln_rstd, s.x, w.ln_w, w.ln_b, BT, H);
-  dense_forward_cpu(s.v_pre, s.ln, w.dv_w, w.dv_b, BT, H, I);
-  activation_forward_cpu(s.v, s.v_pre, nI, Act::GeluTanh);
-  dense_forward_cpu(s.uf_pre, s.ln, w.duf_w, w.duf_b, BT, H, H);
-  activation_forward_cpu(s.uf, s.uf_pre, nH, Act::GeluTanh);
-  dense_forward_cpu(s.ub_pre, s.ln, w.dub_w, w.dub_b, BT, H, H);
-  activation_forward_cpu(s.ub, s.ub_pre, nH, Act::GeluTanh);
+  dense_forward_fast(s.v_pre, s.ln, w.dv_w, w.dv_b, BT, H, I);
+  activation_forward_fast(s.v, s.v_pre, nI, Act::GeluTanh);
+  dense_forward_fast(s.uf_pre, s.ln, w.duf_w, w.duf_b, BT, H, H);
+  activation_forward_fast(s.uf, s.uf_pre, nH, Act::GeluTanh);
+  dense_forward_fast(s.ub_pre, s.ln, w.dub_w, w.dub_b, BT, H, H);
+  activation_forward_fast(s.ub, s.ub_pre, nH, Act::GeluTanh);
   s4d_kernel_forward_cpu(s.kf, w.fs.a_re, w.fs.a_im, w.fs.c, *w.fs.log_step, c.N, T);
-  ssm_conv_forward_cpu(s.sf, s.uf, s.kf, *w.fs.d, B, T, H, false);
+  ssm_conv_forward_fast(s.sf, s.uf, s.kf, *w.fs.d, B, T, H, false);
   s4d_kernel_forward_cpu(s.kb, w.bs.a_re, w.bs.a_im, w.bs.c, *w.bs.log_step, c.N, T);
-  ssm_conv_forward_cpu(s.sb, s.ub, s.kb, *w.bs.d, B, T, H, true);
-  dense_forward_cpu(s.cf, s.sf, w.ducf_w, w.ducf_b, BT, H, H);
-  dense_forward_cpu(s.cb, s.sb, w.ducb_w, w.ducb_b, BT, H, H);
+  ssm_conv_forward_fast(s.sb, s.ub, s.kb, *w.bs.d, B, T, H, true);
+  dense_forward_fast(s.cf, s.sf, w.ducf_w, w.ducf_b, BT, H, H);
+  dense_forward_fast(s.cb, s.sb, w.ducb_w, w.ducb_b, BT, H, H);
   gate_forward_cpu(s.gate, s.cf, s.cb, nH);
-  dense_forward_cpu(s.g_pre, s.gate, w.dol_w, w.dol_b, BT, H, I);
-  activation_forward_cpu(s.g, s.g_pre, nI, Act::GeluTanh);
-  gate_forward_cpu(s.gv, s.g, s.v, nI);
-  dense_forward_cpu(s.x_out, s.gv, w.do_w, w.do_b, BT, I, H);
+  dense_forward_fast(s.g_pre, s.gate, w.dol_w, w.dol_b, BT, H, I);
+  gelu_gate_forward_fast(s.g, s.gv, s.g_pre, s.v, nI);
+  dense_forward_fast(s.x_out, s.gv, w.do_w, w.do_b, BT, I, H);
+#pragma omp parallel for
   for (size_t i = 0; i < nH; i++) s.x_out[i] += s.x[i];  // the residual
 }
 
@@ -3031,16 +3031,15 @@ static void layer_backward_cpu(float* dres, const LayerWeights& dw, const Acts& 
   size_t nH = (size_t)BT * H, nI = (size_t)BT * I;
   auto zero = [](float* x, size_t n) { std::fill(x, x + n, 0.0f); };
   zero(k.dgv, nI);
-  dense_backward_cpu(k.dgv, dw.do_w, dw.do_b, dres, s.gv, w.do_w, BT, I, H);
-  gate_backward_cpu(k.dg, k.dv, k.dgv, s.g, s.v, nI);
-  activation_backward_cpu(k.dg, k.dg, s.g_pre, nI, Act::GeluTanh);
+  dense_backward_fast(k.dgv, dw.do_w, dw.do_b, dres, s.gv, w.do_w, BT, I, H);
+  gelu_gate_backward_fast(k.dg, k.dv, k.dgv, s.g, s.v, s.g_pre, s.v_pre, nI);
   zero(k.dgate, nH);
-  dense_backward_cpu(k.dgate, dw.dol_w, dw.dol_b, k.dg, s.gate, w.dol_w, BT, H, I);
+  dense_backward_fast(k.dgate, dw.dol_w, dw.dol_b, k.dg, s.gate, w.dol_w, BT, H, I);
   gate_backward_cpu(k.dcf, k.dcb, k.dgate, s.cf, s.cb, nH);
   zero(k.dsf, nH);
-  dense_backward_cpu(k.dsf, dw.ducf_w, dw.ducf_b, k.dcf, s.sf, w.ducf_w, BT, H, H);
+  dense_backward_fast(k.dsf, dw.ducf_w, dw.ducf_b, k.dcf, s.sf, w.ducf_w, BT, H, H);
   zero(k.dsb, nH);
-  dense_backward_cpu(k.dsb, dw.ducb_w, dw.ducb_b, k.dcb, s.sb, w.ducb_w, BT, H, H);
+  dense_backward_fast(k.dsb, dw.ducb_w, dw.ducb_b, k.dcb, s.sb, w.ducb_w, BT, H, H);
   // Each SSM: the convolution gives du, dD and dK; the kernel turns dK into
   // the gradients of A_re, A_im, C and log_step.
   struct {
@@ -3050,17 +3049,16 @@ static void layer_backward_cpu(float* dres, const LayerWeights& dw, const Acts& 
   } ssms[2] = {{w.fs, dw.fs, k.duf, k.dsf, s.uf, s.kf, false}, {w.bs, dw.bs, k.dub, k.dsb, s.ub, s.kb, true}};
   for (auto& q : ssms) {
     zero(k.dk, T);
-    ssm_conv_backward_cpu(q.du, k.dk, q.dw.d, q.ds, q.u, q.K, *q.w.d, B, T, H, q.anticausal);
+    ssm_conv_backward_fast(q.du, k.dk, q.dw.d, q.ds, q.u, q.K, *q.w.d, B, T, H, q.anticausal);
     s4d_kernel_backward_cpu(q.dw.a_re, q.dw.a_im, q.dw.c, q.dw.log_step, k.dk, q.w.a_re, q.w.a_im, q.w.c, *q.w.log_step,
                             c.N, T);
   }
-  activation_backward_cpu(k.duf, k.duf, s.uf_pre, nH, Act::GeluTanh);
-  activation_backward_cpu(k.dub, k.dub, s.ub_pre, nH, Act::GeluTanh);
-  activation_backward_cpu(k.dv, k.dv, s.v_pre, nI, Act::GeluTanh);
+  activation_backward_fast(k.duf, k.duf, s.uf_pre, nH, Act::GeluTanh);
+  activation_backward_fast(k.dub, k.dub, s.ub_pre, nH, Act::GeluTanh);
   zero(k.dh, nH);
-  dense_backward_cpu(k.dh, dw.duf_w, dw.duf_b, k.duf, s.ln, w.duf_w, BT, H, H);
-  dense_backward_cpu(k.dh, dw.dub_w, dw.dub_b, k.dub, s.ln, w.dub_w, BT, H, H);
-  dense_backward_cpu(k.dh, dw.dv_w, dw.dv_b, k.dv, s.ln, w.dv_w, BT, H, I);
+  dense_backward_fast(k.dh, dw.duf_w, dw.duf_b, k.duf, s.ln, w.duf_w, BT, H, H);
+  dense_backward_fast(k.dh, dw.dub_w, dw.dub_b, k.dub, s.ln, w.dub_w, BT, H, H);
+  dense_backward_fast(k.dh, dw.dv_w, dw.dv_b, k.dv, s.ln, w.dv_w, BT, H, I);
   layernorm_backward_cpu(dres, dw.ln_w, dw.ln_b, k.dh, s.x, w.ln_w, s.ln_mean, s.ln_rstd, BT, H);
 }
 
@@ -3143,11 +3141,11 @@ static bool mlm_head_forward_cpu(Model& m, const Batch& bt, Loss* loss, std::str
   if (!mlm_rows(m, bt, &P, err)) return false;
   const float* final_x = a.res + (size_t)c.L * m.B * c.T * c.H;
   for (int r = 0; r < P; r++) std::copy_n(final_x + (size_t)a.rows[r] * c.H, c.H, a.head_in + (size_t)r * c.H);
-  dense_forward_cpu(a.head_pre, a.head_in, m.p.head_w, m.p.head_b, P, c.H, c.H);
+  dense_forward_fast(a.head_pre, a.head_in, m.p.head_w, m.p.head_b, P, c.H, c.H);
   activation_forward_cpu(a.head_act, a.head_pre, (size_t)P * c.H, Act::GeluErf);
   layernorm_forward_cpu(a.head_ln, a.head_mean, a.head_rstd, a.head_act, m.p.head_ln_w, m.p.head_ln_b, P, c.H);
-  dense_forward_cpu(a.logits, a.head_ln, m.p.wte, m.p.head_bias, P, c.H, c.V);
-  crossentropy_forward_cpu(a.row_loss, a.logits, a.row_target, P, c.V);
+  dense_forward_fast(a.logits, a.head_ln, m.p.wte, m.p.head_bias, P, c.H, c.V);
+  crossentropy_forward_fast(a.row_loss, a.logits, a.row_target, P, c.V);
   loss->sum = 0;
   for (int r = 0; r < P; r++) loss->sum += a.row_loss[r];
   loss->count = P;
@@ -3157,15 +3155,15 @@ static bool mlm_head_forward_cpu(Model& m, const Batch& bt, Loss* loss, std::str
 static void mlm_head_backward_cpu(Model& m, const Batch& bt, int P, float scale) {
   const Config& c = m.c;
   Acts& a = m.a;
-  crossentropy_backward_cpu(a.dlogits, a.logits, a.row_target, scale, P, c.V);
+  crossentropy_backward_fast(a.dlogits, a.logits, a.row_target, scale, P, c.V);
   std::fill(a.dhead, a.dhead + (size_t)P * c.H, 0.0f);
-  dense_backward_cpu(a.dhead, m.g.wte, m.g.head_bias, a.dlogits, a.head_ln, m.p.wte, P, c.H, c.V);
+  dense_backward_fast(a.dhead, m.g.wte, m.g.head_bias, a.dlogits, a.head_ln, m.p.wte, P, c.H, c.V);
   std::fill(a.dhead2, a.dhead2 + (size_t)P * c.H, 0.0f);
   layernorm_backward_cpu(a.dhead2, m.g.head_ln_w, m.g.head_ln_b, a.dhead, a.head_act, m.p.head_ln_w, a.head_mean,
                          a.head_rstd, P, c.H);
   activation_backward_cpu(a.dhead2, a.dhead2, a.head_pre, (size_t)P * c.H, Act::GeluErf);
   std::fill(a.dhead, a.dhead + (size_t)P * c.H, 0.0f);
-  dense_backward_cpu(a.dhead, m.g.head_w, m.g.head_b, a.dhead2, a.head_in, m.p.head_w, P, c.H, c.H);
+  dense_backward_fast(a.dhead, m.g.head_w, m.g.head_b, a.dhead2, a.head_in, m.p.head_w, P, c.H, c.H);
   std::fill(a.dres, a.dres + (size_t)bt.B * c.T * c.H, 0.0f);
   for (int r = 0; r < P; r++)  // scatter back; each row is a distinct position
     for (int h = 0; h < c.H; h++) a.dres[(size_t)a.rows[r] * c.H + h] += a.dhead[(size_t)r * c.H + h];
@@ -3218,11 +3216,11 @@ static bool cls_head_forward_cpu(Model& m, const Batch& bt, bool train, Loss* lo
   int B = bt.B, Y = c.labels;
   const float* final_x = a.res + (size_t)c.L * m.B * c.T * c.H;
   meanpool_forward_cpu(a.pooled, final_x, bt.ids, kPadId, B, c.T, c.H);
-  dense_forward_cpu(a.pool_pre, a.pooled, m.p.pool_w, m.p.pool_b, B, c.H, c.H);
+  dense_forward_fast(a.pool_pre, a.pooled, m.p.pool_w, m.p.pool_b, B, c.H, c.H);
   activation_forward_cpu(a.pool, a.pool_pre, (size_t)B * c.H, Act::Tanh);
   dropout_forward_cpu(a.pool_drop, a.pool, (size_t)B * c.H, train ? m.dropout : 0.0f, m.dropout_seed,
                       2 * m.dropout_stream + 1);
-  dense_forward_cpu(a.cls_logits, a.pool_drop, m.p.cls_w, m.p.cls_b, B, c.H, Y);
+  dense_forward_fast(a.cls_logits, a.pool_drop, m.p.cls_w, m.p.cls_b, B, c.H, Y);
   return cls_loss(m, bt, loss, err);
 }
 
@@ -3232,12 +3230,12 @@ static void cls_head_backward_cpu(Model& m, const Batch& bt, bool train, float s
   int B = bt.B, Y = c.labels;
   cls_dlogits(m, bt, scale);
   std::fill(a.dpool, a.dpool + (size_t)B * c.H, 0.0f);
-  dense_backward_cpu(a.dpool, m.g.cls_w, m.g.cls_b, a.dcls_logits, a.pool_drop, m.p.cls_w, B, c.H, Y);
+  dense_backward_fast(a.dpool, m.g.cls_w, m.g.cls_b, a.dcls_logits, a.pool_drop, m.p.cls_w, B, c.H, Y);
   dropout_backward_cpu(a.dpool, a.dpool, (size_t)B * c.H, train ? m.dropout : 0.0f, m.dropout_seed,
                        2 * m.dropout_stream + 1);
   activation_backward_cpu(a.dpool, a.dpool, a.pool_pre, (size_t)B * c.H, Act::Tanh);
   std::fill(a.dpooled, a.dpooled + (size_t)B * c.H, 0.0f);
-  dense_backward_cpu(a.dpooled, m.g.pool_w, m.g.pool_b, a.dpool, a.pooled, m.p.pool_w, B, c.H, c.H);
+  dense_backward_fast(a.dpooled, m.g.pool_w, m.g.pool_b, a.dpool, a.pooled, m.p.pool_w, B, c.H, c.H);
   std::fill(a.dres, a.dres + (size_t)B * c.T * c.H, 0.0f);
   meanpool_backward_cpu(a.dres, a.dpooled, bt.ids, kPadId, B, c.T, c.H);
 }
