@@ -1037,14 +1037,24 @@ static inline VecF vf_fma(VecF a, VecF b, VecF c) { return a * b + c; }
 constexpr int kNV = kVecW > 1 ? 2 : 4;  // vectors per tile row
 constexpr int kNR = kNV * kVecW;        // tile columns
 // Blocking: an A block (kMC x kKC, 144 KB at 12 x 12) stays in L2 while the
-// B micro-panels (kKC x kNR, 32 KB at kNR 32) stream through L1; a B panel
-// (kKC x kNC) is packed once and shared by all threads.
+// B micro-panels (kKC x kNR, 32 KB at kNR 32) stream through L1; B is packed
+// once per kNC columns and shared by all threads.
 constexpr int kKC = 256, kMC = 12 * kMR, kNC = 2048;
 
 // Whether A is known to be zero on one side of its diagonal (the Toeplitz
 // matrices of the SSM convolution): those terms are skipped, which changes
 // no sum, since they would add exact zeros.
 enum class Band { Full, Lower, Upper };  // Lower: A(i, p) = 0 for p > i; Upper: for p < i
+
+// The threads a parallel region started here would get: 1 inside one
+// already (the fast kernels never nest).
+static int omp_threads() {
+#ifdef _OPENMP
+  return omp_in_parallel() ? 1 : omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
 
 // Grow-only scratch, 64-byte aligned, one per thread (OpenMP's threads live
 // as long as the program, so nothing is allocated once the sizes are known).
@@ -1148,32 +1158,35 @@ static void gemm_cpu(float* c, size_t ldc, const float* a, ptrdiff_t ars, ptrdif
         for (int j = 0; j < n; j++) c[i * ldc + j] = bias ? bias[j] : 0.0f;
     return;
   }
-  int threads = 1;
-#ifdef _OPENMP
-  threads = omp_in_parallel() ? 1 : omp_get_max_threads();
-#endif
+  const int threads = omp_threads();
   // Rows per A block: at most kMC, fewer so that every thread gets a block.
   int mc = std::min(kMC, (m + threads - 1) / threads);
   mc = (mc + kMR - 1) / kMR * kMR;
   const int mblocks = (m + mc - 1) / mc;
-  static thread_local std::vector<float> bp_mem;  // the B panel this call's threads share
-  float* bp = gemm_scratch(bp_mem, (size_t)kKC * ((std::min(n, kNC) + kNR - 1) / kNR * kNR));
   const bool a_direct = ars == 1, b_direct = bcs == 1;
+  // A B that is not read in place is packed whole (all k) for each column
+  // block, so the threads meet at a barrier once per block rather than at
+  // every k slice: on a busy machine each barrier can cost a time slice.
+  static thread_local std::vector<float> bp_mem;
+  float* bp = b_direct ? nullptr : gemm_scratch(bp_mem, (size_t)k * ((std::min(n, kNC) + kNR - 1) / kNR * kNR));
 #pragma omp parallel if (threads > 1)
   {
-    static thread_local std::vector<float> ap_mem;
+    static thread_local std::vector<float> ap_mem, ep_mem;
     float* ap = gemm_scratch(ap_mem, (size_t)kKC * mc);
+    float* ep = gemm_scratch(ep_mem, (size_t)kKC * kNR);  // a partial edge panel of an in-place B
     for (int jc = 0; jc < n; jc += kNC) {
       const int nc = std::min(kNC, n - jc), npanels = (nc + kNR - 1) / kNR;
       const int nsplit = std::max(1, std::min(npanels, threads / mblocks));
+      if (!b_direct) {
+#pragma omp for schedule(static)
+        for (int jp = 0; jp < npanels; jp++) gemm_pack_b(bp + (size_t)jp * k * kNR, b, brs, bcs, n, k, jc + jp * kNR);
+      }
       for (int pc = 0; pc < k; pc += kKC) {
         const int kc = std::min(kKC, k - pc);
         const bool acc_c = add || pc > 0;  // later slices add to what the first stored
-#pragma omp for schedule(static)
-        for (int jp = 0; jp < npanels; jp++)
-          if (!b_direct || jc + (jp + 1) * kNR > n)
-            gemm_pack_b(bp + (size_t)jp * kc * kNR, b + pc * brs, brs, bcs, n, kc, jc + jp * kNR);
-#pragma omp for schedule(static) collapse(2)
+        // nowait: a static schedule gives each thread the same tiles in every
+        // slice, so a tile's slices run in order on one thread.
+#pragma omp for schedule(static) collapse(2) nowait
         for (int ib = 0; ib < mblocks; ib++)
           for (int js = 0; js < nsplit; js++) {
             const int i0 = ib * mc, m_blk = std::min(mc, m - i0), m_full = a_direct ? m_blk / kMR * kMR : 0;
@@ -1181,9 +1194,14 @@ static void gemm_cpu(float* c, size_t ldc, const float* a, ptrdiff_t ars, ptrdif
               gemm_pack_a(ap + (size_t)m_full * kc, a + (i0 + m_full) * ars + pc * acs, ars, acs, m_blk - m_full, kc);
             for (int jp = js * npanels / nsplit; jp < (js + 1) * npanels / nsplit; jp++) {
               const int j0 = jc + jp * kNR, nr = std::min(kNR, n - j0);
-              const bool b_here = b_direct && nr == kNR;
-              const float* bpan = b_here ? b + pc * brs + j0 : bp + (size_t)jp * kc * kNR;
-              const ptrdiff_t bs = b_here ? brs : kNR;
+              const float* bpan = bp + (size_t)jp * k * kNR + (size_t)pc * kNR;
+              ptrdiff_t bs = kNR;
+              if (b_direct && nr == kNR) {
+                bpan = b + pc * brs + j0, bs = brs;
+              } else if (b_direct) {
+                gemm_pack_b(ep, b + pc * brs, brs, bcs, n, kc, j0);
+                bpan = ep;
+              }
               for (int ir = 0; ir < m_blk; ir += kMR) {
                 const bool a_here = ir < m_full;
                 const float* apan = a_here ? a + (i0 + ir) * ars + pc * acs : ap + (size_t)ir * kc;
@@ -1200,6 +1218,9 @@ static void gemm_cpu(float* c, size_t ldc, const float* a, ptrdiff_t ars, ptrdif
               }
             }
           }
+      }
+      if (!b_direct && jc + kNC < n) {
+#pragma omp barrier
       }
     }
   }
@@ -1816,6 +1837,66 @@ void s4d_kernel_backward_cpu(F* da_re, F* da_im, F* dc, F* dlog_step, const F* d
   *dlog_step += (F)(ddt * dt);
 }
 
+// ---------------------------------------------------------------------------
+// S4D kernel, the fast CPU path: the same sums, threaded
+// ---------------------------------------------------------------------------
+// The kernel is O(N T) complex exponentials, serial in the reference: at
+// T = 1024 several milliseconds a call while the other threads wait. Here
+// the forward runs over l in parallel and the backward over the modes n,
+// each sum in the reference's order, so the results are the reference's bit
+// for bit (test_cpu_kernels checks it).
+
+void s4d_kernel_forward_fast(float* K, const float* a_re, const float* a_im, const float* c, float log_step, int N,
+                             int T) {  // K (T) =
+  using Cx = std::complex<double>;
+  double dt = std::exp((double)log_step);
+  std::vector<Cx> A(N), ct(N);
+  for (int n = 0; n < N; n++) {
+    A[n] = Cx(std::min((double)a_re[n], kMaxARe), (double)a_im[n]);
+    ct[n] = Cx(c[2 * n], c[2 * n + 1]) * (std::exp(dt * A[n]) - 1.0) / A[n];
+  }
+#pragma omp parallel for schedule(static)
+  for (int l = 0; l < T; l++) {
+    double acc = 0.0;
+    for (int n = 0; n < N; n++) acc += std::real(ct[n] * std::exp((double)l * dt * A[n]));
+    K[l] = (float)acc;
+  }
+}
+
+void s4d_kernel_backward_fast(float* da_re, float* da_im, float* dc, float* dlog_step, const float* dK,
+                              const float* a_re, const float* a_im, const float* c, float log_step, int N, int T) {
+  using Cx = std::complex<double>;
+  double dt = std::exp((double)log_step);
+  std::vector<double> ddt_n(N);
+#pragma omp parallel for schedule(static)
+  for (int n = 0; n < N; n++) {
+    bool clipped = !((double)a_re[n] < kMaxARe);
+    Cx A(clipped ? kMaxARe : (double)a_re[n], (double)a_im[n]);
+    Cx C(c[2 * n], c[2 * n + 1]);
+    Cx z = std::exp(dt * A);
+    Cx E = (z - 1.0) / A;
+    Cx ct = C * E;
+    Cx G0 = 0, G1 = 0;
+    for (int l = 0; l < T; l++) {
+      Cx zl = std::exp((double)l * dt * A);
+      G0 += (double)dK[l] * zl;
+      G1 += ((double)l * dK[l]) * zl;
+    }
+    Cx g_ct = std::conj(G0);
+    Cx g_c = g_ct * std::conj(E);
+    Cx g_e = g_ct * std::conj(C);
+    Cx g_a = std::conj(ct * dt * G1) + g_e * std::conj((dt * z - E) / A);
+    ddt_n[n] = std::real(ct * A * G1) + std::real(std::conj(g_e) * z);
+    if (!clipped) da_re[n] += (float)std::real(g_a);
+    da_im[n] += (float)std::imag(g_a);
+    dc[2 * n] += (float)std::real(g_c);
+    dc[2 * n + 1] += (float)std::imag(g_c);
+  }
+  double ddt = 0;
+  for (int n = 0; n < N; n++) ddt += ddt_n[n];  // the reference's order
+  *dlog_step += (float)(ddt * dt);
+}
+
 #ifdef __CUDACC__
 // Double precision on the GPU too, for the CPU's reason (cancellation among
 // the N terms); the work is O(N T) per SSM, negligible next to the layer.
@@ -2088,13 +2169,21 @@ static void ssm_conv_toeplitz(float* out, const float* inp, const float* K, floa
   std::copy(K, K + T, kz.begin() + T - 1);
   const float* a0 = kz.data() + T - 1;
   const size_t n = (size_t)T * H;
-  for (int b = 0; b < B; b++) {
+  // One sequence per thread at a time (gemm_cpu then runs on its caller's
+  // thread): one parallel region for the batch instead of one per sequence.
+  // With fewer sequences than threads, each product is threaded instead.
+  auto one = [&](int b) {
     const float* u = inp + b * n;
     float* y = out + b * n;
-#pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) y[i] = D * u[i];
     gemm_cpu(y, H, a0, anticausal ? -1 : 1, anticausal ? 1 : -1, u, H, 1, T, H, T, nullptr, true,
              anticausal ? Band::Upper : Band::Lower);
+  };
+  if (B >= omp_threads()) {
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < B; b++) one(b);
+  } else {
+    for (int b = 0; b < B; b++) one(b);
   }
 }
 
@@ -2308,14 +2397,28 @@ static void ssm_dk_fft_fast(float* dK, const float* dout, const float* inp, int 
 // dK through the Toeplitz form: G (T, T) = sum_b dout_b u_b^T, then
 // dK[l] = sum_t G[t][t - l] (causal) or G[t][t + l] (anti-causal).
 static void ssm_dk_toeplitz(float* dK, const float* dout, const float* inp, int B, int T, int H, bool anticausal) {
-  std::vector<float> G((size_t)T * T, 0.0f);
-  for (int b = 0; b < B; b++)
-    gemm_cpu(G.data(), T, dout + (size_t)b * T * H, H, 1, inp + (size_t)b * T * H, 1, H, T, T, H, nullptr, true);
-  for (int l = 0; l < T; l++) {
-    float s = 0;
-    for (int t = anticausal ? 0 : l; t < (anticausal ? T - l : T); t++) s += G[(size_t)t * T + (anticausal ? t + l : t - l)];
-    dK[l] += s;
+  // Per sequence (threads over sequences, as in ssm_conv_toeplitz): its
+  // G_b, then its diagonal sums; then the sequences' sums in order.
+  std::vector<float> part((size_t)B * T);
+  auto one = [&](int b) {
+    static thread_local std::vector<float> G;
+    G.assign((size_t)T * T, 0.0f);
+    gemm_cpu(G.data(), T, dout + (size_t)b * T * H, H, 1, inp + (size_t)b * T * H, 1, H, T, T, H, nullptr, false);
+    for (int l = 0; l < T; l++) {
+      float s = 0;
+      for (int t = anticausal ? 0 : l; t < (anticausal ? T - l : T); t++)
+        s += G[(size_t)t * T + (anticausal ? t + l : t - l)];
+      part[(size_t)b * T + l] = s;
+    }
+  };
+  if (B >= omp_threads()) {
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < B; b++) one(b);
+  } else {
+    for (int b = 0; b < B; b++) one(b);
   }
+  for (int b = 0; b < B; b++)
+    for (int l = 0; l < T; l++) dK[l] += part[(size_t)b * T + l];
 }
 
 // The same contract as ssm_conv_backward_cpu: dinp =, dK and dD +=.

@@ -1,9 +1,9 @@
 // The fast CPU kernels of bigs.cu (the "fast CPU path" sections: the packed
-// matrix product, the Toeplitz and FFT convolutions, the vectorised GELU,
-// gates and cross-entropy) against the plain reference loops, run in double
-// precision as the exact answer, on odd shapes and on shapes that hit every
-// edge of the tiling; and their results bit for bit across repeated runs
-// and thread counts.
+// matrix product, the Toeplitz and FFT convolutions, the threaded S4D
+// kernel, the vectorised GELU, gates and cross-entropy) against the plain
+// reference loops, run in double precision as the exact answer, on odd
+// shapes and on shapes that hit every edge of the tiling; and their results
+// bit for bit across repeated runs and thread counts.
 //
 // Tolerances are rounding-error bounds, not tuned numbers: a sum of k
 // products computed in float in any order is within gamma_k = k u of the
@@ -294,6 +294,27 @@ TEST(SsmConvFast, BitIdenticalAcrossRunsAndThreadCounts) {
     EXPECT_EQ(first, again) << "T " << T;
     EXPECT_EQ(first, one) << "T " << T;
     EXPECT_EQ(first, three) << "T " << T;
+  }
+}
+
+// The threaded S4D kernel is the reference's arithmetic in the reference's
+// order: equal bit for bit, forward and backward, clipped modes included.
+TEST(S4dKernelFast, EqualsReference) {
+  std::mt19937_64 g(11);
+  for (auto [N, T] : {std::pair<int, int>{7, 19}, {64, 1027}}) {
+    auto a_re = randf(N, g, 0.5), a_im = randf(N, g, 3.0), c = randf(2 * N, g), dK = randf(T, g);
+    for (int n = 0; n < N; n += 3) a_re[n] = 0.25f;  // above -1e-4: clipped
+    float log_step = -2.3f;
+    std::vector<float> K1(T), K2(T);
+    s4d_kernel_forward_cpu(K1.data(), a_re.data(), a_im.data(), c.data(), log_step, N, T);
+    s4d_kernel_forward_fast(K2.data(), a_re.data(), a_im.data(), c.data(), log_step, N, T);
+    EXPECT_EQ(K1, K2) << "N " << N << " T " << T;
+    std::vector<float> r1(4 * N + 1, 0.5f), r2 = r1;  // da_re, da_im, dc, dlog_step; they accumulate
+    s4d_kernel_backward_cpu(r1.data(), r1.data() + N, r1.data() + 2 * N, r1.data() + 4 * N, dK.data(), a_re.data(),
+                            a_im.data(), c.data(), log_step, N, T);
+    s4d_kernel_backward_fast(r2.data(), r2.data() + N, r2.data() + 2 * N, r2.data() + 4 * N, dK.data(), a_re.data(),
+                             a_im.data(), c.data(), log_step, N, T);
+    EXPECT_EQ(r1, r2) << "N " << N << " T " << T;
   }
 }
 
