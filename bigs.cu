@@ -3112,9 +3112,9 @@ static void layer_forward_cpu(const LayerActs& s, const LayerWeights& w, const C
   activation_forward_fast(s.uf, s.uf_pre, nH, Act::GeluTanh);
   dense_forward_fast(s.ub_pre, s.ln, w.dub_w, w.dub_b, BT, H, H);
   activation_forward_fast(s.ub, s.ub_pre, nH, Act::GeluTanh);
-  s4d_kernel_forward_cpu(s.kf, w.fs.a_re, w.fs.a_im, w.fs.c, *w.fs.log_step, c.N, T);
+  s4d_kernel_forward_fast(s.kf, w.fs.a_re, w.fs.a_im, w.fs.c, *w.fs.log_step, c.N, T);
   ssm_conv_forward_fast(s.sf, s.uf, s.kf, *w.fs.d, B, T, H, false);
-  s4d_kernel_forward_cpu(s.kb, w.bs.a_re, w.bs.a_im, w.bs.c, *w.bs.log_step, c.N, T);
+  s4d_kernel_forward_fast(s.kb, w.bs.a_re, w.bs.a_im, w.bs.c, *w.bs.log_step, c.N, T);
   ssm_conv_forward_fast(s.sb, s.ub, s.kb, *w.bs.d, B, T, H, true);
   dense_forward_fast(s.cf, s.sf, w.ducf_w, w.ducf_b, BT, H, H);
   dense_forward_fast(s.cb, s.sb, w.ducb_w, w.ducb_b, BT, H, H);
@@ -3153,7 +3153,7 @@ static void layer_backward_cpu(float* dres, const LayerWeights& dw, const Acts& 
   for (auto& q : ssms) {
     zero(k.dk, T);
     ssm_conv_backward_fast(q.du, k.dk, q.dw.d, q.ds, q.u, q.K, *q.w.d, B, T, H, q.anticausal);
-    s4d_kernel_backward_cpu(q.dw.a_re, q.dw.a_im, q.dw.c, q.dw.log_step, k.dk, q.w.a_re, q.w.a_im, q.w.c, *q.w.log_step,
+    s4d_kernel_backward_fast(q.dw.a_re, q.dw.a_im, q.dw.c, q.dw.log_step, k.dk, q.w.a_re, q.w.a_im, q.w.c, *q.w.log_step,
                             c.N, T);
   }
   activation_backward_fast(k.duf, k.duf, s.uf_pre, nH, Act::GeluTanh);
