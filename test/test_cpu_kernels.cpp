@@ -1,6 +1,6 @@
 // The fast CPU kernels of bigs.cu (the "fast CPU path" sections: the packed
 // matrix product, the Toeplitz and FFT convolutions, the threaded S4D
-// kernel, the vectorised GELU, gates and cross-entropy) against the plain
+// kernel, the vectorised GELU and cross-entropy) against the plain
 // reference loops, run in double precision as the exact answer, on odd
 // shapes and on shapes that hit every edge of the tiling; and their results
 // bit for bit across repeated runs and thread counts.
@@ -319,7 +319,7 @@ TEST(S4dKernelFast, EqualsReference) {
 }
 
 // ---------------------------------------------------------------------------
-// Vectorised exp, GELU, gates, cross-entropy
+// Vectorised exp, GELU, cross-entropy
 // ---------------------------------------------------------------------------
 
 std::vector<float> vf_apply_exp(const std::vector<float>& x) {
@@ -371,30 +371,6 @@ TEST(VecMath, GeluMatchesReference) {
     activation_backward_fast(dy.data(), ones.data(), x.data(), n, a);
     activation_backward_cpu(dref.data(), ones.data(), x.data(), n, a);
     EXPECT_EQ(dy, dref);
-  }
-}
-
-// The fused gate passes equal the unfused fast passes they replace, bit for
-// bit (the same expressions in the same order), at every length including
-// partial vectors.
-TEST(VecMath, FusedGateEqualsItsParts) {
-  std::mt19937_64 g(9);
-  for (size_t n : {(size_t)1, (size_t)kVecW - 1 + (kVecW == 1), (size_t)3 * 19 * 111}) {
-    auto g_pre = randf(n, g, 2.0), v_pre = randf(n, g, 2.0), dgv = randf(n, g);
-    std::vector<float> v(n), gg(n), gv(n), g2(n), gv2(n);
-    activation_forward_fast(v.data(), v_pre.data(), n, Act::GeluTanh);
-    gelu_gate_forward_fast(gg.data(), gv.data(), g_pre.data(), v.data(), n);
-    activation_forward_fast(g2.data(), g_pre.data(), n, Act::GeluTanh);
-    gate_forward_cpu(gv2.data(), g2.data(), v.data(), n);
-    EXPECT_EQ(gg, g2);
-    EXPECT_EQ(gv, gv2);
-    std::vector<float> dg(n), dv(n), dg2(n), dv2(n);
-    gelu_gate_backward_fast(dg.data(), dv.data(), dgv.data(), gg.data(), v.data(), g_pre.data(), v_pre.data(), n);
-    gate_backward_cpu(dg2.data(), dv2.data(), dgv.data(), gg.data(), v.data(), n);
-    activation_backward_fast(dg2.data(), dg2.data(), g_pre.data(), n, Act::GeluTanh);
-    activation_backward_fast(dv2.data(), dv2.data(), v_pre.data(), n, Act::GeluTanh);
-    EXPECT_EQ(dg, dg2) << "n " << n;
-    EXPECT_EQ(dv, dv2) << "n " << n;
   }
 }
 
