@@ -2054,9 +2054,9 @@ void s4d_kernel_backward_cpu(F* da_re, F* da_im, F* dc, F* dlog_step, const F* d
 // ---------------------------------------------------------------------------
 // The kernel is O(N T) complex exponentials, serial in the reference: at
 // T = 1024 several milliseconds a call while the other threads wait. Here
-// the forward runs over l in parallel and the backward over the modes n,
-// each sum in the reference's order, so the results are the reference's bit
-// for bit (test_cpu_kernels checks it).
+// the forward runs over l in parallel, each sum in the reference's order
+// (the reference's bits), and the backward over the modes n (the same bits
+// but for dlog_step's last place; test_cpu_kernels checks both).
 
 void s4d_kernel_forward_fast(float* K, const float* a_re, const float* a_im, const float* c, float log_step, int N,
                              int T) {  // K (T) =
@@ -2077,36 +2077,17 @@ void s4d_kernel_forward_fast(float* K, const float* a_re, const float* a_im, con
 
 void s4d_kernel_backward_fast(float* da_re, float* da_im, float* dc, float* dlog_step, const float* dK,
                               const float* a_re, const float* a_im, const float* c, float log_step, int N, int T) {
-  using Cx = std::complex<double>;
-  double dt = std::exp((double)log_step);
-  std::vector<double> ddt_n(N);
+  // Each mode on its own through the reference (its da_re, da_im, dc are the
+  // reference's bits); the modes' dlog_step parts, each rounded to float,
+  // summed in mode order.
+  std::vector<float> part(N, 0.0f);
 #pragma omp parallel for schedule(static)
-  for (int n = 0; n < N; n++) {
-    bool clipped = !((double)a_re[n] < kMaxARe);
-    Cx A(clipped ? kMaxARe : (double)a_re[n], (double)a_im[n]);
-    Cx C(c[2 * n], c[2 * n + 1]);
-    Cx z = std::exp(dt * A);
-    Cx E = (z - 1.0) / A;
-    Cx ct = C * E;
-    Cx G0 = 0, G1 = 0;
-    for (int l = 0; l < T; l++) {
-      Cx zl = std::exp((double)l * dt * A);
-      G0 += (double)dK[l] * zl;
-      G1 += ((double)l * dK[l]) * zl;
-    }
-    Cx g_ct = std::conj(G0);
-    Cx g_c = g_ct * std::conj(E);
-    Cx g_e = g_ct * std::conj(C);
-    Cx g_a = std::conj(ct * dt * G1) + g_e * std::conj((dt * z - E) / A);
-    ddt_n[n] = std::real(ct * A * G1) + std::real(std::conj(g_e) * z);
-    if (!clipped) da_re[n] += (float)std::real(g_a);
-    da_im[n] += (float)std::imag(g_a);
-    dc[2 * n] += (float)std::real(g_c);
-    dc[2 * n + 1] += (float)std::imag(g_c);
-  }
-  double ddt = 0;
-  for (int n = 0; n < N; n++) ddt += ddt_n[n];  // the reference's order
-  *dlog_step += (float)(ddt * dt);
+  for (int n = 0; n < N; n++)
+    s4d_kernel_backward_cpu(da_re + n, da_im + n, dc + 2 * n, &part[n], dK, a_re + n, a_im + n, c + 2 * n, log_step,
+                            1, T);
+  double s = 0;
+  for (int n = 0; n < N; n++) s += part[n];
+  *dlog_step += (float)s;
 }
 
 #ifdef __CUDACC__
