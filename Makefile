@@ -50,6 +50,9 @@ $(BUILD)/test_model: test/test_model.cpp test/fixture.h bigs.cu formats.h cli.h 
 $(BUILD)/test_train: test/test_train.cpp test/fixture.h bigs.cu formats.h cli.h $(BUILD)/tokenizer_lib.o
 	$(CXX) $(CXXFLAGS) -I. test/test_train.cpp $(BUILD)/tokenizer_lib.o -o $@ $(GTEST_LIBS)
 
+$(BUILD)/test_cpu_kernels: test/test_cpu_kernels.cpp bigs.cu formats.h cli.h $(BUILD)/tokenizer_lib.o
+	$(CXX) $(CXXFLAGS) -I. test/test_cpu_kernels.cpp $(BUILD)/tokenizer_lib.o -o $@ $(GTEST_LIBS)
+
 # (It also runs the tokenizer program: built first.)
 $(BUILD)/test_tokenizer: test/test_tokenizer.cpp $(BUILD)/tokenizer_lib.o | tokenizer
 	$(CXX) $(CXXFLAGS) -I. test/test_tokenizer.cpp $(BUILD)/tokenizer_lib.o -o $@ $(GTEST_LIBS)
@@ -85,7 +88,7 @@ $(BUILD)/gtest/libgtest_main.a: | $(BUILD)
 $(BUILD)/fixture.bin: dev/reference.py | $(BUILD)
 	$(PYTHON) dev/reference.py --out $@
 
-TEST_BINS = $(BUILD)/test_model $(BUILD)/test_train $(BUILD)/test_tokenizer $(BUILD)/test_data_prep $(BUILD)/bigs_cpu $(GPU_TEST_BIN)
+TEST_BINS = $(BUILD)/test_model $(BUILD)/test_cpu_kernels $(BUILD)/test_train $(BUILD)/test_tokenizer $(BUILD)/test_data_prep $(BUILD)/bigs_cpu $(GPU_TEST_BIN)
 
 $(BUILD)/metric_cases.tsv: dev/glue_metrics.py | $(BUILD)
 	$(PYTHON) dev/glue_metrics.py cases --out $@
@@ -135,7 +138,7 @@ clean:
 
 # The CPU suites again under AddressSanitizer and UndefinedBehaviorSanitizer.
 ASAN_FLAGS = -O1 -g -std=c++17 -fopenmp -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
-ASAN_BINS = $(BUILD)/asan/test_model $(BUILD)/asan/test_train $(BUILD)/asan/test_tokenizer $(BUILD)/asan/test_data_prep
+ASAN_BINS = $(BUILD)/asan/test_model $(BUILD)/asan/test_cpu_kernels $(BUILD)/asan/test_train $(BUILD)/asan/test_tokenizer $(BUILD)/asan/test_data_prep
 $(BUILD)/asan/tokenizer_lib.o: tokenizer.cpp tokenizer.h unicode_tables.h
 	mkdir -p $(BUILD)/asan
 	$(CXX) $(ASAN_FLAGS) -DTOKENIZER_NO_MAIN -c tokenizer.cpp -o $@

@@ -1,0 +1,214 @@
+"""bigs on the CPU against PyTorch, the same BiGS training step side by side.
+
+    python3 dev/bench_cpu.py [--bigs build/bigs_cpu] [--threads 1,2] [--rounds 3]
+
+For each config (issue 17's table) and thread count, runs `bigs bench
+--device cpu` and a PyTorch peer in turn, --rounds times interleaved, and
+prints the best tokens/s of each, their ratio and the load average. The peer
+is dev/reference.py's BiGS in float32 with the same step as `bigs bench`:
+dropout 0.1 after the embeddings, the MLM head on the masked rows only
+(min(20, 0.15 T) per sequence), cross-entropy, backward,
+clip_grad_norm_(1.0), AdamW (0.9, 0.98, eps 1e-6, weight decay 0.05 on the
+same parameters), torch.set_num_threads = the thread count. Its SSM
+convolution is the faster of reference.py's two (FFT, or the Toeplitz
+matrix product), chosen per config by timing both.
+
+The peer needs an optimised BLAS: Debian's python3-torch calls the system
+libblas.so.3, which is the slow reference BLAS unless OpenBLAS is installed
+(`apt-get install libopenblas0-pthread`). The peer runs with OpenBLAS's
+directory first on LD_LIBRARY_PATH when it is there (so it does not depend on
+update-alternatives) and OPENBLAS_NUM_THREADS = the thread count (OpenBLAS
+ignores torch.set_num_threads); each peer prints the BLAS it loaded and its
+GFLOP/s on a 1024^3 product. torch.compile rows are added where the torch
+has it (Debian 12's 1.13 does not).
+"""
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+OPENBLAS_DIR = "/usr/lib/x86_64-linux-gnu/openblas-pthread"
+
+# name: (V, H, I, L, N, T, batch, timed steps), issue 17's table.
+CONFIGS = {
+    "tiny": (4096, 64, 128, 2, 16, 128, 32, 20),
+    "small": (30522, 256, 512, 4, 64, 128, 16, 5),
+    "medium": (30522, 512, 1536, 6, 64, 128, 8, 3),
+    "long": (30522, 128, 256, 2, 64, 1024, 4, 4),
+}
+
+
+# ---------------------------------------------------------------------------
+# The PyTorch peer (run in its own process: the BLAS thread count is read at
+# load time)
+
+
+def peer(name, threads, steps, warmup, mode):
+    import torch
+
+    sys.path.insert(0, HERE)
+    import reference as ref
+
+    torch.set_num_threads(threads)
+    V, H, I, L, N, T, B, _ = CONFIGS[name]
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    a @ b
+    t0 = time.perf_counter()
+    for _ in range(5):
+        a @ b
+    gflops = 5 * 2 * 1024**3 / (time.perf_counter() - t0) / 1e9
+    blas = sorted({line.split()[-1] for line in open("/proc/self/maps") if "blas" in line and ".so" in line})
+    print("peer: torch %s, %d threads, BLAS %s, 1024^3 sgemm %.0f GFLOP/s" %
+          (torch.__version__, threads, " ".join(os.path.basename(x) for x in blas) or "?", gflops))
+
+    per_seq = min(20, max(1, round(0.15 * T)))
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(999, V, (B, T), generator=g)
+    types = torch.zeros(B, T, dtype=torch.long)
+    pos = [1 + k * (T - 1) // per_seq for k in range(per_seq)]
+    rows = torch.tensor([s * T + t for s in range(B) for t in pos])
+    targets = torch.randint(999, V, (len(rows),), generator=g)
+
+    def one(conv, compiled):
+        config = ref.Config(V=V, H=H, I=I, L=L, N=N, T=T, types=2, labels=0, dropout=0.1)
+        model = ref.build_model(config, "cpu", torch.float32, conv=conv, seed=1)
+        model.train()
+        named = list(model.named_parameters())
+        groups = [{"params": [p for n, p in named if ref.is_decayed(n)], "weight_decay": 0.05},
+                  {"params": [p for n, p in named if not ref.is_decayed(n)], "weight_decay": 0.0}]
+        opt = torch.optim.AdamW(groups, lr=1e-5, betas=(0.9, 0.98), eps=1e-6)
+        params = [p for _, p in named]
+
+        def loss_fn(ids, types, rows, targets):
+            x = model.encode(ids, types).reshape(-1, H)[rows]  # the masked rows only
+            return model.loss(model.mlm_logits(x), targets)
+
+        if compiled:
+            loss_fn = torch.compile(loss_fn)
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(ids, types, rows, targets)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+
+        for _ in range(warmup):
+            step()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        return B * T * steps / (time.perf_counter() - t0)
+
+    compiled = mode == "compile"
+    if compiled and not hasattr(torch, "compile"):
+        print("peer-compile: unavailable (torch %s has no torch.compile)" % torch.__version__)
+        return
+    try:
+        best = max((one(conv, compiled), conv) for conv in ("fft", "direct"))
+    except Exception as e:  # torch.compile failing on this machine is a result, not a crash
+        if not compiled:
+            raise
+        print("peer-compile: unavailable (%s)" % (str(e).strip().splitlines() or [type(e).__name__])[0][:160])
+        return
+    print("peer-%s: %.0f tokens/s (conv %s)" % (mode, best[0], best[1]))
+
+
+# ---------------------------------------------------------------------------
+# The driver
+
+
+def run_bigs(bigs, name, threads, steps, workdir):
+    V, H, I, L, N, T, B, _ = CONFIGS[name]
+    path = os.path.join(workdir, name + ".cfg")
+    with open(path, "w") as f:
+        f.write("V %d\nH %d\nI %d\nL %d\nN %d\nT %d\n" % (V, H, I, L, N, T))
+    out = subprocess.run([bigs, "bench", "--device", "cpu", "--config", path, "--seq", str(T), "--batch", str(B),
+                          "--steps", str(steps), "--warmup", "2", "--threads", str(threads)],
+                         capture_output=True, text=True)
+    m = re.search(r"([0-9.]+) tokens/s", out.stdout)
+    if out.returncode != 0 or not m:
+        sys.exit("bench_cpu: bigs bench failed:\n" + out.stdout + out.stderr)
+    return float(m.group(1))
+
+
+def run_peer(name, threads, steps, mode, python):
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
+    if os.path.isdir(OPENBLAS_DIR):
+        env["LD_LIBRARY_PATH"] = OPENBLAS_DIR + (":" + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else "")
+    out = subprocess.run([python, os.path.abspath(__file__), "--peer", name, "--threads", str(threads), "--steps",
+                          str(steps), "--mode", mode], capture_output=True, text=True, env=env)
+    info = re.search(r"^peer: .*$", out.stdout, re.M)
+    m = re.search(r"peer-\w+: ([0-9.]+) tokens/s \(conv (\w+)\)", out.stdout)
+    if out.returncode != 0:
+        sys.exit("bench_cpu: the PyTorch peer failed:\n" + out.stdout + out.stderr)
+    note = re.search(r"peer-\w+: unavailable.*", out.stdout)
+    return (float(m.group(1)) if m else None), (m.group(2) if m else (note.group(0) if note else "?")), \
+        (info.group(0) if info else "")
+
+
+def main(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--bigs", default="build/bigs_cpu", help="the bigs binary (default %(default)s)")
+    p.add_argument("--threads", default="1,2", help="comma list of thread counts (default %(default)s)")
+    p.add_argument("--configs", default=",".join(CONFIGS), help="comma list of %s" % ", ".join(CONFIGS))
+    p.add_argument("--rounds", type=int, default=3, help="interleaved runs of each, best kept (default %(default)s)")
+    p.add_argument("--steps-scale", type=float, default=1.0, help="multiply every config's timed steps")
+    p.add_argument("--compile", action="store_true", help="add torch.compile rows where torch has it")
+    p.add_argument("--python", default="/usr/bin/python3", help="the peer's Python (default %(default)s)")
+    p.add_argument("--workdir", default="build/bench_cpu", help="(default %(default)s)")
+    p.add_argument("--peer", help=argparse.SUPPRESS)
+    p.add_argument("--steps", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--mode", default="eager", help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.peer:
+        peer(a.peer, int(a.threads), a.steps, 2, a.mode)
+        return 0
+    names = [c for c in a.configs.split(",") if c]
+    bad = [c for c in names if c not in CONFIGS]
+    if bad:
+        p.error("unknown config %s" % ", ".join(bad))
+    threads = [int(t) for t in a.threads.split(",")]
+    if not os.access(a.bigs, os.X_OK):
+        p.error("%s is not an executable; build it with `make build/bigs_cpu`" % a.bigs)
+    os.makedirs(a.workdir, exist_ok=True)
+    modes = ["eager"] + (["compile"] if a.compile else [])
+    print("bench_cpu: %s, %s, %d rounds interleaved, best of each; load average %.2f %.2f %.2f at start" %
+          (a.bigs, time.strftime("%Y-%m-%d %H:%M"), a.rounds, *os.getloadavg()))
+    print("| config | threads | bigs tok/s | PyTorch tok/s | ratio | peer | load avg (1 min) |")
+    print("|---|---|---|---|---|---|---|")
+    infos = set()
+    for name in names:
+        steps = max(1, round(CONFIGS[name][7] * a.steps_scale))
+        for t in threads:
+            best_b, best_p, loads = 0.0, {m: None for m in modes}, []
+            conv = {m: "?" for m in modes}
+            for _ in range(a.rounds):
+                loads.append(os.getloadavg()[0])
+                best_b = max(best_b, run_bigs(a.bigs, name, t, steps, a.workdir))
+                for m in modes:
+                    tok, c, info = run_peer(name, t, steps, m, a.python)
+                    infos.add(info)
+                    conv[m] = c
+                    if tok is not None:
+                        best_p[m] = max(best_p[m] or 0.0, tok)
+            loads.append(os.getloadavg()[0])
+            for m in modes:
+                label = "torch" + ("" if m == "eager" else ".compile")
+                if best_p[m] is None:
+                    print("| %s | %d | %.0f | %s | | %s | |" % (name, t, best_b, label, conv[m]))
+                    continue
+                print("| %s | %d | %.0f | %.0f | %.2f | %s (conv %s) | %.1f-%.1f |" %
+                      (name, t, best_b, best_p[m], best_b / best_p[m], label, conv[m], min(loads), max(loads)))
+            sys.stdout.flush()
+    for info in sorted(i for i in infos if i):
+        print(info)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
