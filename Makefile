@@ -14,7 +14,7 @@ BUILD    := build
 
 HAVE_NVCC := $(shell command -v $(NVCC) >/dev/null 2>&1 && echo yes)
 
-.PHONY: all test test-asan demo finetune-demo clean gpu-check gtest-src cuda-check format
+.PHONY: all test test-asan demo finetune-demo clean gpu-check gtest-src cuda-check format fuzz fuzz-build
 all: bigs tokenizer data_prep
 
 $(BUILD):
@@ -126,3 +126,23 @@ finetune-demo: all
 	  --dev out/testament/bin/sst2_dev.bin --epochs 3 --batch 32 --micro-batch 32 --lr 1e-3 --out out/testament/run --log-every 40
 	./bigs eval --task sst2 --ckpt out/testament/run/best.bin --dev out/testament/bin/sst2_dev.bin
 	./bigs predict --task sst2 --ckpt out/testament/run/best.bin --test out/testament/bin/sst2_test.bin --out out/testament/submission
+
+# Fuzzing (README "Reliability"): libFuzzer harnesses in fuzz/, built with
+# clang under ASan + UBSan, each run for FUZZ_SECONDS on its seed corpus
+# fuzz/corpus/NAME (new inputs go to build/fuzz/corpus/NAME, crashes to
+# build/fuzz/artifacts/). dev/fuzz.sh prints executions and coverage.
+FUZZ_CXX ?= clang++
+FUZZ_SECONDS ?= 60
+FUZZ_FLAGS = -O1 -g -std=c++17 -Wall -Wextra -Wno-unknown-pragmas -fno-omit-frame-pointer \
+  -fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZ_CPP = tokenizer_encode vocab_load glue_tsv pretrain_text inspect bigs_shards bigs_task checkpoint config cli_numbers
+FUZZ_PY = convert_msgpack convert_torch
+FUZZ_BINS = $(addprefix $(BUILD)/fuzz/,$(FUZZ_CPP))
+$(BUILD)/fuzz/tokenizer_lib.o: tokenizer.cpp tokenizer.h unicode_tables.h
+	mkdir -p $(BUILD)/fuzz
+	$(FUZZ_CXX) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -DTOKENIZER_NO_MAIN -c tokenizer.cpp -o $@
+$(BUILD)/fuzz/%: fuzz/%.cpp fuzz/fuzz.h $(BUILD)/fuzz/tokenizer_lib.o bigs.cu data_prep.cpp formats.h cli.h tokenizer.h
+	$(FUZZ_CXX) $(FUZZ_FLAGS) -fsanitize=fuzzer -I. $< $(BUILD)/fuzz/tokenizer_lib.o -o $@ -pthread
+fuzz-build: $(FUZZ_BINS)
+fuzz: fuzz-build
+	PYTHON=$(PYTHON) bash dev/fuzz.sh $(FUZZ_SECONDS) $(BUILD)/fuzz $(FUZZ_CPP) $(FUZZ_PY)

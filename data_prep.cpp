@@ -579,14 +579,11 @@ static int remove_stale_shards(const std::string& dir, const char* prefix, size_
   return removed;
 }
 
-static int run_pretrain(const PretrainOptions& o) {
+// The command once the vocabulary is loaded (the fuzz harness calls it with
+// one vocabulary loaded once).
+static int pretrain_with(const PretrainOptions& o, const Tokenizer& tok) {
   const auto t0 = std::chrono::steady_clock::now();
   std::string err;
-  Tokenizer tok;
-  if (!load_tokenizer(o.vocab, &tok, &err)) {
-    fprintf(stderr, "data_prep pretrain: %s\n", err.c_str());
-    return kExitError;
-  }
   // Check every input before any work, so a typo fails in a second.
   uint64_t total_bytes = 0;
   bool any_gz = false;
@@ -698,6 +695,16 @@ static int run_pretrain(const PretrainOptions& o) {
   if (stale) printf("removed     %d shard(s) of an earlier run from %s\n", stale, o.out.c_str());
   printf("output      %s/train_000000.bin ...\n", o.out.c_str());
   return 0;
+}
+
+static int run_pretrain(const PretrainOptions& o) {
+  std::string err;
+  Tokenizer tok;
+  if (!load_tokenizer(o.vocab, &tok, &err)) {
+    fprintf(stderr, "data_prep pretrain: %s\n", err.c_str());
+    return kExitError;
+  }
+  return pretrain_with(o, tok);
 }
 
 // ----------------------------------------------------------------------------
