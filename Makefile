@@ -47,8 +47,12 @@ $(BUILD)/bigs_cpu: bigs.cu formats.h cli.h tokenizer.h $(BUILD)/tokenizer_lib.o
 $(BUILD)/test_model: test/test_model.cpp test/fixture.h bigs.cu formats.h cli.h $(BUILD)/tokenizer_lib.o
 	$(CXX) $(CXXFLAGS) -I. test/test_model.cpp $(BUILD)/tokenizer_lib.o -o $@ $(GTEST_LIBS)
 
-$(BUILD)/test_train: test/test_train.cpp test/fixture.h bigs.cu formats.h cli.h $(BUILD)/tokenizer_lib.o
+$(BUILD)/test_train: test/test_train.cpp test/fixture.h test/util.h bigs.cu formats.h cli.h $(BUILD)/tokenizer_lib.o
 	$(CXX) $(CXXFLAGS) -I. test/test_train.cpp $(BUILD)/tokenizer_lib.o -o $@ $(GTEST_LIBS)
+
+# Runs build/bigs_cpu and data_prep: kill -9, a full disk, two runs, bad data.
+$(BUILD)/test_crash: test/test_crash.cpp test/util.h bigs.cu formats.h cli.h $(BUILD)/tokenizer_lib.o
+	$(CXX) $(CXXFLAGS) -I. test/test_crash.cpp $(BUILD)/tokenizer_lib.o -o $@ $(GTEST_LIBS)
 
 $(BUILD)/test_tokenizer: test/test_tokenizer.cpp $(BUILD)/tokenizer_lib.o
 	$(CXX) $(CXXFLAGS) -I. test/test_tokenizer.cpp $(BUILD)/tokenizer_lib.o -o $@ $(GTEST_LIBS)
@@ -70,7 +74,7 @@ endif
 $(BUILD)/fixture.bin: dev/reference.py | $(BUILD)
 	$(PYTHON) dev/reference.py --out $@
 
-TEST_BINS = $(BUILD)/test_model $(BUILD)/test_train $(BUILD)/test_tokenizer $(BUILD)/test_data_prep $(BUILD)/bigs_cpu $(GPU_TEST_BIN)
+TEST_BINS = $(BUILD)/test_model $(BUILD)/test_train $(BUILD)/test_tokenizer $(BUILD)/test_data_prep $(BUILD)/test_crash $(BUILD)/bigs_cpu $(GPU_TEST_BIN)
 
 $(BUILD)/metric_cases.tsv: dev/glue_metrics.py | $(BUILD)
 	$(PYTHON) dev/glue_metrics.py cases --out $@
@@ -110,7 +114,7 @@ ASAN_BINS = $(BUILD)/asan/test_model $(BUILD)/asan/test_train $(BUILD)/asan/test
 $(BUILD)/asan/tokenizer_lib.o: tokenizer.cpp tokenizer.h unicode_tables.h
 	mkdir -p $(BUILD)/asan
 	$(CXX) $(ASAN_FLAGS) -DTOKENIZER_NO_MAIN -c tokenizer.cpp -o $@
-$(BUILD)/asan/%: test/%.cpp $(BUILD)/asan/tokenizer_lib.o bigs.cu data_prep.cpp formats.h cli.h test/fixture.h
+$(BUILD)/asan/%: test/%.cpp $(BUILD)/asan/tokenizer_lib.o bigs.cu data_prep.cpp formats.h cli.h test/fixture.h test/util.h
 	$(CXX) $(ASAN_FLAGS) -I. $< $(BUILD)/asan/tokenizer_lib.o -o $@ $(GTEST_LIBS)
 
 test-asan: all $(ASAN_BINS) $(BUILD)/fixture.bin $(BUILD)/metric_cases.tsv

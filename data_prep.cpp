@@ -223,12 +223,6 @@ static bool load_tokenizer(const std::string& path, Tokenizer* tok, std::string*
   return true;
 }
 
-// Rewrites the header at the start of a file that is still open for writing.
-static bool rewrite_header(FILE* f, const void* h, size_t size) {
-  return fseek(f, 0, SEEK_SET) == 0 && fwrite(h, size, 1, f) == 1 &&
-         fseek(f, 0, SEEK_END) == 0;
-}
-
 // ----------------------------------------------------------------------------
 // pretrain: text -> shards of T-token sequences
 //
@@ -294,7 +288,7 @@ class ShardWriter {
   bool finish(std::string* err) {
     if (!cur_.f) return true;
     seal_header(&header_, cur_.crc());
-    if (!rewrite_header(cur_.f, &header_, sizeof(header_))) return write_error(err);
+    if (!cur_.rewrite_header(&header_, sizeof(header_))) return write_error(err);
     if (!cur_.close(err)) return false;
     done.push_back(std::move(cur_));
     cur_ = AtomicFile();
@@ -958,7 +952,7 @@ static bool convert_glue_split(const GlueTask& task, const GlueSplit& split,
   }
   h.num_examples = r->examples;
   seal_header(&h, out->crc());
-  if (!rewrite_header(out->f, &h, sizeof(h))) {
+  if (!out->rewrite_header(&h, sizeof(h))) {
     *err = "cannot write " + out->path() + ".tmp: " + strerror(errno);
     return false;
   }

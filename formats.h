@@ -391,7 +391,8 @@ inline bool read_task_header(FILE* f, const char* path, TaskHeader* h, std::stri
 //   if (!out.open(path, &err)) ...
 //   fwrite(&header, sizeof header, 1, out.f);  // the header: not checksummed
 //   out.write(data, bytes);                    // the payload: out.crc() grows
-//   ... seal_header(&header, out.crc()), then rewrite the header ...
+//   seal_header(&header, out.crc());
+//   out.rewrite_header(&header, sizeof header);
 //   if (!out.commit(&err)) ...                 // checks every write succeeded
 //
 // close() without commit() finishes the temporary file but keeps the final
@@ -447,6 +448,12 @@ class AtomicFile {
     if (fwrite(p, 1, n, f) == n) return true;
     if (!write_errno_) write_errno_ = errno ? errno : EIO;
     return false;
+  }
+
+  // Writes the header again over the first size bytes (once the payload and
+  // its checksum are known), then goes back to the end.
+  bool rewrite_header(const void* h, size_t size) {
+    return fseek(f, 0, SEEK_SET) == 0 && fwrite(h, size, 1, f) == 1 && fseek(f, 0, SEEK_END) == 0;
   }
 
   // Flushes, syncs and closes the temporary file; reports any write error.

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "test/fixture.h"
+#include "test/util.h"
 
 using namespace bigs;
 
@@ -49,25 +50,6 @@ SmallBatch small_batch(int B, int T, int V, uint64_t seed) {
       s.targets.push_back(!pad && t > 0 && r.uniform() < 0.3f ? (int)r.below(V) : -1);
     }
   return s;
-}
-
-// Runs a command line, returns its exit status and output (stdout + stderr).
-int run(const std::string& cmd, std::string* out) {
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) return -1;
-  char buf[4096];
-  size_t n;
-  out->clear();
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out->append(buf, n);
-  int st = pclose(p);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
 }
 
 }  // namespace
