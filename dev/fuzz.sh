@@ -27,12 +27,13 @@ for name in "$@"; do
   # error messages, one per input, would fill it.
   "${cmd[@]}" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2560 -print_final_stats=1 \
     -artifact_prefix="$dir/artifacts/$name-" "$corpus" "fuzz/corpus/$name" 2>&1 |
-    grep -a -E '^#[0-9]+|ERROR|WARNING|FUZZ_CHECK|SUMMARY|runtime error|Uncaught|Error:|^ +#[0-9]+ |^  File |stat::|Test unit' \
+    grep -a -E '^#[0-9]+|INFO: Loaded|ERROR|WARNING|FUZZ_CHECK|SUMMARY|runtime error|Uncaught|Error:|^ +#[0-9]+ |^  File |stat::|Test unit' \
       > "$log"
   rc=${PIPESTATUS[0]}
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   status=$(grep -a -E '^#[0-9]+' "$log" | tail -1)
   cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$status")
+  edges=$(sed -n 's/^INFO: Loaded [0-9]* modules* *(\([0-9]*\) inline 8-bit counters.*/\1/p' "$log" | head -1)
   ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$status")
   corp=$(sed -n 's/.* corp: \([0-9]*\)\/.*/\1/p' <<<"$status")
   result=ok
@@ -41,11 +42,12 @@ for name in "$@"; do
     failed+=("$name")
     grep -a -E 'ERROR|FUZZ_CHECK|SUMMARY|runtime error|Uncaught|Error:|Test unit' "$log" | head -5
   fi
-  rows+=("$(printf '| %-16s | %10s | %8s | %9s | %7s | %s |' "$name" "${execs:-?}" "${cov:-?}" "${ft:-?}" "${corp:-?}" "$result")")
+  rows+=("$(printf '| %-16s | %10s | %14s | %9s | %7s | %s |' "$name" "${execs:-?}" "${cov:-?}${edges:+ of $edges}" "${ft:-?}" \
+    "${corp:-?}" "$result")")
 done
 echo
-printf '| %-16s | %10s | %8s | %9s | %7s | %s |\n' harness executions coverage features corpus result
-printf '|%s|%s|%s|%s|%s|%s|\n' ------------------ ------------ ---------- ----------- --------- --------
+printf '| %-16s | %10s | %14s | %9s | %7s | %s |\n' harness executions "edges reached" features corpus result
+printf '|%s|%s|%s|%s|%s|%s|\n' ------------------ ------------ ---------------- ----------- --------- --------
 printf '%s\n' "${rows[@]}"
-echo "($seconds s each; coverage: edges reached, features: libFuzzer's finer count, corpus: inputs kept)"
+echo "($seconds s each; edges reached of the binary's instrumented edges, features: libFuzzer's finer count, corpus: inputs kept)"
 [ ${#failed[@]} -eq 0 ] || { echo "failed harnesses: ${failed[*]}"; exit 1; }
