@@ -101,7 +101,7 @@ KIND_MODEL, KIND_TRAIN_STATE = 1, 2
 # samples_seen, seed; payload_crc, header_crc (CRC-32C: of the floats after
 # the header, and of the header with header_crc = 0).
 HEADER = struct.Struct("<4I8i4Q2I168x")
-HEADER_CRC_AT = 84
+PAYLOAD_CRC_AT, HEADER_CRC_AT = 80, 84
 assert HEADER.size == 256
 
 
@@ -122,6 +122,12 @@ def crc32c(data, crc=0):
 def header_crc(head):
     """The header's own checksum: its CRC-32C with header_crc zero."""
     return crc32c(bytes(head[:HEADER_CRC_AT]) + bytes(4) + bytes(head[HEADER_CRC_AT + 4 : HEADER.size]))
+
+
+def seal(blob):
+    """Sets both checksums of a whole checkpoint (a bytearray) to match what it holds now."""
+    struct.pack_into("<I", blob, PAYLOAD_CRC_AT, crc32c(memoryview(blob)[HEADER.size :]))
+    struct.pack_into("<I", blob, HEADER_CRC_AT, header_crc(blob))
 
 
 def table(c):

@@ -650,8 +650,9 @@ TEST(Readers, ConfigFilesAreWholeLinesOfKeyAndInteger) {
 }
 
 TEST(Readers, ACheckpointWithAHugeConfigIsRefusedWithoutOverflow) {
-  // In range field by field, but L x I x H = 2^42: the parameter table multiplied that in int (UB,
-  // found by fuzz/checkpoint.cpp under UBSan; out-of-range fields reached the table as well).
+  // In range field by field, but a layer's dv_w has I x H = 2^32 elements: the parameter table
+  // multiplied that in int (UB, found by fuzz/checkpoint.cpp under UBSan; out-of-range fields
+  // reached the table as well).
   CkptHeader h{};
   h.magic = kCkptMagic, h.version = kCkptVersion, h.kind = kCkptModel;
   h.V = 30522, h.H = 1 << 14, h.I = 1 << 18, h.L = 1024, h.N = 4, h.T = 128, h.types = 2, h.labels = 0;
@@ -663,7 +664,7 @@ TEST(Readers, ACheckpointWithAHugeConfigIsRefusedWithoutOverflow) {
     CkptHeader got;
     std::string err;
     EXPECT_FALSE(checkpoint_read(path, &got, &data, &err));
-    EXPECT_NE(err.find(huge_field ? "H = 65636 is out of range" : "L x I x H = 4398046511104 elements"),
+    EXPECT_NE(err.find(huge_field ? "H = 65636 is out of range" : "I x H = 4294967296 elements"),
               std::string::npos)
         << err;
   }
