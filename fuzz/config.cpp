@@ -43,7 +43,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Config c;
   std::string err;
   if (!config_load(path, &c, &err)) {
-    FUZZ_CHECK(err.find(path) != std::string::npos, "the error does not name the file: %s", err.c_str());
+    FUZZ_CHECK_NAMES(err, path);
     return 0;
   }
   FUZZ_CHECK(well_formed(text), "accepted a malformed file");

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "formats.h"
+#include "tokenizer.h"
 
 // An invariant of the reader's result; a violation aborts, which libFuzzer
 // reports with the input that caused it.
@@ -70,8 +71,35 @@ std::vector<uint8_t> with_fixed_checksums(const uint8_t* data, size_t n) {
   return out;
 }
 
+// Runs read(path) on the input as it is and with its checksums recomputed,
+// written to fuzz_dir()/name.
+template <class H, class Read>
+void as_is_and_with_checksums(const char* name, const uint8_t* data, size_t size, Read read) {
+  read(fuzz_file(name, data, size));
+  const std::vector<uint8_t> fixed = with_fixed_checksums<H>(data, size);
+  read(fuzz_file(name, fixed.data(), fixed.size()));
+}
+
+// A reader's refusal must say which file it refused.
+#define FUZZ_CHECK_NAMES(err, path) \
+  FUZZ_CHECK((err).find(path) != std::string::npos, "the error does not name the file: %s", (err).c_str())
+
 // Silences the readers' progress and notes on stdout, which would swamp the
 // fuzzer's own output (on stderr).
 inline void quiet_stdout() {
   if (!freopen("/dev/null", "w", stdout)) abort();
+}
+
+// The BERT vocabulary, loaded once (the harnesses run from the repository root).
+inline const bigs::Tokenizer& bert_tokenizer() {
+  static const bigs::Tokenizer tok = [] {
+    bigs::Tokenizer t;
+    std::string err;
+    if (!t.load("data/bert-base-uncased-vocab.txt", &err)) {
+      fprintf(stderr, "fuzz: %s (run from the repository root)\n", err.c_str());
+      abort();
+    }
+    return t;
+  }();
+  return tok;
 }

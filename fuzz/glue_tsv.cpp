@@ -7,15 +7,10 @@
 
 using namespace bigs;
 
-static Tokenizer tok;
+static const Tokenizer& tok = bert_tokenizer();
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   quiet_stdout();
-  std::string err;
-  if (!load_tokenizer("data/bert-base-uncased-vocab.txt", &tok, &err)) {
-    fprintf(stderr, "fuzz: %s (run from the repository root)\n", err.c_str());
-    abort();
-  }
   return 0;
 }
 
@@ -31,7 +26,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FUZZ_CHECK(out.open(fuzz_dir() + "/task.bin", &err), "%s", err.c_str());
   GlueSplitResult r;
   if (!convert_glue_split(task, split, tsv, tok, T, &out, &r, &err)) {
-    FUZZ_CHECK(err.find(tsv) != std::string::npos, "the error does not name the file: %s", err.c_str());
+    FUZZ_CHECK_NAMES(err, tsv);
     return 0;
   }
   // The file written is a valid task file holding exactly the examples read.

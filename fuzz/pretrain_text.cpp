@@ -10,15 +10,10 @@
 
 using namespace bigs;
 
-static Tokenizer tok;
+static const Tokenizer& tok = bert_tokenizer();
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   quiet_stdout();
-  std::string err;
-  if (!load_tokenizer("data/bert-base-uncased-vocab.txt", &tok, &err)) {
-    fprintf(stderr, "fuzz: %s (run from the repository root)\n", err.c_str());
-    abort();
-  }
   return 0;
 }
 

@@ -7,16 +7,9 @@
 #include <string_view>
 
 #include "fuzz.h"
-#include "tokenizer.h"
-
-static bigs::Tokenizer tok;
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  std::string err;
-  if (!tok.load("data/bert-base-uncased-vocab.txt", &err)) {
-    fprintf(stderr, "fuzz: %s (run from the repository root)\n", err.c_str());
-    abort();
-  }
+  bert_tokenizer();
   return 0;
 }
 
@@ -25,6 +18,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const bool pair = data[0] & 1, pad = data[0] & 2;
   const int max_len = data[1];
   const std::string_view text(reinterpret_cast<const char*>(data + 2), size - 2);
+  const bigs::Tokenizer& tok = bert_tokenizer();
   const int V = tok.vocab_size();
 
   std::vector<int> ids;

@@ -5,7 +5,6 @@
 #include <string_view>
 
 #include "fuzz.h"
-#include "tokenizer.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const char* p = reinterpret_cast<const char*>(data);
@@ -17,7 +16,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   bigs::Tokenizer tok;
   std::string err;
   if (!tok.load(path, &err)) {
-    FUZZ_CHECK(err.find(path) != std::string::npos, "the error does not name the file: %s", err.c_str());
+    FUZZ_CHECK_NAMES(err, path);
     return 0;
   }
   // One token a line: as many tokens as lines.
