@@ -426,7 +426,15 @@ def flax_array_from_bytes(data):
     name = name.decode("ascii")
     if name == "bfloat16":  # numpy has no bfloat16
         return _Tagged(bf16_to_f32(np.frombuffer(buf, "<u2")).reshape(shape), "bfloat16")
+    # A dtype name of numbers only: np.dtype parses other strings as Python (a SyntaxError on a
+    # damaged file, found by fuzz/convert_msgpack.py) and would accept object arrays.
+    if name not in NUMERIC_DTYPES:
+        raise ValueError("array of unknown dtype %r" % name[:40])
     return np.frombuffer(buf, np.dtype(name)).reshape(shape)
+
+
+NUMERIC_DTYPES = {"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float16",
+                  "float32", "float64", "complex64", "complex128"}
 
 
 def flax_ext_hook(code, data):

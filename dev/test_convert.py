@@ -641,6 +641,7 @@ def test_bad_files(c, p):
     cases = [("torch", "cut.bin", blob[:300]), ("torch", "empty.bin", b""), ("torch", "text.bin", b"not a torch file"),
              ("flax", "empty.msgpack", b""), ("flax", "listkey.msgpack", b"\x81\x91\x00\x00"),
              ("flax", "nested.msgpack", nested), ("flax", "notarray.msgpack", ext_array(b"\x05")),
+             ("flax", "dtype.msgpack", ext_array(convert_hf.msgpack_pack(((1,), b"(1,", b"\0")))),
              ("flax", "chunks.msgpack", convert_hf.msgpack_pack({"a": {"__msgpack_chunked_array__": True, "shape": {}}}))]
     for fmt, name, data in cases:
         path = os.path.join(WORK, name)
