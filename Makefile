@@ -14,7 +14,7 @@ BUILD    := build
 
 HAVE_NVCC := $(shell command -v $(NVCC) >/dev/null 2>&1 && echo yes)
 
-.PHONY: all test test-suites test-asan demo finetune-demo clean gpu-check gpu-check-prep gtest-src cuda-check format
+.PHONY: all test test-suites test-asan demo finetune-demo clean gpu-check gpu-check-prep gtest-src cuda-check format fuzz fuzz-build
 all: bigs tokenizer data_prep
 
 $(BUILD):
@@ -47,11 +47,15 @@ $(BUILD)/bigs_cpu: bigs.cu formats.h cli.h tokenizer.h $(BUILD)/tokenizer_lib.o
 $(BUILD)/test_model: test/test_model.cpp test/fixture.h bigs.cu formats.h cli.h $(BUILD)/tokenizer_lib.o
 	$(CXX) $(CXXFLAGS) -I. test/test_model.cpp $(BUILD)/tokenizer_lib.o -o $@ $(GTEST_LIBS)
 
-$(BUILD)/test_train: test/test_train.cpp test/fixture.h bigs.cu formats.h cli.h $(BUILD)/tokenizer_lib.o
+$(BUILD)/test_train: test/test_train.cpp test/fixture.h test/util.h bigs.cu formats.h cli.h $(BUILD)/tokenizer_lib.o
 	$(CXX) $(CXXFLAGS) -I. test/test_train.cpp $(BUILD)/tokenizer_lib.o -o $@ $(GTEST_LIBS)
 
 $(BUILD)/test_cpu_kernels: test/test_cpu_kernels.cpp bigs.cu formats.h cli.h $(BUILD)/tokenizer_lib.o
 	$(CXX) $(CXXFLAGS) -I. test/test_cpu_kernels.cpp $(BUILD)/tokenizer_lib.o -o $@ $(GTEST_LIBS)
+
+# Runs build/bigs_cpu and data_prep: kill -9, a full disk, two runs, bad data.
+$(BUILD)/test_crash: test/test_crash.cpp test/util.h bigs.cu formats.h cli.h $(BUILD)/tokenizer_lib.o
+	$(CXX) $(CXXFLAGS) -I. test/test_crash.cpp $(BUILD)/tokenizer_lib.o -o $@ $(GTEST_LIBS)
 
 # (It also runs the tokenizer program: built first.)
 $(BUILD)/test_tokenizer: test/test_tokenizer.cpp $(BUILD)/tokenizer_lib.o | tokenizer
@@ -88,7 +92,7 @@ $(BUILD)/gtest/libgtest_main.a: | $(BUILD)
 $(BUILD)/fixture.bin: dev/reference.py | $(BUILD)
 	$(PYTHON) dev/reference.py --out $@
 
-TEST_BINS = $(BUILD)/test_model $(BUILD)/test_cpu_kernels $(BUILD)/test_train $(BUILD)/test_tokenizer $(BUILD)/test_data_prep $(BUILD)/bigs_cpu $(GPU_TEST_BIN)
+TEST_BINS = $(BUILD)/test_model $(BUILD)/test_cpu_kernels $(BUILD)/test_train $(BUILD)/test_tokenizer $(BUILD)/test_data_prep $(BUILD)/test_crash $(BUILD)/bigs_cpu $(GPU_TEST_BIN)
 
 $(BUILD)/metric_cases.tsv: dev/glue_metrics.py | $(BUILD)
 	$(PYTHON) dev/glue_metrics.py cases --out $@
@@ -142,7 +146,7 @@ ASAN_BINS = $(BUILD)/asan/test_model $(BUILD)/asan/test_cpu_kernels $(BUILD)/asa
 $(BUILD)/asan/tokenizer_lib.o: tokenizer.cpp tokenizer.h unicode_tables.h
 	mkdir -p $(BUILD)/asan
 	$(CXX) $(ASAN_FLAGS) -DTOKENIZER_NO_MAIN -c tokenizer.cpp -o $@
-$(BUILD)/asan/%: test/%.cpp $(BUILD)/asan/tokenizer_lib.o bigs.cu data_prep.cpp formats.h cli.h test/fixture.h
+$(BUILD)/asan/%: test/%.cpp $(BUILD)/asan/tokenizer_lib.o bigs.cu data_prep.cpp formats.h cli.h test/fixture.h test/util.h
 	$(CXX) $(ASAN_FLAGS) -I. $< $(BUILD)/asan/tokenizer_lib.o -o $@ $(GTEST_LIBS)
 
 test-asan: all $(ASAN_BINS) $(BUILD)/fixture.bin $(BUILD)/metric_cases.tsv
@@ -158,3 +162,23 @@ finetune-demo: all
 	  --dev out/testament/bin/sst2_dev.bin --epochs 3 --batch 32 --micro-batch 32 --lr 1e-3 --out out/testament/run --log-every 40
 	./bigs eval --task sst2 --ckpt out/testament/run/best.bin --dev out/testament/bin/sst2_dev.bin
 	./bigs predict --task sst2 --ckpt out/testament/run/best.bin --test out/testament/bin/sst2_test.bin --out out/testament/submission
+
+# Fuzzing (README "Reliability"): libFuzzer harnesses in fuzz/, built with
+# clang under ASan + UBSan, each run for FUZZ_SECONDS on its seed corpus
+# fuzz/corpus/NAME (new inputs go to build/fuzz/corpus/NAME, crashes to
+# build/fuzz/artifacts/). dev/fuzz.sh prints executions and coverage.
+FUZZ_CXX ?= clang++
+FUZZ_SECONDS ?= 60
+FUZZ_FLAGS = -O1 -g -std=c++17 -Wall -Wextra -Wno-unknown-pragmas -fno-omit-frame-pointer \
+  -fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZ_CPP = tokenizer_encode vocab_load glue_tsv pretrain_text inspect bigs_shards bigs_task checkpoint config cli_numbers
+FUZZ_PY = convert_msgpack convert_torch
+FUZZ_BINS = $(addprefix $(BUILD)/fuzz/,$(FUZZ_CPP))
+$(BUILD)/fuzz/tokenizer_lib.o: tokenizer.cpp tokenizer.h unicode_tables.h
+	mkdir -p $(BUILD)/fuzz
+	$(FUZZ_CXX) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -DTOKENIZER_NO_MAIN -c tokenizer.cpp -o $@
+$(BUILD)/fuzz/%: fuzz/%.cpp fuzz/fuzz.h $(BUILD)/fuzz/tokenizer_lib.o bigs.cu data_prep.cpp formats.h cli.h tokenizer.h
+	$(FUZZ_CXX) $(FUZZ_FLAGS) -fsanitize=fuzzer -I. $< $(BUILD)/fuzz/tokenizer_lib.o -o $@ -pthread
+fuzz-build: $(FUZZ_BINS)
+fuzz: fuzz-build
+	PYTHON=$(PYTHON) bash dev/fuzz.sh $(FUZZ_SECONDS) $(BUILD)/fuzz $(FUZZ_CPP) $(FUZZ_PY)

@@ -447,6 +447,15 @@ static std::string config_check(const Config& c) {
   if (c.f < lo || c.f > hi) e += strf("config: %s = %d is out of range [%d, %d]\n", #f, c.f, lo, hi);
   BIGS_CONFIG(X)
 #undef X
+  if (!e.empty()) return e;
+  // The parameter table (BIGS_PARAMS) multiplies these in int: each of its
+  // tensors (each layer's slice) must have fewer than 2^31 elements.
+  const long long V = c.V, H = c.H, I = c.I, T = c.T;
+  const std::pair<const char*, long long> big[] = {
+      {"V x H", V * H}, {"T x H", T * H}, {"H x H", H * H}, {"I x H", I * H}};
+  for (const auto& [what, n] : big)
+    if (e.empty() && n > 0x7FFFFFFFLL)
+      e = strf("config: %s = %lld elements, more than 2^31 - 1 in one tensor\n", what, n);
   return e;
 }
 
@@ -4730,11 +4739,14 @@ static bool train_step(Model& m, const Batch& batch, const StepSettings& s, uint
 // ============================================================================
 // CkptHeader (256 bytes), then the parameters in the order of the parameter
 // table (fp32, little-endian); a training state then holds AdamW's first and
-// second moments in the same order. Written to NAME.tmp and renamed, so a
-// crash never leaves a broken file under the final name.
+// second moments in the same order. Saved durably (formats.h AtomicFile:
+// NAME.tmp, fsync, rename, fsync of the directory), so a crash, a kill or a
+// full disk never leaves a broken file under the final name. Version 2 adds
+// CRC-32C checksums of the payload and of the header (formats.h), verified on
+// every read; version 1 still loads, with a note.
 
 constexpr uint32_t kCkptMagic = 0x4B434742;  // "BGCK" as bytes on disk
-constexpr uint32_t kCkptVersion = 1;
+constexpr uint32_t kCkptVersion = 2;
 enum : uint32_t { kCkptModel = 1, kCkptTrainState = 2 };
 
 struct CkptHeader {
@@ -4749,7 +4761,9 @@ struct CkptHeader {
   uint64_t step;                            // optimizer updates done
   uint64_t samples_seen;                    // training sequences consumed: the data position
   uint64_t seed;                            // the run's seed: data order, masks, dropout
-  uint8_t reserved[176];
+  uint32_t payload_crc;                     // CRC-32C of the floats (version 2; 0 in version 1)
+  uint32_t header_crc;                      // CRC-32C of this header with header_crc = 0
+  uint8_t reserved[168];
 };
 static_assert(sizeof(CkptHeader) == 256, "CkptHeader must be 256 bytes");
 
@@ -4779,18 +4793,40 @@ static bool checkpoint_save(const std::string& path, const Model& m, const std::
   h.seed = seed;
   AtomicFile out;
   if (!out.open(path, err)) return false;
-  fwrite(&h, sizeof h, 1, out.f);
-  fwrite(m.params_mem.data(), sizeof(float), m.num_params, out.f);
+  const size_t bytes = m.num_params * sizeof(float);
+  fwrite(&h, sizeof h, 1, out.f);  // a placeholder until the checksum is known
+  out.write(m.params_mem.data(), bytes);
   if (mom1) {
-    fwrite(mom1->data(), sizeof(float), m.num_params, out.f);
-    fwrite(mom2->data(), sizeof(float), m.num_params, out.f);
+    out.write(mom1->data(), bytes);
+    out.write(mom2->data(), bytes);
   }
+  seal_header(&h, out.crc());
+  out.rewrite_header(&h, sizeof h);
   return out.commit(err);  // checks every write
 }
 
+// The first non-finite float of a checkpoint's blocks, named by tensor
+// ("parameter dv_w[3] is nan"), or "" when all are finite.
+static std::string first_non_finite(const std::vector<float>& data, const Config& c, uint64_t blocks) {
+  const std::vector<TensorInfo> table = param_table(c);
+  const size_t P = table_total(table);
+  const char* block_name[3] = {"parameter", "AdamW first moment of", "AdamW second moment of"};
+  for (uint64_t b = 0; b < blocks; b++) {
+    const float* x = data.data() + b * P;
+    for (const TensorInfo& t : table)
+      for (size_t i = 0; i < t.count; i++)
+        if (!std::isfinite(x[t.offset + i]))
+          return strf("%s %s[%zu] is %s", block_name[b], t.name, i, std::isnan(x[t.offset + i]) ? "nan" : "inf");
+  }
+  return "";
+}
+
 // Reads a checkpoint of either kind: the header, and the floats after it
-// (parameters, then the two moments for a training state).
+// (parameters, then the two moments for a training state). Every float is
+// checked: a flipped bit (version 2) or a non-finite value is an error
+// naming the file, never a model.
 static bool checkpoint_read(const std::string& path, CkptHeader* h, std::vector<float>* data, std::string* err) {
+  const char* what = "bigs checkpoint";
   const char* fix = "pass a checkpoint written by `bigs pretrain` or `bigs finetune` (or dev/convert_hf.py)";
   FILE* f = fopen(path.c_str(), "rb");
   if (!f) {
@@ -4798,18 +4834,13 @@ static bool checkpoint_read(const std::string& path, CkptHeader* h, std::vector<
     return false;
   }
   int64_t size = file_size_of(f);
-  bool ok = size >= (int64_t)sizeof *h && fread(h, sizeof *h, 1, f) == 1;
-  if (!ok || h->magic != kCkptMagic) {
-    *err = strf("%s is not a bigs checkpoint (bad magic); %s", path.c_str(), fix);
-  } else if (h->version != kCkptVersion) {
-    *err = strf("%s is checkpoint version %u; this build reads version %u", path.c_str(), h->version, kCkptVersion);
-    ok = false;
-  } else if (h->kind != kCkptModel && h->kind != kCkptTrainState) {
+  bool ok = read_header(f, path.c_str(), h, kCkptMagic, kCkptVersion, what, fix, err);
+  if (ok && h->kind != kCkptModel && h->kind != kCkptTrainState) {
     *err = strf("%s has unknown checkpoint kind %u; %s", path.c_str(), h->kind, fix);
     ok = false;
-  } else {
+  } else if (ok) {
     std::string e = config_check(ckpt_config(*h));
-    size_t want = table_total(param_table(ckpt_config(*h)));
+    size_t want = e.empty() ? table_total(param_table(ckpt_config(*h))) : 0;  // no table for a bad config
     uint64_t blocks = h->kind == kCkptTrainState ? 3 : 1;
     if (!e.empty()) {
       *err = path + ": damaged header: " + e;
@@ -4825,7 +4856,19 @@ static bool checkpoint_read(const std::string& path, CkptHeader* h, std::vector<
     } else {
       data->resize(blocks * want);
       ok = fread(data->data(), sizeof(float), data->size(), f) == data->size();
-      if (!ok) *err = strf("cannot read %s: %s", path.c_str(), strerror(errno));
+      const uint32_t crc = ok && has_checksums(h->version) ? crc32c(0, data->data(), data->size() * sizeof(float)) : 0;
+      const std::string bad = ok ? first_non_finite(*data, ckpt_config(*h), blocks) : "";
+      if (!ok) {
+        *err = strf("cannot read %s: %s", path.c_str(), strerror(errno));
+      } else if (has_checksums(h->version) && crc != h->payload_crc) {
+        *err = checksum_error(path.c_str(), what, crc, h->payload_crc, fix);
+        ok = false;
+      } else if (!bad.empty()) {
+        *err = path + ": " + bad + "; the checkpoint holds a diverged or damaged model: use an earlier one";
+        ok = false;
+      } else if (!has_checksums(h->version)) {
+        fprintf(stderr, "%s\n", unchecked_note(path.c_str(), what, "save it again with bigs").c_str());
+      }
     }
   }
   fclose(f);
@@ -4841,6 +4884,13 @@ struct ShardSet {
   std::vector<uint64_t> counts;  // sequences per shard
   uint64_t total = 0;
   ShardHeader h;  // of the first; every shard must agree on T, V and the ids
+  std::vector<uint32_t> versions, payload_crcs;  // per shard
+  // Shards whose checksum this process has verified. The readers open them
+  // through shard_open, which verifies each in full the first time: when the
+  // training order reaches it (it then reads every row of it, in a shuffled
+  // order) or the first evaluation reads it. One sequential pass per shard
+  // and run, instead of one over the whole corpus at start-up.
+  mutable std::vector<char> verified;
 };
 
 static bool shards_open(const std::string& pattern, ShardSet* s, std::string* err) {
@@ -4874,12 +4924,36 @@ static bool shards_open(const std::string& pattern, ShardSet* s, std::string* er
     }
     s->counts.push_back(h.num_sequences);
     s->total += h.num_sequences;
+    s->versions.push_back(h.version);
+    s->payload_crcs.push_back(h.payload_crc);
+    s->verified.push_back(0);
   }
   if (s->total == 0) {
     *err = strf("the shards matching '%s' hold no sequences", pattern.c_str());
     return false;
   }
+  const long old = std::count_if(s->versions.begin(), s->versions.end(), [](uint32_t v) { return !has_checksums(v); });
+  if (old)
+    fprintf(stderr, "%s%s\n", unchecked_note(s->paths[0].c_str(), kShardWhat, kShardFix).c_str(),
+            old > 1 ? strf(" (and %ld more of '%s')", old - 1, pattern.c_str()).c_str() : "");
   return true;
+}
+
+// Opens shard i for reading rows; the first time, verifies its checksum.
+static FILE* shard_open(const ShardSet& s, size_t i, std::string* err) {
+  const char* path = s.paths[i].c_str();
+  FILE* f = fopen(path, "rb");
+  if (!f) {
+    *err = strf("cannot open %s: %s", path, strerror(errno));
+    return nullptr;
+  }
+  if (!s.verified[i] && has_checksums(s.versions[i]) &&
+      !verify_payload(f, path, sizeof(ShardHeader), s.payload_crcs[i], kShardWhat, kShardFix, err)) {
+    fclose(f);
+    return nullptr;
+  }
+  s.verified[i] = 1;
+  return f;
 }
 
 // Which sequence is the k-th one a run sees. Every epoch visits the shards in
@@ -4915,23 +4989,29 @@ struct DataOrder {
     if ((int64_t)epoch != cached_epoch || shard != cached_shard) {
       perm = permutation(s->counts[shard], splitmix64(seed ^ splitmix64(epoch * 1000003 + shard)));
       if (f) fclose(f);
-      f = fopen(s->paths[shard].c_str(), "rb");
-      if (!f) {
-        *err = strf("cannot open %s: %s", s->paths[shard].c_str(), strerror(errno));
-        return false;
-      }
+      cached_epoch = cached_shard = -1;
+      if (!(f = shard_open(*s, shard, err))) return false;
       cached_epoch = epoch, cached_shard = shard;
     }
-    return read_row(f, s->paths[shard], s->h.seq_len, perm[r], out, err);
+    return read_row(f, s->paths[shard], s->h.seq_len, s->h.vocab_size, perm[r], out, err);
   }
 
-  static bool read_row(FILE* f, const std::string& path, int T, uint64_t row, int* out, std::string* err) {
+  // Reads row `row` (T ids) of an open shard; an id >= V is an error that
+  // says where it is (masking would make it a target past the logits).
+  static bool read_row(FILE* f, const std::string& path, int T, uint32_t V, uint64_t row, int* out, std::string* err) {
     std::vector<uint16_t> buf(T);
     if (fseek(f, (long)(sizeof(ShardHeader) + row * T * 2), SEEK_SET) != 0 || fread(buf.data(), 2, T, f) != (size_t)T) {
       *err = strf("cannot read sequence %" PRIu64 " of %s", row, path.c_str());
       return false;
     }
-    for (int t = 0; t < T; t++) out[t] = buf[t];
+    for (int t = 0; t < T; t++) {
+      if (buf[t] >= V) {
+        *err = strf("%s: sequence %" PRIu64 " has the id %u at position %d, but the vocabulary has %u tokens; %s",
+                    path.c_str(), row, buf[t], t, V, kShardFix);
+        return false;
+      }
+      out[t] = buf[t];
+    }
     return true;
   }
 };
@@ -5043,16 +5123,24 @@ static bool config_load(const std::string& spec, Config* c, std::string* err) {
     return false;
   }
   *c = Config{};
-  char key[64];
-  long long v;
+  char* buf = nullptr;
+  size_t cap = 0;
+  ssize_t len;
   int line = 0;
-  char buf[256];
   bool ok = true;
-  while (ok && fgets(buf, sizeof buf, f)) {
+  while (ok && (len = getline(&buf, &cap, f)) >= 0) {  // whole lines, however long
     line++;
-    if (buf[0] == '#' || strspn(buf, " \t\r\n") == strlen(buf)) continue;
-    if (sscanf(buf, "%63s %lld", key, &v) != 2) {
-      *err = strf("%s:%d: expected 'key value', got: %s", spec.c_str(), line, buf);
+    if (buf[0] == '#' || strspn(buf, " \t\r\n\v\f") == (size_t)len) continue;
+    // Two words and nothing else (end == len: no third word, no NUL byte),
+    // the second a whole integer: "H 64.5" or "H 64 # hidden" is an error.
+    std::vector<char> kbuf(len + 1), vbuf(len + 1);
+    char* key = kbuf.data();
+    int end = -1;
+    long long v = 0;
+    std::string why;
+    if (sscanf(buf, "%s %s %n", key, vbuf.data(), &end) != 2 || end != len ||
+        !parse_int(vbuf.data(), -(1LL << 30), 1LL << 30, key, &v, &why)) {  // config_check narrows it
+      *err = strf("%s:%d: expected 'key integer'%s%s", spec.c_str(), line, why.empty() ? "" : ": ", why.c_str());
       ok = false;
     } else {
       bool known = false;
@@ -5070,8 +5158,32 @@ static bool config_load(const std::string& spec, Config* c, std::string* err) {
       }
     }
   }
+  free(buf);
   fclose(f);
   return ok;
+}
+
+// A resumed run redoes the steps after its checkpoint, so the log of the run
+// it continues loses its lines for those steps (and any line a kill cut
+// short): each step is then logged once, as in a run never stopped.
+static bool log_keep_until(const std::string& path, uint64_t step, std::string* err) {
+  FILE* in = fopen(path.c_str(), "r");
+  if (!in) return true;  // no log yet
+  AtomicFile out;
+  if (!out.open(path, err)) {
+    fclose(in);
+    return false;
+  }
+  char* line = nullptr;
+  size_t cap = 0;
+  ssize_t len;
+  while ((len = getline(&line, &cap, in)) > 0) {
+    unsigned long long s;
+    if (line[len - 1] == '\n' && sscanf(line, "{\"step\": %llu", &s) == 1 && s <= step) out.write(line, (size_t)len);
+  }
+  free(line);
+  fclose(in);
+  return out.commit(err);
 }
 
 static void print_model_plan(const Model& m) {
@@ -5140,11 +5252,8 @@ static bool evaluate_mlm(Model& m, const ShardSet& val, long long max_seqs, cons
     int B = (int)std::min<long long>(m.B, total - seen);
     for (int b = 0; b < B; b++, row++) {
       while (row >= val.counts[shard]) shard++, row = 0, f = f ? (fclose(f), nullptr) : nullptr;
-      if (!f && !(f = fopen(val.paths[shard].c_str(), "rb"))) {
-        *err = strf("cannot open %s: %s", val.paths[shard].c_str(), strerror(errno));
-        return false;
-      }
-      if (!DataOrder::read_row(f, val.paths[shard], T, row, &ids[(size_t)b * T], err)) {
+      if (!f && !(f = shard_open(val, shard, err))) return false;
+      if (!DataOrder::read_row(f, val.paths[shard], T, val.h.vocab_size, row, &ids[(size_t)b * T], err)) {
         fclose(f);
         return false;
       }
@@ -5306,18 +5415,30 @@ static int cmd_pretrain(int argc, char** argv) {
   print_settings(stdout, flags);
   printf("data: %zu training shards, %" PRIu64 " sequences of T = %d; %" PRIu64 " validation sequences\n",
          tr.paths.size(), tr.total, T, va.total);
-  if (!make_dir(out, &err)) return fail(cmd, err);
+  DirLock lock;  // one run per --out, for as long as this one lives
+  if (!make_dir(out, &err) || !lock.acquire(out, &err)) return fail(cmd, err);
+  if (!resume.empty() && !log_keep_until(out + "/log.jsonl", step, &err)) return fail(cmd, err);
   std::string log_path = out + "/log.jsonl";
   FILE* log = fopen(log_path.c_str(), resume.empty() ? "w" : "a");
   if (!log) return fail(cmd, strf("cannot write %s: %s", log_path.c_str(), strerror(errno)));
+  // A save that fails (a full disk, a write error) stops the run: its
+  // previous checkpoint is intact, and training on without a way to save
+  // would spend hours that the next crash would lose.
+  int64_t saved_step = resume.empty() ? -1 : (int64_t)step;  // what state.bin holds
   auto save = [&](const char* why) {
     model_to_host(m, &mom1, &mom2);  // from the GPU, when the model is there
-    bool ok = checkpoint_save(out + "/state.bin", m, &mom1, &mom2, step, samples, (uint64_t)seed, &err) &&
-              checkpoint_save(out + "/model.bin", m, nullptr, nullptr, step, samples, (uint64_t)seed, &err);
+    fflush(log);  // the log holds every step the checkpoint does
+    bool ok = checkpoint_save(out + "/state.bin", m, &mom1, &mom2, step, samples, (uint64_t)seed, &err);
+    if (ok) saved_step = (int64_t)step;
+    ok = ok && checkpoint_save(out + "/model.bin", m, nullptr, nullptr, step, samples, (uint64_t)seed, &err);
     if (ok)
       printf("saved %s/state.bin and %s/model.bin at step %" PRIu64 " (%s)\n", out.c_str(), out.c_str(), step, why);
+    else if (saved_step >= 0)
+      fail(cmd, strf("%s\nbigs %s: stopping; %s/state.bin still holds step %" PRId64
+                     ": fix the cause (free some space?) and continue with --resume %s/state.bin",
+                     err.c_str(), cmd, out.c_str(), saved_step, out.c_str()));
     else
-      fail(cmd, err);
+      fail(cmd, err + "\nbigs " + cmd + ": stopping; no checkpoint was saved");
     return ok;
   };
   auto validate = [&]() {
@@ -5395,9 +5516,11 @@ static int cmd_pretrain(int argc, char** argv) {
   }
   if (status == 0 && !validate()) status = 1;
   if (status == 1) fail(cmd, err);
+  const bool saved = save(status                   ? "interrupted; continue with --resume"
+                          : step < (uint64_t)steps ? "--stop-at"
+                                                   : "final");
   fclose(log);
-  if (!save(status ? "interrupted; continue with --resume" : step < (uint64_t)steps ? "--stop-at" : "final")) return 1;
-  return status;
+  return saved ? status : 1;
 }
 
 static const char* kFillMaskUsage =
@@ -5510,6 +5633,8 @@ struct TaskData {
   std::string task, split;
 };
 
+// Verifies the checksum (version 2) and every record: ids < V, types 0 or 1,
+// labels that are class indices (or finite scores, or -1 in a test split).
 static bool task_load(const std::string& path, TaskData* d, std::string* err) {
   FILE* f = fopen(path.c_str(), "rb");
   if (!f) {
@@ -5517,6 +5642,9 @@ static bool task_load(const std::string& path, TaskData* d, std::string* err) {
     return false;
   }
   bool ok = read_task_header(f, path.c_str(), &d->h, err);
+  uint32_t crc = 0;
+  if (ok && !has_checksums(d->h.version))
+    fprintf(stderr, "%s\n", unchecked_note(path.c_str(), kTaskWhat, kTaskFix).c_str());
   if (ok) {
     d->T = (int)d->h.seq_len, d->n = d->h.num_examples;
     d->task = d->h.task, d->split = d->h.split;
@@ -5525,13 +5653,36 @@ static bool task_load(const std::string& path, TaskData* d, std::string* err) {
     std::vector<uint16_t> ids(d->T);
     std::vector<uint8_t> types(d->T);
     d->ids.resize(d->n * d->T), d->types.resize(d->n * d->T), d->labels.resize(d->n), d->index.resize(d->n);
+    const uint32_t V = d->h.vocab_size, Y = d->h.num_labels;
     for (size_t i = 0; ok && i < d->n; i++) {
       ok = fread(rec.data(), 1, rs, f) == rs;
-      if (!ok) break;
-      unpack_task_record(rec.data(), d->h.seq_len, ids.data(), types.data(), &d->labels[i], &d->index[i]);
-      for (int t = 0; t < d->T; t++) d->ids[i * d->T + t] = ids[t], d->types[i * d->T + t] = types[t];
+      if (!ok) {
+        *err = strf("cannot read %s: truncated", path.c_str());
+        break;
+      }
+      crc = crc32c(crc, rec.data(), rs);
+      float& y = d->labels[i];
+      unpack_task_record(rec.data(), d->h.seq_len, ids.data(), types.data(), &y, &d->index[i]);
+      for (int t = 0; ok && t < d->T; t++) {
+        d->ids[i * d->T + t] = ids[t], d->types[i * d->T + t] = types[t];
+        if (ids[t] >= V || types[t] > 1) {
+          *err = strf("%s: example %zu has the id %u and type %u at position %d (V = %u, types 0 or 1); %s",
+                      path.c_str(), i, ids[t], types[t], t, V, kTaskFix);
+          ok = false;
+        }
+      }
+      const bool label_ok = !d->h.has_labels ? y == -1
+                                             : Y == 1 ? std::isfinite(y) : y >= 0 && y < Y && y == std::floor(y);
+      if (ok && !label_ok) {
+        *err = strf("%s: example %zu has the label %g, not %s; %s", path.c_str(), i, y,
+                    !d->h.has_labels ? "-1 (a test split)" : Y == 1 ? "a finite score" : "a class index", kTaskFix);
+        ok = false;
+      }
     }
-    if (!ok) *err = strf("cannot read %s: truncated", path.c_str());
+    if (ok && has_checksums(d->h.version) && crc != d->h.payload_crc) {
+      *err = checksum_error(path.c_str(), kTaskWhat, crc, d->h.payload_crc, kTaskFix);
+      ok = false;
+    }
   }
   fclose(f);
   return ok;

@@ -4,7 +4,7 @@
 //
 //   data_prep pretrain --vocab VOCAB --seq T --out DIR [options] FILE...
 //   data_prep glue     --task TASK --vocab VOCAB --seq T --data-dir DIR --out DIR
-//   data_prep inspect  FILE [--n K] [--vocab VOCAB]
+//   data_prep inspect  FILE [--n K] [--vocab VOCAB] [--verify]
 //
 // Sections: utilities (UTF-8, line reader, files), pretrain, glue,
 // inspect, the command line. Every function returns errors up to the command,
@@ -223,12 +223,6 @@ static bool load_tokenizer(const std::string& path, Tokenizer* tok, std::string*
   return true;
 }
 
-// Rewrites the header at the start of a file that is still open for writing.
-static bool rewrite_header(FILE* f, const void* h, size_t size) {
-  return fseek(f, 0, SEEK_SET) == 0 && fwrite(h, size, 1, f) == 1 &&
-         fseek(f, 0, SEEK_END) == 0;
-}
-
 // ----------------------------------------------------------------------------
 // pretrain: text -> shards of T-token sequences
 //
@@ -283,8 +277,7 @@ class ShardWriter {
       header_.num_sequences = 0;
       if (fwrite(&header_, sizeof(header_), 1, cur_.f) != 1) return write_error(err);
     }
-    if (fwrite(seq, sizeof(uint16_t), header_.seq_len, cur_.f) != header_.seq_len)
-      return write_error(err);
+    if (!cur_.write(seq, sizeof(uint16_t) * header_.seq_len)) return write_error(err);
     header_.num_sequences++;
     total++;
     if (header_.num_sequences == per_shard_) return finish(err);
@@ -294,7 +287,8 @@ class ShardWriter {
   // Completes the open shard, if any.
   bool finish(std::string* err) {
     if (!cur_.f) return true;
-    if (!rewrite_header(cur_.f, &header_, sizeof(header_))) return write_error(err);
+    seal_header(&header_, cur_.crc());
+    if (!cur_.rewrite_header(&header_, sizeof(header_))) return write_error(err);
     if (!cur_.close(err)) return false;
     done.push_back(std::move(cur_));
     cur_ = AtomicFile();
@@ -579,14 +573,11 @@ static int remove_stale_shards(const std::string& dir, const char* prefix, size_
   return removed;
 }
 
-static int run_pretrain(const PretrainOptions& o) {
+// The command once the vocabulary is loaded (the fuzz harness calls it with
+// one vocabulary loaded once).
+static int pretrain_with(const PretrainOptions& o, const Tokenizer& tok) {
   const auto t0 = std::chrono::steady_clock::now();
   std::string err;
-  Tokenizer tok;
-  if (!load_tokenizer(o.vocab, &tok, &err)) {
-    fprintf(stderr, "data_prep pretrain: %s\n", err.c_str());
-    return kExitError;
-  }
   // Check every input before any work, so a typo fails in a second.
   uint64_t total_bytes = 0;
   bool any_gz = false;
@@ -603,7 +594,9 @@ static int run_pretrain(const PretrainOptions& o) {
     total_bytes += uint64_t(st.st_size);
     any_gz = any_gz || ends_with(path, ".gz");
   }
-  if (!make_dirs(o.out, &err)) {
+  // One writer per directory: two runs would mix their shards.
+  DirLock lock;
+  if (!make_dirs(o.out, &err) || !lock.acquire(o.out, &err)) {
     fprintf(stderr, "data_prep pretrain: %s\n", err.c_str());
     return kExitError;
   }
@@ -696,6 +689,16 @@ static int run_pretrain(const PretrainOptions& o) {
   if (stale) printf("removed     %d shard(s) of an earlier run from %s\n", stale, o.out.c_str());
   printf("output      %s/train_000000.bin ...\n", o.out.c_str());
   return 0;
+}
+
+static int run_pretrain(const PretrainOptions& o) {
+  std::string err;
+  Tokenizer tok;
+  if (!load_tokenizer(o.vocab, &tok, &err)) {
+    fprintf(stderr, "data_prep pretrain: %s\n", err.c_str());
+    return kExitError;
+  }
+  return pretrain_with(o, tok);
 }
 
 // ----------------------------------------------------------------------------
@@ -933,7 +936,7 @@ static bool convert_glue_split(const GlueTask& task, const GlueSplit& split,
       types8[size_t(i)] = uint8_t(types[size_t(i)]);
     }
     pack_task_record(record.data(), uint32_t(T), ids16.data(), types8.data(), label, index);
-    if (fwrite(record.data(), record.size(), 1, out->f) != 1) {
+    if (!out->write(record.data(), record.size())) {
       *err = "cannot write " + out->path() + ".tmp: " + strerror(errno);
       return false;
     }
@@ -948,7 +951,8 @@ static bool convert_glue_split(const GlueTask& task, const GlueSplit& split,
     return false;
   }
   h.num_examples = r->examples;
-  if (!rewrite_header(out->f, &h, sizeof(h))) {
+  seal_header(&h, out->crc());
+  if (!out->rewrite_header(&h, sizeof(h))) {
     *err = "cannot write " + out->path() + ".tmp: " + strerror(errno);
     return false;
   }
@@ -1003,7 +1007,8 @@ static int run_glue(const std::string& task_name, const std::string& vocab, int 
   }
   std::string err;
   Tokenizer tok;
-  if (!load_tokenizer(vocab, &tok, &err) || !make_dirs(out_dir, &err)) {
+  DirLock lock;
+  if (!load_tokenizer(vocab, &tok, &err) || !make_dirs(out_dir, &err) || !lock.acquire(out_dir, &err)) {
     fprintf(stderr, "data_prep glue: %s\n", err.c_str());
     return kExitError;
   }
@@ -1055,7 +1060,9 @@ static std::string decode_ids(const Tokenizer* tok, const std::vector<int>& ids)
   return s;
 }
 
-static int run_inspect(const std::string& path, long long n, const std::string& vocab) {
+// With verify, every record is read and checked and the checksum compared;
+// else only the header and the first n records.
+static int run_inspect(const std::string& path, long long n, const std::string& vocab, bool verify) {
   std::string err;
   Tokenizer tok;
   if (!vocab.empty() && !load_tokenizer(vocab, &tok, &err)) {
@@ -1075,6 +1082,17 @@ static int run_inspect(const std::string& path, long long n, const std::string& 
   uint32_t magic = 0;
   const bool short_file = fread(&magic, 4, 1, f) != 1;
   int rc = 0;
+  uint32_t crc = 0;  // of the records read, when verifying
+  uint32_t version = 0, payload_crc = 0;
+  const char *what = nullptr, *fix = nullptr;
+  auto read_record = [&](void* rec, size_t size) {
+    if (fread(rec, size, 1, f) != 1) {
+      fprintf(stderr, "data_prep inspect: %s: read error\n", path.c_str());
+      return false;
+    }
+    if (verify) crc = crc32c(crc, rec, size);
+    return true;
+  };
   if (!short_file && magic == kShardMagic) {
     ShardHeader h;
     if (!read_shard_header(f, path.c_str(), &h, &err, expected_vocab)) {
@@ -1082,17 +1100,18 @@ static int run_inspect(const std::string& path, long long n, const std::string& 
       fclose(f);
       return kExitError;
     }
+    version = h.version, payload_crc = h.payload_crc, what = kShardWhat, fix = kShardFix;
     printf("%s: pretraining shard, version %u\n", path.c_str(), h.version);
     printf("  seq_len %u, vocab_size %u, num_sequences %llu\n", h.seq_len, h.vocab_size,
            (unsigned long long)h.num_sequences);
     printf("  pad %u, cls %u, sep %u, mask %u, unk %u\n", h.pad_id, h.cls_id, h.sep_id,
            h.mask_id, h.unk_id);
+    const uint64_t count = verify ? h.num_sequences : std::min<uint64_t>(h.num_sequences, uint64_t(n));
     std::vector<uint16_t> seq(h.seq_len);
     std::vector<int> ids;
     uint64_t pads = 0, bad = 0;
-    for (uint64_t i = 0; i < h.num_sequences; i++) {
-      if (fread(seq.data(), 2, h.seq_len, f) != h.seq_len) {
-        fprintf(stderr, "data_prep inspect: %s: read error\n", path.c_str());
+    for (uint64_t i = 0; i < count; i++) {
+      if (!read_record(seq.data(), 2ull * h.seq_len)) {
         fclose(f);
         return kExitError;
       }
@@ -1111,9 +1130,10 @@ static int run_inspect(const std::string& path, long long n, const std::string& 
              decode_ids(ok ? t : nullptr, ids).c_str(), h.seq_len - ids.size(),
              ok ? "" : " MALFORMED");
     }
-    printf("  padding %.2f%%\n", h.num_sequences
-                                     ? 100.0 * pads / (double(h.num_sequences) * h.seq_len)
-                                     : 0.0);
+    if (verify)
+      printf("  padding %.2f%%\n", h.num_sequences
+                                       ? 100.0 * pads / (double(h.num_sequences) * h.seq_len)
+                                       : 0.0);
     if (bad) {
       fprintf(stderr, "data_prep inspect: %s: %llu malformed sequence(s); "
               "re-run `data_prep pretrain`\n", path.c_str(), (unsigned long long)bad);
@@ -1126,6 +1146,7 @@ static int run_inspect(const std::string& path, long long n, const std::string& 
       fclose(f);
       return kExitError;
     }
+    version = h.version, payload_crc = h.payload_crc, what = kTaskWhat, fix = kTaskFix;
     printf("%s: GLUE task file, version %u\n", path.c_str(), h.version);
     printf("  task %s, split %s, seq_len %u, vocab_size %u, num_examples %llu\n", h.task,
            h.split, h.seq_len, h.vocab_size, (unsigned long long)h.num_examples);
@@ -1133,15 +1154,15 @@ static int run_inspect(const std::string& path, long long n, const std::string& 
     for (uint32_t k = 0; k < h.num_labels; k++) printf(" %u=%s", k, h.label_names[k]);
     printf("\n");
     const uint32_t T = h.seq_len;
+    const uint64_t count = verify ? h.num_examples : std::min<uint64_t>(h.num_examples, uint64_t(n));
     std::vector<uint8_t> rec(task_record_size(T));
     std::vector<uint16_t> ids(T);
     std::vector<uint8_t> types(T);
     uint64_t bad = 0;
-    for (uint64_t i = 0; i < h.num_examples; i++) {
+    for (uint64_t i = 0; i < count; i++) {
       float label;
       uint32_t index;
-      if (fread(rec.data(), rec.size(), 1, f) != 1) {
-        fprintf(stderr, "data_prep inspect: %s: read error\n", path.c_str());
+      if (!read_record(rec.data(), rec.size())) {
         fclose(f);
         return kExitError;
       }
@@ -1186,6 +1207,17 @@ static int run_inspect(const std::string& path, long long n, const std::string& 
     rc = kExitError;
   }
   fclose(f);
+  if (verify && what) {
+    if (!has_checksums(version)) {
+      printf("  %s\n", unchecked_note(path.c_str(), what, fix).c_str());
+    } else if (crc != payload_crc) {
+      fprintf(stderr, "data_prep inspect: %s\n",
+              checksum_error(path.c_str(), what, crc, payload_crc, fix).c_str());
+      rc = kExitError;
+    } else {
+      printf("  checksums: header and contents verified (CRC-32C 0x%08X)\n", crc);
+    }
+  }
   return rc;
 }
 
@@ -1196,7 +1228,7 @@ static const char* kUsage =
     "usage: data_prep COMMAND [options]\n"
     "  pretrain  text files -> pretraining shards of T-token sequences\n"
     "  glue      a GLUE task's TSV files -> task files\n"
-    "  inspect   print a shard's or a task file's header and first examples\n"
+    "  inspect   print a shard's or a task file's header and first examples (--verify: check it all)\n"
     "Run `data_prep COMMAND --help` for the options of each command.\n";
 
 // Parses argv against the flags; returns -1 to go on, else the exit status.
@@ -1284,14 +1316,17 @@ static int cmd_glue(int argc, char** argv) {
 static int cmd_inspect(int argc, char** argv) {
   long long n = 3;
   std::string vocab;
+  bool verify = false;
   const std::vector<Flag> flags = {
       {Flag::Int, "n", &n, 0, 1LL << 40, "examples to print"},
       {Flag::Str, "vocab", &vocab, 0, 0, "BERT vocab.txt to decode with (and to check against)"},
+      {Flag::Switch, "verify", &verify, 0, 0, "read the whole file: check every record and the checksum"},
   };
   const char* usage =
-      "usage: data_prep inspect FILE [--n K] [--vocab VOCAB]\n"
-      "Prints the header of a shard or task file, checks every record, and prints the\n"
-      "first K examples (decoded to text with --vocab, else as ids).";
+      "usage: data_prep inspect FILE [--n K] [--vocab VOCAB] [--verify]\n"
+      "Prints the header of a shard or task file (checked, its checksum too) and its\n"
+      "first K examples (decoded to text with --vocab, else as ids). --verify reads the\n"
+      "whole file: every record is checked, and the contents against the checksum.";
   std::vector<std::string> files;
   const int rc = parse_command("inspect", argc, argv, flags, usage, &files);
   if (rc >= 0) return rc;
@@ -1299,7 +1334,7 @@ static int cmd_inspect(int argc, char** argv) {
     fprintf(stderr, "data_prep inspect: expected one FILE, got %zu; see --help\n", files.size());
     return kExitUsage;
   }
-  return run_inspect(files[0], n, vocab);
+  return run_inspect(files[0], n, vocab, verify);
 }
 
 int data_prep_main(int argc, char** argv) {

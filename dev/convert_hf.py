@@ -88,6 +88,7 @@ import json
 import os
 import struct
 import sys
+from inspect import signature
 
 import numpy as np
 
@@ -98,9 +99,13 @@ from reference import Config, param_shapes  # noqa: E402
 # Our checkpoint (bigs.cu CkptHeader)
 
 CKPT_MAGIC = 0x4B434742
-CKPT_VERSION = 1
+CKPT_VERSION = 2  # 2 added the checksums; version 1 still reads
 KIND_MODEL, KIND_TRAIN_STATE = 1, 2
-HEADER = struct.Struct("<4I8i4Q176x")
+# magic, version, kind, reserved; V H I L N T types labels; num_params, step,
+# samples_seen, seed; payload_crc, header_crc (CRC-32C: of the floats after
+# the header, and of the header with header_crc = 0).
+HEADER = struct.Struct("<4I8i4Q2I168x")
+PAYLOAD_CRC_AT, HEADER_CRC_AT = 80, 84
 assert HEADER.size == 256
 
 
@@ -118,6 +123,27 @@ ERF_NOTE_READ = ("the PyTorch layout: the authors' PyTorch port computes the GEL
 ERF_NOTE_WRITE = ("the PyTorch layout: the authors' PyTorch port will run these weights with exact erf GELUs inside "
                   "the layers, where bigs and the official JAX model use the tanh approximation; its outputs will "
                   "differ slightly from bigs's")
+
+
+def crc32c(data, crc=0):
+    """CRC-32C of data, extending the CRC of earlier bytes (formats.h's crc32c)."""
+    try:
+        import crc32c as impl
+    except ImportError:
+        raise ConvertError("bigs checkpoints carry CRC-32C checksums: install Debian's python3-crc32c "
+                           "(or pip install crc32c)")
+    return impl.crc32c(data, crc)
+
+
+def header_crc(head):
+    """The header's own checksum: its CRC-32C with header_crc zero."""
+    return crc32c(bytes(head[:HEADER_CRC_AT]) + bytes(4) + bytes(head[HEADER_CRC_AT + 4 : HEADER.size]))
+
+
+def seal(blob):
+    """Sets both checksums of a whole checkpoint (a bytearray) to match what it holds now."""
+    struct.pack_into("<I", blob, PAYLOAD_CRC_AT, crc32c(memoryview(blob)[HEADER.size :]))
+    struct.pack_into("<I", blob, HEADER_CRC_AT, header_crc(blob))
 
 
 def table(c):
@@ -138,10 +164,18 @@ def read_ckpt(path):
     magic, version, kind, _ = fields[:4]
     V, H, I, L, N, T, types, labels = fields[4:12]
     count, step, samples, seed = fields[12:16]
+    payload_crc, stored_header_crc = fields[16:18]
     if magic != CKPT_MAGIC:
         raise ConvertError("%s: not a bigs checkpoint (bad magic 0x%08x)" % (path, magic))
-    if version != CKPT_VERSION:
-        raise ConvertError("%s: checkpoint version %d, this script reads %d" % (path, version, CKPT_VERSION))
+    if not 1 <= version <= CKPT_VERSION:
+        raise ConvertError("%s: checkpoint version %d, this script reads versions 1 to %d"
+                           % (path, version, CKPT_VERSION))
+    if version == 1:
+        print("convert_hf: note: %s is a version-1 checkpoint, which carries no checksum, so it is read unverified"
+              % path, file=sys.stderr)
+    elif header_crc(blob) != stored_header_crc:
+        raise ConvertError("%s: the checkpoint's header is damaged (its CRC-32C is 0x%08X, it says 0x%08X)"
+                           % (path, header_crc(blob), stored_header_crc))
     if kind not in (KIND_MODEL, KIND_TRAIN_STATE):
         raise ConvertError("%s: unknown checkpoint kind %d" % (path, kind))
     c = Config(V=V, H=H, I=I, L=L, N=N, T=T, types=types, labels=labels)
@@ -151,6 +185,10 @@ def read_ckpt(path):
     blocks = 3 if kind == KIND_TRAIN_STATE else 1
     if len(blob) != HEADER.size + 4 * blocks * want:
         raise ConvertError("%s: %d bytes, expected %d" % (path, len(blob), HEADER.size + 4 * blocks * want))
+    got = crc32c(memoryview(blob)[HEADER.size :]) if version >= 2 else payload_crc
+    if got != payload_crc:
+        raise ConvertError("%s: checksum mismatch: the checkpoint's contents have CRC-32C 0x%08X, its header says "
+                           "0x%08X; the file is damaged" % (path, got, payload_crc))
     flat = np.frombuffer(blob, "<f4", blocks * want, HEADER.size)
     params, pos = {}, 0
     for name, shape in table(c):
@@ -163,19 +201,36 @@ def read_ckpt(path):
 
 
 def write_ckpt(path, c, params, step=0, samples_seen=0, seed=0):
-    """A kind-1 (model only) checkpoint, written to PATH.tmp and renamed."""
+    """A kind-1 (model only) checkpoint, written as bigs writes one: to
+    PATH.tmp, the payload's checksum computed while writing, synced, renamed,
+    the directory synced."""
     count = num_params(c)
-    head = HEADER.pack(CKPT_MAGIC, CKPT_VERSION, KIND_MODEL, 0, c.V, c.H, c.I, c.L, c.N, c.T, c.types, c.labels,
-                       count, step, samples_seen, seed)
+
+    def head(payload_crc, own_crc):
+        return HEADER.pack(CKPT_MAGIC, CKPT_VERSION, KIND_MODEL, 0, c.V, c.H, c.I, c.L, c.N, c.T, c.types, c.labels,
+                           count, step, samples_seen, seed, payload_crc, own_crc)
+
     tmp = path + ".tmp"
+    crc = 0
     with open(tmp, "wb") as f:
-        f.write(head)
+        f.write(head(0, 0))
         for name, shape in table(c):
             a = np.ascontiguousarray(params[name], dtype="<f4")
             if a.shape != shape:
                 raise ConvertError("internal: %s has shape %s, expected %s" % (name, a.shape, shape))
-            f.write(a.tobytes())
+            raw = a.tobytes()
+            crc = crc32c(raw, crc)
+            f.write(raw)
+        f.seek(0)
+        f.write(head(crc, header_crc(head(crc, 0))))
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+    d = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(d)
+    finally:
+        os.close(d)
 
 
 # ----------------------------------------------------------------------------
@@ -387,7 +442,15 @@ def flax_array_from_bytes(data):
     name = name.decode("ascii")
     if name == "bfloat16":  # numpy has no bfloat16
         return _Tagged(bf16_to_f32(np.frombuffer(buf, "<u2")).reshape(shape), "bfloat16")
+    # A dtype name of numbers only: np.dtype parses other strings as Python (a SyntaxError on a
+    # damaged file, found by fuzz/convert_msgpack.py) and would accept object arrays.
+    if name not in NUMERIC_DTYPES:
+        raise ValueError("array of unknown dtype %r" % name[:40])
     return np.frombuffer(buf, np.dtype(name)).reshape(shape)
+
+
+NUMERIC_DTYPES = {"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float16",
+                  "float32", "float64", "complex64", "complex128"}
 
 
 def flax_ext_hook(code, data):
@@ -443,8 +506,14 @@ def flax_to_bytes(tree):
 
 
 def flax_from_bytes(data):
-    """flax.serialization.msgpack_restore."""
-    return _unchunk_tree(msgpack_unpack(data, ext_hook=flax_ext_hook))
+    """flax.serialization.msgpack_restore. Malformed data raises ValueError."""
+    try:
+        return _unchunk_tree(msgpack_unpack(data, ext_hook=flax_ext_hook))
+    except (TypeError, KeyError, IndexError, AttributeError, RecursionError, struct.error) as e:
+        # What a malformed file makes the decoder trip over (found by fuzz/convert_msgpack.py):
+        # a list as a map key, an array that is not (shape, dtype, bytes), a chunked array
+        # without its chunks, arrays nested thousands deep, ...
+        raise ValueError("malformed msgpack (%s: %s)" % (type(e).__name__, e)) from e
 
 
 def flatten_tree(tree, prefix=""):
@@ -559,10 +628,14 @@ FLAX_FILES = ("flax_model.msgpack", "flax_model.msgpack.index.json")
 def torch_load(path):
     import torch
 
+    # weights_only (torch >= 1.13) unpickles tensors and containers only, never code. Asked of
+    # the signature: retrying without it after a TypeError would run any pickle a bad file holds.
+    safe = {"weights_only": True} if "weights_only" in signature(torch.load).parameters else {}
     try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except TypeError:  # torch < 1.13
-        sd = torch.load(path, map_location="cpu")
+        sd = torch.load(path, map_location="cpu", **safe)
+    except Exception as e:  # noqa: BLE001 - torch.load raises a zoo of types on a bad file (fuzz/convert_torch.py)
+        raise ConvertError("%s: not a PyTorch checkpoint that torch.load can read (%s: %s)"
+                           % (path, type(e).__name__, str(e).split("\n")[0][:300])) from e
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     out = {}
@@ -625,7 +698,10 @@ def load_released(path, fmt=None):
             part = safetensors_load(p)
         else:
             with open(p, "rb") as f:
-                tree = flax_from_bytes(f.read())
+                try:
+                    tree = flax_from_bytes(f.read())
+                except ValueError as e:
+                    raise ConvertError("%s: not a Flax msgpack file: %s" % (p, e)) from e
             if not isinstance(tree, dict):
                 raise ConvertError("%s: not a Flax parameter tree" % p)
             # transformers saves the bare params; a flax variables dict has them under "params",

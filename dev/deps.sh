@@ -18,14 +18,17 @@ apt_packages=(
   python3-msgpack          # test_convert writes Flax checkpoints with the msgpack library
   python3-h5py             # test_import_hdf5 writes the authors' hdf5 corpus layout
   python3-matplotlib       # test_plot_kernels draws dev/plot_kernels.py's figure
+  python3-crc32c           # dev/convert_hf.py reads and writes the checkpoints' CRC-32C
+  clang libclang-rt-dev    # the libFuzzer harnesses with ASan and UBSan (make fuzz)
   zip                      # dev/glue.sh zips the submission (Python's zipfile otherwise)
   unicode-data             # dev/gen_unicode_tables.py's source
   fortunes fortunes-zh fortunes-de fortunes-it fortunes-es fortunes-ru fortunes-cs fortunes-pl fortunes-bg
                            # the tokenizer parity corpus (dev/make_parity_corpus.py)
   bible-kjv                # dev/make_kjv_corpus.sh (data/kjv.txt)
 )
-# PyPI, as "module requirement": Hugging Face tokenizers, the parity oracle of our tokenizer.
-pip_packages=("tokenizers tokenizers>=0.15")
+# PyPI, as "module requirement": Hugging Face tokenizers, the parity oracle of
+# our tokenizer; atheris, the fuzzer of dev/convert_hf.py's readers.
+pip_packages=("tokenizers tokenizers>=0.15" "atheris atheris>=2.3")
 
 missing_apt=() missing_pip=()
 find_missing() {

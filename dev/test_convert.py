@@ -22,7 +22,10 @@ array convention when python3-msgpack is installed). Then:
   (d) end to end: `bigs_cpu fill-mask` on a converted tiny MLM model prints
       the same top-5 probabilities as reference.py (to 1e-5);
   (e) classification logits through `bigs_cpu eval`: skipped while that
-      command does not exist.
+      command does not exist;
+  (f) checksums: a flipped bit in the header or the parameters is refused
+      with the file's name, and a version-1 file reads with a note;
+  (g) damaged or foreign torch and msgpack files exit 1 with a message.
 
 Prints one line per check and a summary "N passed, N failed"; exits 1 on any
 failure.
@@ -40,6 +43,7 @@ import subprocess
 import sys
 import time
 
+import crc32c
 import numpy as np
 import torch
 
@@ -226,11 +230,16 @@ def write_released(d, fmt, c, state_or_tree, cfg=None):
 
 
 def read_ours(path):
+    """A version-2 checkpoint: both checksums (CRC-32C: of the floats, of the
+    header with its own field zero) verified with the crc32c module."""
     with open(path, "rb") as f:
         blob = f.read()
-    head = struct.unpack_from("<4I8i4Q", blob, 0)
-    assert blob[80:256] == bytes(176), "reserved header bytes are not zero"
-    magic, version, kind, _, V, H, I, L, N, T, types, labels, count, step, samples, seed = head
+    head = struct.unpack_from("<4I8i4Q2I", blob, 0)
+    assert blob[88:256] == bytes(168), "reserved header bytes are not zero"
+    magic, version, kind, _, V, H, I, L, N, T, types, labels, count, step, samples, seed, payload_crc, own = head
+    assert version == 2, "version %d" % version
+    assert crc32c.crc32c(blob[256:]) == payload_crc, "payload checksum"
+    assert crc32c.crc32c(blob[:84] + bytes(4) + blob[88:256]) == own, "header checksum"
     c = Config(V=V, H=H, I=I, L=L, N=N, T=T, types=types, labels=labels)
     params, pos = {}, 256
     for name, shape in param_shapes(c):
@@ -270,7 +279,7 @@ def run_convert(*args, process=False):
 
 def check_converted(path, c, p, zero_head=False, skip=()):
     h, c2, q = read_ours(path)
-    expect((h["magic"], h["version"], h["kind"]) == (0x4B434742, 1, 1), "header magic/version/kind %s" % h)
+    expect((h["magic"], h["version"], h["kind"]) == (0x4B434742, 2, 1), "header magic/version/kind %s" % h)
     expect((h["step"], h["samples"], h["seed"]) == (0, 0, 0), "step/samples/seed not 0: %s" % h)
     expect(c2 == c, "config %s, expected %s" % (c2, c))
     expect(h["count"] == convert_hf.num_params(c), "num_params")
@@ -548,9 +557,11 @@ def test_round_trip(c, p, ours, kind):
         expect(rc == 0, log)
         got = open(back, "rb").read()
         h0, h1 = base[:256], got[:256]
-        # step, samples_seen, seed (bytes 56..80) are 0 in a converted file; kind becomes 1
+        # step, samples_seen, seed (bytes 56..80) are 0 in a converted file; kind becomes 1; the
+        # header's own checksum (84..88) follows; the payload's (80..84) is the parameters' (read_ours)
+        read_ours(back)
         expect(got[256:] == base[256 : len(got)], "%s: parameters differ after the round trip" % fmt)
-        expect(h1[:8] == h0[:8] and h1[12:56] == h0[12:56] and h1[56:80] == bytes(24) and h1[80:] == h0[80:]
+        expect(h1[:8] == h0[:8] and h1[12:56] == h0[12:56] and h1[56:80] == bytes(24) and h1[88:] == h0[88:]
                and struct.unpack_from("<I", h1, 8)[0] == 1, "%s: header differs" % fmt)
         if h0[56:80] == bytes(24) and struct.unpack_from("<I", h0, 8)[0] == 1:
             expect(got == base, "%s: not byte-identical" % fmt)
@@ -585,16 +596,65 @@ def test_round_trip(c, p, ours, kind):
     return ", ".join(exported)
 
 
-def write_ours_direct(path, c, p, kind, step, samples, seed):
-    """A bigs checkpoint as bigs.cu writes it (kind 2 = params, then m and v)."""
+def write_ours_direct(path, c, p, kind, step, samples, seed, version=2):
+    """A bigs checkpoint as bigs.cu writes it (kind 2 = params, then m and v;
+    version 1 has no checksums)."""
     count = sum(int(np.prod(s)) for _, s in param_shapes(c))
+    payload = b"".join(np.ascontiguousarray(p[name], "<f4").tobytes() for name, _ in param_shapes(c))
+    if kind == 2:
+        payload += np.full(2 * count, 0.5, "<f4").tobytes()
+    head = struct.pack("<4I8i4Q", 0x4B434742, version, kind, 0, c.V, c.H, c.I, c.L, c.N, c.T, c.types, c.labels,
+                       count, step, samples, seed)
+    if version >= 2:
+        head += struct.pack("<I", crc32c.crc32c(payload))
+        head += struct.pack("<I", crc32c.crc32c(head + bytes(4 + 168))) + bytes(168)
+    else:
+        head += bytes(176)
     with open(path, "wb") as f:
-        f.write(struct.pack("<4I8i4Q", 0x4B434742, 1, kind, 0, c.V, c.H, c.I, c.L, c.N, c.T, c.types, c.labels,
-                            count, step, samples, seed) + bytes(176))
-        for name, _ in param_shapes(c):
-            f.write(np.ascontiguousarray(p[name], "<f4").tobytes())
-        if kind == 2:
-            f.write(np.full(2 * count, 0.5, "<f4").tobytes())
+        f.write(head + payload)
+
+
+def test_bad_files(c, p):
+    """(g) damaged or foreign files in the released layouts exit 1 with a message naming the file, not a
+    traceback (what fuzz/convert_msgpack.py and fuzz/convert_torch.py found, and their relatives)."""
+    good_torch = os.path.join(WORK, "bad_good.bin")
+    torch.save({k: torch.from_numpy(np.array(v)) for k, v in torch_state(c, p).items()}, good_torch)
+    blob = open(good_torch, "rb").read()
+    nested = b"\x91" * 5000 + b"\x00"  # 5000 nested one-element arrays
+    ext_array = lambda payload: b"\x81\xa1a\xc7" + bytes([len(payload), 1]) + payload  # {"a": ExtType(1, payload)}
+    cases = [("torch", "cut.bin", blob[:300]), ("torch", "empty.bin", b""), ("torch", "text.bin", b"not a torch file"),
+             ("flax", "empty.msgpack", b""), ("flax", "listkey.msgpack", b"\x81\x91\x00\x00"),
+             ("flax", "nested.msgpack", nested), ("flax", "notarray.msgpack", ext_array(b"\x05")),
+             ("flax", "dtype.msgpack", ext_array(convert_hf.msgpack_pack(((1,), b"(1,", b"\0")))),
+             ("flax", "chunks.msgpack", convert_hf.msgpack_pack({"a": {"__msgpack_chunked_array__": True, "shape": {}}}))]
+    for fmt, name, data in cases:
+        path = os.path.join(WORK, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        rc, log = run_convert("to-bigs", "--model", path, "--format", fmt, "--out", os.path.join(WORK, "bad_out.bin"))
+        expect(rc == 1 and ("convert_hf: error: %s" % path) in log, "%s: rc %s: %s" % (name, rc, log[-500:]))
+    return "%d files refused" % len(cases)
+
+
+def test_checksums(c, p):
+    """(f) a flipped bit anywhere is refused with the file's name; version 1 still reads, with a note."""
+    good = os.path.join(WORK, "crc_good.bin")
+    write_ours_direct(good, c, p, 2, 7, 8, 9)
+    blob = open(good, "rb").read()
+    out = os.path.join(WORK, "crc_out.bin")
+    rc, log = run_convert("to-torch", "--ckpt", good, "--out", out)
+    expect(rc == 0, log)
+    bad = os.path.join(WORK, "crc_bad.bin")
+    for pos, what in ((60, "header is damaged"), (300, "checksum mismatch"), (len(blob) - 1, "checksum mismatch")):
+        with open(bad, "wb") as f:
+            f.write(blob[:pos] + bytes([blob[pos] ^ 0x10]) + blob[pos + 1 :])
+        rc, log = run_convert("to-torch", "--ckpt", bad, "--out", out)
+        expect(rc == 1 and bad in log and what in log, "byte %d flipped: rc %s, %s" % (pos, rc, log))
+    old = os.path.join(WORK, "crc_v1.bin")
+    write_ours_direct(old, c, p, 2, 7, 8, 9, version=1)
+    rc, log = run_convert("to-torch", "--ckpt", old, "--out", out)
+    expect(rc == 0 and "is a version-1 checkpoint, which carries no checksum" in log, log)
+    return "3 flips refused, version 1 read with a note"
 
 
 def test_fill_mask(bigs, c, p, ckpt):
@@ -780,6 +840,8 @@ def main(argv):
     write_ours_direct(state, c_cls, p_cls, 2, 1234, 5678, 42)
     s.check("(c) round trip training state, classification with MLM head",
             lambda: test_round_trip(c_cls, p_cls, state, "state"))
+    s.check("(f) checksums", lambda: test_checksums(c_cls, p_cls))
+    s.check("(g) damaged released files", lambda: test_bad_files(c_mlm, p_mlm))
     s.check("(d) bigs fill-mask vs reference.py", lambda: test_fill_mask(args.bigs, c_mlm, p_mlm,
                                                                           os.path.join(WORK, "mlm_flax.bin")))
     s.check("(e) classification logits via bigs eval/predict",

@@ -155,10 +155,11 @@ def test_oracle(workdir):
     with open(model, "rb") as f:
         blob = bytearray(f.read())
     struct.pack_into("<I", blob, 8, convert_hf.KIND_TRAIN_STATE)
-    moments = np.random.default_rng(8).normal(0, 1, 2 * convert_hf.num_params(c)).astype("<f4").tobytes()
+    blob += np.random.default_rng(8).normal(0, 1, 2 * convert_hf.num_params(c)).astype("<f4").tobytes()
+    convert_hf.seal(blob)  # its checksums, for what it holds now
     state = os.path.join(workdir, "n8_state.bin")
     with open(state, "wb") as f:
-        f.write(bytes(blob) + moments)
+        f.write(bytes(blob))
     for path, tag in ((model, "model"), (state, "training state")):
         got, proc = kernels_of(path, workdir, "n8_" + tag.replace(" ", "_"))
         check("(b) N = 8 %s: the script runs" % tag, got is not None, proc.stderr.strip())

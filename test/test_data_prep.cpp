@@ -5,10 +5,15 @@
 #define DATA_PREP_NO_MAIN
 #include "data_prep.cpp"
 
+#include <dlfcn.h>
 #include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 
+#include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
 
 namespace fs = std::filesystem;
@@ -16,6 +21,31 @@ using namespace bigs;
 
 static const char* kVocab = "data/bert-base-uncased-vocab.txt";
 static const char* kGlue = "test/data/glue";
+
+// ----------------------------------------------------------------------------
+// Every fsync and rename of this process, recorded while g_sync_log is set:
+// these definitions take the place of libc's (symbol interposition) and pass
+// each call on to it, so a test can see the order of a durable save.
+
+static std::vector<std::string>* g_sync_log = nullptr;
+
+static std::string fd_path(int fd) {
+  char buf[4096];
+  const ssize_t n = readlink(("/proc/self/fd/" + std::to_string(fd)).c_str(), buf, sizeof(buf) - 1);
+  return n > 0 ? std::string(buf, size_t(n)) : "?";
+}
+
+extern "C" int fsync(int fd) {
+  static const auto real = reinterpret_cast<int (*)(int)>(dlsym(RTLD_NEXT, "fsync"));
+  if (g_sync_log) g_sync_log->push_back("fsync " + fd_path(fd));
+  return real(fd);
+}
+
+extern "C" int rename(const char* from, const char* to) noexcept {
+  static const auto real = reinterpret_cast<int (*)(const char*, const char*)>(dlsym(RTLD_NEXT, "rename"));
+  if (g_sync_log) g_sync_log->push_back(std::string("rename ") + from + " " + to);
+  return real(from, to);
+}
 
 // ----------------------------------------------------------------------------
 // Helpers
@@ -70,6 +100,20 @@ static std::vector<std::string> list_dir(const std::string& dir) {
     for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename());
   std::sort(names.begin(), names.end());
   return names;
+}
+
+// A corpus of n one-line documents, document i = the letters of i in base 8.
+static std::string numbered_documents(int n) {
+  std::string text;
+  for (int i = 0; i < n; i++) {
+    for (int v = i; ; v /= 8) {
+      text += char('a' + v % 8);
+      text += ' ';
+      if (v < 8) break;
+    }
+    text += "\n\n";
+  }
+  return text;
 }
 
 // A fresh directory per test, removed afterwards.
@@ -196,6 +240,236 @@ TEST_F(DataPrep, AtomicFileCommitsOrLeavesNothing) {
   AtomicFile g;
   EXPECT_FALSE(g.open(path("no/such/dir/b.bin"), &err));
   EXPECT_NE(err.find("cannot create"), std::string::npos) << err;
+}
+
+// ----------------------------------------------------------------------------
+// Checksums, durable saves, write errors, one writer per directory
+
+TEST(Formats, Crc32cKnownValues) {
+  // RFC 3720 (iSCSI) appendix B.4, and the usual check value.
+  uint8_t zeros[32] = {}, ones[32], up[32], down[32];
+  for (int i = 0; i < 32; i++) ones[i] = 0xFF, up[i] = uint8_t(i), down[i] = uint8_t(31 - i);
+  for (auto crc : {crc32c_portable, crc32c}) {
+    EXPECT_EQ(crc(0, zeros, 32), 0x8A9136AAu);
+    EXPECT_EQ(crc(0, ones, 32), 0x62A8AB43u);
+    EXPECT_EQ(crc(0, up, 32), 0x46DD794Eu);
+    EXPECT_EQ(crc(0, down, 32), 0x113FDB5Cu);
+    EXPECT_EQ(crc(0, "123456789", 9), 0xE3069283u);
+    EXPECT_EQ(crc(0, "", 0), 0u);
+  }
+}
+
+TEST(Formats, Crc32cImplementationsAgreeAndExtend) {
+  std::mt19937 rng(7);
+  std::vector<uint8_t> buf(4096 + 16);
+  for (uint8_t& b : buf) b = uint8_t(rng());
+  for (size_t offset = 0; offset < 8; offset++) {  // every alignment
+    for (size_t n = 0; n <= 300; n++) {
+      const uint32_t want = crc32c_portable(0, buf.data() + offset, n);
+      ASSERT_EQ(crc32c(0, buf.data() + offset, n), want) << "offset " << offset << " n " << n;
+      const size_t cut = n / 3;  // in two pieces = in one
+      ASSERT_EQ(crc32c(crc32c(0, buf.data() + offset, cut), buf.data() + offset + cut, n - cut), want);
+    }
+  }
+  EXPECT_EQ(crc32c(0, buf.data(), 4096), crc32c_portable(0, buf.data(), 4096));
+}
+
+TEST_F(DataPrep, AtomicFileSyncsRenamesThenSyncsTheDirectory) {
+  std::string err;
+  const std::string real_dir = fs::canonical(dir).string();
+  std::vector<std::string> log;
+  AtomicFile f;
+  ASSERT_TRUE(f.open(path("a.bin"), &err)) << err;
+  ASSERT_TRUE(f.write("whole", 5));
+  g_sync_log = &log;
+  const bool ok = f.commit(&err);
+  g_sync_log = nullptr;
+  ASSERT_TRUE(ok) << err;
+  const std::vector<std::string> want = {"fsync " + real_dir + "/a.bin.tmp",
+                                         "rename " + path("a.bin.tmp") + " " + path("a.bin"), "fsync " + real_dir};
+  EXPECT_EQ(log, want);
+  EXPECT_EQ(f.crc(), crc32c(0, "whole", 5));
+}
+
+// Flips every bit of a version-2 file in turn; each flip must be an error
+// that names the file. check(&err) reads and verifies all of file.
+template <class Check>
+static void expect_every_flip_found(const std::string& file, const std::string& good, Check check) {
+  write_file(file, good);
+  std::string err;
+  ASSERT_TRUE(check(&err)) << err;
+  // One byte rewritten in place: rewriting the whole file each time would
+  // be slow on some file systems (truncation).
+  const int fd = open(file.c_str(), O_WRONLY);
+  ASSERT_GE(fd, 0);
+  int missed = 0;
+  for (size_t i = 0; i < good.size(); i++) {
+    for (int b = 0; b < 8; b++) {
+      const char flipped = char(good[i] ^ (1 << b));
+      ASSERT_EQ(pwrite(fd, &flipped, 1, off_t(i)), 1);
+      err.clear();
+      const bool ok = check(&err);
+      if ((ok || err.rfind(file, 0) != 0) && missed++ < 5)
+        ADD_FAILURE() << "byte " << i << " bit " << b << ": " << (ok ? "accepted" : err);
+      ASSERT_EQ(pwrite(fd, &good[i], 1, off_t(i)), 1);
+    }
+  }
+  close(fd);
+  EXPECT_EQ(missed, 0);
+}
+
+TEST_F(DataPrep, EveryFlippedBitOfAShardOrTaskFileIsFound) {
+  write_file(path("a.txt"), numbered_documents(30));
+  ASSERT_EQ(run({"pretrain", "--vocab", kVocab, "--seq", "8", "--out", dir, "--val-fraction", "0", path("a.txt")}), 0);
+  const std::string file = path("f.bin");
+  expect_every_flip_found(file, read_bytes(path("train_000000.bin")), [&](std::string* err) {
+    FILE* f = fopen(file.c_str(), "rb");
+    ShardHeader h;
+    const bool ok = read_shard_header(f, file.c_str(), &h, err) &&
+                    verify_payload(f, file.c_str(), sizeof h, h.payload_crc, kShardWhat, kShardFix, err);
+    fclose(f);
+    return ok;
+  });
+  ASSERT_EQ(run({"glue", "--task", "wnli", "--vocab", kVocab, "--seq", "16", "--data-dir",
+                 std::string(kGlue) + "/WNLI", "--out", dir}),
+            0);
+  expect_every_flip_found(file, read_bytes(path("wnli_train.bin")), [&](std::string* err) {
+    FILE* f = fopen(file.c_str(), "rb");
+    TaskHeader h;
+    const bool ok = read_task_header(f, file.c_str(), &h, err) &&
+                    verify_payload(f, file.c_str(), sizeof h, h.payload_crc, kTaskWhat, kTaskFix, err);
+    fclose(f);
+    return ok;
+  });
+}
+
+TEST_F(DataPrep, InspectVerifyChecksTheWholeFile) {
+  write_file(path("a.txt"), numbered_documents(30));
+  ASSERT_EQ(run({"pretrain", "--vocab", kVocab, "--seq", "8", "--out", dir, "--val-fraction", "0", path("a.txt")}), 0);
+  const std::string shard = read_bytes(path("train_000000.bin"));
+  std::string out, err;
+  ASSERT_EQ(run_capture({"inspect", path("train_000000.bin"), "--verify"}, &out, true), 0);
+  EXPECT_NE(out.find("checksums: header and contents verified"), std::string::npos) << out;
+  // A flipped bit in the last sequence: only --verify reads that far. The
+  // id stays a valid token, so only the checksum can tell.
+  std::string flipped = shard;
+  flipped[shard.size() - 14] ^= 1;  // within the last sequence's ids (T = 8)
+  write_file(path("flipped.bin"), flipped);
+  EXPECT_EQ(run_capture({"inspect", path("flipped.bin")}, &err), 0) << err;
+  EXPECT_EQ(run_capture({"inspect", path("flipped.bin"), "--verify"}, &err), kExitError);
+  EXPECT_NE(err.find(path("flipped.bin") + ": checksum mismatch: the pretraining shard's contents have CRC-32C"),
+            std::string::npos)
+      << err;
+  // A flipped bit in the header is found by any reader.
+  flipped = shard;
+  flipped[20] ^= 4;  // num_sequences' high bytes
+  write_file(path("flipped.bin"), flipped);
+  EXPECT_EQ(run_capture({"inspect", path("flipped.bin")}, &err), kExitError);
+  EXPECT_NE(err.find(path("flipped.bin") + ": the pretraining shard's header is damaged"), std::string::npos) << err;
+  // Version 1 (no checksums) still reads, with a note.
+  std::string v1 = shard;
+  v1[4] = 1;
+  memset(&v1[offsetof(ShardHeader, payload_crc)], 0, 8);
+  write_file(path("v1.bin"), v1);
+  ASSERT_EQ(run_capture({"inspect", path("v1.bin"), "--verify"}, &out, true), 0);
+  EXPECT_NE(out.find("pretraining shard, version 1"), std::string::npos) << out;
+  EXPECT_NE(out.find("is a version-1 pretraining shard, which carries no checksum, so it is read unverified "
+                     "(re-run `data_prep pretrain` to rebuild it to get version 2)"),
+            std::string::npos)
+      << out;
+  // A task file likewise.
+  ASSERT_EQ(run({"glue", "--task", "wnli", "--vocab", kVocab, "--seq", "16", "--data-dir",
+                 std::string(kGlue) + "/WNLI", "--out", dir}),
+            0);
+  ASSERT_EQ(run_capture({"inspect", path("wnli_train.bin"), "--verify"}, &out, true), 0);
+  EXPECT_NE(out.find("checksums: header and contents verified"), std::string::npos) << out;
+  std::string task = read_bytes(path("wnli_train.bin"));
+  task[1024 + 3] ^= 0x10;
+  write_file(path("task.bin"), task);
+  EXPECT_EQ(run_capture({"inspect", path("task.bin"), "--verify"}, &err), kExitError);
+  EXPECT_NE(err.find("the GLUE task file's contents have CRC-32C"), std::string::npos) << err;
+}
+
+// Runs data_prep in a child whose files may not grow past limit bytes (what a
+// full disk looks like to a writer: the write fails, EFBIG instead of
+// ENOSPC); returns its exit status and its stderr in *text.
+static int run_with_file_limit(std::vector<std::string> args, rlim_t limit, const std::string& log,
+                               std::string* text) {
+  fflush(stdout);
+  fflush(stderr);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    if (!freopen(log.c_str(), "w", stderr)) _exit(99);
+    signal(SIGXFSZ, SIG_IGN);  // else the kernel kills the writer; ignored, write() fails with EFBIG
+    const rlimit lim = {limit, limit};
+    if (setrlimit(RLIMIT_FSIZE, &lim) != 0) _exit(98);
+    const int rc = run(std::move(args));
+    fflush(nullptr);  // _exit does not
+    _exit(rc);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  *text = read_bytes(log);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+TEST_F(DataPrep, AFullDiskKeepsThePreviousFilesAndSaysWhy) {
+  write_file(path("small.txt"), numbered_documents(30));
+  write_file(path("big.txt"), numbered_documents(3000));
+  ASSERT_EQ(run({"pretrain", "--vocab", kVocab, "--seq", "8", "--out", path("out"), "--val-fraction", "0",
+                 path("small.txt")}),
+            0);
+  const std::string before = read_bytes(path("out/train_000000.bin"));
+  std::string text;
+  EXPECT_EQ(run_with_file_limit({"pretrain", "--vocab", kVocab, "--seq", "8", "--out", path("out"), "--val-fraction",
+                                 "0", path("big.txt")},
+                                4096, path("log.txt"), &text),
+            kExitError);
+  EXPECT_NE(text.find("cannot write " + path("out/train_000000.bin.tmp") + ": File too large"), std::string::npos)
+      << text;
+  EXPECT_TRUE(read_bytes(path("out/train_000000.bin")) == before) << "the previous shard was changed";
+  EXPECT_EQ(list_dir(path("out")), std::vector<std::string>{"train_000000.bin"});
+  // The same for a task file.
+  ASSERT_EQ(run({"glue", "--task", "wnli", "--vocab", kVocab, "--seq", "16", "--data-dir",
+                 std::string(kGlue) + "/WNLI", "--out", path("glue")}),
+            0);
+  const std::string task = read_bytes(path("glue/wnli_train.bin"));
+  EXPECT_EQ(run_with_file_limit({"glue", "--task", "wnli", "--vocab", kVocab, "--seq", "512", "--data-dir",
+                                 std::string(kGlue) + "/WNLI", "--out", path("glue")},
+                                2048, path("log.txt"), &text),
+            kExitError);
+  EXPECT_NE(text.find("cannot write " + path("glue/wnli_train.bin.tmp") + ": File too large"), std::string::npos)
+      << text;
+  EXPECT_TRUE(read_bytes(path("glue/wnli_train.bin")) == task) << "the previous task file was changed";
+}
+
+TEST_F(DataPrep, OneWriterPerOutputDirectory) {
+  write_file(path("a.txt"), numbered_documents(30));
+  ASSERT_TRUE(fs::create_directory(path("out")));
+  std::string err;
+  {
+    DirLock held;  // another run, as far as data_prep can tell: flock is per open file
+    ASSERT_TRUE(held.acquire(path("out"), &err)) << err;
+    const std::vector<std::string> pretrain = {"pretrain", "--vocab", kVocab, "--seq", "8", "--out", path("out"),
+                                               path("a.txt")};
+    EXPECT_EQ(run_capture(pretrain, &err), kExitError);
+    EXPECT_NE(err.find(path("out") + " is in use by another run (pid " + std::to_string(getpid()) + ", which holds " +
+                       path("out/.lock") + "); wait for it to finish or choose another output directory"),
+              std::string::npos)
+        << err;
+    EXPECT_EQ(run_capture({"glue", "--task", "wnli", "--vocab", kVocab, "--seq", "16", "--data-dir",
+                           std::string(kGlue) + "/WNLI", "--out", path("out")},
+                          &err),
+              kExitError);
+    EXPECT_NE(err.find("is in use by another run"), std::string::npos) << err;
+    EXPECT_EQ(list_dir(path("out")), std::vector<std::string>{".lock"});
+  }
+  // Released: the lock file is gone, and the next run goes ahead.
+  EXPECT_TRUE(list_dir(path("out")).empty());
+  ASSERT_EQ(run({"pretrain", "--vocab", kVocab, "--seq", "8", "--out", path("out"), path("a.txt")}), 0);
+  // A lock file left by a killed run holds no lock.
+  write_file(path("out/.lock"), "12345\n");
+  ASSERT_EQ(run({"pretrain", "--vocab", kVocab, "--seq", "8", "--out", path("out"), path("a.txt")}), 0);
 }
 
 // ----------------------------------------------------------------------------
@@ -620,20 +894,6 @@ TEST_F(DataPrep, PretrainShardsRollOverAndStaleShardsGo) {
   EXPECT_EQ(read_shard(path("out/train_000000.bin")).h.num_sequences, 7u);
 }
 
-// A corpus of n one-line documents, document i = the letters of i in base 8.
-static std::string numbered_documents(int n) {
-  std::string text;
-  for (int i = 0; i < n; i++) {
-    for (int v = i; ; v /= 8) {
-      text += char('a' + v % 8);
-      text += ' ';
-      if (v < 8) break;
-    }
-    text += "\n\n";
-  }
-  return text;
-}
-
 TEST_F(DataPrep, PretrainSplitsByDocumentHash) {
   const int n = 400;
   write_file(path("a.txt"), numbered_documents(n));
@@ -825,7 +1085,7 @@ TEST_F(DataPrep, InspectRoundTrip) {
                          "5"},
                         &out, true),
             0);
-  EXPECT_NE(out.find("pretraining shard, version 1"), std::string::npos) << out;
+  EXPECT_NE(out.find("pretraining shard, version 2"), std::string::npos) << out;
   EXPECT_NE(out.find("num_sequences 2"), std::string::npos) << out;
   EXPECT_NE(out.find("[0] [CLS] hello , world ! second line . [SEP] (+7 [PAD])"),
             std::string::npos)
@@ -877,12 +1137,12 @@ TEST_F(DataPrep, InspectRejectsBadFiles) {
   write_file(path("tiny.bin"), "BG");
   EXPECT_EQ(run_capture({"inspect", path("tiny.bin")}, &err), kExitError);
   EXPECT_NE(err.find("shorter than 4 bytes"), std::string::npos) << err;
-  // Another version.
-  std::string v2 = shard;
-  v2[4] = 2;
-  write_file(path("v2.bin"), v2);
-  EXPECT_EQ(run_capture({"inspect", path("v2.bin")}, &err), kExitError);
-  EXPECT_NE(err.find("pretraining shard version 2, this build reads version 1"),
+  // A later version.
+  std::string v3 = shard;
+  v3[4] = 3;
+  write_file(path("v3.bin"), v3);
+  EXPECT_EQ(run_capture({"inspect", path("v3.bin")}, &err), kExitError);
+  EXPECT_NE(err.find("pretraining shard version 3, this build reads versions 1 to 2"),
             std::string::npos)
       << err;
   // Another vocabulary.
@@ -898,7 +1158,7 @@ TEST_F(DataPrep, InspectRejectsBadFiles) {
   std::string bad_id = shard;
   bad_id[256 + 2] = char(0xFF), bad_id[256 + 3] = char(0xFF);
   write_file(path("bad_id.bin"), bad_id);
-  EXPECT_EQ(run_capture({"inspect", path("bad_id.bin")}, &err), kExitError);
+  EXPECT_EQ(run_capture({"inspect", path("bad_id.bin"), "--verify"}, &err), kExitError);
   EXPECT_NE(err.find("1 malformed sequence(s)"), std::string::npos) << err;
   // A task file given with the wrong size, and a missing file.
   ASSERT_EQ(run({"glue", "--task", "wnli", "--vocab", kVocab, "--seq", "16", "--data-dir",

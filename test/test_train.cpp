@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "test/fixture.h"
+#include "test/util.h"
 
 using namespace bigs;
 
@@ -49,25 +50,6 @@ SmallBatch small_batch(int B, int T, int V, uint64_t seed) {
       s.targets.push_back(!pad && t > 0 && r.uniform() < 0.3f ? (int)r.below(V) : -1);
     }
   return s;
-}
-
-// Runs a command line, returns its exit status and output (stdout + stderr).
-int run(const std::string& cmd, std::string* out) {
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) return -1;
-  char buf[4096];
-  size_t n;
-  out->clear();
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out->append(buf, n);
-  int st = pclose(p);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
 }
 
 }  // namespace
@@ -652,4 +634,109 @@ TEST_F(Trainer, FinetuneEvalPredict) {
   EXPECT_NE(out.find("no labels"), std::string::npos) << out;
   EXPECT_NE(run("./build/bigs_cpu eval --task sst2 --ckpt " + dir + "/base/model.bin --dev " + dir + "/sst2/sst2_dev.bin", &out), 0);
   EXPECT_NE(out.find("fine-tune it first"), std::string::npos) << out;
+}
+
+// ===========================================================================
+// Readers: the bugs the fuzz harnesses found (fuzz/, README "Reliability"),
+// kept fixed here
+// ===========================================================================
+
+namespace {
+
+std::string write_temp(const std::string& name, const std::string& bytes) {
+  const std::string path = "build/test_train_readers_" + name;
+  std::ofstream(path, std::ios::binary) << bytes;
+  return path;
+}
+
+}  // namespace
+
+TEST(Readers, ConfigFilesAreWholeLinesOfKeyAndInteger) {
+  Config c;
+  std::string err;
+  ASSERT_TRUE(config_load(write_temp("ok.cfg", "# a model\nH 64\n  I\t128 \r\nL 2\n\nN 16\n"), &c, &err)) << err;
+  EXPECT_EQ(c.H, 64);
+  EXPECT_EQ(c.I, 128);
+  EXPECT_EQ(c.L, 2);
+  EXPECT_EQ(c.N, 16);
+  // Each was accepted before: the value's tail, or a number past int, was dropped without a word (fuzz/config.cpp).
+  const std::string comment(300, 'x');
+  for (const std::string& text : {std::string("H 1\xff\xff\xff\n"), std::string("H 64.5\n"), std::string("H 64 # hidden\n"),
+                                  std::string("H 4294967360\n"), std::string("H 0x40\n"), std::string("H 6\0 4\n", 7),
+                                  "#" + comment + " L 99\nH x\n"}) {
+    EXPECT_FALSE(config_load(write_temp("bad.cfg", text), &c, &err)) << "accepted: " << text;
+    EXPECT_NE(err.find("build/test_train_readers_bad.cfg:"), std::string::npos) << err;
+  }
+  // A long comment line is one line: the text after its 255th byte is no key (it was read as one).
+  ASSERT_TRUE(config_load(write_temp("long.cfg", "#" + comment + " L 99\nL 3\n"), &c, &err)) << err;
+  EXPECT_EQ(c.L, 3);
+}
+
+TEST(Readers, ACheckpointWithAHugeConfigIsRefusedWithoutOverflow) {
+  // In range field by field, but a layer's dv_w has I x H = 2^32 elements: the parameter table
+  // multiplied that in int (UB, found by fuzz/checkpoint.cpp under UBSan; out-of-range fields
+  // reached the table as well).
+  CkptHeader h{};
+  h.magic = kCkptMagic, h.version = kCkptVersion, h.kind = kCkptModel;
+  h.V = 30522, h.H = 1 << 14, h.I = 1 << 18, h.L = 1024, h.N = 4, h.T = 128, h.types = 2, h.labels = 0;
+  for (int huge_field : {0, 1}) {
+    if (huge_field) h.H = 65636;  // out of range
+    seal_header(&h, crc32c(0, "", 0));
+    const std::string path = write_temp("huge.bin", std::string(reinterpret_cast<const char*>(&h), sizeof h));
+    std::vector<float> data;
+    CkptHeader got;
+    std::string err;
+    EXPECT_FALSE(checkpoint_read(path, &got, &data, &err));
+    EXPECT_NE(err.find(huge_field ? "H = 65636 is out of range" : "I x H = 4294967296 elements"),
+              std::string::npos)
+        << err;
+  }
+}
+
+TEST(Readers, TaskFileRecordsAreChecked) {
+  std::string out;
+  ASSERT_EQ(run("./data_prep glue --task wnli --vocab data/bert-base-uncased-vocab.txt --seq 16 --data-dir "
+                "test/data/glue/WNLI --out build/test_train_readers_glue",
+                &out),
+            0)
+      << out;
+  const std::string good = slurp("build/test_train_readers_glue/wnli_train.bin");
+  TaskData d;
+  std::string err;
+  ASSERT_TRUE(task_load("build/test_train_readers_glue/wnli_train.bin", &d, &err)) << err;
+  // Records rewritten with the checksum made valid again: a writer's bug, not a flipped bit.
+  auto sealed = [&](std::string b) {
+    TaskHeader th;
+    memcpy(&th, b.data(), sizeof th);
+    seal_header(&th, crc32c(0, b.data() + sizeof th, b.size() - sizeof th));
+    memcpy(&b[0], &th, sizeof th);
+    return write_temp("task.bin", b);
+  };
+  const size_t rec = sizeof(TaskHeader);  // example 0: ids (2T bytes), types (T), label, index
+  // A type of 129 (found by fuzz/bigs_task.cpp: it loaded, and failed later inside a batch, nameless).
+  std::string b = good;
+  b[rec + 2 * 16 + 3] = char(129);
+  EXPECT_FALSE(task_load(sealed(b), &d, &err));
+  EXPECT_NE(err.find("task.bin: example 0 has the id"), std::string::npos) << err;
+  EXPECT_NE(err.find("and type 129 at position 3"), std::string::npos) << err;
+  // An id past V (0x77FF = 30719 >= 30522).
+  b = good;
+  b[rec + 2] = char(0xFF), b[rec + 3] = char(0x77);
+  EXPECT_FALSE(task_load(sealed(b), &d, &err));
+  EXPECT_NE(err.find("example 0 has the id 30719 and type 0 at position 1 (V = 30522"), std::string::npos) << err;
+  // A label that is no class (7 of 2).
+  b = good;
+  const float seven = 7;
+  memcpy(&b[rec + 3 * 16], &seven, 4);
+  EXPECT_FALSE(task_load(sealed(b), &d, &err));
+  EXPECT_NE(err.find("example 0 has the label 7, not a class index"), std::string::npos) << err;
+  // A flipped bit, and version 1.
+  b = good;
+  b[b.size() - 1] ^= 0x40;
+  EXPECT_FALSE(task_load(write_temp("task.bin", b), &d, &err));
+  EXPECT_NE(err.find("task.bin: checksum mismatch"), std::string::npos) << err;
+  b = good;
+  b[4] = 1;
+  memset(&b[offsetof(TaskHeader, payload_crc)], 0, 8);
+  EXPECT_TRUE(task_load(write_temp("task.bin", b), &d, &err)) << err;
 }
