@@ -14,7 +14,7 @@ BUILD    := build
 
 HAVE_NVCC := $(shell command -v $(NVCC) >/dev/null 2>&1 && echo yes)
 
-.PHONY: all test test-asan demo finetune-demo clean gpu-check gtest-src cuda-check format
+.PHONY: all test test-asan demo finetune-demo clean gpu-check gtest-src cuda-check format lab
 all: bigs tokenizer data_prep
 
 $(BUILD):
@@ -53,6 +53,11 @@ $(BUILD)/test_train: test/test_train.cpp test/fixture.h bigs.cu formats.h cli.h 
 $(BUILD)/test_tokenizer: test/test_tokenizer.cpp $(BUILD)/tokenizer_lib.o
 	$(CXX) $(CXXFLAGS) -I. test/test_tokenizer.cpp $(BUILD)/tokenizer_lib.o -o $@ $(GTEST_LIBS)
 
+# The kernel labs' index arithmetic and plans on the CPU (dev/cuda; no GPU needed).
+LAB_SRC = dev/cuda/lab.h dev/cuda/ssm_conv.cu dev/cuda/colsum.cu
+$(BUILD)/test_lab: test/test_lab.cpp $(LAB_SRC) bigs.cu formats.h cli.h $(BUILD)/tokenizer_lib.o
+	$(CXX) $(CXXFLAGS) -I. test/test_lab.cpp $(BUILD)/tokenizer_lib.o -o $@ $(GTEST_LIBS)
+
 $(BUILD)/test_data_prep: test/test_data_prep.cpp data_prep.cpp formats.h cli.h tokenizer.h $(BUILD)/tokenizer_lib.o
 	$(CXX) $(CXXFLAGS) -I. test/test_data_prep.cpp $(BUILD)/tokenizer_lib.o -o $@ $(GTEST_LIBS)
 
@@ -70,7 +75,8 @@ endif
 $(BUILD)/fixture.bin: dev/reference.py | $(BUILD)
 	$(PYTHON) dev/reference.py --out $@
 
-TEST_BINS = $(BUILD)/test_model $(BUILD)/test_train $(BUILD)/test_tokenizer $(BUILD)/test_data_prep $(BUILD)/bigs_cpu $(GPU_TEST_BIN)
+TEST_BINS = $(BUILD)/test_model $(BUILD)/test_train $(BUILD)/test_tokenizer $(BUILD)/test_data_prep $(BUILD)/test_lab \
+            $(BUILD)/bigs_cpu $(GPU_TEST_BIN)
 
 $(BUILD)/metric_cases.tsv: dev/glue_metrics.py | $(BUILD)
 	$(PYTHON) dev/glue_metrics.py cases --out $@
@@ -89,9 +95,19 @@ cuda-check: | $(BUILD)
 	$(NVCC) $(subst -arch=$(CUDA_ARCH),-arch=sm_80,$(NVCCFLAGS)) $(WERROR) -c bigs.cu -o $(BUILD)/bigs_sm80.o
 	$(NVCC) $(subst -arch=$(CUDA_ARCH),-arch=sm_90,$(NVCCFLAGS)) $(WERROR) -I. -c test/test_gpu.cu -o $(BUILD)/test_gpu_sm90.o
 	$(NVCC) $(subst -arch=$(CUDA_ARCH),-arch=sm_80,$(NVCCFLAGS)) $(WERROR) -I. -c test/test_gpu.cu -o $(BUILD)/test_gpu_sm80.o
+	for lab in ssm_conv colsum; do for a in sm_90 sm_80; do \
+	  $(NVCC) $(subst -arch=$(CUDA_ARCH),-arch=$$a,$(NVCCFLAGS)) $(WERROR) -I. -c dev/cuda/$$lab.cu -o $(BUILD)/lab_$${lab}_$$a.o || exit 1; \
+	done; done
 
 gpu-check:
 	bash dev/gpu_check.sh $(BUILD)/gpu_logs
+
+# The kernel labs (dev/cuda/README.md): a validator and a benchmark per hard
+# kernel, for a GPU machine (`--predict` prints their cost model without one).
+LAB_BINS = $(BUILD)/lab_ssm_conv $(BUILD)/lab_colsum
+lab: $(LAB_BINS)
+$(BUILD)/lab_%: dev/cuda/%.cu $(LAB_SRC) bigs.cu formats.h cli.h tokenizer.h $(BUILD)/tokenizer_lib.o
+	$(NVCC) $(NVCCFLAGS) -I. $< $(BUILD)/tokenizer_lib.o -o $@ $(CUDA_LIBS)
 
 # GoogleTest's source, for a GPU machine without it: the device call carries
 # build/googletest and dev/gpu_check.sh compiles it there.
@@ -99,17 +115,19 @@ gtest-src: | $(BUILD)
 	rm -rf $(BUILD)/googletest && cp -r /usr/src/googletest/googletest $(BUILD)/googletest
 
 format:
-	clang-format -i bigs.cu tokenizer.cpp tokenizer.h data_prep.cpp formats.h test/*.cpp test/*.h
+	clang-format -i bigs.cu tokenizer.cpp tokenizer.h data_prep.cpp formats.h test/*.cpp test/*.h dev/cuda/*.cu dev/cuda/*.h
 
 clean:
 	rm -rf $(BUILD) bigs tokenizer data_prep
 
 # The CPU suites again under AddressSanitizer and UndefinedBehaviorSanitizer.
 ASAN_FLAGS = -O1 -g -std=c++17 -fopenmp -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
-ASAN_BINS = $(BUILD)/asan/test_model $(BUILD)/asan/test_train $(BUILD)/asan/test_tokenizer $(BUILD)/asan/test_data_prep
+ASAN_BINS = $(BUILD)/asan/test_model $(BUILD)/asan/test_train $(BUILD)/asan/test_tokenizer $(BUILD)/asan/test_data_prep \
+            $(BUILD)/asan/test_lab
 $(BUILD)/asan/tokenizer_lib.o: tokenizer.cpp tokenizer.h unicode_tables.h
 	mkdir -p $(BUILD)/asan
 	$(CXX) $(ASAN_FLAGS) -DTOKENIZER_NO_MAIN -c tokenizer.cpp -o $@
+$(BUILD)/asan/test_lab: $(LAB_SRC)
 $(BUILD)/asan/%: test/%.cpp $(BUILD)/asan/tokenizer_lib.o bigs.cu data_prep.cpp formats.h cli.h test/fixture.h
 	$(CXX) $(ASAN_FLAGS) -I. $< $(BUILD)/asan/tokenizer_lib.o -o $@ $(GTEST_LIBS)
 
