@@ -1,6 +1,7 @@
 // bigs.cu: BiGS, the attention-free BERT of "Pretraining Without Attention"
-// (Wang, Yan, Gu, Rush, 2022), trained from one file. The model is defined in
-// shared BIGS.md; this file follows it equation by equation.
+// (Wang, Yan, Gu, Rush, 2022), trained from one file. docs/MODEL.md walks
+// through the model equation by equation and names the function here that
+// computes each line; this file follows it.
 //
 // Read it top to bottom: utilities -> config -> parameter and activation
 // tables -> each layer (the plain CPU reference, then its CUDA twin) -> the
@@ -18,6 +19,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cinttypes>
+#include <climits>
 #include <cmath>
 #include <complex>
 #include <csignal>
@@ -105,7 +107,22 @@ struct Rng {
   }
 };
 
+// What one GPU operation costs, for the cost device (see Cost): its
+// floating-point work, whether that runs on tensor cores (bf16 products) or
+// on CUDA cores, the bytes it moves through device memory (every tensor it
+// touches counted once per launch, read or written, as if re-reads hit the
+// cache) and its kernel launches. Each GPU launcher has its formula beside
+// it, in the element sizes it runs with.
+struct OpCost {
+  const char* op;  // the row of the cost table it adds to
+  double flops;
+  bool tensor;  // true: tensor-core products; false: CUDA-core work
+  double bytes;
+  int launches;
+};
+
 constexpr int kColChunks = 64;  // row slices of the GPU's two-stage column sums (see CUDA plumbing)
+constexpr int kRedBlocks = 512;  // blocks of the GPU's two-stage dot products (dot_reduce)
 
 #ifdef __CUDACC__
 // ---------------------------------------------------------------------------
@@ -187,25 +204,31 @@ __device__ __forceinline__ float ld(bf16 x) { return __bfloat162float(x); }
 __device__ __forceinline__ void st(float* p, float v) { *p = v; }
 __device__ __forceinline__ void st(bf16* p, float v) { *p = __float2bfloat16(v); }
 
-// A cuFFT plan pair for `batch` contiguous signals of length n.
+// A cuFFT plan pair for `batch` contiguous signals of length n. A plan made
+// for more signals serves fewer (the rows past the batch are transformed
+// and never read), so one plan set made at the batch capacity serves every
+// batch, the last partial one of an evaluation too, and nothing is planned
+// or allocated mid-run.
 struct FftPlan {
   int n = 0, batch = 0;
   cufftHandle r2c = 0, c2r = 0;
 };
 
-// One cuBLASLt heuristic answer, kept for the problem it was asked for
-// (types, shapes, strides, epilogue, pointer alignments): a training step
-// asks the same few dozen questions every time.
+// A cuBLASLt problem (types, shapes, strides, epilogue, pointer alignments)
+// and the heuristic's algorithms for it, best first: a training step asks
+// the same few dozen questions every time. `next` is the first one not yet
+// seen failing; a problem whose list is used up has no algorithm.
 struct GemmAlgo {
   std::vector<int64_t> key;
-  bool found = false;
-  cublasLtMatmulAlgo_t algo;
+  std::vector<cublasLtMatmulAlgo_t> algos;
+  size_t next = 0;
 };
 
 // Everything a launcher needs besides its tensors: the stream, the cuBLASLt
-// handle and workspace, cached cuFFT plans and the FFT and reduction scratch.
-// Plans and scratch are made on first use for a size (the warm-up step) and
-// kept, so a training step allocates nothing.
+// handle and workspace, the cuFFT plans with the work area they share, and
+// the FFT and reduction scratch. model_to_device makes the plans and the
+// scratch for a full batch at start-up, so a training step allocates
+// nothing; a kernel test on a bare context gets them made on first use.
 struct CudaCtx {
   cudaStream_t stream = nullptr;
   cublasLtHandle_t lt = nullptr;
@@ -216,6 +239,8 @@ struct CudaCtx {
   // (tensor cores on fp32 data, products rounded to 10-bit mantissas).
   cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
   std::vector<FftPlan> plans;
+  void* fft_work = nullptr;           // the plans' work area (we allocate it: cufftSetAutoAllocation(0))
+  size_t fft_work_size = 0;           // its size in bytes
   float* fft_real = nullptr;          // (channels, n) zero-padded signals
   cufftComplex* fft_spec = nullptr;   // (channels, n/2 + 1) their spectra
   cufftComplex* fft_spec2 = nullptr;  // (channels, n/2 + 1) a second set (dK needs two)
@@ -263,6 +288,7 @@ static void cuda_ctx_destroy(CudaCtx* ctx) {
     cufftCheck(cufftDestroy(p.c2r));
   }
   ctx->plans.clear();
+  cudaCheck(cudaFree(ctx->fft_work));
   fft_free_buffers(ctx);
   cudaCheck(cudaFree(ctx->workspace));
   cudaCheck(cudaFree(ctx->red));
@@ -273,22 +299,44 @@ static void cuda_ctx_destroy(CudaCtx* ctx) {
   *ctx = CudaCtx{};
 }
 
+// The plans for at least `batch` signals of length n (see FftPlan). A new
+// plan draws on the context's one work area, which grows to the largest
+// plan's need: the transforms run one at a time on one stream.
 static const FftPlan& fft_plan(CudaCtx& ctx, int n, int batch) {
   for (const FftPlan& p : ctx.plans)
-    if (p.n == n && p.batch == batch) return p;
+    if (p.n == n && p.batch >= batch) return p;
   FftPlan p;
   p.n = n, p.batch = batch;
+  size_t ws[2] = {0, 0};
+  cufftCheck(cufftCreate(&p.r2c));
+  cufftCheck(cufftCreate(&p.c2r));
+  cufftCheck(cufftSetAutoAllocation(p.r2c, 0));
+  cufftCheck(cufftSetAutoAllocation(p.c2r, 0));
   // Null embeds: the basic layout, signal i at i * n (real) and at
   // i * (n/2 + 1) (complex).
-  cufftCheck(cufftPlanMany(&p.r2c, 1, &n, nullptr, 1, n, nullptr, 1, n / 2 + 1, CUFFT_R2C, batch));
-  cufftCheck(cufftPlanMany(&p.c2r, 1, &n, nullptr, 1, n / 2 + 1, nullptr, 1, n, CUFFT_C2R, batch));
+  cufftCheck(cufftMakePlanMany(p.r2c, 1, &n, nullptr, 1, n, nullptr, 1, n / 2 + 1, CUFFT_R2C, batch, &ws[0]));
+  cufftCheck(cufftMakePlanMany(p.c2r, 1, &n, nullptr, 1, n / 2 + 1, nullptr, 1, n, CUFFT_C2R, batch, &ws[1]));
   cufftCheck(cufftSetStream(p.r2c, ctx.stream));
   cufftCheck(cufftSetStream(p.c2r, ctx.stream));
   ctx.plans.push_back(p);
+  size_t need = std::max(ws[0], ws[1]);
+  if (need > ctx.fft_work_size) {
+    cudaCheck(cudaStreamSynchronize(ctx.stream));  // the old area may still be in use
+    cudaCheck(cudaFree(ctx.fft_work));
+    ctx.fft_work = nullptr;
+    cudaCheck(cudaMalloc(&ctx.fft_work, need));
+    ctx.fft_work_size = need;
+  }
+  for (FftPlan& q : ctx.plans) {  // every plan on the (possibly new) area
+    cufftCheck(cufftSetWorkArea(q.r2c, ctx.fft_work));
+    cufftCheck(cufftSetWorkArea(q.c2r, ctx.fft_work));
+  }
   return ctx.plans.back();
 }
 
-// Grows the FFT scratch to hold `channels` signals of length n.
+// Grows the FFT scratch to hold `channels` signals of length n, zeroed, so
+// that rows past a short batch hold finite values when a plan transforms
+// them.
 static void fft_reserve(CudaCtx& ctx, size_t channels, int n) {
   if (channels <= ctx.fft_channels && n <= ctx.fft_n) return;
   cudaCheck(cudaStreamSynchronize(ctx.stream));  // the old buffers may still be in use
@@ -299,6 +347,9 @@ static void fft_reserve(CudaCtx& ctx, size_t channels, int n) {
   cudaCheck(cudaMalloc(&ctx.fft_spec, channels * nf * sizeof(cufftComplex)));
   cudaCheck(cudaMalloc(&ctx.fft_spec2, channels * nf * sizeof(cufftComplex)));
   cudaCheck(cudaMalloc(&ctx.fft_k, nf * sizeof(cufftComplex)));
+  cudaCheck(cudaMemset(ctx.fft_real, 0, channels * n * sizeof(float)));
+  cudaCheck(cudaMemset(ctx.fft_spec, 0, channels * nf * sizeof(cufftComplex)));
+  cudaCheck(cudaMemset(ctx.fft_spec2, 0, channels * nf * sizeof(cufftComplex)));
   ctx.fft_channels = channels, ctx.fft_n = n;
 }
 
@@ -323,7 +374,6 @@ static void scratch_reserve(CudaCtx& ctx, X** buf, size_t* cap, size_t n) {
 // Two-stage deterministic sum of a[i] * b[i] in double (b = null: the sum of
 // squares): a fixed grid, each block sums a fixed slice, then one thread adds
 // the partials in order. No atomics, so every run gives the same bits.
-constexpr int kRedBlocks = 512;
 template <class X>
 __global__ void dot_partial_kernel(double* part, const X* a, const X* b, size_t n) {
   double s = 0;
@@ -354,109 +404,182 @@ static void dot_reduce(CudaCtx& ctx, float* acc, const X* a, const nd<X>* b, siz
 // Config
 // ============================================================================
 
+// One table (an X-macro) holds the config's fields: it generates the struct,
+// the presets, the config-file keys, the range checks, the checkpoint
+// header's fields and the start-up line, so a new field is one new row.
+//   X(name, default, tiny, base, large, lo, hi, meaning)
+// large is the released BiGS-large (docs/MODEL.md section 1); base is a
+// BERT-base sized sibling; tiny trains on two CPU cores in minutes. A preset
+// V of 0 means "from the vocabulary"; T is always the data's.
+#define BIGS_CONFIG(X)                                                              \
+  X(V, 0, 0, 30522, 30522, 8, 65535, "vocabulary")                                  \
+  X(H, 0, 64, 768, 1024, 1, 1 << 16, "hidden")                                      \
+  X(I, 0, 128, 2304, 3072, 1, 1 << 18, "intermediate")                              \
+  X(L, 0, 2, 12, 23, 1, 1024, "layers")                                             \
+  X(N, 0, 16, 64, 64, 1, 4096, "SSM modes per SSM")                                 \
+  X(T, 0, 128, 128, 128, 1, 1 << 16, "sequence length = max position embeddings") \
+  X(types, 2, 2, 2, 2, 1, 16, "token type vocabulary")                              \
+  X(labels, 0, 0, 0, 0, 0, 64, "classifier outputs: 0 = MLM model only, 1 = regression")
+
 struct Config {
-  int V = 0;       // vocabulary
-  int H = 0;       // hidden
-  int I = 0;       // intermediate
-  int L = 0;       // layers
-  int N = 0;       // SSM modes per SSM
-  int T = 0;       // sequence length = max position embeddings
-  int types = 2;   // token type vocabulary
-  int labels = 0;  // classifier outputs: 0 = MLM model only, 1 = regression
+#define X(name, dflt, tiny, base, large, lo, hi, what) int name = dflt;
+  BIGS_CONFIG(X)
+#undef X
 };
 
-// Named presets. V comes from the vocabulary unless the preset fixes it.
-// large is the released BiGS-large (BIGS.md section 1); base is a BERT-base
-// sized sibling; tiny trains on two CPU cores in minutes.
 static bool config_preset(const std::string& name, Config* c) {
-  if (name == "tiny")
-    *c = Config{0, 64, 128, 2, 16, 128, 2, 0};
-  else if (name == "base")
-    *c = Config{30522, 768, 2304, 12, 64, 128, 2, 0};
-  else if (name == "large")
-    *c = Config{30522, 1024, 3072, 23, 64, 128, 2, 0};
-  else
-    return false;
+#define X(f, dflt, tiny, base, large, lo, hi, what) \
+  c->f = name == "tiny" ? tiny : name == "base" ? base : large;
+  if (name != "tiny" && name != "base" && name != "large") return false;
+  BIGS_CONFIG(X)
+#undef X
   return true;
 }
 
 static std::string config_check(const Config& c) {
-  auto bad = [](const char* what, int v, int lo, int hi) {
-    return (v < lo || v > hi) ? strf("config: %s = %d is out of range [%d, %d]\n", what, v, lo, hi) : std::string();
-  };
-  std::string e = bad("V", c.V, 8, 65535) + bad("H", c.H, 1, 1 << 16) + bad("I", c.I, 1, 1 << 18) +
-                  bad("L", c.L, 1, 1024) + bad("N", c.N, 1, 4096) + bad("T", c.T, 1, 1 << 16) +
-                  bad("types", c.types, 1, 16) + bad("labels", c.labels, 0, 64);
+  std::string e;
+#define X(f, dflt, tiny, base, large, lo, hi, what) \
+  if (c.f < lo || c.f > hi) e += strf("config: %s = %d is out of range [%d, %d]\n", #f, c.f, lo, hi);
+  BIGS_CONFIG(X)
+#undef X
   return e;
+}
+
+// "V 30522  H 1024  ...", for start-up lines and messages.
+static std::string config_line(const Config& c) {
+  std::string s;
+#define X(f, dflt, tiny, base, large, lo, hi, what) s += strf("%s%s %d", s.empty() ? "" : "  ", #f, c.f);
+  BIGS_CONFIG(X)
+#undef X
+  return s;
 }
 
 // ============================================================================
 // Parameter and activation tables
 // ============================================================================
 // One table each (X-macros) generates the struct of pointers, the sizes, the
-// names printed in checkpoints and tests, and the weight-decay mask, so that
-// zeroing, clipping, AdamW and checkpoint I/O are one loop over one block.
-// Per-layer tensors are stacked over L first. Dense weights are (out, in),
-// as torch.nn.Linear: y = x W^T + b.
+// names printed in checkpoints and tests, the weight-decay mask, each
+// tensor's initialisation and the per-layer slices, so that zeroing,
+// clipping, AdamW, init and checkpoint I/O are one loop over one block and
+// no tensor is named twice by hand. Per-layer tensors are stacked over L
+// first. Dense weights are (out, in), as torch.nn.Linear: y = x W^T + b.
 //
-//   X(name, element count, weight decay?, shape)
+//   X(name, layers, elements per layer, weight decay?, init, shape)
 
-#define BIGS_PARAMS(X)                                                                  \
-  X(wte, c.V* c.H, 1, "(V, H) word embeddings; the MLM decoder is tied to them")        \
-  X(wpe, c.T* c.H, 1, "(T, H) position embeddings")                                     \
-  X(wtt, c.types* c.H, 1, "(types, H) token type embeddings")                           \
-  X(ln_emb_w, c.H, 0, "(H) embedding LayerNorm scale")                                  \
-  X(ln_emb_b, c.H, 0, "(H) embedding LayerNorm bias")                                   \
-  X(ln_w, c.L* c.H, 0, "(L, H) pre-norm scale")                                         \
-  X(ln_b, c.L* c.H, 0, "(L, H) pre-norm bias")                                          \
-  X(dv_w, c.L* c.I* c.H, 1, "(L, I, H) dv: the value branch")                           \
-  X(dv_b, c.L* c.I, 0, "(L, I)")                                                        \
-  X(duf_w, c.L* c.H* c.H, 1, "(L, H, H) du_forward")                                    \
-  X(duf_b, c.L* c.H, 0, "(L, H)")                                                       \
-  X(dub_w, c.L* c.H* c.H, 1, "(L, H, H) du_backward")                                   \
-  X(dub_b, c.L* c.H, 0, "(L, H)")                                                       \
-  X(fs_a_re, c.L* c.N, 1, "(L, N) fs4: real part of A (clipped at -1e-4)")              \
-  X(fs_a_im, c.L* c.N, 1, "(L, N) fs4: imaginary part of A")                            \
-  X(fs_c, c.L* c.N * 2, 1, "(L, N, 2) fs4: C, real and imaginary")                      \
-  X(fs_d, c.L, 1, "(L) fs4: skip term D")                                               \
-  X(fs_log_step, c.L, 1, "(L) fs4: log of the step dt")                                 \
-  X(bs_a_re, c.L* c.N, 1, "(L, N) bs4")                                                 \
-  X(bs_a_im, c.L* c.N, 1, "(L, N) bs4")                                                 \
-  X(bs_c, c.L* c.N * 2, 1, "(L, N, 2) bs4")                                             \
-  X(bs_d, c.L, 1, "(L) bs4")                                                            \
-  X(bs_log_step, c.L, 1, "(L) bs4")                                                     \
-  X(ducf_w, c.L* c.H* c.H, 1, "(L, H, H) duc_forward")                                  \
-  X(ducf_b, c.L* c.H, 0, "(L, H)")                                                      \
-  X(ducb_w, c.L* c.H* c.H, 1, "(L, H, H) duc_backward")                                 \
-  X(ducb_b, c.L* c.H, 0, "(L, H)")                                                      \
-  X(dol_w, c.L* c.I* c.H, 1, "(L, I, H) dol: the gate projection")                      \
-  X(dol_b, c.L* c.I, 0, "(L, I)")                                                       \
-  X(do_w, c.L* c.H* c.I, 1, "(L, H, I) do: the output projection")                      \
-  X(do_b, c.L* c.H, 0, "(L, H)")                                                        \
-  X(head_w, c.H* c.H, 1, "(H, H) MLM transform dense")                                  \
-  X(head_b, c.H, 0, "(H)")                                                              \
-  X(head_ln_w, c.H, 0, "(H) MLM transform LayerNorm scale")                             \
-  X(head_ln_b, c.H, 0, "(H) MLM transform LayerNorm bias")                              \
-  X(head_bias, c.V, 0, "(V) MLM decoder bias")                                          \
-  X(pool_w, (c.labels ? c.H * c.H : 0), 1, "(H, H) pooler dense (classification only)") \
-  X(pool_b, (c.labels ? c.H : 0), 0, "(H)")                                             \
-  X(cls_w, c.labels* c.H, 1, "(Y, H) classifier")                                       \
-  X(cls_b, c.labels, 0, "(Y)")
+// How a tensor starts (docs/MODEL.md section 9). Normal draws one Rng::normal()
+// per element, LogUniform one Rng::uniform(), the others draw nothing, so
+// the stream of random numbers is the table's order.
+struct Init {
+  enum Kind { Normal, Const, HippoAIm, LogUniform } kind;
+  double a, b;  // Normal: std; Const: the value; LogUniform: [a, b] in log space
+};
+constexpr Init init_normal(double std) { return {Init::Normal, std, 0}; }
+// Flax's default for a Dense kernel, lecun normal: std 1/sqrt(fan_in). The
+// official model creates two layers without an explicit initializer, the
+// MLM transform dense and the classifier; every other kernel is N(0, 0.02).
+inline Init init_lecun(int fan_in) { return init_normal(1.0 / std::sqrt((double)fan_in)); }
+constexpr Init init_const(double v) { return {Init::Const, v, 0}; }
+constexpr Init init_hippo() { return {Init::HippoAIm, 0, 0}; }  // A_im from HiPPO-LegS, every layer alike
+constexpr Init init_log_uniform(double lo, double hi) { return {Init::LogUniform, lo, hi}; }
+
+#define BIGS_EMBED_PARAMS(X)                                                                           \
+  X(wte, 1, c.V* c.H, 1, init_normal(0.02), "(V, H) word embeddings; the MLM decoder is tied to them") \
+  X(wpe, 1, c.T* c.H, 1, init_normal(0.02), "(T, H) position embeddings")                              \
+  X(wtt, 1, c.types* c.H, 1, init_normal(0.02), "(types, H) token type embeddings")                    \
+  X(ln_emb_w, 1, c.H, 0, init_const(1), "(H) embedding LayerNorm scale")                               \
+  X(ln_emb_b, 1, c.H, 0, init_const(0), "(H) embedding LayerNorm bias")
+
+// The SSMs: C ~ N(0, 1/2) per component, D = 1, log_step ~ U(log 0.01, log 1).
+#define BIGS_LAYER_PARAMS(X)                                                                                \
+  X(ln_w, c.L, c.H, 0, init_const(1), "(L, H) pre-norm scale")                                             \
+  X(ln_b, c.L, c.H, 0, init_const(0), "(L, H) pre-norm bias")                                              \
+  X(dv_w, c.L, c.I* c.H, 1, init_normal(0.02), "(L, I, H) dv: the value branch")                           \
+  X(dv_b, c.L, c.I, 0, init_const(0), "(L, I)")                                                             \
+  X(duf_w, c.L, c.H* c.H, 1, init_normal(0.02), "(L, H, H) du_forward")                                    \
+  X(duf_b, c.L, c.H, 0, init_const(0), "(L, H)")                                                            \
+  X(dub_w, c.L, c.H* c.H, 1, init_normal(0.02), "(L, H, H) du_backward")                                   \
+  X(dub_b, c.L, c.H, 0, init_const(0), "(L, H)")                                                            \
+  X(fs_a_re, c.L, c.N, 1, init_const(-0.5), "(L, N) fs4: real part of A (clipped at -1e-4)")               \
+  X(fs_a_im, c.L, c.N, 1, init_hippo(), "(L, N) fs4: imaginary part of A")                                 \
+  X(fs_c, c.L, c.N * 2, 1, init_normal(0.70710678), "(L, N, 2) fs4: C, real and imaginary")                \
+  X(fs_d, c.L, 1, 1, init_const(1), "(L) fs4: skip term D")                                                \
+  X(fs_log_step, c.L, 1, 1, init_log_uniform(0.01, 1), "(L) fs4: log of the step dt")                      \
+  X(bs_a_re, c.L, c.N, 1, init_const(-0.5), "(L, N) bs4")                                                  \
+  X(bs_a_im, c.L, c.N, 1, init_hippo(), "(L, N) bs4")                                                      \
+  X(bs_c, c.L, c.N * 2, 1, init_normal(0.70710678), "(L, N, 2) bs4")                                       \
+  X(bs_d, c.L, 1, 1, init_const(1), "(L) bs4")                                                             \
+  X(bs_log_step, c.L, 1, 1, init_log_uniform(0.01, 1), "(L) bs4")                                          \
+  X(ducf_w, c.L, c.H* c.H, 1, init_normal(0.02), "(L, H, H) duc_forward")                                  \
+  X(ducf_b, c.L, c.H, 0, init_const(0), "(L, H)")                                                           \
+  X(ducb_w, c.L, c.H* c.H, 1, init_normal(0.02), "(L, H, H) duc_backward")                                 \
+  X(ducb_b, c.L, c.H, 0, init_const(0), "(L, H)")                                                           \
+  X(dol_w, c.L, c.I* c.H, 1, init_normal(0.02), "(L, I, H) dol: the gate projection")                      \
+  X(dol_b, c.L, c.I, 0, init_const(0), "(L, I)")                                                            \
+  X(do_w, c.L, c.H* c.I, 1, init_normal(0.02), "(L, H, I) do: the output projection")                      \
+  X(do_b, c.L, c.H, 0, init_const(0), "(L, H)")
+
+#define BIGS_HEAD_PARAMS(X)                                                                                  \
+  X(head_w, 1, c.H* c.H, 1, init_lecun(c.H), "(H, H) MLM transform dense")                                  \
+  X(head_b, 1, c.H, 0, init_const(0), "(H)")                                                                 \
+  X(head_ln_w, 1, c.H, 0, init_const(1), "(H) MLM transform LayerNorm scale")                               \
+  X(head_ln_b, 1, c.H, 0, init_const(0), "(H) MLM transform LayerNorm bias")                                \
+  X(head_bias, 1, c.V, 0, init_const(0), "(V) MLM decoder bias")                                            \
+  X(pool_w, 1, (c.labels ? c.H * c.H : 0), 1, init_normal(0.02), "(H, H) pooler dense (classification only)") \
+  X(pool_b, 1, (c.labels ? c.H : 0), 0, init_const(0), "(H)")                                               \
+  X(cls_w, 1, c.labels* c.H, 1, init_lecun(c.H), "(Y, H) classifier")                                       \
+  X(cls_b, 1, c.labels, 0, init_const(0), "(Y)")
+
+#define BIGS_PARAMS(X) BIGS_EMBED_PARAMS(X) BIGS_LAYER_PARAMS(X) BIGS_HEAD_PARAMS(X)
 
 template <class W>
 struct ParamsT {
-#define X(name, count, decay, shape) W* name;
+#define X(name, layers, count, decay, init, shape) W* name;
   BIGS_PARAMS(X)
 #undef X
 };
 using Params = ParamsT<float>;
 
+// One layer's slice of a parameter (or gradient) block; W is float, or
+// bf16 for the GPU's copy of the weights that the dense layers read.
+template <class W>
+struct LayerWeightsT {
+#define X(name, layers, count, decay, init, shape) W* name;
+  BIGS_LAYER_PARAMS(X)
+#undef X
+};
+using LayerWeights = LayerWeightsT<float>;
+
+template <class W>
+static LayerWeightsT<W> layer_weights(const ParamsT<W>& p, const Config& c, int l) {
+  LayerWeightsT<W> w;
+#define X(name, layers, count, decay, init, shape) w.name = p.name + (size_t)l * (size_t)(count);
+  BIGS_LAYER_PARAMS(X)
+#undef X
+  return w;
+}
+
+// One SSM's parameters, as the S4D kernel and the convolution take them.
+template <class W>
+struct SsmT {
+  W *a_re, *a_im, *c, *d, *log_step;  // (N), (N), (N, 2), (1), (1)
+};
+using Ssm = SsmT<float>;
+template <class W>
+static SsmT<W> forward_ssm(const LayerWeightsT<W>& w) {
+  return {w.fs_a_re, w.fs_a_im, w.fs_c, w.fs_d, w.fs_log_step};
+}
+template <class W>
+static SsmT<W> backward_ssm(const LayerWeightsT<W>& w) {
+  return {w.bs_a_re, w.bs_a_im, w.bs_c, w.bs_d, w.bs_log_step};
+}
+
 // One row of a table, for the loops that treat every tensor alike.
 struct TensorInfo {
   const char* name;
   size_t offset;  // in elements, from the start of the block
-  size_t count;
+  size_t count;   // layers x per
   bool decay;
+  Init init;
   const char* shape;
 };
 
@@ -470,9 +593,12 @@ static size_t round_up(size_t n, size_t align) { return (n + align - 1) / align 
 static std::vector<TensorInfo> param_table(const Config& c, size_t align = 1) {
   std::vector<TensorInfo> t;
   size_t off = 0;
-#define X(name, count, decay, shape)                        \
-  t.push_back({#name, off, (size_t)(count), decay, shape}); \
-  off = round_up(off + (size_t)(count), align);
+#define X(name, layers, count, decay, init, shape)               \
+  {                                                             \
+    size_t n = (size_t)(layers) * (size_t)(count);              \
+    t.push_back({#name, off, n, decay, init, shape});           \
+    off = round_up(off + n, align);                             \
+  }
   BIGS_PARAMS(X)
 #undef X
   return t;
@@ -483,9 +609,9 @@ static size_t table_total(const std::vector<TensorInfo>& t) { return t.empty() ?
 template <class W>
 static void point_params(ParamsT<W>* p, W* base, const Config& c, size_t align = 1) {
   size_t off = 0;
-#define X(name, count, decay, shape) \
-  p->name = base + off;              \
-  off = round_up(off + (size_t)(count), align);
+#define X(name, layers, count, decay, init, shape) \
+  p->name = base + off;                            \
+  off = round_up(off + (size_t)(layers) * (size_t)(count), align);
   BIGS_PARAMS(X)
 #undef X
 }
@@ -499,79 +625,89 @@ static size_t logit_stride(const Config& c) { return round_up((size_t)c.V, 8); }
 
 // Activations saved by the forward pass for the backward pass, for a batch of
 // B sequences and up to R rows through the MLM head.
-#define BIGS_ACTS(X)                                                                                          \
-  X(emb, B* T* c.H, F, "(B, T, H) word + position + type embedding, before LayerNorm")                        \
-  X(emb_mean, B* T, F, "(B, T) its LayerNorm statistics")                                                     \
-  X(emb_rstd, B* T, F, "(B, T)")                                                                              \
-  X(emb_ln, B* T* c.H, F, "(B, T, H) after LayerNorm, before dropout")                                        \
-  X(res, (c.L + 1) * B * T * c.H, A, "(L+1, B, T, H) residual stream; res[0] = embeddings")                   \
-  X(ln, c.L* B* T* c.H, A, "(L, B, T, H) h = LayerNorm_l(x)")                                                 \
-  X(ln_mean, c.L* B* T, F, "(L, B, T)")                                                                       \
-  X(ln_rstd, c.L* B* T, F, "(L, B, T)")                                                                       \
-  X(v_pre, c.L* B* T* c.I, A, "(L, B, T, I) h Wv + bv")                                                       \
-  X(v, c.L* B* T* c.I, A, "(L, B, T, I) gelu_tanh(v_pre)")                                                    \
-  X(uf_pre, c.L* B* T* c.H, A, "(L, B, T, H)")                                                                \
-  X(uf, c.L* B* T* c.H, A, "(L, B, T, H) forward SSM input")                                                  \
-  X(ub_pre, c.L* B* T* c.H, A, "(L, B, T, H) in original time order")                                         \
-  X(ub, c.L* B* T* c.H, A, "(L, B, T, H) backward SSM input, original time order")                            \
-  X(kf, c.L* T, F, "(L, T) forward SSM kernel K")                                                             \
-  X(kb, c.L* T, F, "(L, T) backward SSM kernel K")                                                            \
-  X(sf, c.L* B* T* c.H, A, "(L, B, T, H) forward SSM output")                                                 \
-  X(sb, c.L* B* T* c.H, A, "(L, B, T, H) backward SSM output, original time order")                           \
-  X(cf, c.L* B* T* c.H, A, "(L, B, T, H)")                                                                    \
-  X(cb, c.L* B* T* c.H, A, "(L, B, T, H)")                                                                    \
-  X(gate, c.L* B* T* c.H, A, "(L, B, T, H) cf * cb")                                                          \
-  X(g_pre, c.L* B* T* c.I, A, "(L, B, T, I)")                                                                 \
-  X(g, c.L* B* T* c.I, A, "(L, B, T, I) gelu_tanh(g_pre)")                                                    \
-  X(gv, c.L* B* T* c.I, A, "(L, B, T, I) g * v")                                                              \
-  X(head_in, R* c.H, A, "(R, H) final hidden states of the predicted rows")                                   \
-  X(head_pre, R* c.H, A, "(R, H)")                                                                            \
-  X(head_act, R* c.H, F, "(R, H) gelu_erf(head_pre)")                                                         \
-  X(head_ln, R* c.H, A, "(R, H)")                                                                             \
-  X(head_mean, R, F, "(R)")                                                                                   \
-  X(head_rstd, R, F, "(R)")                                                                                   \
-  X(logits, R* logit_stride(c), F, "(R, V) MLM logits of the predicted rows (rows padded, see logit_stride)") \
-  X(row_loss, R, F, "(R) cross-entropy of each predicted row")                                                \
-  X(pooled, B* c.H, F, "(B, H) mean of the final states over non-padding tokens")                             \
-  X(pool_pre, B* c.H, F, "(B, H) pooled Wp + bp")                                                             \
-  X(pool, B* c.H, F, "(B, H) tanh(pool_pre)")                                                                 \
-  X(pool_drop, B* c.H, F, "(B, H) pool after dropout")                                                        \
-  X(cls_logits, B* c.labels, F, "(B, Y)")                                                                     \
-  X(cls_loss, B, F, "(B) loss of each sequence")
+//   X(name, layers, elements per layer, type, host, shape)
+// The type column: F tensors are always fp32 (statistics, SSM kernels,
+// logits and losses, the small classification head, the residual stream
+// and the gradients that are sums over many terms); A tensors have the
+// activation precision S: fp32 on the CPU and in the GPU's fp32 mode, bf16
+// in its bf16 mode. host = 1: a result that a model on the GPU copies back
+// to the host (Model::a keeps only these there).
+// The residual stream is fp32 everywhere: a layer's update smaller than
+// 2^-9 of the stream would vanish in a bf16 sum, 23 times over.
+#define BIGS_EMBED_ACTS(X)                                                                         \
+  X(emb, 1, B* T* c.H, F, 0, "(B, T, H) word + position + type embedding, before LayerNorm")      \
+  X(emb_mean, 1, B* T, F, 0, "(B, T) its LayerNorm statistics")                                   \
+  X(emb_rstd, 1, B* T, F, 0, "(B, T)")                                                            \
+  X(emb_ln, 1, B* T* c.H, F, 0, "(B, T, H) after LayerNorm, before dropout")                      \
+  X(res, c.L + 1, B* T* c.H, F, 0, "(L+1, B, T, H) residual stream; res[0] = embeddings")
+
+#define BIGS_LAYER_ACTS(X)                                                           \
+  X(ln, c.L, B* T* c.H, A, 0, "(L, B, T, H) h = LayerNorm_l(x)")                    \
+  X(ln_mean, c.L, B* T, F, 0, "(L, B, T)")                                          \
+  X(ln_rstd, c.L, B* T, F, 0, "(L, B, T)")                                          \
+  X(v_pre, c.L, B* T* c.I, A, 0, "(L, B, T, I) h Wv + bv")                          \
+  X(v, c.L, B* T* c.I, A, 0, "(L, B, T, I) gelu_tanh(v_pre)")                       \
+  X(uf_pre, c.L, B* T* c.H, A, 0, "(L, B, T, H)")                                   \
+  X(uf, c.L, B* T* c.H, A, 0, "(L, B, T, H) forward SSM input")                     \
+  X(ub_pre, c.L, B* T* c.H, A, 0, "(L, B, T, H) in original time order")            \
+  X(ub, c.L, B* T* c.H, A, 0, "(L, B, T, H) backward SSM input, original time order") \
+  X(kf, c.L, T, F, 0, "(L, T) forward SSM kernel K")                                \
+  X(kb, c.L, T, F, 0, "(L, T) backward SSM kernel K")                               \
+  X(sf, c.L, B* T* c.H, A, 0, "(L, B, T, H) forward SSM output")                    \
+  X(sb, c.L, B* T* c.H, A, 0, "(L, B, T, H) backward SSM output, original time order") \
+  X(cf, c.L, B* T* c.H, A, 0, "(L, B, T, H)")                                       \
+  X(cb, c.L, B* T* c.H, A, 0, "(L, B, T, H)")                                       \
+  X(gate, c.L, B* T* c.H, A, 0, "(L, B, T, H) cf * cb")                             \
+  X(g_pre, c.L, B* T* c.I, A, 0, "(L, B, T, I)")                                    \
+  X(g, c.L, B* T* c.I, A, 0, "(L, B, T, I) gelu_tanh(g_pre)")                       \
+  X(gv, c.L, B* T* c.I, A, 0, "(L, B, T, I) g * v")
+
+#define BIGS_HEAD_ACTS(X)                                                                                        \
+  X(head_in, 1, R* c.H, A, 0, "(R, H) final hidden states of the predicted rows")                               \
+  X(head_pre, 1, R* c.H, A, 0, "(R, H)")                                                                         \
+  X(head_act, 1, R* c.H, F, 0, "(R, H) gelu_erf(head_pre)")                                                      \
+  X(head_ln, 1, R* c.H, A, 0, "(R, H)")                                                                          \
+  X(head_mean, 1, R, F, 0, "(R)")                                                                                \
+  X(head_rstd, 1, R, F, 0, "(R)")                                                                                \
+  X(logits, 1, R* logit_stride(c), F, 1, "(R, V) MLM logits of the predicted rows (rows padded, see logit_stride)") \
+  X(row_loss, 1, R, F, 1, "(R) cross-entropy of each predicted row")                                             \
+  X(pooled, 1, B* c.H, F, 0, "(B, H) mean of the final states over each example's tokens")                       \
+  X(pool_pre, 1, B* c.H, F, 0, "(B, H) pooled Wp + bp")                                                          \
+  X(pool, 1, B* c.H, F, 0, "(B, H) tanh(pool_pre)")                                                              \
+  X(pool_drop, 1, B* c.H, F, 0, "(B, H) pool after dropout")                                                     \
+  X(cls_logits, 1, B* c.labels, F, 1, "(B, Y)")                                                                  \
+  X(cls_loss, 1, B, F, 1, "(B) loss of each sequence")
+
+#define BIGS_ACTS(X) BIGS_EMBED_ACTS(X) BIGS_LAYER_ACTS(X) BIGS_HEAD_ACTS(X)
 
 // Per-layer scratch for the backward pass: reused by every layer.
-#define BIGS_SCRATCH(X)                                                                         \
-  X(dres, B* T* c.H, F, "(B, T, H) gradient of the residual stream")                            \
-  X(dres_a, B* T* c.H, A, "(B, T, H) dres rounded to A: the operand of the layer's last dense") \
-  X(dh, B* T* c.H, F, "(B, T, H)")                                                              \
-  X(duf, B* T* c.H, A, "(B, T, H)")                                                             \
-  X(dub, B* T* c.H, A, "(B, T, H)")                                                             \
-  X(dsf, B* T* c.H, A, "(B, T, H)")                                                             \
-  X(dsb, B* T* c.H, A, "(B, T, H)")                                                             \
-  X(dcf, B* T* c.H, A, "(B, T, H)")                                                             \
-  X(dcb, B* T* c.H, A, "(B, T, H)")                                                             \
-  X(dgate, B* T* c.H, A, "(B, T, H)")                                                           \
-  X(dv, B* T* c.I, A, "(B, T, I)")                                                              \
-  X(dg, B* T* c.I, A, "(B, T, I)")                                                              \
-  X(dgv, B* T* c.I, A, "(B, T, I)")                                                             \
-  X(dk, T, F, "(T) gradient of one SSM kernel")                                                 \
-  X(dhead, R* c.H, F, "(R, H)")                                                                 \
-  X(dhead2, R* c.H, A, "(R, H)")                                                                \
-  X(dlogits, R* logit_stride(c), A, "(R, V), rows padded")                                      \
-  X(dpool, B* c.H, F, "(B, H)")                                                                 \
-  X(dpooled, B* c.H, F, "(B, H)")                                                               \
-  X(dcls_logits, B* c.labels, F, "(B, Y) from the host")
+#define BIGS_SCRATCH(X)                                                                               \
+  X(dres, 1, B* T* c.H, F, 0, "(B, T, H) gradient of the residual stream")                            \
+  X(dres_a, 1, B* T* c.H, A, 0, "(B, T, H) dres rounded to A: the operand of the layer's last dense") \
+  X(dh, 1, B* T* c.H, F, 0, "(B, T, H)")                                                              \
+  X(duf, 1, B* T* c.H, A, 0, "(B, T, H)")                                                             \
+  X(dub, 1, B* T* c.H, A, 0, "(B, T, H)")                                                             \
+  X(dsf, 1, B* T* c.H, A, 0, "(B, T, H)")                                                             \
+  X(dsb, 1, B* T* c.H, A, 0, "(B, T, H)")                                                             \
+  X(dcf, 1, B* T* c.H, A, 0, "(B, T, H)")                                                             \
+  X(dcb, 1, B* T* c.H, A, 0, "(B, T, H)")                                                             \
+  X(dgate, 1, B* T* c.H, A, 0, "(B, T, H)")                                                           \
+  X(dv, 1, B* T* c.I, A, 0, "(B, T, I)")                                                              \
+  X(dg, 1, B* T* c.I, A, 0, "(B, T, I)")                                                              \
+  X(dgv, 1, B* T* c.I, A, 0, "(B, T, I)")                                                             \
+  X(dk, 1, T, F, 0, "(T) gradient of one SSM kernel")                                                 \
+  X(dhead, 1, R* c.H, F, 0, "(R, H)")                                                                 \
+  X(dhead2, 1, R* c.H, A, 0, "(R, H)")                                                                \
+  X(dlogits, 1, R* logit_stride(c), A, 0, "(R, V), rows padded")                                      \
+  X(dpool, 1, B* c.H, F, 0, "(B, H)")                                                                 \
+  X(dpooled, 1, B* c.H, F, 0, "(B, H)")                                                               \
+  X(dcls_logits, 1, B* c.labels, F, 1, "(B, Y) from the host")
 
-// X(name, element count, type, shape). The type column: F tensors are
-// always fp32 (statistics, SSM kernels, logits and losses, the small
-// classification head, and the gradients that are sums over many terms); A
-// tensors have the activation precision S: fp32 on the CPU and in the GPU's
-// fp32 mode, bf16 in its bf16 mode.
 template <class S>
 struct ActsT {
   using A = S;
   using F = float;
-#define X(name, count, type, shape) type* name;
+#define X(name, layers, count, type, host, shape) type* name;
   BIGS_ACTS(X)
   BIGS_SCRATCH(X)
 #undef X
@@ -583,19 +719,48 @@ using Acts = ActsT<float>;
 // Lays the activation tables out in one block of bytes, each tensor at a
 // multiple of `align` bytes, and returns the block's size; a null base only
 // counts. The CPU packs (align 4: the floats follow one another); the GPU
-// aligns every tensor to 256 bytes.
+// aligns every tensor to 256 bytes. host_only lays out just the host = 1
+// results (all fp32), for a model on the GPU (Model::a).
 template <class S>
-static size_t layout_acts(ActsT<S>* a, char* base, const Config& c, size_t B, size_t R, size_t align) {
+static size_t layout_acts(ActsT<S>* a, char* base, const Config& c, size_t B, size_t R, size_t align,
+                          bool host_only = false) {
   using A = S;
   using F = float;
   size_t T = (size_t)c.T, off = 0;
-#define X(name, count, type, shape)                      \
-  if (a) a->name = base ? (type*)(base + off) : nullptr; \
-  off = round_up(off + (size_t)(count) * sizeof(type), align);
+#define X(name, layers, count, type, host, shape)                                  \
+  if (!host_only || host) {                                                        \
+    if (a) a->name = base ? (type*)(base + off) : nullptr;                         \
+    off = round_up(off + (size_t)(layers) * (size_t)(count) * sizeof(type), align); \
+  }
   BIGS_ACTS(X)
   BIGS_SCRATCH(X)
 #undef X
   return off;
+}
+
+// One layer's slice of the activation block (types as in BIGS_LAYER_ACTS),
+// with its view of the residual stream: x in, x_out = x + the layer's y.
+template <class S>
+struct LayerActsT {
+  using A = S;
+  using F = float;
+  float *x, *x_out;  // (B, T, H)
+#define X(name, layers, count, type, host, shape) type* name;
+  BIGS_LAYER_ACTS(X)
+#undef X
+};
+using LayerActs = LayerActsT<float>;
+
+// Bcap: the batch capacity the block was laid out for.
+template <class S>
+static LayerActsT<S> layer_acts(const ActsT<S>& a, const Config& c, int Bcap, int l) {
+  size_t B = (size_t)Bcap, T = (size_t)c.T;
+  LayerActsT<S> s;
+  s.x = a.res + l * B * T * c.H, s.x_out = a.res + (l + 1) * B * T * c.H;
+#define X(name, layers, count, type, host, shape) s.name = a.name + (size_t)l * (size_t)(count);
+  BIGS_LAYER_ACTS(X)
+#undef X
+  return s;
 }
 
 // ============================================================================
@@ -734,8 +899,21 @@ static void embedding_backward(CudaCtx& ctx, float* dwte, float* dwpe, float* dw
 }
 #endif
 
+// The launchers' costs (see OpCost). The forward gathers three table rows
+// per token; the backward reads dout three times (the word, type and
+// position sums), updates at most min(V, B T) word rows and uploads the
+// host's index lists.
+static OpCost embedding_forward_cost(size_t B, size_t T, size_t H) {
+  double bt = (double)B * T;
+  return {"embedding", 2 * bt * H, false, 8 * bt + 4 * bt * H * 4, 1};
+}
+static OpCost embedding_backward_cost(size_t B, size_t T, size_t H, size_t V, size_t types) {
+  double bt = (double)B * T, rows = std::min((double)V, bt) + (double)types + (double)T;
+  return {"embedding", 3 * bt * H, false, 3 * bt * H * 4 + rows * H * 8 + 4 * (6 * bt + 4), 4};
+}
+
 // ---------------------------------------------------------------------------
-// LayerNorm over the last axis (eps = 1e-12, BIGS.md section 1)
+// LayerNorm over the last axis (eps = 1e-12, docs/MODEL.md section 1)
 // ---------------------------------------------------------------------------
 
 constexpr double kLayerNormEps = 1e-12;
@@ -891,6 +1069,18 @@ static void layernorm_backward(CudaCtx& ctx, TD* dinp, float* dw, float* db, con
 }
 #endif
 
+// The forward reads its input once per row (the row stays in cache for the
+// second pass); the backward's dinp is read and written (+=), and dw, db
+// go through the two-stage column sums.
+static OpCost layernorm_forward_cost(size_t rows, size_t C, size_t si, size_t so) {
+  double n = (double)rows * C;
+  return {"layernorm", 7 * n, false, n * (si + so) + 8.0 * C + 8.0 * rows, 1};
+}
+static OpCost layernorm_backward_cost(size_t rows, size_t C, size_t sd, size_t so, size_t si) {
+  double n = (double)rows * C, part = (double)kColChunks * 2 * C * 4;
+  return {"layernorm", 14 * n, false, n * (so + si + 2 * sd) + n * (so + si) + 16.0 * rows + 2 * part + 20.0 * C, 4};
+}
+
 // ---------------------------------------------------------------------------
 // Dense: out = inp W^T + b, W (out_dim, in_dim)
 // ---------------------------------------------------------------------------
@@ -980,6 +1170,14 @@ void dense_backward_cpu(F* dinp, F* dw, F* db, const F* dout, const F* inp, cons
   }
 }
 
+// Whether the GPU's dense_forward fuses a GELU into cuBLASLt's epilogue
+// (GELU_AUX_BIAS, which also stores the pre-GELU values): for bf16 output
+// only, so that the fp32 mode computes exactly the CPU's GELU, and for a
+// row stride that is a multiple of 8, as the aux buffer needs.
+static bool gelu_fusable(size_t out_elem_size, bool fuse_epilogues, int ld) {
+  return out_elem_size == 2 && fuse_epilogues && ld % 8 == 0;
+}
+
 #ifdef __CUDACC__
 // The largest power of two, up to 256, that divides the address. Tensors in
 // the host-layout tests sit at arbitrary offsets, while cuBLASLt's heuristic
@@ -1006,6 +1204,10 @@ constexpr cudaDataType_t dtype_of<bf16>() {
 // bias and then GELU (tanh form), keeping the pre-GELU values in `aux`
 // (laid out as D).
 enum class Epi { None, Bias, GeluBias };
+
+// How many algorithms to ask cuBLASLt's heuristic for, best first: the
+// next serves when one fails to run.
+constexpr int kGemmCandidates = 8;
 
 // D (m, n) = op(A) op(B) + beta C, then the epilogue, in cuBLASLt's
 // column-major terms (C = null: C is D). A row-major (r, c) matrix is a
@@ -1068,7 +1270,7 @@ static bool matmul(CudaCtx& ctx, TD* D, const TA* A, const TA* Bm, bool ta, bool
   GemmAlgo* found = nullptr;
   for (GemmAlgo& g : ctx.algos)
     if (g.key == key) found = &g;
-  if (!found) {  // first time: ask the heuristic, and remember the answer
+  if (!found) {  // first time: ask the heuristic for a few candidates, and remember them
     cublasLtMatmulPreference_t pref;
     cublasCheck(cublasLtMatmulPreferenceCreate(&pref));
     uint64_t ws = ctx.workspace_size;
@@ -1077,29 +1279,31 @@ static bool matmul(CudaCtx& ctx, TD* D, const TA* A, const TA* Bm, bool ta, bool
         CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
         CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
     for (int i = 0; i < 4; i++) cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, which[i], &al[i], sizeof al[i]));
-    cublasLtMatmulHeuristicResult_t heur;
+    cublasLtMatmulHeuristicResult_t heur[kGemmCandidates];
     int count = 0;
-    cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(ctx.lt, desc, la, lb, ld, ld, pref, 1, &heur, &count);
+    cublasStatus_t st =
+        cublasLtMatmulAlgoGetHeuristic(ctx.lt, desc, la, lb, ld, ld, pref, kGemmCandidates, heur, &count);
     cublasCheck(cublasLtMatmulPreferenceDestroy(pref));
     // An epilogue the library does not support for these types is an answer
     // too (no algorithm, the caller falls back), not an error.
-    if (epi == Epi::None) cublasCheck(st);
+    if (epi == Epi::None && st != CUBLAS_STATUS_NOT_SUPPORTED) cublasCheck(st);
     GemmAlgo g;
     g.key = key;
-    g.found = st == CUBLAS_STATUS_SUCCESS && count > 0;
-    if (g.found) g.algo = heur.algo;
+    for (int i = 0; st == CUBLAS_STATUS_SUCCESS && i < count; i++)
+      if (heur[i].state == CUBLAS_STATUS_SUCCESS) g.algos.push_back(heur[i].algo);
     ctx.algos.push_back(g);
     found = &ctx.algos.back();
   }
-  bool ok = found->found;
-  if (ok) {
-    const float alpha = 1.0f;
-    cublasStatus_t st = cublasLtMatmul(ctx.lt, desc, &alpha, A, la, Bm, lb, &beta, C, ld, D, ld, &found->algo,
-                                       ctx.workspace, ctx.workspace_size, ctx.stream);
-    if (epi == Epi::None)
-      cublasCheck(st);
-    else if (st != CUBLAS_STATUS_SUCCESS)
-      found->found = ok = false;  // so the fused form is not tried again
+  // The candidates in order, until one runs; one that fails is not tried
+  // again for this problem.
+  const float alpha = 1.0f;
+  cublasStatus_t last = CUBLAS_STATUS_NOT_SUPPORTED;
+  bool ok = false;
+  while (!ok && found->next < found->algos.size()) {
+    last = cublasLtMatmul(ctx.lt, desc, &alpha, A, la, Bm, lb, &beta, C, ld, D, ld, &found->algos[found->next],
+                          ctx.workspace, ctx.workspace_size, ctx.stream);
+    ok = last == CUBLAS_STATUS_SUCCESS;
+    if (!ok) found->next++;
   }
   cublasCheck(cublasLtMatrixLayoutDestroy(la));
   cublasCheck(cublasLtMatrixLayoutDestroy(lb));
@@ -1107,10 +1311,10 @@ static bool matmul(CudaCtx& ctx, TD* D, const TA* A, const TA* Bm, bool ta, bool
   cublasCheck(cublasLtMatmulDescDestroy(desc));
   if (!ok && epi == Epi::None)
     throw CudaError(
-        strf("cuBLASLt has no algorithm for types %d/%d, m %d n %d k %d, op %c%c, ld %d %d %d, alignment "
-             "%u %u %u %u",
-             (int)dtype_of<TA>(), (int)dtype_of<TD>(), m, n, k, ta ? 'T' : 'N', tb ? 'T' : 'N', lda, ldb, ldd, al[0],
-             al[1], al[2], al[3]));
+        strf("cuBLASLt: no algorithm ran (%zu tried; last status %s) for types %d/%d, m %d n %d k %d, op %c%c, ld %d "
+             "%d %d, alignment %u %u %u %u",
+             found->algos.size(), cublasLtGetStatusName(last), (int)dtype_of<TA>(), (int)dtype_of<TD>(), m, n, k,
+             ta ? 'T' : 'N', tb ? 'T' : 'N', lda, ldb, ldd, al[0], al[1], al[2], al[3]));
   return ok;
 }
 
@@ -1159,7 +1363,7 @@ static void dense_forward(CudaCtx& ctx, TD* out, const TA* inp, const TA* w, con
   if (rows == 0) return;
   int ld = ld_out ? ld_out : out_dim;
   float beta = residual ? 1.0f : 0.0f;
-  if (pre && bias && std::is_same<TD, bf16>::value && ctx.fuse_epilogues && ld % 8 == 0 &&
+  if (pre && bias && gelu_fusable(sizeof(TD), ctx.fuse_epilogues, ld) &&
       matmul(ctx, out, w, inp, true, false, out_dim, rows, in_dim, in_dim, in_dim, ld, beta, residual, Epi::GeluBias,
              bias, pre))
     return;
@@ -1190,6 +1394,27 @@ static void dense_backward(CudaCtx& ctx, TI* dinp, float* dw, float* db, const T
   if (db) bias_backward(ctx, db, dout, rows, out_dim, ld);
 }
 #endif
+
+// A product of bf16 operands runs on tensor cores; fp32 operands (the
+// fp32 mode) on CUDA cores. The forward reads both operands and writes
+// out (ld-strided rows), plus pre when a GELU follows (a separate kernel
+// then reads it and writes out again) and the residual as C. The backward's
+// dinp and dW are accumulated (beta = 1: read and written), db goes through
+// the column sums.
+static OpCost dense_forward_cost(size_t rows, size_t in, size_t out, size_t ld, size_t sa, size_t sd, bool gelu,
+                                 bool fused, bool residual) {
+  double y = (double)rows * ld * sd;
+  double bytes = ((double)rows * in + (double)out * in) * sa + y + (double)out * sd + (residual ? y : 0) +
+                 (gelu ? y : 0) + (gelu && !fused ? 2 * y : 0);
+  return {gelu ? "dense + GELU" : "dense", 2.0 * rows * in * out, sa == 2, bytes, gelu && !fused ? 2 : 1};
+}
+static OpCost dense_backward_cost(size_t rows, size_t in, size_t out, size_t ld, size_t sa, size_t si, bool dinp,
+                                  bool db) {
+  double dy = (double)rows * ld * sa, w = (double)out * in;
+  double bytes = (dinp ? w * sa + dy + 2.0 * rows * in * si : 0) + ((double)rows * in * sa + dy + 2 * w * 4) +
+                 (db ? dy + 2.0 * kColChunks * out * 4 + 8.0 * out : 0);
+  return {"dense backward", (dinp ? 4.0 : 2.0) * rows * in * out, sa == 2, bytes, (dinp ? 2 : 1) + (db ? 2 : 0)};
+}
 
 // ---------------------------------------------------------------------------
 // Activations: GELU (tanh form in the layers, erf form in the MLM head), tanh
@@ -1293,6 +1518,16 @@ static const bf16* as_operand(CudaCtx& ctx, bf16* tmp, const float* x, size_t n)
 }
 #endif
 
+// Elementwise passes: n elements read from each input and written to each
+// output (the test of the cost device checks exactly this).
+static OpCost activation_forward_cost(size_t n, size_t si, size_t so) {
+  return {"activation", 20.0 * n, false, (double)n * (si + so), 1};
+}
+static OpCost activation_backward_cost(size_t n, size_t sd, size_t so, size_t si) {
+  return {"activation", 25.0 * n, false, (double)n * (sd + so + si), 1};
+}
+static OpCost cast_cost(size_t n, size_t si, size_t so) { return {"cast", (double)n, false, (double)n * (si + so), 1}; }
+
 // ---------------------------------------------------------------------------
 // Multiplicative gate: out = a * b, elementwise
 // ---------------------------------------------------------------------------
@@ -1341,8 +1576,11 @@ static void gate_backward(CudaCtx& ctx, X* da, X* db, const X* dout, const X* a,
 }
 #endif
 
+static OpCost gate_forward_cost(size_t n, size_t s) { return {"gate", (double)n, false, 3.0 * n * s, 1}; }
+static OpCost gate_backward_cost(size_t n, size_t s) { return {"gate", 2.0 * n, false, 5.0 * n * s, 1}; }
+
 // ---------------------------------------------------------------------------
-// S4D kernel (BIGS.md section 3), one kernel shared by all H channels:
+// S4D kernel (docs/MODEL.md section 4), one kernel shared by all H channels:
 //   dt = exp(log_step),  A_n = min(A_re_n, -1e-4) + i A_im_n
 //   Ct_n = C_n (exp(dt A_n) - 1) / A_n        (zero-order hold)
 //   K[l] = Re sum_n Ct_n exp(l dt A_n)
@@ -1503,11 +1741,19 @@ static void s4d_kernel_backward(CudaCtx& ctx, float* da_re, float* da_im, float*
 }
 #endif
 
+// O(N T) complex exponentials in double; counted as CUDA-core work.
+static OpCost s4d_kernel_forward_cost(size_t N, size_t T) {
+  return {"S4D kernel", 40.0 * N * T, false, 16.0 * N + 8 + 4.0 * T, 1};
+}
+static OpCost s4d_kernel_backward_cost(size_t N, size_t T) {
+  return {"S4D kernel", 60.0 * N * T, false, 4.0 * T + 24.0 * N + 8, 2};
+}
+
 // ---------------------------------------------------------------------------
 // SSM convolution with skip term, per channel, over (B, T, H):
 //   causal      y[t] = sum_{s <= t} K[t - s] u[s] + D u[t]     (forward SSM)
 //   anti-causal y[t] = sum_{s >= t} K[s - t] u[s] + D u[t]     (backward SSM)
-// The anti-causal form is the backward SSM of BIGS.md read in original time
+// The anti-causal form is the backward SSM of docs/MODEL.md section 3 read in original time
 // order: flip, causal convolution, flip back. Computing it directly means
 // nothing is ever flipped in memory. Each direction's backward pass is the
 // other direction's forward, so two functions cover all four cases.
@@ -1798,6 +2044,30 @@ static void ssm_conv_backward(CudaCtx& ctx, X* dinp, float* dK, float* dD, const
 }
 #endif
 
+// The FFT route step by step (launch for launch): the kernel padded and
+// transformed, the input packed into n-long rows, transformed, multiplied,
+// transformed back and unpacked with D u added. A real transform of length
+// n counts 2.5 n log2 n FLOPs (CUDA cores). The backward is the forward
+// again (dinp), two more spectra, the dK cross-spectrum in two stages, one
+// more inverse transform, and the dD dot product.
+static OpCost ssm_conv_forward_cost(size_t B, size_t T, size_t H, size_t sx) {
+  double n = fft_size((int)T), nf = n / 2 + 1, ch = (double)B * H, bth = (double)B * T * H;
+  double fft = 2.5 * n * std::log2(n);
+  double bytes = (4.0 * T + 4 * n) + (4 * n + 8 * nf) + (bth * sx + ch * n * 4) + (ch * n * 4 + ch * nf * 8) +
+                 (2 * ch * nf * 8 + nf * 8) + (ch * nf * 8 + ch * n * 4) + (ch * T * 4 + 2 * bth * sx);
+  return {"SSM convolution (FFT)", fft * (1 + 2 * ch) + 6 * ch * nf, false, bytes, 7};
+}
+static OpCost ssm_conv_backward_cost(size_t B, size_t T, size_t H, size_t sx) {
+  OpCost c = ssm_conv_forward_cost(B, T, H, sx);
+  double n = fft_size((int)T), nf = n / 2 + 1, ch = (double)B * H, bth = (double)B * T * H;
+  double fft = 2.5 * n * std::log2(n);
+  c.flops += 2 * ch * fft + 8 * ch * nf + fft + 2 * bth;
+  c.bytes += 2 * (bth * sx + 2 * ch * n * 4 + ch * nf * 8) + (2 * ch * nf * 8 + kColChunks * nf * 8) +
+             (kColChunks * nf * 8 + nf * 8) + (nf * 8 + n * 4) + (n * 4 + 8.0 * T) + 2 * bth * sx;
+  c.launches += 4 + 2 + 1 + 1 + 2;
+  return c;
+}
+
 // ---------------------------------------------------------------------------
 // Dropout. The keep mask is a pure function of (seed, stream, element), so
 // the backward pass recomputes it instead of storing it.
@@ -1840,6 +2110,10 @@ static void dropout_backward(CudaCtx& ctx, X* dinp, const X* dout, size_t n, flo
   dropout_forward(ctx, dinp, dout, n, p, seed, stream);
 }
 #endif
+
+static OpCost dropout_cost(size_t n, size_t si, size_t so) {
+  return {"dropout", 4.0 * n, false, (double)n * (si + so), 1};
+}
 
 // ---------------------------------------------------------------------------
 // Softmax cross-entropy over rows of logits
@@ -1919,6 +2193,15 @@ static void crossentropy_backward(CudaCtx& ctx, X* dlogits, const float* logits,
   launchCheck();
 }
 #endif
+
+// One row per block: the logits read once (the row stays in cache for the
+// second and third passes).
+static OpCost crossentropy_forward_cost(size_t rows, size_t V) {
+  return {"cross-entropy", 3.0 * rows * V, false, 4.0 * rows * V + 8.0 * rows, 1};
+}
+static OpCost crossentropy_backward_cost(size_t rows, size_t V, size_t sx) {
+  return {"cross-entropy", 4.0 * rows * V, false, (double)rows * V * (4 + sx) + 4.0 * rows, 1};
+}
 
 // ---------------------------------------------------------------------------
 // Pooler input: the mean of the final hidden states over non-padding tokens
@@ -2000,8 +2283,15 @@ static void meanpool_backward(CudaCtx& ctx, float* dinp, const float* dout, cons
 }
 #endif
 
+static OpCost meanpool_forward_cost(size_t B, size_t T, size_t H, size_t si, size_t so) {
+  return {"mean pool", (double)B * T * H, false, (double)B * T * H * si + 4.0 * B * T + (double)B * H * so, 1};
+}
+static OpCost meanpool_backward_cost(size_t B, size_t T, size_t H) {
+  return {"mean pool", (double)B * T * H, false, 4.0 * B * H + 4.0 * B * T + 8.0 * B * T * H, 1};
+}
+
 // ---------------------------------------------------------------------------
-// HiPPO-LegS initialisation of A_im (BIGS.md section 3)
+// HiPPO-LegS initialisation of A_im (docs/MODEL.md section 9)
 // ---------------------------------------------------------------------------
 // S = -M + p p^T is -1/2 on the diagonal plus a real skew-symmetric part W.
 // The imaginary parts of S's eigenvalues are the eigenvalues of the
@@ -2071,8 +2361,8 @@ struct GpuModel;  // the device side, defined with the CUDA model below
 //   Tf32  fp32 storage, dense products on TF32 tensor cores
 //   Bf16  fp32 master weights, gradients and AdamW moments; a bf16 copy of
 //         the weights for the dense layers; bf16 activations and dense
-//         operands with fp32 accumulation; LayerNorm statistics, the SSM
-//         kernel, the FFT, softmax and losses in fp32
+//         operands with fp32 accumulation; the residual stream, LayerNorm
+//         statistics, the SSM kernel, the FFT, softmax and losses in fp32
 enum class Precision { Fp32, Tf32, Bf16 };
 
 static bool parse_precision(const std::string& s, Precision* p, std::string* err) {
@@ -2104,11 +2394,11 @@ struct Model {
   // Activations and backward scratch, one block. On the host it is
   // allocated by the first CPU forward (a model bound for the GPU never
   // needs it: at T = 4096 it would not fit in the host's memory); a model
-  // on the GPU keeps here only the results that come back to the host
-  // (row_loss, logits, cls_logits, cls_loss, dcls_logits).
+  // on the GPU keeps here only the results that come back to the host (the
+  // host = 1 rows of the activation tables).
   Acts a;
   size_t num_params = 0, num_acts = 0;
-  // Dropout (BIGS.md: 0.1 after the embeddings and before the classifier);
+  // Dropout (docs/MODEL.md section 12: 0.1 after the embeddings and before the classifier);
   // the mask streams are set by the trainer for each micro-batch.
   float dropout = 0.0f;
   uint64_t dropout_seed = 0, dropout_stream = 0;
@@ -2123,9 +2413,9 @@ struct Model {
   std::shared_ptr<GpuModel> gpu;
 };
 
-// Sizes everything from the config, allocates the parameter and gradient
-// blocks once (the activations: see Model::a).
-static bool model_build(Model* m, const Config& c, int B, int R, std::string* err) {
+// Sizes a model from its config without allocating its blocks (only the
+// MLM row lists, which are small): what the cost device needs.
+static bool model_shape(Model* m, const Config& c, int B, int R, std::string* err) {
   std::string e = config_check(c);
   if (B < 1 || R < 1) e += strf("model: batch capacity %d and row capacity %d must be >= 1\n", B, R);
   if (!e.empty()) {
@@ -2139,15 +2429,22 @@ static bool model_build(Model* m, const Config& c, int B, int R, std::string* er
   m->table = param_table(c);
   m->num_params = table_total(m->table);
   m->num_acts = layout_acts<float>(nullptr, nullptr, c, B, R, sizeof(float)) / sizeof(float);
-  m->params_mem.assign(m->num_params, 0.0f);
-  m->grads_mem.assign(m->num_params, 0.0f);
-  m->acts_mem.clear();
+  m->params_mem.clear(), m->grads_mem.clear(), m->acts_mem.clear();
   m->a = Acts{};
   m->rows_mem.assign(2 * (size_t)R, 0);
-  point_params(&m->p, m->params_mem.data(), c);
-  point_params(&m->g, m->grads_mem.data(), c);
   m->a.rows = m->rows_mem.data();
   m->a.row_target = m->rows_mem.data() + R;
+  return true;
+}
+
+// Sizes everything from the config, allocates the parameter and gradient
+// blocks once (the activations: see Model::a).
+static bool model_build(Model* m, const Config& c, int B, int R, std::string* err) {
+  if (!model_shape(m, c, B, R, err)) return false;
+  m->params_mem.assign(m->num_params, 0.0f);
+  m->grads_mem.assign(m->num_params, 0.0f);
+  point_params(&m->p, m->params_mem.data(), c);
+  point_params(&m->g, m->grads_mem.data(), c);
   return true;
 }
 
@@ -2158,167 +2455,36 @@ static void host_acts_alloc(Model& m) {
   layout_acts(&m.a, (char*)m.acts_mem.data(), m.c, m.B, m.R, sizeof(float));
 }
 
-// BIGS.md section 3: dense kernels and embeddings ~ N(0, 0.02), biases 0,
-// LayerNorm scale 1; SSMs with A_re = -1/2, A_im from HiPPO-LegS,
-// C ~ N(0, 1/2) per component, D = 1, log_step ~ U(log 0.01, log 1).
-static void model_init(Model* m, uint64_t seed) {
-  const Config& c = m->c;
-  Rng rng{seed};
-  std::vector<double> a_im = hippo_a_im(c.N);
-  for (const TensorInfo& t : m->table) {
-    float* x = m->params_mem.data() + t.offset;
-    std::string name = t.name;
-    auto is = [&](const char* suffix) {
-      return name.size() >= strlen(suffix) &&
-             name.compare(name.size() - strlen(suffix), std::string::npos, suffix) == 0;
-    };
-    for (size_t i = 0; i < t.count; i++) {
-      if (is("_a_re"))
-        x[i] = -0.5f;
-      else if (is("_a_im"))
-        x[i] = (float)a_im[i % c.N];
-      else if (is("_c"))
-        x[i] = rng.normal() * 0.70710678f;
-      else if (is("_d"))
-        x[i] = 1.0f;
-      else if (is("_log_step"))
-        x[i] = logf(0.01f) + rng.uniform() * (logf(1.0f) - logf(0.01f));
-      else if (name.compare(0, 3, "ln_") == 0 || name.compare(0, 7, "head_ln") == 0)
-        x[i] = is("_w") ? 1.0f : 0.0f;
-      else if (!t.decay)
-        x[i] = 0.0f;  // biases
-      else
-        x[i] = rng.normal() * 0.02f;
+// Fills one tensor as its table row says (docs/MODEL.md section 9). a_im: the
+// HiPPO-LegS imaginary parts for N modes.
+static void init_tensor(float* x, const TensorInfo& t, Rng& rng, const std::vector<double>& a_im) {
+  const Init& in = t.init;
+  switch (in.kind) {
+    case Init::Normal:
+      for (size_t i = 0; i < t.count; i++) x[i] = rng.normal() * (float)in.a;
+      break;
+    case Init::Const:
+      std::fill(x, x + t.count, (float)in.a);
+      break;
+    case Init::HippoAIm:
+      for (size_t i = 0; i < t.count; i++) x[i] = (float)a_im[i % a_im.size()];
+      break;
+    case Init::LogUniform: {
+      float lo = logf((float)in.a), hi = logf((float)in.b);
+      for (size_t i = 0; i < t.count; i++) x[i] = lo + rng.uniform() * (hi - lo);
+      break;
     }
   }
 }
 
-// One layer's slice of a parameter (or gradient) block; W is float, or
-// bf16 for the GPU's copy of the weights that the dense layers read.
-template <class W>
-struct SsmT {
-  W *a_re, *a_im, *c, *d, *log_step;  // (N), (N), (N, 2), (1), (1)
-};
-template <class W>
-struct LayerWeightsT {
-  W *ln_w, *ln_b, *dv_w, *dv_b, *duf_w, *duf_b, *dub_w, *dub_b;
-  SsmT<W> fs, bs;
-  W *ducf_w, *ducf_b, *ducb_w, *ducb_b, *dol_w, *dol_b, *do_w, *do_b;
-};
-using Ssm = SsmT<float>;
-using LayerWeights = LayerWeightsT<float>;
-
-template <class W>
-static LayerWeightsT<W> layer_weights(const ParamsT<W>& p, const Config& c, int l) {
-  size_t H = c.H, I = c.I, N = c.N;
-  LayerWeightsT<W> w;
-  w.ln_w = p.ln_w + l * H, w.ln_b = p.ln_b + l * H;
-  w.dv_w = p.dv_w + l * I * H, w.dv_b = p.dv_b + l * I;
-  w.duf_w = p.duf_w + l * H * H, w.duf_b = p.duf_b + l * H;
-  w.dub_w = p.dub_w + l * H * H, w.dub_b = p.dub_b + l * H;
-  w.fs = {p.fs_a_re + l * N, p.fs_a_im + l * N, p.fs_c + l * N * 2, p.fs_d + l, p.fs_log_step + l};
-  w.bs = {p.bs_a_re + l * N, p.bs_a_im + l * N, p.bs_c + l * N * 2, p.bs_d + l, p.bs_log_step + l};
-  w.ducf_w = p.ducf_w + l * H * H, w.ducf_b = p.ducf_b + l * H;
-  w.ducb_w = p.ducb_w + l * H * H, w.ducb_b = p.ducb_b + l * H;
-  w.dol_w = p.dol_w + l * I * H, w.dol_b = p.dol_b + l * I;
-  w.do_w = p.do_w + l * H * I, w.do_b = p.do_b + l * H;
-  return w;
+// Every tensor as the parameter table says, from one seeded stream.
+static void model_init(Model* m, uint64_t seed) {
+  Rng rng{seed};
+  std::vector<double> a_im = hippo_a_im(m->c.N);
+  for (const TensorInfo& t : m->table) init_tensor(m->params_mem.data() + t.offset, t, rng, a_im);
 }
 
-// One layer's slice of the activation block (types as in BIGS_ACTS).
-template <class S>
-struct LayerActsT {
-  S *x, *x_out;  // (B, T, H) the residual stream in and out
-  S *ln, *v_pre, *v, *uf_pre, *uf, *ub_pre, *ub;
-  float *ln_mean, *ln_rstd, *kf, *kb;
-  S *sf, *sb, *cf, *cb, *gate, *g_pre, *g, *gv;
-};
-using LayerActs = LayerActsT<float>;
-
-template <class S>
-static LayerActsT<S> layer_acts(const ActsT<S>& a, const Config& c, int Bcap, int l) {
-  size_t BT = (size_t)Bcap * c.T, H = c.H, I = c.I;
-  LayerActsT<S> s;
-  s.x = a.res + l * BT * H, s.x_out = a.res + (l + 1) * BT * H;
-  s.ln = a.ln + l * BT * H, s.ln_mean = a.ln_mean + l * BT, s.ln_rstd = a.ln_rstd + l * BT;
-  s.v_pre = a.v_pre + l * BT * I, s.v = a.v + l * BT * I;
-  s.uf_pre = a.uf_pre + l * BT * H, s.uf = a.uf + l * BT * H;
-  s.ub_pre = a.ub_pre + l * BT * H, s.ub = a.ub + l * BT * H;
-  s.kf = a.kf + l * (size_t)c.T, s.kb = a.kb + l * (size_t)c.T;
-  s.sf = a.sf + l * BT * H, s.sb = a.sb + l * BT * H;
-  s.cf = a.cf + l * BT * H, s.cb = a.cb + l * BT * H, s.gate = a.gate + l * BT * H;
-  s.g_pre = a.g_pre + l * BT * I, s.g = a.g + l * BT * I, s.gv = a.gv + l * BT * I;
-  return s;
-}
-
-// One BiGS layer (BIGS.md section 2), x_out = x + y, in original time order:
-// the backward branch's flip -> causal SSM -> flip is the anti-causal SSM.
-static void layer_forward_cpu(const LayerActs& s, const LayerWeights& w, const Config& c, int B) {
-  int T = c.T, H = c.H, I = c.I, BT = B * T;
-  size_t nH = (size_t)BT * H, nI = (size_t)BT * I;
-  layernorm_forward_cpu(s.ln, s.ln_mean, s.ln_rstd, s.x, w.ln_w, w.ln_b, BT, H);
-  dense_forward_cpu(s.v_pre, s.ln, w.dv_w, w.dv_b, BT, H, I);
-  activation_forward_cpu(s.v, s.v_pre, nI, Act::GeluTanh);
-  dense_forward_cpu(s.uf_pre, s.ln, w.duf_w, w.duf_b, BT, H, H);
-  activation_forward_cpu(s.uf, s.uf_pre, nH, Act::GeluTanh);
-  dense_forward_cpu(s.ub_pre, s.ln, w.dub_w, w.dub_b, BT, H, H);
-  activation_forward_cpu(s.ub, s.ub_pre, nH, Act::GeluTanh);
-  s4d_kernel_forward_cpu(s.kf, w.fs.a_re, w.fs.a_im, w.fs.c, *w.fs.log_step, c.N, T);
-  ssm_conv_forward_cpu(s.sf, s.uf, s.kf, *w.fs.d, B, T, H, false);
-  s4d_kernel_forward_cpu(s.kb, w.bs.a_re, w.bs.a_im, w.bs.c, *w.bs.log_step, c.N, T);
-  ssm_conv_forward_cpu(s.sb, s.ub, s.kb, *w.bs.d, B, T, H, true);
-  dense_forward_cpu(s.cf, s.sf, w.ducf_w, w.ducf_b, BT, H, H);
-  dense_forward_cpu(s.cb, s.sb, w.ducb_w, w.ducb_b, BT, H, H);
-  gate_forward_cpu(s.gate, s.cf, s.cb, nH);
-  dense_forward_cpu(s.g_pre, s.gate, w.dol_w, w.dol_b, BT, H, I);
-  activation_forward_cpu(s.g, s.g_pre, nI, Act::GeluTanh);
-  gate_forward_cpu(s.gv, s.g, s.v, nI);
-  dense_forward_cpu(s.x_out, s.gv, w.do_w, w.do_b, BT, I, H);
-  for (size_t i = 0; i < nH; i++) s.x_out[i] += s.x[i];  // the residual
-}
-
-// dres: on entry d loss / d x_out, on exit d loss / d x (the residual path
-// passes it through unchanged, the LayerNorm adds its part). dw +=.
-static void layer_backward_cpu(float* dres, const LayerWeights& dw, const Acts& k, const LayerActs& s,
-                               const LayerWeights& w, const Config& c, int B) {
-  int T = c.T, H = c.H, I = c.I, BT = B * T;
-  size_t nH = (size_t)BT * H, nI = (size_t)BT * I;
-  auto zero = [](float* x, size_t n) { std::fill(x, x + n, 0.0f); };
-  zero(k.dgv, nI);
-  dense_backward_cpu(k.dgv, dw.do_w, dw.do_b, dres, s.gv, w.do_w, BT, I, H);
-  gate_backward_cpu(k.dg, k.dv, k.dgv, s.g, s.v, nI);
-  activation_backward_cpu(k.dg, k.dg, s.g_pre, nI, Act::GeluTanh);
-  zero(k.dgate, nH);
-  dense_backward_cpu(k.dgate, dw.dol_w, dw.dol_b, k.dg, s.gate, w.dol_w, BT, H, I);
-  gate_backward_cpu(k.dcf, k.dcb, k.dgate, s.cf, s.cb, nH);
-  zero(k.dsf, nH);
-  dense_backward_cpu(k.dsf, dw.ducf_w, dw.ducf_b, k.dcf, s.sf, w.ducf_w, BT, H, H);
-  zero(k.dsb, nH);
-  dense_backward_cpu(k.dsb, dw.ducb_w, dw.ducb_b, k.dcb, s.sb, w.ducb_w, BT, H, H);
-  // Each SSM: the convolution gives du, dD and dK; the kernel turns dK into
-  // the gradients of A_re, A_im, C and log_step.
-  struct {
-    const Ssm &w, &dw;
-    float *du, *ds, *u, *K;
-    bool anticausal;
-  } ssms[2] = {{w.fs, dw.fs, k.duf, k.dsf, s.uf, s.kf, false}, {w.bs, dw.bs, k.dub, k.dsb, s.ub, s.kb, true}};
-  for (auto& q : ssms) {
-    zero(k.dk, T);
-    ssm_conv_backward_cpu(q.du, k.dk, q.dw.d, q.ds, q.u, q.K, *q.w.d, B, T, H, q.anticausal);
-    s4d_kernel_backward_cpu(q.dw.a_re, q.dw.a_im, q.dw.c, q.dw.log_step, k.dk, q.w.a_re, q.w.a_im, q.w.c, *q.w.log_step,
-                            c.N, T);
-  }
-  activation_backward_cpu(k.duf, k.duf, s.uf_pre, nH, Act::GeluTanh);
-  activation_backward_cpu(k.dub, k.dub, s.ub_pre, nH, Act::GeluTanh);
-  activation_backward_cpu(k.dv, k.dv, s.v_pre, nI, Act::GeluTanh);
-  zero(k.dh, nH);
-  dense_backward_cpu(k.dh, dw.duf_w, dw.duf_b, k.duf, s.ln, w.duf_w, BT, H, H);
-  dense_backward_cpu(k.dh, dw.dub_w, dw.dub_b, k.dub, s.ln, w.dub_w, BT, H, H);
-  dense_backward_cpu(k.dh, dw.dv_w, dw.dv_b, k.dv, s.ln, w.dv_w, BT, H, I);
-  layernorm_backward_cpu(dres, dw.ln_w, dw.ln_b, k.dh, s.x, w.ln_w, s.ln_mean, s.ln_rstd, BT, H);
-}
-
-// A batch of B sequences, each padded to the model's T (BIGS.md section 4).
+// A batch of B sequences, each padded to the model's T (docs/MODEL.md section 10).
 struct Batch {
   int B = 0;
   const int* ids = nullptr;       // (B, T)
@@ -2326,6 +2492,13 @@ struct Batch {
   const int* targets = nullptr;   // (B, T) MLM target, -1 where not predicted
   const float* labels = nullptr;  // (B) class index or regression score
 };
+
+// Sequences first .. first + count - 1 of a batch of rows of T tokens.
+static Batch batch_slice(const Batch& bt, int first, int count, int T) {
+  size_t at = (size_t)first * T;
+  return Batch{count, bt.ids + at, bt.types + at, bt.targets ? bt.targets + at : nullptr,
+               bt.labels ? bt.labels + first : nullptr};
+}
 
 // The summed loss of a batch and what it is a sum over (predicted rows for
 // MLM, sequences for classification); the mean is sum / count. The trainer
@@ -2336,38 +2509,10 @@ struct Loss {
   int count = 0;
 };
 
-constexpr int kPadId = 0;  // [PAD] in every BERT vocabulary (BIGS.md section 1)
+constexpr int kPadId = 0;  // [PAD] in every BERT vocabulary (docs/MODEL.md section 1)
 
-static void encoder_forward_cpu(Model& m, const Batch& bt, bool train) {
-  const Config& c = m.c;
-  Acts& a = m.a;
-  int BT = bt.B * c.T;
-  embedding_forward_cpu(a.emb, bt.ids, bt.types, m.p.wte, m.p.wpe, m.p.wtt, bt.B, c.T, c.H);
-  layernorm_forward_cpu(a.emb_ln, a.emb_mean, a.emb_rstd, a.emb, m.p.ln_emb_w, m.p.ln_emb_b, BT, c.H);
-  dropout_forward_cpu(a.res, a.emb_ln, (size_t)BT * c.H, train ? m.dropout : 0.0f, m.dropout_seed,
-                      2 * m.dropout_stream);
-  for (int l = 0; l < c.L; l++) layer_forward_cpu(layer_acts(a, c, m.B, l), layer_weights(m.p, c, l), c, bt.B);
-}
-
-static void encoder_backward_cpu(Model& m, const Batch& bt, bool train) {
-  const Config& c = m.c;
-  Acts& a = m.a;
-  int BT = bt.B * c.T;
-  for (int l = c.L - 1; l >= 0; l--)
-    layer_backward_cpu(a.dres, layer_weights(m.g, c, l), a, layer_acts(a, c, m.B, l), layer_weights(m.p, c, l), c,
-                       bt.B);
-  dropout_backward_cpu(a.dres, a.dres, (size_t)BT * c.H, train ? m.dropout : 0.0f, m.dropout_seed,
-                       2 * m.dropout_stream);
-  std::fill(a.dh, a.dh + (size_t)BT * c.H, 0.0f);
-  layernorm_backward_cpu(a.dh, m.g.ln_emb_w, m.g.ln_emb_b, a.dres, a.emb, m.p.ln_emb_w, a.emb_mean, a.emb_rstd, BT,
-                         c.H);
-  embedding_backward_cpu(m.g.wte, m.g.wpe, m.g.wtt, a.dh, bt.ids, bt.types, bt.B, c.T, c.H);
-}
-
-// MLM head on the rows that have a target (BIGS.md section 2):
-//   z = LayerNorm_head(gelu_erf(x Wt + bt)),  logits = z wte^T + bias_V
-// Only those rows go through the V-wide projection.
-// mlm_rows lists them (on the host, for both paths): their flat positions in
+// The rows that go through the MLM head (docs/MODEL.md section 5): those with a
+// target. Listed on the host, for every device: their flat positions in
 // m.a.rows, their targets in m.a.row_target, their number in *P.
 static bool mlm_rows(Model& m, const Batch& bt, int* P_out, std::string* err) {
   const Config& c = m.c;
@@ -2390,45 +2535,9 @@ static bool mlm_rows(Model& m, const Batch& bt, int* P_out, std::string* err) {
   return true;
 }
 
-static bool mlm_head_forward_cpu(Model& m, const Batch& bt, Loss* loss, std::string* err) {
-  const Config& c = m.c;
-  Acts& a = m.a;
-  int P = 0;
-  if (!mlm_rows(m, bt, &P, err)) return false;
-  const float* final_x = a.res + (size_t)c.L * m.B * c.T * c.H;
-  for (int r = 0; r < P; r++) std::copy_n(final_x + (size_t)a.rows[r] * c.H, c.H, a.head_in + (size_t)r * c.H);
-  dense_forward_cpu(a.head_pre, a.head_in, m.p.head_w, m.p.head_b, P, c.H, c.H);
-  activation_forward_cpu(a.head_act, a.head_pre, (size_t)P * c.H, Act::GeluErf);
-  layernorm_forward_cpu(a.head_ln, a.head_mean, a.head_rstd, a.head_act, m.p.head_ln_w, m.p.head_ln_b, P, c.H);
-  dense_forward_cpu(a.logits, a.head_ln, m.p.wte, m.p.head_bias, P, c.H, c.V);
-  crossentropy_forward_cpu(a.row_loss, a.logits, a.row_target, P, c.V);
-  loss->sum = 0;
-  for (int r = 0; r < P; r++) loss->sum += a.row_loss[r];
-  loss->count = P;
-  return true;
-}
-
-static void mlm_head_backward_cpu(Model& m, const Batch& bt, int P, float scale) {
-  const Config& c = m.c;
-  Acts& a = m.a;
-  crossentropy_backward_cpu(a.dlogits, a.logits, a.row_target, scale, P, c.V);
-  std::fill(a.dhead, a.dhead + (size_t)P * c.H, 0.0f);
-  dense_backward_cpu(a.dhead, m.g.wte, m.g.head_bias, a.dlogits, a.head_ln, m.p.wte, P, c.H, c.V);
-  std::fill(a.dhead2, a.dhead2 + (size_t)P * c.H, 0.0f);
-  layernorm_backward_cpu(a.dhead2, m.g.head_ln_w, m.g.head_ln_b, a.dhead, a.head_act, m.p.head_ln_w, a.head_mean,
-                         a.head_rstd, P, c.H);
-  activation_backward_cpu(a.dhead2, a.dhead2, a.head_pre, (size_t)P * c.H, Act::GeluErf);
-  std::fill(a.dhead, a.dhead + (size_t)P * c.H, 0.0f);
-  dense_backward_cpu(a.dhead, m.g.head_w, m.g.head_b, a.dhead2, a.head_in, m.p.head_w, P, c.H, c.H);
-  std::fill(a.dres, a.dres + (size_t)bt.B * c.T * c.H, 0.0f);
-  for (int r = 0; r < P; r++)  // scatter back; each row is a distinct position
-    for (int h = 0; h < c.H; h++) a.dres[(size_t)a.rows[r] * c.H + h] += a.dhead[(size_t)r * c.H + h];
-}
-
-// Classification head (BIGS.md section 2): p = tanh(mean(x) Wp + bp),
-// logits = dropout(p) Wc + bc; cross-entropy, or squared error for Y = 1.
-// The loss and its gradient w.r.t. the (B, Y) logits are computed on the
-// host from m.a.cls_logits for both paths: cls_loss, cls_dlogits.
+// The classification loss and its gradient w.r.t. the (B, Y) logits, on the
+// host for every device, from m.a.cls_logits: cross-entropy, or squared
+// error for Y = 1 (docs/MODEL.md section 7).
 static bool cls_loss(Model& m, const Batch& bt, Loss* loss, std::string* err) {
   Acts& a = m.a;
   int B = bt.B, Y = m.c.labels;
@@ -2466,36 +2575,6 @@ static void cls_dlogits(Model& m, const Batch& bt, float scale) {  // m.a.dcls_l
   }
 }
 
-static bool cls_head_forward_cpu(Model& m, const Batch& bt, bool train, Loss* loss, std::string* err) {
-  const Config& c = m.c;
-  Acts& a = m.a;
-  int B = bt.B, Y = c.labels;
-  const float* final_x = a.res + (size_t)c.L * m.B * c.T * c.H;
-  meanpool_forward_cpu(a.pooled, final_x, bt.ids, kPadId, B, c.T, c.H);
-  dense_forward_cpu(a.pool_pre, a.pooled, m.p.pool_w, m.p.pool_b, B, c.H, c.H);
-  activation_forward_cpu(a.pool, a.pool_pre, (size_t)B * c.H, Act::Tanh);
-  dropout_forward_cpu(a.pool_drop, a.pool, (size_t)B * c.H, train ? m.dropout : 0.0f, m.dropout_seed,
-                      2 * m.dropout_stream + 1);
-  dense_forward_cpu(a.cls_logits, a.pool_drop, m.p.cls_w, m.p.cls_b, B, c.H, Y);
-  return cls_loss(m, bt, loss, err);
-}
-
-static void cls_head_backward_cpu(Model& m, const Batch& bt, bool train, float scale) {
-  const Config& c = m.c;
-  Acts& a = m.a;
-  int B = bt.B, Y = c.labels;
-  cls_dlogits(m, bt, scale);
-  std::fill(a.dpool, a.dpool + (size_t)B * c.H, 0.0f);
-  dense_backward_cpu(a.dpool, m.g.cls_w, m.g.cls_b, a.dcls_logits, a.pool_drop, m.p.cls_w, B, c.H, Y);
-  dropout_backward_cpu(a.dpool, a.dpool, (size_t)B * c.H, train ? m.dropout : 0.0f, m.dropout_seed,
-                       2 * m.dropout_stream + 1);
-  activation_backward_cpu(a.dpool, a.dpool, a.pool_pre, (size_t)B * c.H, Act::Tanh);
-  std::fill(a.dpooled, a.dpooled + (size_t)B * c.H, 0.0f);
-  dense_backward_cpu(a.dpooled, m.g.pool_w, m.g.pool_b, a.dpool, a.pooled, m.p.pool_w, B, c.H, c.H);
-  std::fill(a.dres, a.dres + (size_t)B * c.T * c.H, 0.0f);
-  meanpool_backward_cpu(a.dres, a.dpooled, bt.ids, kPadId, B, c.T, c.H);
-}
-
 static bool batch_check(const Model& m, const Batch& bt, std::string* err) {
   const Config& c = m.c;
   if (bt.B < 1 || bt.B > m.B) {
@@ -2517,6 +2596,359 @@ static bool batch_check(const Model& m, const Batch& bt, std::string* err) {
 }
 
 // ---------------------------------------------------------------------------
+// The model, written once for every device
+// ---------------------------------------------------------------------------
+// Each function below is a template over a device context D that supplies
+// the layers' operations under one set of names: Cpu (the reference
+// functions above), Gpu<S> (their CUDA launchers, activations stored as S)
+// and Cost<S> (each operation's FLOPs, bytes and launches, computing
+// nothing: `bigs bench --plan` prints what it predicts). So the code the CPU
+// tests prove against the oracle is the code the GPU runs. A device holds
+// the model's blocks as it sees them:
+//   d.a      the activation block, ActsT<D::A>
+//   d.p      the fp32 parameters: LayerNorm, SSMs, the classification head,
+//            and the biases of fp32 outputs
+//   d.w      the weights the dense layers read: d.p itself, or the GPU's
+//            bf16 copy (ParamsT<D::W>)
+//   d.g      the fp32 gradient block
+//   d.ids(bt), d.types(bt), d.rows(m), d.row_target(m): where the device
+//            reads the batch and the MLM rows (copied in by upload_batch,
+//            upload_rows)
+// and the operations are named after the layers: d.dense_forward is
+// dense_forward_cpu on the CPU and the cuBLASLt launcher on the GPU.
+
+// One BiGS layer (docs/MODEL.md section 3), x_out = x + y, in original time order:
+// the backward branch's flip -> causal SSM -> flip is the anti-causal SSM.
+// w: the layer's fp32 parameters; wd: the weights its dense layers read.
+// Each GELU comes with the dense layer before it (the GPU fuses the two
+// where cuBLASLt can), and the residual add with the last one.
+template <class D>
+static void layer_forward(D& d, const LayerActsT<typename D::A>& s, const LayerWeights& w,
+                          const LayerWeightsT<typename D::W>& wd, const Config& c, int B) {
+  int T = c.T, H = c.H, I = c.I, BT = B * T;
+  size_t nH = (size_t)BT * H, nI = (size_t)BT * I;
+  d.layernorm_forward(s.ln, s.ln_mean, s.ln_rstd, s.x, w.ln_w, w.ln_b, BT, H);
+  d.dense_gelu_forward(s.v, s.v_pre, s.ln, wd.dv_w, wd.dv_b, BT, H, I);
+  d.dense_gelu_forward(s.uf, s.uf_pre, s.ln, wd.duf_w, wd.duf_b, BT, H, H);
+  d.dense_gelu_forward(s.ub, s.ub_pre, s.ln, wd.dub_w, wd.dub_b, BT, H, H);
+  d.s4d_kernel_forward(s.kf, forward_ssm(w), c.N, T);
+  d.ssm_conv_forward(s.sf, s.uf, s.kf, w.fs_d, B, T, H, false);
+  d.s4d_kernel_forward(s.kb, backward_ssm(w), c.N, T);
+  d.ssm_conv_forward(s.sb, s.ub, s.kb, w.bs_d, B, T, H, true);
+  d.dense_forward(s.cf, s.sf, wd.ducf_w, wd.ducf_b, BT, H, H);
+  d.dense_forward(s.cb, s.sb, wd.ducb_w, wd.ducb_b, BT, H, H);
+  d.gate_forward(s.gate, s.cf, s.cb, nH);
+  d.dense_gelu_forward(s.g, s.g_pre, s.gate, wd.dol_w, wd.dol_b, BT, H, I);
+  d.gate_forward(s.gv, s.g, s.v, nI);
+  // x_out = x + gv Wo + bo: the stream is fp32, so this product writes fp32
+  // and takes the fp32 bias.
+  d.dense_residual_forward(s.x_out, s.gv, wd.do_w, w.do_b, s.x, BT, I, H);
+}
+
+// dres: on entry d loss / d x_out, on exit d loss / d x (the residual path
+// passes it through unchanged, the LayerNorm adds its part). dw +=. The
+// backward scratch is the activation block's BIGS_SCRATCH part, d.a.
+template <class D>
+static void layer_backward(D& d, float* dres, const LayerWeights& dw, const LayerActsT<typename D::A>& s,
+                           const LayerWeights& w, const LayerWeightsT<typename D::W>& wd, const Config& c, int B) {
+  using A = typename D::A;
+  auto& k = d.a;
+  int T = c.T, H = c.H, I = c.I, BT = B * T;
+  size_t nH = (size_t)BT * H, nI = (size_t)BT * I;
+  const A* dout = d.as_operand(k.dres_a, dres, nH);  // dres (fp32) as the last dense layer's operand
+  d.zero(k.dgv, nI);
+  d.dense_backward(k.dgv, dw.do_w, dw.do_b, dout, s.gv, wd.do_w, BT, I, H);
+  d.gate_backward(k.dg, k.dv, k.dgv, s.g, s.v, nI);
+  d.activation_backward(k.dg, k.dg, s.g_pre, nI, Act::GeluTanh);
+  d.zero(k.dgate, nH);
+  d.dense_backward(k.dgate, dw.dol_w, dw.dol_b, k.dg, s.gate, wd.dol_w, BT, H, I);
+  d.gate_backward(k.dcf, k.dcb, k.dgate, s.cf, s.cb, nH);
+  d.zero(k.dsf, nH);
+  d.dense_backward(k.dsf, dw.ducf_w, dw.ducf_b, k.dcf, s.sf, wd.ducf_w, BT, H, H);
+  d.zero(k.dsb, nH);
+  d.dense_backward(k.dsb, dw.ducb_w, dw.ducb_b, k.dcb, s.sb, wd.ducb_w, BT, H, H);
+  // Each SSM: the convolution gives du, dD and dK; the kernel turns dK into
+  // the gradients of A_re, A_im, C and log_step.
+  struct {
+    Ssm w, dw;
+    A *du, *ds, *u;
+    float* K;
+    bool anticausal;
+  } ssms[2] = {{forward_ssm(w), forward_ssm(dw), k.duf, k.dsf, s.uf, s.kf, false},
+               {backward_ssm(w), backward_ssm(dw), k.dub, k.dsb, s.ub, s.kb, true}};
+  for (auto& q : ssms) {
+    d.zero(k.dk, T);
+    d.ssm_conv_backward(q.du, k.dk, q.dw.d, q.ds, q.u, q.K, q.w.d, B, T, H, q.anticausal);
+    d.s4d_kernel_backward(q.dw, k.dk, q.w, c.N, T);
+  }
+  d.activation_backward(k.duf, k.duf, s.uf_pre, nH, Act::GeluTanh);
+  d.activation_backward(k.dub, k.dub, s.ub_pre, nH, Act::GeluTanh);
+  d.activation_backward(k.dv, k.dv, s.v_pre, nI, Act::GeluTanh);
+  d.zero(k.dh, nH);
+  d.dense_backward(k.dh, dw.duf_w, dw.duf_b, k.duf, s.ln, wd.duf_w, BT, H, H);
+  d.dense_backward(k.dh, dw.dub_w, dw.dub_b, k.dub, s.ln, wd.dub_w, BT, H, H);
+  d.dense_backward(k.dh, dw.dv_w, dw.dv_b, k.dv, s.ln, wd.dv_w, BT, H, I);
+  d.layernorm_backward(dres, dw.ln_w, dw.ln_b, k.dh, s.x, w.ln_w, s.ln_mean, s.ln_rstd, BT, H);
+}
+
+// Embeddings, LayerNorm, dropout, then the L layers; res[L] holds the final
+// hidden states. train = dropout on.
+template <class D>
+static void encoder_forward(D& d, const Model& m, const Batch& bt, bool train) {
+  const Config& c = m.c;
+  auto& a = d.a;
+  int BT = bt.B * c.T;
+  d.upload_batch(bt);
+  d.embedding_forward(a.emb, d.ids(bt), d.types(bt), d.p.wte, d.p.wpe, d.p.wtt, bt.B, c.T, c.H);
+  d.layernorm_forward(a.emb_ln, a.emb_mean, a.emb_rstd, a.emb, d.p.ln_emb_w, d.p.ln_emb_b, BT, c.H);
+  d.dropout_forward(a.res, a.emb_ln, (size_t)BT * c.H, train ? m.dropout : 0.0f, m.dropout_seed,
+                    2 * m.dropout_stream);
+  for (int l = 0; l < c.L; l++)
+    layer_forward(d, layer_acts(a, c, m.B, l), layer_weights(d.p, c, l), layer_weights(d.w, c, l), c, bt.B);
+}
+
+// From d.a.dres = d loss / d res[L] (which the head wrote) down to the
+// embedding tables. dw +=.
+template <class D>
+static void encoder_backward(D& d, const Model& m, const Batch& bt, bool train) {
+  const Config& c = m.c;
+  auto& a = d.a;
+  int BT = bt.B * c.T;
+  for (int l = c.L - 1; l >= 0; l--)
+    layer_backward(d, a.dres, layer_weights(d.g, c, l), layer_acts(a, c, m.B, l), layer_weights(d.p, c, l),
+                   layer_weights(d.w, c, l), c, bt.B);
+  d.dropout_backward(a.dres, a.dres, (size_t)BT * c.H, train ? m.dropout : 0.0f, m.dropout_seed,
+                     2 * m.dropout_stream);
+  d.zero(a.dh, (size_t)BT * c.H);
+  d.layernorm_backward(a.dh, d.g.ln_emb_w, d.g.ln_emb_b, a.dres, a.emb, d.p.ln_emb_w, a.emb_mean, a.emb_rstd, BT,
+                       c.H);
+  d.embedding_backward(d.g.wte, d.g.wpe, d.g.wtt, a.dh, bt.ids, bt.types, bt.B, c.T, c.H);  // host ids
+}
+
+// The MLM head on the rows that have a target (docs/MODEL.md section 5):
+//   z = LayerNorm_head(gelu_erf(x Wt + bt)),  logits = z wte^T + bias_V
+// Only those rows go through the V-wide projection; its logits are fp32
+// whatever the activation type (the decoder bias is the fp32 master's).
+// The per-row losses are summed on the host in one fixed order; without
+// train (evaluation, fill-mask) the logits come back to m.a.logits too.
+template <class D>
+static bool mlm_head_forward(D& d, Model& m, const Batch& bt, bool train, Loss* loss, std::string* err) {
+  const Config& c = m.c;
+  auto& a = d.a;
+  int P = 0;
+  if (!mlm_rows(m, bt, &P, err)) return false;
+  d.upload_rows(m.a.rows, m.a.row_target, P);
+  const float* final_x = a.res + (size_t)c.L * m.B * c.T * c.H;
+  d.gather_rows(a.head_in, final_x, d.rows(m), P, c.H);
+  d.dense_forward(a.head_pre, a.head_in, d.w.head_w, d.w.head_b, P, c.H, c.H);
+  d.activation_forward(a.head_act, a.head_pre, (size_t)P * c.H, Act::GeluErf);
+  d.layernorm_forward(a.head_ln, a.head_mean, a.head_rstd, a.head_act, d.p.head_ln_w, d.p.head_ln_b, P, c.H);
+  int ldv = d.logit_ld(c);
+  d.dense_forward(a.logits, a.head_ln, d.w.wte, d.p.head_bias, P, c.H, c.V, ldv);
+  d.crossentropy_forward(a.row_loss, a.logits, d.row_target(m), P, c.V, ldv);
+  if (!train) d.logits_to_host(m.a.logits, a.logits, P, c.V, ldv);
+  loss->sum = d.sum_to_host(m.a.row_loss, a.row_loss, P);
+  loss->count = P;
+  return true;
+}
+
+// P: the rows of the forward; the gradient of scale * loss.sum.
+template <class D>
+static void mlm_head_backward(D& d, const Model& m, const Batch& bt, int P, float scale) {
+  const Config& c = m.c;
+  auto& a = d.a;
+  int ldv = d.logit_ld(c);
+  d.crossentropy_backward(a.dlogits, a.logits, d.row_target(m), scale, P, c.V, ldv);
+  d.zero(a.dhead, (size_t)P * c.H);
+  d.dense_backward(a.dhead, d.g.wte, d.g.head_bias, a.dlogits, a.head_ln, d.w.wte, P, c.H, c.V, ldv);
+  d.zero(a.dhead2, (size_t)P * c.H);
+  d.layernorm_backward(a.dhead2, d.g.head_ln_w, d.g.head_ln_b, a.dhead, a.head_act, d.p.head_ln_w, a.head_mean,
+                       a.head_rstd, P, c.H);
+  d.activation_backward(a.dhead2, a.dhead2, a.head_pre, (size_t)P * c.H, Act::GeluErf);
+  d.zero(a.dhead, (size_t)P * c.H);
+  d.dense_backward(a.dhead, d.g.head_w, d.g.head_b, a.dhead2, a.head_in, d.w.head_w, P, c.H, c.H);
+  d.zero(a.dres, (size_t)bt.B * c.T * c.H);
+  d.scatter_rows(a.dres, a.dhead, d.rows(m), P, c.H);
+}
+
+// The classification head (docs/MODEL.md section 6): p = tanh(mean(x) Wp + bp),
+// logits = dropout(p) Wc + bc, up to the (B, Y) logits, which come back to
+// the host for the loss (cls_loss). The head is (B, H)-sized, so it runs in
+// fp32 with the master weights on every device.
+template <class D>
+static bool cls_head_forward(D& d, Model& m, const Batch& bt, bool train, Loss* loss, std::string* err) {
+  const Config& c = m.c;
+  auto& a = d.a;
+  int B = bt.B, Y = c.labels;
+  const float* final_x = a.res + (size_t)c.L * m.B * c.T * c.H;
+  d.meanpool_forward(a.pooled, final_x, d.ids(bt), kPadId, B, c.T, c.H);
+  d.dense_forward(a.pool_pre, a.pooled, d.p.pool_w, d.p.pool_b, B, c.H, c.H);
+  d.activation_forward(a.pool, a.pool_pre, (size_t)B * c.H, Act::Tanh);
+  d.dropout_forward(a.pool_drop, a.pool, (size_t)B * c.H, train ? m.dropout : 0.0f, m.dropout_seed,
+                    2 * m.dropout_stream + 1);
+  d.dense_forward(a.cls_logits, a.pool_drop, d.p.cls_w, d.p.cls_b, B, c.H, Y);
+  d.to_host(m.a.cls_logits, a.cls_logits, (size_t)B * Y);
+  return cls_loss(m, bt, loss, err);
+}
+
+template <class D>
+static void cls_head_backward(D& d, Model& m, const Batch& bt, bool train, float scale) {
+  const Config& c = m.c;
+  auto& a = d.a;
+  int B = bt.B, Y = c.labels;
+  cls_dlogits(m, bt, scale);
+  d.to_device(a.dcls_logits, m.a.dcls_logits, (size_t)B * Y);
+  d.zero(a.dpool, (size_t)B * c.H);
+  d.dense_backward(a.dpool, d.g.cls_w, d.g.cls_b, a.dcls_logits, a.pool_drop, d.p.cls_w, B, c.H, Y);
+  d.dropout_backward(a.dpool, a.dpool, (size_t)B * c.H, train ? m.dropout : 0.0f, m.dropout_seed,
+                     2 * m.dropout_stream + 1);
+  d.activation_backward(a.dpool, a.dpool, a.pool_pre, (size_t)B * c.H, Act::Tanh);
+  d.zero(a.dpooled, (size_t)B * c.H);
+  d.dense_backward(a.dpooled, d.g.pool_w, d.g.pool_b, a.dpool, a.pooled, d.p.pool_w, B, c.H, c.H);
+  d.zero(a.dres, (size_t)B * c.T * c.H);
+  d.meanpool_backward(a.dres, a.dpooled, d.ids(bt), kPadId, B, c.T, c.H);
+}
+
+// The whole model on one device: MLM loss when the batch has targets, else
+// the classification head.
+template <class D>
+static bool forward_on(D& d, Model& m, const Batch& bt, bool train, Loss* loss, std::string* err) {
+  encoder_forward(d, m, bt, train);
+  return bt.targets ? mlm_head_forward(d, m, bt, train, loss, err) : cls_head_forward(d, m, bt, train, loss, err);
+}
+
+template <class D>
+static void backward_on(D& d, Model& m, const Batch& bt, bool train, const Loss& loss, float scale) {
+  if (bt.targets)
+    mlm_head_backward(d, m, bt, loss.count, scale);
+  else
+    cls_head_backward(d, m, bt, train, scale);
+  encoder_backward(d, m, bt, train);
+}
+
+// ============================================================================
+// Devices
+// ============================================================================
+
+// ---------------------------------------------------------------------------
+// Cpu: the reference functions, fp32. Its activation block is the host's
+// (Model::a), so moving results to and from the host is nothing.
+// ---------------------------------------------------------------------------
+
+struct Cpu {
+  using A = float;  // activations
+  using W = float;  // the weights the dense layers read: the parameters themselves
+  Acts& a;
+  const Params &p, &w, &g;
+
+  void upload_batch(const Batch&) {}  // read where they are
+  void upload_rows(const int*, const int*, int) {}
+  const int* ids(const Batch& bt) const { return bt.ids; }
+  const int* types(const Batch& bt) const { return bt.types; }
+  const int* rows(const Model& m) const { return m.a.rows; }
+  const int* row_target(const Model& m) const { return m.a.row_target; }
+  void to_host(float*, const float*, size_t) {}    // the same memory
+  void to_device(float*, const float*, size_t) {}  // the same memory
+  void logits_to_host(float*, const float*, int, int, int) {}
+  double sum_to_host(float*, const float* x, int n) {  // sum of x[0 .. n), in order
+    double s = 0;
+    for (int i = 0; i < n; i++) s += x[i];
+    return s;
+  }
+  int logit_ld(const Config& c) const { return c.V; }  // the CPU's logits rows are dense
+  template <class X>
+  void zero(X* x, size_t n) {
+    std::fill(x, x + n, X(0));
+  }
+  const float* as_operand(float*, const float* x, size_t) { return x; }
+
+  void embedding_forward(float* out, const int* ids, const int* types, const float* wte, const float* wpe,
+                         const float* wtt, int B, int T, int H) {
+    embedding_forward_cpu(out, ids, types, wte, wpe, wtt, B, T, H);
+  }
+  void embedding_backward(float* dwte, float* dwpe, float* dwtt, const float* dout, const int* ids, const int* types,
+                          int B, int T, int H) {
+    embedding_backward_cpu(dwte, dwpe, dwtt, dout, ids, types, B, T, H);
+  }
+  void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* w, const float* b,
+                         int rows, int C) {
+    layernorm_forward_cpu(out, mean, rstd, inp, w, b, rows, C);
+  }
+  void layernorm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp, const float* w,
+                          const float* mean, const float* rstd, int rows, int C) {
+    layernorm_backward_cpu(dinp, dw, db, dout, inp, w, mean, rstd, rows, C);
+  }
+  void dense_forward(float* out, const float* inp, const float* w, const float* b, int rows, int in, int out_dim,
+                     int = 0) {
+    dense_forward_cpu(out, inp, w, b, rows, in, out_dim);
+  }
+  void dense_gelu_forward(float* out, float* pre, const float* inp, const float* w, const float* b, int rows, int in,
+                          int out_dim) {
+    dense_forward_cpu(pre, inp, w, b, rows, in, out_dim);
+    activation_forward_cpu(out, pre, (size_t)rows * out_dim, Act::GeluTanh);
+  }
+  void dense_residual_forward(float* out, const float* inp, const float* w, const float* b, const float* res,
+                              int rows, int in, int out_dim) {
+    dense_forward_cpu(out, inp, w, b, rows, in, out_dim);
+    for (size_t i = 0; i < (size_t)rows * out_dim; i++) out[i] += res[i];
+  }
+  void dense_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp, const float* w,
+                      int rows, int in, int out_dim, int = 0) {
+    dense_backward_cpu(dinp, dw, db, dout, inp, w, rows, in, out_dim);
+  }
+  void activation_forward(float* out, const float* inp, size_t n, Act act) { activation_forward_cpu(out, inp, n, act); }
+  void activation_backward(float* dinp, const float* dout, const float* inp, size_t n, Act act) {
+    activation_backward_cpu(dinp, dout, inp, n, act);
+  }
+  void gate_forward(float* out, const float* a, const float* b, size_t n) { gate_forward_cpu(out, a, b, n); }
+  void gate_backward(float* da, float* db, const float* dout, const float* a, const float* b, size_t n) {
+    gate_backward_cpu(da, db, dout, a, b, n);
+  }
+  void s4d_kernel_forward(float* K, const Ssm& s, int N, int T) {
+    s4d_kernel_forward_cpu(K, s.a_re, s.a_im, s.c, *s.log_step, N, T);
+  }
+  void s4d_kernel_backward(const Ssm& ds, const float* dK, const Ssm& s, int N, int T) {
+    s4d_kernel_backward_cpu(ds.a_re, ds.a_im, ds.c, ds.log_step, dK, s.a_re, s.a_im, s.c, *s.log_step, N, T);
+  }
+  void ssm_conv_forward(float* out, const float* inp, const float* K, const float* D, int B, int T, int H,
+                        bool anticausal) {
+    ssm_conv_forward_cpu(out, inp, K, *D, B, T, H, anticausal);
+  }
+  void ssm_conv_backward(float* dinp, float* dK, float* dD, const float* dout, const float* inp, const float* K,
+                         const float* D, int B, int T, int H, bool anticausal) {
+    ssm_conv_backward_cpu(dinp, dK, dD, dout, inp, K, *D, B, T, H, anticausal);
+  }
+  void dropout_forward(float* out, const float* inp, size_t n, float prob, uint64_t seed, uint64_t stream) {
+    dropout_forward_cpu(out, inp, n, prob, seed, stream);
+  }
+  void dropout_backward(float* dinp, const float* dout, size_t n, float prob, uint64_t seed, uint64_t stream) {
+    dropout_backward_cpu(dinp, dout, n, prob, seed, stream);
+  }
+  void crossentropy_forward(float* losses, const float* logits, const int* targets, int rows, int V, int) {
+    crossentropy_forward_cpu(losses, logits, targets, rows, V);
+  }
+  void crossentropy_backward(float* dlogits, const float* logits, const int* targets, float scale, int rows, int V,
+                             int) {
+    crossentropy_backward_cpu(dlogits, logits, targets, scale, rows, V);
+  }
+  void meanpool_forward(float* out, const float* inp, const int* ids, int pad_id, int B, int T, int H) {
+    meanpool_forward_cpu(out, inp, ids, pad_id, B, T, H);
+  }
+  void meanpool_backward(float* dinp, const float* dout, const int* ids, int pad_id, int B, int T, int H) {
+    meanpool_backward_cpu(dinp, dout, ids, pad_id, B, T, H);
+  }
+  // out (P, H) = rows[r] of x; and dres += dhead scattered back (the rows are
+  // distinct positions).
+  void gather_rows(float* out, const float* x, const int* r, int P, int H) {
+    for (int i = 0; i < P; i++) std::copy_n(x + (size_t)r[i] * H, H, out + (size_t)i * H);
+  }
+  void scatter_rows(float* dres, const float* dhead, const int* r, int P, int H) {
+    for (int i = 0; i < P; i++)
+      for (int h = 0; h < H; h++) dres[(size_t)r[i] * H + h] += dhead[(size_t)i * H + h];
+  }
+};
+
+// ---------------------------------------------------------------------------
 // The GPU's memory plan: what model_to_device allocates, computed on the
 // host (it needs no GPU), so that start-up can print it and `bigs bench
 // --plan` can say which batch fits before anything is allocated.
@@ -2530,7 +2962,7 @@ struct GpuPlan {
   size_t params = 0;     // fp32 master weights, their gradients and the two AdamW moments
   size_t weights16 = 0;  // the bf16 copy of the weights (bf16 mode)
   size_t acts = 0;       // the activation block
-  size_t fft = 0;        // FFT signals and spectra, plus an estimate of cuFFT's own work area
+  size_t fft = 0;        // FFT signals and spectra, plus an estimate of cuFFT's work area
   size_t other = 0;      // cuBLASLt workspace, reduction scratch, batch indices
   size_t total() const { return params + weights16 + acts + fft + other; }
 };
@@ -2545,6 +2977,12 @@ static size_t colsum_capacity(const Config& c) {
 }
 static size_t idx_capacity(size_t BT) { return 6 * BT + 4; }
 
+// cuFFT's work area for the batched plans, as the plan estimates it: one
+// more set of spectra (model_to_device reports the size cuFFT asked for).
+static size_t fft_work_estimate(const Config& c, int B) {
+  return (size_t)B * c.H * ((size_t)fft_size(c.T) / 2 + 1) * 8;
+}
+
 static GpuPlan gpu_plan(const Config& c, int B, int R, Precision prec) {
   GpuPlan p;
   size_t n = table_total(param_table(c, kDevAlign)), H = c.H, BT = (size_t)B * c.T;
@@ -2554,9 +2992,8 @@ static GpuPlan gpu_plan(const Config& c, int B, int R, Precision prec) {
   p.acts = prec == Precision::Bf16 ? layout_acts<uint16_t>(nullptr, nullptr, c, B, R, kActAlign)
                                    : layout_acts<float>(nullptr, nullptr, c, B, R, kActAlign);
   size_t nfft = (size_t)fft_size(c.T), nf = nfft / 2 + 1;
-  // fft_real, fft_spec, fft_spec2 and fft_k; cuFFT's work area for the
-  // batched plan is taken to be one more set of spectra.
-  p.fft = (size_t)B * H * nfft * 4 + 3 * (size_t)B * H * nf * 8 + nf * 8;
+  // fft_real, fft_spec, fft_spec2, fft_k and the work area.
+  p.fft = (size_t)B * H * nfft * 4 + 2 * (size_t)B * H * nf * 8 + nf * 8 + fft_work_estimate(c, B);
   // Plus the batch's ids and types (2 BT ints) and MLM rows and targets (2 R).
   p.other = kGpuWorkspace + (1 << 16) * 8 + colsum_capacity(c) * 4 + (idx_capacity(BT) + 2 * BT + 2 * (size_t)R) * 4;
   return p;
@@ -2587,17 +3024,31 @@ static void print_gpu_plan(const GpuPlan& p, Precision prec, int B, int T) {
       precision_name(prec), B, T, gb(p.total()), gb(p.params), gb(p.weights16), gb(p.acts), gb(p.fft), gb(p.other));
 }
 
+// Copies between the host and a device, as the cost device counts them:
+// one call, the bytes moved.
+static OpCost copy_cost(size_t bytes) { return {"host copies", 0, false, (double)bytes, 1}; }
+// cudaMemsetAsync of n elements of s bytes.
+static OpCost memset_cost(size_t n, size_t s) { return {"memset", 0, false, (double)(n * s), 1}; }
+// The MLM head's gather of P rows (reads them, writes them) and the
+// scatter of their gradient back (+= into dres).
+static OpCost gather_rows_cost(size_t P, size_t H, size_t si, size_t so) {
+  return {"MLM rows gather/scatter", 0, false, (double)(P * H * (si + so) + P * 4), 1};
+}
+static OpCost scatter_rows_cost(size_t P, size_t H) {
+  return {"MLM rows gather/scatter", (double)(P * H), false, (double)(P * H * 12 + P * 4), 1};
+}
+
 #ifdef __CUDACC__
 // ---------------------------------------------------------------------------
-// The model on the GPU: the same tables, one device allocation per block,
-// and the CPU model's functions again with launchers in place of the CPU
-// layers. The parameter blocks use the aligned device layout
-// (param_table(c, kDevAlign)); copies to and from the host's packed blocks
-// go tensor by tensor.
+// The model on the GPU: the same tables, one device allocation per block.
+// The parameter blocks use the aligned device layout (param_table(c,
+// kDevAlign)); copies to and from the host's packed blocks go tensor by
+// tensor.
 // ---------------------------------------------------------------------------
 
 struct GpuModel {
   CudaCtx ctx;
+  Config c;
   Precision prec = Precision::Fp32;
   std::vector<TensorInfo> table;  // the device layout
   size_t n = 0;                   // elements per parameter block, padding included (zeros)
@@ -2650,25 +3101,22 @@ static std::vector<float> fetch_block(GpuModel& g, const float* dev) {
   return d;
 }
 
-// The host-side results of a model on the GPU (see Model::a).
+// The host-side results of a model on the GPU: the host = 1 rows of the
+// activation tables, fp32, packed (see Model::a).
 static void host_results_alloc(Model& m) {
-  const Config& c = m.c;
-  size_t R = m.R, B = m.B, Y = c.labels;
-  m.acts_mem.assign(R + R * c.V + 2 * B * Y + B, 0.0f);
+  size_t bytes = layout_acts<float>(nullptr, nullptr, m.c, m.B, m.R, sizeof(float), true);
+  m.acts_mem.assign(bytes / sizeof(float), 0.0f);
   Acts a{};
+  layout_acts(&a, (char*)m.acts_mem.data(), m.c, m.B, m.R, sizeof(float), true);
   a.rows = m.a.rows, a.row_target = m.a.row_target;
-  float* x = m.acts_mem.data();
-  a.row_loss = x, x += R;
-  a.logits = x, x += R * c.V;
-  a.cls_logits = x, x += B * Y;
-  a.dcls_logits = x, x += B * Y;
-  a.cls_loss = x;
   m.a = a;
 }
 
 // Moves a built model to the GPU in m->precision: parameters (and the
 // AdamW moments, when given) are copied in, gradients and activations
-// zeroed. Everything a step needs is allocated here, once.
+// zeroed. Everything a step needs is allocated here, once: the cuFFT plans
+// and their work area are made for the full batch (a plan for more signals
+// serves fewer), so device memory does not grow after start-up.
 static bool model_to_device(Model* m, const std::vector<float>* mom1, const std::vector<float>* mom2,
                             std::string* err) {
   int count = 0;
@@ -2700,6 +3148,7 @@ static bool model_to_device(Model* m, const std::vector<float>* mom1, const std:
   }
   try {
     std::shared_ptr<GpuModel> g(new GpuModel, gpu_model_delete);
+    g->c = c;
     g->prec = m->precision;
     g->table = param_table(c, kDevAlign);
     g->n = table_total(g->table);
@@ -2777,15 +3226,15 @@ inline void model_grads_to_host(Model& m) {
 }
 
 // head_in (P, H) = the final states of the predicted rows.
-template <class X>
-__global__ void mlm_gather_kernel(X* head_in, const X* x, const int* rows, int P, int H) {
+template <class TO, class TI>
+__global__ void gather_rows_kernel(TO* out, const TI* x, const int* rows, int P, int H) {
   size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-  if (i < (size_t)P * H) head_in[i] = x[(size_t)rows[i / H] * H + i % H];
+  if (i < (size_t)P * H) st(out + i, ld(x[(size_t)rows[i / H] * H + i % H]));
 }
 
 // dres += dhead scattered back; the rows are distinct positions, so no two
 // threads write one address.
-__global__ void mlm_scatter_kernel(float* dres, const float* dhead, const int* rows, int P, int H) {
+__global__ void scatter_rows_kernel(float* dres, const float* dhead, const int* rows, int P, int H) {
   size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
   if (i < (size_t)P * H) dres[(size_t)rows[i / H] * H + i % H] += dhead[i];
 }
@@ -2795,231 +3244,167 @@ static void zero_async(CudaCtx& ctx, X* x, size_t n) {
   cudaCheck(cudaMemsetAsync(x, 0, n * sizeof(X), ctx.stream));
 }
 
-// layer_forward_cpu on the GPU. w holds the fp32 weights (LayerNorm, SSM),
-// wd the ones the dense layers read (the same in fp32, the bf16 copy in
-// bf16). The SSM parameters D and log_step are read by the kernels from the
-// parameter block, so nothing syncs with the host. Each GELU is fused into
-// the dense layer before it where cuBLASLt can, and the residual is the
-// last dense layer's C operand.
-template <class S>
-static void layer_forward_gpu(CudaCtx& ctx, const LayerActsT<S>& s, const LayerWeights& w, const LayerWeightsT<S>& wd,
-                              const Config& c, int B) {
-  int T = c.T, H = c.H, I = c.I, BT = B * T;
-  size_t nH = (size_t)BT * H, nI = (size_t)BT * I;
-  layernorm_forward(ctx, s.ln, s.ln_mean, s.ln_rstd, s.x, w.ln_w, w.ln_b, BT, H);
-  dense_forward(ctx, s.v, s.ln, wd.dv_w, wd.dv_b, BT, H, I, s.v_pre);
-  dense_forward(ctx, s.uf, s.ln, wd.duf_w, wd.duf_b, BT, H, H, s.uf_pre);
-  dense_forward(ctx, s.ub, s.ln, wd.dub_w, wd.dub_b, BT, H, H, s.ub_pre);
-  s4d_kernel_forward(ctx, s.kf, w.fs.a_re, w.fs.a_im, w.fs.c, w.fs.log_step, c.N, T);
-  ssm_conv_forward(ctx, s.sf, s.uf, s.kf, w.fs.d, B, T, H, false);
-  s4d_kernel_forward(ctx, s.kb, w.bs.a_re, w.bs.a_im, w.bs.c, w.bs.log_step, c.N, T);
-  ssm_conv_forward(ctx, s.sb, s.ub, s.kb, w.bs.d, B, T, H, true);
-  dense_forward(ctx, s.cf, s.sf, wd.ducf_w, wd.ducf_b, BT, H, H);
-  dense_forward(ctx, s.cb, s.sb, wd.ducb_w, wd.ducb_b, BT, H, H);
-  gate_forward(ctx, s.gate, s.cf, s.cb, nH);
-  dense_forward(ctx, s.g, s.gate, wd.dol_w, wd.dol_b, BT, H, I, s.g_pre);
-  gate_forward(ctx, s.gv, s.g, s.v, nI);
-  dense_forward(ctx, s.x_out, s.gv, wd.do_w, wd.do_b, BT, I, H, nullptr, s.x);  // + x, the residual
-}
+// ---------------------------------------------------------------------------
+// Gpu<S>: the CUDA launchers, activations stored as S (float, or bf16 in the
+// bf16 mode). upload_* copy the batch and the MLM rows in; to_host and
+// sum_to_host bring results back and wait for the stream. D and log_step
+// are read by the kernels from the parameter block, so nothing else waits.
+// ---------------------------------------------------------------------------
 
-// layer_backward_cpu on the GPU, step for step. dres stays fp32 (it sums
-// every layer's contribution); its copy in the activation type is the
-// operand of the last dense layer's backward.
 template <class S>
-static void layer_backward_gpu(CudaCtx& ctx, float* dres, const LayerWeights& dw, const ActsT<S>& k,
-                               const LayerActsT<S>& s, const LayerWeights& w, const LayerWeightsT<S>& wd,
-                               const Config& c, int B) {
-  int T = c.T, H = c.H, I = c.I, BT = B * T;
-  size_t nH = (size_t)BT * H, nI = (size_t)BT * I;
-  const S* dout = as_operand(ctx, k.dres_a, dres, nH);
-  zero_async(ctx, k.dgv, nI);
-  dense_backward(ctx, k.dgv, dw.do_w, dw.do_b, dout, s.gv, wd.do_w, BT, I, H);
-  gate_backward(ctx, k.dg, k.dv, k.dgv, s.g, s.v, nI);
-  activation_backward(ctx, k.dg, k.dg, s.g_pre, nI, Act::GeluTanh);
-  zero_async(ctx, k.dgate, nH);
-  dense_backward(ctx, k.dgate, dw.dol_w, dw.dol_b, k.dg, s.gate, wd.dol_w, BT, H, I);
-  gate_backward(ctx, k.dcf, k.dcb, k.dgate, s.cf, s.cb, nH);
-  zero_async(ctx, k.dsf, nH);
-  dense_backward(ctx, k.dsf, dw.ducf_w, dw.ducf_b, k.dcf, s.sf, wd.ducf_w, BT, H, H);
-  zero_async(ctx, k.dsb, nH);
-  dense_backward(ctx, k.dsb, dw.ducb_w, dw.ducb_b, k.dcb, s.sb, wd.ducb_w, BT, H, H);
-  struct {
-    const Ssm &w, &dw;
-    S *du, *ds, *u;
-    float* K;
-    bool anticausal;
-  } ssms[2] = {{w.fs, dw.fs, k.duf, k.dsf, s.uf, s.kf, false}, {w.bs, dw.bs, k.dub, k.dsb, s.ub, s.kb, true}};
-  for (auto& q : ssms) {
-    zero_async(ctx, k.dk, T);
-    ssm_conv_backward(ctx, q.du, k.dk, q.dw.d, q.ds, q.u, q.K, q.w.d, B, T, H, q.anticausal);
-    s4d_kernel_backward(ctx, q.dw.a_re, q.dw.a_im, q.dw.c, q.dw.log_step, k.dk, q.w.a_re, q.w.a_im, q.w.c, q.w.log_step,
-                        c.N, T);
+struct Gpu {
+  using A = S;
+  using W = S;
+  GpuModel& gm;
+  CudaCtx& ctx;
+  ActsT<S>& a;
+  const Params& p;
+  const ParamsT<S>& w;
+  const Params& g;
+
+  Gpu(GpuModel& m, ActsT<S>& acts, const ParamsT<S>& weights)
+      : gm(m), ctx(m.ctx), a(acts), p(m.p), w(weights), g(m.g) {}
+
+  void upload_batch(const Batch& bt) {
+    size_t bytes = (size_t)bt.B * gm.c.T * sizeof(int);
+    cudaCheck(cudaMemcpyAsync(gm.ids, bt.ids, bytes, cudaMemcpyHostToDevice, ctx.stream));
+    cudaCheck(cudaMemcpyAsync(gm.types, bt.types, bytes, cudaMemcpyHostToDevice, ctx.stream));
   }
-  activation_backward(ctx, k.duf, k.duf, s.uf_pre, nH, Act::GeluTanh);
-  activation_backward(ctx, k.dub, k.dub, s.ub_pre, nH, Act::GeluTanh);
-  activation_backward(ctx, k.dv, k.dv, s.v_pre, nI, Act::GeluTanh);
-  zero_async(ctx, k.dh, nH);
-  dense_backward(ctx, k.dh, dw.duf_w, dw.duf_b, k.duf, s.ln, wd.duf_w, BT, H, H);
-  dense_backward(ctx, k.dh, dw.dub_w, dw.dub_b, k.dub, s.ln, wd.dub_w, BT, H, H);
-  dense_backward(ctx, k.dh, dw.dv_w, dw.dv_b, k.dv, s.ln, wd.dv_w, BT, H, I);
-  layernorm_backward(ctx, dres, dw.ln_w, dw.ln_b, k.dh, s.x, w.ln_w, s.ln_mean, s.ln_rstd, BT, H);
-}
+  void upload_rows(const int* r, const int* t, int P) {
+    cudaCheck(cudaMemcpyAsync(gm.rows, r, (size_t)P * sizeof(int), cudaMemcpyHostToDevice, ctx.stream));
+    cudaCheck(cudaMemcpyAsync(gm.row_target, t, (size_t)P * sizeof(int), cudaMemcpyHostToDevice, ctx.stream));
+  }
+  const int* ids(const Batch&) const { return gm.ids; }
+  const int* types(const Batch&) const { return gm.types; }
+  const int* rows(const Model&) const { return gm.rows; }
+  const int* row_target(const Model&) const { return gm.row_target; }
+  void to_host(float* host, const float* dev, size_t n) {
+    cudaCheck(cudaMemcpyAsync(host, dev, n * sizeof(float), cudaMemcpyDeviceToHost, ctx.stream));
+    cudaCheck(cudaStreamSynchronize(ctx.stream));
+  }
+  void to_device(float* dev, const float* host, size_t n) {
+    cudaCheck(cudaMemcpyAsync(dev, host, n * sizeof(float), cudaMemcpyHostToDevice, ctx.stream));
+  }
+  // Into the host's (P, V), dropping the row padding.
+  void logits_to_host(float* host, const float* dev, int P, int V, int ldv) {
+    if (P > 0)
+      cudaCheck(cudaMemcpy2DAsync(host, (size_t)V * sizeof(float), dev, (size_t)ldv * sizeof(float),
+                                  (size_t)V * sizeof(float), P, cudaMemcpyDeviceToHost, ctx.stream));
+  }
+  double sum_to_host(float* host, const float* dev, int n) {  // summed on the host, in the CPU's order
+    to_host(host, dev, (size_t)n);
+    double s = 0;
+    for (int i = 0; i < n; i++) s += host[i];
+    return s;
+  }
+  int logit_ld(const Config& c) const { return (int)logit_stride(c); }
+  template <class X>
+  void zero(X* x, size_t n) {
+    zero_async(ctx, x, n);
+  }
+  const S* as_operand(S* tmp, const float* x, size_t n) { return bigs::as_operand(ctx, tmp, x, n); }
 
-// The whole model on the GPU, for activation type S: a is the activation
-// block, pw the weights the dense layers read.
-template <class S>
-static void encoder_forward_gpu(Model& m, const ActsT<S>& a, const ParamsT<S>& pw, const Batch& bt, bool train) {
-  GpuModel& g = *m.gpu;
-  CudaCtx& ctx = g.ctx;
-  const Config& c = m.c;
-  int BT = bt.B * c.T;
-  cudaCheck(cudaMemcpyAsync(g.ids, bt.ids, (size_t)BT * sizeof(int), cudaMemcpyHostToDevice, ctx.stream));
-  cudaCheck(cudaMemcpyAsync(g.types, bt.types, (size_t)BT * sizeof(int), cudaMemcpyHostToDevice, ctx.stream));
-  embedding_forward(ctx, a.emb, g.ids, g.types, g.p.wte, g.p.wpe, g.p.wtt, bt.B, c.T, c.H);
-  layernorm_forward(ctx, a.emb_ln, a.emb_mean, a.emb_rstd, a.emb, g.p.ln_emb_w, g.p.ln_emb_b, BT, c.H);
-  dropout_forward(ctx, a.res, a.emb_ln, (size_t)BT * c.H, train ? m.dropout : 0.0f, m.dropout_seed,
-                  2 * m.dropout_stream);
-  for (int l = 0; l < c.L; l++)
-    layer_forward_gpu(ctx, layer_acts(a, c, m.B, l), layer_weights(g.p, c, l), layer_weights(pw, c, l), c, bt.B);
-}
-
-template <class S>
-static void encoder_backward_gpu(Model& m, const ActsT<S>& a, const ParamsT<S>& pw, const Batch& bt, bool train) {
-  GpuModel& g = *m.gpu;
-  CudaCtx& ctx = g.ctx;
-  const Config& c = m.c;
-  int BT = bt.B * c.T;
-  for (int l = c.L - 1; l >= 0; l--)
-    layer_backward_gpu(ctx, a.dres, layer_weights(g.g, c, l), a, layer_acts(a, c, m.B, l), layer_weights(g.p, c, l),
-                       layer_weights(pw, c, l), c, bt.B);
-  dropout_backward(ctx, a.dres, a.dres, (size_t)BT * c.H, train ? m.dropout : 0.0f, m.dropout_seed,
-                   2 * m.dropout_stream);
-  zero_async(ctx, a.dh, (size_t)BT * c.H);
-  layernorm_backward(ctx, a.dh, g.g.ln_emb_w, g.g.ln_emb_b, a.dres, a.emb, g.p.ln_emb_w, a.emb_mean, a.emb_rstd, BT,
-                     c.H);
-  embedding_backward(ctx, g.g.wte, g.g.wpe, g.g.wtt, a.dh, bt.ids, bt.types, bt.B, c.T, c.H);
-}
-
-// The MLM head as on the CPU. The per-row losses come back to the host and
-// are summed there in the CPU's order; without train (evaluation,
-// fill-mask) the logits come back too, into m.a.logits. The logits are
-// fp32 whatever S is (the decoder bias is then the fp32 master's).
-template <class S>
-static bool mlm_head_forward_gpu(Model& m, const ActsT<S>& a, const ParamsT<S>& pw, const Batch& bt, bool train,
-                                 Loss* loss, std::string* err) {
-  GpuModel& g = *m.gpu;
-  CudaCtx& ctx = g.ctx;
-  const Config& c = m.c;
-  int P = 0;
-  if (!mlm_rows(m, bt, &P, err)) return false;
-  cudaCheck(cudaMemcpyAsync(g.rows, m.a.rows, (size_t)P * sizeof(int), cudaMemcpyHostToDevice, ctx.stream));
-  cudaCheck(cudaMemcpyAsync(g.row_target, m.a.row_target, (size_t)P * sizeof(int), cudaMemcpyHostToDevice, ctx.stream));
-  const S* final_x = a.res + (size_t)c.L * m.B * c.T * c.H;
-  if (P > 0) {
-    mlm_gather_kernel<<<grid_for((size_t)P * c.H), kThreads, 0, ctx.stream>>>(a.head_in, final_x, g.rows, P, c.H);
+  void embedding_forward(float* out, const int* i, const int* t, const float* wte, const float* wpe, const float* wtt,
+                         int B, int T, int H) {
+    bigs::embedding_forward(ctx, out, i, t, wte, wpe, wtt, B, T, H);
+  }
+  void embedding_backward(float* dwte, float* dwpe, float* dwtt, const float* dout, const int* host_ids,
+                          const int* host_types, int B, int T, int H) {
+    bigs::embedding_backward(ctx, dwte, dwpe, dwtt, dout, host_ids, host_types, B, T, H);
+  }
+  template <class TO, class TI>
+  void layernorm_forward(TO* out, float* mean, float* rstd, const TI* inp, const float* lw, const float* lb, int n,
+                         int C) {
+    bigs::layernorm_forward(ctx, out, mean, rstd, inp, lw, lb, n, C);
+  }
+  template <class TD, class TO, class TI>
+  void layernorm_backward(TD* dinp, float* dw, float* db, const TO* dout, const TI* inp, const float* lw,
+                          const float* mean, const float* rstd, int n, int C) {
+    bigs::layernorm_backward(ctx, dinp, dw, db, dout, inp, lw, mean, rstd, n, C);
+  }
+  template <class TA, class TD>
+  void dense_forward(TD* out, const TA* inp, const TA* wt, const TD* b, int n, int in, int out_dim, int ld = 0) {
+    bigs::dense_forward(ctx, out, inp, wt, b, n, in, out_dim, nullptr, nullptr, ld);
+  }
+  template <class TA, class TD>
+  void dense_gelu_forward(TD* out, TD* pre, const TA* inp, const TA* wt, const TD* b, int n, int in, int out_dim) {
+    bigs::dense_forward(ctx, out, inp, wt, b, n, in, out_dim, pre);
+  }
+  template <class TA, class TD>
+  void dense_residual_forward(TD* out, const TA* inp, const TA* wt, const TD* b, const TD* res, int n, int in,
+                              int out_dim) {
+    bigs::dense_forward(ctx, out, inp, wt, b, n, in, out_dim, nullptr, res);
+  }
+  template <class TA, class TI>
+  void dense_backward(TI* dinp, float* dw, float* db, const TA* dout, const TA* inp, const TA* wt, int n, int in,
+                      int out_dim, int ld = 0) {
+    bigs::dense_backward(ctx, dinp, dw, db, dout, inp, wt, n, in, out_dim, ld);
+  }
+  template <class TO, class TI>
+  void activation_forward(TO* out, const TI* inp, size_t n, Act act) {
+    bigs::activation_forward(ctx, out, inp, n, act);
+  }
+  template <class TD, class TO, class TI>
+  void activation_backward(TD* dinp, const TO* dout, const TI* inp, size_t n, Act act) {
+    bigs::activation_backward(ctx, dinp, dout, inp, n, act);
+  }
+  template <class X>
+  void gate_forward(X* out, const X* x, const X* y, size_t n) {
+    bigs::gate_forward(ctx, out, x, y, n);
+  }
+  template <class X>
+  void gate_backward(X* dx, X* dy, const X* dout, const X* x, const X* y, size_t n) {
+    bigs::gate_backward(ctx, dx, dy, dout, x, y, n);
+  }
+  void s4d_kernel_forward(float* K, const Ssm& s, int N, int T) {
+    bigs::s4d_kernel_forward(ctx, K, s.a_re, s.a_im, s.c, s.log_step, N, T);
+  }
+  void s4d_kernel_backward(const Ssm& ds, const float* dK, const Ssm& s, int N, int T) {
+    bigs::s4d_kernel_backward(ctx, ds.a_re, ds.a_im, ds.c, ds.log_step, dK, s.a_re, s.a_im, s.c, s.log_step, N, T);
+  }
+  template <class X>
+  void ssm_conv_forward(X* out, const X* inp, const float* K, const float* D, int B, int T, int H, bool anti) {
+    bigs::ssm_conv_forward(ctx, out, inp, K, D, B, T, H, anti);
+  }
+  template <class X>
+  void ssm_conv_backward(X* dinp, float* dK, float* dD, const X* dout, const X* inp, const float* K, const float* D,
+                         int B, int T, int H, bool anti) {
+    bigs::ssm_conv_backward(ctx, dinp, dK, dD, dout, inp, K, D, B, T, H, anti);
+  }
+  template <class TO, class TI>
+  void dropout_forward(TO* out, const TI* inp, size_t n, float prob, uint64_t seed, uint64_t stream) {
+    bigs::dropout_forward(ctx, out, inp, n, prob, seed, stream);
+  }
+  template <class X>
+  void dropout_backward(X* dinp, const X* dout, size_t n, float prob, uint64_t seed, uint64_t stream) {
+    bigs::dropout_backward(ctx, dinp, dout, n, prob, seed, stream);
+  }
+  void crossentropy_forward(float* losses, const float* logits, const int* targets, int n, int V, int ld) {
+    bigs::crossentropy_forward(ctx, losses, logits, targets, n, V, ld);
+  }
+  template <class X>
+  void crossentropy_backward(X* dlogits, const float* logits, const int* targets, float scale, int n, int V, int ld) {
+    bigs::crossentropy_backward(ctx, dlogits, logits, targets, scale, n, V, ld);
+  }
+  template <class TO, class TI>
+  void meanpool_forward(TO* out, const TI* inp, const int* i, int pad_id, int B, int T, int H) {
+    bigs::meanpool_forward(ctx, out, inp, i, pad_id, B, T, H);
+  }
+  void meanpool_backward(float* dinp, const float* dout, const int* i, int pad_id, int B, int T, int H) {
+    bigs::meanpool_backward(ctx, dinp, dout, i, pad_id, B, T, H);
+  }
+  template <class TO, class TI>
+  void gather_rows(TO* out, const TI* x, const int* r, int P, int H) {
+    if (P == 0) return;
+    gather_rows_kernel<<<grid_for((size_t)P * H), kThreads, 0, ctx.stream>>>(out, x, r, P, H);
     launchCheck();
   }
-  dense_forward(ctx, a.head_pre, a.head_in, pw.head_w, pw.head_b, P, c.H, c.H);
-  activation_forward(ctx, a.head_act, a.head_pre, (size_t)P * c.H, Act::GeluErf);
-  layernorm_forward(ctx, a.head_ln, a.head_mean, a.head_rstd, a.head_act, g.p.head_ln_w, g.p.head_ln_b, P, c.H);
-  int ldv = (int)logit_stride(c);
-  dense_forward(ctx, a.logits, a.head_ln, pw.wte, g.p.head_bias, P, c.H, c.V, nullptr, nullptr, ldv);
-  crossentropy_forward(ctx, a.row_loss, a.logits, g.row_target, P, c.V, ldv);
-  cudaCheck(cudaMemcpyAsync(m.a.row_loss, a.row_loss, (size_t)P * sizeof(float), cudaMemcpyDeviceToHost, ctx.stream));
-  if (!train && P > 0)  // into the host's (P, V), dropping the padding
-    cudaCheck(cudaMemcpy2DAsync(m.a.logits, (size_t)c.V * sizeof(float), a.logits, (size_t)ldv * sizeof(float),
-                                (size_t)c.V * sizeof(float), P, cudaMemcpyDeviceToHost, ctx.stream));
-  cudaCheck(cudaStreamSynchronize(ctx.stream));
-  loss->sum = 0;
-  for (int r = 0; r < P; r++) loss->sum += m.a.row_loss[r];
-  loss->count = P;
-  return true;
-}
-
-template <class S>
-static void mlm_head_backward_gpu(Model& m, const ActsT<S>& a, const ParamsT<S>& pw, const Batch& bt, int P,
-                                  float scale) {
-  GpuModel& g = *m.gpu;
-  CudaCtx& ctx = g.ctx;
-  const Config& c = m.c;
-  int ldv = (int)logit_stride(c);
-  crossentropy_backward(ctx, a.dlogits, a.logits, g.row_target, scale, P, c.V, ldv);
-  zero_async(ctx, a.dhead, (size_t)P * c.H);
-  dense_backward(ctx, a.dhead, g.g.wte, g.g.head_bias, a.dlogits, a.head_ln, pw.wte, P, c.H, c.V, ldv);
-  zero_async(ctx, a.dhead2, (size_t)P * c.H);
-  layernorm_backward(ctx, a.dhead2, g.g.head_ln_w, g.g.head_ln_b, a.dhead, a.head_act, g.p.head_ln_w, a.head_mean,
-                     a.head_rstd, P, c.H);
-  activation_backward(ctx, a.dhead2, a.dhead2, a.head_pre, (size_t)P * c.H, Act::GeluErf);
-  zero_async(ctx, a.dhead, (size_t)P * c.H);
-  dense_backward(ctx, a.dhead, g.g.head_w, g.g.head_b, a.dhead2, a.head_in, pw.head_w, P, c.H, c.H);
-  zero_async(ctx, a.dres, (size_t)bt.B * c.T * c.H);
-  if (P > 0) {
-    mlm_scatter_kernel<<<grid_for((size_t)P * c.H), kThreads, 0, ctx.stream>>>(a.dres, a.dhead, g.rows, P, c.H);
+  void scatter_rows(float* dres, const float* dhead, const int* r, int P, int H) {
+    if (P == 0) return;
+    scatter_rows_kernel<<<grid_for((size_t)P * H), kThreads, 0, ctx.stream>>>(dres, dhead, r, P, H);
     launchCheck();
   }
-}
-
-// The classification head on the GPU up to the (B, Y) logits; those come
-// back and the loss is the host's (cls_loss), as is its gradient. The head
-// is (B, H)-sized, so it runs in fp32 with the master weights in every
-// mode (which also spares cuBLASLt bf16 operands with rows of Y elements).
-template <class S>
-static bool cls_head_forward_gpu(Model& m, const ActsT<S>& a, const Batch& bt, bool train, Loss* loss,
-                                 std::string* err) {
-  GpuModel& g = *m.gpu;
-  CudaCtx& ctx = g.ctx;
-  const Config& c = m.c;
-  int B = bt.B, Y = c.labels;
-  const S* final_x = a.res + (size_t)c.L * m.B * c.T * c.H;
-  meanpool_forward(ctx, a.pooled, final_x, g.ids, kPadId, B, c.T, c.H);
-  dense_forward(ctx, a.pool_pre, a.pooled, g.p.pool_w, g.p.pool_b, B, c.H, c.H);
-  activation_forward(ctx, a.pool, a.pool_pre, (size_t)B * c.H, Act::Tanh);
-  dropout_forward(ctx, a.pool_drop, a.pool, (size_t)B * c.H, train ? m.dropout : 0.0f, m.dropout_seed,
-                  2 * m.dropout_stream + 1);
-  dense_forward(ctx, a.cls_logits, a.pool_drop, g.p.cls_w, g.p.cls_b, B, c.H, Y);
-  cudaCheck(
-      cudaMemcpyAsync(m.a.cls_logits, a.cls_logits, (size_t)B * Y * sizeof(float), cudaMemcpyDeviceToHost, ctx.stream));
-  cudaCheck(cudaStreamSynchronize(ctx.stream));
-  return cls_loss(m, bt, loss, err);
-}
-
-template <class S>
-static void cls_head_backward_gpu(Model& m, const ActsT<S>& a, const Batch& bt, bool train, float scale) {
-  GpuModel& g = *m.gpu;
-  CudaCtx& ctx = g.ctx;
-  const Config& c = m.c;
-  int B = bt.B, Y = c.labels;
-  cls_dlogits(m, bt, scale);
-  cudaCheck(cudaMemcpyAsync(a.dcls_logits, m.a.dcls_logits, (size_t)B * Y * sizeof(float), cudaMemcpyHostToDevice,
-                            ctx.stream));
-  zero_async(ctx, a.dpool, (size_t)B * c.H);
-  dense_backward(ctx, a.dpool, g.g.cls_w, g.g.cls_b, (const float*)a.dcls_logits, a.pool_drop, g.p.cls_w, B, c.H, Y);
-  dropout_backward(ctx, a.dpool, a.dpool, (size_t)B * c.H, train ? m.dropout : 0.0f, m.dropout_seed,
-                   2 * m.dropout_stream + 1);
-  activation_backward(ctx, a.dpool, a.dpool, a.pool_pre, (size_t)B * c.H, Act::Tanh);
-  zero_async(ctx, a.dpooled, (size_t)B * c.H);
-  dense_backward(ctx, a.dpooled, g.g.pool_w, g.g.pool_b, (const float*)a.dpool, a.pooled, g.p.pool_w, B, c.H, c.H);
-  zero_async(ctx, a.dres, (size_t)B * c.T * c.H);
-  meanpool_backward(ctx, a.dres, a.dpooled, g.ids, kPadId, B, c.T, c.H);
-}
-
-template <class S>
-static bool model_forward_gpu(Model& m, const ActsT<S>& a, const ParamsT<S>& pw, const Batch& bt, bool train,
-                              Loss* loss, std::string* err) {
-  encoder_forward_gpu(m, a, pw, bt, train);
-  return bt.targets ? mlm_head_forward_gpu(m, a, pw, bt, train, loss, err)
-                    : cls_head_forward_gpu(m, a, bt, train, loss, err);
-}
-
-template <class S>
-static void model_backward_gpu(Model& m, const ActsT<S>& a, const ParamsT<S>& pw, const Batch& bt, bool train,
-                               const Loss& loss, float scale) {
-  if (bt.targets)
-    mlm_head_backward_gpu(m, a, pw, bt, loss.count, scale);
-  else
-    cls_head_backward_gpu(m, a, bt, train, scale);
-  encoder_backward_gpu(m, a, pw, bt, train);
-}
+};
 
 static bool cuda_device_present() {
   int count = 0;
@@ -3033,7 +3418,185 @@ static bool model_to_device(Model*, const std::vector<float>*, const std::vector
   return false;
 }
 static void model_to_host(Model&, std::vector<float>*, std::vector<float>*) {}
+inline void model_grads_to_host(Model&) {}  // the gradient block is the host's
 #endif
+
+// ---------------------------------------------------------------------------
+// Cost<S>: the GPU's operations as numbers. Each operation adds to a ledger
+// the FLOPs, bytes and launches of its GPU launcher (the *_cost function
+// beside each launcher), in the GPU's precision (S = a 2-byte type for
+// bf16, float for fp32). Nothing is computed or allocated: the blocks'
+// pointers are laid out from a base no memory is behind, and nothing reads
+// them. The ledger predicts each operation's time on an H200 by roofline,
+// from these ceilings and no others (so that the prediction cannot be
+// tuned): the larger of its FLOPs at 790 TFLOP/s for bf16 tensor-core
+// products or 50 TFLOP/s for CUDA-core work, and its bytes at 3.8 TB/s (80%
+// of HBM3e's 4.8), plus 4 us per kernel launch that is not inside a
+// captured CUDA graph.
+// ---------------------------------------------------------------------------
+
+constexpr double kTensorFlops = 790e12, kCudaCoreFlops = 50e12, kHbmBytes = 3.8e12, kLaunchSeconds = 4e-6;
+
+struct CostRow {
+  std::string op;
+  double calls = 0, flops = 0, bytes = 0, launches = 0, seconds = 0;
+};
+
+struct CostLedger {
+  bool graph = false;         // the step runs as one captured CUDA graph: no launch overhead
+  std::vector<CostRow> rows;  // by operation, in the order first seen
+  void add(const OpCost& o) {
+    auto it = std::find_if(rows.begin(), rows.end(), [&](const CostRow& r) { return r.op == o.op; });
+    if (it == rows.end()) it = rows.insert(rows.end(), CostRow{o.op});
+    it->calls += 1, it->flops += o.flops, it->bytes += o.bytes, it->launches += o.launches;
+    it->seconds += std::max(o.flops / (o.tensor ? kTensorFlops : kCudaCoreFlops), o.bytes / kHbmBytes) +
+                   (graph ? 0 : o.launches * kLaunchSeconds);
+  }
+  CostRow total() const {
+    CostRow t{"total"};
+    for (const CostRow& r : rows)
+      t.calls += r.calls, t.flops += r.flops, t.bytes += r.bytes, t.launches += r.launches, t.seconds += r.seconds;
+    return t;
+  }
+};
+
+template <class S>
+struct Cost {
+  using A = S;
+  using W = S;
+  CostLedger& led;
+  Config c;
+  bool fuse_epilogues = true;  // as CudaCtx's
+  ActsT<S> a;
+  Params p, g;
+  ParamsT<S> w;
+
+  Cost(CostLedger& ledger, const Config& config, int B, int R) : led(ledger), c(config) {
+    char* nowhere = reinterpret_cast<char*>(uintptr_t{1} << 20);
+    layout_acts(&a, nowhere, c, B, R, kActAlign);
+    point_params(&p, (float*)nowhere, c, kDevAlign);
+    point_params(&g, (float*)nowhere, c, kDevAlign);
+    point_params(&w, (S*)nowhere, c, kDevAlign);
+  }
+  void upload_batch(const Batch& bt) { led.add(copy_cost(2 * (size_t)bt.B * c.T * sizeof(int))); }
+  void upload_rows(const int*, const int*, int P) { led.add(copy_cost(2 * (size_t)P * sizeof(int))); }
+  const int* ids(const Batch&) const { return nullptr; }
+  const int* types(const Batch&) const { return nullptr; }
+  const int* rows(const Model&) const { return nullptr; }
+  const int* row_target(const Model&) const { return nullptr; }
+  void to_host(float*, const float*, size_t n) { led.add(copy_cost(n * sizeof(float))); }
+  void to_device(float*, const float*, size_t n) { led.add(copy_cost(n * sizeof(float))); }
+  void logits_to_host(float*, const float*, int P, int V, int) { led.add(copy_cost((size_t)P * V * sizeof(float))); }
+  double sum_to_host(float*, const float*, int n) {
+    led.add(copy_cost((size_t)n * sizeof(float)));
+    return 0;
+  }
+  int logit_ld(const Config& cf) const { return (int)logit_stride(cf); }
+  template <class X>
+  void zero(X*, size_t n) {
+    led.add(memset_cost(n, sizeof(X)));
+  }
+  const S* as_operand(S* tmp, const float* x, size_t n) {
+    if (sizeof(S) == sizeof(float)) return (const S*)x;
+    led.add(cast_cost(n, sizeof(float), sizeof(S)));
+    return tmp;
+  }
+  void embedding_forward(float*, const int*, const int*, const float*, const float*, const float*, int B, int T,
+                         int H) {
+    led.add(embedding_forward_cost(B, T, H));
+  }
+  void embedding_backward(float*, float*, float*, const float*, const int*, const int*, int B, int T, int H) {
+    led.add(embedding_backward_cost(B, T, H, c.V, c.types));
+  }
+  template <class TO, class TI>
+  void layernorm_forward(TO*, float*, float*, const TI*, const float*, const float*, int n, int C) {
+    led.add(layernorm_forward_cost(n, C, sizeof(TI), sizeof(TO)));
+  }
+  template <class TD, class TO, class TI>
+  void layernorm_backward(TD*, float*, float*, const TO*, const TI*, const float*, const float*, const float*, int n,
+                          int C) {
+    led.add(layernorm_backward_cost(n, C, sizeof(TD), sizeof(TO), sizeof(TI)));
+  }
+  template <class TA, class TD>
+  void dense_forward(TD*, const TA*, const TA*, const TD*, int n, int in, int out_dim, int ld = 0) {
+    led.add(dense_forward_cost(n, in, out_dim, ld ? ld : out_dim, sizeof(TA), sizeof(TD), false, false, false));
+  }
+  template <class TA, class TD>
+  void dense_gelu_forward(TD*, TD*, const TA*, const TA*, const TD*, int n, int in, int out_dim) {
+    led.add(dense_forward_cost(n, in, out_dim, out_dim, sizeof(TA), sizeof(TD), true,
+                               gelu_fusable(sizeof(TD), fuse_epilogues, out_dim), false));
+  }
+  template <class TA, class TD>
+  void dense_residual_forward(TD*, const TA*, const TA*, const TD*, const TD*, int n, int in, int out_dim) {
+    led.add(dense_forward_cost(n, in, out_dim, out_dim, sizeof(TA), sizeof(TD), false, false, true));
+  }
+  template <class TA, class TI>
+  void dense_backward(TI* dinp, float*, float* db, const TA*, const TA*, const TA*, int n, int in, int out_dim,
+                      int ld = 0) {
+    led.add(dense_backward_cost(n, in, out_dim, ld ? ld : out_dim, sizeof(TA), sizeof(TI), dinp != nullptr,
+                                db != nullptr));
+  }
+  template <class TO, class TI>
+  void activation_forward(TO*, const TI*, size_t n, Act) {
+    led.add(activation_forward_cost(n, sizeof(TI), sizeof(TO)));
+  }
+  template <class TD, class TO, class TI>
+  void activation_backward(TD*, const TO*, const TI*, size_t n, Act) {
+    led.add(activation_backward_cost(n, sizeof(TD), sizeof(TO), sizeof(TI)));
+  }
+  template <class X>
+  void gate_forward(X*, const X*, const X*, size_t n) {
+    led.add(gate_forward_cost(n, sizeof(X)));
+  }
+  template <class X>
+  void gate_backward(X*, X*, const X*, const X*, const X*, size_t n) {
+    led.add(gate_backward_cost(n, sizeof(X)));
+  }
+  void s4d_kernel_forward(float*, const Ssm&, int N, int T) { led.add(s4d_kernel_forward_cost(N, T)); }
+  void s4d_kernel_backward(const Ssm&, const float*, const Ssm&, int N, int T) {
+    led.add(s4d_kernel_backward_cost(N, T));
+  }
+  template <class X>
+  void ssm_conv_forward(X*, const X*, const float*, const float*, int B, int T, int H, bool) {
+    led.add(ssm_conv_forward_cost(B, T, H, sizeof(X)));
+  }
+  template <class X>
+  void ssm_conv_backward(X*, float*, float*, const X*, const X*, const float*, const float*, int B, int T, int H,
+                         bool) {
+    led.add(ssm_conv_backward_cost(B, T, H, sizeof(X)));
+  }
+  template <class TO, class TI>
+  void dropout_forward(TO*, const TI*, size_t n, float, uint64_t, uint64_t) {
+    led.add(dropout_cost(n, sizeof(TI), sizeof(TO)));
+  }
+  template <class X>
+  void dropout_backward(X*, const X*, size_t n, float, uint64_t, uint64_t) {
+    led.add(dropout_cost(n, sizeof(X), sizeof(X)));
+  }
+  void crossentropy_forward(float*, const float*, const int*, int n, int V, int) {
+    led.add(crossentropy_forward_cost(n, V));
+  }
+  template <class X>
+  void crossentropy_backward(X*, const float*, const int*, float, int n, int V, int) {
+    led.add(crossentropy_backward_cost(n, V, sizeof(X)));
+  }
+  template <class TO, class TI>
+  void meanpool_forward(TO*, const TI*, const int*, int, int B, int T, int H) {
+    led.add(meanpool_forward_cost(B, T, H, sizeof(TI), sizeof(TO)));
+  }
+  void meanpool_backward(float*, const float*, const int*, int, int B, int T, int H) {
+    led.add(meanpool_backward_cost(B, T, H));
+  }
+  template <class TO, class TI>
+  void gather_rows(TO*, const TI*, const int*, int P, int H) {
+    led.add(gather_rows_cost(P, H, sizeof(TI), sizeof(TO)));
+  }
+  void scatter_rows(float*, const float*, const int*, int P, int H) { led.add(scatter_rows_cost(P, H)); }
+};
+
+// ---------------------------------------------------------------------------
+// Which device runs a command, and the model's entry points on it
+// ---------------------------------------------------------------------------
 
 // Where a command runs: --device and --precision.
 struct Device {
@@ -3050,6 +3613,25 @@ static bool model_use_device(Model* m, const Device& d, const std::vector<float>
   return parse_precision(d.precision, &m->precision, err) && model_to_device(m, mom1, mom2, err);
 }
 
+// fn(device) on the device the model lives on: the one place that chooses.
+template <class Fn>
+static auto with_device(Model& m, Fn&& fn) {
+#ifdef __CUDACC__
+  if (m.gpu) {
+    GpuModel& g = *m.gpu;
+    if (g.prec == Precision::Bf16) {
+      Gpu<bf16> d(g, g.a16, g.p16);
+      return fn(d);
+    }
+    Gpu<float> d(g, g.a, g.p);
+    return fn(d);
+  }
+#endif
+  host_acts_alloc(m);
+  Cpu d{m.a, m.p, m.p, m.g};
+  return fn(d);
+}
+
 // The whole model forward: MLM loss when the batch has targets, else the
 // classification head (loss when it has labels). train = dropout on.
 static bool model_forward(Model& m, const Batch& bt, bool train, Loss* loss, std::string* err) {
@@ -3058,36 +3640,13 @@ static bool model_forward(Model& m, const Batch& bt, bool train, Loss* loss, std
     *err = "this model has no classification head (labels = 0)";
     return false;
   }
-#ifdef __CUDACC__
-  if (m.gpu) {
-    GpuModel& g = *m.gpu;
-    return g.prec == Precision::Bf16 ? model_forward_gpu(m, g.a16, g.p16, bt, train, loss, err)
-                                     : model_forward_gpu(m, g.a, g.p, bt, train, loss, err);
-  }
-#endif
-  host_acts_alloc(m);
-  encoder_forward_cpu(m, bt, train);
-  return bt.targets ? mlm_head_forward_cpu(m, bt, loss, err) : cls_head_forward_cpu(m, bt, train, loss, err);
+  return with_device(m, [&](auto& d) { return forward_on(d, m, bt, train, loss, err); });
 }
 
 // Accumulates into m.g the gradient of scale * loss.sum of the last forward
 // (which must have been on the same batch, with the same train flag).
 static void model_backward(Model& m, const Batch& bt, bool train, const Loss& loss, float scale) {
-#ifdef __CUDACC__
-  if (m.gpu) {
-    GpuModel& g = *m.gpu;
-    if (g.prec == Precision::Bf16)
-      model_backward_gpu(m, g.a16, g.p16, bt, train, loss, scale);
-    else
-      model_backward_gpu(m, g.a, g.p, bt, train, loss, scale);
-    return;
-  }
-#endif
-  if (bt.targets)
-    mlm_head_backward_cpu(m, bt, loss.count, scale);
-  else
-    cls_head_backward_cpu(m, bt, train, scale);
-  encoder_backward_cpu(m, bt, train);
+  with_device(m, [&](auto& d) { backward_on(d, m, bt, train, loss, scale); });
 }
 
 static void model_zero_grad(Model& m) {
@@ -3102,7 +3661,7 @@ static void model_zero_grad(Model& m) {
 // ============================================================================
 
 struct AdamW {
-  double beta1 = 0.9, beta2 = 0.98, eps = 1e-6, weight_decay = 0.05;  // BIGS.md section 6, pretraining
+  double beta1 = 0.9, beta2 = 0.98, eps = 1e-6, weight_decay = 0.05;  // docs/MODEL.md section 12, pretraining
 };
 
 // One AdamW step on n parameters (step counts from 1), decoupled weight decay
@@ -3165,7 +3724,18 @@ __global__ void scale_kernel(float* x, float s, size_t n) {
 }
 #endif
 
-// The decay mask of BIGS.md section 6 lives in the parameter table: biases
+// The optimizer's launches, for the cost device: zeroing the gradient; its
+// norm (read once, two stages, the total copied to the host); the fused
+// AdamW, which reads weights, gradients and both moments and writes three
+// of them back, plus the bf16 copy.
+constexpr const char* kOptimizerOp = "zero grad, grad norm, AdamW";
+static OpCost zero_grad_cost(size_t n) { return {kOptimizerOp, 0, false, 4.0 * n, 1}; }
+static OpCost grad_norm_cost(size_t n) { return {kOptimizerOp, 2.0 * n, false, 4.0 * n + 8.0 * kRedBlocks, 3}; }
+static OpCost adamw_cost(size_t n, bool bf16_copy) {
+  return {kOptimizerOp, 15.0 * n, false, 28.0 * n + (bf16_copy ? 2.0 * n : 0.0), 1};
+}
+
+// The decay mask of docs/MODEL.md section 12 lives in the parameter table: biases
 // and LayerNorm parameters have decay = 0. On the GPU the moments are the
 // device's (mom1, mom2 are then only read back by model_to_host).
 static void adamw_step(Model& m, std::vector<float>& mom1, std::vector<float>& mom2, float lr, const AdamW& o,
@@ -3258,6 +3828,54 @@ static double lr_at(const LrSchedule& s, long long step) {
   return s.peak;
 }
 
+// One optimizer step, what pretrain, finetune and bench share: zero the
+// gradient; forward and backward over the batch in micro-batches, each
+// loss scaled by the whole batch's count (its predicted rows for MLM, its
+// sequences for classification), so that accumulation equals one big
+// batch; clip the global gradient norm; check that both are finite; AdamW.
+struct StepSettings {
+  int micro = 1;    // sequences per forward and backward
+  int accum = 1;    // micro-batches in a full batch: dropout streams per step
+  double clip = 0;  // global-norm clipping; 0 = off
+  AdamW opt;
+};
+
+struct StepResult {
+  double loss = 0, grad_norm = 0;  // the mean loss; the norm before clipping
+  bool finite = true;
+};
+
+// Update number `step` (0-based) at learning rate lr. mom1, mom2: the
+// host's AdamW moments (a model on the GPU keeps its own).
+static bool train_step(Model& m, const Batch& batch, const StepSettings& s, uint64_t step, double lr,
+                       std::vector<float>& mom1, std::vector<float>& mom2, StepResult* r, std::string* err) {
+  const int T = m.c.T;
+  long long count = batch.B;
+  if (batch.targets) {
+    count = 0;
+    for (size_t i = 0; i < (size_t)batch.B * T; i++) count += batch.targets[i] >= 0;
+  }
+  model_zero_grad(m);
+  double loss_sum = 0;
+  for (int k = 0; k * s.micro < batch.B; k++) {
+    Batch mb = batch_slice(batch, k * s.micro, std::min(s.micro, batch.B - k * s.micro), T);
+    m.dropout_stream = step * (uint64_t)s.accum + (uint64_t)k;  // a fresh dropout mask per micro-batch
+    Loss loss;
+    if (!model_forward(m, mb, true, &loss, err)) return false;
+    model_backward(m, mb, true, loss, 1.0f / (float)count);
+    loss_sum += loss.sum;
+  }
+  r->loss = loss_sum / (double)count;
+  r->grad_norm = clip_grad_norm(m, s.clip);
+  r->finite = std::isfinite(r->loss) && std::isfinite(r->grad_norm);
+  if (!r->finite) {
+    *err = strf("the loss is %g and the gradient norm %g", r->loss, r->grad_norm);
+    return false;
+  }
+  adamw_step(m, mom1, mom2, (float)lr, s.opt, (long long)step + 1);
+  return true;
+}
+
 // ============================================================================
 // Checkpoints
 // ============================================================================
@@ -3275,7 +3893,9 @@ struct CkptHeader {
   uint32_t version;  // kCkptVersion
   uint32_t kind;     // kCkptModel or kCkptTrainState
   uint32_t reserved0;
-  int32_t V, H, I, L, N, T, types, labels;  // the Config
+#define X(f, dflt, tiny, base, large, lo, hi, what) int32_t f;
+  BIGS_CONFIG(X)  // the Config, field by field
+#undef X
   uint64_t num_params;                      // floats per block
   uint64_t step;                            // optimizer updates done
   uint64_t samples_seen;                    // training sequences consumed: the data position
@@ -3284,7 +3904,13 @@ struct CkptHeader {
 };
 static_assert(sizeof(CkptHeader) == 256, "CkptHeader must be 256 bytes");
 
-static Config ckpt_config(const CkptHeader& h) { return Config{h.V, h.H, h.I, h.L, h.N, h.T, h.types, h.labels}; }
+static Config ckpt_config(const CkptHeader& h) {
+  Config c;
+#define X(f, dflt, tiny, base, large, lo, hi, what) c.f = h.f;
+  BIGS_CONFIG(X)
+#undef X
+  return c;
+}
 
 static bool checkpoint_save(const std::string& path, const Model& m, const std::vector<float>* mom1,
                             const std::vector<float>* mom2, uint64_t step, uint64_t samples_seen, uint64_t seed,
@@ -3295,7 +3921,9 @@ static bool checkpoint_save(const std::string& path, const Model& m, const std::
   h.version = kCkptVersion;
   h.kind = mom1 ? kCkptTrainState : kCkptModel;
   const Config& c = m.c;
-  h.V = c.V, h.H = c.H, h.I = c.I, h.L = c.L, h.N = c.N, h.T = c.T, h.types = c.types, h.labels = c.labels;
+#define X(f, dflt, tiny, base, large, lo, hi, what) h.f = c.f;
+  BIGS_CONFIG(X)
+#undef X
   h.num_params = m.num_params;
   h.step = step;
   h.samples_seen = samples_seen;
@@ -3464,7 +4092,7 @@ struct MaskSpec {
   long long max_predictions = 20;  // per sequence
 };
 
-// BERT's masking (BIGS.md section 6), in place: picks round(prob x maskable)
+// BERT's masking (docs/MODEL.md section 12), in place: picks round(prob x maskable)
 // positions (at least 1, at most max_predictions) among the tokens that are
 // not [CLS], [SEP], [PAD] or [MASK]; of those 80% become [MASK], 10% a random
 // non-special token, 10% stay; targets gets the original id there and -1
@@ -3512,6 +4140,27 @@ static Rng mask_rng_val(uint64_t i) { return Rng{splitmix64(0x5EEDull ^ splitmix
 static volatile sig_atomic_t g_stop_signal = 0;
 static void on_stop_signal(int sig) { g_stop_signal = sig; }
 
+// Every command reports a failure the same way, "bigs CMD: message" on
+// stderr, and returns its exit status: 1 when the run failed, 2 when the
+// command line was wrong.
+static int fail(const char* cmd, const std::string& msg, int status = 1) {
+  fprintf(stderr, "bigs %s: %s\n", cmd, msg.c_str());
+  return status;
+}
+
+// Parses a command's flags: -1 to go on; else the exit status (0 after
+// --help, 2 after saying what is wrong). positional: where the other
+// arguments go; null when the command takes none.
+static int parse_command(const char* cmd, int argc, char** argv, const std::vector<Flag>& flags, const char* usage,
+                         std::vector<std::string>* positional) {
+  std::vector<std::string> rest;
+  std::string err;
+  int rc = parse_flags(argc, argv, flags, usage, positional ? positional : &rest, &err);
+  if (rc == 1) return 0;
+  if (rc == 0 && !rest.empty()) err = "unexpected argument '" + rest[0] + "'", rc = 2;
+  return rc == 0 ? -1 : fail(cmd, err, 2);
+}
+
 static double now_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
@@ -3556,25 +4205,20 @@ static bool config_load(const std::string& spec, Config* c, std::string* err) {
     if (sscanf(buf, "%63s %lld", key, &v) != 2) {
       *err = strf("%s:%d: expected 'key value', got: %s", spec.c_str(), line, buf);
       ok = false;
-    } else if (!strcmp(key, "V"))
-      c->V = (int)v;
-    else if (!strcmp(key, "H"))
-      c->H = (int)v;
-    else if (!strcmp(key, "I"))
-      c->I = (int)v;
-    else if (!strcmp(key, "L"))
-      c->L = (int)v;
-    else if (!strcmp(key, "N"))
-      c->N = (int)v;
-    else if (!strcmp(key, "T"))
-      c->T = (int)v;
-    else if (!strcmp(key, "types"))
-      c->types = (int)v;
-    else if (!strcmp(key, "labels"))
-      c->labels = (int)v;
-    else {
-      *err = strf("%s:%d: unknown key '%s' (known: V H I L N T types labels)", spec.c_str(), line, key);
-      ok = false;
+    } else {
+      bool known = false;
+#define X(f, dflt, tiny, base, large, lo, hi, what) \
+  if (!strcmp(key, #f)) c->f = (int)std::max<long long>(INT_MIN, std::min<long long>(INT_MAX, v)), known = true;
+      BIGS_CONFIG(X)
+#undef X
+      if (!known) {
+        std::string keys;
+#define X(f, dflt, tiny, base, large, lo, hi, what) keys += std::string(keys.empty() ? "" : " ") + #f;
+        BIGS_CONFIG(X)
+#undef X
+        *err = strf("%s:%d: unknown key '%s' (known: %s)", spec.c_str(), line, key, keys.c_str());
+        ok = false;
+      }
     }
   }
   fclose(f);
@@ -3583,12 +4227,15 @@ static bool config_load(const std::string& spec, Config* c, std::string* err) {
 
 static void print_model_plan(const Model& m) {
   const Config& c = m.c;
-  printf("model: V %d  H %d  I %d  L %d  N %d  T %d  types %d  labels %d\n", c.V, c.H, c.I, c.L, c.N, c.T, c.types,
-         c.labels);
+  printf("model: %s\n", config_line(c).c_str());
   printf("parameters: %zu (%.1f MB fp32)\n", m.num_params, m.num_params * 4 / 1e6);
   if (m.gpu) {
     printf("device: cuda, %s\n", precision_name(m.precision));
     print_gpu_plan(gpu_plan(c, m.B, m.R, m.precision), m.precision, m.B, c.T);
+#ifdef __CUDACC__
+    printf("cuFFT work area: %.3f GB, as cuFFT asked (planned %.3f GB)\n", m.gpu->ctx.fft_work_size / 1e9,
+           fft_work_estimate(c, m.B) / 1e9);
+#endif
   } else {
     printf("device: cpu; activations %.1f MB for batch %d\n", m.num_acts * 4 / 1e6, m.B);
   }
@@ -3705,7 +4352,7 @@ static void set_threads(long long threads) {
 }
 
 // The AdamW and clipping flags that pretrain and finetune share (their
-// defaults differ: each recipe of BIGS.md section 6 sets its own).
+// defaults differ: each recipe of docs/MODEL.md section 12 sets its own).
 static void optimizer_flags(std::vector<Flag>* f, AdamW* opt, double* clip) {
   f->push_back({Flag::Num, "beta1", &opt->beta1, 0, 0.999999, "AdamW beta1"});
   f->push_back({Flag::Num, "beta2", &opt->beta2, 0, 0.999999, "AdamW beta2"});
@@ -3717,10 +4364,11 @@ static void optimizer_flags(std::vector<Flag>* f, AdamW* opt, double* clip) {
 
 static const char* kPretrainUsage =
     "usage: bigs pretrain --train 'DIR/train_*.bin' [--val DIR/val_000000.bin] [options]\n"
-    "Masked-language-model pretraining of BiGS (BIGS.md section 6); defaults are the paper's recipe.\n"
+    "Masked-language-model pretraining of BiGS (docs/MODEL.md section 12); defaults are the paper's recipe.\n"
     "Writes OUT/model.bin (parameters), OUT/state.bin (to --resume) and OUT/log.jsonl.";
 
 static int cmd_pretrain(int argc, char** argv) {
+  const char* cmd = "pretrain";
   std::string train, val, config = "tiny", out = "out", resume, schedule = "cosine";
   Device device;
   long long batch = 1048, micro = 8, steps = 100000, warmup = 2000, decay_steps = 0, eval_every = 1000,
@@ -3755,38 +4403,25 @@ static int cmd_pretrain(int argc, char** argv) {
   };
   device_flags(&flags, &device);
   optimizer_flags(&flags, &opt, &clip);
-  std::vector<std::string> rest;
-  std::string err;
-  int rc = parse_flags(argc, argv, flags, kPretrainUsage, &rest, &err);
-  if (rc == 1) return 0;
-  if (rc == 0 && !rest.empty()) err = "unexpected argument '" + rest[0] + "'", rc = 2;
-  if (rc == 0 && train.empty()) err = "--train is required (a glob of shards from `data_prep pretrain`)", rc = 2;
-  if (rc == 0 && batch % micro != 0)
-    err = strf("--micro-batch %lld does not divide --batch %lld", micro, batch), rc = 2;
+  if (int rc = parse_command(cmd, argc, argv, flags, kPretrainUsage, nullptr); rc >= 0) return rc;
+  if (train.empty()) return fail(cmd, "--train is required (a glob of shards from `data_prep pretrain`)", 2);
+  if (batch % micro != 0) return fail(cmd, strf("--micro-batch %lld does not divide --batch %lld", micro, batch), 2);
   LrSchedule sched{Schedule::Cosine, lr, warmup, decay_steps ? decay_steps : steps, alpha};
   if (schedule == "linear")
     sched.kind = Schedule::Linear;
   else if (schedule == "constant")
     sched.kind = Schedule::Constant;
-  else if (schedule != "cosine" && rc == 0)
-    err = "--schedule: expected cosine, linear or constant", rc = 2;
-  if (rc == 0 && !device_check(device, &err)) rc = 2;
-  if (rc != 0) {
-    fprintf(stderr, "bigs pretrain: %s\n", err.c_str());
-    return 2;
-  }
+  else if (schedule != "cosine")
+    return fail(cmd, "--schedule: expected cosine, linear or constant", 2);
+  std::string err;
+  if (!device_check(device, &err)) return fail(cmd, err, 2);
   set_threads(threads);
 
   ShardSet tr, va;
-  if (!shards_open(train, &tr, &err) || (!val.empty() && !shards_open(val, &va, &err))) {
-    fprintf(stderr, "bigs pretrain: %s\n", err.c_str());
-    return 1;
-  }
-  if (!val.empty() && (va.h.seq_len != tr.h.seq_len || va.h.vocab_size != tr.h.vocab_size)) {
-    fprintf(stderr, "bigs pretrain: --val shards have T = %u, V = %u but --train shards T = %u, V = %u\n", va.h.seq_len,
-            va.h.vocab_size, tr.h.seq_len, tr.h.vocab_size);
-    return 1;
-  }
+  if (!shards_open(train, &tr, &err) || (!val.empty() && !shards_open(val, &va, &err))) return fail(cmd, err);
+  if (!val.empty() && (va.h.seq_len != tr.h.seq_len || va.h.vocab_size != tr.h.vocab_size))
+    return fail(cmd, strf("--val shards have T = %u, V = %u but --train shards T = %u, V = %u", va.h.seq_len,
+                          va.h.vocab_size, tr.h.seq_len, tr.h.vocab_size));
   const int T = (int)tr.h.seq_len, R = (int)(micro * std::min<long long>(ms.max_predictions, T));
   Model m;
   std::vector<float> mom1, mom2;
@@ -3794,59 +4429,37 @@ static int cmd_pretrain(int argc, char** argv) {
   if (!resume.empty()) {
     CkptHeader h;
     std::vector<float> data;
-    if (!model_from_checkpoint(resume, (int)micro, R, 0, -1, &m, &h, &data, nullptr, &err)) {
-      fprintf(stderr, "bigs pretrain: %s\n", err.c_str());
-      return 1;
-    }
-    if (h.kind != kCkptTrainState) {
-      fprintf(stderr, "bigs pretrain: --resume %s holds parameters only; resume from a state.bin\n", resume.c_str());
-      return 1;
-    }
-    if (h.T != T || h.V != (int)tr.h.vocab_size) {
-      fprintf(stderr, "bigs pretrain: %s has T = %d, V = %d but the shards have T = %u, V = %u\n", resume.c_str(), h.T,
-              h.V, tr.h.seq_len, tr.h.vocab_size);
-      return 1;
-    }
+    if (!model_from_checkpoint(resume, (int)micro, R, 0, -1, &m, &h, &data, nullptr, &err)) return fail(cmd, err);
+    if (h.kind != kCkptTrainState)
+      return fail(cmd, strf("--resume %s holds parameters only; resume from a state.bin", resume.c_str()));
+    if (h.T != T || h.V != (int)tr.h.vocab_size)
+      return fail(cmd, strf("%s has T = %d, V = %d but the shards have T = %u, V = %u", resume.c_str(), h.T, h.V,
+                            tr.h.seq_len, tr.h.vocab_size));
     mom1.assign(data.begin() + m.num_params, data.begin() + 2 * m.num_params);
     mom2.assign(data.begin() + 2 * m.num_params, data.end());
     step = h.step, samples = h.samples_seen, seed = (long long)h.seed;
     printf("resumed from %s at step %" PRIu64 " (%" PRIu64 " sequences seen)\n", resume.c_str(), step, samples);
   } else {
     Config c;
-    if (!config_load(config, &c, &err)) {
-      fprintf(stderr, "bigs pretrain: %s\n", err.c_str());
-      return 2;
-    }
+    if (!config_load(config, &c, &err)) return fail(cmd, err, 2);
     c.V = (int)tr.h.vocab_size, c.T = T;
-    if (!model_build(&m, c, (int)micro, R, &err)) {
-      fprintf(stderr, "bigs pretrain: %s\n", err.c_str());
-      return 1;
-    }
+    if (!model_build(&m, c, (int)micro, R, &err)) return fail(cmd, err);
     model_init(&m, (uint64_t)seed);
     mom1.assign(m.num_params, 0.0f);
     mom2.assign(m.num_params, 0.0f);
   }
   m.dropout = (float)dropout;
   m.dropout_seed = (uint64_t)seed;
-  if (!model_use_device(&m, device, &mom1, &mom2, &err)) {
-    fprintf(stderr, "bigs pretrain: %s\n", err.c_str());
-    return 1;
-  }
+  if (!model_use_device(&m, device, &mom1, &mom2, &err)) return fail(cmd, err);
   print_model_plan(m);
   printf("settings:\n");
   print_settings(stdout, flags);
   printf("data: %zu training shards, %" PRIu64 " sequences of T = %d; %" PRIu64 " validation sequences\n",
          tr.paths.size(), tr.total, T, va.total);
-  if (!make_dir(out, &err)) {
-    fprintf(stderr, "bigs pretrain: %s\n", err.c_str());
-    return 1;
-  }
+  if (!make_dir(out, &err)) return fail(cmd, err);
   std::string log_path = out + "/log.jsonl";
   FILE* log = fopen(log_path.c_str(), resume.empty() ? "w" : "a");
-  if (!log) {
-    fprintf(stderr, "bigs pretrain: cannot write %s: %s\n", log_path.c_str(), strerror(errno));
-    return 1;
-  }
+  if (!log) return fail(cmd, strf("cannot write %s: %s", log_path.c_str(), strerror(errno)));
   auto save = [&](const char* why) {
     model_to_host(m, &mom1, &mom2);  // from the GPU, when the model is there
     bool ok = checkpoint_save(out + "/state.bin", m, &mom1, &mom2, step, samples, (uint64_t)seed, &err) &&
@@ -3854,7 +4467,7 @@ static int cmd_pretrain(int argc, char** argv) {
     if (ok)
       printf("saved %s/state.bin and %s/model.bin at step %" PRIu64 " (%s)\n", out.c_str(), out.c_str(), step, why);
     else
-      fprintf(stderr, "bigs pretrain: %s\n", err.c_str());
+      fail(cmd, err);
     return ok;
   };
   auto validate = [&]() {
@@ -3870,7 +4483,7 @@ static int cmd_pretrain(int argc, char** argv) {
 
   signal(SIGINT, on_stop_signal);
   signal(SIGTERM, on_stop_signal);
-  const int accum = (int)(batch / micro);
+  StepSettings ss{(int)micro, (int)(batch / micro), clip, opt};
   std::vector<int> ids((size_t)batch * T), types((size_t)batch * T, 0), targets((size_t)batch * T);
   DataOrder order;  // keeps the current shard open across steps
   order.s = &tr, order.seed = (uint64_t)seed;
@@ -3880,52 +4493,32 @@ static int cmd_pretrain(int argc, char** argv) {
   int status = 0;
   const uint64_t last = stop_at ? std::min<uint64_t>(stop_at, steps) : steps;
   while (step < last) {
-    // One optimizer batch: read and mask all of it first, so the loss can be
-    // normalised by its total number of predictions; then accumulate.
-    long long rows = 0;
+    // One optimizer batch, read and masked whole (the step normalises the
+    // loss by all its predictions).
     for (long long b = 0; b < batch; b++) {
-      if (!order.read(samples + b, &ids[(size_t)b * T], &err)) {
-        fprintf(stderr, "bigs pretrain: %s\n", err.c_str());
-        return 1;
-      }
+      if (!order.read(samples + b, &ids[(size_t)b * T], &err)) return fail(cmd, err);
       Rng rng = mask_rng_train((uint64_t)seed, samples + b);
-      rows += mask_sequence(&ids[(size_t)b * T], &targets[(size_t)b * T], T, m.c.V, tr.h, ms, rng);
-    }
-    model_zero_grad(m);
-    double loss_sum = 0;
-    for (int k = 0; k < accum; k++) {
-      size_t off = (size_t)k * micro * T;
-      Batch bt{(int)micro, &ids[off], &types[off], &targets[off], nullptr};
-      m.dropout_stream = step * accum + k;
-      Loss loss;
-      if (!model_forward(m, bt, true, &loss, &err)) {
-        fprintf(stderr, "bigs pretrain: step %" PRIu64 ": %s\n", step + 1, err.c_str());
-        return 1;
-      }
-      model_backward(m, bt, true, loss, 1.0f / (float)rows);
-      loss_sum += loss.sum;
-    }
-    double loss = loss_sum / rows, norm = clip_grad_norm(m, clip);
-    if (!std::isfinite(loss) || !std::isfinite(norm)) {
-      fprintf(stderr,
-              "bigs pretrain: step %" PRIu64
-              ": the loss is %g and the gradient norm %g; stopping. The last good "
-              "checkpoint is %s/state.bin; try a lower --lr or a tighter --grad-clip\n",
-              step + 1, loss, norm, out.c_str());
-      fclose(log);
-      return 1;
+      mask_sequence(&ids[(size_t)b * T], &targets[(size_t)b * T], T, m.c.V, tr.h, ms, rng);
     }
     double lr_now = lr_at(sched, (long long)step);
-    adamw_step(m, mom1, mom2, (float)lr_now, opt, (long long)step + 1);
+    StepResult r;
+    if (!train_step(m, Batch{(int)batch, ids.data(), types.data(), targets.data(), nullptr}, ss, step, lr_now, mom1,
+                    mom2, &r, &err)) {
+      fclose(log);
+      if (r.finite) return fail(cmd, strf("step %" PRIu64 ": %s", step + 1, err.c_str()));
+      return fail(cmd, strf("step %" PRIu64 ": %s; stopping. The last good checkpoint is %s/state.bin; try a lower "
+                            "--lr or a tighter --grad-clip",
+                            step + 1, err.c_str(), out.c_str()));
+    }
     step++;
     samples += batch;
     // %.17g: the exact double, so runs can be compared bit for bit.
-    fprintf(log, "{\"step\": %" PRIu64 ", \"loss\": %.17g, \"lr\": %.9g, \"grad_norm\": %.9g}\n", step, loss, lr_now,
-            norm);
+    fprintf(log, "{\"step\": %" PRIu64 ", \"loss\": %.17g, \"lr\": %.9g, \"grad_norm\": %.9g}\n", step, r.loss, lr_now,
+            r.grad_norm);
     if (step % log_every == 0 || step == (uint64_t)steps) {
       double t = now_seconds(), per_step = (t - t_start) / (double)(step - step0);
       printf("step %" PRIu64 "/%lld | loss %.4f | lr %.3g | grad norm %.3f | %.0f tokens/s | %s left\n", step, steps,
-             loss, lr_now, norm, (double)batch * T * (double)(step - last_logged) / (t - t_last),
+             r.loss, lr_now, r.grad_norm, (double)batch * T * (double)(step - last_logged) / (t - t_last),
              format_duration(per_step * (double)(steps - step)).c_str());
       t_last = t, last_logged = step;
       fflush(stdout);
@@ -3951,7 +4544,7 @@ static int cmd_pretrain(int argc, char** argv) {
     }
   }
   if (status == 0 && !validate()) status = 1;
-  if (status == 1) fprintf(stderr, "bigs pretrain: %s\n", err.c_str());
+  if (status == 1) fail(cmd, err);
   fclose(log);
   if (!save(status ? "interrupted; continue with --resume" : step < (uint64_t)steps ? "--stop-at" : "final")) return 1;
   return status;
@@ -3962,6 +4555,7 @@ static const char* kFillMaskUsage =
     "For each [MASK] of each text, prints K lines: token<TAB>probability.";
 
 static int cmd_fill_mask(int argc, char** argv) {
+  const char* cmd = "fill-mask";
   std::string ckpt, vocab;
   Device device;
   long long top_k = 5, seq = 0, threads = 0;
@@ -3974,61 +4568,34 @@ static int cmd_fill_mask(int argc, char** argv) {
   };
   device_flags(&flags, &device);
   std::vector<std::string> texts;
+  if (int rc = parse_command(cmd, argc, argv, flags, kFillMaskUsage, &texts); rc >= 0) return rc;
+  if (ckpt.empty() || vocab.empty()) return fail(cmd, "--ckpt and --vocab are required", 2);
+  if (texts.empty()) return fail(cmd, "give at least one text with [MASK] in it", 2);
   std::string err;
-  int rc = parse_flags(argc, argv, flags, kFillMaskUsage, &texts, &err);
-  if (rc == 1) return 0;
-  if (rc == 0 && (ckpt.empty() || vocab.empty())) err = "--ckpt and --vocab are required", rc = 2;
-  if (rc == 0 && texts.empty()) err = "give at least one text with [MASK] in it", rc = 2;
-  if (rc == 0 && !device_check(device, &err)) rc = 2;
-  if (rc != 0) {
-    fprintf(stderr, "bigs fill-mask: %s\n", err.c_str());
-    return 2;
-  }
+  if (!device_check(device, &err)) return fail(cmd, err, 2);
   set_threads(threads);
   Tokenizer tok;
-  if (!tok.load(vocab, &err)) {
-    fprintf(stderr, "bigs fill-mask: %s\n", err.c_str());
-    return 1;
-  }
+  if (!tok.load(vocab, &err)) return fail(cmd, err);
   CkptHeader h;
   std::vector<float> data;
   Model m;
-  if (!checkpoint_read(ckpt, &h, &data, &err)) {
-    fprintf(stderr, "bigs fill-mask: %s\n", err.c_str());
-    return 1;
-  }
+  if (!checkpoint_read(ckpt, &h, &data, &err)) return fail(cmd, err);
   int T = seq ? (int)seq : h.T;
-  if (!model_from_checkpoint(ckpt, 1, T, T, -1, &m, &h, &data, nullptr, &err)) {
-    fprintf(stderr, "bigs fill-mask: %s\n", err.c_str());
-    return 1;
-  }
-  if (tok.vocab_size() != m.c.V) {
-    fprintf(stderr,
-            "bigs fill-mask: %s has %d tokens but the model's vocabulary has %d; use the vocab it was "
-            "trained with\n",
-            vocab.c_str(), tok.vocab_size(), m.c.V);
-    return 1;
-  }
-  if (!model_use_device(&m, device, nullptr, nullptr, &err)) {
-    fprintf(stderr, "bigs fill-mask: %s\n", err.c_str());
-    return 1;
-  }
+  if (!model_from_checkpoint(ckpt, 1, T, T, -1, &m, &h, &data, nullptr, &err)) return fail(cmd, err);
+  if (tok.vocab_size() != m.c.V)
+    return fail(cmd, strf("%s has %d tokens but the model's vocabulary has %d; use the vocab it was trained with",
+                          vocab.c_str(), tok.vocab_size(), m.c.V));
+  if (!model_use_device(&m, device, nullptr, nullptr, &err)) return fail(cmd, err);
   for (const std::string& text : texts) {
     std::vector<int> ids, types, targets(T, -1);
     tok.encode_model_input(text, nullptr, T, true, &ids, &types);
     int masks = 0;
     for (int t = 0; t < T; t++)
       if (ids[t] == tok.mask_id()) targets[t] = 0, masks++;  // any target: only the logits are used
-    if (masks == 0) {
-      fprintf(stderr, "bigs fill-mask: no [MASK] in \"%s\" (within the first %d tokens)\n", text.c_str(), T);
-      return 1;
-    }
+    if (masks == 0) return fail(cmd, strf("no [MASK] in \"%s\" (within the first %d tokens)", text.c_str(), T));
     Batch bt{1, ids.data(), types.data(), targets.data(), nullptr};
     Loss loss;
-    if (!model_forward(m, bt, false, &loss, &err)) {
-      fprintf(stderr, "bigs fill-mask: %s\n", err.c_str());
-      return 1;
-    }
+    if (!model_forward(m, bt, false, &loss, &err)) return fail(cmd, err);
     for (int r = 0; r < loss.count; r++) {
       const float* x = m.a.logits + (size_t)r * m.c.V;
       float mx = *std::max_element(x, x + m.c.V);
@@ -4088,7 +4655,7 @@ static bool task_load(const std::string& path, TaskData* d, std::string* err) {
   return ok;
 }
 
-// The metrics of BIGS.md section 7. Predictions are class indices (or the
+// The metrics of docs/MODEL.md section 12. Predictions are class indices (or the
 // score for STS-B). Conventions follow scikit-learn / scipy: MCC and F1 are
 // 0 where undefined (a constant prediction); Spearman ranks ties by their
 // average rank; Pearson is 0 for a constant input.
@@ -4207,8 +4774,9 @@ static bool task_evaluate(Model& m, const TaskData& d, TaskMetrics* tm, double* 
 }
 
 // Loads a classification model for a task file from a checkpoint. A head of
-// the wrong size (or none: a pretrained MLM checkpoint) is initialised anew,
-// as BIGS.md section 3 says: N(0, 0.02) weights, zero biases.
+// the wrong size (or none: a pretrained MLM checkpoint) is initialised anew
+// as the parameter table says (docs/MODEL.md section 9): the pooler N(0,
+// 0.02), the classifier lecun normal, zero biases.
 static bool task_model(const std::string& ckpt, const TaskData& d, int B, uint64_t seed, bool allow_new_head, Model* m,
                        std::string* err) {
   CkptHeader h;
@@ -4218,7 +4786,7 @@ static bool task_model(const std::string& ckpt, const TaskData& d, int B, uint64
   if (m->c.T != d.T) {
     *err = strf(
         "%s has T = %d but the task file has T = %d; rebuild it with `data_prep glue --seq %d` (inputs "
-        "are padded to the checkpoint's T, BIGS.md section 4)",
+        "are padded to the checkpoint's T, docs/MODEL.md section 10)",
         ckpt.c_str(), m->c.T, d.T, m->c.T);
     return false;
   }
@@ -4236,7 +4804,7 @@ static bool task_model(const std::string& ckpt, const TaskData& d, int B, uint64
     Rng rng{seed ^ 0xC1A55ull};
     for (const TensorInfo& t : m->table)
       if (std::find(fresh.begin(), fresh.end(), t.name) != fresh.end())
-        for (size_t i = 0; i < t.count; i++) m->params_mem[t.offset + i] = t.decay ? rng.normal() * 0.02f : 0.0f;
+        init_tensor(&m->params_mem[t.offset], t, rng, {});
     printf("new classification head with %u labels: %s\n", d.h.num_labels,
            fresh.size() == 4 ? "pool_w, pool_b, cls_w, cls_b" : "");
   }
@@ -4268,11 +4836,12 @@ static void inference_flags(std::vector<Flag>* f, Device* device, long long* bat
 
 static const char* kFinetuneUsage =
     "usage: bigs finetune --task TASK --init CKPT --train F --dev F [--dev2 F] [options]\n"
-    "Fine-tunes a classifier on a GLUE task file (from `data_prep glue`) with the recipe of BIGS.md\n"
-    "section 6; evaluates on --dev (and --dev2, e.g. MNLI mismatched) after every epoch and keeps the\n"
+    "Fine-tunes a classifier on a GLUE task file (from `data_prep glue`) with the recipe of docs/MODEL.md\n"
+    "section 12; evaluates on --dev (and --dev2, e.g. MNLI mismatched) after every epoch and keeps the\n"
     "best checkpoint by the task's main metric in OUT/best.bin (the last in OUT/last.bin).";
 
 static int cmd_finetune(int argc, char** argv) {
+  const char* cmd = "finetune";
   std::string task, init, train, dev, dev2, out = "out/finetune";
   Device device;
   long long epochs = 3, batch = 16, micro = 16, eval_every = 0, seed = 1, threads = 0, log_every = 50;
@@ -4299,20 +4868,12 @@ static int cmd_finetune(int argc, char** argv) {
   };
   device_flags(&flags, &device);
   optimizer_flags(&flags, &opt, &clip);
-  std::vector<std::string> rest;
+  if (int rc = parse_command(cmd, argc, argv, flags, kFinetuneUsage, nullptr); rc >= 0) return rc;
+  if (task.empty() || init.empty() || train.empty() || dev.empty())
+    return fail(cmd, "--task, --init, --train and --dev are required", 2);
+  if (batch % micro != 0) return fail(cmd, strf("--micro-batch %lld does not divide --batch %lld", micro, batch), 2);
   std::string err;
-  int rc = parse_flags(argc, argv, flags, kFinetuneUsage, &rest, &err);
-  if (rc == 1) return 0;
-  if (rc == 0 && !rest.empty()) err = "unexpected argument '" + rest[0] + "'", rc = 2;
-  if (rc == 0 && (task.empty() || init.empty() || train.empty() || dev.empty()))
-    err = "--task, --init, --train and --dev are required", rc = 2;
-  if (rc == 0 && batch % micro != 0)
-    err = strf("--micro-batch %lld does not divide --batch %lld", micro, batch), rc = 2;
-  if (rc == 0 && !device_check(device, &err)) rc = 2;
-  if (rc != 0) {
-    fprintf(stderr, "bigs finetune: %s\n", err.c_str());
-    return 2;
-  }
+  if (!device_check(device, &err)) return fail(cmd, err, 2);
   set_threads(threads);
   TaskData tr, dv, dv2;
   Model m;
@@ -4322,16 +4883,10 @@ static int cmd_finetune(int argc, char** argv) {
   if (ok && !tr.h.has_labels) err = train + " has no labels (a test split)", ok = false;
   if (ok && tr.n == 0) err = train + " holds no examples", ok = false;
   ok = ok && task_model(init, tr, (int)micro, (uint64_t)seed, true, &m, &err) && make_dir(out, &err);
-  if (!ok) {
-    fprintf(stderr, "bigs finetune: %s\n", err.c_str());
-    return 1;
-  }
+  if (!ok) return fail(cmd, err);
   m.dropout = (float)dropout;
   m.dropout_seed = (uint64_t)seed;
-  if (!model_use_device(&m, device, nullptr, nullptr, &err)) {
-    fprintf(stderr, "bigs finetune: %s\n", err.c_str());
-    return 1;
-  }
+  if (!model_use_device(&m, device, nullptr, nullptr, &err)) return fail(cmd, err);
   const int T = m.c.T;
   const long long steps_per_epoch = (long long)((tr.n + batch - 1) / batch), total = steps_per_epoch * epochs;
   LrSchedule sched{Schedule::Linear, lr, (long long)std::llround(warmup_frac * total), total, 0};
@@ -4341,11 +4896,9 @@ static int cmd_finetune(int argc, char** argv) {
   print_settings(stdout, flags);
   std::string log_path = out + "/log.jsonl";
   FILE* log = fopen(log_path.c_str(), "w");
-  if (!log) {
-    fprintf(stderr, "bigs finetune: cannot write %s: %s\n", log_path.c_str(), strerror(errno));
-    return 1;
-  }
+  if (!log) return fail(cmd, strf("cannot write %s: %s", log_path.c_str(), strerror(errno)));
   std::vector<float> mom1(m.num_params, 0.0f), mom2(m.num_params, 0.0f);
+  StepSettings ss{(int)micro, (int)(batch / micro), clip, opt};
   double best = -1e300;
   long long step = 0;
   auto evaluate = [&](const char* when) {
@@ -4382,33 +4935,21 @@ static int cmd_finetune(int argc, char** argv) {
         std::copy_n(&tr.types[e * T], T, &types[k * T]);
         labels[k] = tr.labels[e];
       }
-      model_zero_grad(m);
-      double loss_sum = 0;
-      for (size_t k = 0; k < count; k += (size_t)micro) {
-        int B = (int)std::min<size_t>((size_t)micro, count - k);
-        Batch bt{B, &ids[k * T], &types[k * T], nullptr, &labels[k]};
-        m.dropout_stream = (uint64_t)(step * (batch / micro) + (long long)(k / micro));
-        Loss loss;
-        if (!model_forward(m, bt, true, &loss, &err)) {
-          fprintf(stderr, "bigs finetune: step %lld: %s\n", step + 1, err.c_str());
-          return 1;
-        }
-        model_backward(m, bt, true, loss, 1.0f / (float)count);
-        loss_sum += loss.sum;
-      }
-      double loss = loss_sum / count, norm = clip_grad_norm(m, clip);
-      if (!std::isfinite(loss) || !std::isfinite(norm)) {
-        fprintf(stderr, "bigs finetune: step %lld: the loss is %g; stopping (best so far: %s/best.bin)\n", step + 1,
-                loss, out.c_str());
-        return 1;
-      }
       double lr_now = lr_at(sched, step);
-      adamw_step(m, mom1, mom2, (float)lr_now, opt, step + 1);
+      StepResult r;
+      if (!train_step(m, Batch{(int)count, ids.data(), types.data(), nullptr, labels.data()}, ss, (uint64_t)step,
+                      lr_now, mom1, mom2, &r, &err)) {
+        if (r.finite) return fail(cmd, strf("step %lld: %s", step + 1, err.c_str()));
+        return fail(cmd,
+                    strf("step %lld: %s; stopping (best so far: %s/best.bin)", step + 1, err.c_str(), out.c_str()));
+      }
       step++;
-      fprintf(log, "{\"step\": %lld, \"loss\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g}\n", step, loss, lr_now, norm);
+      fprintf(log, "{\"step\": %lld, \"loss\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g}\n", step, r.loss, lr_now,
+              r.grad_norm);
       if (step % log_every == 0) {
         double t = now_seconds();
-        printf("step %lld/%lld | loss %.4f | lr %.3g | grad norm %.3f | %s left\n", step, total, loss, lr_now, norm,
+        printf("step %lld/%lld | loss %.4f | lr %.3g | grad norm %.3f | %s left\n", step, total, r.loss, lr_now,
+               r.grad_norm,
                format_duration((t - t0) / step * (total - step)).c_str());
         fflush(stdout);
       }
@@ -4418,21 +4959,20 @@ static int cmd_finetune(int argc, char** argv) {
     if (!status && !evaluate(strf("epoch %lld", epoch + 1).c_str())) status = 1;
   }
   fclose(log);
-  if (status == 1) fprintf(stderr, "bigs finetune: %s\n", err.c_str());
+  if (status == 1) fail(cmd, err);
   model_to_host(m, nullptr, nullptr);
-  if (!checkpoint_save(out + "/last.bin", m, nullptr, nullptr, (uint64_t)step, 0, (uint64_t)seed, &err)) {
-    fprintf(stderr, "bigs finetune: %s\n", err.c_str());
-    return 1;
-  }
+  if (!checkpoint_save(out + "/last.bin", m, nullptr, nullptr, (uint64_t)step, 0, (uint64_t)seed, &err))
+    return fail(cmd, err);
   printf("best dev %.4f; checkpoints %s/best.bin and %s/last.bin\n", best, out.c_str(), out.c_str());
   return status;
 }
 
 static const char* kEvalUsage =
     "usage: bigs eval --task TASK --ckpt CKPT --dev F [--dev F2 ...]\n"
-    "Prints the task's metrics (BIGS.md section 7) on each labelled task file.";
+    "Prints the task's metrics (docs/MODEL.md section 12) on each labelled task file.";
 
 static int cmd_eval(int argc, char** argv) {
+  const char* cmd = "eval";
   std::string task, ckpt, dev;
   Device device;
   long long batch = 32, threads = 0;
@@ -4443,32 +4983,25 @@ static int cmd_eval(int argc, char** argv) {
   };
   inference_flags(&flags, &device, &batch, &threads);
   std::vector<std::string> files;
-  std::string err;
-  int rc = parse_flags(argc, argv, flags, kEvalUsage, &files, &err);
-  if (rc == 1) return 0;
+  if (int rc = parse_command(cmd, argc, argv, flags, kEvalUsage, &files); rc >= 0) return rc;
   if (!dev.empty()) files.insert(files.begin(), dev);
-  if (rc == 0 && (task.empty() || ckpt.empty() || files.empty())) err = "--task, --ckpt and --dev are required", rc = 2;
-  if (rc == 0 && !device_check(device, &err)) rc = 2;
-  if (rc != 0) {
-    fprintf(stderr, "bigs eval: %s\n", err.c_str());
-    return 2;
-  }
+  if (task.empty() || ckpt.empty() || files.empty()) return fail(cmd, "--task, --ckpt and --dev are required", 2);
+  std::string err;
+  if (!device_check(device, &err)) return fail(cmd, err, 2);
   set_threads(threads);
   for (const std::string& f : files) {
     TaskData d;
     Model m;
     TaskMetrics tm;
     double loss;
-    if (!task_model_for(ckpt, f, task, device, (int)batch, &d, &m, &err) || !task_evaluate(m, d, &tm, &loss, &err)) {
-      fprintf(stderr, "bigs eval: %s\n", err.c_str());
-      return 1;
-    }
+    if (!task_model_for(ckpt, f, task, device, (int)batch, &d, &m, &err) || !task_evaluate(m, d, &tm, &loss, &err))
+      return fail(cmd, err);
     printf("%s %s (%zu examples): %s  loss %.4f\n", task.c_str(), d.split.c_str(), d.n, tm.text.c_str(), loss);
   }
   return 0;
 }
 
-// The submission file's name for a task and split (BIGS.md section 7).
+// The submission file's name for a task and split (docs/MODEL.md section 12).
 static std::string submission_name(const std::string& task, const std::string& split) {
   if (task == "mnli") return split.find("mismatched") != std::string::npos ? "MNLI-mm" : "MNLI-m";
   const char* names[][2] = {{"cola", "CoLA"}, {"sst2", "SST-2"}, {"mrpc", "MRPC"}, {"stsb", "STS-B"}, {"qqp", "QQP"},
@@ -4484,6 +5017,7 @@ static const char* kPredictUsage =
     "For ax, pass --task ax and the MNLI-fine-tuned checkpoint.";
 
 static int cmd_predict(int argc, char** argv) {
+  const char* cmd = "predict";
   std::string task, ckpt, test, out = "submission";
   Device device;
   long long batch = 32, threads = 0;
@@ -4494,36 +5028,24 @@ static int cmd_predict(int argc, char** argv) {
       {Flag::Str, "out", &out, 0, 0, "directory for the submission files"},
   };
   inference_flags(&flags, &device, &batch, &threads);
-  std::vector<std::string> rest;
+  if (int rc = parse_command(cmd, argc, argv, flags, kPredictUsage, nullptr); rc >= 0) return rc;
+  if (task.empty() || ckpt.empty() || test.empty()) return fail(cmd, "--task, --ckpt and --test are required", 2);
   std::string err;
-  int rc = parse_flags(argc, argv, flags, kPredictUsage, &rest, &err);
-  if (rc == 1) return 0;
-  if (rc == 0 && !rest.empty()) err = "unexpected argument '" + rest[0] + "'", rc = 2;
-  if (rc == 0 && (task.empty() || ckpt.empty() || test.empty())) err = "--task, --ckpt and --test are required", rc = 2;
-  if (rc == 0 && !device_check(device, &err)) rc = 2;
-  if (rc != 0) {
-    fprintf(stderr, "bigs predict: %s\n", err.c_str());
-    return 2;
-  }
+  if (!device_check(device, &err)) return fail(cmd, err, 2);
   set_threads(threads);
   TaskData d;
   Model m;
   std::vector<double> pred;
   double loss;
   if (!task_model_for(ckpt, test, task, device, (int)batch, &d, &m, &err) || !task_predict(m, d, &pred, &loss, &err) ||
-      !make_dir(out, &err)) {
-    fprintf(stderr, "bigs predict: %s\n", err.c_str());
-    return 1;
-  }
+      !make_dir(out, &err))
+    return fail(cmd, err);
   std::vector<size_t> order(d.n);
   for (size_t i = 0; i < d.n; i++) order[i] = i;
   std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return d.index[a] < d.index[b]; });
   std::string path = out + "/" + submission_name(task, d.split) + ".tsv";
   AtomicFile f;
-  if (!f.open(path, &err)) {
-    fprintf(stderr, "bigs predict: %s\n", err.c_str());
-    return 1;
-  }
+  if (!f.open(path, &err)) return fail(cmd, err);
   fprintf(f.f, "index\tprediction\n");
   for (size_t i : order) {
     if (m.c.labels == 1)
@@ -4531,35 +5053,112 @@ static int cmd_predict(int argc, char** argv) {
     else
       fprintf(f.f, "%u\t%s\n", d.index[i], d.h.label_names[(int)pred[i]]);
   }
-  if (!f.commit(&err)) {
-    fprintf(stderr, "bigs predict: %s\n", err.c_str());
-    return 1;
-  }
+  if (!f.commit(&err)) return fail(cmd, err);
   printf("wrote %s: %zu predictions\n", path.c_str(), d.n);
   return 0;
 }
 
 static const char* kBenchUsage =
     "usage: bigs bench [--config large] [--seq 128] [--batch 8] [--steps 10] [--device auto] [--precision bf16]\n"
-    "       bigs bench --plan [--config large] [--seq 128] [--precision bf16] [--memory-gb G]\n"
+    "       bigs bench --plan [--config large] [--seq 128] [--batch 8] [--precision bf16] [--memory-gb G]\n"
     "Times full training steps (forward, backward, grad norm, AdamW) on random tokens after warm-up and\n"
     "prints tokens/s and MFU. FLOPs per step = 6 x dense weights x tokens (the seven dense layers of every\n"
     "layer) + 6 x P x (H^2 + V H) (the MLM head on the P predicted rows) + 12 L B H x 2.5 n log2 n (six\n"
     "real FFTs of length n = fft_size(T) per channel and SSM, two SSMs per layer). MFU is against 989\n"
     "TFLOP/s, the dense bf16 peak of an H100/H200 SXM, whatever precision runs; on a GPU the run also times\n"
     "a large bf16 cuBLASLt product and reports the step's FLOP rate as a share of that measured peak.\n"
-    "--plan computes the GPU memory plan (no GPU needed) and the largest batch that fits in --memory-gb.";
+    "Both print the cost device's prediction of the step on an H200 (a roofline per operation; --plan\n"
+    "prints the table by operation). --plan runs nothing and needs no GPU: it also prints the GPU memory\n"
+    "plan and the largest batch that fits in --memory-gb.";
+
+// bench's batch: random tokens away from the special ids, per_seq evenly
+// spaced predicted positions in every sequence.
+static void bench_batch(const Config& c, int B, int per_seq, uint64_t seed, std::vector<int>* ids,
+                        std::vector<int>* types, std::vector<int>* targets) {
+  const int T = c.T;
+  Rng rng{seed};
+  ids->assign((size_t)B * T, 0), types->assign((size_t)B * T, 0), targets->assign((size_t)B * T, -1);
+  for (int& id : *ids) id = 999 + (int)rng.below((uint32_t)(c.V - 999));
+  for (int b = 0; b < B; b++)
+    for (int k = 0; k < per_seq; k++) (*targets)[(size_t)b * T + 1 + (size_t)k * (T - 1) / per_seq] = (*ids)[0];
+}
+
+// The model FLOPs of one bench step (see kBenchUsage), for tokens/s and MFU.
+static double bench_flops(const Config& c, int B, int P) {
+  double H = c.H, I = c.I, L = c.L, V = c.V, tokens = (double)B * c.T, n = fft_size(c.T);
+  double dense = L * (3 * I * H + 4 * H * H);
+  return 6 * dense * tokens + 6 * P * (H * H + V * H) + 12 * L * B * H * 2.5 * n * std::log2(n);
+}
+
+// One bench step (one micro-batch of B sequences with per_seq predictions
+// each) on the cost device, in the GPU's precision: the same orchestration
+// as the real step, then the optimizer's launches.
+static bool bench_step_cost(const Config& c, int B, int per_seq, Precision prec, CostLedger* led, std::string* err) {
+  if (prec == Precision::Tf32) {
+    *err = "the cost model has ceilings for bf16 and fp32 only (no TF32 rate): use --precision bf16 or fp32";
+    return false;
+  }
+  Model m;
+  if (!model_shape(&m, c, B, B * per_seq, err)) return false;
+  std::vector<int> ids, types, targets;
+  bench_batch(c, B, per_seq, 1, &ids, &types, &targets);
+  Batch bt{B, ids.data(), types.data(), targets.data(), nullptr};
+  size_t n = table_total(param_table(c, kDevAlign));
+  bool ok = false;
+  auto run = [&](auto& d) {
+    Loss loss;
+    ok = forward_on(d, m, bt, true, &loss, err);
+    if (ok) backward_on(d, m, bt, true, loss, 1.0f);
+  };
+  led->add(zero_grad_cost(n));
+  if (prec == Precision::Bf16) {
+    Cost<uint16_t> d(*led, c, B, B * per_seq);  // a 2-byte type sizes bf16
+    run(d);
+  } else {
+    Cost<float> d(*led, c, B, B * per_seq);
+    run(d);
+  }
+  led->add(grad_norm_cost(n));
+  led->add(adamw_cost(n, prec == Precision::Bf16));
+  return ok;
+}
+
+static void print_cost_table(const CostLedger& led) {
+  printf("  %-28s %6s %9s %10s %9s %9s %6s\n", "operation", "calls", "launches", "GFLOP", "GB", "ms", "share");
+  CostRow t = led.total();
+  for (const CostRow& r : led.rows)
+    printf("  %-28s %6.0f %9.0f %10.2f %9.3f %9.3f %5.1f%%\n", r.op.c_str(), r.calls, r.launches, r.flops / 1e9,
+           r.bytes / 1e9, r.seconds * 1e3, 100 * r.seconds / t.seconds);
+  printf("  %-28s %6.0f %9.0f %10.2f %9.3f %9.3f\n", "total", t.calls, t.launches, t.flops / 1e9, t.bytes / 1e9,
+         t.seconds * 1e3);
+}
+
+// "bench: predicted ..." (dev/gpu_check.sh reads this line).
+static void print_cost_prediction(const CostLedger& led, const Config& c, int B, int P) {
+  double s = led.total().seconds, tokens = (double)B * c.T;
+  printf("bench: predicted on an H200 %.2f ms/step  %.0f tokens/s  MFU %.2f%% (of 989 TFLOP/s; cost model)\n", s * 1e3,
+         tokens / s, 100 * bench_flops(c, B, P) / s / 989e12);
+}
 
 #ifdef __CUDACC__
+__global__ void fill_uniform_kernel(bf16* x, size_t n, uint64_t seed) {
+  size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+  if (i < n) x[i] = __float2bfloat16(2.0f * uniform_at(seed, 0, i) - 1.0f);
+}
+
 // The bf16 dense peak this GPU reaches here: an (8192 x 8192) x (8192 x
 // 8192) product through the same matmul as the model, fp32 accumulation,
-// timed over a few runs after one untimed. Returns FLOP/s.
+// timed over a few runs after one untimed, on random operands in [-1, 1]
+// (zeros read about 12% high on Hopper). Returns FLOP/s.
 static double measure_bf16_peak(CudaCtx& ctx) {
   const int n = 8192, reps = 10;
+  const size_t count = (size_t)n * n;
   bf16 *a = nullptr, *b = nullptr, *d = nullptr;
+  uint64_t seed = 1;
   for (bf16** x : {&a, &b, &d}) {
-    cudaCheck(cudaMalloc(x, (size_t)n * n * sizeof(bf16)));
-    cudaCheck(cudaMemsetAsync(*x, 0, (size_t)n * n * sizeof(bf16), ctx.stream));
+    cudaCheck(cudaMalloc(x, count * sizeof(bf16)));
+    fill_uniform_kernel<<<grid_for(count), kThreads, 0, ctx.stream>>>(*x, count, seed++);
+    launchCheck();
   }
   cudaEvent_t t0, t1;
   cudaCheck(cudaEventCreate(&t0));
@@ -4579,6 +5178,7 @@ static double measure_bf16_peak(CudaCtx& ctx) {
 #endif
 
 static int cmd_bench(int argc, char** argv) {
+  const char* cmd = "bench";
   std::string config = "large";
   Device device;
   long long seq = 128, batch = 8, steps = 10, warmup = 2, seed = 1, threads = 0;
@@ -4592,29 +5192,23 @@ static int cmd_bench(int argc, char** argv) {
       {Flag::Int, "warmup", &warmup, 1, 1 << 20, "untimed steps first (plans, caches, clocks)"},
       {Flag::Int, "seed", &seed, 0, 1LL << 62, "seed of the init and the tokens"},
       {Flag::Int, "threads", &threads, 0, 4096, "CPU threads; 0 = all"},
-      {Flag::Switch, "plan", &plan_only, 0, 0, "print the GPU memory plan and the batch that fits; run nothing"},
+      {Flag::Switch, "plan", &plan_only, 0, 0,
+       "print the GPU memory plan, the batch that fits and the predicted step; run nothing"},
       {Flag::Num, "memory-gb", &memory_gb, 0, 1e6,
-       "--plan: GPU memory to plan for; 0 = this GPU's free memory, "
-       "else 141 (H200)"},
+       "--plan: GPU memory to plan for; 0 = this GPU's free memory, else 141 (H200)"},
   };
   device_flags(&flags, &device);
-  std::vector<std::string> rest;
+  if (int rc = parse_command(cmd, argc, argv, flags, kBenchUsage, nullptr); rc >= 0) return rc;
   std::string err;
-  int rc = parse_flags(argc, argv, flags, kBenchUsage, &rest, &err);
-  if (rc == 1) return 0;
-  if (rc == 0 && !rest.empty()) err = "unexpected argument '" + rest[0] + "'", rc = 2;
-  if (rc == 0 && !device_check(device, &err)) rc = 2;
   Config c;
-  if (rc == 0 && !config_load(config, &c, &err)) rc = 2;
-  if (rc != 0) {
-    fprintf(stderr, "bigs bench: %s\n", err.c_str());
-    return 2;
-  }
+  if (!device_check(device, &err) || !config_load(config, &c, &err)) return fail(cmd, err, 2);
   if (c.V == 0) c.V = 30522;  // bert-large-uncased's vocabulary
   c.T = (int)seq;
   const int B = (int)batch, T = c.T, per_seq = std::min(20, std::max(1, (int)std::lround(0.15 * T)));
   Precision prec = Precision::Bf16;
   parse_precision(device.precision, &prec, &err);  // device_check accepted it
+  CostLedger led;
+  bool predicted = prec != Precision::Tf32 && bench_step_cost(c, B, per_seq, prec, &led, &err);
   if (plan_only) {
     double bytes = memory_gb * 1e9;
 #ifdef __CUDACC__
@@ -4629,57 +5223,42 @@ static int cmd_bench(int argc, char** argv) {
            precision_name(prec), fit);
     if (fit > 0) printf(" (%.2f GB)", gpu_plan(c, fit, fit * per_seq, prec).total() / 1e9);
     printf("\n");
+    if (!predicted) return prec == Precision::Tf32 ? 0 : fail(cmd, err);
+    printf(
+        "predicted training step on an H200, %s, batch %d, T %d (per operation: the larger of FLOPs at 790 "
+        "TFLOP/s bf16 tensor cores or 50 TFLOP/s CUDA cores and bytes at 3.8 TB/s, plus 4 us a launch):\n",
+        precision_name(prec), B, T);
+    print_cost_table(led);
+    print_cost_prediction(led, c, B, B * per_seq);
     return 0;
   }
-  if (device.name == "cuda" && !cuda_device_present()) {  // before minutes of host-side init
-    fprintf(stderr, "bigs bench: --device cuda: no CUDA device here; use --device cpu\n");
-    return 1;
-  }
+  if (device.name == "cuda" && !cuda_device_present())  // before minutes of host-side init
+    return fail(cmd, "--device cuda: no CUDA device here; use --device cpu");
   set_threads(threads);
   Model m;
-  if (!model_build(&m, c, B, B * per_seq, &err)) {
-    fprintf(stderr, "bigs bench: %s\n", err.c_str());
-    return 1;
-  }
+  if (!model_build(&m, c, B, B * per_seq, &err)) return fail(cmd, err);
   model_init(&m, (uint64_t)seed);
   std::vector<float> mom1(m.num_params, 0.0f), mom2(m.num_params, 0.0f);
-  if (!model_use_device(&m, device, &mom1, &mom2, &err)) {
-    fprintf(stderr, "bigs bench: %s\n", err.c_str());
-    return 1;
-  }
+  if (!model_use_device(&m, device, &mom1, &mom2, &err)) return fail(cmd, err);
   m.dropout = 0.1f;
   print_model_plan(m);
-  // Random tokens away from the special ids; per_seq evenly spaced targets.
-  Rng rng{(uint64_t)seed};
-  std::vector<int> ids((size_t)B * T), types((size_t)B * T, 0), targets((size_t)B * T, -1);
-  for (int& id : ids) id = 999 + (int)rng.below((uint32_t)(c.V - 999));
-  for (int b = 0; b < B; b++)
-    for (int k = 0; k < per_seq; k++) targets[(size_t)b * T + 1 + (size_t)k * (T - 1) / per_seq] = ids[0];
+  std::vector<int> ids, types, targets;
+  bench_batch(c, B, per_seq, (uint64_t)seed, &ids, &types, &targets);
   Batch bt{B, ids.data(), types.data(), targets.data(), nullptr};
-  AdamW opt;
-  auto step = [&](long long i) {
-    model_zero_grad(m);
-    m.dropout_stream = (uint64_t)i;
-    Loss loss;
-    if (!model_forward(m, bt, true, &loss, &err)) return false;
-    model_backward(m, bt, true, loss, 1.0f / (float)loss.count);
-    clip_grad_norm(m, 1.0);
-    adamw_step(m, mom1, mom2, 1e-5f, opt, i + 1);
-    return true;
-  };
+  StepSettings ss{B, 1, 1.0, AdamW{}};
+  StepResult r;
+  auto step = [&](long long i) { return train_step(m, bt, ss, (uint64_t)i, 1e-5, mom1, mom2, &r, &err); };
   for (long long i = 0; i < warmup; i++)
-    if (!step(i)) {
-      fprintf(stderr, "bigs bench: %s\n", err.c_str());
-      return 1;
-    }
+    if (!step(i)) return fail(cmd, err);
   double seconds = 0, peak = 0;
+  bool ok = true;
 #ifdef __CUDACC__
   if (m.gpu) {  // CUDA events on the model's stream: device time, not host time
     cudaEvent_t t0, t1;
     cudaCheck(cudaEventCreate(&t0));
     cudaCheck(cudaEventCreate(&t1));
     cudaCheck(cudaEventRecord(t0, m.gpu->ctx.stream));
-    for (long long i = 0; i < steps; i++) step(warmup + i);
+    for (long long i = 0; ok && i < steps; i++) ok = step(warmup + i);
     cudaCheck(cudaEventRecord(t1, m.gpu->ctx.stream));
     cudaCheck(cudaEventSynchronize(t1));
     float ms = 0;
@@ -4691,12 +5270,11 @@ static int cmd_bench(int argc, char** argv) {
 #endif
   if (!m.gpu) {
     double t0 = now_seconds();
-    for (long long i = 0; i < steps; i++) step(warmup + i);
+    for (long long i = 0; ok && i < steps; i++) ok = step(warmup + i);
     seconds = now_seconds() - t0;
   }
-  double H = c.H, I = c.I, L = c.L, V = c.V, tokens = (double)B * T, P = (double)B * per_seq, n = fft_size(T);
-  double dense = L * (3 * I * H + 4 * H * H);
-  double flops = 6 * dense * tokens + 6 * P * (H * H + V * H) + 12 * L * B * H * 2.5 * n * std::log2(n);
+  if (!ok) return fail(cmd, err);
+  double tokens = (double)B * T, flops = bench_flops(c, B, B * per_seq);
   double per_step = seconds / (double)steps, achieved = flops / per_step;
   printf(
       "bench: %s T %d  batch %d  %lld steps  %.2f ms/step  %.0f tokens/s  %.1f TFLOP/s  MFU %.2f%% (of 989 "
@@ -4706,8 +5284,11 @@ static int cmd_bench(int argc, char** argv) {
       : m.precision == Precision::Tf32 ? "cuda tf32"
                                        : "cuda fp32",
       T, B, steps, per_step * 1e3, tokens / per_step, achieved / 1e12, 100 * achieved / 989e12);
-  printf("bench: FLOPs per step %.4g = dense %.4g + MLM head %.4g + FFT %.4g\n", flops, 6 * dense * tokens,
-         6 * P * (H * H + V * H), 12 * L * B * H * 2.5 * n * std::log2(n));
+  double H = c.H, V = c.V, P = (double)B * per_seq, n = fft_size(T);
+  printf("bench: FLOPs per step %.4g = dense %.4g + MLM head %.4g + FFT %.4g\n", flops,
+         6 * (double)c.L * (3.0 * c.I * H + 4 * H * H) * tokens, 6 * P * (H * H + V * H),
+         12.0 * c.L * B * H * 2.5 * n * std::log2(n));
+  if (m.gpu && predicted) print_cost_prediction(led, c, B, B * per_seq);
 #ifdef __CUDACC__
   if (m.gpu) {  // after the result is out: its 384 MB may not fit next to a large batch
     fflush(stdout);

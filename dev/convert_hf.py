@@ -30,8 +30,9 @@ Layout decisions (the real files cannot be downloaded here):
   * The PyTorch port's BiGSModel always builds a pooler, so its MLM files hold
     bigs.pooler.dense.*, which pretraining never trained (the JAX MLM model
     has no pooler at all). For an MLM import (labels 0) they are dropped with
-    a note; with --labels N > 0 the new pooler and classifier are initialised
-    N(0, 0.02) / zero bias (seeded by --seed), or with --keep-pooler the file's
+    a note; with --labels N > 0 the new pooler is initialised N(0, 0.02) and
+    the new classifier lecun normal (std 1/sqrt(H)), biases zero (seeded by
+    --seed), or with --keep-pooler the file's
     pooler is kept (what the port's from_pretrained would do).
   * bigs.embeddings.position_ids (a persistent buffer, (1, T) int64) is
     accepted when it equals arange(T) and written back by to-torch.
@@ -868,8 +869,8 @@ def convert_slot(key, a, kind, layout, slot_shape, report):
     return a
 
 
-def init_normal(shape, rng):
-    return (rng.standard_normal(shape) * 0.02).astype("<f4")
+def init_normal(shape, rng, std=0.02):
+    return (rng.standard_normal(shape) * std).astype("<f4")
 
 
 def to_bigs(args):
@@ -991,14 +992,16 @@ def to_bigs(args):
 
     rng = np.random.default_rng(args.seed)
     if labels > 0 and not has_cls:
-        params["cls_w"][...] = init_normal(shapes["cls_w"], rng)
+        # as bigs's parameter table: lecun normal (std 1/sqrt(fan_in)) for the
+        # classifier, N(0, 0.02) for the pooler
+        params["cls_w"][...] = init_normal(shapes["cls_w"], rng, 1 / np.sqrt(shapes["cls_w"][-1]))
         if not (args.keep_pooler and has_pool):
             params["pool_w"][...] = init_normal(shapes["pool_w"], rng)
-            report.warn("no classifier in the file: new pooler and classifier for %d labels, weights N(0, 0.02) "
-                        "(seed %d), biases 0" % (labels, args.seed))
+            report.warn("no classifier in the file: new pooler N(0, 0.02) and classifier lecun normal for %d "
+                        "labels (seed %d), biases 0" % (labels, args.seed))
         else:
             report.warn("no classifier in the file: kept the file's pooler; new classifier for %d labels, weights "
-                        "N(0, 0.02) (seed %d), bias 0" % (labels, args.seed))
+                        "lecun normal (seed %d), bias 0" % (labels, args.seed))
     if not has_head and labels > 0:
         report.warn("no MLM head (cls.predictions.*) in the file: head_w, head_b, head_ln_w, head_ln_b and head_bias "
                     "are all zero (fill-mask will predict nothing useful)")

@@ -307,6 +307,8 @@ def init_params(model, seed):
             values[name] = torch.ones(shape)
         elif name.endswith("_b") or name == "head_bias":
             values[name] = torch.zeros(shape)
+        elif name in ("head_w", "cls_w"):  # Flax's default: lecun normal, std 1/sqrt(fan_in)
+            values[name] = normal(shape, 1 / math.sqrt(shape[-1]))
         else:  # dense kernels and embeddings
             values[name] = normal(shape, 0.02)
     with torch.no_grad():

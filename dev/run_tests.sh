@@ -29,6 +29,7 @@ if [ -x "$build/test_gpu" ]; then  # built where nvcc is; skips itself without a
 fi
 run test_convert "$PYTHON" dev/test_convert.py --bigs "$build/bigs_cpu" --workdir "$build/test_convert"
 run test_glue_metrics "$PYTHON" dev/test_glue_metrics.py --workdir "$build/test_glue_metrics"
+run test_plot_kernels "$PYTHON" dev/test_plot_kernels.py --workdir "$build/test_plot_kernels"
 run tokenizer_parity "$PYTHON" dev/tokenizer_parity.py ./tokenizer data/bert-base-uncased-vocab.txt --workdir "$build/tokenizer_parity" --quick
 
 echo

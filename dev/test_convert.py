@@ -411,17 +411,19 @@ def test_mlm_to_labels(c, p):
     q = check_converted(out, c3, p, skip=("pool_w", "pool_b", "cls_w", "cls_b"))
     expect(not np.any(q["pool_b"]) and not np.any(q["cls_b"]), "new biases must be zero")
     big = os.path.join(WORK, "init_check.bin")
-    # the init's scale, on enough numbers to measure it: H=16 gives 256 + 48 values
-    w = np.concatenate([q["pool_w"].ravel(), q["cls_w"].ravel()])
-    expect(0.01 < w.std() < 0.03 and abs(w.mean()) < 0.01, "new weights std %.4f mean %.4f" % (w.std(), w.mean()))
+    # the init's scale, on enough numbers to measure it: H=16 gives 256 pooler
+    # values, N(0, 0.02), and 48 classifier values, lecun normal (1/sqrt(16) = 0.25)
+    w, k = q["pool_w"].ravel(), q["cls_w"].ravel()
+    expect(0.015 < w.std() < 0.025 and abs(w.mean()) < 0.005, "new pooler std %.4f mean %.4f" % (w.std(), w.mean()))
+    expect(0.17 < k.std() < 0.33, "new classifier std %.4f, expected 0.25 (lecun normal)" % k.std())
     expect(not same_bits(q["pool_w"], mlm_pooler(c)[0]), "pooler should be new, not the file's")
-    expect("N(0, 0.02)" in log, "no note about the new head:\n" + log)
+    expect("N(0, 0.02)" in log and "lecun" in log, "no note about the new head:\n" + log)
     rc, log = run_convert("to-bigs", "--model", d, "--out", big, "--labels", 3, "--keep-pooler")
     expect(rc == 0, log)
     q = read_ours(big)[2]
     expect(same_bits(q["pool_w"], mlm_pooler(c)[0]) and same_bits(q["pool_b"], mlm_pooler(c)[1]), "--keep-pooler")
     os.remove(big)
-    return "new pooler/classifier std %.4f, biases 0; --keep-pooler keeps the file's" % w.std()
+    return "new pooler std %.4f, classifier std %.4f, biases 0; --keep-pooler keeps the file's" % (w.std(), k.std())
 
 
 def test_errors(c, p):

@@ -2,43 +2,18 @@
 // double precision, the FFT convolution against the direct sum, and the whole
 // model against the independent PyTorch reference (dev/reference.py).
 #define BIGS_NO_MAIN
-#include "bigs.cu"
-
 #include <gtest/gtest.h>
 
 #include <functional>
 #include <random>
 
-#include "test/fixture.h"
+#include "bigs.cu"
+#include "test/check.h"
 
 using namespace bigs;
+using namespace bigs_test;
 
 namespace {
-
-// ---------------------------------------------------------------------------
-// Comparison helpers: |a - b| <= atol + rtol |b|, with the worst element named
-// ---------------------------------------------------------------------------
-
-template <class A>
-::testing::AssertionResult all_close(const std::string& what, const A* a, const double* b, size_t n,
-                                     double atol, double rtol) {
-  size_t bad = 0, worst = 0;
-  double worst_excess = -1, worst_rel = 0;
-  for (size_t i = 0; i < n; i++) {
-    double err = std::fabs((double)a[i] - b[i]), tol = atol + rtol * std::fabs(b[i]);
-    double rel = err / std::max(std::fabs(b[i]), 1e-30);
-    if (!(err <= tol)) bad++;
-    if (err - tol > worst_excess) worst_excess = err - tol, worst = i;
-    worst_rel = std::max(worst_rel, std::fabs(b[i]) > atol ? rel : 0.0);
-  }
-  if (bad == 0) {
-    printf("  %-28s %8zu values, worst relative error %.2e\n", what.c_str(), n, worst_rel);
-    return ::testing::AssertionSuccess();
-  }
-  return ::testing::AssertionFailure() << what << ": " << bad << " of " << n << " values differ; worst at " << worst
-                                       << ": got " << (double)a[worst] << ", want " << b[worst] << " (atol "
-                                       << atol << ", rtol " << rtol << ")";
-}
 
 std::vector<double> randn(size_t n, std::mt19937_64& g, double scale = 1.0) {
   std::normal_distribution<double> d(0.0, scale);
@@ -53,8 +28,7 @@ std::vector<double> randn(size_t n, std::mt19937_64& g, double scale = 1.0) {
 // is linear in x has no truncation error, so a larger eps there cuts the
 // rounding noise instead (which grows with the loss's magnitude).
 ::testing::AssertionResult fd_matches(const std::string& what, std::vector<double>& x, const std::vector<double>& grad,
-                                      const std::function<double()>& loss, size_t max_checks = 400,
-                                      double eps = 1e-6) {
+                                      const std::function<double()>& loss, size_t max_checks = 400, double eps = 1e-6) {
   const double atol = 1e-7, rtol = 1e-5;
   size_t step = std::max<size_t>(1, x.size() / max_checks);
   std::vector<double> num, ana;
@@ -117,8 +91,8 @@ TEST(LayerGrad, LayerNorm) {
     return dot(out, r);
   };
   loss();
-  layernorm_backward_cpu(dx.data(), dw.data(), db.data(), r.data(), x.data(), w.data(), mean.data(), rstd.data(),
-                         rows, H);
+  layernorm_backward_cpu(dx.data(), dw.data(), db.data(), r.data(), x.data(), w.data(), mean.data(), rstd.data(), rows,
+                         H);
   for (auto* v : {&dx, &dw, &db})  // it accumulates: started from 0.5
     for (auto& e : *v) e -= 0.5;
   EXPECT_TRUE(fd_matches("dx", x, dx, loss));
@@ -217,8 +191,7 @@ TEST(LayerGrad, SsmConv) {
         ssm_conv_forward_cpu(out.data(), u.data(), K.data(), D[0], B, TT, HH, anticausal);
         return dot(out, r);
       };
-      ssm_conv_backward_cpu(du.data(), dK.data(), dD.data(), r.data(), u.data(), K.data(), D[0], B, TT, HH,
-                            anticausal);
+      ssm_conv_backward_cpu(du.data(), dK.data(), dD.data(), r.data(), u.data(), K.data(), D[0], B, TT, HH, anticausal);
       for (auto* v : {&dK, &dD})  // these accumulate (du is overwritten): started from 0.5
         for (auto& e : *v) e -= 0.5;
       std::string tag = std::string(anticausal ? " anti-causal" : " causal") + " T=" + std::to_string(TT);
@@ -241,7 +214,7 @@ TEST(LayerGrad, Dropout) {
   loss();
   size_t dropped = std::count(out.begin(), out.end(), 0.0);
   EXPECT_NEAR((double)dropped / n, 0.3, 0.02);  // 6327 draws: 4 sigma is 0.023
-  for (size_t i = 0; i < n; i++)  // inverted dropout: every kept value scaled by 1 / (1 - p)
+  for (size_t i = 0; i < n; i++)                // inverted dropout: every kept value scaled by 1 / (1 - p)
     if (out[i] != 0.0) {
       ASSERT_NEAR(out[i], x[i] / (1 - (double)0.3f), 1e-15) << i;
     }
@@ -301,8 +274,8 @@ TEST(SsmConv, FftEqualsDirect) {
       double scale = 0;
       for (float v : b) scale = std::max(scale, (double)std::fabs(v));
       std::vector<double> want(b.begin(), b.end());
-      EXPECT_TRUE(all_close("fft vs direct T=" + std::to_string(TT), a.data(), want.data(), want.size(), 1e-5 * scale,
-                            1e-5));
+      EXPECT_TRUE(
+          all_close("fft vs direct T=" + std::to_string(TT), a.data(), want.data(), want.size(), 1e-5 * scale, 1e-5));
     }
 }
 
@@ -312,103 +285,24 @@ TEST(SsmConv, FftEqualsDirect) {
 
 namespace {
 
-const Fixture& fixture() {
-  static Fixture fx = read_fixture(getenv("BIGS_FIXTURE") ? getenv("BIGS_FIXTURE") : "build/fixture.bin");
-  return fx;
-}
-
-// fp32 against float64: the tolerance.
-constexpr double kAtol = 1e-5, kRtol = 1e-4;
-
-struct Section {
-  Model m;
-  std::vector<int> ids, types, targets;
-  std::vector<float> labels;
-  Batch batch;
-};
-
-// Builds the model of one fixture section, with its parameters and inputs.
-void load_section(const std::string& s, Section* x) {
-  const Fixture& fx = fixture();
-  ASSERT_TRUE(fx.error.empty()) << fx.error;
-  const auto& cf = fx.at(s + "/config").data;
-  Config c{(int)cf[0], (int)cf[1], (int)cf[2], (int)cf[3], (int)cf[4], (int)cf[5], (int)cf[6], (int)cf[7]};
-  int BB = (int)cf[8];
-  std::string err;
-  ASSERT_TRUE(model_build(&x->m, c, BB, BB * c.T, &err)) << err;
-  for (const TensorInfo& t : x->m.table) {
-    if (t.count == 0) continue;
-    std::string k = s + "/param/" + t.name;
-    ASSERT_TRUE(fx.has(k)) << "fixture has no " << k;
-    ASSERT_EQ(fx.at(k).size(), t.count) << k;
-    for (size_t i = 0; i < t.count; i++) x->m.params_mem[t.offset + i] = (float)fx.at(k).data[i];
-  }
-  auto ints = [&](const std::string& k) {
-    std::vector<int> v;
-    for (double d : fx.at(k).data) v.push_back((int)d);
-    return v;
-  };
-  x->ids = ints(s + "/ids");
-  x->types = ints(s + "/types");
-  x->batch.B = BB;
-  x->batch.ids = x->ids.data();
-  x->batch.types = x->types.data();
-  if (fx.has(s + "/targets")) {
-    x->targets = ints(s + "/targets");
-    x->batch.targets = x->targets.data();
-  } else {
-    for (double d : fx.at(s + "/labels").data) x->labels.push_back((float)d);
-    x->batch.labels = x->labels.data();
-  }
-}
-
-void check_section(const std::string& s) {
-  Section x;
-  load_section(s, &x);
-  if (::testing::Test::HasFatalFailure()) return;
-  const Fixture& fx = fixture();
-  Model& m = x.m;
-  const Config& c = m.c;
-  std::string err;
-  Loss loss;
-  ASSERT_TRUE(model_forward(m, x.batch, false, &loss, &err)) << err;
-  double mean = loss.sum / loss.count;
-  EXPECT_TRUE(all_close(s + " loss", &mean, fx.at(s + "/loss").data.data(), 1, kAtol, kRtol));
-  const float* hidden = m.a.res + (size_t)c.L * m.B * c.T * c.H;
-  EXPECT_TRUE(all_close(s + " hidden", hidden, fx.at(s + "/hidden").data.data(), fx.at(s + "/hidden").size(), kAtol,
-                        kRtol));
-  if (c.labels) {
-    EXPECT_TRUE(all_close(s + " logits", m.a.cls_logits, fx.at(s + "/logits").data.data(),
-                          fx.at(s + "/logits").size(), kAtol, kRtol));
-  }
-  // Gradients of the mean loss, every parameter tensor named.
-  model_zero_grad(m);
-  model_backward(m, x.batch, false, loss, 1.0f / loss.count);
-  for (const TensorInfo& t : m.table) {
-    std::string k = s + "/grad/" + t.name;
-    if (t.count == 0) continue;
-    if (!fx.has(k)) {  // the reference may omit the unused MLM head of a classifier
-      ASSERT_TRUE(c.labels > 0 && std::string(t.name).compare(0, 4, "head") == 0) << "fixture has no " << k;
-      continue;
-    }
-    ASSERT_EQ(fx.at(k).size(), t.count) << k;
-    EXPECT_TRUE(all_close(k, m.grads_mem.data() + t.offset, fx.at(k).data.data(), t.count, kAtol, kRtol));
-  }
-  if (!c.labels) {  // MLM logits at every position: predict every row
-    std::vector<int> all(x.ids.size(), 0);
-    Batch b = x.batch;
-    b.targets = all.data();
-    ASSERT_TRUE(model_forward(m, b, false, &loss, &err)) << err;
-    EXPECT_TRUE(all_close(s + " logits", m.a.logits, fx.at(s + "/logits").data.data(), fx.at(s + "/logits").size(),
-                          kAtol, kRtol));
-  }
+// The CPU model as it is, at the fp32 tolerance.
+void check_on_cpu(const std::string& s) {
+  check_section(
+      s, [](Model&) {},
+      [](Model& m, size_t n) {
+        const float* h = m.a.res + (size_t)m.c.L * m.B * m.c.T * m.c.H;
+        return std::vector<float>(h, h + n);
+      },
+      [](const std::string& what, const std::vector<float>& a, const std::vector<double>& b) {
+        return all_close(what, a, b);
+      });
 }
 
 }  // namespace
 
-TEST(Reference, Mlm) { check_section("mlm"); }
-TEST(Reference, Classification) { check_section("cls"); }
-TEST(Reference, Regression) { check_section("reg"); }
+TEST(Reference, Mlm) { check_on_cpu("mlm"); }
+TEST(Reference, Classification) { check_on_cpu("cls"); }
+TEST(Reference, Regression) { check_on_cpu("reg"); }
 
 TEST(Reference, S4dKernel) {
   const Fixture& fx = fixture();
@@ -454,13 +348,12 @@ TEST(Model, TablesAreConsistent) {
   size_t per_layer = 3ull * 1024 * 3072 + 4ull * 1024 * 1024;
   size_t dense = 0;
   for (const auto& x : t)
-    if (std::string(x.name).find("_w") != std::string::npos && x.name[0] == 'd')
-      dense += x.count;
+    if (std::string(x.name).find("_w") != std::string::npos && x.name[0] == 'd') dense += x.count;
   EXPECT_EQ(dense, per_layer * 23);
   for (size_t i = 1; i < t.size(); i++) EXPECT_EQ(t[i].offset, t[i - 1].offset + t[i - 1].count);
 }
 
-TEST(Model, InitFollowsBigsMd) {
+TEST(Model, InitFollowsTheSpec) {
   Config c{50, 16, 24, 2, 8, 12, 2, 0};
   Model m;
   std::string err;
@@ -488,6 +381,29 @@ TEST(Model, InitFollowsBigsMd) {
   EXPECT_NEAR(cs / 32, 0.5, 0.3);
 }
 
+// The two dense layers the official model creates without an explicit
+// initializer, the MLM transform and the classifier, get Flax's default,
+// lecun normal (std 1/sqrt(fan_in) = 1/8 at H = 64); the pooler, like every
+// other kernel, N(0, 0.02). Bounds: 5 standard errors of a std estimate
+// (relative error 1/sqrt(2n)).
+TEST(Model, LecunNormalForTheMlmTransformAndTheClassifier) {
+  Config c{50, 64, 24, 1, 4, 8, 2, 3};
+  Model m;
+  std::string err;
+  ASSERT_TRUE(model_build(&m, c, 2, 8, &err)) << err;
+  model_init(&m, 7);
+  auto rms = [](const float* x, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)x[i] * x[i];
+    return std::sqrt(s / n);
+  };
+  auto bound = [](double std, size_t n) { return 5 * std / std::sqrt(2.0 * n); };
+  EXPECT_NEAR(rms(m.p.head_w, 64 * 64), 0.125, bound(0.125, 64 * 64));
+  EXPECT_NEAR(rms(m.p.cls_w, 3 * 64), 0.125, bound(0.125, 3 * 64));
+  EXPECT_NEAR(rms(m.p.pool_w, 64 * 64), 0.02, bound(0.02, 64 * 64));
+  EXPECT_NEAR(rms(m.p.dv_w, 24 * 64), 0.02, bound(0.02, 24 * 64));
+}
+
 TEST(Model, BadBatchIsRejected) {
   Config c{50, 16, 24, 1, 4, 6, 2, 0};
   Model m;
@@ -510,14 +426,15 @@ TEST(Model, BadBatchIsRejected) {
 // and token, 11 activations of width H and 5 of width I are kept (BIGS.md
 // section 2: ln, uf and ub before and after GELU, the two SSM outputs, the
 // two dense outputs, the gate, the residual; v and g before and after
-// GELU, and g * v), 2 bytes each in bf16.
+// GELU, and g * v), 2 bytes each in bf16 but for the residual stream,
+// which stays fp32.
 TEST(Plan, ActivationsAndParametersAsCounted) {
   Config c;
   ASSERT_TRUE(config_preset("large", &c));
   c.V = 30522, c.T = 512;
   const int B = 4, per_seq = 20;
   GpuPlan bf = gpu_plan(c, B, B * per_seq, Precision::Bf16), fp = gpu_plan(c, B, B * per_seq, Precision::Fp32);
-  double per_layer = (double)c.L * B * c.T * (11.0 * c.H + 5.0 * c.I) * 2;
+  double per_layer = (double)c.L * B * c.T * ((10.0 * c.H + 5.0 * c.I) * 2 + 4.0 * c.H);
   EXPECT_GE((double)bf.acts, per_layer);
   EXPECT_LE((double)bf.acts, 1.1 * per_layer) << "the layers' activations are nearly all of it";
   EXPECT_GT((double)fp.acts / bf.acts, 1.9);
@@ -550,4 +467,125 @@ TEST(Embedding, GroupByKeyIsAStableCountingSort) {
   EXPECT_EQ(order, (std::vector<int>{1, 4, 0, 2, 5, 6, 3}));
   EXPECT_EQ(start, (std::vector<int>{0, 2, 5, 6, 7}));
   EXPECT_EQ(dest, (std::vector<int>{0, 3, 5, 7}));
+}
+
+// ===========================================================================
+// The cost device: the GPU's step as numbers
+// ===========================================================================
+
+namespace {
+
+// One bench step of a config on the cost device.
+CostLedger step_ledger(const Config& c, int B, int per_seq, Precision prec) {
+  CostLedger led;
+  std::string err;
+  EXPECT_TRUE(bench_step_cost(c, B, per_seq, prec, &led, &err)) << err;
+  return led;
+}
+
+const CostRow* row(const CostLedger& led, const std::string& op) {
+  for (const CostRow& r : led.rows)
+    if (r.op == op) return &r;
+  return nullptr;
+}
+
+}  // namespace
+
+// The dense rows' FLOPs against a count made here: 2 x the multiply-adds of
+// every product, forward once and backward twice (the input's gradient and
+// the weight's): per layer the seven dense
+// layers of BIGS.md section 2 on B T rows, and the MLM head's transform and
+// decoder on the P predicted rows.
+TEST(Cost, DenseFlopsAsCounted) {
+  for (Precision prec : {Precision::Bf16, Precision::Fp32}) {
+    Config c;
+    ASSERT_TRUE(config_preset("large", &c));
+    c.T = 128;
+    const int B = 4, per_seq = 20;
+    CostLedger led = step_ledger(c, B, per_seq, prec);
+    double BT = (double)B * c.T, P = (double)B * per_seq, H = c.H, I = c.I, V = c.V;
+    double macs = c.L * BT * (3 * H * I + 4 * H * H) + P * (H * H + H * V);  // one pass, every product
+    double dense = 0;
+    for (const char* op : {"dense", "dense + GELU", "dense backward"}) {
+      ASSERT_NE(row(led, op), nullptr) << op;
+      dense += row(led, op)->flops;
+    }
+    EXPECT_DOUBLE_EQ(dense, 3 * 2 * macs) << precision_name(prec);
+  }
+}
+
+// An elementwise operation moves n x element size x (inputs + outputs): the
+// gates read two tensors and write one (forward), read three and write two
+// (backward), over the (B, T, H) gate and the (B, T, I) g * v of each layer,
+// in the activation precision.
+TEST(Cost, ElementwiseBytesAsCounted) {
+  Config c{101, 24, 40, 3, 8, 19, 2, 0};
+  const int B = 3;
+  for (Precision prec : {Precision::Bf16, Precision::Fp32}) {
+    double s = prec == Precision::Bf16 ? 2 : 4, n = (double)B * c.T * (c.H + c.I) * c.L;
+    const CostRow* gate = row(step_ledger(c, B, 2, prec), "gate");
+    ASSERT_NE(gate, nullptr);
+    EXPECT_DOUBLE_EQ(gate->bytes, n * s * (3 + 5)) << precision_name(prec);
+    EXPECT_EQ(gate->calls, 4.0 * c.L);
+  }
+}
+
+// Each row's time is its roofline: the larger of its FLOPs at the ceiling
+// of its kind and its bytes at 3.8 TB/s, plus 4 us per launch; and the rows
+// add up to the total.
+TEST(Cost, RowsAreRooflinesAndSumToTheTotal) {
+  CostLedger led;
+  led.add({"x", 790e12, true, 3.8e9, 2});  // 1 s of tensor-core work, 1 ms of bytes, 2 launches
+  led.add({"y", 50e9, false, 7.6e12, 1});  // 1 ms of CUDA-core work, 2 s of bytes
+  led.add({"x", 0, true, 0, 1});
+  ASSERT_EQ(led.rows.size(), 2u);
+  EXPECT_NEAR(led.rows[0].seconds, 1 + 3 * 4e-6, 1e-12);
+  EXPECT_NEAR(led.rows[1].seconds, 2 + 4e-6, 1e-12);
+  EXPECT_EQ(led.rows[0].calls, 2);
+  CostRow t = led.total();
+  EXPECT_DOUBLE_EQ(t.seconds, led.rows[0].seconds + led.rows[1].seconds);
+  EXPECT_DOUBLE_EQ(t.bytes, 3.8e9 + 7.6e12);
+  EXPECT_DOUBLE_EQ(t.launches, 4);
+  led.graph = true;  // inside a captured graph: no launch overhead
+  led.add({"z", 0, false, 3.8e12, 5});
+  EXPECT_NEAR(led.rows[2].seconds, 1, 1e-12);
+  Config c;
+  ASSERT_TRUE(config_preset("large", &c));
+  c.T = 512;
+  CostLedger big = step_ledger(c, 2, 20, Precision::Bf16);
+  double sum = 0;
+  for (const CostRow& r : big.rows) sum += r.seconds;
+  EXPECT_NEAR(big.total().seconds, sum, 1e-12 * sum);
+  EXPECT_GT(big.total().seconds, 0);
+}
+
+// The tables decide each tensor's initialisation once; a tensor's init
+// is what BIGS.md section 3 says for it, by name.
+TEST(Model, InitKindsFromTheTable) {
+  Config c{50, 16, 24, 2, 8, 12, 2, 3};
+  for (const TensorInfo& t : param_table(c)) {
+    std::string n = t.name;
+    auto ends = [&](const char* suf) {
+      return n.size() >= strlen(suf) && n.compare(n.size() - strlen(suf), std::string::npos, suf) == 0;
+    };
+    if (ends("_a_re")) {
+      EXPECT_EQ(t.init.kind, Init::Const) << n;
+      EXPECT_EQ(t.init.a, -0.5) << n;
+    } else if (ends("_a_im")) {
+      EXPECT_EQ(t.init.kind, Init::HippoAIm) << n;
+    } else if (ends("_log_step")) {
+      EXPECT_EQ(t.init.kind, Init::LogUniform) << n;
+    } else if (n == "fs_c" || n == "bs_c") {
+      EXPECT_EQ(t.init.kind, Init::Normal) << n;
+      EXPECT_NEAR(t.init.a * t.init.a, 0.5, 1e-7) << n;
+    } else if (n == "fs_d" || n == "bs_d" || (n.find("ln") != std::string::npos && ends("_w"))) {
+      EXPECT_EQ(t.init.kind, Init::Const) << n;
+      EXPECT_EQ(t.init.a, 1.0) << n;
+    } else if (!t.decay) {
+      EXPECT_EQ(t.init.kind, Init::Const) << n;
+      EXPECT_EQ(t.init.a, 0.0) << n;
+    } else {
+      EXPECT_EQ(t.init.kind, Init::Normal) << n;
+    }
+  }
 }
