@@ -157,7 +157,7 @@ inline std::vector<Work> colsum_v1_work(int nout, int xs, int64_t rows, int64_t 
   double threads = 256.0 * ((cols + 255) / 256) * kColChunks, in = nout == 1 ? 1 : 2;
   std::vector<Work> w;
   w.push_back({"v1 partial", in * rows * cols * xs + (nout - 1) * 8.0 * rows + nout * kColChunks * cols * 4.0, 0,
-               kFp32Peak, threads * 4 * xs * in});
+               kCudaCoreFlops, threads * 4 * xs * in});
   for (int o = 0; o < nout; o++) w.push_back({"v1 finish", kColChunks * cols * 4.0 + 8.0 * cols});
   return w;
 }
@@ -169,7 +169,7 @@ inline std::vector<Work> colsum_v2_work(int nout, int xs, int64_t rows, int64_t 
   double read = vec > 1 ? (double)ld : (double)cols;
   std::vector<Work> w;
   w.push_back({"v2 partial", in * rows * read * xs + (nout - 1) * 8.0 * rows + nout * (double)slices * cols * 4, 0,
-               kFp32Peak, threads * 2 * vec * xs * in});
+               kCudaCoreFlops, threads * 2 * vec * xs * in});
   for (int o = 0; o < nout; o++) w.push_back({"v2 finish", (double)slices * cols * 4 + 8.0 * cols});
   return w;
 }
@@ -209,8 +209,8 @@ constexpr ColShape kColShapes[] = {{1024, 1024}, {3072, 3072}, {30522, 30528}};
 constexpr int kInDim = 1024;
 
 inline void print_predictions() {
-  printf("predicted (H200: %.1f TB/s, latency %.1f us for Little's law), rows %lld\n", kBandwidth / 1e12,
-         kLatency * 1e6, (long long)kRowsLarge);
+  printf("predicted (H200: %.1f TB/s, latency %.1f us for Little's law), rows %lld\n", kHbmBytes / 1e12, kLatency * 1e6,
+         (long long)kRowsLarge);
   printf("%-5s %6s %-5s | %9s %9s | %9s %9s | %9s\n", "op", "cols", "prec", "v1 ms", "v1 MB", "v2 ms", "v2 MB",
          "GEMM ms");
   for (int nout : {1, 2})
@@ -219,7 +219,7 @@ inline void print_predictions() {
       for (int xs : {2, 4}) {
         auto w1 = colsum_v1_work(nout, xs, kRowsLarge, s.cols), w2 = colsum_v2_work(nout, xs, kRowsLarge, s.cols, s.ld);
         double g = predict_s(
-            gemm_work("dW", dw_spec(kRowsLarge, s.cols, s.ld, kInDim), xs, 4, xs == 2 ? kBf16Peak : kFp32Peak));
+            gemm_work("dW", dw_spec(kRowsLarge, s.cols, s.ld, kInDim), xs, 4, xs == 2 ? kTensorFlops : kCudaCoreFlops));
         printf("%-5s %6lld %-5s | %9.4f %9.1f | %9.4f %9.1f | %9.4f\n", nout == 1 ? "bias" : "ln", (long long)s.cols,
                xs == 2 ? "bf16" : "fp32", 1e3 * predict_s(w1), total_bytes(w1) / 1e6, 1e3 * predict_s(w2),
                total_bytes(w2) / 1e6, 1e3 * g);
@@ -496,7 +496,8 @@ void bench_prec(ColLab& lab, Timer& timer, int reps) {
     row("bias", "v2",
         t([&]() { colsum_v2(lab, nullptr, db.p, dout.p, (const X*)nullptr, nullptr, nullptr, rows, cols, ld); }),
         colsum_v2_work(1, xs, rows, cols, ld));
-    std::vector<Work> g = {gemm_work("dW", dw_spec(rows, cols, ld, kInDim), xs, 4, xs == 2 ? kBf16Peak : kFp32Peak)};
+    std::vector<Work> g = {
+        gemm_work("dW", dw_spec(rows, cols, ld, kInDim), xs, 4, xs == 2 ? kTensorFlops : kCudaCoreFlops)};
     row("dW", "GEMM", t([&]() { dw_gemm(lab, dW.p, nullptr, ginp.p, dout.p, rows, cols, ld, kInDim); }), g);
     bool has = true;
     double gb = t([&]() { has &= dw_gemm(lab, dW.p, db.p, ginp.p, dout.p, rows, cols, ld, kInDim); });
@@ -535,12 +536,8 @@ int main(int argc, char** argv) {
       argc, argv, "lab_colsum", "the column-sum lab", {}, []() { return std::string(); }, []() { print_predictions(); },
       [&](bool validating, bool benching, int reps) {
         ColLab lab;
-        bool ok = true;
-        if (validating) {
-          lab.poison_scratch = true;
-          ok = run_validation("dev/cuda/colsum.cu", [&]() { return validate(lab); });
-          lab.poison_scratch = false;
-        }
+        bool ok =
+            !validating || run_validation("dev/cuda/colsum.cu", &lab.poison_scratch, [&]() { return validate(lab); });
         if (benching) benchmark(lab, reps);
         return ok;
       });

@@ -31,30 +31,35 @@ using namespace bigs;
 // ---------------------------------------------------------------------------
 // The cost model
 // ---------------------------------------------------------------------------
-// One H200 (SXM, 141 GB HBM3e). Figures the predictions use: 3.8 TB/s is
-// 79% of the 4.8 TB/s peak (what a streaming kernel reaches); 790 TFLOP/s
-// is 80% of the 989 dense bf16 tensor-core peak; 50 TFLOP/s is 75% of the
-// 67 fp32 FMA peak of the CUDA cores (exact fp32 products,
-// CUBLAS_COMPUTE_32F, and the FFTs' arithmetic).
-constexpr double kBandwidth = 3.8e12;  // bytes/s
-constexpr double kBf16Peak = 790e12;   // FLOP/s
-constexpr double kFp32Peak = 50e12;    // FLOP/s
-// Memory latency under load, for Little's law (bytes in flight / latency
-// bounds the bandwidth a kernel can draw): about 1 us on Hopper's HBM. An
-// assumption, used only where a kernel has too few loads in flight.
+// The ceilings are bigs.cu's Cost device's, so the lab and the cost table
+// predict alike: 3.8 TB/s (kHbmBytes, 80% of HBM3e's 4.8), 790 TFLOP/s for
+// bf16 tensor-core products (kTensorFlops, 80% of 989), 50 TFLOP/s for
+// CUDA-core work (kCudaCoreFlops: exact fp32 products, the FFTs). The labs
+// add one thing: memory latency under load, for Little's law (bytes in
+// flight / latency bounds the bandwidth a kernel can draw), about 1 us on
+// Hopper's HBM; an assumption, used only where a kernel keeps few loads in
+// flight. Launch overheads (4 us each outside a CUDA graph, in the Cost
+// device) are counted, not added: the labs time back-to-back launches.
 constexpr double kLatency = 1e-6;  // s
 
 // One kernel: its compulsory DRAM traffic, its arithmetic and the peak that
 // arithmetic runs at, and (0 = plenty) the bytes it keeps in flight.
 struct Work {
   std::string what;
-  double bytes = 0, flops = 0, peak = kFp32Peak, inflight = 0;
+  double bytes = 0, flops = 0, peak = kCudaCoreFlops, inflight = 0;
+  int launches = 1;
 };
+
+// One of bigs.cu's OpCost (an operation's totals, as its Cost device counts
+// them) as one Work.
+inline Work work_of(const OpCost& o) {
+  return {o.op, o.bytes, o.flops, o.tensor ? kTensorFlops : kCudaCoreFlops, 0, o.launches};
+}
 
 // The kernel's predicted time: the slowest of moving its bytes, doing its
 // FLOPs, and (when inflight is given) waiting out the latency of its loads.
 inline double predict_s(const Work& w) {
-  double t = std::max(w.bytes / kBandwidth, w.flops / w.peak);
+  double t = std::max(w.bytes / kHbmBytes, w.flops / w.peak);
   if (w.inflight > 0) t = std::max(t, w.bytes * kLatency / w.inflight);
   return t;
 }
@@ -72,6 +77,11 @@ inline double total_flops(const std::vector<Work>& ws) {
   double f = 0;
   for (const Work& w : ws) f += w.flops;
   return f;
+}
+inline int total_launches(const std::vector<Work>& ws) {
+  int n = 0;
+  for (const Work& w : ws) n += w.launches;
+  return n;
 }
 
 // ---------------------------------------------------------------------------
@@ -325,8 +335,8 @@ struct LtPlan {
   std::vector<int64_t> key;
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t la = nullptr, lb = nullptr, ld = nullptr;
-  cublasLtMatmulAlgo_t algo;
-  bool found = false;
+  std::vector<cublasLtMatmulAlgo_t> algos;  // the heuristic's candidates, best first
+  size_t next = 0;                          // the first one not known to fail
 };
 struct LtCache {
   std::vector<std::unique_ptr<LtPlan>> plans;
@@ -352,9 +362,10 @@ static void lt_layout(cublasLtMatrixLayout_t* l, cudaDataType_t t, int64_t rows,
 // Runs the product s on A, B, D (base pointers; s's offsets are added here)
 // with fp32 accumulation: bf16 operands under CUBLAS_COMPUTE_32F, fp32
 // operands under ctx.compute (exact fp32 unless TF32 is asked for), as
-// bigs.cu's matmul. epi: CUBLASLT_EPILOGUE_DEFAULT, or BGRADB with `bias`
-// (fp32, n values: the column sums of op(B), which it overwrites). Returns
-// false, having done nothing, when cuBLASLt has no algorithm for an
+// bigs.cu's matmul, and like it trying up to kGemmCandidates of the
+// heuristic's answers in order until one runs. epi: CUBLASLT_EPILOGUE_DEFAULT,
+// or BGRADB with `bias` (fp32, n values: the column sums of op(B), which it
+// overwrites). Returns false, having done nothing, when no algorithm runs an
 // epilogue; a plain product without one throws.
 template <class TA, class TD>
 bool lt_gemm(CudaCtx& ctx, LtCache& cache, const GemmSpec& s, const TA* A, const TA* B, TD* D,
@@ -397,32 +408,30 @@ bool lt_gemm(CudaCtx& ctx, LtCache& cache, const GemmSpec& s, const TA* A, const
         CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
         CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
     for (int i = 0; i < 4; i++) cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, which[i], &al[i], sizeof al[i]));
-    cublasLtMatmulHeuristicResult_t heur;
+    cublasLtMatmulHeuristicResult_t heur[kGemmCandidates];
     int count = 0;
-    cublasStatus_t st =
-        cublasLtMatmulAlgoGetHeuristic(ctx.lt, p->desc, p->la, p->lb, p->ld, p->ld, pref, 1, &heur, &count);
+    cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(ctx.lt, p->desc, p->la, p->lb, p->ld, p->ld, pref,
+                                                       kGemmCandidates, heur, &count);
     cublasCheck(cublasLtMatmulPreferenceDestroy(pref));
-    if (epi == CUBLASLT_EPILOGUE_DEFAULT) cublasCheck(st);
-    p->found = st == CUBLAS_STATUS_SUCCESS && count > 0;
-    if (p->found) p->algo = heur.algo;
-  }
-  if (!p->found) {
-    if (epi != CUBLASLT_EPILOGUE_DEFAULT) return false;
-    throw CudaError(strf("cuBLASLt has no algorithm for m %d n %d k %d batch %d, op %c%c, ld %lld %lld %lld", s.m, s.n,
-                         s.k, s.batch, s.ta ? 'T' : 'N', s.tb ? 'T' : 'N', (long long)s.lda, (long long)s.ldb,
-                         (long long)s.ldd));
+    if (epi == CUBLASLT_EPILOGUE_DEFAULT && st != CUBLAS_STATUS_NOT_SUPPORTED) cublasCheck(st);
+    for (int i = 0; st == CUBLAS_STATUS_SUCCESS && i < count; i++)
+      if (heur[i].state == CUBLAS_STATUS_SUCCESS) p->algos.push_back(heur[i].algo);
   }
   if (epi != CUBLASLT_EPILOGUE_DEFAULT)
     cublasCheck(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
   const float alpha = 1.0f;
-  cublasStatus_t st = cublasLtMatmul(ctx.lt, p->desc, &alpha, a, p->la, b, p->lb, &s.beta, d, p->ld, d, p->ld, &p->algo,
-                                     ctx.workspace, ctx.workspace_size, ctx.stream);
-  if (st != CUBLAS_STATUS_SUCCESS && epi != CUBLASLT_EPILOGUE_DEFAULT) {
-    p->found = false;  // not offered after all: say so, and do not try again
-    return false;
+  cublasStatus_t last = CUBLAS_STATUS_NOT_SUPPORTED;
+  for (; p->next < p->algos.size(); p->next++) {  // a candidate that fails is not tried again
+    last = cublasLtMatmul(ctx.lt, p->desc, &alpha, a, p->la, b, p->lb, &s.beta, d, p->ld, d, p->ld, &p->algos[p->next],
+                          ctx.workspace, ctx.workspace_size, ctx.stream);
+    if (last == CUBLAS_STATUS_SUCCESS) return true;
   }
-  cublasCheck(st);
-  return true;
+  if (epi != CUBLASLT_EPILOGUE_DEFAULT) return false;
+  throw CudaError(
+      strf("cuBLASLt: no algorithm ran (%zu tried; last status %s) for m %d n %d k %d batch %d, op %c%c, "
+           "ld %lld %lld %lld, alignment %u %u %u",
+           p->algos.size(), cublasLtGetStatusName(last), s.m, s.n, s.k, s.batch, s.ta ? 'T' : 'N', s.tb ? 'T' : 'N',
+           (long long)s.lda, (long long)s.ldb, (long long)s.ldd, al[0], al[1], al[2]));
 }
 
 // The second stage of a two-stage column sum: dst[c] += the sum over slices
@@ -536,10 +545,13 @@ inline int lab_main(int argc, char** argv, const char* name, const char* what, s
   }
 }
 
-// Runs a lab's validation between its header and its verdict line.
-inline bool run_validation(const char* file, const std::function<bool()>& validate) {
+// Runs a lab's validation between its header and its verdict line, with the
+// lab's scratch poisoned (NaN) on every use meanwhile (*poison).
+inline bool run_validation(const char* file, bool* poison, const std::function<bool()>& validate) {
   printf("validation: every version against the CPU reference (double), bounds in %s\n", file);
+  *poison = true;
   bool ok = validate();
+  *poison = false;
   printf("validation %s\n", ok ? "passed" : "FAILED");
   return ok;
 }

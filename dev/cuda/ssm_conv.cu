@@ -505,33 +505,7 @@ inline std::vector<Check> check_ssm(const std::string& tag, const SsmCase& c, co
 // ---------------------------------------------------------------------------
 // The cost model per version (host): bytes and FLOPs of each kernel
 // ---------------------------------------------------------------------------
-inline double peak_for(int xs) { return xs == 2 ? kBf16Peak : kFp32Peak; }
-
-// v1 as bigs.cu runs it (cuFFT counted as one pass over its input and
-// output, the least it can move).
-inline std::vector<Work> fft_work(int xs, int B, int T, int H, bool backward) {
-  double n = fft_size(T), nf = n / 2 + 1, ch = (double)B * H, act = (double)B * T * H, lg = std::log2(n);
-  double fl = 2.5 * n * lg;  // a real transform: half of 5 n log2 n
-  std::vector<Work> w;
-  auto conv = [&]() {
-    w.push_back({"pack K", T * 4.0 + n * 4});
-    w.push_back({"R2C K", n * 4 + nf * 8, fl});
-    w.push_back({"pack", act * xs + ch * n * 4});
-    w.push_back({"R2C", ch * n * 4 + ch * nf * 8, ch * fl});
-    w.push_back({"spectrum product", 2 * ch * nf * 8, 6 * ch * nf});
-    w.push_back({"C2R", ch * nf * 8 + ch * n * 4, ch * fl});
-    w.push_back({"unpack", ch * T * 4 + 2 * act * xs, 2 * act});
-  };
-  conv();
-  if (backward) {
-    for (const char* what : {"pack + R2C dout", "pack + R2C inp"})
-      w.push_back({what, act * xs + 2 * ch * n * 4 + ch * nf * 8, ch * fl});
-    w.push_back({"dK cross spectra", 2 * ch * nf * 8 + kColChunks * nf * 8, 8 * ch * nf});
-    w.push_back({"dK finish + C2R + add", kColChunks * nf * 8 + 2 * nf * 8 + n * 4 + 3 * T * 4.0, fl});
-    w.push_back({"dD dot", 2 * act * xs, 2 * act});
-  }
-  return w;
-}
+inline double peak_for(int xs) { return xs == 2 ? kTensorFlops : kCudaCoreFlops; }
 
 // v2 (chunk 0) and v3, from the very plans the GPU runs.
 inline std::vector<Work> toeplitz_work(int xs, int B, int T, int H, bool anticausal, bool backward, int chunk,
@@ -554,17 +528,28 @@ inline std::vector<Work> toeplitz_work(int xs, int B, int T, int H, bool anticau
     for (const GemmSpec& s : gram_plan(nq, T, H, chunk)) w.push_back(gemm_work("Gx GEMM", s, xs, 4, peak_for(xs)));
     // Each thread keeps ~4 loads of 4 bytes in flight (the loop, unrolled).
     double threads = (double)kLanes * ((T + kLanes - 1) / kLanes) * kRows;
-    w.push_back(
-        {"lag sums", nq * (double)T * (T + 1) / 2 * 4 + (double)slices * T * 4, 0, kFp32Peak, threads * slices * 16});
-    w.push_back({"lag finish", (double)slices * T * 4 + 2.0 * T * 4, 0, kFp32Peak, threads * 16});
+    w.push_back({"lag sums", nq * (double)T * (T + 1) / 2 * 4 + (double)slices * T * 4, 0, kCudaCoreFlops,
+                 threads * slices * 16});
+    w.push_back({"lag finish", (double)slices * T * 4 + 2.0 * T * 4, 0, kCudaCoreFlops, threads * 16});
   }
   return w;
 }
 
+// v1 as bigs.cu's Cost device counts it (ssm_conv_*_cost: cuFFT as one
+// pass over its input and output, the least it can move); v2 and v3 per
+// kernel and product.
 inline std::vector<Work> version_work(int ver, int xs, int B, int T, int H, bool backward, int chunk,
                                       size_t gram_cap = kGramCapBytes) {
-  if (ver == 1) return fft_work(xs, B, T, H, backward);
+  if (ver == 1) return {work_of(backward ? ssm_conv_backward_cost(B, T, H, xs) : ssm_conv_forward_cost(B, T, H, xs))};
   return toeplitz_work(xs, B, T, H, false, backward, ver == 3 ? chunk : 0, gram_cap);
+}
+
+// The Toeplitz route as one OpCost, the form bigs.cu's Cost device takes
+// (for when the winner moves there): the totals of toeplitz_work, one launch
+// per kernel or product.
+inline OpCost toeplitz_cost(int xs, int B, int T, int H, bool backward, int chunk, size_t gram_cap = kGramCapBytes) {
+  auto w = toeplitz_work(xs, B, T, H, false, backward, chunk, gram_cap);
+  return {"SSM convolution (Toeplitz)", total_flops(w), xs == 2, total_bytes(w), total_launches(w)};
 }
 
 // v3's block in validation: small enough that every T has several blocks,
@@ -601,18 +586,20 @@ inline std::pair<int, int> fft_crossover(int ver, int xs, int H, int chunk) {
 }
 
 inline void print_predictions(int chunk) {
-  printf("predicted (H200: %.1f TB/s, %.0f TFLOP/s bf16, %.0f TFLOP/s fp32; per call, one direction)\n",
-         kBandwidth / 1e12, kBf16Peak / 1e12, kFp32Peak / 1e12);
-  printf("%-4s %-5s %5s %3s | %9s %9s %8s | %9s %9s %8s\n", "ver", "prec", "T", "B", "fwd ms", "fwd MB", "fwd GF",
-         "bwd ms", "bwd MB", "bwd GF");
+  printf(
+      "predicted (H200: %.1f TB/s, %.0f TFLOP/s bf16, %.0f TFLOP/s fp32; per call, one direction; launches not "
+      "timed)\n",
+      kHbmBytes / 1e12, kTensorFlops / 1e12, kCudaCoreFlops / 1e12);
+  printf("%-4s %-5s %5s %3s | %9s %9s %8s | %9s %9s %8s | %s\n", "ver", "prec", "T", "B", "fwd ms", "fwd MB", "fwd GF",
+         "bwd ms", "bwd MB", "bwd GF", "launches f/b");
   for (const Shape& s : kBenchShapes)
     for (int xs : {2, 4})
       for (int ver = 1; ver <= 3; ver++) {
         auto f = version_work(ver, xs, s.B, s.T, s.H, false, chunk),
              b = version_work(ver, xs, s.B, s.T, s.H, true, chunk);
-        printf("v%-3d %-5s %5d %3d | %9.4f %9.1f %8.2f | %9.4f %9.1f %8.2f\n", ver, xs == 2 ? "bf16" : "fp32", s.T, s.B,
-               1e3 * predict_s(f), total_bytes(f) / 1e6, total_flops(f) / 1e9, 1e3 * predict_s(b), total_bytes(b) / 1e6,
-               total_flops(b) / 1e9);
+        printf("v%-3d %-5s %5d %3d | %9.4f %9.1f %8.2f | %9.4f %9.1f %8.2f | %d/%d\n", ver, xs == 2 ? "bf16" : "fp32",
+               s.T, s.B, 1e3 * predict_s(f), total_bytes(f) / 1e6, total_flops(f) / 1e9, 1e3 * predict_s(b),
+               total_bytes(b) / 1e6, total_flops(b) / 1e9, total_launches(f), total_launches(b));
       }
   printf("crossover (forward + backward per token, 16384 tokens a call, H 1024, v3 block %d):\n", chunk);
   for (int xs : {2, 4})
@@ -851,12 +838,8 @@ int main(int argc, char** argv) {
       [&]() { print_predictions((int)chunk); },
       [&](bool validating, bool benching, int reps) {
         SsmLab lab;
-        bool ok = true;
-        if (validating) {
-          lab.poison_scratch = true;
-          ok = run_validation("dev/cuda/ssm_conv.cu", [&]() { return validate(lab); });
-          lab.poison_scratch = false;
-        }
+        bool ok =
+            !validating || run_validation("dev/cuda/ssm_conv.cu", &lab.poison_scratch, [&]() { return validate(lab); });
         lab.chunk = (int)chunk;
         if (benching) benchmark(lab, reps);
         return ok;
