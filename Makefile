@@ -14,7 +14,7 @@ BUILD    := build
 
 HAVE_NVCC := $(shell command -v $(NVCC) >/dev/null 2>&1 && echo yes)
 
-.PHONY: all test test-suites test-asan demo finetune-demo clean gpu-check gpu-check-prep gtest-src cuda-check format fuzz fuzz-build
+.PHONY: all test test-suites test-asan demo finetune-demo clean gpu-check gpu-check-prep gtest-src cuda-check format fuzz fuzz-build lab
 all: bigs tokenizer data_prep
 
 $(BUILD):
@@ -61,6 +61,11 @@ $(BUILD)/test_crash: test/test_crash.cpp test/util.h bigs.cu formats.h cli.h $(B
 $(BUILD)/test_tokenizer: test/test_tokenizer.cpp $(BUILD)/tokenizer_lib.o | tokenizer
 	$(CXX) $(CXXFLAGS) -I. test/test_tokenizer.cpp $(BUILD)/tokenizer_lib.o -o $@ $(GTEST_LIBS)
 
+# The kernel labs' index arithmetic and plans on the CPU (dev/cuda; no GPU needed).
+LAB_SRC = dev/cuda/lab.h dev/cuda/ssm_conv.cu dev/cuda/colsum.cu
+$(BUILD)/test_lab: test/test_lab.cpp $(LAB_SRC) bigs.cu formats.h cli.h $(BUILD)/tokenizer_lib.o
+	$(CXX) $(CXXFLAGS) -I. test/test_lab.cpp $(BUILD)/tokenizer_lib.o -o $@ $(GTEST_LIBS)
+
 $(BUILD)/test_data_prep: test/test_data_prep.cpp data_prep.cpp formats.h cli.h tokenizer.h $(BUILD)/tokenizer_lib.o
 	$(CXX) $(CXXFLAGS) -I. test/test_data_prep.cpp $(BUILD)/tokenizer_lib.o -o $@ $(GTEST_LIBS)
 
@@ -92,7 +97,8 @@ $(BUILD)/gtest/libgtest_main.a: | $(BUILD)
 $(BUILD)/fixture.bin: dev/reference.py | $(BUILD)
 	$(PYTHON) dev/reference.py --out $@
 
-TEST_BINS = $(BUILD)/test_model $(BUILD)/test_cpu_kernels $(BUILD)/test_train $(BUILD)/test_tokenizer $(BUILD)/test_data_prep $(BUILD)/test_crash $(BUILD)/bigs_cpu $(GPU_TEST_BIN)
+TEST_BINS = $(BUILD)/test_model $(BUILD)/test_cpu_kernels $(BUILD)/test_train $(BUILD)/test_tokenizer $(BUILD)/test_data_prep \
+            $(BUILD)/test_crash $(BUILD)/test_lab $(BUILD)/bigs_cpu $(GPU_TEST_BIN)
 
 $(BUILD)/metric_cases.tsv: dev/glue_metrics.py | $(BUILD)
 	$(PYTHON) dev/glue_metrics.py cases --out $@
@@ -117,6 +123,9 @@ cuda-check: | $(BUILD)
 	$(NVCC) $(subst -arch=$(CUDA_ARCH),-arch=sm_80,$(NVCCFLAGS)) $(WERROR) -c bigs.cu -o $(BUILD)/bigs_sm80.o
 	$(NVCC) $(subst -arch=$(CUDA_ARCH),-arch=sm_90,$(NVCCFLAGS)) $(WERROR) -I. -c test/test_gpu.cu -o $(BUILD)/test_gpu_sm90.o
 	$(NVCC) $(subst -arch=$(CUDA_ARCH),-arch=sm_80,$(NVCCFLAGS)) $(WERROR) -I. -c test/test_gpu.cu -o $(BUILD)/test_gpu_sm80.o
+	for lab in ssm_conv colsum; do for a in sm_90 sm_80; do \
+	  $(NVCC) $(subst -arch=$(CUDA_ARCH),-arch=$$a,$(NVCCFLAGS)) $(WERROR) -I. -c dev/cuda/$$lab.cu -o $(BUILD)/lab_$${lab}_$$a.o || exit 1; \
+	done; done
 
 # On the GPU machine: the one prepared check (dev/gpu_check.sh; logs packed
 # into GPU_LOGS/gpu_logs.tgz beside GPU_LOGS/summary.txt). Here, before the
@@ -129,23 +138,32 @@ gpu-check:
 gpu-check-prep: gtest-src $(BUILD)/fixture.bin
 	bash dev/gpu_check.sh --dry-run $(BUILD)/gpu_dry_run
 
+# The kernel labs (dev/cuda/README.md): a validator and a benchmark per hard
+# kernel, for a GPU machine (`--predict` prints their cost model without one).
+LAB_BINS = $(BUILD)/lab_ssm_conv $(BUILD)/lab_colsum
+lab: $(LAB_BINS)
+$(BUILD)/lab_%: dev/cuda/%.cu $(LAB_SRC) bigs.cu formats.h cli.h tokenizer.h $(BUILD)/tokenizer_lib.o
+	$(NVCC) $(NVCCFLAGS) -I. $< $(BUILD)/tokenizer_lib.o -o $@ $(CUDA_LIBS)
+
 # GoogleTest's source, for a GPU machine without it: the device call carries
 # build/googletest and the Makefile builds it there (GTEST_FROM_SRC=1).
 gtest-src: | $(BUILD)
 	rm -rf $(BUILD)/googletest && cp -r /usr/src/googletest/googletest $(BUILD)/googletest
 
 format:
-	clang-format -i bigs.cu tokenizer.cpp tokenizer.h data_prep.cpp formats.h test/*.cpp test/*.h
+	clang-format -i bigs.cu tokenizer.cpp tokenizer.h data_prep.cpp formats.h test/*.cpp test/*.h dev/cuda/*.cu dev/cuda/*.h
 
 clean:
 	rm -rf $(BUILD) bigs tokenizer data_prep
 
 # The CPU suites again under AddressSanitizer and UndefinedBehaviorSanitizer.
 ASAN_FLAGS = -O1 -g -std=c++17 -fopenmp -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
-ASAN_BINS = $(BUILD)/asan/test_model $(BUILD)/asan/test_cpu_kernels $(BUILD)/asan/test_train $(BUILD)/asan/test_tokenizer $(BUILD)/asan/test_data_prep
+ASAN_BINS = $(BUILD)/asan/test_model $(BUILD)/asan/test_cpu_kernels $(BUILD)/asan/test_train $(BUILD)/asan/test_tokenizer \
+            $(BUILD)/asan/test_data_prep $(BUILD)/asan/test_lab
 $(BUILD)/asan/tokenizer_lib.o: tokenizer.cpp tokenizer.h unicode_tables.h
 	mkdir -p $(BUILD)/asan
 	$(CXX) $(ASAN_FLAGS) -DTOKENIZER_NO_MAIN -c tokenizer.cpp -o $@
+$(BUILD)/asan/test_lab: $(LAB_SRC)
 $(BUILD)/asan/%: test/%.cpp $(BUILD)/asan/tokenizer_lib.o bigs.cu data_prep.cpp formats.h cli.h test/fixture.h test/util.h
 	$(CXX) $(ASAN_FLAGS) -I. $< $(BUILD)/asan/tokenizer_lib.o -o $@ $(GTEST_LIBS)
 

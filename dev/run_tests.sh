@@ -21,7 +21,7 @@ run() {  # run NAME COMMAND...
   fi
 }
 
-for t in test_model test_cpu_kernels test_train test_tokenizer test_data_prep test_crash; do
+for t in test_model test_cpu_kernels test_train test_tokenizer test_data_prep test_crash test_lab; do
   run "$t" "$build/$t" --gtest_brief=1
 done
 if [ -x "$build/test_gpu" ]; then  # built where nvcc is; skips itself without a GPU
