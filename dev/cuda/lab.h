@@ -50,10 +50,12 @@ struct Work {
   int launches = 1;
 };
 
-// One of bigs.cu's OpCost (an operation's totals, as its Cost device counts
-// them) as one Work.
-inline Work work_of(const OpCost& o) {
-  return {o.op, o.bytes, o.flops, o.tensor ? kTensorFlops : kCudaCoreFlops, 0, o.launches};
+// One of bigs.cu's OpCost (an operation's launches, as its Cost device
+// counts them) as Works, one per launch.
+inline std::vector<Work> works_of(const OpCost& o) {
+  std::vector<Work> w;
+  for (const Launch& l : o) w.push_back({l.op, l.bytes, l.flops, l.tensor ? kTensorFlops : kCudaCoreFlops, 0, 1});
+  return w;
 }
 
 // The kernel's predicted time: the slowest of moving its bytes, doing its

@@ -540,16 +540,19 @@ inline std::vector<Work> toeplitz_work(int xs, int B, int T, int H, bool anticau
 // kernel and product.
 inline std::vector<Work> version_work(int ver, int xs, int B, int T, int H, bool backward, int chunk,
                                       size_t gram_cap = kGramCapBytes) {
-  if (ver == 1) return {work_of(backward ? ssm_conv_backward_cost(B, T, H, xs) : ssm_conv_forward_cost(B, T, H, xs))};
+  if (ver == 1) return works_of(backward ? ssm_conv_backward_cost(B, T, H, xs) : ssm_conv_forward_cost(B, T, H, xs));
   return toeplitz_work(xs, B, T, H, false, backward, ver == 3 ? chunk : 0, gram_cap);
 }
 
-// The Toeplitz route as one OpCost, the form bigs.cu's Cost device takes
-// (for when the winner moves there): the totals of toeplitz_work, one launch
-// per kernel or product.
+// The Toeplitz route as an OpCost, the form bigs.cu's Cost device takes
+// (for when the winner moves there): a launch per kernel or product of
+// toeplitz_work, the products on tensor cores in bf16.
 inline OpCost toeplitz_cost(int xs, int B, int T, int H, bool backward, int chunk, size_t gram_cap = kGramCapBytes) {
-  auto w = toeplitz_work(xs, B, T, H, false, backward, chunk, gram_cap);
-  return {"SSM convolution (Toeplitz)", total_flops(w), xs == 2, total_bytes(w), total_launches(w)};
+  OpCost c;
+  for (const Work& w : toeplitz_work(xs, B, T, H, false, backward, chunk, gram_cap))
+    for (int k = 0; k < w.launches; k++)
+      c.push_back({"SSM convolution (Toeplitz)", w.flops / w.launches, w.peak == kTensorFlops, w.bytes / w.launches});
+  return c;
 }
 
 // v3's block in validation: small enough that every T has several blocks,
