@@ -68,7 +68,7 @@ JOBS=$(nproc 2> /dev/null || echo 16)
 # convolution's dK sums and transposes, the embedding's group sums.
 MEMCHECK_FILTER='GpuKernel.*'
 RACECHECK_FILTER='GpuKernel.LayerNorm:GpuKernel.Dense:GpuKernel.S4dKernel:GpuKernel.CrossEntropy:'
-RACECHECK_FILTER+='GpuKernel.SsmConv:GpuKernel.Embedding'
+RACECHECK_FILTER+='GpuKernel.SsmConvFft:GpuKernel.SsmConvToeplitz:GpuKernel.Embedding'
 # The stages of the table, in order.
 STAGES="build suite memcheck racecheck demo mpi bench128 eager128 bench512 bench4096 lab compile128"
 
