@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # make demo: train a tiny BiGS on the bundled King James Bible and ask it to
 # fill masks. Everything lands in out/demo/. Takes a few minutes on 2 cores.
-#   STEPS=600 DEVICE=auto dev/demo.sh   (EVAL_EVERY, SAVE_EVERY: default 200; dev/gpu_check.sh
+#   STEPS=600 DEVICE=auto dev/demo.sh   (EVAL_EVERY, SAVE_EVERY: default 500; dev/gpu_check.sh
 #   makes a short run validate and checkpoint mid-run too)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=out/demo
-steps=${STEPS:-1000}
+steps=${STEPS:-3000}
 mkdir -p "$out"
 start=$(date +%s)
 
@@ -19,7 +19,7 @@ echo "== 2/4 pretraining shards, T = 128 (2% of the chapters held out for valida
 echo "== 3/4 pretraining BiGS-tiny for $steps steps of 32 sequences"
 ./bigs pretrain --device "${DEVICE:-auto}" --config tiny --train "$out/shards/train_*.bin" --val "$out/shards/val_*.bin" \
   --batch 32 --micro-batch 32 --steps "$steps" --lr 2e-3 --warmup 60 --dropout 0 \
-  --eval-every "${EVAL_EVERY:-200}" --eval-seqs 381 --log-every 50 --save-every "${SAVE_EVERY:-200}" --out "$out/run"
+  --eval-every "${EVAL_EVERY:-500}" --eval-seqs 381 --log-every 100 --save-every "${SAVE_EVERY:-500}" --out "$out/run"
 
 echo "== 4/4 fill-mask"
 sentences=(
