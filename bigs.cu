@@ -4714,6 +4714,7 @@ struct Shards {
   size_t lo(int r) const { return std::min(n, (size_t)r * size); }
   size_t hi(int r) const { return std::min(n, (size_t)(r + 1) * size); }
 };
+static Shards shards_of(size_t n, int ranks) { return {n, round_up((n + ranks - 1) / ranks, kNormChunk)}; }
 
 // One rank's state for the data-parallel step (train_step): its world, the
 // shards of the parameter block where the model lives (the host's packed
@@ -4820,7 +4821,7 @@ static bool data_parallel_init(DataParallel* dp, World& w, Model& m, int rounds,
     *err = strf("%zu parameters are more than MPI's int counts can carry", n);
     return false;
   }
-  dp->sh = Shards{n, round_up((n + w.size - 1) / w.size, kNormChunk)};
+  dp->sh = shards_of(n, w.size);
   dp->sums = w.mpi || rounds > 1;
   const size_t shard = dp->hi() - dp->lo();
   for (int q = 0; q < w.size; q++) {
@@ -5907,6 +5908,24 @@ static bool world_same_start(World& w, uint32_t data, const Model& m, const std:
   return same_data && same_model && same_device;
 }
 
+// Every rank's checksum of its parameters (the host block), printed by rank
+// 0. The all-gather after every step makes them equal; a difference is a bug
+// and stops the run (on every rank: they all see it).
+static bool world_same_params(World& w, const Model& m, std::string* err) {
+  std::vector<double> crc(w.size, 0.0);
+  crc[w.rank] = crc32c(0, m.params_mem.data(), m.num_params * sizeof(float));
+  world_reduce(w, crc.data(), crc.size());
+  std::string line;
+  bool same = true;
+  for (double c : crc) line += strf(" %08x", (uint32_t)c), same = same && c == crc[0];
+  printf("parameters on the %d ranks (CRC-32C):%s\n", w.size, line.c_str());
+  if (!same) {
+    *err = "the ranks' parameters differ, which the all-gather after every step rules out: a bug in bigs";
+    w.agreed = true;
+  }
+  return same;
+}
+
 static const char* kPretrainUsage =
     "usage: bigs pretrain --train 'DIR/train_*.bin' [--val DIR/val_000000.bin] [options]\n"
     "Masked-language-model pretraining of BiGS (docs/MODEL.md section 12); defaults are the paper's recipe.\n"
@@ -6037,8 +6056,12 @@ static int cmd_pretrain(World& w, int argc, char** argv) {
   int64_t saved_step = resume.empty() ? -1 : (int64_t)step;  // what state.bin holds
   auto save = [&](const char* why) {
     world_share_moments(dp, m, mom1, mom2);  // every rank: the moments are sharded
+    model_to_host(m, &mom1, &mom2);          // from the GPU, when the model is there
+    if (w.mpi && !world_same_params(w, m, &err)) {
+      if (w.rank == 0) fail(cmd, err);
+      return false;
+    }
     if (w.rank > 0) return true;
-    model_to_host(m, &mom1, &mom2);  // from the GPU, when the model is there
     fflush(log);  // the log holds every step the checkpoint does
     bool ok = checkpoint_save(out + "/state.bin", m, &mom1, &mom2, step, samples, (uint64_t)seed, &err);
     if (ok) saved_step = (int64_t)step;
@@ -6648,8 +6671,9 @@ static int cmd_finetune(World& w, int argc, char** argv) {
   }
   fclose(log);
   if (status == 1) fail(cmd, err);
-  if (w.rank > 0) return status;
   model_to_host(m, nullptr, nullptr);
+  if (w.mpi && (status == 0 || w.agreed) && !world_same_params(w, m, &err)) return fail_all(err, 1);
+  if (w.rank > 0) return status;
   if (!checkpoint_save(out + "/last.bin", m, nullptr, nullptr, (uint64_t)step, 0, (uint64_t)seed, &err))
     return fail(cmd, err);
   printf("best dev %.4f; checkpoints %s/best.bin and %s/last.bin\n", best, out.c_str(), out.c_str());
