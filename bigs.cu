@@ -289,6 +289,14 @@ struct CudaCtx {
   std::vector<GemmAlgo> algos;  // heuristic results, looked up by problem
   int* idx = nullptr;           // index lists the embedding backward uploads
   size_t idx_cap = 0;           // its capacity in ints
+  // The Toeplitz route's scratch (see toeplitz_forward), capacities in
+  // elements: the matrix (bytes), one group's Gx, the lag sums' partials.
+  char* toep = nullptr;
+  size_t toep_cap = 0;
+  float* gram = nullptr;
+  size_t gram_cap = 0;
+  float* lagpart = nullptr;
+  size_t lagpart_cap = 0;
 };
 
 constexpr size_t kWorkspaceBytes = 32u << 20;  // cuBLASLt's recommendation for Hopper
@@ -325,6 +333,9 @@ static void cuda_ctx_destroy(CudaCtx* ctx) {
   cudaCheck(cudaFree(ctx->red));
   cudaCheck(cudaFree(ctx->colsum));
   cudaCheck(cudaFree(ctx->idx));
+  cudaCheck(cudaFree(ctx->toep));
+  cudaCheck(cudaFree(ctx->gram));
+  cudaCheck(cudaFree(ctx->lagpart));
   if (ctx->lt) cublasCheck(cublasLtDestroy(ctx->lt));
   if (ctx->stream) cudaCheck(cudaStreamDestroy(ctx->stream));
   *ctx = CudaCtx{};
@@ -1511,9 +1522,26 @@ static bool gelu_fusable(size_t out_elem_size, bool fuse_epilogues, int ld) {
 // the host-layout tests sit at arbitrary offsets, while cuBLASLt's heuristic
 // assumes 256-byte aligned operands unless told otherwise; stating the truth
 // keeps it from choosing an algorithm that needs more alignment than we have.
-static uint32_t ptr_alignment(const void* p) {
+static uint32_t pow2_alignment(uint64_t x) {
   uint32_t a = 256;
-  while (a > 2 && (uintptr_t)p % a) a /= 2;
+  while (a > 2 && x % a) a /= 2;
+  return a;
+}
+static uint32_t ptr_alignment(const void* p) { return pow2_alignment((uintptr_t)p); }
+
+// Strided batches of one product: batch q reads A + q a and B + q b and
+// writes D + q d (element strides; 0: one matrix serves every q, as the
+// Toeplitz route shares its matrix). count 1: a single product.
+struct GemmBatch {
+  int count = 1;
+  int64_t a = 0, b = 0, d = 0;
+};
+
+// The alignment every batch of an operand keeps: its base's, and its
+// stride's in bytes.
+static uint32_t batch_alignment(const void* p, int64_t stride, size_t elem) {
+  uint32_t a = ptr_alignment(p);
+  if (stride) a = std::min(a, pow2_alignment((uint64_t)stride * elem));
   return a;
 }
 
@@ -1550,11 +1578,12 @@ constexpr int kGemmCandidates = 8;
 template <class TA, class TD>
 static bool matmul(CudaCtx& ctx, TD* D, const TA* A, const TA* Bm, bool ta, bool tb, int m, int n, int k, int lda,
                    int ldb, int ldd, float beta, const TD* C = nullptr, Epi epi = Epi::None, const TD* bias = nullptr,
-                   TD* aux = nullptr) {
-  if (m == 0 || n == 0 || k == 0) return true;  // callers accumulate (beta = 1) or have k > 0
+                   TD* aux = nullptr, const GemmBatch& bat = GemmBatch{}) {
+  if (m == 0 || n == 0 || k == 0 || bat.count == 0) return true;  // callers accumulate (beta = 1) or have k > 0
   if (!C) C = D;
   cublasComputeType_t compute = std::is_same<TA, float>::value ? ctx.compute : CUBLAS_COMPUTE_32F;
-  uint32_t al[5] = {ptr_alignment(A), ptr_alignment(Bm), ptr_alignment(C), ptr_alignment(D),
+  uint32_t al[5] = {batch_alignment(A, bat.a, sizeof(TA)), batch_alignment(Bm, bat.b, sizeof(TA)),
+                    batch_alignment(C, bat.d, sizeof(TD)), batch_alignment(D, bat.d, sizeof(TD)),
                     aux ? ptr_alignment(aux) : 256u};
   std::vector<int64_t> key = {dtype_of<TA>(),
                               dtype_of<TD>(),
@@ -1574,7 +1603,11 @@ static bool matmul(CudaCtx& ctx, TD* D, const TA* A, const TA* Bm, bool ta, bool
                               al[2],
                               al[3],
                               al[4],
-                              bias ? (int64_t)ptr_alignment(bias) : 0};
+                              bias ? (int64_t)ptr_alignment(bias) : 0,
+                              bat.count,
+                              bat.a,
+                              bat.b,
+                              bat.d};
   cublasLtMatmulDesc_t desc;
   cublasCheck(cublasLtMatmulDescCreate(&desc, compute, CUDA_R_32F));
   cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -1595,6 +1628,15 @@ static bool matmul(CudaCtx& ctx, TD* D, const TA* A, const TA* Bm, bool ta, bool
   cublasCheck(cublasLtMatrixLayoutCreate(&la, dtype_of<TA>(), ta ? k : m, ta ? m : k, lda));
   cublasCheck(cublasLtMatrixLayoutCreate(&lb, dtype_of<TA>(), tb ? n : k, tb ? k : n, ldb));
   cublasCheck(cublasLtMatrixLayoutCreate(&ld, dtype_of<TD>(), m, n, ldd));
+  if (bat.count > 1) {
+    std::pair<cublasLtMatrixLayout_t, int64_t> batched[3] = {{la, bat.a}, {lb, bat.b}, {ld, bat.d}};
+    for (auto& [l, stride] : batched) {
+      cublasCheck(
+          cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bat.count, sizeof bat.count));
+      cublasCheck(
+          cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof stride));
+    }
+  }
   GemmAlgo* found = nullptr;
   for (GemmAlgo& g : ctx.algos)
     if (g.key == key) found = &g;
@@ -1958,7 +2000,8 @@ static inline void vf_gelu_tanh(VecF x, VecF* y, VecF* dy) {
   if (y) *y = vf_mul(vf_mul(half, x), vf_add(one, th));
   if (dy) {
     VecF d1 = vf_mul(half, vf_add(one, th));
-    VecF d2 = vf_mul(vf_mul(vf_mul(half, x), vf_sub(one, vf_mul(th, th))), vf_mul(k, vf_fma(vf_set1(0.134145f), x2, one)));
+    VecF d2 =
+        vf_mul(vf_mul(vf_mul(half, x), vf_sub(one, vf_mul(th, th))), vf_mul(k, vf_fma(vf_set1(0.134145f), x2, one)));
     *dy = vf_add(d1, d2);
   }
 }
@@ -2035,10 +2078,34 @@ static void gate_backward(CudaCtx& ctx, X* da, X* db, const X* dout, const X* a,
   gate_backward_kernel<<<grid_for(n), kThreads, 0, ctx.stream>>>(da, db, dout, a, b, n);
   launchCheck();
 }
+
+// The value branch's backward in one pass (layer_backward): the gate gv = g
+// v of g = gelu(g_pre) and v = gelu(v_pre) back to both pre-activations,
+//   dg = dgv v gelu'(g_pre),   dv = dgv g gelu'(v_pre)      (=)
+// which the CPU computes as gate_backward and then activation_backward on
+// each (the same products in the same order). Fused, it reads five tensors
+// and writes two, where the three passes read eight and wrote four.
+template <class X>
+__global__ void gate_gelu_backward_kernel(X* dg, X* dv, const X* dgv, const X* g, const X* v, const X* g_pre,
+                                          const X* v_pre, size_t n) {
+  size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  float d = ld(dgv[i]);
+  st(dg + i, d * ld(v[i]) * gelu_tanh_grad(ld(g_pre[i])));
+  st(dv + i, d * ld(g[i]) * gelu_tanh_grad(ld(v_pre[i])));
+}
+
+template <class X>
+static void gate_gelu_backward(CudaCtx& ctx, X* dg, X* dv, const X* dgv, const X* g, const X* v, const X* g_pre,
+                               const X* v_pre, size_t n) {  // dg, dv =
+  gate_gelu_backward_kernel<<<grid_for(n), kThreads, 0, ctx.stream>>>(dg, dv, dgv, g, v, g_pre, v_pre, n);
+  launchCheck();
+}
 #endif
 
 static OpCost gate_forward_cost(size_t n, size_t s) { return {{"gate", (double)n, false, 3.0 * n * s}}; }
 static OpCost gate_backward_cost(size_t n, size_t s) { return {{"gate", 2.0 * n, false, 5.0 * n * s}}; }
+static OpCost gate_gelu_backward_cost(size_t n, size_t s) { return {{"gate", 52.0 * n, false, 7.0 * n * s}}; }
 
 // ---------------------------------------------------------------------------
 // S4D kernel (docs/MODEL.md section 4), one kernel shared by all H channels:
@@ -2462,7 +2529,8 @@ static FftVec fft_vec_plan(int n) {
   p.n = n;
   p.wr.resize(n / 2);
   p.wi.resize(n / 2);
-  for (int j = 0; j < n / 2; j++) p.wr[j] = (float)std::cos(-2 * M_PI * j / n), p.wi[j] = (float)std::sin(-2 * M_PI * j / n);
+  for (int j = 0; j < n / 2; j++)
+    p.wr[j] = (float)std::cos(-2 * M_PI * j / n), p.wi[j] = (float)std::sin(-2 * M_PI * j / n);
   return p;
 }
 
@@ -2699,9 +2767,234 @@ void ssm_conv_backward_fast(float* dinp, float* dK, float* dD, const float* dout
   for (int b = 0; b < B; b++) *dD += part[b];
 }
 
+// ---------------------------------------------------------------------------
+// SSM convolution on the GPU as Toeplitz products (version 3 of the kernel
+// lab, dev/cuda/ssm_conv.cu; version 2 for T <= kGpuToeplitzChunk), for bf16
+// up to T = kGpuToeplitzMaxT and fp32 below 512; the FFT (further below)
+// beyond. The plans and the orchestration are host code over an executor,
+// so that the lab's CPU twin (test_lab) replays exactly what the GPU runs.
+// ---------------------------------------------------------------------------
+// cuBLASLt is column-major, so a sequence u_b, row-major (T, H), is the
+// column-major U' (H x T) with ld H, and y_b likewise Y'. The causal
+// product y[t] = sum_s N(s, t) u[s] is then Y' = U' N, N column-major
+// (T x T, ld ldT), shared by every sequence through a zero batch stride:
+//   N(s, t) = K[t - s] for s <= t (plus D at s = t), 0 for s > t;
+// the anti-causal product is Y' = U' N^T, the same matrix. Upper
+// triangular, so output column t needs input columns s <= t (causal) or
+// s >= t (anti-causal) only: version 3 runs one product per block of C
+// output columns over just the input columns it needs, skipping the zero
+// triangle. Costs (dev/cuda/README.md): at T = 128 the forward moves 16x
+// fewer bytes than the FFT route, and in bf16 the FFT wins again only from
+// T ~ 7000; in exact fp32 the products run on CUDA cores and the FFT wins
+// from T = 512.
+constexpr int kGpuToeplitzChunk = 512;  // version 3's block of output columns
+constexpr int kGpuToeplitzMaxT = 4096;  // bf16 (and TF32 storage): Toeplitz up to here
+constexpr int kGpuToeplitzMaxTFp32 = 511;
+
+// Whether the GPU convolves by Toeplitz products for storage elements of
+// elem bytes (2: bf16) at length T; else by FFT.
+static bool gpu_toeplitz_route(size_t elem, int T) {
+  return T <= (elem == 2 ? kGpuToeplitzMaxT : kGpuToeplitzMaxTFp32);
+}
+
+// One cuBLASLt product as numbers, column-major as cuBLASLt sees memory:
+// batch q = 0 .. batch-1 computes
+//   D_q (m x n) = op(A_q) (m x k) op(B_q) (k x n) + beta D_q
+// with X_q = X + x_off + q sx (elements; sx = 0: one matrix for every q),
+// op(A)(i, p) = A[i + p lda] or, ta, A[p + i lda]; likewise B; D(i, j) =
+// D[i + j ldd].
+struct GemmSpec {
+  bool ta = false, tb = false;
+  int m = 0, n = 0, k = 0;
+  int64_t lda = 0, ldb = 0, ldd = 0;
+  int batch = 1;
+  int64_t sa = 0, sb = 0, sd = 0;
+  int64_t a_off = 0, b_off = 0, d_off = 0;
+  float beta = 0;
+};
+
+// N's leading dimension: T rounded up to 8 elements, so every column starts
+// 16-byte aligned in bf16 (cuBLASLt's tensor-core kernels want that).
+BIGS_HD inline int toeplitz_ld(int T) { return (T + 7) / 8 * 8; }
+
+// N(s, t), and 0 in the padding rows s >= T.
+BIGS_HD inline float toeplitz_entry(const float* K, float d, int s, int t, int T) {
+  if (s >= T || s > t) return 0.0f;
+  return s == t ? K[0] + d : K[t - s];
+}
+
+// Thread i of the build writes rows s0 .. s0 + 7 of column t (one 16-byte
+// store in bf16): their values and the offset of the first; false past the
+// end. Consecutive threads write consecutive rows of one column.
+BIGS_HD inline bool toeplitz_build_thread(int64_t i, const float* K, float d, int T, int ldT, int64_t* off,
+                                          float v[8]) {
+  int64_t groups = ldT / 8;
+  if (i >= groups * T) return false;
+  int t = (int)(i / groups), s0 = (int)(i % groups) * 8;
+  for (int j = 0; j < 8; j++) v[j] = toeplitz_entry(K, d, s0 + j, t, T);
+  *off = (int64_t)t * ldT + s0;
+  return true;
+}
+
+// The products of out = Toep(K) inp over the batch (A = inp, B = N, D =
+// out). chunk 0 (or >= T): one product (version 2). Else (version 3) one
+// per block of C output columns [t0, t0 + nc), over input columns [0, t0 +
+// nc) (causal) or [t0, T) (anti-causal, N's rows t0 .. read through op T).
+// chunk must be a multiple of 8, so every block starts aligned.
+inline std::vector<GemmSpec> conv_plan(int B, int T, int H, bool anticausal, int chunk) {
+  int ldT = toeplitz_ld(T), C = chunk > 0 && chunk < T ? chunk : T;
+  std::vector<GemmSpec> plan;
+  for (int t0 = 0; t0 < T; t0 += C) {
+    GemmSpec s;
+    int nc = std::min(C, T - t0);
+    s.tb = anticausal;
+    s.m = H, s.n = nc;
+    s.lda = H, s.ldb = ldT, s.ldd = H;
+    s.batch = B, s.sa = s.sd = (int64_t)T * H, s.sb = 0;  // N is shared by every sequence
+    s.d_off = (int64_t)t0 * H;
+    if (!anticausal)
+      s.k = t0 + nc, s.a_off = 0, s.b_off = (int64_t)t0 * ldT;
+    else
+      s.k = T - t0, s.a_off = (int64_t)t0 * H, s.b_off = t0 + (int64_t)t0 * ldT;
+    plan.push_back(s);
+  }
+  return plan;
+}
+
+// dK[l] is a sum along the l-th diagonal of Gx_b(r, c) = sum_h first[r][h]
+// second[c][h] (column-major, ld ldG = toeplitz_ld(T), stride T ldG):
+// causal first = dout, second = inp, so Gx(c + l, c) = dout[c + l] . u[c];
+// anti-causal first = inp, second = dout, so Gx(c + l, c) = u[c + l] .
+// dout[c]. Either way dK[l] = sum_b sum_{c < T - l} Gx_b(c + l, c): only the
+// lower triangle r >= c, and each lag's entries are consecutive in memory
+// (column c, rows c + l), which the diagonal sums rely on. The products for
+// nseq sequences (A = first, B = second, D = Gx): one (chunk 0), or one per
+// block of C columns [c0, c0 + nc), rows [c0, T). (One product over the
+// whole batch would need the reduction index (b, h), which has two strides
+// in our (B, T, H) layout; so the batch sum is the diagonal sums'.)
+inline std::vector<GemmSpec> gram_plan(int nseq, int T, int H, int chunk) {
+  int ldG = toeplitz_ld(T), C = chunk > 0 && chunk < T ? chunk : T;
+  std::vector<GemmSpec> plan;
+  for (int c0 = 0; c0 < T; c0 += C) {
+    GemmSpec s;
+    s.ta = true;
+    s.m = T - c0, s.n = std::min(C, T - c0), s.k = H;
+    s.lda = s.ldb = H, s.ldd = ldG;
+    s.batch = nseq, s.sa = s.sb = (int64_t)T * H, s.sd = (int64_t)T * ldG;
+    s.a_off = s.b_off = (int64_t)c0 * H, s.d_off = c0 + (int64_t)c0 * ldG;
+    plan.push_back(s);
+  }
+  return plan;
+}
+
+// Gx takes T ldG fp32 per sequence (67 MB at T = 4096), so the batch goes
+// through in groups of this many sequences, each group's lag sums added to
+// dK in order.
+constexpr size_t kGramCapBytes = 256u << 20;
+inline int gram_group(int B, int T, size_t cap_bytes) {
+  size_t per = (size_t)T * toeplitz_ld(T) * sizeof(float);
+  return (int)std::max<size_t>(1, std::min<size_t>(B, cap_bytes / per));
+}
+
+// Deterministic column sums over a fixed tree: blocks of kLanes x kRows
+// threads, threadIdx.x the column (consecutive threads, consecutive
+// columns: coalesced), threadIdx.y one of kRows interleaved row subsets;
+// the kRows partial sums of a column are added in the fixed tree below (host
+// and device run this very function), and the slices' results by the
+// finish in the same way. Every order is fixed by the shapes alone, so
+// results repeat bit for bit on any GPU.
+constexpr int kLanes = 32, kRows = 8;
+
+// ((v0 + v4) + (v2 + v6)) + ((v1 + v5) + (v3 + v7)), reading v[i * stride].
+BIGS_HD inline float tree8(const float* v, int stride) {
+  float a0 = v[0] + v[4 * stride], a1 = v[stride] + v[5 * stride], a2 = v[2 * stride] + v[6 * stride],
+        a3 = v[3 * stride] + v[7 * stride];
+  return (a0 + a2) + (a1 + a3);
+}
+
+// Row range of slice `slice` of `slices` over `rows` rows: [*r0, *r1).
+BIGS_HD inline void slice_rows(int64_t rows, int slices, int slice, int64_t* r0, int64_t* r1) {
+  int64_t per = (rows + slices - 1) / slices, a = slice * per, b = a + per;
+  *r0 = a < rows ? a : rows;
+  *r1 = b < rows ? b : rows;
+}
+
+// The finish: thread (x, y) of block bx adds the partials of slices y, y + 8,
+// ... for column c = bx * 32 + x in slice order; tree8 over y then.
+BIGS_HD inline float finish_thread_sum(const float* part, int64_t cols, int slices, int64_t c, int y) {
+  float s = 0;
+  for (int k = y; k < slices; k += kRows) s += part[(int64_t)k * cols + c];
+  return s;
+}
+
+// The diagonal sums are a column sum of a skewed matrix: rows r = q T + c
+// (q the sequence, c the column of Gx), columns the lags l, entry
+// Gx_q(c + l, c) where c + l < T. Slices: one per 128 rows, at most 256.
+BIGS_HD inline int diag_slices(int64_t rows) {
+  int64_t s = rows / 128;
+  return (int)(s < 1 ? 1 : s > 256 ? 256 : s);
+}
+
+// One thread's part: lag l over rows r0, r0 + kRows, ... < r1.
+BIGS_HD inline float diag_thread_sum(const float* G, int T, int ldG, int l, int64_t r0, int64_t r1) {
+  float s = 0;
+  if (l >= T) return s;
+  for (int64_t r = r0; r < r1; r += kRows) {
+    int64_t q = r / T;
+    int c = (int)(r - q * T);
+    if (c + l < T) s += G[q * T * ldG + (int64_t)c * ldG + c + l];
+  }
+  return s;
+}
+
+// out (B, T, H) = Toep(K, D) inp, causal or anti-causal (overwrites). Ex
+// runs the pieces: the GPU's executor (below), the cost device's, or the
+// lab's CPU twin; all take the same calls in the same order.
+template <class Ex, class X>
+void toeplitz_forward(Ex& ex, X* out, const X* inp, const float* K, const float* D, int B, int T, int H,
+                      bool anticausal, int chunk) {
+  int ldT = toeplitz_ld(T);
+  X* N = ex.template matrix<X>((size_t)T * ldT);  // (T, ldT) column-major
+  ex.build(N, K, D, T, ldT);
+  for (const GemmSpec& s : conv_plan(B, T, H, anticausal, chunk)) ex.conv_gemm(s, inp, N, out);
+}
+
+// dinp = the opposite direction's product (overwrites); dK (T), dD (1) +=.
+// dD is the lag-0 sum (sum dout u), so it needs no pass of its own.
+template <class Ex, class X>
+void toeplitz_backward(Ex& ex, X* dinp, float* dK, float* dD, const X* dout, const X* inp, const float* K,
+                       const float* D, int B, int T, int H, bool anticausal, int chunk, size_t gram_cap) {
+  toeplitz_forward(ex, dinp, dout, K, D, B, T, H, !anticausal, chunk);
+  int ldG = toeplitz_ld(T), g = gram_group(B, T, gram_cap);
+  float* G = ex.gram((size_t)g * T * ldG);   // (g, T, ldG) column-major
+  const X* first = anticausal ? inp : dout;  // see gram_plan
+  const X* second = anticausal ? dout : inp;
+  for (int q0 = 0; q0 < B; q0 += g) {
+    int nq = std::min(g, B - q0);
+    size_t at = (size_t)q0 * T * H;
+    for (const GemmSpec& s : gram_plan(nq, T, H, chunk)) ex.gram_gemm(s, first + at, second + at, G);
+    int slices = diag_slices((int64_t)nq * T);
+    float* part = ex.partials((size_t)slices * T);
+    ex.diag(part, G, T, ldG, nq, slices);
+    ex.finish(dK, dD, part, T, slices);
+  }
+}
+
+// The Toeplitz route's scratch at a batch capacity (model_to_device makes
+// it at start-up; the memory plan counts it): the matrix, one group's Gx and
+// the lag sums' partials.
+struct ToeplitzScratch {
+  size_t matrix_bytes = 0, gram_floats = 0, part_floats = 0;
+};
+static ToeplitzScratch toeplitz_scratch(size_t elem, int B, int T) {
+  int g = gram_group(B, T, kGramCapBytes);
+  size_t ldT = toeplitz_ld(T);
+  return {(size_t)T * ldT * elem, (size_t)g * T * ldT, (size_t)diag_slices((int64_t)g * T) * T};
+}
+
 #ifdef __CUDACC__
-// The GPU always takes the FFT route (cuFFT, fp32, whatever the storage
-// type). Each of the B x H channels is copied into a zero-padded row of
+// The GPU's FFT route, for long T (see gpu_toeplitz_route): cuFFT, fp32
+// whatever the storage type. Each of the B x H channels is copied into a zero-padded row of
 // length n (cuFFT's batched layout wants each signal contiguous; ours have
 // stride H), transformed, multiplied by the kernel's spectrum (conjugated
 // for the anti-causal direction, as in ssm_conv_fft_cpu), transformed back
@@ -2809,8 +3102,8 @@ static void ssm_spectra(CudaCtx& ctx, cufftComplex* spec, const X* inp, int B, i
 }
 
 template <class X>
-static void ssm_conv_forward(CudaCtx& ctx, X* out, const X* inp, const float* K, const float* D, int B, int T, int H,
-                             bool anticausal) {  // out (B, T, H) =
+static void ssm_conv_fft_forward(CudaCtx& ctx, X* out, const X* inp, const float* K, const float* D, int B, int T,
+                                 int H, bool anticausal) {  // out (B, T, H) =
   int n = fft_size(T), nf = n / 2 + 1;
   size_t channels = (size_t)B * H;
   fft_reserve(ctx, channels, n);
@@ -2829,9 +3122,9 @@ static void ssm_conv_forward(CudaCtx& ctx, X* out, const X* inp, const float* K,
 
 // dinp = the opposite-direction convolution of dout (overwrites); dK, dD +=.
 template <class X>
-static void ssm_conv_backward(CudaCtx& ctx, X* dinp, float* dK, float* dD, const X* dout, const X* inp, const float* K,
-                              const float* D, int B, int T, int H, bool anticausal) {
-  ssm_conv_forward(ctx, dinp, dout, K, D, B, T, H, !anticausal);
+static void ssm_conv_fft_backward(CudaCtx& ctx, X* dinp, float* dK, float* dD, const X* dout, const X* inp,
+                                  const float* K, const float* D, int B, int T, int H, bool anticausal) {
+  ssm_conv_fft_forward(ctx, dinp, dout, K, D, B, T, H, !anticausal);
   int n = fft_size(T), nf = n / 2 + 1;
   size_t channels = (size_t)B * H;
   ssm_spectra(ctx, ctx.fft_spec, dout, B, T, H, n);
@@ -2847,6 +3140,119 @@ static void ssm_conv_backward(CudaCtx& ctx, X* dinp, float* dK, float* dD, const
   launchCheck();
   dot_reduce(ctx, dD, dout, inp, (size_t)B * T * H);
 }
+
+// The Toeplitz route's kernels and executor (see toeplitz_forward).
+__device__ inline void store8(bf16* p, const float* v) {  // one 16-byte store
+  __nv_bfloat162 h[4];
+  for (int j = 0; j < 4; j++) h[j] = __floats2bfloat162_rn(v[2 * j], v[2 * j + 1]);
+  *(uint4*)p = *(const uint4*)h;
+}
+__device__ inline void store8(float* p, const float* v) {
+  ((float4*)p)[0] = make_float4(v[0], v[1], v[2], v[3]);
+  ((float4*)p)[1] = make_float4(v[4], v[5], v[6], v[7]);
+}
+
+// N (T, ldT) column-major from K (T) and *D; one thread per 8 rows.
+template <class X>
+__global__ void toeplitz_build_kernel(X* N, const float* K, const float* D, int T, int ldT) {
+  int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x, off;
+  float v[8];
+  if (toeplitz_build_thread(i, K, *D, T, ldT, &off, v)) store8(N + off, v);
+}
+
+// The first stage of the lag sums: part[slice][l], block (kLanes, kRows).
+__global__ void diag_partial_kernel(float* part, const float* G, int T, int ldG, int nseq, int slices) {
+  __shared__ float sh[kRows][kLanes];
+  int l = blockIdx.x * kLanes + threadIdx.x;
+  int64_t r0, r1;
+  slice_rows((int64_t)nseq * T, slices, blockIdx.y, &r0, &r1);
+  sh[threadIdx.y][threadIdx.x] = diag_thread_sum(G, T, ldG, l, r0 + threadIdx.y, r1);
+  __syncthreads();
+  if (threadIdx.y == 0 && l < T) part[(int64_t)blockIdx.y * T + l] = tree8(&sh[0][threadIdx.x], kLanes);
+}
+
+// The second stage of a two-stage column sum: dst[c] += the sum over slices
+// of part[slice * cols + c] (finish_thread_sum, then tree8), and when extra0
+// is given, *extra0 += the same sum for column 0 (the SSM's dD is dK[0]'s
+// increment). Blocks of (kLanes, kRows), one column per x.
+__global__ void colsum_finish_tree_kernel(float* dst, float* extra0, const float* part, int64_t cols, int slices) {
+  __shared__ float sh[kRows][kLanes];
+  int64_t c = (int64_t)blockIdx.x * kLanes + threadIdx.x;
+  sh[threadIdx.y][threadIdx.x] = c < cols ? finish_thread_sum(part, cols, slices, c, threadIdx.y) : 0.0f;
+  __syncthreads();
+  if (threadIdx.y == 0 && c < cols) {
+    float s = tree8(&sh[0][threadIdx.x], kLanes);
+    dst[c] += s;
+    if (c == 0 && extra0) *extra0 += s;
+  }
+}
+
+// One GemmSpec through matmul (fp32 accumulation; offsets added here).
+template <class TA, class TD>
+static void gemm(CudaCtx& ctx, const GemmSpec& s, const TA* A, const TA* B, TD* D) {
+  matmul<TA, TD>(ctx, D + s.d_off, A + s.a_off, B + s.b_off, s.ta, s.tb, s.m, s.n, s.k, (int)s.lda, (int)s.ldb,
+                 (int)s.ldd, s.beta, nullptr, Epi::None, nullptr, nullptr, GemmBatch{s.batch, s.sa, s.sb, s.sd});
+}
+
+struct ToeplitzExec {
+  CudaCtx& ctx;
+  template <class X>
+  X* matrix(size_t n) {
+    scratch_reserve(ctx, &ctx.toep, &ctx.toep_cap, n * sizeof(X));
+    return (X*)ctx.toep;
+  }
+  float* gram(size_t n) {
+    scratch_reserve(ctx, &ctx.gram, &ctx.gram_cap, n);
+    return ctx.gram;
+  }
+  float* partials(size_t n) {
+    scratch_reserve(ctx, &ctx.lagpart, &ctx.lagpart_cap, n);
+    return ctx.lagpart;
+  }
+  template <class X>
+  void build(X* N, const float* K, const float* D, int T, int ldT) {
+    toeplitz_build_kernel<<<grid_for((size_t)T * (ldT / 8)), kThreads, 0, ctx.stream>>>(N, K, D, T, ldT);
+    launchCheck();
+  }
+  template <class X>
+  void conv_gemm(const GemmSpec& s, const X* A, const X* B, X* D) {
+    gemm(ctx, s, A, B, D);
+  }
+  template <class X>
+  void gram_gemm(const GemmSpec& s, const X* A, const X* B, float* G) {
+    gemm(ctx, s, A, B, G);
+  }
+  void diag(float* p, const float* G, int T, int ldG, int nseq, int slices) {
+    diag_partial_kernel<<<dim3((T + kLanes - 1) / kLanes, slices), dim3(kLanes, kRows), 0, ctx.stream>>>(
+        p, G, T, ldG, nseq, slices);
+    launchCheck();
+  }
+  void finish(float* dK, float* dD, const float* p, int T, int slices) {
+    colsum_finish_tree_kernel<<<(unsigned)((T + kLanes - 1) / kLanes), dim3(kLanes, kRows), 0, ctx.stream>>>(
+        dK, dD, p, T, slices);
+    launchCheck();
+  }
+};
+
+// The launchers the model calls: the Toeplitz route where it is the cheaper
+// (gpu_toeplitz_route), the FFT route beyond.
+template <class X>
+static void ssm_conv_forward(CudaCtx& ctx, X* out, const X* inp, const float* K, const float* D, int B, int T, int H,
+                             bool anticausal) {  // out (B, T, H) =
+  if (!gpu_toeplitz_route(sizeof(X), T)) return ssm_conv_fft_forward(ctx, out, inp, K, D, B, T, H, anticausal);
+  ToeplitzExec ex{ctx};
+  toeplitz_forward(ex, out, inp, K, D, B, T, H, anticausal, kGpuToeplitzChunk);
+}
+
+// dinp = the opposite-direction convolution of dout (overwrites); dK, dD +=.
+template <class X>
+static void ssm_conv_backward(CudaCtx& ctx, X* dinp, float* dK, float* dD, const X* dout, const X* inp, const float* K,
+                              const float* D, int B, int T, int H, bool anticausal) {
+  if (!gpu_toeplitz_route(sizeof(X), T))
+    return ssm_conv_fft_backward(ctx, dinp, dK, dD, dout, inp, K, D, B, T, H, anticausal);
+  ToeplitzExec ex{ctx};
+  toeplitz_backward(ex, dinp, dK, dD, dout, inp, K, D, B, T, H, anticausal, kGpuToeplitzChunk, kGramCapBytes);
+}
 #endif
 
 // The FFT route step by step (launch for launch): the kernel padded and
@@ -2855,7 +3261,7 @@ static void ssm_conv_backward(CudaCtx& ctx, X* dinp, float* dK, float* dD, const
 // n counts 2.5 n log2 n FLOPs (CUDA cores). The backward is the forward
 // again (dinp), two more spectra, the dK cross-spectrum in two stages, one
 // more inverse transform, and the dD dot product.
-static OpCost ssm_conv_forward_cost(size_t B, size_t T, size_t H, size_t sx) {
+static OpCost ssm_conv_fft_forward_cost(size_t B, size_t T, size_t H, size_t sx) {
   double n = fft_size((int)T), nf = n / 2 + 1, ch = (double)B * H, bth = (double)B * T * H;
   double fft = 2.5 * n * std::log2(n);
   const char* op = "SSM convolution (FFT)";
@@ -2867,8 +3273,8 @@ static OpCost ssm_conv_forward_cost(size_t B, size_t T, size_t H, size_t sx) {
           {op, ch * fft, false, ch * nf * 8 + ch * n * 4},      // C2R
           {op, 2 * bth, false, ch * T * 4 + 2 * bth * sx}};     // unpacked, + D u
 }
-static OpCost ssm_conv_backward_cost(size_t B, size_t T, size_t H, size_t sx) {
-  OpCost c = ssm_conv_forward_cost(B, T, H, sx);  // dinp
+static OpCost ssm_conv_fft_backward_cost(size_t B, size_t T, size_t H, size_t sx) {
+  OpCost c = ssm_conv_fft_forward_cost(B, T, H, sx);  // dinp
   double n = fft_size((int)T), nf = n / 2 + 1, ch = (double)B * H, bth = (double)B * T * H;
   double fft = 2.5 * n * std::log2(n);
   const char* op = c[0].op;
@@ -2882,6 +3288,78 @@ static OpCost ssm_conv_backward_cost(size_t B, size_t T, size_t H, size_t sx) {
   c.push_back({op, (double)T, false, n * 4 + 8.0 * T});                           // dK +=
   c.push_back({op, 2 * bth, false, 2 * bth * sx + kRedBlocks * 8.0});             // dD: dot product
   c.push_back({op, (double)kRedBlocks, false, kRedBlocks * 8.0});                 // ... summed
+  return c;
+}
+
+// The Toeplitz route as the cost device counts it: the same orchestration
+// (toeplitz_forward, toeplitz_backward) run by an executor that records
+// each launch. A product reads each operand once (a shared one, stride 0,
+// once for the whole batch) and writes D (reading it too when beta != 0);
+// the lag sums read Gx's lower triangle.
+static Launch gemm_launch(const char* op, const GemmSpec& s, size_t ea, size_t ed) {
+  double q = s.batch;
+  return {op, 2.0 * s.m * s.n * s.k * q, ea == 2,
+          ea * ((double)s.m * s.k * (s.sa ? q : 1) + (double)s.k * s.n * (s.sb ? q : 1)) +
+              ed * (double)s.m * s.n * q * (s.beta != 0 ? 2 : 1)};
+}
+
+struct ToeplitzCostExec {
+  OpCost& c;
+  const char* op = "SSM convolution (Toeplitz)";
+  char* nowhere = reinterpret_cast<char*>(uintptr_t{1} << 20);  // see Cost
+  template <class X>
+  X* matrix(size_t) {
+    return (X*)nowhere;
+  }
+  float* gram(size_t) { return (float*)nowhere; }
+  float* partials(size_t) { return (float*)nowhere; }
+  template <class X>
+  void build(X*, const float*, const float*, int T, int ldT) {
+    c.push_back({op, 0, false, (double)T * ldT * sizeof(X) + 4.0 * T});
+  }
+  template <class X>
+  void conv_gemm(const GemmSpec& s, const X*, const X*, X*) {
+    c.push_back(gemm_launch(op, s, sizeof(X), sizeof(X)));
+  }
+  template <class X>
+  void gram_gemm(const GemmSpec& s, const X*, const X*, float*) {
+    c.push_back(gemm_launch(op, s, sizeof(X), sizeof(float)));
+  }
+  void diag(float*, const float*, int T, int, int nseq, int slices) {
+    double tri = (double)nseq * T * (T + 1) / 2;
+    c.push_back({op, tri, false, 4 * tri + 4.0 * slices * T});
+  }
+  void finish(float*, float*, const float*, int T, int slices) {
+    c.push_back({op, (double)slices * T, false, 4.0 * slices * T + 8.0 * T + 8});
+  }
+};
+
+// The SSM convolution's cost by the route the GPU takes (gpu_toeplitz_route).
+static OpCost ssm_conv_forward_cost(size_t B, size_t T, size_t H, size_t sx) {
+  if (!gpu_toeplitz_route(sx, (int)T)) return ssm_conv_fft_forward_cost(B, T, H, sx);
+  OpCost c;
+  ToeplitzCostExec ex{c};
+  char* nowhere = ex.nowhere;
+  if (sx == 2)
+    toeplitz_forward(ex, (uint16_t*)nowhere, (uint16_t*)nowhere, (float*)nowhere, (float*)nowhere, (int)B, (int)T,
+                     (int)H, false, kGpuToeplitzChunk);
+  else
+    toeplitz_forward(ex, (float*)nowhere, (float*)nowhere, (float*)nowhere, (float*)nowhere, (int)B, (int)T, (int)H,
+                     false, kGpuToeplitzChunk);
+  return c;
+}
+static OpCost ssm_conv_backward_cost(size_t B, size_t T, size_t H, size_t sx) {
+  if (!gpu_toeplitz_route(sx, (int)T)) return ssm_conv_fft_backward_cost(B, T, H, sx);
+  OpCost c;
+  ToeplitzCostExec ex{c};
+  char* nowhere = ex.nowhere;
+  float* f = (float*)nowhere;
+  if (sx == 2)
+    toeplitz_backward(ex, (uint16_t*)nowhere, f, f, (uint16_t*)nowhere, (uint16_t*)nowhere, f, f, (int)B, (int)T,
+                      (int)H, false, kGpuToeplitzChunk, kGramCapBytes);
+  else
+    toeplitz_backward(ex, f, f, f, (float*)nowhere, (float*)nowhere, f, f, (int)B, (int)T, (int)H, false,
+                      kGpuToeplitzChunk, kGramCapBytes);
   return c;
 }
 
@@ -3536,8 +4014,7 @@ static void layer_backward(D& d, float* dres, const LayerWeights& dw, const Laye
   size_t nH = (size_t)BT * H, nI = (size_t)BT * I;
   const A* dout = d.as_operand(k.dres_a, dres, nH);  // dres (fp32) as the last dense layer's operand
   d.dense_backward(k.dgv, dw.do_w, dw.do_b, dout, s.gv, wd.do_w, BT, I, H, Acc::Set);
-  d.gate_backward(k.dg, k.dv, k.dgv, s.g, s.v, nI);
-  d.activation_backward(k.dg, k.dg, s.g_pre, nI, Act::GeluTanh);
+  d.gate_gelu_backward(k.dg, k.dv, k.dgv, s.g, s.v, s.g_pre, s.v_pre, nI);  // through both GELUs
   d.dense_backward(k.dgate, dw.dol_w, dw.dol_b, k.dg, s.gate, wd.dol_w, BT, H, I, Acc::Set);
   d.gate_backward(k.dcf, k.dcb, k.dgate, s.cf, s.cb, nH);
   d.dense_backward(k.dsf, dw.ducf_w, dw.ducf_b, k.dcf, s.sf, wd.ducf_w, BT, H, H, Acc::Set);
@@ -3558,7 +4035,6 @@ static void layer_backward(D& d, float* dres, const LayerWeights& dw, const Laye
   }
   d.activation_backward(k.duf, k.duf, s.uf_pre, nH, Act::GeluTanh);
   d.activation_backward(k.dub, k.dub, s.ub_pre, nH, Act::GeluTanh);
-  d.activation_backward(k.dv, k.dv, s.v_pre, nI, Act::GeluTanh);
   d.dense_backward(k.dh, dw.duf_w, dw.duf_b, k.duf, s.ln, wd.duf_w, BT, H, H, Acc::Set);
   d.dense_backward(k.dh, dw.dub_w, dw.dub_b, k.dub, s.ln, wd.dub_w, BT, H, H);
   d.dense_backward(k.dh, dw.dv_w, dw.dv_b, k.dv, s.ln, wd.dv_w, BT, H, I);
@@ -3770,13 +4246,21 @@ struct Cpu {
     if (dinp && acc == Acc::Set) zero(dinp, (size_t)rows * in);  // the product only adds
     dense_backward_fast(dinp, dw, db, dout, inp, w, rows, in, out_dim);
   }
-  void activation_forward(float* out, const float* inp, size_t n, Act act) { activation_forward_fast(out, inp, n, act); }
+  void activation_forward(float* out, const float* inp, size_t n, Act act) {
+    activation_forward_fast(out, inp, n, act);
+  }
   void activation_backward(float* dinp, const float* dout, const float* inp, size_t n, Act act) {
     activation_backward_fast(dinp, dout, inp, n, act);
   }
   void gate_forward(float* out, const float* a, const float* b, size_t n) { gate_forward_cpu(out, a, b, n); }
   void gate_backward(float* da, float* db, const float* dout, const float* a, const float* b, size_t n) {
     gate_backward_cpu(da, db, dout, a, b, n);
+  }
+  void gate_gelu_backward(float* dg, float* dv, const float* dgv, const float* g, const float* v, const float* g_pre,
+                          const float* v_pre, size_t n) {
+    gate_backward_cpu(dg, dv, dgv, g, v, n);
+    activation_backward(dg, dg, g_pre, n, Act::GeluTanh);
+    activation_backward(dv, dv, v_pre, n, Act::GeluTanh);
   }
   void s4d_kernel_forward(float* K, const Ssm& s, int N, int T) {
     s4d_kernel_forward_fast(K, s.a_re, s.a_im, s.c, *s.log_step, N, T);
@@ -3836,9 +4320,10 @@ struct GpuPlan {
   size_t params = 0;     // fp32 master weights, their gradients and the two AdamW moments
   size_t weights16 = 0;  // the bf16 copy of the weights (bf16 mode)
   size_t acts = 0;       // the activation block
-  size_t fft = 0;        // FFT signals and spectra, plus an estimate of cuFFT's work area
+  size_t ssm =
+      0;  // the SSM convolution's scratch: Toeplitz matrix and Gx, or FFT signals, spectra and cuFFT's work area
   size_t other = 0;      // cuBLASLt workspace, reduction scratch, batch indices
-  size_t total() const { return params + weights16 + acts + fft + other; }
+  size_t total() const { return params + weights16 + acts + ssm + other; }
 };
 
 // The context's scratch, sized once by model_to_device for a full batch: the
@@ -3865,9 +4350,13 @@ static GpuPlan gpu_plan(const Config& c, int B, int R, Precision prec) {
   // Only the element size matters to the layout: any 2-byte type sizes the bf16 block.
   p.acts = prec == Precision::Bf16 ? layout_acts<uint16_t>(nullptr, nullptr, c, B, R, kActAlign)
                                    : layout_acts<float>(nullptr, nullptr, c, B, R, kActAlign);
-  size_t nfft = (size_t)fft_size(c.T), nf = nfft / 2 + 1;
-  // fft_real, fft_spec, fft_spec2, fft_k and the work area.
-  p.fft = (size_t)B * H * nfft * 4 + 2 * (size_t)B * H * nf * 8 + nf * 8 + fft_work_estimate(c, B);
+  size_t nfft = (size_t)fft_size(c.T), nf = nfft / 2 + 1, elem = prec == Precision::Bf16 ? 2 : 4;
+  if (gpu_toeplitz_route(elem, c.T)) {  // the matrix, one group's Gx, the lag partials
+    ToeplitzScratch t = toeplitz_scratch(elem, B, c.T);
+    p.ssm = t.matrix_bytes + (t.gram_floats + t.part_floats) * 4;
+  } else {  // fft_real, fft_spec, fft_spec2, fft_k and the work area
+    p.ssm = (size_t)B * H * nfft * 4 + 2 * (size_t)B * H * nf * 8 + nf * 8 + fft_work_estimate(c, B);
+  }
   // Plus the batch's ids and types (2 BT ints) and MLM rows and targets (2 R).
   p.other = kGpuWorkspace + (1 << 16) * 8 + colsum_capacity(c) * 4 + (idx_capacity(BT) + 2 * BT + 2 * (size_t)R) * 4;
   return p;
@@ -3894,8 +4383,8 @@ static void print_gpu_plan(const GpuPlan& p, Precision prec, int B, int T) {
   auto gb = [](size_t x) { return x / 1e9; };
   printf(
       "GPU memory plan (%s, batch %d, T %d): %.2f GB = parameters, gradients and AdamW moments %.2f + bf16 "
-      "weights %.2f + activations %.2f + FFT %.2f + workspace and scratch %.2f\n",
-      precision_name(prec), B, T, gb(p.total()), gb(p.params), gb(p.weights16), gb(p.acts), gb(p.fft), gb(p.other));
+      "weights %.2f + activations %.2f + SSM scratch %.2f + workspace and scratch %.2f\n",
+      precision_name(prec), B, T, gb(p.total()), gb(p.params), gb(p.weights16), gb(p.acts), gb(p.ssm), gb(p.other));
 }
 
 // Copies between the host and a device, as the cost device counts them:
@@ -4067,11 +4556,20 @@ static bool model_to_device(Model* m, const std::vector<float>* mom1, const std:
     cudaCheck(cudaMalloc(&g->types, BT * sizeof(int)));
     cudaCheck(cudaMalloc(&g->rows, (size_t)m->R * sizeof(int)));
     cudaCheck(cudaMalloc(&g->row_target, (size_t)m->R * sizeof(int)));
-    // The FFT plans and every scratch buffer of a full batch now, not inside step 1.
-    int n = fft_size(c.T);
-    fft_reserve(g->ctx, (size_t)m->B * c.H, n);
-    fft_plan(g->ctx, n, 1);
-    fft_plan(g->ctx, n, m->B * c.H);
+    // The SSM route's scratch (and FFT plans) and every other buffer of a
+    // full batch now, not inside step 1.
+    size_t elem = g->prec == Precision::Bf16 ? 2 : 4;
+    if (gpu_toeplitz_route(elem, c.T)) {
+      ToeplitzScratch t = toeplitz_scratch(elem, m->B, c.T);
+      scratch_reserve(g->ctx, &g->ctx.toep, &g->ctx.toep_cap, t.matrix_bytes);
+      scratch_reserve(g->ctx, &g->ctx.gram, &g->ctx.gram_cap, t.gram_floats);
+      scratch_reserve(g->ctx, &g->ctx.lagpart, &g->ctx.lagpart_cap, t.part_floats);
+    } else {
+      int n = fft_size(c.T);
+      fft_reserve(g->ctx, (size_t)m->B * c.H, n);
+      fft_plan(g->ctx, n, 1);
+      fft_plan(g->ctx, n, m->B * c.H);
+    }
     scratch_reserve(g->ctx, &g->ctx.colsum, &g->ctx.colsum_cap, colsum_capacity(c));
     scratch_reserve(g->ctx, &g->ctx.idx, &g->ctx.idx_cap, idx_capacity(BT));
     cudaCheck(cudaStreamSynchronize(g->ctx.stream));
@@ -4232,6 +4730,11 @@ struct Gpu {
   template <class X>
   void gate_backward(X* dx, X* dy, const X* dout, const X* x, const X* y, size_t n) {
     bigs::gate_backward(ctx, dx, dy, dout, x, y, n);
+  }
+  template <class X>
+  void gate_gelu_backward(X* dg, X* dv, const X* dgv, const X* g, const X* v, const X* g_pre, const X* v_pre,
+                          size_t n) {
+    bigs::gate_gelu_backward(ctx, dg, dv, dgv, g, v, g_pre, v_pre, n);
   }
   void s4d_kernel_forward(float* K, const Ssm& s, int N, int T) {
     bigs::s4d_kernel_forward(ctx, K, s.a_re, s.a_im, s.c, s.log_step, N, T);
@@ -4434,6 +4937,10 @@ struct Cost {
   template <class X>
   void gate_backward(X*, X*, const X*, const X*, const X*, size_t n) {
     led.add(gate_backward_cost(n, sizeof(X)));
+  }
+  template <class X>
+  void gate_gelu_backward(X*, X*, const X*, const X*, const X*, const X*, const X*, size_t n) {
+    led.add(gate_gelu_backward_cost(n, sizeof(X)));
   }
   void s4d_kernel_forward(float*, const Ssm&, int N, int T) { led.add(s4d_kernel_forward_cost(N, T)); }
   void s4d_kernel_backward(const Ssm&, const float*, const Ssm&, int N, int T) {
@@ -5728,8 +6235,9 @@ static void print_model_plan(const Model& m) {
     printf("device: cuda, %s\n", precision_name(m.precision));
     print_gpu_plan(gpu_plan(c, m.B, m.R, m.precision), m.precision, m.B, c.T);
 #ifdef __CUDACC__
-    printf("cuFFT work area: %.3f GB, as cuFFT asked (planned %.3f GB)\n", m.gpu->ctx.fft_work_size / 1e9,
-           fft_work_estimate(c, m.B) / 1e9);
+    if (m.gpu->ctx.fft_work_size)
+      printf("cuFFT work area: %.3f GB, as cuFFT asked (planned %.3f GB)\n", m.gpu->ctx.fft_work_size / 1e9,
+             fft_work_estimate(c, m.B) / 1e9);
 #endif
   } else {
     printf("device: cpu; activations %.1f MB for batch %d\n", m.num_acts * 4 / 1e6, m.B);

@@ -68,9 +68,11 @@ JOBS=$(nproc 2> /dev/null || echo 16)
 # convolution's dK sums and transposes, the embedding's group sums.
 MEMCHECK_FILTER='GpuKernel.*'
 RACECHECK_FILTER='GpuKernel.LayerNorm:GpuKernel.Dense:GpuKernel.S4dKernel:GpuKernel.CrossEntropy:'
-RACECHECK_FILTER+='GpuKernel.SsmConv:GpuKernel.Embedding'
+RACECHECK_FILTER+='GpuKernel.SsmConvFft:GpuKernel.SsmConvToeplitz:GpuKernel.Embedding'
 # The stages of the table, in order.
-STAGES="build suite memcheck racecheck demo mpi bench128 eager128 bench512 bench4096 lab compile128"
+STAGES="build suite memcheck racecheck demo mpi bench128 eager128 bench512 bench4096 benchmax lab compile128"
+# The memory plan's largest batch at T = 128 (bf16), read from bigs bench --plan before the benches.
+BMAX=734
 
 # ---------------------------------------------------------------- plumbing
 T0=${EPOCHSECONDS:-$(date +%s)}
@@ -636,14 +638,14 @@ table() {
     "vs compile"
   e=$(tps_raw "$WORK/eager128.log")
   c=$(tps_raw "$WORK/compile128.log")
-  for row in "bench128 128 64" "bench512 512 16" "bench4096 4096 4"; do
+  for row in "bench128 128 64" "bench512 512 16" "bench4096 4096 4" "benchmax 128 $BMAX"; do
     read -r name t b <<< "$row"
     o=$(tps_raw "$WORK/$name.log")
     label="bigs, T $t, batch $b"
     printf '%-30s %10s %7s %9s %10s' "$label" "${o:--}" "$(mfu "$WORK/$name.log")" "$(ms_step "$WORK/$name.log")" \
       "$(predicted "$WORK/$name.log")"
-    # The peers ran at T = 128 only.
-    [ "$t" = 128 ] && printf ' %9s %10s' "$(ratio "$o" "$e")" "$(ratio "$o" "$c")"
+    # The peers ran at T = 128, batch 64 only.
+    [ "$name" = bench128 ] && printf ' %9s %10s' "$(ratio "$o" "$e")" "$(ratio "$o" "$c")"
     echo
   done
   for row in "eager128 eager" "compile128 compile"; do
@@ -714,6 +716,11 @@ main() {
   stage eager128 torch_peer eager128 eager 45 90
   stage bench512 bench bench512 512 16 10
   stage bench4096 bench bench4096 4096 4 5
+  # The step the cost device's headline prediction is for: T = 128 at the
+  # largest batch the memory plan fits (no PyTorch peer: it would not fit).
+  BMAX=$(grep -m1 -oE 'at T 128 \(bf16\): [0-9]+' "$WORK/plan.log" 2> /dev/null | grep -oE '[0-9]+$' || true)
+  BMAX=${BMAX:-734}
+  stage benchmax bench benchmax 128 "$BMAX" 5
   stage lab stage_lab
   stage compile128 torch_peer compile128 compile 150 170
   table | outp

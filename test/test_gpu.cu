@@ -358,6 +358,17 @@ TEST_F(GpuKernel, ElementwiseAndSsmBf16) {
   Dev<bf16> d_a2(to_bf16(a2)), d_gy(gy.size());
   gate_forward(ctx, d_gy.p, d_x.p, d_a2.p, gy.size());
   EXPECT_TRUE(all_close("gate bf16", fetch_any(d_gy.p, gy.size()), gy, 0, kBf16Rtol));
+  // The fused gate + GELU backward in bf16: fp32 inside, each output rounded
+  // once (the CPU's composition in fp32 on the same rounded inputs).
+  auto gp2 = round_bf16(randu(rows * C, g, -4.0f, 4.0f)), vp2 = round_bf16(randu(rows * C, g, -4.0f, 4.0f));
+  std::vector<float> dg2(gy.size()), dv2(gy.size());
+  gate_backward_cpu(dg2.data(), dv2.data(), gd.data(), x.data(), a2.data(), gy.size());
+  activation_backward_cpu(dg2.data(), dg2.data(), gp2.data(), gy.size(), Act::GeluTanh);
+  activation_backward_cpu(dv2.data(), dv2.data(), vp2.data(), gy.size(), Act::GeluTanh);
+  Dev<bf16> d_gd2(to_bf16(gd)), d_gp2(to_bf16(gp2)), d_vp2(to_bf16(vp2)), d_dg2(gy.size()), d_dv2(gy.size());
+  gate_gelu_backward(ctx, d_dg2.p, d_dv2.p, d_gd2.p, d_x.p, d_a2.p, d_gp2.p, d_vp2.p, gy.size());
+  EXPECT_TRUE(all_close("gate + GELU backward bf16 dg", fetch_any(d_dg2.p, gy.size()), dg2, 1e-6, kBf16Rtol));
+  EXPECT_TRUE(all_close("gate + GELU backward bf16 dv", fetch_any(d_dv2.p, gy.size()), dv2, 1e-6, kBf16Rtol));
   for (bool anti : {false, true}) {
     SCOPED_TRACE(anti ? "anti-causal" : "causal");
     auto u = round_bf16(randu(rows * C, g)), K = randu(T, g), D = randu(1, g);
@@ -365,7 +376,7 @@ TEST_F(GpuKernel, ElementwiseAndSsmBf16) {
     ssm_conv_forward_cpu(s.data(), u.data(), K.data(), D[0], B, T, C, anti);
     Dev<bf16> d_u(to_bf16(u)), d_s(s.size());
     Dev<float> d_K(K), d_D(D);
-    ssm_conv_forward(ctx, d_s.p, d_u.p, d_K.p, d_D.p, B, T, C, anti);
+    ssm_conv_fft_forward(ctx, d_s.p, d_u.p, d_K.p, d_D.p, B, T, C, anti);  // the Toeplitz route: below
     EXPECT_TRUE(all_close("ssm conv bf16", fetch_any(d_s.p, s.size()), s, kAtol + kFftRel * max_abs(s), kBf16Rtol));
     // Backward: du in bf16; dK and dD are fp32 sums of products of bf16 values.
     // (The CPU in double, as in SsmConv: dD sums 2,280 products.)
@@ -377,7 +388,7 @@ TEST_F(GpuKernel, ElementwiseAndSsmBf16) {
     std::vector<float> du(dud.begin(), dud.end()), dK(dKd.begin(), dKd.end()), dD(dDd.begin(), dDd.end());
     Dev<bf16> d_sd(to_bf16(sd)), d_du(du.size());
     Dev<float> d_dK(T), d_dD(1);
-    ssm_conv_backward(ctx, d_du.p, d_dK.p, d_dD.p, d_sd.p, d_u.p, d_K.p, d_D.p, B, T, C, anti);
+    ssm_conv_fft_backward(ctx, d_du.p, d_dK.p, d_dD.p, d_sd.p, d_u.p, d_K.p, d_D.p, B, T, C, anti);
     EXPECT_TRUE(all_close("ssm du bf16", fetch_any(d_du.p, du.size()), du, kAtol + kFftRel * max_abs(du), kBf16Rtol));
     EXPECT_TRUE(fft_close("ssm dK (fp32)", d_dK.get(), dK));
     EXPECT_TRUE(all_close("ssm dD (fp32)", d_dD.get(), dD));
@@ -432,6 +443,17 @@ TEST_F(GpuKernel, Gate) {
   EXPECT_TRUE(all_close("gate out", d_y.get(), y, 0, 0));
   EXPECT_TRUE(all_close("gate da", d_da.get(), da, 0, 0));
   EXPECT_TRUE(all_close("gate db", d_db.get(), db, 0, 0));
+  // The fused value-branch backward against its CPU composition: the gate's
+  // backward, then the GELU's on each side (a = g, b = v).
+  auto gp = randu(n, g, -4.0f, 4.0f), vp = randu(n, g, -4.0f, 4.0f);
+  std::vector<float> dg(n), dv(n);
+  gate_backward_cpu(dg.data(), dv.data(), dout.data(), a.data(), b.data(), n);
+  activation_backward_cpu(dg.data(), dg.data(), gp.data(), n, Act::GeluTanh);
+  activation_backward_cpu(dv.data(), dv.data(), vp.data(), n, Act::GeluTanh);
+  Dev<float> d_gp(gp), d_vp(vp), d_dg(std::vector<float>(n, NAN)), d_dv(std::vector<float>(n, NAN));
+  gate_gelu_backward(ctx, d_dg.p, d_dv.p, d_dout.p, d_a.p, d_b.p, d_gp.p, d_vp.p, n);
+  EXPECT_TRUE(all_close("gate + GELU backward dg", d_dg.get(), dg, 1e-7, 1e-6));
+  EXPECT_TRUE(all_close("gate + GELU backward dv", d_dv.get(), dv, 1e-7, 1e-6));
 }
 
 // The same counter-based uniform_at on both sides: the masks agree exactly.
@@ -487,13 +509,13 @@ TEST_F(GpuKernel, S4dKernel) {
   }
 }
 
-// cuFFT on the GPU against the CPU code run in double precision (the
-// layers are templates), both directions, forward and backward, for T = 19
-// (n = 64), T = 130 (n = 512, T far from n / 2) and T = 1024 (where the CPU
-// switches to its own FFT). A double reference matters here: dK sums
-// B x H x T products per lag, and an fp32 reference would be as far off as
-// the GPU.
-TEST_F(GpuKernel, SsmConv) {
+// The FFT route (cuFFT) on the GPU against the CPU code run in double
+// precision (the layers are templates), both directions, forward and
+// backward, for T = 19 (n = 64), T = 130 (n = 512, T far from n / 2) and T =
+// 1024 (where the CPU switches to its own FFT). A double reference matters
+// here: dK sums B x H x T products per lag, and an fp32 reference would be
+// as far off as the GPU. (ssm_conv_forward takes this route for long T.)
+TEST_F(GpuKernel, SsmConvFft) {
   std::mt19937_64 g(8);
   auto to_f = [](const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); };
   auto to_d = [](const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); };
@@ -509,13 +531,97 @@ TEST_F(GpuKernel, SsmConv) {
       ssm_conv_backward_cpu(du.data(), dK.data(), dD.data(), doutd.data(), ud.data(), Kd.data(), (double)D[0], B, TT, H,
                             anti);
       Dev<float> d_u(u), d_K(K), d_dout(dout), d_D(D), d_y(n), d_du(n), d_dK(dK0), d_dD(dD0);
-      ssm_conv_forward(ctx, d_y.p, d_u.p, d_K.p, d_D.p, B, TT, H, anti);
+      ssm_conv_fft_forward(ctx, d_y.p, d_u.p, d_K.p, d_D.p, B, TT, H, anti);
       EXPECT_TRUE(fft_close("ssm out", d_y.get(), to_f(y)));
-      ssm_conv_backward(ctx, d_du.p, d_dK.p, d_dD.p, d_dout.p, d_u.p, d_K.p, d_D.p, B, TT, H, anti);
+      ssm_conv_fft_backward(ctx, d_du.p, d_dK.p, d_dD.p, d_dout.p, d_u.p, d_K.p, d_D.p, B, TT, H, anti);
       EXPECT_TRUE(fft_close("ssm dinp", d_du.get(), to_f(du)));
       EXPECT_TRUE(fft_close("ssm dK", d_dK.get(), to_f(dK)));
       EXPECT_TRUE(all_close("ssm dD", d_dD.get(), to_f(dD)));
     }
+  }
+}
+
+// The Toeplitz route (ssm_conv_forward / ssm_conv_backward for bf16 up to T
+// = 4096 and fp32 below 512; version 3 of dev/cuda/ssm_conv.cu) against the
+// direct sum in double, element by element, within its a-priori bound: each
+// output is a dot product of at most T terms accumulated in fp32 (gamma_T
+// with the unit 2^-23, since tensor cores may truncate rather than round),
+// on matrix entries rounded once (fp32: K[0] + D only, 2^-24; bf16: every
+// entry, 2^-8), and in bf16 the output is rounded once more (2^-8 |y|):
+//   |err| <= g S + r (|y| + g S),  S = the same sum over |terms|.
+// dK and dD are fp32 sums of exact products (bf16 x bf16 fits fp32) over H
+// + B T terms and a group sum: gamma of that many, times the sum of
+// |terms| and the starting value. S is the CPU's direct sum run on |K|,
+// |u|, |D| (the layers are templates).
+::testing::AssertionResult within(const std::string& what, const std::vector<float>& got,
+                                  const std::vector<double>& want, const std::vector<double>& S, double g,
+                                  double r) {
+  size_t bad = 0, worst = 0;
+  double worst_ratio = 0;
+  for (size_t i = 0; i < got.size(); i++) {
+    double e = std::fabs(got[i] - want[i]), b = g * S[i] + r * (std::fabs(want[i]) + g * S[i]) + 1e-30;
+    if (!(e <= b)) bad++;
+    if (e / b > worst_ratio) worst_ratio = e / b, worst = i;
+  }
+  printf("  %-28s %8zu values, worst error %.2f of its bound\n", what.c_str(), got.size(), worst_ratio);
+  if (bad == 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << what << ": " << bad << " values outside the bound; worst at " << worst
+                                       << ": got " << got[worst] << ", want " << want[worst] << " (S " << S[worst]
+                                       << ")";
+}
+
+template <class X>
+void toeplitz_case(CudaCtx& ctx, int TT, int HH, bool anti, std::mt19937_64& g) {
+  const bool bf = sizeof(X) == 2;
+  ASSERT_TRUE(gpu_toeplitz_route(sizeof(X), TT));
+  SCOPED_TRACE(std::string(bf ? "bf16" : "fp32") + ", T = " + std::to_string(TT) +
+               (anti ? ", anti-causal" : ", causal"));
+  const size_t n = (size_t)B * TT * HH;
+  auto u = randu(n, g), dout = randu(n, g), K = randu(TT, g), D = randu(1, g), dK0 = randu(TT, g), dD0 = randu(1, g);
+  for (int l = 0; l < TT; l++) K[l] /= std::sqrt(1.0f + l);  // weight at every lag: an index slip shows
+  if (bf) u = round_bf16(u), dout = round_bf16(dout);
+  auto d = [](const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); };
+  auto a = [](std::vector<double> v) {
+    for (double& x : v) x = std::fabs(x);
+    return v;
+  };
+  std::vector<double> y(n), Sy(n), du(n), Sdu(n), dK = d(dK0), dD = d(dD0), SdK(TT, 0.0), SdD(1, 0.0), junk(n);
+  ssm_conv_forward_cpu(y.data(), d(u).data(), d(K).data(), (double)D[0], B, TT, HH, anti);
+  ssm_conv_forward_cpu(Sy.data(), a(d(u)).data(), a(d(K)).data(), std::fabs((double)D[0]), B, TT, HH, anti);
+  ssm_conv_backward_cpu(du.data(), dK.data(), dD.data(), d(dout).data(), d(u).data(), d(K).data(), (double)D[0], B,
+                        TT, HH, anti);
+  ssm_conv_backward_cpu(Sdu.data(), SdK.data(), SdD.data(), a(d(dout)).data(), a(d(u)).data(), a(d(K)).data(),
+                        std::fabs((double)D[0]), B, TT, HH, anti);
+  for (int l = 0; l < TT; l++) SdK[l] += std::fabs(dK0[l]);
+  SdD[0] += std::fabs(dD0[0]);
+  auto put = [&](const std::vector<float>& v) {
+    if constexpr (std::is_same<X, bf16>::value)
+      return to_bf16(v);
+    else
+      return v;
+  };
+  Dev<X> d_u(put(u)), d_dout(put(dout)), d_y(put(std::vector<float>(n, NAN))), d_du(put(std::vector<float>(n, NAN)));
+  Dev<float> d_K(K), d_D(D), d_dK(dK0), d_dD(dD0);
+  ssm_conv_forward(ctx, d_y.p, d_u.p, d_K.p, d_D.p, B, TT, HH, anti);
+  ssm_conv_backward(ctx, d_du.p, d_dK.p, d_dD.p, d_dout.p, d_u.p, d_K.p, d_D.p, B, TT, HH, anti);
+  const double u23 = std::ldexp(1.0, -23), u8 = std::ldexp(1.0, -8);
+  double gconv = (bf ? u8 + 2 * u23 : u23) + TT * u23 / (1 - TT * u23), r = bf ? u8 : 0;
+  int groups = (B + gram_group(B, TT, kGramCapBytes) - 1) / gram_group(B, TT, kGramCapBytes);
+  double terms = HH + (double)B * TT + groups, gk = terms * u23 / (1 - terms * u23);
+  EXPECT_TRUE(within("toeplitz y", fetch_any(d_y.p, n), y, Sy, gconv, r));
+  EXPECT_TRUE(within("toeplitz dinp", fetch_any(d_du.p, n), du, Sdu, gconv, r));
+  EXPECT_TRUE(within("toeplitz dK", d_dK.get(), dK, SdK, gk, 0));
+  EXPECT_TRUE(within("toeplitz dD", d_dD.get(), dD, SdD, gk, 0));
+}
+
+// fp32 at T = 19, 130 and 511 (the last T the fp32 route takes) with H =
+// 111; bf16 at T = 19, 130 and 1027 (1027: three blocks of version 3, the
+// last a short one) with H = 120 (bf16 rows must be 16-byte aligned).
+TEST_F(GpuKernel, SsmConvToeplitz) {
+  std::mt19937_64 g(12);
+  for (bool anti : {false, true}) {
+    for (int TT : {T, 130, 511}) toeplitz_case<float>(ctx, TT, H, anti, g);
+    for (int TT : {T, 130, 1027}) toeplitz_case<bf16>(ctx, TT, 120, anti, g);
   }
 }
 

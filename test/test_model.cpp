@@ -525,17 +525,19 @@ TEST(Cost, DenseFlopsAsCounted) {
 }
 
 // An elementwise operation moves n x element size x (inputs + outputs): the
-// gates read two tensors and write one (forward), read three and write two
-// (backward), over the (B, T, H) gate and the (B, T, I) g * v of each layer,
-// in the activation precision.
+// gates read two tensors and write one (forward, over the (B, T, H) gate and
+// the (B, T, I) g * v of each layer); backward, the (B, T, H) gate reads
+// three and writes two, and the fused gate + GELU backward of the (B, T, I)
+// branch reads five (dgv, g, v and both pre-activations) and writes two;
+// all in the activation precision.
 TEST(Cost, ElementwiseBytesAsCounted) {
   Config c{101, 24, 40, 3, 8, 19, 2, 0};
   const int B = 3;
   for (Precision prec : {Precision::Bf16, Precision::Fp32}) {
-    double s = prec == Precision::Bf16 ? 2 : 4, n = (double)B * c.T * (c.H + c.I) * c.L;
+    double s = prec == Precision::Bf16 ? 2 : 4, nH = (double)B * c.T * c.H * c.L, nI = (double)B * c.T * c.I * c.L;
     const CostRow* gate = row(step_ledger(c, B, 2, prec), "gate");
     ASSERT_NE(gate, nullptr);
-    EXPECT_DOUBLE_EQ(gate->bytes, n * s * (3 + 5)) << precision_name(prec);
+    EXPECT_DOUBLE_EQ(gate->bytes, s * (nH * (3 + 5) + nI * (3 + 7))) << precision_name(prec);
     EXPECT_EQ(gate->calls, 4.0 * c.L);
   }
 }

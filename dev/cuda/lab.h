@@ -50,10 +50,12 @@ struct Work {
   int launches = 1;
 };
 
-// One of bigs.cu's OpCost (an operation's totals, as its Cost device counts
-// them) as one Work.
-inline Work work_of(const OpCost& o) {
-  return {o.op, o.bytes, o.flops, o.tensor ? kTensorFlops : kCudaCoreFlops, 0, o.launches};
+// One of bigs.cu's OpCost (an operation's launches, as its Cost device
+// counts them) as Works, one per launch.
+inline std::vector<Work> works_of(const OpCost& o) {
+  std::vector<Work> w;
+  for (const Launch& l : o) w.push_back({l.op, l.bytes, l.flops, l.tensor ? kTensorFlops : kCudaCoreFlops, 0, 1});
+  return w;
 }
 
 // The kernel's predicted time: the slowest of moving its bytes, doing its
@@ -178,15 +180,7 @@ inline void print_check(const Check& c) {
 // with X_q = X + x_off + q * sx (elements; sx = 0: one matrix for every q),
 // op(A)(i, p) = A[i + p lda] or, ta, A[p + i lda]; likewise B with ldb, tb;
 // D(i, j) = D[i + j ldd].
-struct GemmSpec {
-  bool ta = false, tb = false;
-  int m = 0, n = 0, k = 0;
-  int64_t lda = 0, ldb = 0, ldd = 0;
-  int batch = 1;
-  int64_t sa = 0, sb = 0, sd = 0;
-  int64_t a_off = 0, b_off = 0, d_off = 0;
-  float beta = 0;
-};
+// GemmSpec (one cuBLASLt product as numbers) is bigs.cu's, beside the Toeplitz route.
 
 // The product on the CPU with fp32 accumulation (any order is within the
 // bounds the labs use): column j of D as a sum of columns of op(A) when A is
@@ -266,29 +260,8 @@ inline Work gemm_work(const std::string& what, const GemmSpec& s, int ea, int ed
 // and the slices' results by the finish kernel in the same way. Every order
 // is fixed by the shapes alone, never by the device, so results repeat bit
 // for bit on any GPU.
-constexpr int kLanes = 32, kRows = 8;
-
-// ((v0 + v4) + (v2 + v6)) + ((v1 + v5) + (v3 + v7)), reading v[i * stride].
-BIGS_HD inline float tree8(const float* v, int stride) {
-  float a0 = v[0] + v[4 * stride], a1 = v[stride] + v[5 * stride], a2 = v[2 * stride] + v[6 * stride],
-        a3 = v[3 * stride] + v[7 * stride];
-  return (a0 + a2) + (a1 + a3);
-}
-
-// Row range of slice `slice` of `slices` over `rows` rows: [*r0, *r1).
-BIGS_HD inline void slice_rows(int64_t rows, int slices, int slice, int64_t* r0, int64_t* r1) {
-  int64_t per = (rows + slices - 1) / slices, a = slice * per, b = a + per;
-  *r0 = a < rows ? a : rows;
-  *r1 = b < rows ? b : rows;
-}
-
-// The finish: thread (x, y) of block bx adds the partials of slices y, y + 8,
-// ... for column c = bx * 32 + x in slice order, then tree8 over y.
-BIGS_HD inline float finish_thread_sum(const float* part, int64_t cols, int slices, int64_t c, int y) {
-  float s = 0;
-  for (int k = y; k < slices; k += kRows) s += part[(int64_t)k * cols + c];
-  return s;
-}
+// kLanes, kRows, tree8, slice_rows and finish_thread_sum are bigs.cu's (the
+// Toeplitz route's deterministic column sums).
 
 #ifdef __CUDACC__
 // ---------------------------------------------------------------------------
@@ -434,22 +407,7 @@ bool lt_gemm(CudaCtx& ctx, LtCache& cache, const GemmSpec& s, const TA* A, const
            (long long)s.lda, (long long)s.ldb, (long long)s.ldd, al[0], al[1], al[2]));
 }
 
-// The second stage of a two-stage column sum: dst[c] += the sum over slices
-// of part[slice * cols + c] (finish_thread_sum, then tree8), and when extra0
-// is given, *extra0 += the same sum for column 0 (the SSM's dD is dK[0]'s
-// increment). Blocks of (kLanes, kRows), one column per x.
-__global__ void colsum_finish_tree_kernel(float* dst, float* extra0, const float* part, int64_t cols, int slices) {
-  __shared__ float sh[kRows][kLanes];
-  int64_t c = (int64_t)blockIdx.x * kLanes + threadIdx.x;
-  sh[threadIdx.y][threadIdx.x] = c < cols ? finish_thread_sum(part, cols, slices, c, threadIdx.y) : 0.0f;
-  __syncthreads();
-  if (threadIdx.y == 0 && c < cols) {
-    float s = tree8(&sh[0][threadIdx.x], kLanes);
-    dst[c] += s;
-    if (c == 0 && extra0) *extra0 += s;
-  }
-}
-
+// colsum_finish_tree_kernel is bigs.cu's.
 inline void colsum_finish(CudaCtx& ctx, float* dst, float* extra0, const float* part, int64_t cols, int slices) {
   colsum_finish_tree_kernel<<<(unsigned)((cols + kLanes - 1) / kLanes), dim3(kLanes, kRows), 0, ctx.stream>>>(
       dst, extra0, part, cols, slices);

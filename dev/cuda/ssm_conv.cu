@@ -60,146 +60,10 @@ namespace lab {
 // the anti-causal product is Y' = U' N^T. N is upper triangular, so output
 // column t needs only input columns s <= t (causal) or s >= t (anti-causal).
 
-// N's leading dimension: T rounded up to 8 elements, so every column starts
-// 16-byte aligned in bf16 (cuBLASLt's tensor-core kernels want that).
-BIGS_HD inline int toeplitz_ld(int T) { return (T + 7) / 8 * 8; }
-
-// N(s, t), and 0 in the padding rows s >= T.
-BIGS_HD inline float toeplitz_entry(const float* K, float d, int s, int t, int T) {
-  if (s >= T || s > t) return 0.0f;
-  return s == t ? K[0] + d : K[t - s];
-}
-
-// Thread i of the build writes rows s0 .. s0 + 7 of column t (one 16-byte
-// store in bf16): their values and the offset of the first; false past the
-// end. Consecutive threads write consecutive rows of one column.
-BIGS_HD inline bool toeplitz_build_thread(int64_t i, const float* K, float d, int T, int ldT, int64_t* off,
-                                          float v[8]) {
-  int64_t groups = ldT / 8;
-  if (i >= groups * T) return false;
-  int t = (int)(i / groups), s0 = (int)(i % groups) * 8;
-  for (int j = 0; j < 8; j++) v[j] = toeplitz_entry(K, d, s0 + j, t, T);
-  *off = (int64_t)t * ldT + s0;
-  return true;
-}
-
-// The products of out = Toep(K) inp over the batch (A = inp, B = N, D =
-// out). chunk 0 (or >= T): one GEMM (v2). Else (v3) one GEMM per block of C
-// output columns [t0, t0 + nc), over input columns [0, t0 + nc) (causal) or
-// [t0, T) (anti-causal, N's rows t0 .. read through op T). chunk must be a
-// multiple of 8, so every block starts aligned.
-inline std::vector<GemmSpec> conv_plan(int B, int T, int H, bool anticausal, int chunk) {
-  int ldT = toeplitz_ld(T), C = chunk > 0 && chunk < T ? chunk : T;
-  std::vector<GemmSpec> plan;
-  for (int t0 = 0; t0 < T; t0 += C) {
-    GemmSpec s;
-    int nc = std::min(C, T - t0);
-    s.tb = anticausal;
-    s.m = H, s.n = nc;
-    s.lda = H, s.ldb = ldT, s.ldd = H;
-    s.batch = B, s.sa = s.sd = (int64_t)T * H, s.sb = 0;  // N is shared by every sequence
-    s.d_off = (int64_t)t0 * H;
-    if (!anticausal)
-      s.k = t0 + nc, s.a_off = 0, s.b_off = (int64_t)t0 * ldT;
-    else
-      s.k = T - t0, s.a_off = (int64_t)t0 * H, s.b_off = t0 + (int64_t)t0 * ldT;
-    plan.push_back(s);
-  }
-  return plan;
-}
-
-// dK[l] is a sum along the l-th diagonal of Gx_b(r, c) = sum_h first[r][h]
-// second[c][h] (column-major, ld ldG = toeplitz_ld(T), stride T ldG):
-// causal first = dout, second = inp, so Gx(c + l, c) = dout[c + l] . u[c];
-// anti-causal first = inp, second = dout, so Gx(c + l, c) = u[c + l] .
-// dout[c]. Either way dK[l] = sum_b sum_{c < T - l} Gx_b(c + l, c): only the
-// lower triangle r >= c, and each lag's entries are consecutive in memory
-// (column c, rows c + l), which the diagonal sums rely on.
-// The products for nseq sequences (A = first, B = second, D = Gx): one GEMM
-// (chunk 0), or one per block of C columns [c0, c0 + nc), rows [c0, T).
-inline std::vector<GemmSpec> gram_plan(int nseq, int T, int H, int chunk) {
-  int ldG = toeplitz_ld(T), C = chunk > 0 && chunk < T ? chunk : T;
-  std::vector<GemmSpec> plan;
-  for (int c0 = 0; c0 < T; c0 += C) {
-    GemmSpec s;
-    s.ta = true;
-    s.m = T - c0, s.n = std::min(C, T - c0), s.k = H;
-    s.lda = s.ldb = H, s.ldd = ldG;
-    s.batch = nseq, s.sa = s.sb = (int64_t)T * H, s.sd = (int64_t)T * ldG;
-    s.a_off = s.b_off = (int64_t)c0 * H, s.d_off = c0 + (int64_t)c0 * ldG;
-    plan.push_back(s);
-  }
-  return plan;
-}
-
-// Gx takes T ldG fp32 per sequence (67 MB at T = 4096), so the batch goes
-// through in groups of this many sequences, each group's lag sums added to
-// dK in order.
-constexpr size_t kGramCapBytes = 256u << 20;
-inline int gram_group(int B, int T, size_t cap_bytes) {
-  size_t per = (size_t)T * toeplitz_ld(T) * sizeof(float);
-  return (int)std::max<size_t>(1, std::min<size_t>(B, cap_bytes / per));
-}
-
-// The diagonal sums are a column sum of a skewed matrix: rows r = q T + c
-// (q the sequence, c the column of Gx), columns the lags l, entry
-// Gx_q(c + l, c) where c + l < T. Two deterministic stages as in lab.h:
-// slices of rows, each block (kLanes lags) x (kRows row subsets), tree8,
-// then colsum_finish. Slices: one per 128 rows, at most 256.
-BIGS_HD inline int diag_slices(int64_t rows) {
-  int64_t s = rows / 128;
-  return (int)(s < 1 ? 1 : s > 256 ? 256 : s);
-}
-
-// One thread's part: lag l over rows r0, r0 + kRows, ... < r1.
-BIGS_HD inline float diag_thread_sum(const float* G, int T, int ldG, int l, int64_t r0, int64_t r1) {
-  float s = 0;
-  if (l >= T) return s;
-  for (int64_t r = r0; r < r1; r += kRows) {
-    int64_t q = r / T;
-    int c = (int)(r - q * T);
-    if (c + l < T) s += G[q * T * ldG + (int64_t)c * ldG + c + l];
-  }
-  return s;
-}
-
-// ---------------------------------------------------------------------------
-// The Toeplitz route: the orchestration, once for the GPU and the CPU twin
-// ---------------------------------------------------------------------------
-// Ex runs the pieces: GpuExec (below) launches the kernels and cuBLASLt;
-// SimExec runs each kernel's thread loop and each product on the CPU. Both
-// take the same calls in the same order, so the CPU test checks the plan,
-// the offsets, the batch groups and the thread index arithmetic the GPU runs.
-
-// out (B, T, H) = Toep(K, D) inp, causal or anti-causal (overwrites).
-template <class Ex, class X>
-void toeplitz_forward(Ex& ex, X* out, const X* inp, const float* K, const float* D, int B, int T, int H,
-                      bool anticausal, int chunk) {
-  int ldT = toeplitz_ld(T);
-  X* N = ex.template matrix<X>((size_t)T * ldT);  // (T, ldT) column-major
-  ex.build(N, K, D, T, ldT);
-  for (const GemmSpec& s : conv_plan(B, T, H, anticausal, chunk)) ex.conv_gemm(s, inp, N, out);
-}
-
-// dinp = the opposite direction's product (overwrites); dK (T), dD (1) +=.
-template <class Ex, class X>
-void toeplitz_backward(Ex& ex, X* dinp, float* dK, float* dD, const X* dout, const X* inp, const float* K,
-                       const float* D, int B, int T, int H, bool anticausal, int chunk, size_t gram_cap) {
-  toeplitz_forward(ex, dinp, dout, K, D, B, T, H, !anticausal, chunk);
-  int ldG = toeplitz_ld(T), g = gram_group(B, T, gram_cap);
-  float* G = ex.gram((size_t)g * T * ldG);   // (g, T, ldG) column-major
-  const X* first = anticausal ? inp : dout;  // see gram_plan
-  const X* second = anticausal ? dout : inp;
-  for (int q0 = 0; q0 < B; q0 += g) {
-    int nq = std::min(g, B - q0);
-    size_t at = (size_t)q0 * T * H;
-    for (const GemmSpec& s : gram_plan(nq, T, H, chunk)) ex.gram_gemm(s, first + at, second + at, G);
-    int slices = diag_slices((int64_t)nq * T);
-    float* part = ex.partials((size_t)slices * T);
-    ex.diag(part, G, T, ldG, nq, slices);
-    ex.finish(dK, dD, part, T, slices);
-  }
-}
+// The plans (toeplitz_ld, conv_plan, gram_plan, gram_group, diag_slices,
+// diag_thread_sum) and the orchestration (toeplitz_forward,
+// toeplitz_backward) are bigs.cu's since version 3 moved there; the lab
+// runs them with its executors.
 
 // The CPU twin of every piece (host only). Storage is fp32; bf16 rounds
 // where bf16 storage rounds (N and the products' outputs), the inputs being
@@ -540,17 +404,12 @@ inline std::vector<Work> toeplitz_work(int xs, int B, int T, int H, bool anticau
 // kernel and product.
 inline std::vector<Work> version_work(int ver, int xs, int B, int T, int H, bool backward, int chunk,
                                       size_t gram_cap = kGramCapBytes) {
-  if (ver == 1) return {work_of(backward ? ssm_conv_backward_cost(B, T, H, xs) : ssm_conv_forward_cost(B, T, H, xs))};
+  if (ver == 1)
+    return works_of(backward ? ssm_conv_fft_backward_cost(B, T, H, xs) : ssm_conv_fft_forward_cost(B, T, H, xs));
   return toeplitz_work(xs, B, T, H, false, backward, ver == 3 ? chunk : 0, gram_cap);
 }
 
-// The Toeplitz route as one OpCost, the form bigs.cu's Cost device takes
-// (for when the winner moves there): the totals of toeplitz_work, one launch
-// per kernel or product.
-inline OpCost toeplitz_cost(int xs, int B, int T, int H, bool backward, int chunk, size_t gram_cap = kGramCapBytes) {
-  auto w = toeplitz_work(xs, B, T, H, false, backward, chunk, gram_cap);
-  return {"SSM convolution (Toeplitz)", total_flops(w), xs == 2, total_bytes(w), total_launches(w)};
-}
+// bigs.cu's cost device counts the Toeplitz route itself (ssm_conv_forward_cost).
 
 // v3's block in validation: small enough that every T has several blocks,
 // a short last one, and (with a cap of two
@@ -563,7 +422,7 @@ struct Shape {
   int B, T, H;
 };
 constexpr Shape kBenchShapes[] = {{64, 128, 1024}, {16, 512, 1024}, {4, 4096, 1024}};
-constexpr int kDefaultChunk = 512;
+constexpr int kDefaultChunk = kGpuToeplitzChunk;  // bigs.cu's block
 
 // Where the FFT wins again, by the cost model: per token, forward plus
 // backward, at 16384 tokens per call (B = 16384 / T), scanning T in steps
@@ -614,34 +473,7 @@ inline void print_predictions(int chunk) {
 // ---------------------------------------------------------------------------
 // Kernels and the GPU executor
 // ---------------------------------------------------------------------------
-__device__ inline void store8(bf16* p, const float* v) {
-  __nv_bfloat162 h[4];
-  for (int j = 0; j < 4; j++) h[j] = __floats2bfloat162_rn(v[2 * j], v[2 * j + 1]);
-  *(uint4*)p = *(const uint4*)h;
-}
-__device__ inline void store8(float* p, const float* v) {
-  ((float4*)p)[0] = make_float4(v[0], v[1], v[2], v[3]);
-  ((float4*)p)[1] = make_float4(v[4], v[5], v[6], v[7]);
-}
-
-// N (T, ldT) column-major from K (T) and *D; one thread per 8 rows.
-template <class X>
-__global__ void toeplitz_build_kernel(X* N, const float* K, const float* D, int T, int ldT) {
-  int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x, off;
-  float v[8];
-  if (toeplitz_build_thread(i, K, *D, T, ldT, &off, v)) store8(N + off, v);
-}
-
-// The first stage of the lag sums: part[slice][l], block (kLanes, kRows).
-__global__ void diag_partial_kernel(float* part, const float* G, int T, int ldG, int nseq, int slices) {
-  __shared__ float sh[kRows][kLanes];
-  int l = blockIdx.x * kLanes + threadIdx.x;
-  int64_t r0, r1;
-  slice_rows((int64_t)nseq * T, slices, blockIdx.y, &r0, &r1);
-  sh[threadIdx.y][threadIdx.x] = diag_thread_sum(G, T, ldG, l, r0 + threadIdx.y, r1);
-  __syncthreads();
-  if (threadIdx.y == 0 && l < T) part[(int64_t)blockIdx.y * T + l] = tree8(&sh[0][threadIdx.x], kLanes);
-}
+// store8, toeplitz_build_kernel and diag_partial_kernel are bigs.cu's.
 
 // The lab's state: bigs.cu's context, the prepared products, the Toeplitz
 // route's scratch (grown on first use, as bigs.cu's), and its settings.
@@ -706,14 +538,14 @@ static_assert(SimExec::kThreadsSim == kThreads, "the CPU twin must launch the bu
 template <class X>
 void version_forward(SsmLab& lab, int ver, X* out, const X* inp, const float* K, const float* D, int B, int T, int H,
                      bool anticausal) {
-  if (ver == 1) return ssm_conv_forward(lab.ctx, out, inp, K, D, B, T, H, anticausal);
+  if (ver == 1) return ssm_conv_fft_forward(lab.ctx, out, inp, K, D, B, T, H, anticausal);
   GpuExec ex{lab};
   toeplitz_forward(ex, out, inp, K, D, B, T, H, anticausal, ver == 3 ? lab.chunk : 0);
 }
 template <class X>
 void version_backward(SsmLab& lab, int ver, X* dinp, float* dK, float* dD, const X* dout, const X* inp, const float* K,
                       const float* D, int B, int T, int H, bool anticausal) {
-  if (ver == 1) return ssm_conv_backward(lab.ctx, dinp, dK, dD, dout, inp, K, D, B, T, H, anticausal);
+  if (ver == 1) return ssm_conv_fft_backward(lab.ctx, dinp, dK, dD, dout, inp, K, D, B, T, H, anticausal);
   GpuExec ex{lab};
   toeplitz_backward(ex, dinp, dK, dD, dout, inp, K, D, B, T, H, anticausal, ver == 3 ? lab.chunk : 0, lab.gram_cap);
 }
