@@ -27,6 +27,8 @@ BIGS_CXX = $(MPICXX) -DBIGS_MPI
 # nvcc compiles the host code with the wrapper, which adds MPI's headers and libraries.
 NVCC_MPI = -ccbin $(MPICXX) -DBIGS_MPI $(if $(HAVE_NCCL),-DBIGS_NCCL)
 NCCL_LIBS = $(if $(HAVE_NCCL),-lnccl)
+# The MPI build of the CPU trainer, which dev/test_mpi.py runs under mpirun.
+MPI_TEST_BIN = $(BUILD)/bigs_mpi
 else
 BIGS_CXX = $(CXX)
 endif
@@ -120,7 +122,7 @@ $(BUILD)/fixture.bin: dev/reference.py | $(BUILD)
 	$(PYTHON) dev/reference.py --out $@
 
 TEST_BINS = $(BUILD)/test_model $(BUILD)/test_cpu_kernels $(BUILD)/test_train $(BUILD)/test_tokenizer $(BUILD)/test_data_prep \
-            $(BUILD)/test_crash $(BUILD)/test_lab $(BUILD)/bigs_cpu $(BUILD)/bigs_mpi $(GPU_TEST_BIN)
+            $(BUILD)/test_crash $(BUILD)/test_lab $(BUILD)/bigs_cpu $(MPI_TEST_BIN) $(GPU_TEST_BIN)
 
 $(BUILD)/metric_cases.tsv: dev/glue_metrics.py | $(BUILD)
 	$(PYTHON) dev/glue_metrics.py cases --out $@
