@@ -6434,6 +6434,14 @@ static bool world_same_params(World& w, const Model& m, std::string* err) {
   return same;
 }
 
+// The job's line in a training command's header (rank 0's: the others print nothing).
+static void print_world(const World& w, const Model& m) {
+  if (!w.mpi) return;
+  printf("world: %d ranks through MPI%s; rank r takes micro-batches r, r + %d, r + %d, ... of each batch; rank 0 "
+         "logs and saves\n",
+         w.size, m.gpu ? " and NCCL" : "", w.size, 2 * w.size);
+}
+
 static const char* kPretrainUsage =
     "usage: bigs pretrain --train 'DIR/train_*.bin' [--val DIR/val_000000.bin] [options]\n"
     "Masked-language-model pretraining of BiGS (docs/MODEL.md section 12); defaults are the paper's recipe.\n"
@@ -6543,9 +6551,7 @@ static int cmd_pretrain(World& w, int argc, char** argv) {
     }
   if (!world_same_start(w, data_id, m, &mom1, &mom2, &err)) return fail_all(err, 2);
   print_model_plan(m);
-  if (w.mpi)
-    printf("world: %d ranks through MPI%s; each takes every %d-th micro-batch; rank 0 logs and saves\n", w.size,
-           m.gpu ? " and NCCL" : "", w.size);
+  print_world(w, m);
   printf("settings:\n");
   print_settings(stdout, flags);
   printf("data: %zu training shards, %" PRIu64 " sequences of T = %d; %" PRIu64 " validation sequences\n",
@@ -7105,9 +7111,7 @@ static int cmd_finetune(World& w, int argc, char** argv) {
   const long long steps_per_epoch = (long long)((tr.n + batch - 1) / batch), total = steps_per_epoch * epochs;
   LrSchedule sched{Schedule::Linear, lr, (long long)std::llround(warmup_frac * total), total, 0};
   print_model_plan(m);
-  if (w.mpi)
-    printf("world: %d ranks through MPI%s; each takes every %d-th micro-batch; rank 0 logs and saves\n", w.size,
-           m.gpu ? " and NCCL" : "", w.size);
+  print_world(w, m);
   printf("task %s: %zu training examples, %zu dev; %lld steps of %lld (%lld epochs)\nsettings:\n", task.c_str(), tr.n,
          dv.n, total, batch, epochs);
   print_settings(stdout, flags);
