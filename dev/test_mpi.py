@@ -15,8 +15,8 @@ one process of the MPI-free build:
       with 1 and with 3, against the straight run of one process;
   (d) kill -9 of one rank mid-run: the job ends non-zero within 30 s, the
       last checkpoint loads and the resumed run finishes;
-  (e) SIGUSR1 and SIGTERM on mpirun: every rank stops after the same step,
-      rank 0 saves, the state resumes;
+  (e) SIGUSR1 and SIGTERM on mpirun, and SIGUSR1 to rank 1 alone: every
+      rank stops after the same step, rank 0 saves, the state resumes;
   (f) a rank that hangs (SIGSTOP): the others end the job after --timeout;
   (g) fine-tuning, 2 ranks against 1, with a partial last batch: log,
       best.bin and last.bin byte for byte;
@@ -25,6 +25,7 @@ one process of the MPI-free build:
       config behind the same path, a one-process command under mpirun.
 
     /usr/bin/python3 dev/test_mpi.py [--bigs-mpi build/bigs_mpi] [--bigs build/bigs_cpu] [--workdir build/test_mpi]
+                                     [--only abcdefgh]
 
 Prints one line per check and a summary "N passed, N failed"; exits 1 on any
 failure.
@@ -195,8 +196,28 @@ def start_long_run(env, out, k, extra, mpirun_extra=()):
             return p, rank_pids(p.pid)
         expect(p.poll() is None, "the run ended early:\n" + slurp(out + ".log", "r")[-2000:])
         time.sleep(0.1)
-    p.kill()
+    kill_job(p, rank_pids(p.pid))
     raise AssertionError("the run did not reach step 12 in 60 s:\n" + slurp(out + ".log", "r")[-2000:])
+
+
+def kill_job(p, pids):
+    """mpirun and its ranks, killed: a failed check leaves no job behind."""
+    for pid in pids.values():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    p.kill()
+    p.wait()
+
+
+def wait_or_kill(p, pids, timeout):
+    """mpirun's exit status, or a failure after timeout seconds."""
+    try:
+        return p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_job(p, pids)
+        raise AssertionError("mpirun still ran %d s later: killed it and its ranks" % timeout)
 
 
 def state_step(path):
@@ -216,7 +237,7 @@ def test_kill_one_rank(env):
     p, pids = start_long_run(env, out, 2, ["--save-every", "5"])
     start = time.time()
     os.kill(pids[1], signal.SIGKILL)
-    rc = p.wait(timeout=120)
+    rc = wait_or_kill(p, pids, 120)
     elapsed = time.time() - start
     expect(rc != 0, "mpirun exited 0 after a rank was killed")
     expect(elapsed < 30, "the job took %.1f s to end after the kill" % elapsed)
@@ -231,14 +252,22 @@ def test_kill_one_rank(env):
 
 def test_signals(env):
     said = []
-    for name, sig, mpirun_extra in [("SIGUSR1", signal.SIGUSR1, ()),
-                                    # mpirun passes SIGTERM on only after odls_base_sigkill_timeout
-                                    # seconds and kills the ranks as many seconds later (default 1).
-                                    ("SIGTERM", signal.SIGTERM, ("--mca", "odls_base_sigkill_timeout", "10"))]:
-        out = env.path("e_" + name)
-        p, _ = start_long_run(env, out, 2, ["--save-every", "0"], mpirun_extra)
-        p.send_signal(sig)
-        rc = p.wait(timeout=120)
+    # (what, signal, to rank 1 alone rather than to mpirun, mpirun's flags)
+    for name, sig, alone, mpirun_extra in [("SIGUSR1", signal.SIGUSR1, False, ()),
+                                           # rank 0 must learn of it from rank 1, or it would wait for
+                                           # rank 1 in the next step's collectives (until --timeout)
+                                           ("SIGUSR1 to rank 1", signal.SIGUSR1, True, ()),
+                                           # mpirun passes SIGTERM on only after odls_base_sigkill_timeout
+                                           # seconds and kills the ranks as many seconds later (default 1).
+                                           ("SIGTERM", signal.SIGTERM, False,
+                                            ("--mca", "odls_base_sigkill_timeout", "10"))]:
+        out = env.path("e_" + name.replace(" ", "_"))
+        p, pids = start_long_run(env, out, 2, ["--save-every", "0", "--timeout", "20"], mpirun_extra)
+        if alone:
+            os.kill(pids[1], sig)
+        else:
+            p.send_signal(sig)
+        rc = wait_or_kill(p, pids, 120)
         text = slurp(out + ".log", "r")
         # The state saved holds the last step logged: every rank stopped after it (ranks that
         # disagreed would wait forever in different collectives, and nothing would be saved).
@@ -262,10 +291,7 @@ def test_hung_rank(env):
     p, pids = start_long_run(env, out, 2, ["--save-every", "0", "--timeout", "3"])
     start = time.time()
     os.kill(pids[1], signal.SIGSTOP)
-    try:
-        rc = p.wait(timeout=60)
-    finally:
-        os.kill(pids[1], signal.SIGCONT) if p.poll() is None else None
+    rc = wait_or_kill(p, pids, 60)
     elapsed = time.time() - start
     text = slurp(out + ".log", "r")
     expect(rc != 0 and elapsed < 3 + 20, "exit %d after %.1f s" % (rc, elapsed))
@@ -345,6 +371,7 @@ def main(argv):
     parser.add_argument("--bigs-mpi", default="build/bigs_mpi", help="bigs built with MPI (default %(default)s)")
     parser.add_argument("--bigs", default="build/bigs_cpu", help="bigs without MPI (default %(default)s)")
     parser.add_argument("--workdir", default="build/test_mpi", help="scratch directory (default %(default)s)")
+    parser.add_argument("--only", default="abcdefgh", help="the checks to run, by letter (default all: %(default)s)")
     args = parser.parse_args(argv)
     work = os.path.abspath(args.workdir)
     shutil.rmtree(work, ignore_errors=True)
@@ -362,14 +389,19 @@ def main(argv):
         f.write("H 16\nI 24\nL 2\nN 4\n")
     ok(run([os.path.join(ROOT, "data_prep"), "pretrain", "--vocab", VOCAB, "--seq", "32", "--out", env.shards,
             "--val-fraction", "0.2", os.path.join(work, "text.txt")]), "data_prep pretrain")
-    s.check("(a) 2 ranks x 1 micro-batch = 1 process x 2", lambda: test_two_ranks(env))
-    s.check("(b) 3 ranks = 1 process, every rank alike, run to run", lambda: test_three_ranks(env))
-    s.check("(c) resume across world sizes", lambda: test_resume_across_world_sizes(env))
-    s.check("(d) kill -9 of one rank", lambda: test_kill_one_rank(env))
-    s.check("(e) SIGUSR1 and SIGTERM on mpirun", lambda: test_signals(env))
-    s.check("(f) a hung rank and --timeout", lambda: test_hung_rank(env))
-    s.check("(g) fine-tuning, 2 ranks = 1 process", lambda: test_finetune(env))
-    s.check("(h) bad input", lambda: test_bad_input(env))
+    checks = [
+        ("a", "2 ranks x 1 micro-batch = 1 process x 2", test_two_ranks),
+        ("b", "3 ranks = 1 process, every rank alike, run to run", test_three_ranks),
+        ("c", "resume across world sizes", test_resume_across_world_sizes),
+        ("d", "kill -9 of one rank", test_kill_one_rank),
+        ("e", "SIGUSR1 and SIGTERM on mpirun, SIGUSR1 to one rank", test_signals),
+        ("f", "a hung rank and --timeout", test_hung_rank),
+        ("g", "fine-tuning, 2 ranks = 1 process", test_finetune),
+        ("h", "bad input", test_bad_input),
+    ]
+    for letter, name, fn in checks:
+        if letter in args.only:
+            s.check("(%s) %s" % (letter, name), lambda fn=fn: fn(env))
     print("test_mpi: %d passed, %d failed, %d skipped (%.1f s)" % (s.passed, s.failed, s.skipped,
                                                                    time.time() - start))
     return 1 if s.failed else 0
