@@ -7332,7 +7332,7 @@ static int cmd_predict(int argc, char** argv) {
 
 static const char* kBenchUsage =
     "usage: bigs bench [--config large] [--seq 128] [--batch 8] [--steps 10] [--device auto] [--precision bf16]\n"
-    "       bigs bench --plan [--config large] [--seq 128] [--batch 8] [--precision bf16] [--memory-gb G]\n"
+    "       bigs bench --plan [--config large] [--seq 128] [--batch 8] [--precision bf16] [--memory-gb G] [--ranks K]\n"
     "Times full training steps (forward, backward, grad norm, AdamW) on random tokens after warm-up and\n"
     "prints tokens/s and MFU. FLOPs per step = 6 x dense weights x tokens (the seven dense layers of every\n"
     "layer) + 6 x P x (H^2 + V H) (the MLM head on the P predicted rows) + 12 L B H x 2.5 n log2 n (six\n"
@@ -7412,6 +7412,32 @@ static void print_cost_prediction(const CostLedger& led, const Config& c, int B,
          tokens / s, 100 * bench_flops(c, B, P) / s / 989e12);
 }
 
+// The data-parallel step on K GPUs over NVLink (README "Data-parallel
+// training"), predicted from the cost of one GPU's step on its share of the
+// batch, with one micro-batch per GPU: each GPU sends (K - 1) / K of its fp32
+// gradient to the shards' owners and receives as much (the all-to-all), and
+// as many bytes of updated fp32 parameters in the all-gather, each at 450
+// GB/s per direction (NVLink 4 on an H100/H200 SXM, the ring's links all
+// busy); the owner adds the K gradients of its shard at HBM speed. As built,
+// the collectives follow the backward pass and AdamW; overlapped (bucketed by
+// layer, not built), at best they hide behind the step's computation.
+constexpr double kNvlinkBytes = 450e9;
+static void print_data_parallel_prediction(const CostLedger& led, const Config& c, int B, int P, int K) {
+  const double n = (double)table_total(param_table(c, kDevAlign)), compute = led.total().seconds;
+  const double wire = (K - 1.0) / K * 4 * n, comms = 2 * wire / kNvlinkBytes;
+  const double adds = (K + 2.0) * 4 * n / K / kHbmBytes;  // the K inboxes read, the sum read and written
+  const double built = compute + adds + comms, overlapped = std::max(compute + adds, comms + adds);
+  const double tokens = (double)K * B * c.T, flops = K * bench_flops(c, B, P);
+  printf(
+      "data-parallel on %d H200s over NVLink (450 GB/s a direction), batch %d each (%d a step): %.2f GB sent a GPU "
+      "and step (gradient all-to-all and parameter all-gather), %.2f ms on the links, %.2f ms of adds\n",
+      K, B, K * B, 2 * wire / 1e9, comms * 1e3, adds * 1e3);
+  for (auto [what, s] : {std::pair<const char*, double>{"as built (not overlapped)", built},
+                         std::pair<const char*, double>{"overlapped (not built)", overlapped}})
+    printf("data-parallel: predicted on %d H200s, %s: %.2f ms/step  %.0f tokens/s  MFU %.2f%% (cost model)\n",
+           K, what, s * 1e3, tokens / s, 100 * flops / s / (K * 989e12));
+}
+
 #ifdef __CUDACC__
 __global__ void fill_uniform_kernel(bf16* x, size_t n, uint64_t seed) {
   size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
@@ -7453,7 +7479,7 @@ static int cmd_bench(int argc, char** argv) {
   const char* cmd = "bench";
   std::string config = "large";
   Device device;
-  long long seq = 128, batch = 8, steps = 10, warmup = 2, seed = 1, threads = 0;
+  long long seq = 128, batch = 8, steps = 10, warmup = 2, seed = 1, threads = 0, ranks = 1;
   double memory_gb = 0;
   bool plan_only = false;
   std::vector<Flag> flags = {
@@ -7468,6 +7494,8 @@ static int cmd_bench(int argc, char** argv) {
        "print the GPU memory plan, the batch that fits and the predicted step; run nothing"},
       {Flag::Num, "memory-gb", &memory_gb, 0, 1e6,
        "--plan: GPU memory to plan for; 0 = this GPU's free memory, else 141 (H200)"},
+      {Flag::Int, "ranks", &ranks, 1, 4096,
+       "--plan: also predict the data-parallel step on this many GPUs over NVLink, --batch each"},
   };
   device_flags(&flags, &device);
   if (int rc = parse_command(cmd, argc, argv, flags, kBenchUsage, nullptr); rc >= 0) return rc;
@@ -7502,6 +7530,7 @@ static int cmd_bench(int argc, char** argv) {
         precision_name(prec), B, T);
     print_cost_table(led);
     print_cost_prediction(led, c, B, B * per_seq);
+    if (ranks > 1) print_data_parallel_prediction(led, c, B, B * per_seq, (int)ranks);
     return 0;
   }
   if (device.name == "cuda" && !cuda_device_present())  // before minutes of host-side init

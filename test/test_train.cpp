@@ -606,6 +606,30 @@ TEST_F(Trainer, BenchPlanRunsWithoutAGpu) {
   EXPECT_NE(out.find("largest batch that fits in 80.0 GB"), std::string::npos) << out;
 }
 
+// The data-parallel prediction (README "Data-parallel training") from the
+// one-GPU step it prints: 2 (K - 1) / K x 4 bytes a parameter on the links
+// at 450 GB/s, plus the owner's adds ((K + 2) / K x 4 bytes a parameter at
+// 3.8 TB/s), after the step as built and at best hidden behind it.
+TEST_F(Trainer, BenchPlanPredictsTheDataParallelStep) {
+  std::string out, err;
+  ASSERT_EQ(run("./build/bigs_cpu bench --plan --config large --seq 128 --batch 64 --ranks 8", &out), 0) << out;
+  Config c;
+  ASSERT_TRUE(config_load("large", &c, &err)) << err;
+  c.T = 128;
+  const double n = (double)table_total(param_table(c, kDevAlign)), K = 8;
+  const double links_ms = 2 * (K - 1) / K * 4 * n / 450e9 * 1e3, adds_ms = (K + 2) / K * 4 * n / 3.8e12 * 1e3;
+  auto number_after = [&](const std::string& key) {
+    size_t at = out.find(key);
+    EXPECT_NE(at, std::string::npos) << key << " in\n" << out;
+    return at == std::string::npos ? 0.0 : std::stod(out.substr(at + key.size()));
+  };
+  const double one = number_after("predicted on an H200 ");
+  EXPECT_NEAR(number_after("(512 a step): "), 2 * (K - 1) / K * 4 * n / 1e9, 0.006);
+  EXPECT_NEAR(number_after("and parameter all-gather), "), links_ms, 0.006);
+  EXPECT_NEAR(number_after("as built (not overlapped): "), one + links_ms + adds_ms, 0.02);
+  EXPECT_NEAR(number_after("overlapped (not built): "), std::max(one, links_ms) + adds_ms, 0.02);
+}
+
 TEST_F(Trainer, ShardsOfAnotherLengthAreRefused) {
   std::string out;
   ASSERT_EQ(run("./data_prep pretrain --vocab data/bert-base-uncased-vocab.txt --seq 24 --out " + dir + "/shards24 " +
