@@ -45,7 +45,7 @@ import crc32c
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from testlib import Suite, expect  # noqa: E402
+from testlib import Suite, expect, fresh_workdir  # noqa: E402
 
 VOCAB = os.path.join(ROOT, "data", "bert-base-uncased-vocab.txt")
 # Open MPI refuses root unless told (CI and the device machines run as root).
@@ -373,9 +373,7 @@ def main(argv):
     parser.add_argument("--workdir", default="build/test_mpi", help="scratch directory (default %(default)s)")
     parser.add_argument("--only", default="abcdefgh", help="the checks to run, by letter (default all: %(default)s)")
     args = parser.parse_args(argv)
-    work = os.path.abspath(args.workdir)
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
+    work = fresh_workdir(args.workdir)
     start = time.time()
     s = Suite()
     if not shutil.which("mpirun"):
