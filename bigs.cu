@@ -7518,6 +7518,11 @@ static int cmd_bench(int argc, char** argv) {
 #endif
     if (bytes == 0) bytes = 141e9;
     print_gpu_plan(gpu_plan(c, B, B * per_seq, prec), prec, B, T);
+    if (ranks > 1) {  // DataParallel's buffers on the GPU: a shard of the gradient sum, an inbox of K shards
+      const double dp = 4.0 * (double)(ranks + 1) * shards_of(table_total(param_table(c, kDevAlign)), (int)ranks).size;
+      printf("the data-parallel step's buffers on each of %lld GPUs: %.2f GB, set aside below\n", ranks, dp / 1e9);
+      bytes -= dp;
+    }
     int fit = gpu_max_batch(c, per_seq, prec, bytes);
     printf("largest batch that fits in %.1f GB (95%% of it planned) at T %d (%s): %d", bytes / 1e9, T,
            precision_name(prec), fit);

@@ -609,7 +609,8 @@ TEST_F(Trainer, BenchPlanRunsWithoutAGpu) {
 // The data-parallel prediction (README "Data-parallel training") from the
 // one-GPU step it prints: 2 (K - 1) / K x 4 bytes a parameter on the links
 // at 450 GB/s, plus the owner's adds ((K + 2) / K x 4 bytes a parameter at
-// 3.8 TB/s), after the step as built and at best hidden behind it.
+// 3.8 TB/s), after the step as built and at best hidden behind it; the
+// memory the data-parallel buffers take on each GPU.
 TEST_F(Trainer, BenchPlanPredictsTheDataParallelStep) {
   std::string out, err;
   ASSERT_EQ(run("./build/bigs_cpu bench --plan --config large --seq 128 --batch 64 --ranks 8", &out), 0) << out;
@@ -628,6 +629,9 @@ TEST_F(Trainer, BenchPlanPredictsTheDataParallelStep) {
   EXPECT_NEAR(number_after("and parameter all-gather), "), links_ms, 0.006);
   EXPECT_NEAR(number_after("as built (not overlapped): "), one + links_ms + adds_ms, 0.02);
   EXPECT_NEAR(number_after("overlapped (not built): "), std::max(one, links_ms) + adds_ms, 0.02);
+  // Each GPU holds a sum of one shard and an inbox of 8; a shard is whole chunks of 65,536 floats.
+  const double shard = std::ceil(n / K / 65536) * 65536;
+  EXPECT_NEAR(number_after("buffers on each of 8 GPUs: "), 9 * shard * 4 / 1e9, 0.006);
 }
 
 TEST_F(Trainer, ShardsOfAnotherLengthAreRefused) {
