@@ -535,7 +535,8 @@ TEST(Cost, ElementwiseBytesAsCounted) {
   const int B = 3;
   for (Precision prec : {Precision::Bf16, Precision::Fp32}) {
     double s = prec == Precision::Bf16 ? 2 : 4, nH = (double)B * c.T * c.H * c.L, nI = (double)B * c.T * c.I * c.L;
-    const CostRow* gate = row(step_ledger(c, B, 2, prec), "gate");
+    const CostLedger led = step_ledger(c, B, 2, prec);  // row() points into it
+    const CostRow* gate = row(led, "gate");
     ASSERT_NE(gate, nullptr);
     EXPECT_DOUBLE_EQ(gate->bytes, s * (nH * (3 + 5) + nI * (3 + 7))) << precision_name(prec);
     EXPECT_EQ(gate->calls, 4.0 * c.L);
