@@ -134,7 +134,7 @@ test:
 	@$(MAKE) --no-print-directory test-suites
 
 test-suites: all $(TEST_BINS) $(BUILD)/fixture.bin $(BUILD)/metric_cases.tsv
-	PYTHON=$(PYTHON) bash dev/run_tests.sh $(BUILD)
+	PYTHON=$(PYTHON) HAVE_MPI=$(HAVE_MPI) bash dev/run_tests.sh $(BUILD)
 
 demo: all
 	bash dev/demo.sh

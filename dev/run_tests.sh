@@ -28,12 +28,13 @@ done
 if [ -x "$build/test_gpu" ]; then  # built where nvcc is; skips itself without a GPU
   run test_gpu "$build/test_gpu" --gtest_brief=1
 fi
-# The data-parallel suite needs the MPI build (make builds it where mpicxx
-# is: dev/deps.sh installs Open MPI) and mpirun.
-if [ -x "$build/bigs_mpi" ] && command -v mpirun >/dev/null 2>&1; then
+# The data-parallel suite needs the MPI build, which make builds where mpicxx
+# is (it says so in HAVE_MPI), and mpirun; dev/deps.sh installs Open MPI.
+have_mpi=${HAVE_MPI-$(command -v mpicxx >/dev/null 2>&1 && echo yes)}
+if [ "$have_mpi" = yes ] && [ -x "$build/bigs_mpi" ] && command -v mpirun >/dev/null 2>&1; then
   run test_mpi "$PYTHON" dev/test_mpi.py --bigs-mpi "$build/bigs_mpi" --bigs "$build/bigs_cpu" --workdir "$build/test_mpi"
 else
-  skipped+=("test_mpi (no $build/bigs_mpi or no mpirun: install Open MPI, e.g. dev/deps.sh ensure, and run make test again)")
+  skipped+=("test_mpi (no mpicxx or no mpirun: install Open MPI (Debian: openmpi-bin libopenmpi-dev; dev/deps.sh ensure) and run make test again)")
 fi
 run test_convert "$PYTHON" dev/test_convert.py --bigs "$build/bigs_cpu" --workdir "$build/test_convert"
 run test_glue "$PYTHON" dev/test_glue.py --bigs "$build/bigs_cpu" --workdir "$build/test_glue"
