@@ -9,8 +9,8 @@ one process of the MPI-free build:
       model.bin byte for byte; `mpirun -np 1` too; each rank's parameter
       checksum equal to the CRC-32C of model.bin's parameters;
   (b) 3 ranks against 1 (batch 6, micro-batch 1: two rounds per rank, three
-      unequal shards): byte for byte, each rank's checksum, and two 3-rank
-      runs identical;
+      shards, the last shorter): byte for byte, each rank's checksum, and two
+      3-rank runs identical;
   (c) resume across world sizes: 2 ranks stopped with --stop-at 10, resumed
       with 1 and with 3, against the straight run of one process;
   (d) kill -9 of one rank mid-run: the job ends non-zero within 30 s, the
