@@ -13,6 +13,25 @@ GTEST_LIBS = -lgtest -lgtest_main -pthread
 BUILD    := build
 
 HAVE_NVCC := $(shell command -v $(NVCC) >/dev/null 2>&1 && echo yes)
+# MPI (README "Data-parallel training"): with an MPI compiler wrapper on the
+# PATH (Debian's libopenmpi-dev gives mpicxx), bigs is built with -DBIGS_MPI
+# and runs as one rank under mpirun or srun; and where nvcc finds nccl.h (the
+# CUDA Toolkit's), its GPUs exchange through NCCL (-DBIGS_NCCL). `make
+# MPICXX=` builds without MPI. Without mpirun the binary runs as before.
+MPICXX   ?= mpicxx
+HAVE_MPI := $(if $(MPICXX),$(shell command -v $(MPICXX) >/dev/null 2>&1 && echo yes))
+NVCC_HOME := $(abspath $(dir $(shell command -v $(NVCC) 2>/dev/null))..)
+HAVE_NCCL := $(shell test -f $(NVCC_HOME)/include/nccl.h -o -f /usr/include/nccl.h && echo yes)
+ifeq ($(HAVE_MPI),yes)
+BIGS_CXX = $(MPICXX) -DBIGS_MPI
+# nvcc compiles the host code with the wrapper, which adds MPI's headers and libraries.
+NVCC_MPI = -ccbin $(MPICXX) -DBIGS_MPI $(if $(HAVE_NCCL),-DBIGS_NCCL)
+NCCL_LIBS = $(if $(HAVE_NCCL),-lnccl)
+# The MPI build of the CPU trainer, which dev/test_mpi.py runs under mpirun.
+MPI_TEST_BIN = $(BUILD)/bigs_mpi
+else
+BIGS_CXX = $(CXX)
+endif
 
 .PHONY: all test test-suites test-asan demo finetune-demo clean gpu-check gpu-check-prep gtest-src cuda-check format fuzz fuzz-build lab
 all: bigs tokenizer data_prep
@@ -30,18 +49,23 @@ tokenizer: tokenizer.cpp tokenizer.h cli.h unicode_tables.h
 data_prep: data_prep.cpp formats.h cli.h tokenizer.h $(BUILD)/tokenizer_lib.o
 	$(CXX) $(CXXFLAGS) data_prep.cpp $(BUILD)/tokenizer_lib.o -o $@ -pthread
 
-# bigs: with nvcc when it is on the PATH (CUDA + CPU paths), else CPU only.
+# bigs: with nvcc when it is on the PATH (CUDA + CPU paths), else CPU only;
+# with MPI (and NCCL) where they are.
 ifeq ($(HAVE_NVCC),yes)
 bigs: bigs.cu formats.h cli.h tokenizer.h $(BUILD)/tokenizer_lib.o
-	$(NVCC) $(NVCCFLAGS) bigs.cu $(BUILD)/tokenizer_lib.o -o $@ $(CUDA_LIBS)
+	$(NVCC) $(NVCC_MPI) $(NVCCFLAGS) bigs.cu $(BUILD)/tokenizer_lib.o -o $@ $(CUDA_LIBS) $(NCCL_LIBS)
 else
 bigs: bigs.cu formats.h cli.h tokenizer.h $(BUILD)/tokenizer_lib.o
-	$(CXX) $(CXXFLAGS) -x c++ bigs.cu -x none $(BUILD)/tokenizer_lib.o -o $@
+	$(BIGS_CXX) $(CXXFLAGS) -x c++ bigs.cu -x none $(BUILD)/tokenizer_lib.o -o $@
 endif
 
-# CPU-only build of the trainer, always with the host compiler.
+# CPU-only build of the trainer, always with the host compiler, without MPI.
 $(BUILD)/bigs_cpu: bigs.cu formats.h cli.h tokenizer.h $(BUILD)/tokenizer_lib.o
 	$(CXX) $(CXXFLAGS) -x c++ bigs.cu -x none $(BUILD)/tokenizer_lib.o -o $@
+
+# The CPU-only trainer with MPI, for the data-parallel tests (dev/test_mpi.py).
+$(BUILD)/bigs_mpi: bigs.cu formats.h cli.h tokenizer.h $(BUILD)/tokenizer_lib.o
+	$(MPICXX) -DBIGS_MPI $(CXXFLAGS) -x c++ bigs.cu -x none $(BUILD)/tokenizer_lib.o -o $@
 
 # Test suites (GoogleTest). Each includes the file it tests.
 $(BUILD)/test_model: test/test_model.cpp test/fixture.h bigs.cu formats.h cli.h $(BUILD)/tokenizer_lib.o
@@ -98,7 +122,7 @@ $(BUILD)/fixture.bin: dev/reference.py | $(BUILD)
 	$(PYTHON) dev/reference.py --out $@
 
 TEST_BINS = $(BUILD)/test_model $(BUILD)/test_cpu_kernels $(BUILD)/test_train $(BUILD)/test_tokenizer $(BUILD)/test_data_prep \
-            $(BUILD)/test_crash $(BUILD)/test_lab $(BUILD)/bigs_cpu $(GPU_TEST_BIN)
+            $(BUILD)/test_crash $(BUILD)/test_lab $(BUILD)/bigs_cpu $(MPI_TEST_BIN) $(GPU_TEST_BIN)
 
 $(BUILD)/metric_cases.tsv: dev/glue_metrics.py | $(BUILD)
 	$(PYTHON) dev/glue_metrics.py cases --out $@
@@ -110,16 +134,17 @@ test:
 	@$(MAKE) --no-print-directory test-suites
 
 test-suites: all $(TEST_BINS) $(BUILD)/fixture.bin $(BUILD)/metric_cases.tsv
-	PYTHON=$(PYTHON) bash dev/run_tests.sh $(BUILD)
+	PYTHON=$(PYTHON) HAVE_MPI=$(HAVE_MPI) bash dev/run_tests.sh $(BUILD)
 
 demo: all
 	bash dev/demo.sh
 
 # Compile-only checks of the CUDA path (CI has nvcc but no GPU): sm_90 and
-# sm_80, with every warning (nvcc's and the host compiler's) an error.
+# sm_80, with every warning (nvcc's and the host compiler's) an error; sm_90
+# with MPI and NCCL where they are (as `make bigs` builds it), sm_80 without.
 WERROR := -Werror all-warnings -Xcompiler -Werror
 cuda-check: | $(BUILD)
-	$(NVCC) $(subst -arch=$(CUDA_ARCH),-arch=sm_90,$(NVCCFLAGS)) $(WERROR) -c bigs.cu -o $(BUILD)/bigs_sm90.o
+	$(NVCC) $(NVCC_MPI) $(subst -arch=$(CUDA_ARCH),-arch=sm_90,$(NVCCFLAGS)) $(WERROR) -c bigs.cu -o $(BUILD)/bigs_sm90.o
 	$(NVCC) $(subst -arch=$(CUDA_ARCH),-arch=sm_80,$(NVCCFLAGS)) $(WERROR) -c bigs.cu -o $(BUILD)/bigs_sm80.o
 	$(NVCC) $(subst -arch=$(CUDA_ARCH),-arch=sm_90,$(NVCCFLAGS)) $(WERROR) -I. -c test/test_gpu.cu -o $(BUILD)/test_gpu_sm90.o
 	$(NVCC) $(subst -arch=$(CUDA_ARCH),-arch=sm_80,$(NVCCFLAGS)) $(WERROR) -I. -c test/test_gpu.cu -o $(BUILD)/test_gpu_sm80.o

@@ -14,7 +14,9 @@
 //   Y classifier outputs (labels)
 //
 // It builds three ways: `nvcc bigs.cu` (CPU and CUDA paths), `g++ -x c++
-// bigs.cu` (CPU only), and included by the tests with BIGS_NO_MAIN defined.
+// bigs.cu` (CPU only), and included by the tests with BIGS_NO_MAIN defined;
+// with -DBIGS_MPI (an MPI compiler wrapper) it also runs as one rank of a
+// data-parallel job, and with -DBIGS_NCCL its GPUs exchange through NCCL.
 
 #include <algorithm>
 #include <cerrno>
@@ -41,9 +43,23 @@
 #include <glob.h>
 #include <sys/stat.h>
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <stdexcept>
+#include <thread>
+
+#ifdef BIGS_MPI
+#define OMPI_SKIP_MPICXX 1  // MPI's C interface only: the deprecated C++ bindings do not compile cleanly
+#define MPICH_SKIP_MPICXX 1
+#include <mpi.h>
+#endif
+#ifdef BIGS_NCCL
+#if !defined(BIGS_MPI) || !defined(__CUDACC__)
+#error "BIGS_NCCL needs BIGS_MPI and nvcc: the ranks find each other through MPI, NCCL runs on CUDA streams"
+#endif
+#include <nccl.h>
+#endif
 
 #ifdef __CUDACC__
 #include <cublasLt.h>
@@ -79,6 +95,10 @@ struct Error {
   vsnprintf(buf, sizeof buf, fmt, ap);
   va_end(ap);
   return buf;
+}
+
+static double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 // Counter-based random numbers: a value depends only on (seed, stream, index),
@@ -155,6 +175,12 @@ static void cufft_check(cufftResult r, const char* file, int line) {
 #define cudaCheck(call) cuda_check((call), __FILE__, __LINE__)
 #define cublasCheck(call) cublas_check((call), __FILE__, __LINE__)
 #define cufftCheck(call) cufft_check((call), __FILE__, __LINE__)
+#ifdef BIGS_NCCL
+static void nccl_check(ncclResult_t r, const char* file, int line) {
+  if (r != ncclSuccess) throw CudaError(strf("%s:%d: NCCL error %d: %s", file, line, (int)r, ncclGetErrorString(r)));
+}
+#define ncclCheck(call) nccl_check((call), __FILE__, __LINE__)
+#endif
 // After every launch: a bad launch configuration shows up here, at its line.
 #define launchCheck() cuda_check(cudaGetLastError(), __FILE__, __LINE__)
 
@@ -4395,6 +4421,8 @@ struct GpuModel {
   float* mom2 = nullptr;          // (n) AdamW's second moment
   bf16* params16 = nullptr;       // (n) bf16 mode: the weights the dense layers read, rewritten by each AdamW step
   uint64_t* segments = nullptr;   // (tensors) offset << 1 | decay: the fused AdamW's decay mask
+  float* gsum = nullptr;          // (shard) a data-parallel step's summed gradient of this rank's shard (DataParallel)
+  float* inbox = nullptr;         // (ranks, shard) the ranks' micro-batch gradients of that shard
   char* acts = nullptr;           // the activation block
   int* ids = nullptr;             // (B, T) the batch, copied in by each forward
   int* types = nullptr;           // (B, T)
@@ -4411,7 +4439,8 @@ static void gpu_model_delete(GpuModel* g) {
   try {
     for (void* p :
          {(void*)g->params, (void*)g->grads, (void*)g->mom1, (void*)g->mom2, (void*)g->params16, (void*)g->segments,
-          (void*)g->acts, (void*)g->ids, (void*)g->types, (void*)g->rows, (void*)g->row_target})
+          (void*)g->gsum, (void*)g->inbox, (void*)g->acts, (void*)g->ids, (void*)g->types, (void*)g->rows,
+          (void*)g->row_target})
       cudaCheck(cudaFree(p));
     cuda_ctx_destroy(&g->ctx);
   } catch (const CudaError& e) {
@@ -5018,6 +5047,433 @@ static void model_zero_grad(Model& m) {
 }
 
 // ============================================================================
+// Data parallelism: ranks, shards and the collectives
+// ============================================================================
+// `mpirun -np K bigs pretrain ...` (or srun) starts K ranks, each running the
+// same command on its share of every batch. MPI carries the few scalars of a
+// step between the processes (the batch's prediction count, the micro-batch
+// losses, the norm's partial sums, the stop flag) and, for a model on the
+// host, its gradients and parameters; for a model on the GPU NCCL carries
+// those between the devices. Started without a launcher (or built without
+// MPI), bigs is a world of one rank that touches no MPI.
+//
+// The parameter block is cut into K contiguous shards (ZeRO stage 1,
+// Rajbhandari et al. 2020): rank r receives the summed gradient of shard r,
+// keeps the AdamW moments of shard r and updates it, then sends the updated
+// shard to every rank (an all-gather), so that all ranks hold the same
+// parameters bit for bit.
+//
+// A step's arithmetic does not depend on K. Rank r computes micro-batches r,
+// r + K, r + 2K, ... of each global batch, so that a round of K micro-batches
+// is K consecutive ones. After each round every rank sends each shard of its
+// micro-batch gradient to the shard's owner (an all-to-all: a reduce-scatter
+// that leaves the sum to us), which adds the K of them to its running sum in
+// rank order. The step's gradient is then g_0 + g_1 + g_2 + ... added in
+// micro-batch order, as one process adds them (each micro-batch's gradient
+// computed from zero in the gradient block, then added to the step's sum).
+// Dropout is keyed by the global micro-batch, and the losses and the norm's
+// partial sums are gathered and added in a fixed order, so K ranks reproduce
+// one process bit for bit. The price is one gradient exchange per round of
+// micro-batches instead of one per step (the traffic of ZeRO stage 2); with
+// one micro-batch per rank and step the two are the same.
+
+struct World {
+  int rank = 0, size = 1;
+  int local_rank = 0;   // among the ranks on this machine: the GPU it takes
+  bool mpi = false;     // started by a launcher: MPI is up, and the collectives below go through it
+  bool agreed = false;  // the command failed on every rank alike (see world_finish)
+  // The watchdog: a rank that waits longer than `timeout` seconds in one
+  // collective (another rank died and the launcher did not notice, or it
+  // hangs) ends its own process, and the launcher then ends the job.
+  std::atomic<double> timeout{900}, waiting_since{0};
+  std::atomic<bool> done{false};
+  std::thread watchdog;
+#ifdef BIGS_NCCL
+  ncclComm_t nccl = nullptr;  // made by data_parallel_init for a model on the GPU
+#endif
+  ~World() {  // an exception on its way to main: the watchdog stops with the world
+    done = true;
+    if (watchdog.joinable()) watchdog.join();
+  }
+};
+
+// A wait for the other ranks, which the watchdog bounds.
+struct WorldWait {
+  World& w;
+  explicit WorldWait(World& world) : w(world) { w.waiting_since = now_seconds(); }
+  ~WorldWait() { w.waiting_since = 0; }
+};
+
+#ifdef BIGS_MPI
+static void world_watch(World* w) {
+  while (!w->done) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    const double since = w->waiting_since, limit = w->timeout;
+    if (since > 0 && limit > 0 && now_seconds() - since > limit) {
+      fprintf(stderr,
+              "bigs: rank %d of %d has waited %.0f s for the others in a collective (--timeout): another rank "
+              "died or hangs; ending the job\n",
+              w->rank, w->size, limit);
+      _exit(124);
+    }
+  }
+}
+
+// Whether a launcher started this process as one rank of a job: Open MPI's
+// mpirun (OMPI_COMM_WORLD_SIZE), MPICH's and Intel MPI's mpiexec (PMI_SIZE),
+// and the PMIx launchers, srun --mpi=pmix among them (PMIX_RANK).
+static bool launched_as_rank() {
+  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"})
+    if (getenv(v)) return true;
+  return false;
+}
+#endif
+
+// Joins the job this process was launched into, if any. Ranks other than 0
+// print nothing on stdout (progress, tables and logs come from rank 0);
+// their errors still reach stderr. With NCCL, each rank of a machine takes
+// its own GPU (local rank modulo the GPUs it sees).
+static void world_init(World* w, int* argc, char*** argv) {
+#ifdef BIGS_MPI
+  if (!launched_as_rank()) return;
+  int provided = 0;  // only the main thread calls MPI (not OpenMP's threads, not the watchdog)
+  MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+  w->mpi = true;
+  MPI_Comm_rank(MPI_COMM_WORLD, &w->rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &w->size);
+  MPI_Comm node;
+  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+  MPI_Comm_rank(node, &w->local_rank);
+  MPI_Comm_free(&node);
+  if (w->rank > 0 && !freopen("/dev/null", "w", stdout))
+    fprintf(stderr, "bigs: rank %d could not silence its standard output\n", w->rank);
+#ifdef BIGS_NCCL
+  int gpus = 0;
+  if (cudaGetDeviceCount(&gpus) == cudaSuccess && gpus > 0) cudaSetDevice(w->local_rank % gpus);
+#endif
+  w->watchdog = std::thread(world_watch, w);
+#else
+  (void)w, (void)argc, (void)argv;
+#endif
+}
+
+// Ends this rank's part and returns its exit status. When every rank ends
+// alike (success, or a failure they all know of: w.agreed), MPI_Finalize.
+// Otherwise this rank failed alone while the others may be waiting for it in
+// a collective: MPI_Abort ends them all, and the launcher exits with status.
+static int world_finish(World& w, int status) {
+#ifdef BIGS_MPI
+  if (!w.mpi) return status;
+  fflush(stdout);
+  if (status != 0 && !w.agreed) {
+    fprintf(stderr, "bigs: rank %d of %d failed (exit status %d); ending the job\n", w.rank, w.size, status);
+    MPI_Abort(MPI_COMM_WORLD, status);
+  }
+  {
+    WorldWait wait(w);  // MPI_Finalize waits for every rank
+#ifdef BIGS_NCCL
+    if (w.nccl) ncclCommDestroy(w.nccl);
+#endif
+    MPI_Finalize();
+  }
+#else
+  (void)w;
+#endif
+  return status;
+}
+
+enum class Reduce { Sum, Max };
+
+// x[0 .. n) combined over the ranks, in place. Every sum the trainer asks
+// for is exact in any order: counts, or arrays in which each element is one
+// rank's (the others add zeros), which the caller then adds up in order.
+static void world_reduce(World& w, double* x, size_t n, Reduce op = Reduce::Sum) {
+#ifdef BIGS_MPI
+  if (!w.mpi || n == 0) return;
+  WorldWait wait(w);
+  MPI_Allreduce(MPI_IN_PLACE, x, (int)n, MPI_DOUBLE, op == Reduce::Sum ? MPI_SUM : MPI_MAX, MPI_COMM_WORLD);
+#else
+  (void)w, (void)x, (void)n, (void)op;
+#endif
+}
+
+// Whether every rank holds the same v (a checksum of what must agree).
+static bool world_same(World& w, uint64_t v) {
+  uint64_t x[2] = {v, ~v};
+#ifdef BIGS_MPI
+  if (w.mpi) {
+    WorldWait wait(w);
+    MPI_Allreduce(MPI_IN_PLACE, x, 2, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD);
+  }
+#else
+  (void)w;
+#endif
+  return x[0] == ~x[1];  // the largest v is the smallest
+}
+
+// The shards of a block of n floats: rank r owns [lo(r), hi(r)), `size`
+// elements, a multiple of kNormChunk so that no chunk of the gradient norm's
+// sums (grad_norm) straddles two ranks; the last shards may be shorter or
+// empty.
+constexpr size_t kNormChunk = 1 << 16;
+struct Shards {
+  size_t n = 0, size = 0;
+  size_t lo(int r) const { return std::min(n, (size_t)r * size); }
+  size_t hi(int r) const { return std::min(n, (size_t)(r + 1) * size); }
+};
+static Shards shards_of(size_t n, int ranks) { return {n, round_up((n + ranks - 1) / ranks, kNormChunk)}; }
+
+// One rank's state for the data-parallel step (train_step): its world, the
+// shards of the parameter block where the model lives (the host's packed
+// layout, or the GPU's aligned one), and where the step's gradient is summed.
+struct DataParallel {
+  World* w = nullptr;
+  Shards sh;
+  // Whether the step adds each micro-batch's gradient to a separate sum (a
+  // world through MPI, or more than one micro-batch per step); otherwise the
+  // gradient block itself is the step's gradient.
+  bool sums = false;
+  std::vector<float> gsum, inbox;  // a model on the host: as GpuModel's, (shard) and (ranks, shard)
+  // Each rank's shard of the block (MPI's counts and displacements), and
+  // where each rank's part of this rank's shard lands in the inbox.
+  std::vector<int> counts, offsets, inbox_counts, inbox_offsets;
+  size_t lo() const { return sh.lo(w->rank); }
+  size_t hi() const { return sh.hi(w->rank); }
+};
+
+#ifdef __CUDACC__
+// sum[i] += in[0][i], then in[1][i], ...: the ranks' gradients of one shard
+// (n elements each), added in rank order.
+__global__ void add_in_rank_order_kernel(float* sum, const float* in, size_t n, int ranks) {
+  size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  float s = sum[i];
+  for (int q = 0; q < ranks; q++) s += in[(size_t)q * n + i];
+  sum[i] = s;
+}
+
+// The stream's work, collectives included, done: a wait the watchdog bounds
+// (a NCCL kernel whose peer is gone spins forever).
+static void gpu_wait(World& w, GpuModel& g) {
+  WorldWait wait(w);
+  cudaCheck(cudaStreamSynchronize(g.ctx.stream));
+}
+
+static bool gpu_data_parallel_init(DataParallel* dp, GpuModel& g, size_t shard, std::string* err) {
+  World& w = *dp->w;
+  if (w.mpi) {
+#ifdef BIGS_NCCL
+    ncclUniqueId id;
+    try {
+      if (w.rank == 0) ncclCheck(ncclGetUniqueId(&id));
+      WorldWait wait(w);
+      MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD);
+      ncclCheck(ncclCommInitRank(&w.nccl, w.size, id, w.rank));
+    } catch (const CudaError& e) {
+      *err = strf("joining the ranks' GPUs through NCCL: %s", e.what());
+      return false;
+    }
+#else
+    *err =
+        "this build has no NCCL, so a model on the GPU cannot train on several ranks: build bigs where the CUDA "
+        "Toolkit's nccl.h is (the Makefile finds it), or use --device cpu";
+    return false;
+#endif
+  }
+  const size_t inbox = w.mpi ? (size_t)w.size * shard : 0;
+  try {
+    if (shard) cudaCheck(cudaMalloc(&g.gsum, shard * sizeof(float)));
+    if (inbox) cudaCheck(cudaMalloc(&g.inbox, inbox * sizeof(float)));
+  } catch (const CudaError& e) {
+    *err = strf("the data-parallel step's gradient sum and inbox (%.2f GB): %s; lower --micro-batch",
+                (shard + inbox) * 4 / 1e9, e.what());
+    return false;
+  }
+  return true;
+}
+
+static void gpu_add_gradients(DataParallel& dp, GpuModel& g) {
+  World& w = *dp.w;
+  const size_t lo = dp.lo(), shard = dp.hi() - lo;
+  const float* in = g.grads + lo;  // a world of one adds its own
+  int ranks = 1;
+#ifdef BIGS_NCCL
+  if (w.mpi) {  // each shard of this rank's gradient to its owner
+    ncclCheck(ncclGroupStart());
+    for (int q = 0; q < w.size; q++) {
+      if (dp.counts[q]) ncclCheck(ncclSend(g.grads + dp.offsets[q], dp.counts[q], ncclFloat, q, w.nccl, g.ctx.stream));
+      if (shard) ncclCheck(ncclRecv(g.inbox + q * shard, shard, ncclFloat, q, w.nccl, g.ctx.stream));
+    }
+    ncclCheck(ncclGroupEnd());
+    in = g.inbox, ranks = w.size;
+  }
+#endif
+  if (shard) {
+    add_in_rank_order_kernel<<<grid_for(shard), kThreads, 0, g.ctx.stream>>>(g.gsum, in, shard, ranks);
+    launchCheck();
+  }
+  if (w.mpi) gpu_wait(w, g);
+}
+#endif
+
+// Sets dp up for a model where it trains (after model_use_device), for steps
+// of up to `rounds` micro-batches per rank.
+static bool data_parallel_init(DataParallel* dp, World& w, Model& m, int rounds, std::string* err) {
+  dp->w = &w;
+  size_t n = m.num_params;
+#ifdef __CUDACC__
+  if (m.gpu) n = m.gpu->n;
+#endif
+  if (w.mpi && n > (size_t)INT_MAX) {
+    *err = strf("%zu parameters are more than MPI's int counts can carry", n);
+    return false;
+  }
+  dp->sh = shards_of(n, w.size);
+  dp->sums = w.mpi || rounds > 1;
+  const size_t shard = dp->hi() - dp->lo();
+  for (int q = 0; q < w.size; q++) {
+    dp->counts.push_back((int)(dp->sh.hi(q) - dp->sh.lo(q)));
+    dp->offsets.push_back((int)dp->sh.lo(q));
+    dp->inbox_counts.push_back((int)shard);
+    dp->inbox_offsets.push_back((int)(q * shard));
+  }
+  if (!dp->sums) return true;
+#ifdef __CUDACC__
+  if (m.gpu) return gpu_data_parallel_init(dp, *m.gpu, shard, err);
+#endif
+  dp->gsum.assign(shard, 0.0f);
+  dp->inbox.assign(w.mpi ? (size_t)w.size * shard : 0, 0.0f);
+  return true;
+}
+
+// The step's gradient sum starts at zero.
+static void data_parallel_zero(DataParallel& dp, Model& m) {
+#ifdef __CUDACC__
+  if (m.gpu) return zero_async(m.gpu->ctx, m.gpu->gsum, dp.hi() - dp.lo());
+#endif
+  (void)m;
+  std::fill(dp.gsum.begin(), dp.gsum.end(), 0.0f);
+}
+
+// gsum += the ranks' micro-batch gradients of this rank's shard (each in the
+// gradient block of its rank), added in rank order: one process's order.
+static void world_add_gradients(DataParallel& dp, Model& m) {
+#ifdef __CUDACC__
+  if (m.gpu) return gpu_add_gradients(dp, *m.gpu);
+#endif
+  World& w = *dp.w;
+  const size_t lo = dp.lo(), shard = dp.hi() - lo;
+  const float* in = m.grads_mem.data() + lo;  // a world of one adds its own
+  int ranks = 1;
+#ifdef BIGS_MPI
+  if (w.mpi) {  // each shard of this rank's gradient to its owner
+    WorldWait wait(w);
+    MPI_Alltoallv(m.grads_mem.data(), dp.counts.data(), dp.offsets.data(), MPI_FLOAT, dp.inbox.data(),
+                  dp.inbox_counts.data(), dp.inbox_offsets.data(), MPI_FLOAT, MPI_COMM_WORLD);
+    in = dp.inbox.data(), ranks = w.size;
+  }
+#else
+  (void)w;
+#endif
+  float* s = dp.gsum.data();
+#pragma omp parallel for
+  for (size_t i = 0; i < shard; i++) {
+    float x = s[i];
+    for (int q = 0; q < ranks; q++) x += in[(size_t)q * shard + i];
+    s[i] = x;
+  }
+}
+
+// The step's gradient of this rank's shard into the gradient block, where
+// the optimizer reads it.
+static void data_parallel_gradient(DataParallel& dp, Model& m) {
+  const size_t lo = dp.lo(), shard = dp.hi() - lo;
+#ifdef __CUDACC__
+  if (m.gpu) {
+    if (shard)
+      cudaCheck(cudaMemcpyAsync(m.gpu->grads + lo, m.gpu->gsum, shard * sizeof(float), cudaMemcpyDeviceToDevice,
+                                m.gpu->ctx.stream));
+    return;
+  }
+#endif
+  std::copy_n(dp.gsum.data(), shard, m.grads_mem.data() + lo);
+}
+
+// Every rank's shard of a block laid out as dp.sh (on the device when the
+// model is there) to every rank, in place.
+static void world_all_gather(DataParallel& dp, Model& m, float* block) {
+  World& w = *dp.w;
+  if (!w.mpi) return;
+#ifdef __CUDACC__
+  if (m.gpu) {
+#ifdef BIGS_NCCL
+    GpuModel& g = *m.gpu;
+    ncclCheck(ncclGroupStart());
+    for (int q = 0; q < w.size; q++)
+      if (dp.counts[q])
+        ncclCheck(ncclBroadcast(block + dp.offsets[q], block + dp.offsets[q], dp.counts[q], ncclFloat, q, w.nccl,
+                                g.ctx.stream));
+    ncclCheck(ncclGroupEnd());
+    gpu_wait(w, g);
+#endif
+    return;
+  }
+#endif
+  (void)m;
+#ifdef BIGS_MPI
+  WorldWait wait(w);
+  MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, block, dp.counts.data(), dp.offsets.data(), MPI_FLOAT,
+                 MPI_COMM_WORLD);
+#else
+  (void)block;
+#endif
+}
+
+// After the shards' AdamW: the updated shards to every rank (and on the GPU
+// the bf16 copy of the weights made again from them).
+static void world_share_params(DataParallel& dp, Model& m) {
+  if (!dp.w->mpi) return;
+#ifdef __CUDACC__
+  if (m.gpu) {
+    GpuModel& g = *m.gpu;
+    world_all_gather(dp, m, g.params);
+    if (g.params16) {
+      cast_kernel<<<grid_for(g.n), kThreads, 0, g.ctx.stream>>>(g.params16, g.params, g.n);
+      launchCheck();
+    }
+    return;
+  }
+#endif
+  world_all_gather(dp, m, m.params_mem.data());
+}
+
+// Before a checkpoint: every rank's shard of the AdamW moments to all, so
+// that the whole blocks are the single process's (model_to_host then reads
+// them from the GPU).
+static void world_share_moments(DataParallel& dp, Model& m, std::vector<float>& mom1, std::vector<float>& mom2) {
+  if (!dp.w->mpi) return;
+#ifdef __CUDACC__
+  if (m.gpu) {
+    world_all_gather(dp, m, m.gpu->mom1);
+    world_all_gather(dp, m, m.gpu->mom2);
+    return;
+  }
+#endif
+  world_all_gather(dp, m, mom1.data());
+  world_all_gather(dp, m, mom2.data());
+}
+
+// The sequences of a global batch of B that this rank computes, in the
+// order train_step takes them: its micro-batches g = rank, rank + ranks, ...,
+// micro-batch g being sequences g micro .. min(B, (g + 1) micro) - 1.
+static std::vector<int> rank_sequences(const World& w, int B, int micro) {
+  std::vector<int> idx;
+  for (int g = w.rank; g * micro < B; g += w.size)
+    for (int i = g * micro; i < std::min(B, (g + 1) * micro); i++) idx.push_back(i);
+  return idx;
+}
+
+// ============================================================================
 // Optimizer: AdamW, learning-rate schedules, global-norm clipping
 // ============================================================================
 
@@ -5045,17 +5501,19 @@ static void adamw_update_cpu(float* p, const float* g, float* m, float* v, size_
 // covers the whole parameter block: each element finds its tensor's decay
 // flag by binary search in seg (offset << 1 | decay, ascending; nseg = 0:
 // decay wd everywhere). With p16 the bf16 copy of the weights is rewritten
-// in the same pass.
+// in the same pass. Element i is element base + i of the parameter block (a
+// rank's shard starts at base).
 __global__ void adamw_kernel(float* p, bf16* p16, const float* g, float* m, float* v, size_t n, float lr, float b1,
-                             float b2, float eps, float wd, float c1, float c2, const uint64_t* seg, int nseg) {
+                             float b2, float eps, float wd, float c1, float c2, const uint64_t* seg, int nseg,
+                             size_t base) {
   size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
   if (i >= n) return;
   float decay = wd;
   if (nseg > 0) {
-    int lo = 0, hi = nseg - 1;  // the last segment starting at or before i
+    int lo = 0, hi = nseg - 1;  // the last segment starting at or before base + i
     while (lo < hi) {
       int mid = (lo + hi + 1) / 2;
-      if ((seg[mid] >> 1) <= i)
+      if ((seg[mid] >> 1) <= base + i)
         lo = mid;
       else
         hi = mid - 1;
@@ -5069,13 +5527,16 @@ __global__ void adamw_kernel(float* p, bf16* p16, const float* g, float* m, floa
 }
 
 // One AdamW step on n parameters with decay wd (and the tensor table seg,
-// when given, deciding per element whether it applies).
+// when given, deciding per element whether it applies; p is element base of
+// the block seg describes).
 static void adamw_update(CudaCtx& ctx, float* p, const float* g, float* m, float* v, size_t n, float lr, const AdamW& o,
-                         float wd, long long step, bf16* p16 = nullptr, const uint64_t* seg = nullptr, int nseg = 0) {
+                         float wd, long long step, bf16* p16 = nullptr, const uint64_t* seg = nullptr, int nseg = 0,
+                         size_t base = 0) {
   if (n == 0) return;
   float b1 = (float)o.beta1, b2 = (float)o.beta2, eps = (float)o.eps;
   float c1 = 1.0f - powf(b1, (float)step), c2 = 1.0f - powf(b2, (float)step);
-  adamw_kernel<<<grid_for(n), kThreads, 0, ctx.stream>>>(p, p16, g, m, v, n, lr, b1, b2, eps, wd, c1, c2, seg, nseg);
+  adamw_kernel<<<grid_for(n), kThreads, 0, ctx.stream>>>(p, p16, g, m, v, n, lr, b1, b2, eps, wd, c1, c2, seg, nseg,
+                                                         base);
   launchCheck();
 }
 
@@ -5100,67 +5561,108 @@ static OpCost adamw_cost(size_t n, bool bf16_copy) {
   return {{kOptimizerOp, 15.0 * n, false, 28.0 * n + (bf16_copy ? 2.0 * n : 0.0)}};
 }
 
+// The part of the parameter block a step updates: this rank's shard (dp),
+// or all of it (n elements).
+static size_t part_lo(const DataParallel* dp) { return dp ? dp->lo() : 0; }
+static size_t part_hi(const DataParallel* dp, size_t n) { return dp ? dp->hi() : n; }
+
 // The decay mask of docs/MODEL.md section 12 lives in the parameter table: biases
 // and LayerNorm parameters have decay = 0. On the GPU the moments are the
-// device's (mom1, mom2 are then only read back by model_to_host).
+// device's (mom1, mom2 are then only read back by model_to_host). With dp,
+// only this rank's shard (ZeRO stage 1); the update of each element is the
+// same whatever the shards are.
 static void adamw_step(Model& m, std::vector<float>& mom1, std::vector<float>& mom2, float lr, const AdamW& o,
-                       long long step) {
+                       long long step, const DataParallel* dp = nullptr) {
+  const size_t lo = part_lo(dp);
 #ifdef __CUDACC__
   if (m.gpu) {
     GpuModel& g = *m.gpu;  // one fused launch; the padding between tensors stays 0
-    adamw_update(g.ctx, g.params, g.grads, g.mom1, g.mom2, g.n, lr, o, (float)o.weight_decay, step, g.params16,
-                 g.segments, (int)g.table.size());
+    adamw_update(g.ctx, g.params + lo, g.grads + lo, g.mom1 + lo, g.mom2 + lo, part_hi(dp, g.n) - lo, lr, o,
+                 (float)o.weight_decay, step, g.params16 ? g.params16 + lo : nullptr, g.segments, (int)g.table.size(),
+                 lo);
     return;
   }
 #endif
-  for (const TensorInfo& t : m.table)
-    adamw_update_cpu(m.params_mem.data() + t.offset, m.grads_mem.data() + t.offset, mom1.data() + t.offset,
-                     mom2.data() + t.offset, t.count, lr, o, t.decay ? (float)o.weight_decay : 0.0f, step);
+  const size_t hi = part_hi(dp, m.num_params);
+  for (const TensorInfo& t : m.table) {
+    const size_t a = std::max(lo, t.offset), b = std::min(hi, t.offset + t.count);
+    if (a < b)
+      adamw_update_cpu(m.params_mem.data() + a, m.grads_mem.data() + a, mom1.data() + a, mom2.data() + a, b - a, lr, o,
+                       t.decay ? (float)o.weight_decay : 0.0f, step);
+  }
 }
 
-// The global L2 norm of the gradient, in double, summed in fixed-size chunks
-// in a fixed order so that it is bit-reproducible.
-static double grad_norm(const Model& m) {
-#ifdef __CUDACC__
-  if (m.gpu) {  // a fixed two-stage order too, in double, but not the CPU's chunks
-    CudaCtx& ctx = m.gpu->ctx;
-    double s = 0;
-    dot_reduce(ctx, nullptr, m.gpu->grads, nullptr, m.gpu->n);
-    cudaCheck(cudaMemcpyAsync(&s, ctx.red + kRedBlocks, sizeof s, cudaMemcpyDeviceToHost, ctx.stream));
-    cudaCheck(cudaStreamSynchronize(ctx.stream));
-    return std::sqrt(s);
-  }
-#endif
-  const size_t chunk = 1 << 16, n = m.grads_mem.size(), nchunks = (n + chunk - 1) / chunk;
-  std::vector<double> part(nchunks, 0.0);
+// part[c] = the sum of squares of g over chunk c, [c, c + 1) x kNormChunk cut
+// to [lo, hi), for every chunk of [lo, hi) (lo a multiple of kNormChunk, or
+// lo = hi: an empty shard has none).
+static void square_sums(const float* g, size_t lo, size_t hi, double* part) {
+  if (lo >= hi) return;
+  const size_t c0 = lo / kNormChunk, c1 = (hi + kNormChunk - 1) / kNormChunk;
 #pragma omp parallel for
-  for (size_t c = 0; c < nchunks; c++) {
+  for (size_t c = c0; c < c1; c++) {
     double s = 0;
-    for (size_t i = c * chunk; i < std::min(n, (c + 1) * chunk); i++) s += (double)m.grads_mem[i] * m.grads_mem[i];
+    for (size_t i = c * kNormChunk; i < std::min(hi, (c + 1) * kNormChunk); i++) s += (double)g[i] * g[i];
     part[c] = s;
   }
+}
+
+#ifdef __CUDACC__
+static double gpu_square_sum(GpuModel& g, size_t lo, size_t hi) {
+  CudaCtx& ctx = g.ctx;
+  double s = 0;
+  dot_reduce(ctx, nullptr, g.grads + lo, nullptr, hi - lo);
+  cudaCheck(cudaMemcpyAsync(&s, ctx.red + kRedBlocks, sizeof s, cudaMemcpyDeviceToHost, ctx.stream));
+  cudaCheck(cudaStreamSynchronize(ctx.stream));
+  return s;
+}
+#endif
+
+// The global L2 norm of the gradient, in double, in a fixed order so that it
+// is bit-reproducible: sums of squares over chunks of kNormChunk elements,
+// added in order (on the GPU dot_reduce's fixed two stages, not the CPU's
+// chunks). With dp, each rank sums its shard's chunks (on the GPU: its shard)
+// and the partial sums are gathered first, so that on the host any number of
+// ranks gets the single process's norm exactly.
+static double grad_norm(const Model& m, const DataParallel* dp = nullptr) {
+  const size_t lo = part_lo(dp);
+  std::vector<double> part;
+#ifdef __CUDACC__
+  if (m.gpu) {
+    part.assign(dp ? dp->w->size : 1, 0.0);
+    part[dp ? dp->w->rank : 0] = gpu_square_sum(*m.gpu, lo, part_hi(dp, m.gpu->n));
+  }
+#endif
+  if (!m.gpu) {
+    const size_t n = m.grads_mem.size();
+    part.assign((n + kNormChunk - 1) / kNormChunk, 0.0);
+    square_sums(m.grads_mem.data(), lo, part_hi(dp, n), part.data());
+  }
+  if (dp) world_reduce(*dp->w, part.data(), part.size());
   double s = 0;
   for (double x : part) s += x;
   return std::sqrt(s);
 }
 
-static void grad_scale(Model& m, float s) {
+static void grad_scale(Model& m, float s, const DataParallel* dp = nullptr) {
+  const size_t lo = part_lo(dp);
 #ifdef __CUDACC__
   if (m.gpu) {
-    scale_kernel<<<grid_for(m.gpu->n), kThreads, 0, m.gpu->ctx.stream>>>(m.gpu->grads, s, m.gpu->n);
+    const size_t n = part_hi(dp, m.gpu->n) - lo;
+    scale_kernel<<<grid_for(n), kThreads, 0, m.gpu->ctx.stream>>>(m.gpu->grads + lo, s, n);
     launchCheck();
     return;
   }
 #endif
+  const size_t hi = part_hi(dp, m.grads_mem.size());
 #pragma omp parallel for
-  for (size_t i = 0; i < m.grads_mem.size(); i++) m.grads_mem[i] *= s;
+  for (size_t i = lo; i < hi; i++) m.grads_mem[i] *= s;
 }
 
 // Global-norm clipping: scales the gradient down to norm `clip` when it is
 // above (clip <= 0: never). Returns the norm before clipping.
-static double clip_grad_norm(Model& m, double clip) {
-  double norm = grad_norm(m);
-  if (clip > 0 && norm > clip) grad_scale(m, (float)(clip / norm));
+static double clip_grad_norm(Model& m, double clip, const DataParallel* dp = nullptr) {
+  double norm = grad_norm(m, dp);
+  if (clip > 0 && norm > clip) grad_scale(m, (float)(clip / norm), dp);
   return norm;
 }
 
@@ -5193,14 +5695,16 @@ static double lr_at(const LrSchedule& s, long long step) {
   return s.peak;
 }
 
-// One optimizer step, what pretrain, finetune and bench share: zero the
-// gradient; forward and backward over the batch in micro-batches, each
+// One optimizer step, what pretrain, finetune and bench share, on one rank's
+// share of a global batch: forward and backward over its micro-batches, each
 // loss scaled by the whole batch's count (its predicted rows for MLM, its
-// sequences for classification), so that accumulation equals one big
-// batch; clip the global gradient norm; check that both are finite; AdamW.
+// sequences for classification), so that accumulation equals one big batch;
+// each micro-batch's gradient into the step's sum (see "Data parallelism");
+// clip the global gradient norm; check that loss and norm are finite; AdamW
+// on this rank's shard, then the shards to every rank.
 struct StepSettings {
   int micro = 1;    // sequences per forward and backward
-  int accum = 1;    // micro-batches in a full batch: dropout streams per step
+  int accum = 1;    // micro-batches in a full global batch: dropout streams per step
   double clip = 0;  // global-norm clipping; 0 = off
   AdamW opt;
 };
@@ -5210,34 +5714,52 @@ struct StepResult {
   bool finite = true;
 };
 
-// Update number `step` (0-based) at learning rate lr. mom1, mom2: the
-// host's AdamW moments (a model on the GPU keeps its own).
-static bool train_step(Model& m, const Batch& batch, const StepSettings& s, uint64_t step, double lr,
-                       std::vector<float>& mom1, std::vector<float>& mom2, StepResult* r, std::string* err) {
-  const int T = m.c.T;
-  long long count = batch.B;
-  if (batch.targets) {
+// Update number `step` (0-based) at learning rate lr. `mine`: this rank's
+// micro-batches of a global batch of B sequences, one after another, as
+// rank_sequences lists them. mom1, mom2: the host's AdamW moments (a model
+// on the GPU keeps its own).
+static bool train_step(Model& m, DataParallel& dp, const Batch& mine, int B, const StepSettings& s, uint64_t step,
+                       double lr, std::vector<float>& mom1, std::vector<float>& mom2, StepResult* r,
+                       std::string* err) {
+  World& w = *dp.w;
+  const int T = m.c.T, M = (B + s.micro - 1) / s.micro, rounds = (M + w.size - 1) / w.size;
+  double count = mine.B;
+  if (mine.targets) {
     count = 0;
-    for (size_t i = 0; i < (size_t)batch.B * T; i++) count += batch.targets[i] >= 0;
+    for (size_t i = 0; i < (size_t)mine.B * T; i++) count += mine.targets[i] >= 0;
   }
-  model_zero_grad(m);
+  world_reduce(w, &count, 1);
+  std::vector<double> losses(M, 0.0);  // by global micro-batch
+  if (dp.sums) data_parallel_zero(dp, m);
+  for (int k = 0, first = 0; k < rounds; k++) {
+    const int g = k * w.size + w.rank;  // this rank's micro-batch of round k; past M it has none and adds zeros
+    model_zero_grad(m);
+    if (g < M) {
+      const int b = std::min(s.micro, B - g * s.micro);
+      Batch mb = batch_slice(mine, first, b, T);
+      first += b;
+      m.dropout_stream = step * (uint64_t)s.accum + (uint64_t)g;  // a fresh mask per micro-batch, on any number of ranks
+      Loss loss;
+      if (!model_forward(m, mb, true, &loss, err)) return false;
+      model_backward(m, mb, true, loss, 1.0f / (float)count);
+      losses[g] = loss.sum;
+    }
+    if (dp.sums) world_add_gradients(dp, m);
+  }
+  world_reduce(w, losses.data(), losses.size());
   double loss_sum = 0;
-  for (int k = 0; k * s.micro < batch.B; k++) {
-    Batch mb = batch_slice(batch, k * s.micro, std::min(s.micro, batch.B - k * s.micro), T);
-    m.dropout_stream = step * (uint64_t)s.accum + (uint64_t)k;  // a fresh dropout mask per micro-batch
-    Loss loss;
-    if (!model_forward(m, mb, true, &loss, err)) return false;
-    model_backward(m, mb, true, loss, 1.0f / (float)count);
-    loss_sum += loss.sum;
-  }
-  r->loss = loss_sum / (double)count;
-  r->grad_norm = clip_grad_norm(m, s.clip);
+  for (double l : losses) loss_sum += l;
+  r->loss = loss_sum / count;
+  if (dp.sums) data_parallel_gradient(dp, m);
+  r->grad_norm = clip_grad_norm(m, s.clip, &dp);
   r->finite = std::isfinite(r->loss) && std::isfinite(r->grad_norm);
   if (!r->finite) {
     *err = strf("the loss is %g and the gradient norm %g", r->loss, r->grad_norm);
+    w.agreed = true;  // both are the whole batch's: every rank stops here
     return false;
   }
-  adamw_step(m, mom1, mom2, (float)lr, s.opt, (long long)step + 1);
+  adamw_step(m, mom1, mom2, (float)lr, s.opt, (long long)step + 1, &dp);
+  world_share_params(dp, m);
   return true;
 }
 
@@ -5576,6 +6098,22 @@ static Rng mask_rng_val(uint64_t i) { return Rng{splitmix64(0x5EEDull ^ splitmix
 static volatile sig_atomic_t g_stop_signal = 0;
 static void on_stop_signal(int sig) { g_stop_signal = sig; }
 
+// SIGINT and SIGTERM (Ctrl-C, kill, Slurm's scancel), and SIGUSR1, which Open
+// MPI's mpirun passes on to every rank at once without ending the job, ask a
+// training run to stop after the current step.
+static void stop_on_signals() {
+  for (int sig : {SIGINT, SIGTERM, SIGUSR1}) signal(sig, on_stop_signal);
+}
+
+// The signal that stops the run after this step (0: none). When any rank
+// was signalled, every rank stops after the same step.
+static int agreed_stop_signal(World& w) {
+  double sig = g_stop_signal;
+  world_reduce(w, &sig, 1, Reduce::Max);
+  if (sig > 0) w.agreed = true;
+  return (int)sig;
+}
+
 // Every command reports a failure the same way, "bigs CMD: message" on
 // stderr, and returns its exit status: 1 when the run failed, 2 when the
 // command line was wrong.
@@ -5595,10 +6133,6 @@ static int parse_command(const char* cmd, int argc, char** argv, const std::vect
   if (rc == 1) return 0;
   if (rc == 0 && !rest.empty()) err = "unexpected argument '" + rest[0] + "'", rc = 2;
   return rc == 0 ? -1 : fail(cmd, err, 2);
-}
-
-static double now_seconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 static std::string format_duration(double s) {
@@ -5746,43 +6280,47 @@ struct EvalResult {
 };
 
 // MLM loss and masked-token accuracy on the first max_seqs sequences of a
-// shard set, with fixed masks, dropout off.
-static bool evaluate_mlm(Model& m, const ShardSet& val, long long max_seqs, const MaskSpec& ms, EvalResult* r,
-                         std::string* err) {
+// shard set, with fixed masks, dropout off, in batches of the model's batch
+// capacity. Rank r evaluates batches r, r + ranks, ...; each batch's sums
+// are gathered by batch, so the result is one process's exactly.
+static bool evaluate_mlm(Model& m, World& w, const ShardSet& val, long long max_seqs, const MaskSpec& ms,
+                         EvalResult* r, std::string* err) {
   const int T = m.c.T;
   std::vector<int> ids((size_t)m.B * T), types((size_t)m.B * T, 0), targets((size_t)m.B * T);
-  double loss_sum = 0;
-  long long correct = 0, rows = 0, seen = 0, total = std::min<long long>(max_seqs, (long long)val.total);
+  const long long total = std::min<long long>(max_seqs, (long long)val.total), batches = (total + m.B - 1) / m.B;
+  std::vector<double> part(3 * batches, 0.0);  // by batch: loss sum, predictions, correct ones
   size_t shard = 0;
-  uint64_t row = 0;
+  uint64_t shard_start = 0;  // the number of the shard's first sequence
   FILE* f = nullptr;
-  while (seen < total) {
-    int B = (int)std::min<long long>(m.B, total - seen);
-    for (int b = 0; b < B; b++, row++) {
-      while (row >= val.counts[shard]) shard++, row = 0, f = f ? (fclose(f), nullptr) : nullptr;
-      if (!f && !(f = shard_open(val, shard, err))) return false;
-      if (!DataOrder::read_row(f, val.paths[shard], T, val.h.vocab_size, row, &ids[(size_t)b * T], err)) {
-        fclose(f);
-        return false;
-      }
-      Rng rng = mask_rng_val((uint64_t)(seen + b));
-      mask_sequence(&ids[(size_t)b * T], &targets[(size_t)b * T], T, m.c.V, val.h, ms, rng);
+  bool ok = true;
+  for (long long q = w.rank; ok && q < batches; q += w.size) {
+    const int B = (int)std::min<long long>(m.B, total - q * m.B);
+    for (int b = 0; ok && b < B; b++) {
+      const uint64_t k = (uint64_t)(q * m.B + b);
+      while (k >= shard_start + val.counts[shard]) shard_start += val.counts[shard++], f = f ? (fclose(f), nullptr) : nullptr;
+      ok = (f || (f = shard_open(val, shard, err))) &&
+           DataOrder::read_row(f, val.paths[shard], T, val.h.vocab_size, k - shard_start, &ids[(size_t)b * T], err);
+      Rng rng = mask_rng_val(k);
+      if (ok) mask_sequence(&ids[(size_t)b * T], &targets[(size_t)b * T], T, m.c.V, val.h, ms, rng);
     }
     Batch bt{B, ids.data(), types.data(), targets.data(), nullptr};
     Loss loss;
-    if (!model_forward(m, bt, false, &loss, err)) {
-      if (f) fclose(f);
-      return false;
-    }
-    loss_sum += loss.sum;
-    rows += loss.count;
+    ok = ok && model_forward(m, bt, false, &loss, err);
+    if (!ok) break;
+    long long correct = 0;
     for (int r2 = 0; r2 < loss.count; r2++) {
       const float* x = m.a.logits + (size_t)r2 * m.c.V;
       correct += std::max_element(x, x + m.c.V) - x == m.a.row_target[r2];
     }
-    seen += B;
+    part[3 * q] = loss.sum, part[3 * q + 1] = loss.count, part[3 * q + 2] = (double)correct;
   }
   if (f) fclose(f);
+  if (!ok) return false;
+  world_reduce(w, part.data(), part.size());
+  double loss_sum = 0;
+  long long rows = 0, correct = 0;
+  for (long long q = 0; q < batches; q++)
+    loss_sum += part[3 * q], rows += (long long)part[3 * q + 1], correct += (long long)part[3 * q + 2];
   r->rows = rows;
   r->loss = rows ? loss_sum / rows : 0;
   r->accuracy = rows ? (double)correct / rows : 0;
@@ -5829,18 +6367,93 @@ static void optimizer_flags(std::vector<Flag>* f, AdamW* opt, double* clip) {
   f->push_back({Flag::Num, "grad-clip", clip, 0, 1e9, "clip the global gradient norm to this; 0 = off"});
 }
 
+// The flag both training commands take for a run on several ranks.
+static void world_flags(std::vector<Flag>* f, double* timeout) {
+  f->push_back({Flag::Num, "timeout", timeout, 0, 1e9,
+                "several ranks: seconds one waits for the others in a collective before it ends the job; 0 = forever"});
+}
+
+// The first collective of a training command: whether every rank was started
+// with the same flags (--threads aside: it changes no result).
+static bool world_same_flags(World& w, const std::vector<Flag>& flags) {
+  std::string s;
+  for (const Flag& f : flags)
+    if (strcmp(f.name, "threads"))
+      s += std::string(f.name) + "=" + (f.kind == Flag::Num ? strf("%.17g", *(double*)f.value) : flag_value(f)) + "\n";
+  return world_same(w, crc32c(0, s.data(), s.size()));
+}
+
+// Every rank takes as many micro-batches of each batch.
+static bool batch_splits(const World& w, long long batch, long long micro, std::string* err) {
+  if (batch % (micro * w.size) == 0) return true;
+  if (w.size == 1)
+    *err = strf("--micro-batch %lld does not divide --batch %lld", micro, batch);
+  else
+    *err = strf(
+        "%d ranks x --micro-batch %lld = %lld does not divide --batch %lld (each rank takes as many micro-batches "
+        "of every batch): change --batch or --micro-batch, or start a number of ranks that divides --batch / "
+        "--micro-batch",
+        w.size, micro, micro * w.size, batch);
+  return false;
+}
+
+// After loading, each rank from its own files: whether every rank has the
+// same data (a checksum the caller made of it), the same starting
+// parameters and moments, and the same device.
+static bool world_same_start(World& w, uint32_t data, const Model& m, const std::vector<float>* mom1,
+                             const std::vector<float>* mom2, std::string* err) {
+  uint32_t model = crc32c(0, m.params_mem.data(), m.num_params * sizeof(float));
+  if (mom1) model = crc32c(crc32c(model, mom1->data(), mom1->size() * 4), mom2->data(), mom2->size() * 4);
+  const std::string where = m.gpu ? strf("cuda %s", precision_name(m.precision)) : "cpu";
+  const bool same_data = world_same(w, data), same_model = world_same(w, model),
+             same_device = world_same(w, crc32c(0, where.data(), where.size()));
+  if (!same_data)
+    *err = "the ranks read different data (the files' names, sizes or contents differ): every rank must see the same files";
+  else if (!same_model)
+    *err = "the ranks start from different parameters (another checkpoint on some rank): every rank must read the same one";
+  else if (!same_device)
+    *err = "the ranks run on different devices (some on a GPU, some on the CPU): choose one with --device";
+  return same_data && same_model && same_device;
+}
+
+// Every rank's checksum of its parameters (the host block), printed by rank
+// 0. The all-gather after every step makes them equal; a difference is a bug
+// and stops the run (on every rank: they all see it).
+static bool world_same_params(World& w, const Model& m, std::string* err) {
+  std::vector<double> crc(w.size, 0.0);
+  crc[w.rank] = crc32c(0, m.params_mem.data(), m.num_params * sizeof(float));
+  world_reduce(w, crc.data(), crc.size());
+  std::string line;
+  bool same = true;
+  for (double c : crc) line += strf(" %08x", (uint32_t)c), same = same && c == crc[0];
+  printf("parameters on the %d ranks (CRC-32C):%s\n", w.size, line.c_str());
+  if (!same) {
+    *err = "the ranks' parameters differ, which the all-gather after every step rules out: a bug in bigs";
+    w.agreed = true;
+  }
+  return same;
+}
+
+// The job's line in a training command's header (rank 0's: the others print nothing).
+static void print_world(const World& w, const Model& m) {
+  if (!w.mpi) return;
+  printf("world: %d ranks through MPI%s; rank r takes micro-batches r, r + %d, r + %d, ... of each batch; rank 0 "
+         "logs and saves\n",
+         w.size, m.gpu ? " and NCCL" : "", w.size, 2 * w.size);
+}
+
 static const char* kPretrainUsage =
     "usage: bigs pretrain --train 'DIR/train_*.bin' [--val DIR/val_000000.bin] [options]\n"
     "Masked-language-model pretraining of BiGS (docs/MODEL.md section 12); defaults are the paper's recipe.\n"
     "Writes OUT/model.bin (parameters), OUT/state.bin (to --resume) and OUT/log.jsonl.";
 
-static int cmd_pretrain(int argc, char** argv) {
+static int cmd_pretrain(World& w, int argc, char** argv) {
   const char* cmd = "pretrain";
   std::string train, val, config = "tiny", out = "out", resume, schedule = "cosine";
   Device device;
   long long batch = 1048, micro = 8, steps = 100000, warmup = 2000, decay_steps = 0, eval_every = 1000,
             eval_seqs = 2048, log_every = 10, save_every = 1000, seed = 1, threads = 0, stop_at = 0;
-  double lr = 6e-4, alpha = 0.1, clip = 1.0, dropout = 0.1;
+  double lr = 6e-4, alpha = 0.1, clip = 1.0, dropout = 0.1, timeout = w.timeout;
   AdamW opt;
   MaskSpec ms;
   std::vector<Flag> flags = {
@@ -5870,18 +6483,27 @@ static int cmd_pretrain(int argc, char** argv) {
   };
   device_flags(&flags, &device);
   optimizer_flags(&flags, &opt, &clip);
+  world_flags(&flags, &timeout);
   if (int rc = parse_command(cmd, argc, argv, flags, kPretrainUsage, nullptr); rc >= 0) return rc;
-  if (train.empty()) return fail(cmd, "--train is required (a glob of shards from `data_prep pretrain`)", 2);
-  if (batch % micro != 0) return fail(cmd, strf("--micro-batch %lld does not divide --batch %lld", micro, batch), 2);
+  w.timeout = timeout;
+  // A failure every rank meets alike: said once, and the job ends cleanly.
+  auto fail_all = [&](const std::string& msg, int status) {
+    w.agreed = true;
+    return w.rank == 0 ? fail(cmd, msg, status) : status;
+  };
+  if (!world_same_flags(w, flags))
+    return fail_all("the ranks were started with different flags: start every rank with the same command line", 2);
+  if (train.empty()) return fail_all("--train is required (a glob of shards from `data_prep pretrain`)", 2);
+  std::string err;
+  if (!batch_splits(w, batch, micro, &err)) return fail_all(err, 2);
   LrSchedule sched{Schedule::Cosine, lr, warmup, decay_steps ? decay_steps : steps, alpha};
   if (schedule == "linear")
     sched.kind = Schedule::Linear;
   else if (schedule == "constant")
     sched.kind = Schedule::Constant;
   else if (schedule != "cosine")
-    return fail(cmd, "--schedule: expected cosine, linear or constant", 2);
-  std::string err;
-  if (!device_check(device, &err)) return fail(cmd, err, 2);
+    return fail_all("--schedule: expected cosine, linear or constant", 2);
+  if (!device_check(device, &err)) return fail_all(err, 2);
   set_threads(threads);
 
   ShardSet tr, va;
@@ -5917,16 +6539,29 @@ static int cmd_pretrain(int argc, char** argv) {
   }
   m.dropout = (float)dropout;
   m.dropout_seed = (uint64_t)seed;
-  if (!model_use_device(&m, device, &mom1, &mom2, &err)) return fail(cmd, err);
+  DataParallel dp;
+  if (!model_use_device(&m, device, &mom1, &mom2, &err) ||
+      !data_parallel_init(&dp, w, m, (int)(batch / micro / w.size), &err))
+    return fail(cmd, err);
+  uint32_t data_id = 0;
+  for (const ShardSet* set : {&tr, &va})
+    for (size_t i = 0; i < set->paths.size(); i++) {
+      data_id = crc32c(data_id, set->paths[i].data(), set->paths[i].size() + 1);
+      data_id = crc32c(crc32c(data_id, &set->counts[i], 8), &set->payload_crcs[i], 4);
+    }
+  if (!world_same_start(w, data_id, m, &mom1, &mom2, &err)) return fail_all(err, 2);
   print_model_plan(m);
+  print_world(w, m);
   printf("settings:\n");
   print_settings(stdout, flags);
   printf("data: %zu training shards, %" PRIu64 " sequences of T = %d; %" PRIu64 " validation sequences\n",
          tr.paths.size(), tr.total, T, va.total);
+  // Rank 0 alone writes OUT: it holds the lock and the log (the other ranks
+  // write their log lines nowhere).
   DirLock lock;  // one run per --out, for as long as this one lives
-  if (!make_dir(out, &err) || !lock.acquire(out, &err)) return fail(cmd, err);
-  if (!resume.empty() && !log_keep_until(out + "/log.jsonl", step, &err)) return fail(cmd, err);
-  std::string log_path = out + "/log.jsonl";
+  if (!make_dir(out, &err) || (w.rank == 0 && !lock.acquire(out, &err))) return fail(cmd, err);
+  if (w.rank == 0 && !resume.empty() && !log_keep_until(out + "/log.jsonl", step, &err)) return fail(cmd, err);
+  std::string log_path = w.rank == 0 ? out + "/log.jsonl" : "/dev/null";
   FILE* log = fopen(log_path.c_str(), resume.empty() ? "w" : "a");
   if (!log) return fail(cmd, strf("cannot write %s: %s", log_path.c_str(), strerror(errno)));
   // A save that fails (a full disk, a write error) stops the run: its
@@ -5934,7 +6569,13 @@ static int cmd_pretrain(int argc, char** argv) {
   // would spend hours that the next crash would lose.
   int64_t saved_step = resume.empty() ? -1 : (int64_t)step;  // what state.bin holds
   auto save = [&](const char* why) {
-    model_to_host(m, &mom1, &mom2);  // from the GPU, when the model is there
+    world_share_moments(dp, m, mom1, mom2);  // every rank: the moments are sharded
+    model_to_host(m, &mom1, &mom2);          // from the GPU, when the model is there
+    if (w.mpi && !world_same_params(w, m, &err)) {
+      if (w.rank == 0) fail(cmd, err);
+      return false;
+    }
+    if (w.rank > 0) return true;
     fflush(log);  // the log holds every step the checkpoint does
     bool ok = checkpoint_save(out + "/state.bin", m, &mom1, &mom2, step, samples, (uint64_t)seed, &err);
     if (ok) saved_step = (int64_t)step;
@@ -5952,7 +6593,7 @@ static int cmd_pretrain(int argc, char** argv) {
   auto validate = [&]() {
     if (val.empty()) return true;
     EvalResult r;
-    if (!evaluate_mlm(m, va, eval_seqs, ms, &r, &err)) return false;
+    if (!evaluate_mlm(m, w, va, eval_seqs, ms, &r, &err)) return false;
     printf("step %" PRIu64 " | val loss %.4f | val accuracy %.4f (%lld predictions)\n", step, r.loss, r.accuracy,
            r.rows);
     fprintf(log, "{\"step\": %" PRIu64 ", \"val_loss\": %.6f, \"val_accuracy\": %.6f}\n", step, r.loss, r.accuracy);
@@ -5960,10 +6601,10 @@ static int cmd_pretrain(int argc, char** argv) {
     return true;
   };
 
-  signal(SIGINT, on_stop_signal);
-  signal(SIGTERM, on_stop_signal);
+  stop_on_signals();
   StepSettings ss{(int)micro, (int)(batch / micro), clip, opt};
-  std::vector<int> ids((size_t)batch * T), types((size_t)batch * T, 0), targets((size_t)batch * T);
+  const std::vector<int> mine = rank_sequences(w, (int)batch, (int)micro);  // of every batch
+  std::vector<int> ids(mine.size() * T), types(mine.size() * T, 0), targets(mine.size() * T);
   DataOrder order;  // keeps the current shard open across steps
   order.s = &tr, order.seed = (uint64_t)seed;
   double t_start = now_seconds(), t_last = t_start;  // t_last, last_logged: the current tokens/s interval
@@ -5972,22 +6613,24 @@ static int cmd_pretrain(int argc, char** argv) {
   int status = 0;
   const uint64_t last = stop_at ? std::min<uint64_t>(stop_at, steps) : steps;
   while (step < last) {
-    // One optimizer batch, read and masked whole (the step normalises the
-    // loss by all its predictions).
-    for (long long b = 0; b < batch; b++) {
-      if (!order.read(samples + b, &ids[(size_t)b * T], &err)) return fail(cmd, err);
-      Rng rng = mask_rng_train((uint64_t)seed, samples + b);
-      mask_sequence(&ids[(size_t)b * T], &targets[(size_t)b * T], T, m.c.V, tr.h, ms, rng);
+    // This rank's sequences of one optimizer batch, read and masked (each
+    // by its number in the run, whichever rank reads it).
+    for (size_t i = 0; i < mine.size(); i++) {
+      const uint64_t k = samples + (uint64_t)mine[i];
+      if (!order.read(k, &ids[i * T], &err)) return fail(cmd, err);
+      Rng rng = mask_rng_train((uint64_t)seed, k);
+      mask_sequence(&ids[i * T], &targets[i * T], T, m.c.V, tr.h, ms, rng);
     }
     double lr_now = lr_at(sched, (long long)step);
     StepResult r;
-    if (!train_step(m, Batch{(int)batch, ids.data(), types.data(), targets.data(), nullptr}, ss, step, lr_now, mom1,
-                    mom2, &r, &err)) {
+    if (!train_step(m, dp, Batch{(int)mine.size(), ids.data(), types.data(), targets.data(), nullptr}, (int)batch, ss,
+                    step, lr_now, mom1, mom2, &r, &err)) {
       fclose(log);
       if (r.finite) return fail(cmd, strf("step %" PRIu64 ": %s", step + 1, err.c_str()));
-      return fail(cmd, strf("step %" PRIu64 ": %s; stopping. The last good checkpoint is %s/state.bin; try a lower "
-                            "--lr or a tighter --grad-clip",
-                            step + 1, err.c_str(), out.c_str()));
+      return fail_all(strf("step %" PRIu64 ": %s; stopping. The last good checkpoint is %s/state.bin; try a lower "
+                           "--lr or a tighter --grad-clip",
+                           step + 1, err.c_str(), out.c_str()),
+                      1);
     }
     step++;
     samples += batch;
@@ -5996,8 +6639,10 @@ static int cmd_pretrain(int argc, char** argv) {
             r.grad_norm);
     if (step % log_every == 0 || step == (uint64_t)steps) {
       double t = now_seconds(), per_step = (t - t_start) / (double)(step - step0);
-      printf("step %" PRIu64 "/%lld | loss %.4f | lr %.3g | grad norm %.3f | %.0f tokens/s | %s left\n", step, steps,
-             r.loss, lr_now, r.grad_norm, (double)batch * T * (double)(step - last_logged) / (t - t_last),
+      double tokens_per_s = (double)batch * T * (double)(step - last_logged) / (t - t_last);
+      printf("step %" PRIu64 "/%lld | loss %.4f | lr %.3g | grad norm %.3f | %.0f tokens/s%s | %s left\n", step, steps,
+             r.loss, lr_now, r.grad_norm, tokens_per_s,
+             w.mpi ? strf(" (%d ranks, %.0f each)", w.size, tokens_per_s / w.size).c_str() : "",
              format_duration(per_step * (double)(steps - step)).c_str());
       t_last = t, last_logged = step;
       fflush(stdout);
@@ -6006,6 +6651,7 @@ static int cmd_pretrain(int argc, char** argv) {
     bool paused = false;  // evaluating or saving: not part of the training speed
     if (eval_every && step % eval_every == 0 && step != (uint64_t)steps) {
       if (!validate()) {
+        if (w.mpi) return fail(cmd, err);  // this rank alone: no collective may follow
         status = 1;
         break;
       }
@@ -6016,13 +6662,16 @@ static int cmd_pretrain(int argc, char** argv) {
       paused = true;
     }
     if (paused) t_last = now_seconds(), last_logged = step;
-    if (g_stop_signal) {
-      printf("signal %d: stopping after step %" PRIu64 "\n", (int)g_stop_signal, step);
-      status = 128 + (int)g_stop_signal;
+    if (int sig = agreed_stop_signal(w)) {
+      printf("signal %d: stopping after step %" PRIu64 "\n", sig, step);
+      status = 128 + sig;
       break;
     }
   }
-  if (status == 0 && !validate()) status = 1;
+  if (status == 0 && !validate()) {
+    if (w.mpi) return fail(cmd, err);
+    status = 1;
+  }
   if (status == 1) fail(cmd, err);
   const bool saved = save(status                   ? "interrupted; continue with --resume"
                           : step < (uint64_t)steps ? "--stop-at"
@@ -6283,36 +6932,45 @@ static TaskMetrics task_metrics(const std::string& task, const std::vector<doubl
 }
 
 // Runs the classifier over a task file: predictions (class index, or the
-// score) and the mean loss where labels exist.
+// score) and the mean loss where labels exist. With a world, rank r runs
+// batches r, r + ranks, ... and the predictions and each batch's loss are
+// gathered: the result is one process's exactly.
 static bool task_predict(Model& m, const TaskData& d, std::vector<double>* pred, double* mean_loss, std::string* err,
-                         std::vector<float>* logits = nullptr) {  // logits (n, labels), when asked
+                         std::vector<float>* logits = nullptr,  // logits (n, labels), when asked (one process)
+                         World* w = nullptr) {
   pred->assign(d.n, 0.0);
   if (logits) logits->assign(d.n * m.c.labels, 0.0f);
-  double loss_sum = 0;
   const int T = m.c.T, Y = m.c.labels;
-  for (size_t i = 0; i < d.n; i += m.B) {
+  const size_t batches = (d.n + m.B - 1) / m.B;
+  std::vector<double> losses(batches, 0.0);
+  for (size_t q = w ? w->rank : 0; q < batches; q += w ? w->size : 1) {
+    const size_t i = q * m.B;
     int B = (int)std::min<size_t>(m.B, d.n - i);
     Batch bt{B, &d.ids[i * T], &d.types[i * T], nullptr, d.h.has_labels ? &d.labels[i] : nullptr};
     Loss loss;
     if (!model_forward(m, bt, false, &loss, err)) return false;
-    loss_sum += loss.sum;
+    losses[q] = loss.sum;
     for (int b = 0; b < B; b++) {
       const float* x = m.a.cls_logits + (size_t)b * Y;
       (*pred)[i + b] = Y == 1 ? x[0] : (double)(std::max_element(x, x + Y) - x);
       if (logits) std::copy(x, x + Y, logits->begin() + (i + b) * Y);
     }
   }
+  if (w) world_reduce(*w, pred->data(), pred->size()), world_reduce(*w, losses.data(), losses.size());
+  double loss_sum = 0;
+  for (double l : losses) loss_sum += l;
   *mean_loss = d.n ? loss_sum / d.n : 0;
   return true;
 }
 
-static bool task_evaluate(Model& m, const TaskData& d, TaskMetrics* tm, double* loss, std::string* err) {
+static bool task_evaluate(Model& m, const TaskData& d, TaskMetrics* tm, double* loss, std::string* err,
+                          World* w = nullptr) {
   if (!d.h.has_labels) {
     *err = d.split + " of " + d.task + " has no labels (a test split); use `bigs predict`";
     return false;
   }
   std::vector<double> pred;
-  if (!task_predict(m, d, &pred, loss, err)) return false;
+  if (!task_predict(m, d, &pred, loss, err, nullptr, w)) return false;
   *tm = task_metrics(d.task, pred, std::vector<double>(d.labels.begin(), d.labels.end()));
   return true;
 }
@@ -6385,12 +7043,12 @@ static const char* kFinetuneUsage =
     "section 12; evaluates on --dev (and --dev2, e.g. MNLI mismatched) after every epoch and keeps the\n"
     "best checkpoint by the task's main metric in OUT/best.bin (the last in OUT/last.bin).";
 
-static int cmd_finetune(int argc, char** argv) {
+static int cmd_finetune(World& w, int argc, char** argv) {
   const char* cmd = "finetune";
   std::string task, init, train, dev, dev2, out = "out/finetune";
   Device device;
   long long epochs = 3, batch = 16, micro = 16, eval_every = 0, seed = 1, threads = 0, log_every = 50;
-  double lr = 2e-5, warmup_frac = 0.1, dropout = 0.1, clip = 1.0;
+  double lr = 2e-5, warmup_frac = 0.1, dropout = 0.1, clip = 1.0, timeout = w.timeout;
   AdamW opt{0.9, 0.999, 1e-6, 0.01};
   std::vector<Flag> flags = {
       {Flag::Str, "task", &task, 0, 0, "cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte or wnli"},
@@ -6413,12 +7071,19 @@ static int cmd_finetune(int argc, char** argv) {
   };
   device_flags(&flags, &device);
   optimizer_flags(&flags, &opt, &clip);
+  world_flags(&flags, &timeout);
   if (int rc = parse_command(cmd, argc, argv, flags, kFinetuneUsage, nullptr); rc >= 0) return rc;
+  w.timeout = timeout;
+  auto fail_all = [&](const std::string& msg, int status) {  // as in cmd_pretrain
+    w.agreed = true;
+    return w.rank == 0 ? fail(cmd, msg, status) : status;
+  };
+  if (!world_same_flags(w, flags))
+    return fail_all("the ranks were started with different flags: start every rank with the same command line", 2);
   if (task.empty() || init.empty() || train.empty() || dev.empty())
-    return fail(cmd, "--task, --init, --train and --dev are required", 2);
-  if (batch % micro != 0) return fail(cmd, strf("--micro-batch %lld does not divide --batch %lld", micro, batch), 2);
+    return fail_all("--task, --init, --train and --dev are required", 2);
   std::string err;
-  if (!device_check(device, &err)) return fail(cmd, err, 2);
+  if (!batch_splits(w, batch, micro, &err) || !device_check(device, &err)) return fail_all(err, 2);
   set_threads(threads);
   TaskData tr, dv, dv2;
   Model m;
@@ -6431,15 +7096,26 @@ static int cmd_finetune(int argc, char** argv) {
   if (!ok) return fail(cmd, err);
   m.dropout = (float)dropout;
   m.dropout_seed = (uint64_t)seed;
-  if (!model_use_device(&m, device, nullptr, nullptr, &err)) return fail(cmd, err);
+  DataParallel dp;
+  if (!model_use_device(&m, device, nullptr, nullptr, &err) ||
+      !data_parallel_init(&dp, w, m, (int)(batch / micro / w.size), &err))
+    return fail(cmd, err);
+  uint32_t data_id = 0;
+  for (const TaskData* d : {&tr, &dv, &dv2}) {
+    data_id = crc32c(data_id, d->ids.data(), d->ids.size() * sizeof(int));
+    data_id = crc32c(data_id, d->types.data(), d->types.size() * sizeof(int));
+    data_id = crc32c(data_id, d->labels.data(), d->labels.size() * sizeof(float));
+  }
+  if (!world_same_start(w, data_id, m, nullptr, nullptr, &err)) return fail_all(err, 2);
   const int T = m.c.T;
   const long long steps_per_epoch = (long long)((tr.n + batch - 1) / batch), total = steps_per_epoch * epochs;
   LrSchedule sched{Schedule::Linear, lr, (long long)std::llround(warmup_frac * total), total, 0};
   print_model_plan(m);
+  print_world(w, m);
   printf("task %s: %zu training examples, %zu dev; %lld steps of %lld (%lld epochs)\nsettings:\n", task.c_str(), tr.n,
          dv.n, total, batch, epochs);
   print_settings(stdout, flags);
-  std::string log_path = out + "/log.jsonl";
+  std::string log_path = w.rank == 0 ? out + "/log.jsonl" : "/dev/null";  // rank 0 alone writes OUT
   FILE* log = fopen(log_path.c_str(), "w");
   if (!log) return fail(cmd, strf("cannot write %s: %s", log_path.c_str(), strerror(errno)));
   std::vector<float> mom1(m.num_params, 0.0f), mom2(m.num_params, 0.0f);
@@ -6449,7 +7125,8 @@ static int cmd_finetune(int argc, char** argv) {
   auto evaluate = [&](const char* when) {
     TaskMetrics a, b;
     double la, lb = 0;
-    if (!task_evaluate(m, dv, &a, &la, &err) || (!dev2.empty() && !task_evaluate(m, dv2, &b, &lb, &err))) return false;
+    if (!task_evaluate(m, dv, &a, &la, &err, &w) || (!dev2.empty() && !task_evaluate(m, dv2, &b, &lb, &err, &w)))
+      return false;
     printf("step %lld (%s) | dev loss %.4f | %s%s%s\n", step, when, la, a.text.c_str(), dev2.empty() ? "" : " | dev2 ",
            dev2.empty() ? "" : b.text.c_str());
     fprintf(log, "{\"step\": %lld, \"dev_loss\": %.6f, \"dev_main\": %.6f%s}\n", step, la, a.main,
@@ -6457,6 +7134,7 @@ static int cmd_finetune(int argc, char** argv) {
     fflush(log);
     if (a.main > best) {
       best = a.main;
+      if (w.rank > 0) return true;  // every rank holds the same parameters; rank 0 saves them
       model_to_host(m, nullptr, nullptr);  // checkpoints come from the host block
       if (!checkpoint_save(out + "/best.bin", m, nullptr, nullptr, (uint64_t)step, 0, (uint64_t)seed, &err))
         return false;
@@ -6464,29 +7142,29 @@ static int cmd_finetune(int argc, char** argv) {
     }
     return true;
   };
-  signal(SIGINT, on_stop_signal);
-  signal(SIGTERM, on_stop_signal);
+  stop_on_signals();
   double t0 = now_seconds();
   int status = 0;
   for (long long epoch = 0; epoch < epochs && !status; epoch++) {
     std::vector<uint32_t> order = DataOrder::permutation(tr.n, splitmix64((uint64_t)seed ^ splitmix64(epoch + 77)));
     for (long long s = 0; s < steps_per_epoch && !status; s++) {
       size_t first = (size_t)(s * batch), count = std::min<size_t>((size_t)batch, tr.n - first);
-      std::vector<int> ids(count * T), types(count * T);
-      std::vector<float> labels(count);
-      for (size_t k = 0; k < count; k++) {
-        size_t e = order[first + k];
+      const std::vector<int> mine = rank_sequences(w, (int)count, (int)micro);  // this rank's part of the batch
+      std::vector<int> ids(mine.size() * T), types(mine.size() * T);
+      std::vector<float> labels(mine.size());
+      for (size_t k = 0; k < mine.size(); k++) {
+        size_t e = order[first + mine[k]];
         std::copy_n(&tr.ids[e * T], T, &ids[k * T]);
         std::copy_n(&tr.types[e * T], T, &types[k * T]);
         labels[k] = tr.labels[e];
       }
       double lr_now = lr_at(sched, step);
       StepResult r;
-      if (!train_step(m, Batch{(int)count, ids.data(), types.data(), nullptr, labels.data()}, ss, (uint64_t)step,
-                      lr_now, mom1, mom2, &r, &err)) {
+      if (!train_step(m, dp, Batch{(int)mine.size(), ids.data(), types.data(), nullptr, labels.data()}, (int)count,
+                      ss, (uint64_t)step, lr_now, mom1, mom2, &r, &err)) {
         if (r.finite) return fail(cmd, strf("step %lld: %s", step + 1, err.c_str()));
-        return fail(cmd,
-                    strf("step %lld: %s; stopping (best so far: %s/best.bin)", step + 1, err.c_str(), out.c_str()));
+        return fail_all(
+            strf("step %lld: %s; stopping (best so far: %s/best.bin)", step + 1, err.c_str(), out.c_str()), 1);
       }
       step++;
       fprintf(log, "{\"step\": %lld, \"loss\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g}\n", step, r.loss, lr_now,
@@ -6499,13 +7177,15 @@ static int cmd_finetune(int argc, char** argv) {
         fflush(stdout);
       }
       if (eval_every && step % eval_every == 0 && !evaluate("periodic")) status = 1;
-      if (g_stop_signal) status = 128 + (int)g_stop_signal;
+      if (int sig = status ? 0 : agreed_stop_signal(w)) status = 128 + sig;
     }
     if (!status && !evaluate(strf("epoch %lld", epoch + 1).c_str())) status = 1;
   }
   fclose(log);
   if (status == 1) fail(cmd, err);
   model_to_host(m, nullptr, nullptr);
+  if (w.mpi && (status == 0 || w.agreed) && !world_same_params(w, m, &err)) return fail_all(err, 1);
+  if (w.rank > 0) return status;
   if (!checkpoint_save(out + "/last.bin", m, nullptr, nullptr, (uint64_t)step, 0, (uint64_t)seed, &err))
     return fail(cmd, err);
   printf("best dev %.4f; checkpoints %s/best.bin and %s/last.bin\n", best, out.c_str(), out.c_str());
@@ -6652,7 +7332,7 @@ static int cmd_predict(int argc, char** argv) {
 
 static const char* kBenchUsage =
     "usage: bigs bench [--config large] [--seq 128] [--batch 8] [--steps 10] [--device auto] [--precision bf16]\n"
-    "       bigs bench --plan [--config large] [--seq 128] [--batch 8] [--precision bf16] [--memory-gb G]\n"
+    "       bigs bench --plan [--config large] [--seq 128] [--batch 8] [--precision bf16] [--memory-gb G] [--ranks K]\n"
     "Times full training steps (forward, backward, grad norm, AdamW) on random tokens after warm-up and\n"
     "prints tokens/s and MFU. FLOPs per step = 6 x dense weights x tokens (the seven dense layers of every\n"
     "layer) + 6 x P x (H^2 + V H) (the MLM head on the P predicted rows) + 12 L B H x 2.5 n log2 n (six\n"
@@ -6732,6 +7412,32 @@ static void print_cost_prediction(const CostLedger& led, const Config& c, int B,
          tokens / s, 100 * bench_flops(c, B, P) / s / 989e12);
 }
 
+// The data-parallel step on K GPUs over NVLink (README "Data-parallel
+// training"), predicted from the cost of one GPU's step on its share of the
+// batch, with one micro-batch per GPU: each GPU sends (K - 1) / K of its fp32
+// gradient to the shards' owners and receives as much (the all-to-all), and
+// as many bytes of updated fp32 parameters in the all-gather, each at 450
+// GB/s per direction (NVLink 4 on an H100/H200 SXM, the ring's links all
+// busy); the owner adds the K gradients of its shard at HBM speed. As built,
+// the collectives follow the backward pass and AdamW; overlapped (bucketed by
+// layer, not built), at best they hide behind the step's computation.
+constexpr double kNvlinkBytes = 450e9;
+static void print_data_parallel_prediction(const CostLedger& led, const Config& c, int B, int P, int K) {
+  const double n = (double)table_total(param_table(c, kDevAlign)), compute = led.total().seconds;
+  const double wire = (K - 1.0) / K * 4 * n, comms = 2 * wire / kNvlinkBytes;
+  const double adds = (K + 2.0) * 4 * n / K / kHbmBytes;  // the K inboxes read, the sum read and written
+  const double built = compute + adds + comms, overlapped = std::max(compute + adds, comms + adds);
+  const double tokens = (double)K * B * c.T, flops = K * bench_flops(c, B, P);
+  printf(
+      "data-parallel on %d H200s over NVLink (450 GB/s a direction), batch %d each (%d a step): %.2f GB sent a GPU "
+      "and step (gradient all-to-all and parameter all-gather), %.2f ms on the links, %.2f ms of adds\n",
+      K, B, K * B, 2 * wire / 1e9, comms * 1e3, adds * 1e3);
+  for (auto [what, s] : {std::pair<const char*, double>{"as built (not overlapped)", built},
+                         std::pair<const char*, double>{"overlapped (not built)", overlapped}})
+    printf("data-parallel: predicted on %d H200s, %s: %.2f ms/step  %.0f tokens/s  MFU %.2f%% (cost model)\n",
+           K, what, s * 1e3, tokens / s, 100 * flops / s / (K * 989e12));
+}
+
 #ifdef __CUDACC__
 __global__ void fill_uniform_kernel(bf16* x, size_t n, uint64_t seed) {
   size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
@@ -6773,7 +7479,7 @@ static int cmd_bench(int argc, char** argv) {
   const char* cmd = "bench";
   std::string config = "large";
   Device device;
-  long long seq = 128, batch = 8, steps = 10, warmup = 2, seed = 1, threads = 0;
+  long long seq = 128, batch = 8, steps = 10, warmup = 2, seed = 1, threads = 0, ranks = 1;
   double memory_gb = 0;
   bool plan_only = false;
   std::vector<Flag> flags = {
@@ -6788,6 +7494,8 @@ static int cmd_bench(int argc, char** argv) {
        "print the GPU memory plan, the batch that fits and the predicted step; run nothing"},
       {Flag::Num, "memory-gb", &memory_gb, 0, 1e6,
        "--plan: GPU memory to plan for; 0 = this GPU's free memory, else 141 (H200)"},
+      {Flag::Int, "ranks", &ranks, 1, 4096,
+       "--plan: also predict the data-parallel step on this many GPUs over NVLink, --batch each"},
   };
   device_flags(&flags, &device);
   if (int rc = parse_command(cmd, argc, argv, flags, kBenchUsage, nullptr); rc >= 0) return rc;
@@ -6810,6 +7518,11 @@ static int cmd_bench(int argc, char** argv) {
 #endif
     if (bytes == 0) bytes = 141e9;
     print_gpu_plan(gpu_plan(c, B, B * per_seq, prec), prec, B, T);
+    if (ranks > 1) {  // DataParallel's buffers on the GPU: a shard of the gradient sum, an inbox of K shards
+      const double dp = 4.0 * (double)(ranks + 1) * shards_of(table_total(param_table(c, kDevAlign)), (int)ranks).size;
+      printf("the data-parallel step's buffers on each of %lld GPUs: %.2f GB, set aside below\n", ranks, dp / 1e9);
+      bytes -= dp;
+    }
     int fit = gpu_max_batch(c, per_seq, prec, bytes);
     printf("largest batch that fits in %.1f GB (95%% of it planned) at T %d (%s): %d", bytes / 1e9, T,
            precision_name(prec), fit);
@@ -6822,6 +7535,7 @@ static int cmd_bench(int argc, char** argv) {
         precision_name(prec), B, T);
     print_cost_table(led);
     print_cost_prediction(led, c, B, B * per_seq);
+    if (ranks > 1) print_data_parallel_prediction(led, c, B, B * per_seq, (int)ranks);
     return 0;
   }
   if (device.name == "cuda" && !cuda_device_present())  // before minutes of host-side init
@@ -6839,7 +7553,10 @@ static int cmd_bench(int argc, char** argv) {
   Batch bt{B, ids.data(), types.data(), targets.data(), nullptr};
   StepSettings ss{B, 1, 1.0, AdamW{}};
   StepResult r;
-  auto step = [&](long long i) { return train_step(m, bt, ss, (uint64_t)i, 1e-5, mom1, mom2, &r, &err); };
+  World one;
+  DataParallel dp;
+  if (!data_parallel_init(&dp, one, m, 1, &err)) return fail(cmd, err);
+  auto step = [&](long long i) { return train_step(m, dp, bt, B, ss, (uint64_t)i, 1e-5, mom1, mom2, &r, &err); };
   for (long long i = 0; i < warmup; i++)
     if (!step(i)) return fail(cmd, err);
   double seconds = 0, peak = 0;
@@ -6912,14 +7629,29 @@ int bigs_main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   std::string cmd = argv[1];
-  if (cmd == "pretrain") return cmd_pretrain(argc - 1, argv + 1);
-  if (cmd == "fill-mask") return cmd_fill_mask(argc - 1, argv + 1);
-  if (cmd == "finetune") return cmd_finetune(argc - 1, argv + 1);
-  if (cmd == "eval") return cmd_eval(argc - 1, argv + 1);
-  if (cmd == "predict") return cmd_predict(argc - 1, argv + 1);
-  if (cmd == "bench") return cmd_bench(argc - 1, argv + 1);
-  fprintf(stderr, "bigs: unknown command '%s'\n%s", cmd.c_str(), kUsage);
-  return 2;
+  World w;  // one rank, unless a launcher started this process (world_init)
+  world_init(&w, &argc, &argv);
+  int status = 2;
+  if (cmd == "pretrain")
+    status = cmd_pretrain(w, argc - 1, argv + 1);
+  else if (cmd == "finetune")
+    status = cmd_finetune(w, argc - 1, argv + 1);
+  else if (w.size > 1 && (cmd == "fill-mask" || cmd == "eval" || cmd == "predict" || cmd == "bench")) {
+    // every rank would do the same work and write the same files
+    w.agreed = true;
+    if (w.rank == 0)
+      fail(cmd.c_str(), "runs in one process: start it without mpirun (pretrain and finetune run on several ranks)", 2);
+  } else if (cmd == "fill-mask")
+    status = cmd_fill_mask(argc - 1, argv + 1);
+  else if (cmd == "eval")
+    status = cmd_eval(argc - 1, argv + 1);
+  else if (cmd == "predict")
+    status = cmd_predict(argc - 1, argv + 1);
+  else if (cmd == "bench")
+    status = cmd_bench(argc - 1, argv + 1);
+  else
+    fprintf(stderr, "bigs: unknown command '%s'\n%s", cmd.c_str(), kUsage);
+  return world_finish(w, status);
 }
 
 }  // namespace bigs

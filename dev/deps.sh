@@ -18,7 +18,8 @@ apt_packages=(
   python3-msgpack          # test_convert writes Flax checkpoints with the msgpack library
   python3-h5py             # test_import_hdf5 writes the authors' hdf5 corpus layout
   python3-matplotlib       # test_plot_kernels draws dev/plot_kernels.py's figure
-  python3-crc32c           # dev/convert_hf.py reads and writes the checkpoints' CRC-32C
+  python3-crc32c           # dev/convert_hf.py reads and writes the checkpoints' CRC-32C; test_mpi checks the ranks' with it
+  openmpi-bin libopenmpi-dev  # mpirun and mpicxx: bigs's data-parallel build, run by dev/test_mpi.py
   clang libclang-rt-dev    # the libFuzzer harnesses with ASan and UBSan (make fuzz)
   zip                      # dev/glue.sh zips the submission (Python's zipfile otherwise)
   unicode-data             # dev/gen_unicode_tables.py's source

@@ -8,6 +8,7 @@ PYTHON=${PYTHON:-/usr/bin/python3}
 passed=0
 failed=0
 failures=()
+skipped=()
 
 run() {  # run NAME COMMAND...
   local name=$1
@@ -27,6 +28,14 @@ done
 if [ -x "$build/test_gpu" ]; then  # built where nvcc is; skips itself without a GPU
   run test_gpu "$build/test_gpu" --gtest_brief=1
 fi
+# The data-parallel suite needs the MPI build, which make builds where mpicxx
+# is (it says so in HAVE_MPI), and mpirun; dev/deps.sh installs Open MPI.
+have_mpi=${HAVE_MPI-$(command -v mpicxx >/dev/null 2>&1 && echo yes)}
+if [ "$have_mpi" = yes ] && [ -x "$build/bigs_mpi" ] && command -v mpirun >/dev/null 2>&1; then
+  run test_mpi "$PYTHON" dev/test_mpi.py --bigs-mpi "$build/bigs_mpi" --bigs "$build/bigs_cpu" --workdir "$build/test_mpi"
+else
+  skipped+=("test_mpi (no mpicxx or no mpirun: install Open MPI (Debian: openmpi-bin libopenmpi-dev; dev/deps.sh ensure) and run make test again)")
+fi
 run test_convert "$PYTHON" dev/test_convert.py --bigs "$build/bigs_cpu" --workdir "$build/test_convert"
 run test_glue "$PYTHON" dev/test_glue.py --bigs "$build/bigs_cpu" --workdir "$build/test_glue"
 run test_import_hdf5 "$PYTHON" dev/test_import_hdf5.py --bigs "$build/bigs_cpu" --workdir "$build/test_import_hdf5"
@@ -36,6 +45,7 @@ run test_plot_kernels "$PYTHON" dev/test_plot_kernels.py --workdir "$build/test_
 run tokenizer_parity "$PYTHON" dev/tokenizer_parity.py ./tokenizer data/bert-base-uncased-vocab.txt --workdir "$build/tokenizer_parity" --quick
 
 echo
+for s in "${skipped[@]}"; do echo "skipped suite: $s"; done
 [ ${#failures[@]} -eq 0 ] || echo "failed suites: ${failures[*]}"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

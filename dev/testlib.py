@@ -1,6 +1,9 @@
 """The small check harness of the dev/test_*.py scripts: one line per check
-("ok", "FAIL" or "SKIP" and the check's name), counts for the summary line."""
+("ok", "FAIL" or "SKIP" and the check's name), counts for the summary line,
+and a fresh scratch directory."""
 
+import os
+import shutil
 import time
 import traceback
 
@@ -31,3 +34,11 @@ class Suite:
 def expect(cond, msg):
     if not cond:
         raise AssertionError(msg)
+
+
+def fresh_workdir(path):
+    """path made absolute, emptied and created: a suite's scratch directory."""
+    work = os.path.abspath(path)
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    return work

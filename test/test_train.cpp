@@ -241,6 +241,91 @@ TEST(Training, AccumulationEqualsBigBatch) {
   }
 }
 
+// One process adds each micro-batch's gradient, computed from zero, to the
+// step's sum in micro-batch order: the order in which a shard's owner adds
+// the ranks' gradients, so that K ranks reproduce one process bit for bit
+// (README "Data-parallel training"; dev/test_mpi.py runs the ranks).
+// train_step over three micro-batches, with dropout and clipping, against
+// those gradients added by hand, then the same clipping and AdamW.
+TEST(Training, MicroBatchGradientsAddInOrder) {
+  Config c = small_config();
+  const int B = 6, micro = 2, step = 3;
+  SmallBatch sb = small_batch(B, c.T, c.V, 17);
+  Batch all{B, sb.ids.data(), sb.types.data(), sb.targets.data(), nullptr};
+  Model a, b;
+  std::string err;
+  ASSERT_TRUE(model_build(&a, c, micro, micro * c.T, &err));
+  ASSERT_TRUE(model_build(&b, c, micro, micro * c.T, &err));
+  model_init(&a, 3);
+  b.params_mem = a.params_mem;
+  for (Model* m : {&a, &b}) m->dropout = 0.1f, m->dropout_seed = 5;
+  std::vector<float> m1a(a.num_params, 0.01f), m2a(a.num_params, 1e-4f), m1b = m1a, m2b = m2a;
+  World one;
+  DataParallel dp;
+  ASSERT_TRUE(data_parallel_init(&dp, one, a, B / micro, &err)) << err;
+  StepSettings s{micro, B / micro, 0.05, AdamW{}};  // a tight clip: it acts
+  StepResult r;
+  ASSERT_TRUE(train_step(a, dp, all, B, s, step, 1e-3, m1a, m2a, &r, &err)) << err;
+
+  int count = 0;
+  for (int t : sb.targets) count += t >= 0;
+  std::vector<float> sum(b.num_params, 0.0f);
+  double loss_sum = 0;
+  for (int k = 0; k < B / micro; k++) {
+    Batch mb = batch_slice(all, k * micro, micro, c.T);
+    b.dropout_stream = (uint64_t)step * (B / micro) + k;
+    Loss loss;
+    model_zero_grad(b);
+    ASSERT_TRUE(model_forward(b, mb, true, &loss, &err)) << err;
+    model_backward(b, mb, true, loss, 1.0f / count);
+    for (size_t i = 0; i < b.num_params; i++) sum[i] += b.grads_mem[i];
+    loss_sum += loss.sum;
+  }
+  b.grads_mem = sum;
+  double norm = clip_grad_norm(b, s.clip);
+  adamw_step(b, m1b, m2b, 1e-3f, s.opt, step + 1);
+  EXPECT_EQ(r.loss, loss_sum / count);
+  EXPECT_EQ(r.grad_norm, norm);
+  EXPECT_GT(norm, s.clip);
+  EXPECT_TRUE(a.params_mem == b.params_mem && m1a == m1b && m2a == m2b) << "parameters or moments differ";
+}
+
+// The pieces of a data-parallel step that need no second rank: each rank's
+// share of a batch, the shards and the norm's chunk sums over them.
+TEST(Training, RankSharesAndShards) {
+  for (int K : {1, 2, 3, 5}) {
+    std::vector<int> seen(17, 0);
+    for (int r = 0; r < K; r++) {
+      World w;
+      w.rank = r, w.size = K;
+      for (int i : rank_sequences(w, 17, 2)) {
+        seen[i]++;
+        EXPECT_EQ(i / 2 % K, r) << "micro-batch " << i / 2 << " of " << K << " ranks";
+      }
+    }
+    EXPECT_EQ(seen, std::vector<int>(17, 1)) << K << " ranks";
+    for (size_t n : {(size_t)1, kNormChunk - 1, 3 * kNormChunk + 7, (size_t)524498}) {
+      Shards sh = shards_of(n, K);
+      EXPECT_EQ(sh.size % kNormChunk, 0u);
+      EXPECT_EQ(sh.lo(0), 0u);
+      EXPECT_EQ(sh.hi(K - 1), n);
+      for (int r = 0; r + 1 < K; r++) EXPECT_EQ(sh.hi(r), sh.lo(r + 1));
+      std::vector<float> g(n);
+      for (size_t i = 0; i < n; i++) g[i] = (float)std::sin(0.1 * i);
+      const size_t chunks = (n + kNormChunk - 1) / kNormChunk;
+      // Each rank's partial sums, added up as world_reduce does: one rank's each.
+      std::vector<double> whole(chunks, 0.0), gathered(chunks, 0.0);
+      square_sums(g.data(), 0, n, whole.data());
+      for (int r = 0; r < K; r++) {
+        std::vector<double> mine(chunks, 0.0);
+        square_sums(g.data(), sh.lo(r), sh.hi(r), mine.data());
+        for (size_t c = 0; c < chunks; c++) gathered[c] += mine[c];
+      }
+      EXPECT_EQ(whole, gathered) << n << " elements on " << K << " ranks";
+    }
+  }
+}
+
 TEST(Training, GradNormAndClipping) {
   Config c = small_config();
   Model m;
@@ -519,6 +604,34 @@ TEST_F(Trainer, BenchPlanRunsWithoutAGpu) {
   ASSERT_EQ(run("./build/bigs_cpu bench --plan --config large --seq 4096 --batch 2 --memory-gb 80", &out), 0) << out;
   EXPECT_NE(out.find("GPU memory plan (bf16, batch 2, T 4096)"), std::string::npos) << out;
   EXPECT_NE(out.find("largest batch that fits in 80.0 GB"), std::string::npos) << out;
+}
+
+// The data-parallel prediction (README "Data-parallel training") from the
+// one-GPU step it prints: 2 (K - 1) / K x 4 bytes a parameter on the links
+// at 450 GB/s, plus the owner's adds ((K + 2) / K x 4 bytes a parameter at
+// 3.8 TB/s), after the step as built and at best hidden behind it; the
+// memory the data-parallel buffers take on each GPU.
+TEST_F(Trainer, BenchPlanPredictsTheDataParallelStep) {
+  std::string out, err;
+  ASSERT_EQ(run("./build/bigs_cpu bench --plan --config large --seq 128 --batch 64 --ranks 8", &out), 0) << out;
+  Config c;
+  ASSERT_TRUE(config_load("large", &c, &err)) << err;
+  c.T = 128;
+  const double n = (double)table_total(param_table(c, kDevAlign)), K = 8;
+  const double links_ms = 2 * (K - 1) / K * 4 * n / 450e9 * 1e3, adds_ms = (K + 2) / K * 4 * n / 3.8e12 * 1e3;
+  auto number_after = [&](const std::string& key) {
+    size_t at = out.find(key);
+    EXPECT_NE(at, std::string::npos) << key << " in\n" << out;
+    return at == std::string::npos ? 0.0 : std::stod(out.substr(at + key.size()));
+  };
+  const double one = number_after("predicted on an H200 ");
+  EXPECT_NEAR(number_after("(512 a step): "), 2 * (K - 1) / K * 4 * n / 1e9, 0.006);
+  EXPECT_NEAR(number_after("and parameter all-gather), "), links_ms, 0.006);
+  EXPECT_NEAR(number_after("as built (not overlapped): "), one + links_ms + adds_ms, 0.02);
+  EXPECT_NEAR(number_after("overlapped (not built): "), std::max(one, links_ms) + adds_ms, 0.02);
+  // Each GPU holds a sum of one shard and an inbox of 8; a shard is whole chunks of 65,536 floats.
+  const double shard = std::ceil(n / K / 65536) * 65536;
+  EXPECT_NEAR(number_after("buffers on each of 8 GPUs: "), 9 * shard * 4 / 1e9, 0.006);
 }
 
 TEST_F(Trainer, ShardsOfAnotherLengthAreRefused) {
