@@ -1948,6 +1948,9 @@ static inline VecF vf_clamp(VecF x, float lo, float hi) {
 static inline VecF vf_round(VecF x) {
   return _mm512_mask_roundscale_ps(x, kAll, x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
+static inline VecF vf_nan_or(VecF x, VecF y) {  // x where x is NaN, else y
+  return _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), x);
+}
 static inline VecF vf_pow2i(VecF n) {  // 2^n for integral n in [-126, 127]: the exponent field directly
   __m512i z = _mm512_setzero_si512();
   __m512i e = _mm512_add_epi32(_mm512_mask_cvtps_epi32(z, kAll, n), _mm512_set1_epi32(127));
@@ -1960,23 +1963,29 @@ static inline VecF vf_clamp(VecF x, float lo, float hi) {
   return _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(lo)), _mm256_set1_ps(hi));
 }
 static inline VecF vf_round(VecF x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+static inline VecF vf_nan_or(VecF x, VecF y) { return _mm256_blendv_ps(y, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q)); }
 static inline VecF vf_pow2i(VecF n) {
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23));
 }
 #else
 static inline VecF vf_sub(VecF a, VecF b) { return a - b; }
 static inline VecF vf_div(VecF a, VecF b) { return a / b; }
-static inline VecF vf_clamp(VecF x, float lo, float hi) { return std::min(std::max(x, lo), hi); }
+// NaN clamps to lo, as max_ps does (it returns its second operand).
+static inline VecF vf_clamp(VecF x, float lo, float hi) { return std::min(std::max(lo, x), hi); }
 static inline VecF vf_round(VecF x) { return std::nearbyint(x); }
+static inline VecF vf_nan_or(VecF x, VecF y) { return x != x ? x : y; }
 static inline VecF vf_pow2i(VecF n) { return std::ldexp(1.0f, (int)n); }
 #endif
 
 // e^x for x in [-87, 88] (clamped outside, where the callers need only
-// "tiny" and "huge"): x = n ln2 + r with |r| <= ln2 / 2, ln2 in two parts so
+// "tiny" and "huge"; NaN stays NaN, so a model that overflowed says so in its
+// loss instead of turning the NaN into a number, and the clamp keeps it out
+// of the integer conversion): x = n ln2 + r with |r| <= ln2 / 2, ln2 in two parts so
 // r is exact; e^r by the degree-7 Taylor-like minimax polynomial of Cephes'
 // expf; then scaled by 2^n. Within 2 ulp of the correctly rounded result
 // (test_cpu_kernels checks it against std::exp on a dense grid).
 static inline VecF vf_exp(VecF x) {
+  const VecF in = x;
   x = vf_clamp(x, -87.0f, 88.0f);
   VecF n = vf_round(vf_mul(x, vf_set1(1.44269504088896341f)));
   VecF r = vf_fma(n, vf_set1(-0.693359375f), x);
@@ -1988,7 +1997,7 @@ static inline VecF vf_exp(VecF x) {
   p = vf_fma(p, r, vf_set1(1.6666665459e-1f));
   p = vf_fma(p, r, vf_set1(5.0000001201e-1f));
   VecF y = vf_fma(vf_mul(p, r), r, vf_add(r, vf_set1(1.0f)));
-  return vf_mul(y, vf_pow2i(n));
+  return vf_nan_or(in, vf_mul(y, vf_pow2i(n)));
 }
 
 // gelu_tanh and its derivative at x, from one exp: th = 1 - 2 / (1 + e^2u).
@@ -6404,16 +6413,22 @@ static bool world_same_start(World& w, uint32_t data, const Model& m, const std:
                              const std::vector<float>* mom2, std::string* err) {
   uint32_t model = crc32c(0, m.params_mem.data(), m.num_params * sizeof(float));
   if (mom1) model = crc32c(crc32c(model, mom1->data(), mom1->size() * 4), mom2->data(), mom2->size() * 4);
-  const std::string where = m.gpu ? strf("cuda %s", precision_name(m.precision)) : "cpu";
-  const bool same_data = world_same(w, data), same_model = world_same(w, model),
-             same_device = world_same(w, crc32c(0, where.data(), where.size()));
+  const bool same_data = world_same(w, data), same_model = world_same(w, model);
   if (!same_data)
     *err = "the ranks read different data (the files' names, sizes or contents differ): every rank must see the same files";
   else if (!same_model)
     *err = "the ranks start from different parameters (another checkpoint on some rank): every rank must read the same one";
-  else if (!same_device)
-    *err = "the ranks run on different devices (some on a GPU, some on the CPU): choose one with --device";
-  return same_data && same_model && same_device;
+  return same_data && same_model;
+}
+
+// Checked as soon as the model is on its device, before data_parallel_init:
+// GPU ranks go on to NCCL's collectives and CPU ranks to MPI's, which would
+// not match (--device auto on machines with and without a GPU).
+static bool world_same_device(World& w, const Model& m, std::string* err) {
+  const std::string where = m.gpu ? strf("cuda %s", precision_name(m.precision)) : "cpu";
+  if (world_same(w, crc32c(0, where.data(), where.size()))) return true;
+  *err = "the ranks run on different devices (some on a GPU, some on the CPU): choose one with --device";
+  return false;
 }
 
 // Every rank's checksum of its parameters (the host block), printed by rank
@@ -6540,9 +6555,9 @@ static int cmd_pretrain(World& w, int argc, char** argv) {
   m.dropout = (float)dropout;
   m.dropout_seed = (uint64_t)seed;
   DataParallel dp;
-  if (!model_use_device(&m, device, &mom1, &mom2, &err) ||
-      !data_parallel_init(&dp, w, m, (int)(batch / micro / w.size), &err))
-    return fail(cmd, err);
+  if (!model_use_device(&m, device, &mom1, &mom2, &err)) return fail(cmd, err);
+  if (!world_same_device(w, m, &err)) return fail_all(err, 2);
+  if (!data_parallel_init(&dp, w, m, (int)(batch / micro / w.size), &err)) return fail(cmd, err);
   uint32_t data_id = 0;
   for (const ShardSet* set : {&tr, &va})
     for (size_t i = 0; i < set->paths.size(); i++) {
@@ -7097,9 +7112,9 @@ static int cmd_finetune(World& w, int argc, char** argv) {
   m.dropout = (float)dropout;
   m.dropout_seed = (uint64_t)seed;
   DataParallel dp;
-  if (!model_use_device(&m, device, nullptr, nullptr, &err) ||
-      !data_parallel_init(&dp, w, m, (int)(batch / micro / w.size), &err))
-    return fail(cmd, err);
+  if (!model_use_device(&m, device, nullptr, nullptr, &err)) return fail(cmd, err);
+  if (!world_same_device(w, m, &err)) return fail_all(err, 2);
+  if (!data_parallel_init(&dp, w, m, (int)(batch / micro / w.size), &err)) return fail(cmd, err);
   uint32_t data_id = 0;
   for (const TaskData* d : {&tr, &dv, &dv2}) {
     data_id = crc32c(data_id, d->ids.data(), d->ids.size() * sizeof(int));
@@ -7623,6 +7638,23 @@ static const char* kUsage =
     "  predict     a GLUE submission file from a test task file\n"
     "  bench       training-step throughput (tokens/s, MFU) on random tokens\n";
 
+static int run_command(World& w, const std::string& cmd, int argc, char** argv) {
+  if (cmd == "pretrain") return cmd_pretrain(w, argc - 1, argv + 1);
+  if (cmd == "finetune") return cmd_finetune(w, argc - 1, argv + 1);
+  if (w.size > 1 && (cmd == "fill-mask" || cmd == "eval" || cmd == "predict" || cmd == "bench")) {
+    // every rank would do the same work and write the same files
+    w.agreed = true;
+    const char* why = "runs in one process: start it without mpirun (pretrain and finetune run on several ranks)";
+    return w.rank == 0 ? fail(cmd.c_str(), why, 2) : 2;
+  }
+  if (cmd == "fill-mask") return cmd_fill_mask(argc - 1, argv + 1);
+  if (cmd == "eval") return cmd_eval(argc - 1, argv + 1);
+  if (cmd == "predict") return cmd_predict(argc - 1, argv + 1);
+  if (cmd == "bench") return cmd_bench(argc - 1, argv + 1);
+  fprintf(stderr, "bigs: unknown command '%s'\n%s", cmd.c_str(), kUsage);
+  return 2;
+}
+
 int bigs_main(int argc, char** argv) {
   if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
     printf("%s", kUsage);
@@ -7631,26 +7663,16 @@ int bigs_main(int argc, char** argv) {
   std::string cmd = argv[1];
   World w;  // one rank, unless a launcher started this process (world_init)
   world_init(&w, &argc, &argv);
+  // A CUDA, NCCL or allocation error on one rank still ends the job through
+  // world_finish (MPI_Abort), not by leaving the other ranks waiting in a
+  // collective until --timeout (srun does not end them the way mpirun does).
   int status = 2;
-  if (cmd == "pretrain")
-    status = cmd_pretrain(w, argc - 1, argv + 1);
-  else if (cmd == "finetune")
-    status = cmd_finetune(w, argc - 1, argv + 1);
-  else if (w.size > 1 && (cmd == "fill-mask" || cmd == "eval" || cmd == "predict" || cmd == "bench")) {
-    // every rank would do the same work and write the same files
-    w.agreed = true;
-    if (w.rank == 0)
-      fail(cmd.c_str(), "runs in one process: start it without mpirun (pretrain and finetune run on several ranks)", 2);
-  } else if (cmd == "fill-mask")
-    status = cmd_fill_mask(argc - 1, argv + 1);
-  else if (cmd == "eval")
-    status = cmd_eval(argc - 1, argv + 1);
-  else if (cmd == "predict")
-    status = cmd_predict(argc - 1, argv + 1);
-  else if (cmd == "bench")
-    status = cmd_bench(argc - 1, argv + 1);
-  else
-    fprintf(stderr, "bigs: unknown command '%s'\n%s", cmd.c_str(), kUsage);
+  try {
+    status = run_command(w, cmd, argc, argv);
+  } catch (const std::exception& e) {
+    fprintf(stderr, "bigs: %s\n", e.what());
+    status = 1;
+  }
   return world_finish(w, status);
 }
 

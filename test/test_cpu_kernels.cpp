@@ -16,6 +16,7 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <random>
 
 using namespace bigs;
@@ -352,6 +353,27 @@ TEST(VecMath, ExpWithinTwoUlp) {
   std::vector<double> exact(x.size()), bound(x.size());
   for (size_t i = 0; i < x.size(); i++) exact[i] = std::exp((double)x[i]), bound[i] = exact[i];
   EXPECT_TRUE(within("exp", y, exact, bound, 4));
+}
+
+// Outside the clamped range e^x is the end's value; NaN stays NaN in every
+// lane (found by fuzz/checkpoint: a finite checkpoint whose forward overflows
+// made the scalar build convert a NaN to an integer), and GELU passes it on.
+TEST(VecMath, ExpClampsAndKeepsNaN) {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  std::vector<float> x = {nan, -inf, inf, -1e30f, 1e30f, -87.0f, 88.0f, 1.0f, nan};
+  x.resize((x.size() + kVecW - 1) / kVecW * kVecW + kVecW, 1.0f);
+  x.back() = nan;  // the last lane of a vector too
+  auto y = vf_apply_exp(x);
+  for (size_t i = 0; i < x.size(); i++) EXPECT_EQ(std::isnan(y[i]), std::isnan(x[i])) << "element " << i;
+  EXPECT_EQ(y[1], y[5]);  // below the range: e^-87
+  EXPECT_EQ(y[3], y[5]);
+  EXPECT_EQ(y[2], y[6]);  // above: e^88
+  EXPECT_EQ(y[4], y[6]);
+  EXPECT_GT(y[6], 1e38f);
+  EXPECT_LT(y[5], 1e-37f);
+  std::vector<float> g(x.size());
+  activation_forward_fast(g.data(), x.data(), x.size(), Act::GeluTanh);
+  EXPECT_TRUE(std::isnan(g[0]) && std::isnan(g[8]) && std::isnan(g.back()));
 }
 
 // gelu_tanh in float rounds 1 + tanh near -1, so its error is absolute, a
