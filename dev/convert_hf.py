@@ -638,6 +638,8 @@ def torch_load(path):
                            % (path, type(e).__name__, str(e).split("\n")[0][:300])) from e
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
+    if not isinstance(sd, dict):  # a pickled str, list or tensor loads too (fuzz/convert_torch.py)
+        raise ConvertError("%s: holds a %s, not a state dict of named tensors" % (path, type(sd).__name__))
     out = {}
     for k, v in sd.items():
         if not isinstance(v, torch.Tensor):

@@ -622,7 +622,13 @@ def test_bad_files(c, p):
     blob = open(good_torch, "rb").read()
     nested = b"\x91" * 5000 + b"\x00"  # 5000 nested one-element arrays
     ext_array = lambda payload: b"\x81\xa1a\xc7" + bytes([len(payload), 1]) + payload  # {"a": ExtType(1, payload)}
+
+    def saved(obj):  # a torch file that loads, holding obj
+        buf = io.BytesIO()
+        torch.save(obj, buf)
+        return buf.getvalue()
     cases = [("torch", "cut.bin", blob[:300]), ("torch", "empty.bin", b""), ("torch", "text.bin", b"not a torch file"),
+             ("torch", "str.bin", saved("a string")), ("torch", "list.bin", saved([torch.zeros(2)])),
              ("flax", "empty.msgpack", b""), ("flax", "listkey.msgpack", b"\x81\x91\x00\x00"),
              ("flax", "nested.msgpack", nested), ("flax", "notarray.msgpack", ext_array(b"\x05")),
              ("flax", "dtype.msgpack", ext_array(convert_hf.msgpack_pack(((1,), b"(1,", b"\0")))),
