@@ -212,6 +212,7 @@ finetune-demo: all
 # build/fuzz/artifacts/). dev/fuzz.sh prints executions and coverage.
 FUZZ_CXX ?= clang++
 FUZZ_SECONDS ?= 60
+FUZZ_SEED ?=
 FUZZ_FLAGS = -O1 -g -std=c++17 -Wall -Wextra -Wno-unknown-pragmas -fno-omit-frame-pointer \
   -fsanitize=address,undefined -fno-sanitize-recover=all
 FUZZ_CPP = tokenizer_encode vocab_load glue_tsv pretrain_text inspect bigs_shards bigs_task checkpoint config cli_numbers
@@ -224,4 +225,4 @@ $(BUILD)/fuzz/%: fuzz/%.cpp fuzz/fuzz.h $(BUILD)/fuzz/tokenizer_lib.o bigs.cu da
 	$(FUZZ_CXX) $(FUZZ_FLAGS) -fsanitize=fuzzer -I. $< $(BUILD)/fuzz/tokenizer_lib.o -o $@ -pthread
 fuzz-build: $(FUZZ_BINS)
 fuzz: fuzz-build
-	PYTHON=$(PYTHON) bash dev/fuzz.sh $(FUZZ_SECONDS) $(BUILD)/fuzz $(FUZZ_CPP) $(FUZZ_PY)
+	FUZZ_SEED=$(FUZZ_SEED) PYTHON=$(PYTHON) bash dev/fuzz.sh $(FUZZ_SECONDS) $(BUILD)/fuzz $(FUZZ_CPP) $(FUZZ_PY)

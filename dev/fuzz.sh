@@ -8,13 +8,17 @@
 # (atheris). Seeds are read from fuzz/corpus/NAME (never written); new inputs
 # go to BUILD_FUZZ_DIR/corpus/NAME and crashes to BUILD_FUZZ_DIR/artifacts/,
 # with the harness's log in BUILD_FUZZ_DIR/logs/NAME.log. Exits 1 if any
-# harness crashed, hung or broke an invariant.
+# harness crashed, hung or broke an invariant. FUZZ_SEED=N fixes libFuzzer's
+# random seed (CI: the same mutations from run to run, so a red CI is the
+# change's and not the draw's; the deep search is `make fuzz` unseeded).
 set -u
 seconds=$1
 dir=$2
 shift 2
 PYTHON=${PYTHON:-/usr/bin/python3}
 mkdir -p "$dir/artifacts" "$dir/logs"
+seed=()
+[ -n "${FUZZ_SEED:-}" ] && seed=(-seed="$FUZZ_SEED")
 rows=()
 failed=()
 for name in "$@"; do
@@ -25,7 +29,7 @@ for name in "$@"; do
   echo "=== fuzz $name: ${seconds} s"
   # Only libFuzzer's status lines and any report go to the log: a reader's own
   # error messages, one per input, would fill it.
-  "${cmd[@]}" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2560 -print_final_stats=1 \
+  "${cmd[@]}" ${seed[@]+"${seed[@]}"} -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2560 -print_final_stats=1 \
     -artifact_prefix="$dir/artifacts/$name-" "$corpus" "fuzz/corpus/$name" 2>&1 |
     grep -a -E '^#[0-9]+|INFO: Loaded|ERROR|WARNING|FUZZ_CHECK|SUMMARY|runtime error|Uncaught|Error:|^ +#[0-9]+ |^  File |stat::|Test unit' \
       > "$log"
