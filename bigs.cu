@@ -1565,6 +1565,33 @@ enum class Epi { None, Bias, GeluBias };
 // next serves when one fails to run.
 constexpr int kGemmCandidates = 8;
 
+// The heuristic's first kGemmCandidates algorithms for a problem whose
+// operands A, B, C, D have the byte alignments al, best first. With an
+// epilogue, a heuristic that does not support it for these types is an
+// answer too (no algorithm: the caller falls back to its own kernels), not
+// an error. The lab's plans (dev/cuda/lab.h) ask the same way.
+static std::vector<cublasLtMatmulAlgo_t> lt_candidates(CudaCtx& ctx, cublasLtMatmulDesc_t desc,
+                                                       cublasLtMatrixLayout_t la, cublasLtMatrixLayout_t lb,
+                                                       cublasLtMatrixLayout_t ld, const uint32_t* al, bool epilogue) {
+  cublasLtMatmulPreference_t pref;
+  cublasCheck(cublasLtMatmulPreferenceCreate(&pref));
+  uint64_t ws = ctx.workspace_size;
+  cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+  cublasLtMatmulPreferenceAttributes_t which[4] = {
+      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+  for (int i = 0; i < 4; i++) cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, which[i], &al[i], sizeof al[i]));
+  cublasLtMatmulHeuristicResult_t heur[kGemmCandidates];
+  int count = 0;
+  cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(ctx.lt, desc, la, lb, ld, ld, pref, kGemmCandidates, heur, &count);
+  cublasCheck(cublasLtMatmulPreferenceDestroy(pref));
+  if (!epilogue && st != CUBLAS_STATUS_NOT_SUPPORTED) cublasCheck(st);
+  std::vector<cublasLtMatmulAlgo_t> algos;
+  for (int i = 0; st == CUBLAS_STATUS_SUCCESS && i < count; i++)
+    if (heur[i].state == CUBLAS_STATUS_SUCCESS) algos.push_back(heur[i].algo);
+  return algos;
+}
+
 // D (m, n) = op(A) op(B) + beta C, then the epilogue, in cuBLASLt's
 // column-major terms (C = null: C is D). A row-major (r, c) matrix is a
 // column-major (c, r) one with leading dimension c; the launchers below use
@@ -1641,27 +1668,7 @@ static bool matmul(CudaCtx& ctx, TD* D, const TA* A, const TA* Bm, bool ta, bool
   for (GemmAlgo& g : ctx.algos)
     if (g.key == key) found = &g;
   if (!found) {  // first time: ask the heuristic for a few candidates, and remember them
-    cublasLtMatmulPreference_t pref;
-    cublasCheck(cublasLtMatmulPreferenceCreate(&pref));
-    uint64_t ws = ctx.workspace_size;
-    cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
-    cublasLtMatmulPreferenceAttributes_t which[4] = {
-        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
-        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
-    for (int i = 0; i < 4; i++) cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, which[i], &al[i], sizeof al[i]));
-    cublasLtMatmulHeuristicResult_t heur[kGemmCandidates];
-    int count = 0;
-    cublasStatus_t st =
-        cublasLtMatmulAlgoGetHeuristic(ctx.lt, desc, la, lb, ld, ld, pref, kGemmCandidates, heur, &count);
-    cublasCheck(cublasLtMatmulPreferenceDestroy(pref));
-    // An epilogue the library does not support for these types is an answer
-    // too (no algorithm, the caller falls back), not an error.
-    if (epi == Epi::None && st != CUBLAS_STATUS_NOT_SUPPORTED) cublasCheck(st);
-    GemmAlgo g;
-    g.key = key;
-    for (int i = 0; st == CUBLAS_STATUS_SUCCESS && i < count; i++)
-      if (heur[i].state == CUBLAS_STATUS_SUCCESS) g.algos.push_back(heur[i].algo);
-    ctx.algos.push_back(g);
+    ctx.algos.push_back(GemmAlgo{key, lt_candidates(ctx, desc, la, lb, ld, al, epi != Epi::None)});
     found = &ctx.algos.back();
   }
   // The candidates in order, until one runs; one that fails is not tried

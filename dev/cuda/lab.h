@@ -373,22 +373,7 @@ bool lt_gemm(CudaCtx& ctx, LtCache& cache, const GemmSpec& s, const TA* A, const
     lt_layout(&p->la, dtype_of<TA>(), s.ta ? s.k : s.m, s.ta ? s.m : s.k, s.lda, s.batch, s.sa);
     lt_layout(&p->lb, dtype_of<TA>(), s.tb ? s.n : s.k, s.tb ? s.k : s.n, s.ldb, s.batch, s.sb);
     lt_layout(&p->ld, dtype_of<TD>(), s.m, s.n, s.ldd, s.batch, s.sd);
-    cublasLtMatmulPreference_t pref;
-    cublasCheck(cublasLtMatmulPreferenceCreate(&pref));
-    uint64_t ws = ctx.workspace_size;
-    cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
-    cublasLtMatmulPreferenceAttributes_t which[4] = {
-        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
-        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
-    for (int i = 0; i < 4; i++) cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, which[i], &al[i], sizeof al[i]));
-    cublasLtMatmulHeuristicResult_t heur[kGemmCandidates];
-    int count = 0;
-    cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(ctx.lt, p->desc, p->la, p->lb, p->ld, p->ld, pref,
-                                                       kGemmCandidates, heur, &count);
-    cublasCheck(cublasLtMatmulPreferenceDestroy(pref));
-    if (epi == CUBLASLT_EPILOGUE_DEFAULT && st != CUBLAS_STATUS_NOT_SUPPORTED) cublasCheck(st);
-    for (int i = 0; st == CUBLAS_STATUS_SUCCESS && i < count; i++)
-      if (heur[i].state == CUBLAS_STATUS_SUCCESS) p->algos.push_back(heur[i].algo);
+    p->algos = lt_candidates(ctx, p->desc, p->la, p->lb, p->ld, al, epi != CUBLASLT_EPILOGUE_DEFAULT);
   }
   if (epi != CUBLASLT_EPILOGUE_DEFAULT)
     cublasCheck(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
