@@ -24,8 +24,15 @@ NVCC_HOME := $(abspath $(dir $(shell command -v $(NVCC) 2>/dev/null))..)
 HAVE_NCCL := $(shell test -f $(NVCC_HOME)/include/nccl.h -o -f /usr/include/nccl.h && echo yes)
 ifeq ($(HAVE_MPI),yes)
 BIGS_CXX = $(MPICXX) -DBIGS_MPI
-# nvcc compiles the host code with the wrapper, which adds MPI's headers and libraries.
-NVCC_MPI = -ccbin $(MPICXX) -DBIGS_MPI $(if $(HAVE_NCCL),-DBIGS_NCCL)
+# nvcc gets MPI's headers and libraries from what the wrapper would add
+# (`mpicxx -show`, Open MPI's and MPICH's), so that NVCCFLAGS keeps its own
+# -ccbin: -I, -L, -l and -D as they are, -Wl,a,b as -Xlinker a -Xlinker b.
+comma := ,
+MPI_SHOW := $(wordlist 2,999,$(shell $(MPICXX) -show 2>/dev/null))
+MPI_NVCC_FLAGS = $(filter -I% -L% -l% -D%,$(MPI_SHOW)) \
+  $(subst $(comma), -Xlinker ,$(patsubst -Wl$(comma)%,-Xlinker %,$(filter -Wl$(comma)%,$(MPI_SHOW)))) \
+  $(if $(filter -pthread,$(MPI_SHOW)),-Xcompiler -pthread)
+NVCC_MPI = $(MPI_NVCC_FLAGS) -DBIGS_MPI $(if $(HAVE_NCCL),-DBIGS_NCCL)
 NCCL_LIBS = $(if $(HAVE_NCCL),-lnccl)
 # The MPI build of the CPU trainer, which dev/test_mpi.py runs under mpirun.
 MPI_TEST_BIN = $(BUILD)/bigs_mpi

@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cctype>
 #include <cinttypes>
 #include <climits>
 #include <cmath>
@@ -45,6 +46,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <thread>
@@ -656,6 +658,52 @@ static std::vector<TensorInfo> param_table(const Config& c, size_t align = 1) {
 }
 
 static size_t table_total(const std::vector<TensorInfo>& t) { return t.empty() ? 0 : t.back().offset + t.back().count; }
+
+// The buckets of a gradient block, in the order the backward pass finishes
+// them, so that a data-parallel step can send each to the other ranks while
+// the backward pass goes on (train_step): the heads (bucket 0: the MLM
+// transform, decoder bias, pooler, classifier), layer L-1 down to layer 0
+// (buckets 1 .. L), then the embedding tables and their LayerNorm (L + 1;
+// the tied decoder adds to wte's gradient first, the embedding backward
+// last). A layer's bucket is its slice of each of the stacked per-layer
+// tensors, so it is made of pieces of the block (Span). The buckets cover
+// the block once, padding included (a tensor's padding goes with the piece
+// before it), and each lists its pieces in block order.
+constexpr int kHeadBucket = 0;
+static int layer_bucket(const Config& c, int l) { return c.L - l; }
+static int embed_bucket(const Config& c) { return c.L + 1; }
+
+struct Span {
+  size_t at, len;  // elements [at, at + len) of a block
+};
+struct Piece {           // what a bucket's exchange copies (exchange_buckets)
+  size_t from, to, len;  // elements [from, from + len) of a source to [to, to + len) of a destination
+};
+
+#define X(name, layers, count, decay, init, shape) +1
+constexpr int kEmbedTensors = 0 BIGS_EMBED_PARAMS(X), kLayerTensors = 0 BIGS_LAYER_PARAMS(X);
+#undef X
+
+static std::vector<std::vector<Span>> bucket_spans(const Config& c, size_t align = 1) {
+  const std::vector<TensorInfo> t = param_table(c, align);
+  const size_t n = table_total(t);
+  std::vector<std::vector<Span>> b(c.L + 2);
+  auto add = [&](int bucket, size_t at, size_t end) {
+    if (end > at) b[bucket].push_back({at, end - at});
+  };
+  for (size_t i = 0; i < t.size(); i++) {
+    const size_t at = t[i].offset, end = i + 1 < t.size() ? t[i + 1].offset : n;
+    if (i < (size_t)kEmbedTensors) {
+      add(embed_bucket(c), at, end);
+    } else if (i < (size_t)(kEmbedTensors + kLayerTensors)) {
+      const size_t per = t[i].count / c.L;
+      for (int l = 0; l < c.L; l++) add(layer_bucket(c, l), at + l * per, l + 1 < c.L ? at + (l + 1) * per : end);
+    } else {
+      add(kHeadBucket, at, end);
+    }
+  }
+  return b;
+}
 
 template <class W>
 static void point_params(ParamsT<W>* p, W* base, const Config& c, size_t align = 1) {
@@ -3784,6 +3832,10 @@ struct Model {
   // host blocks above keep the host's copy (checkpoints, the tests) and the
   // host-side results (the MLM rows, loss rows, evaluation logits).
   std::shared_ptr<GpuModel> gpu;
+  // Called by the backward pass as each bucket of the gradient block
+  // (exchange_buckets) becomes final: the trainer starts its exchange
+  // between the ranks then, while the backward pass goes on. Unset: nothing.
+  std::function<void(int bucket)> bucket_done;
 };
 
 // Sizes a model from its config without allocating its blocks (only the
@@ -4080,14 +4132,17 @@ static void encoder_backward(D& d, const Model& m, const Batch& bt, bool train) 
   const Config& c = m.c;
   auto& a = d.a;
   int BT = bt.B * c.T;
-  for (int l = c.L - 1; l >= 0; l--)
+  for (int l = c.L - 1; l >= 0; l--) {
     layer_backward(d, a.dres, layer_weights(d.g, c, l), layer_acts(a, c, m.B, l), layer_weights(d.p, c, l),
                    layer_weights(d.w, c, l), c, bt.B);
+    if (m.bucket_done) m.bucket_done(layer_bucket(c, l));
+  }
   d.dropout_backward(a.dres, a.dres, (size_t)BT * c.H, train ? m.dropout : 0.0f, m.dropout_seed,
                      2 * m.dropout_stream);
   d.layernorm_backward(a.dh, d.g.ln_emb_w, d.g.ln_emb_b, a.dres, a.emb, d.p.ln_emb_w, a.emb_mean, a.emb_rstd, BT,
                        c.H, Acc::Set);
   d.embedding_backward(d.g.wte, d.g.wpe, d.g.wtt, a.dh, bt.ids, bt.types, bt.B, c.T, c.H);  // host ids
+  if (m.bucket_done) m.bucket_done(embed_bucket(c));
 }
 
 // The MLM head on the rows that have a target (docs/MODEL.md section 5):
@@ -4183,6 +4238,7 @@ static void backward_on(D& d, Model& m, const Batch& bt, bool train, const Loss&
     mlm_head_backward(d, m, bt, loss.count, scale);
   else
     cls_head_backward(d, m, bt, train, scale);
+  if (m.bucket_done) m.bucket_done(kHeadBucket);
   encoder_backward(d, m, bt, train);
 }
 
@@ -4439,6 +4495,11 @@ struct GpuModel {
   uint64_t* segments = nullptr;   // (tensors) offset << 1 | decay: the fused AdamW's decay mask
   float* gsum = nullptr;          // (shard) a data-parallel step's summed gradient of this rank's shard (DataParallel)
   float* inbox = nullptr;         // (ranks, shard) the ranks' micro-batch gradients of that shard
+  float* packed = nullptr;        // (n) the gradient block packed bucket by bucket (exchange_buckets)
+  Piece* pieces = nullptr;        // every bucket's pack and unpack pieces
+  cudaStream_t comm = nullptr;    // NCCL's stream for the gradient exchange
+  std::vector<cudaEvent_t> ready;   // by bucket: packed, on the model's stream
+  cudaEvent_t exchanged = nullptr;  // the last exchange's adds, on comm
   char* acts = nullptr;           // the activation block
   int* ids = nullptr;             // (B, T) the batch, copied in by each forward
   int* types = nullptr;           // (B, T)
@@ -4453,11 +4514,14 @@ struct GpuModel {
 // A destructor must not throw: a failure while freeing is reported instead.
 static void gpu_model_delete(GpuModel* g) {
   try {
-    for (void* p :
-         {(void*)g->params, (void*)g->grads, (void*)g->mom1, (void*)g->mom2, (void*)g->params16, (void*)g->segments,
-          (void*)g->gsum, (void*)g->inbox, (void*)g->acts, (void*)g->ids, (void*)g->types, (void*)g->rows,
-          (void*)g->row_target})
+    if (g->comm) cudaCheck(cudaStreamSynchronize(g->comm));
+    for (void* p : {(void*)g->params, (void*)g->grads, (void*)g->mom1, (void*)g->mom2, (void*)g->params16,
+                    (void*)g->segments, (void*)g->gsum, (void*)g->inbox, (void*)g->packed, (void*)g->pieces,
+                    (void*)g->acts, (void*)g->ids, (void*)g->types, (void*)g->rows, (void*)g->row_target})
       cudaCheck(cudaFree(p));
+    for (cudaEvent_t e : g->ready) cudaCheck(cudaEventDestroy(e));
+    if (g->exchanged) cudaCheck(cudaEventDestroy(g->exchanged));
+    if (g->comm) cudaCheck(cudaStreamDestroy(g->comm));
     cuda_ctx_destroy(&g->ctx);
   } catch (const CudaError& e) {
     fprintf(stderr, "bigs: while freeing the GPU model: %s\n", e.what());
@@ -4499,6 +4563,14 @@ static void host_results_alloc(Model& m) {
 // zeroed. Everything a step needs is allocated here, once: the cuFFT plans
 // and their work area are made for the full batch (a plan for more signals
 // serves fewer), so device memory does not grow after start-up.
+#ifdef BIGS_NCCL
+// A rank launched by mpirun or srun (world_init): its rank among those on its
+// machine, so that each takes its own GPU (modulo the GPUs it sees). Set
+// here, not at start-up, so that a rank that trains on the CPU makes no CUDA
+// context.
+static int world_gpu = -1;
+#endif
+
 static bool model_to_device(Model* m, const std::vector<float>* mom1, const std::vector<float>* mom2,
                             std::string* err) {
   int count = 0;
@@ -4507,6 +4579,13 @@ static bool model_to_device(Model* m, const std::vector<float>* mom1, const std:
     *err = strf("no CUDA device (%s); use --device cpu", e != cudaSuccess ? cudaGetErrorString(e) : "count is 0");
     return false;
   }
+#ifdef BIGS_NCCL
+  if (world_gpu >= 0 && (e = cudaSetDevice(world_gpu % count)) != cudaSuccess) {
+    *err =
+        strf("taking GPU %d of %d for local rank %d: %s", world_gpu % count, count, world_gpu, cudaGetErrorString(e));
+    return false;
+  }
+#endif
   const Config& c = m->c;
   if (m->precision == Precision::Bf16 && (c.H % 8 || c.I % 8)) {
     *err = strf(
@@ -5081,12 +5160,16 @@ static void model_zero_grad(Model& m) {
 //
 // A step's arithmetic does not depend on K. Rank r computes micro-batches r,
 // r + K, r + 2K, ... of each global batch, so that a round of K micro-batches
-// is K consecutive ones. After each round every rank sends each shard of its
+// is K consecutive ones. In each round every rank sends each shard of its
 // micro-batch gradient to the shard's owner (an all-to-all: a reduce-scatter
 // that leaves the sum to us), which adds the K of them to its running sum in
-// rank order. The step's gradient is then g_0 + g_1 + g_2 + ... added in
-// micro-batch order, as one process adds them (each micro-batch's gradient
-// computed from zero in the gradient block, then added to the step's sum).
+// rank order. The all-to-all goes bucket by bucket (bucket_spans: the heads,
+// each layer, the embeddings) as the backward pass finishes each, NCCL on a
+// stream of its own on the GPU, so that it overlaps the rest of the
+// backward pass (Bucket, world_exchange_bucket). The step's gradient is
+// then g_0 + g_1 + g_2 + ... added in micro-batch order, as one process adds
+// them (each micro-batch's gradient computed from zero in the gradient
+// block, then added to the step's sum).
 // Dropout is keyed by the global micro-batch, and the losses and the norm's
 // partial sums are gathered and added in a fixed order, so K ranks reproduce
 // one process bit for bit. The price is one gradient exchange per round of
@@ -5164,8 +5247,7 @@ static void world_init(World* w, int* argc, char*** argv) {
   if (w->rank > 0 && !freopen("/dev/null", "w", stdout))
     fprintf(stderr, "bigs: rank %d could not silence its standard output\n", w->rank);
 #ifdef BIGS_NCCL
-  int gpus = 0;
-  if (cudaGetDeviceCount(&gpus) == cudaSuccess && gpus > 0) cudaSetDevice(w->local_rank % gpus);
+  world_gpu = w->local_rank;  // taken by model_to_device: a rank that trains on the CPU makes no CUDA context
 #endif
   w->watchdog = std::thread(world_watch, w);
 #else
@@ -5239,6 +5321,78 @@ struct Shards {
 };
 static Shards shards_of(size_t n, int ranks) { return {n, round_up((n + ranks - 1) / ranks, kNormChunk)}; }
 
+// One bucket of the gradient exchange (bucket_spans), as one rank sees it.
+// A rank first copies the bucket's pieces of its gradient block, in block
+// order, into its region of the packed block; since the shards are
+// contiguous and in rank order, each rank's part of the bucket is then one
+// run of the packed block, which goes to that rank in one message. The
+// owner receives the K ranks' copies of its part into the K columns of its
+// inbox and adds them, in rank order, at their places in its shard.
+struct Bucket {
+  std::vector<Piece> pack;  // the gradient block -> the packed block
+  // Each rank's part of the bucket in the packed block (what this rank sends
+  // it), and where each rank's copy of this rank's part lands in the inbox.
+  std::vector<int> counts, offsets, inbox_counts, inbox_offsets;
+  std::vector<Piece> unpack;                // this rank's part: a column of the inbox -> the rank's shard
+  size_t at = 0, size = 0;                  // this rank's part: where it starts in each column, and its length
+  size_t pack_first = 0, unpack_first = 0;  // on the GPU: where pack and unpack start in the pieces' table
+};
+
+// Every bucket for rank `rank` of `ranks` over the shards sh of a block laid
+// out with `align` (the host's 1 or the GPU's kDevAlign).
+static std::vector<Bucket> exchange_buckets(const Config& c, size_t align, const Shards& sh, int rank, int ranks) {
+  std::vector<Bucket> out;
+  const size_t lo = sh.lo(rank), hi = sh.hi(rank), shard = hi - lo;
+  size_t packed = 0, column = 0;
+  for (const std::vector<Span>& spans : bucket_spans(c, align)) {
+    Bucket b;
+    const size_t base = packed;
+    for (const Span& s : spans) b.pack.push_back({s.at, packed, s.len}), packed += s.len;
+    auto packed_at = [&](size_t x) {  // where the bucket's first element at or after x is packed
+      size_t p = base;
+      for (const Span& s : spans) p += std::min(s.len, x > s.at ? x - s.at : 0);
+      return p;
+    };
+    for (int q = 0; q < ranks; q++) {
+      const size_t first = packed_at(sh.lo(q));
+      b.counts.push_back((int)(packed_at(sh.hi(q)) - first));
+      b.offsets.push_back((int)first);
+    }
+    b.at = column;
+    for (const Span& s : spans) {
+      const size_t x = std::max(s.at, lo), y = std::min(s.at + s.len, hi);
+      if (x < y) b.unpack.push_back({column, x - lo, y - x}), column += y - x;
+    }
+    b.size = column - b.at;
+    for (int q = 0; q < ranks; q++) {
+      b.inbox_counts.push_back((int)b.size);
+      b.inbox_offsets.push_back((int)(q * shard + b.at));
+    }
+    out.push_back(b);
+  }
+  return out;
+}
+
+// dst[p.to + i] = src[p.from + i] for every piece p (the host's pack).
+static void copy_pieces(const std::vector<Piece>& pieces, const float* src, float* dst) {
+  for (const Piece& p : pieces) std::copy_n(src + p.from, p.len, dst + p.to);
+}
+
+// dst[p.to + i] += src[q stride + p.from + i] for q = 0, 1, ..., ranks - 1
+// in turn (the host's unpack: the ranks' copies added in rank order).
+static void add_pieces(const std::vector<Piece>& pieces, const float* src, size_t stride, int ranks, float* dst) {
+  for (const Piece& p : pieces) {
+    float* d = dst + p.to;
+    const float* s = src + p.from;
+#pragma omp parallel for if (p.len >= 65536)
+    for (size_t i = 0; i < p.len; i++) {
+      float x = d[i];
+      for (int q = 0; q < ranks; q++) x += s[(size_t)q * stride + i];
+      d[i] = x;
+    }
+  }
+}
+
 // One rank's state for the data-parallel step (train_step): its world, the
 // shards of the parameter block where the model lives (the host's packed
 // layout, or the GPU's aligned one), and where the step's gradient is summed.
@@ -5249,32 +5403,62 @@ struct DataParallel {
   // world through MPI, or more than one micro-batch per step); otherwise the
   // gradient block itself is the step's gradient.
   bool sums = false;
-  std::vector<float> gsum, inbox;  // a model on the host: as GpuModel's, (shard) and (ranks, shard)
-  // Each rank's shard of the block (MPI's counts and displacements), and
-  // where each rank's part of this rank's shard lands in the inbox.
-  std::vector<int> counts, offsets, inbox_counts, inbox_offsets;
+  std::vector<Bucket> buckets;       // a world through MPI: the exchange, bucket by bucket
+  std::vector<int> counts, offsets;  // each rank's shard of the block (the all-gather's counts and displacements)
+  // A model on the host: as GpuModel's, the step's sum (shard), the ranks'
+  // copies (ranks, shard) and the packed block (n); the exchanges in flight.
+  std::vector<float> gsum, inbox, packed;
+  bool in_flight = false;  // exchanges started that world_exchange_wait has not yet added
+#ifdef BIGS_MPI
+  std::vector<MPI_Request> pending;
+#endif
   size_t lo() const { return sh.lo(w->rank); }
   size_t hi() const { return sh.hi(w->rank); }
 };
 
 #ifdef __CUDACC__
-// sum[i] += in[0][i], then in[1][i], ...: the ranks' gradients of one shard
-// (n elements each), added in rank order.
-__global__ void add_in_rank_order_kernel(float* sum, const float* in, size_t n, int ranks) {
-  size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-  if (i >= n) return;
-  float s = sum[i];
-  for (int q = 0; q < ranks; q++) s += in[(size_t)q * n + i];
-  sum[i] = s;
+// The GPU's copy_pieces (add = false, ranks = 1) and add_pieces, for the
+// pieces of one bucket: blockIdx.y picks the piece, the x blocks stride
+// over it. The arithmetic is the host's, element by element.
+__global__ void pieces_kernel(float* dst, const float* src, const Piece* pieces, size_t stride, int ranks, bool add) {
+  const Piece p = pieces[blockIdx.y];
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < p.len; i += (size_t)gridDim.x * blockDim.x) {
+    float x = add ? dst[p.to + i] + src[p.from + i] : src[p.from + i];
+    for (int q = 1; q < ranks; q++) x += src[(size_t)q * stride + p.from + i];
+    dst[p.to + i] = x;
+  }
 }
 
+static void pieces_launch(cudaStream_t s, float* dst, const float* src, const Piece* pieces,
+                          const std::vector<Piece>& host, size_t stride, int ranks, bool add) {
+  size_t longest = 0;
+  for (const Piece& p : host) longest = std::max(longest, p.len);
+  if (longest == 0) return;
+  const dim3 grid(std::min(grid_for(longest), 1024u), (unsigned)host.size());
+  pieces_kernel<<<grid, kThreads, 0, s>>>(dst, src, pieces, stride, ranks, add);
+  launchCheck();
+}
+
+// sum[i] += in[i], the gradient of one process's micro-batch (a world of one
+// that sums its micro-batches).
+__global__ void add_kernel(float* sum, const float* in, size_t n) {
+  size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+  if (i < n) sum[i] += in[i];
+}
+
+#ifdef BIGS_NCCL
 // The stream's work, collectives included, done: a wait the watchdog bounds
 // (a NCCL kernel whose peer is gone spins forever).
 static void gpu_wait(World& w, GpuModel& g) {
   WorldWait wait(w);
   cudaCheck(cudaStreamSynchronize(g.ctx.stream));
 }
+#endif
 
+// The exchange on the GPU: NCCL on a stream of its own (the highest
+// priority, so that its kernels start as soon as a bucket is ready), each
+// bucket after an event that the model's stream records when the bucket is
+// packed. `exchanged` follows the last bucket's adds.
 static bool gpu_data_parallel_init(DataParallel* dp, GpuModel& g, size_t shard, std::string* err) {
   World& w = *dp->w;
   if (w.mpi) {
@@ -5296,39 +5480,63 @@ static bool gpu_data_parallel_init(DataParallel* dp, GpuModel& g, size_t shard, 
     return false;
 #endif
   }
-  const size_t inbox = w.mpi ? (size_t)w.size * shard : 0;
+  const size_t inbox = w.mpi ? (size_t)w.size * shard : 0, packed = w.mpi ? g.n : 0;
   try {
     if (shard) cudaCheck(cudaMalloc(&g.gsum, shard * sizeof(float)));
     if (inbox) cudaCheck(cudaMalloc(&g.inbox, inbox * sizeof(float)));
+    if (packed) cudaCheck(cudaMalloc(&g.packed, packed * sizeof(float)));
   } catch (const CudaError& e) {
-    *err = strf("the data-parallel step's gradient sum and inbox (%.2f GB): %s; lower --micro-batch",
-                (shard + inbox) * 4 / 1e9, e.what());
+    *err = strf("the data-parallel step's gradient sum, inbox and packed block (%.2f GB): %s; lower --micro-batch",
+                (shard + inbox + packed) * 4 / 1e9, e.what());
     return false;
   }
+  if (!w.mpi) return true;
+  std::vector<Piece> table;
+  for (Bucket& b : dp->buckets) {
+    b.pack_first = table.size();
+    table.insert(table.end(), b.pack.begin(), b.pack.end());
+    b.unpack_first = table.size();
+    table.insert(table.end(), b.unpack.begin(), b.unpack.end());
+  }
+  int least = 0, greatest = 0;
+  cudaCheck(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+  cudaCheck(cudaStreamCreateWithPriority(&g.comm, cudaStreamNonBlocking, greatest));
+  g.ready.resize(dp->buckets.size());
+  for (cudaEvent_t* e : {&g.exchanged}) cudaCheck(cudaEventCreateWithFlags(e, cudaEventDisableTiming));
+  for (cudaEvent_t& e : g.ready) cudaCheck(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  cudaCheck(cudaMalloc(&g.pieces, std::max<size_t>(1, table.size()) * sizeof(Piece)));
+  cudaCheck(cudaMemcpy(g.pieces, table.data(), table.size() * sizeof(Piece), cudaMemcpyHostToDevice));
   return true;
 }
 
-static void gpu_add_gradients(DataParallel& dp, GpuModel& g) {
-  World& w = *dp.w;
-  const size_t lo = dp.lo(), shard = dp.hi() - lo;
-  const float* in = g.grads + lo;  // a world of one adds its own
-  int ranks = 1;
+// Bucket b's gradients, final on the model's stream, to their owners.
+static void gpu_exchange_bucket(DataParallel& dp, GpuModel& g, int b) {
+  const Bucket& bk = dp.buckets[b];
+  pieces_launch(g.ctx.stream, g.packed, g.grads, g.pieces + bk.pack_first, bk.pack, 0, 1, false);
+  cudaCheck(cudaEventRecord(g.ready[b], g.ctx.stream));
+  cudaCheck(cudaStreamWaitEvent(g.comm, g.ready[b], 0));
 #ifdef BIGS_NCCL
-  if (w.mpi) {  // each shard of this rank's gradient to its owner
+  World& w = *dp.w;
+  {
+    WorldWait wait(w);  // the group's end may wait for a peer (its first connection)
     ncclCheck(ncclGroupStart());
     for (int q = 0; q < w.size; q++) {
-      if (dp.counts[q]) ncclCheck(ncclSend(g.grads + dp.offsets[q], dp.counts[q], ncclFloat, q, w.nccl, g.ctx.stream));
-      if (shard) ncclCheck(ncclRecv(g.inbox + q * shard, shard, ncclFloat, q, w.nccl, g.ctx.stream));
+      if (bk.counts[q]) ncclCheck(ncclSend(g.packed + bk.offsets[q], bk.counts[q], ncclFloat, q, w.nccl, g.comm));
+      if (bk.size) ncclCheck(ncclRecv(g.inbox + bk.inbox_offsets[q], bk.size, ncclFloat, q, w.nccl, g.comm));
     }
     ncclCheck(ncclGroupEnd());
-    in = g.inbox, ranks = w.size;
   }
+  pieces_launch(g.comm, g.gsum, g.inbox, g.pieces + bk.unpack_first, bk.unpack, dp.hi() - dp.lo(), w.size, true);
 #endif
-  if (shard) {
-    add_in_rank_order_kernel<<<grid_for(shard), kThreads, 0, g.ctx.stream>>>(g.gsum, in, shard, ranks);
-    launchCheck();
-  }
-  if (w.mpi) gpu_wait(w, g);
+  cudaCheck(cudaEventRecord(g.exchanged, g.comm));
+}
+
+// Every exchange so far done: a wait the watchdog bounds; then the model's
+// stream follows them too.
+static void gpu_exchange_wait(World& w, GpuModel& g) {
+  WorldWait wait(w);
+  cudaCheck(cudaEventSynchronize(g.exchanged));
+  cudaCheck(cudaStreamWaitEvent(g.ctx.stream, g.exchanged, 0));
 }
 #endif
 
@@ -5336,29 +5544,30 @@ static void gpu_add_gradients(DataParallel& dp, GpuModel& g) {
 // of up to `rounds` micro-batches per rank.
 static bool data_parallel_init(DataParallel* dp, World& w, Model& m, int rounds, std::string* err) {
   dp->w = &w;
-  size_t n = m.num_params;
+  size_t n = m.num_params, align = 1;
 #ifdef __CUDACC__
-  if (m.gpu) n = m.gpu->n;
+  if (m.gpu) n = m.gpu->n, align = kDevAlign;
 #endif
-  if (w.mpi && n > (size_t)INT_MAX) {
-    *err = strf("%zu parameters are more than MPI's int counts can carry", n);
+  dp->sh = shards_of(n, w.size);
+  const size_t shard = dp->hi() - dp->lo();
+  if (w.mpi && std::max(n, (size_t)w.size * dp->sh.size) > (size_t)INT_MAX) {
+    *err =
+        strf("%zu parameters on %d ranks are more than MPI's and NCCL's int counts and offsets can carry", n, w.size);
     return false;
   }
-  dp->sh = shards_of(n, w.size);
-  dp->sums = w.mpi || rounds > 1;
-  const size_t shard = dp->hi() - dp->lo();
   for (int q = 0; q < w.size; q++) {
     dp->counts.push_back((int)(dp->sh.hi(q) - dp->sh.lo(q)));
     dp->offsets.push_back((int)dp->sh.lo(q));
-    dp->inbox_counts.push_back((int)shard);
-    dp->inbox_offsets.push_back((int)(q * shard));
   }
+  dp->sums = w.mpi || rounds > 1;
+  if (w.mpi) dp->buckets = exchange_buckets(m.c, align, dp->sh, w.rank, w.size);
   if (!dp->sums) return true;
 #ifdef __CUDACC__
   if (m.gpu) return gpu_data_parallel_init(dp, *m.gpu, shard, err);
 #endif
   dp->gsum.assign(shard, 0.0f);
   dp->inbox.assign(w.mpi ? (size_t)w.size * shard : 0, 0.0f);
+  dp->packed.assign(w.mpi ? n : 0, 0.0f);
   return true;
 }
 
@@ -5371,33 +5580,64 @@ static void data_parallel_zero(DataParallel& dp, Model& m) {
   std::fill(dp.gsum.begin(), dp.gsum.end(), 0.0f);
 }
 
-// gsum += the ranks' micro-batch gradients of this rank's shard (each in the
-// gradient block of its rank), added in rank order: one process's order.
-static void world_add_gradients(DataParallel& dp, Model& m) {
+// A world of one that sums its micro-batches: gsum += this micro-batch's
+// gradient.
+static void add_own_gradient(DataParallel& dp, Model& m) {
+  const size_t n = dp.hi() - dp.lo();
 #ifdef __CUDACC__
-  if (m.gpu) return gpu_add_gradients(dp, *m.gpu);
-#endif
-  World& w = *dp.w;
-  const size_t lo = dp.lo(), shard = dp.hi() - lo;
-  const float* in = m.grads_mem.data() + lo;  // a world of one adds its own
-  int ranks = 1;
-#ifdef BIGS_MPI
-  if (w.mpi) {  // each shard of this rank's gradient to its owner
-    WorldWait wait(w);
-    MPI_Alltoallv(m.grads_mem.data(), dp.counts.data(), dp.offsets.data(), MPI_FLOAT, dp.inbox.data(),
-                  dp.inbox_counts.data(), dp.inbox_offsets.data(), MPI_FLOAT, MPI_COMM_WORLD);
-    in = dp.inbox.data(), ranks = w.size;
+  if (m.gpu) {
+    if (n) {
+      add_kernel<<<grid_for(n), kThreads, 0, m.gpu->ctx.stream>>>(m.gpu->gsum, m.gpu->grads, n);
+      launchCheck();
+    }
+    return;
   }
-#else
-  (void)w;
 #endif
   float* s = dp.gsum.data();
+  const float* g = m.grads_mem.data();
 #pragma omp parallel for
-  for (size_t i = 0; i < shard; i++) {
-    float x = s[i];
-    for (int q = 0; q < ranks; q++) x += in[(size_t)q * shard + i];
-    s[i] = x;
+  for (size_t i = 0; i < n; i++) s[i] += g[i];
+}
+
+// Bucket b of this rank's micro-batch gradient is final (Model::bucket_done):
+// each rank's part of it to that rank, now, while the backward pass goes on.
+// Through MPI on the host (a non-blocking all-to-all, which progresses
+// whenever a later bucket calls into MPI), through NCCL on the GPU.
+static void world_exchange_bucket(DataParallel& dp, Model& m, int b) {
+  dp.in_flight = true;
+#ifdef __CUDACC__
+  if (m.gpu) return gpu_exchange_bucket(dp, *m.gpu, b);
+#endif
+  const Bucket& bk = dp.buckets[b];
+  copy_pieces(bk.pack, m.grads_mem.data(), dp.packed.data());
+#ifdef BIGS_MPI
+  dp.pending.emplace_back();
+  MPI_Ialltoallv(dp.packed.data(), bk.counts.data(), bk.offsets.data(), MPI_FLOAT, dp.inbox.data(),
+                 bk.inbox_counts.data(), bk.inbox_offsets.data(), MPI_FLOAT, MPI_COMM_WORLD, &dp.pending.back());
+  int done = 0;
+  MPI_Testall((int)dp.pending.size(), dp.pending.data(), &done, MPI_STATUSES_IGNORE);
+#endif
+}
+
+// The exchanges started so far have arrived and are added, in rank order,
+// to the step's sum: gsum += the ranks' micro-batch gradients of this rank's
+// shard, one process's order.
+static void world_exchange_wait(DataParallel& dp, Model& m) {
+  if (!dp.in_flight) return;
+  dp.in_flight = false;
+#ifdef __CUDACC__
+  if (m.gpu) return gpu_exchange_wait(*dp.w, *m.gpu);
+#endif
+  (void)m;
+#ifdef BIGS_MPI
+  {
+    WorldWait wait(*dp.w);
+    MPI_Waitall((int)dp.pending.size(), dp.pending.data(), MPI_STATUSES_IGNORE);
   }
+  dp.pending.clear();
+#endif
+  for (const Bucket& bk : dp.buckets)
+    add_pieces(bk.unpack, dp.inbox.data(), dp.hi() - dp.lo(), dp.w->size, dp.gsum.data());
 }
 
 // The step's gradient of this rank's shard into the gradient block, where
@@ -5747,8 +5987,17 @@ static bool train_step(Model& m, DataParallel& dp, const Batch& mine, int B, con
   world_reduce(w, &count, 1);
   std::vector<double> losses(M, 0.0);  // by global micro-batch
   if (dp.sums) data_parallel_zero(dp, m);
+  // Through MPI, each bucket of a micro-batch's gradient leaves as the
+  // backward pass finishes it; a round's exchanges are waited for before
+  // the next round's backward pass (which packs over them) and at the end.
+  const bool exchange = !dp.buckets.empty();
+  struct Hook {
+    Model& m;
+    ~Hook() { m.bucket_done = nullptr; }
+  } hook{m};
+  if (exchange) m.bucket_done = [&](int b) { world_exchange_bucket(dp, m, b); };
   for (int k = 0, first = 0; k < rounds; k++) {
-    const int g = k * w.size + w.rank;  // this rank's micro-batch of round k; past M it has none and adds zeros
+    const int g = k * w.size + w.rank;  // this rank's micro-batch of round k; past M it has none and sends zeros
     model_zero_grad(m);
     if (g < M) {
       const int b = std::min(s.micro, B - g * s.micro);
@@ -5757,11 +6006,16 @@ static bool train_step(Model& m, DataParallel& dp, const Batch& mine, int B, con
       m.dropout_stream = step * (uint64_t)s.accum + (uint64_t)g;  // a fresh mask per micro-batch, on any number of ranks
       Loss loss;
       if (!model_forward(m, mb, true, &loss, err)) return false;
+      if (exchange) world_exchange_wait(dp, m);
       model_backward(m, mb, true, loss, 1.0f / (float)count);
       losses[g] = loss.sum;
+    } else if (exchange) {
+      world_exchange_wait(dp, m);
+      for (int bucket = 0; bucket < (int)dp.buckets.size(); bucket++) world_exchange_bucket(dp, m, bucket);
     }
-    if (dp.sums) world_add_gradients(dp, m);
+    if (dp.sums && !exchange) add_own_gradient(dp, m);
   }
+  if (exchange) world_exchange_wait(dp, m);
   world_reduce(w, losses.data(), losses.size());
   double loss_sum = 0;
   for (double l : losses) loss_sum += l;
@@ -6151,6 +6405,29 @@ static int parse_command(const char* cmd, int argc, char** argv, const std::vect
   return rc == 0 ? -1 : fail(cmd, err, 2);
 }
 
+// parse_command for the commands that run on every rank of a job: the ranks
+// first agree on the outcome, so that a command line they all got wrong is
+// said once (by rank 0) and every rank ends cleanly. A rank that alone got
+// it wrong (another command line, another environment) says so with its
+// rank, and the others stop too instead of waiting for it.
+static int world_parse_command(World& w, const char* cmd, int argc, char** argv, const std::vector<Flag>& flags,
+                               const char* usage) {
+  std::vector<std::string> rest;
+  std::string err;
+  int rc = parse_flags(argc, argv, flags, usage, &rest, &err);  // 0 go on, 1 --help was printed, 2 wrong
+  if (rc == 0 && !rest.empty()) err = "unexpected argument '" + rest[0] + "'", rc = 2;
+  double seen[3] = {0, 0, 0};  // how many ranks had each outcome
+  seen[rc] = 1;
+  world_reduce(w, seen, 3);
+  if (seen[0] == w.size) return -1;
+  w.agreed = true;
+  if (rc == 2 && seen[2] == w.size) return w.rank == 0 ? fail(cmd, err, 2) : 2;
+  if (rc == 2) return fail(cmd, strf("rank %d of %d: %s", w.rank, w.size, err.c_str()), 2);
+  if (rc == 0 && w.rank == 0)
+    fail(cmd, "the ranks were started with different command lines: start every rank with the same one", 2);
+  return rc == 1 ? 0 : 2;
+}
+
 static std::string format_duration(double s) {
   long long t = (long long)s;
   return t >= 3600 ? strf("%lldh%02lldm", t / 3600, t / 60 % 60) : strf("%lldm%02llds", t / 60, t % 60);
@@ -6507,7 +6784,7 @@ static int cmd_pretrain(World& w, int argc, char** argv) {
   device_flags(&flags, &device);
   optimizer_flags(&flags, &opt, &clip);
   world_flags(&flags, &timeout);
-  if (int rc = parse_command(cmd, argc, argv, flags, kPretrainUsage, nullptr); rc >= 0) return rc;
+  if (int rc = world_parse_command(w, cmd, argc, argv, flags, kPretrainUsage); rc >= 0) return rc;
   w.timeout = timeout;
   // A failure every rank meets alike: said once, and the job ends cleanly.
   auto fail_all = [&](const std::string& msg, int status) {
@@ -7095,7 +7372,7 @@ static int cmd_finetune(World& w, int argc, char** argv) {
   device_flags(&flags, &device);
   optimizer_flags(&flags, &opt, &clip);
   world_flags(&flags, &timeout);
-  if (int rc = parse_command(cmd, argc, argv, flags, kFinetuneUsage, nullptr); rc >= 0) return rc;
+  if (int rc = world_parse_command(w, cmd, argc, argv, flags, kFinetuneUsage); rc >= 0) return rc;
   w.timeout = timeout;
   auto fail_all = [&](const std::string& msg, int status) {  // as in cmd_pretrain
     w.agreed = true;
@@ -7388,7 +7665,10 @@ static double bench_flops(const Config& c, int B, int P) {
 // One bench step (one micro-batch of B sequences with per_seq predictions
 // each) on the cost device, in the GPU's precision: the same orchestration
 // as the real step, then the optimizer's launches.
-static bool bench_step_cost(const Config& c, int B, int per_seq, Precision prec, CostLedger* led, std::string* err) {
+// ready: if given, by bucket of the gradient exchange (bucket_spans), the
+// ledger's time when the backward pass has finished it.
+static bool bench_step_cost(const Config& c, int B, int per_seq, Precision prec, CostLedger* led, std::string* err,
+                            std::vector<double>* ready = nullptr) {
   if (prec == Precision::Tf32) {
     *err = "the cost model has ceilings for bf16 and fp32 only (no TF32 rate): use --precision bf16 or fp32";
     return false;
@@ -7399,6 +7679,10 @@ static bool bench_step_cost(const Config& c, int B, int per_seq, Precision prec,
   bench_batch(c, B, per_seq, 1, &ids, &types, &targets);
   Batch bt{B, ids.data(), types.data(), targets.data(), nullptr};
   size_t n = table_total(param_table(c, kDevAlign));
+  if (ready) {
+    ready->assign(c.L + 2, 0.0);
+    m.bucket_done = [&](int b) { (*ready)[b] = led->total().seconds; };
+  }
   bool ok = false;
   auto run = [&](auto& d) {
     Loss loss;
@@ -7437,28 +7721,51 @@ static void print_cost_prediction(const CostLedger& led, const Config& c, int B,
 
 // The data-parallel step on K GPUs over NVLink (README "Data-parallel
 // training"), predicted from the cost of one GPU's step on its share of the
-// batch, with one micro-batch per GPU: each GPU sends (K - 1) / K of its fp32
-// gradient to the shards' owners and receives as much (the all-to-all), and
-// as many bytes of updated fp32 parameters in the all-gather, each at 450
-// GB/s per direction (NVLink 4 on an H100/H200 SXM, the ring's links all
-// busy); the owner adds the K gradients of its shard at HBM speed. As built,
-// the collectives follow the backward pass and AdamW; overlapped (bucketed by
-// layer, not built), at best they hide behind the step's computation.
+// batch, with one micro-batch per GPU. Each GPU sends (K - 1) / K of its fp32
+// gradient to the shards' owners and receives as much (the all-to-all,
+// bucket by bucket), and as many bytes of updated fp32 parameters in the
+// all-gather, each at 450 GB/s per direction (NVLink 4 on an H100/H200 SXM,
+// the ring's links all busy), plus an assumed 20 us a NCCL call; packing a
+// bucket and the owner's adds of the K copies go at HBM speed. As built, a
+// bucket leaves when the backward pass has finished it (`ready`, from the
+// cost device) and the comm stream takes the buckets in turn; the model's
+// stream packs each, then waits for the last exchange before the norm and
+// AdamW, and for the all-gather after them. Serial: the same exchanges after
+// the backward pass, for comparison (what the first data-parallel step did).
 constexpr double kNvlinkBytes = 450e9;
-static void print_data_parallel_prediction(const CostLedger& led, const Config& c, int B, int P, int K) {
+constexpr double kNcclCallSeconds = 20e-6;
+static void print_data_parallel_prediction(const CostLedger& led, const std::vector<double>& ready, const Config& c,
+                                           int B, int P, int K) {
   const double n = (double)table_total(param_table(c, kDevAlign)), compute = led.total().seconds;
-  const double wire = (K - 1.0) / K * 4 * n, comms = 2 * wire / kNvlinkBytes;
-  const double adds = (K + 2.0) * 4 * n / K / kHbmBytes;  // the K inboxes read, the sum read and written
-  const double built = compute + adds + comms, overlapped = std::max(compute + adds, comms + adds);
+  const std::vector<std::vector<Span>> spans = bucket_spans(c, kDevAlign);
+  double s = 0, comm = 0, packs = 0, links = 0, adds = 0;  // the two streams' clocks, and the totals
+  for (size_t b = 0; b < spans.size(); b++) {
+    double size = 0;
+    for (const Span& x : spans[b]) size += (double)x.len;
+    const double pack = 8 * size / kHbmBytes + kLaunchSeconds, wire = (K - 1.0) / K * 4 * size / kNvlinkBytes;
+    const double add =
+        (K + 2.0) * 4 * size / K / kHbmBytes + kLaunchSeconds;  // K copies read, the sum read and written
+    packs += pack, links += wire, adds += add;
+    s = std::max(s, ready[b] + packs);  // the model's stream, delayed by the packs so far
+    comm = std::max(comm, s) + kNcclCallSeconds + wire + add;
+  }
+  const double gather = (K - 1.0) / K * 4 * n / kNvlinkBytes + kNcclCallSeconds;
+  // The shard's sum into the gradient block, the gradient norm, clipping and AdamW.
+  const double after = 8 * n / K / kHbmBytes + kLaunchSeconds + compute - ready.back();
+  const double built = std::max(s, comm) + after + gather;
+  const double serial = ready.back() + packs + (double)spans.size() * kNcclCallSeconds + links + adds + after + gather;
   const double tokens = (double)K * B * c.T, flops = K * bench_flops(c, B, P);
   printf(
       "data-parallel on %d H200s over NVLink (450 GB/s a direction), batch %d each (%d a step): %.2f GB sent a GPU "
-      "and step (gradient all-to-all and parameter all-gather), %.2f ms on the links, %.2f ms of adds\n",
-      K, B, K * B, 2 * wire / 1e9, comms * 1e3, adds * 1e3);
-  for (auto [what, s] : {std::pair<const char*, double>{"as built (not overlapped)", built},
-                         std::pair<const char*, double>{"overlapped (not built)", overlapped}})
-    printf("data-parallel: predicted on %d H200s, %s: %.2f ms/step  %.0f tokens/s  MFU %.2f%% (cost model)\n",
-           K, what, s * 1e3, tokens / s, 100 * flops / s / (K * 989e12));
+      "and step (gradient all-to-all in %zu buckets and parameter all-gather), %.2f ms on the links, %.2f ms of "
+      "packs and adds\n",
+      K, B, K * B, 8 * (K - 1.0) / K * n / 1e9, spans.size(), (links + gather - kNcclCallSeconds) * 1e3,
+      (packs + adds) * 1e3);
+  for (auto [what, t] :
+       {std::pair<const char*, double>{"as built (bucketed, overlapped with the backward pass)", built},
+        std::pair<const char*, double>{"serial (the exchanges after the backward pass)", serial}})
+    printf("data-parallel: predicted on %d H200s, %s: %.2f ms/step  %.0f tokens/s  MFU %.2f%% (cost model)\n", K, what,
+           t * 1e3, tokens / t, 100 * flops / t / (K * 989e12));
 }
 
 #ifdef __CUDACC__
@@ -7531,7 +7838,8 @@ static int cmd_bench(int argc, char** argv) {
   Precision prec = Precision::Bf16;
   parse_precision(device.precision, &prec, &err);  // device_check accepted it
   CostLedger led;
-  bool predicted = prec != Precision::Tf32 && bench_step_cost(c, B, per_seq, prec, &led, &err);
+  std::vector<double> ready;
+  bool predicted = prec != Precision::Tf32 && bench_step_cost(c, B, per_seq, prec, &led, &err, &ready);
   if (plan_only) {
     double bytes = memory_gb * 1e9;
 #ifdef __CUDACC__
@@ -7541,8 +7849,10 @@ static int cmd_bench(int argc, char** argv) {
 #endif
     if (bytes == 0) bytes = 141e9;
     print_gpu_plan(gpu_plan(c, B, B * per_seq, prec), prec, B, T);
-    if (ranks > 1) {  // DataParallel's buffers on the GPU: a shard of the gradient sum, an inbox of K shards
-      const double dp = 4.0 * (double)(ranks + 1) * shards_of(table_total(param_table(c, kDevAlign)), (int)ranks).size;
+    if (ranks >
+        1) {  // DataParallel's buffers on the GPU: a shard of the gradient sum, an inbox of K shards, the packed block
+      const size_t n = table_total(param_table(c, kDevAlign));
+      const double dp = 4.0 * ((double)(ranks + 1) * shards_of(n, (int)ranks).size + (double)n);
       printf("the data-parallel step's buffers on each of %lld GPUs: %.2f GB, set aside below\n", ranks, dp / 1e9);
       bytes -= dp;
     }
@@ -7558,7 +7868,7 @@ static int cmd_bench(int argc, char** argv) {
         precision_name(prec), B, T);
     print_cost_table(led);
     print_cost_prediction(led, c, B, B * per_seq);
-    if (ranks > 1) print_data_parallel_prediction(led, c, B, B * per_seq, (int)ranks);
+    if (ranks > 1) print_data_parallel_prediction(led, ready, c, B, B * per_seq, (int)ranks);
     return 0;
   }
   if (device.name == "cuda" && !cuda_device_present())  // before minutes of host-side init
@@ -7646,7 +7956,34 @@ static const char* kUsage =
     "  predict     a GLUE submission file from a test task file\n"
     "  bench       training-step throughput (tokens/s, MFU) on random tokens\n";
 
+// srun without an MPI plugin (MpiDefault=none and no --mpi=pmix) starts its
+// tasks as separate processes that no PMI variable joins: each would run
+// the whole command alone. The tasks of such a step, and their number.
+static int srun_tasks_without_mpi(const World& w) {
+  const char *tasks = getenv("SLURM_STEP_NUM_TASKS"), *step = getenv("SLURM_STEP_ID");
+  if (w.mpi || !tasks || !step || !isdigit((unsigned char)step[0])) return 0;  // not a task of an srun step
+  return atoi(tasks);
+}
+
 static int run_command(World& w, const std::string& cmd, int argc, char** argv) {
+  if (int tasks = srun_tasks_without_mpi(w); tasks > 1 && (cmd == "pretrain" || cmd == "finetune")) {
+    const char* id = getenv("SLURM_PROCID");
+    if (id && atoi(id) != 0) return 2;  // said once, by task 0
+#ifdef BIGS_MPI
+    return fail(cmd.c_str(),
+                strf("srun started %d tasks that are not ranks of one MPI job (no PMI variables), so each would "
+                     "train alone: use srun --mpi=pmix (srun --mpi=list shows the plugins), or mpirun inside the "
+                     "allocation",
+                     tasks),
+                2);
+#else
+    return fail(cmd.c_str(),
+                strf("srun started %d tasks, and this bigs was built without MPI, so each would train alone: "
+                     "build it where mpicxx is (README \"Data-parallel training\") and use srun --mpi=pmix",
+                     tasks),
+                2);
+#endif
+  }
   if (cmd == "pretrain") return cmd_pretrain(w, argc - 1, argv + 1);
   if (cmd == "finetune") return cmd_finetune(w, argc - 1, argv + 1);
   if (w.size > 1 && (cmd == "fill-mask" || cmd == "eval" || cmd == "predict" || cmd == "bench")) {

@@ -20,6 +20,7 @@ apt_packages=(
   python3-matplotlib       # test_plot_kernels draws dev/plot_kernels.py's figure
   python3-crc32c           # dev/convert_hf.py reads and writes the checkpoints' CRC-32C; test_mpi checks the ranks' with it
   openmpi-bin libopenmpi-dev  # mpirun and mpicxx: bigs's data-parallel build, run by dev/test_mpi.py
+  slurmd slurmctld slurm-client munge  # dev/test_slurm.sh: srun --mpi=pmix and salloc on a one-node Slurm
   clang libclang-rt-dev    # the libFuzzer harnesses with ASan and UBSan (make fuzz)
   zip                      # dev/glue.sh zips the submission (Python's zipfile otherwise)
   unicode-data             # dev/gen_unicode_tables.py's source

@@ -502,7 +502,11 @@ stage_demo() {
   [ "$RC" -eq 0 ] && note demo ok || note demo "FAILED ($(rc_words "$RC"), $WHY)"
 }
 
-# A few pretraining steps through mpirun, where bigs links MPI or NCCL.
+# A few pretraining steps through mpirun, where bigs links MPI or NCCL: the
+# gradient exchange bucket by bucket on NCCL's stream, to itself. The same
+# steps without mpirun (no exchange) must give the same log and model, byte
+# for byte (a world of one adds each gradient to zero, and its shard is the
+# whole block).
 stage_mpi() {
   if [ $DRY = yes ]; then skip mpi "dry run"; return; fi
   if ! command -v mpirun > /dev/null; then skip mpi "no mpirun here"; return; fi
@@ -512,13 +516,33 @@ stage_mpi() {
   fi
   if [ ! -d out/demo/shards ]; then skip mpi "no shards (the demo did not make them)"; return; fi
   # OMPI_ALLOW_RUN_AS_ROOT: the device machine runs commands as root.
+  local args=(pretrain --device cuda --config tiny --train 'out/demo/shards/train_*.bin'
+    --val 'out/demo/shards/val_*.bin' --batch 32 --micro-batch 32 --steps 10 --eval-seqs 64 --log-every 5)
   watch "$WORK/mpi.log" 0 "$(( $(now) + $(cap 40) ))" env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
-    mpirun -np 1 ./bigs pretrain --device cuda --config tiny --train 'out/demo/shards/train_*.bin' \
-    --val 'out/demo/shards/val_*.bin' --batch 32 --micro-batch 32 --steps 10 --eval-seqs 64 --log-every 5 \
-    --out "$WORKROOT/mpi_run"
-  echo "mpi (mpirun -np 1 bigs pretrain, 10 steps): $(rc_words "$RC") ($WHY)"
-  grep -E '^step 10/|val loss|rror' "$WORK/mpi.log" | cut_lines 4 | sed 's/^/    /'
-  [ "$RC" -eq 0 ] && note mpi ok || note mpi "FAILED ($(rc_words "$RC"), $WHY)"
+    mpirun -np 1 ./bigs "${args[@]}" --out "$WORKROOT/mpi_run"
+  local rc=$RC why=$WHY same=""
+  echo "mpi (mpirun -np 1 bigs pretrain, 10 steps): $(rc_words "$rc") ($why)"
+  grep -E '^world:|^step 10/|val loss|rror' "$WORK/mpi.log" | cut_lines 5 | sed 's/^/    /'
+  if [ "$rc" -eq 0 ]; then
+    watch "$WORK/mpi_ref.log" 0 "$(( $(now) + $(cap 40) ))" ./bigs "${args[@]}" --out "$WORKROOT/mpi_ref"
+    if [ "$RC" -ne 0 ]; then
+      same="the run without mpirun: $(rc_words "$RC") ($WHY)"
+    elif cmp -s "$WORKROOT/mpi_run/log.jsonl" "$WORKROOT/mpi_ref/log.jsonl" &&
+      cmp -s "$WORKROOT/mpi_run/model.bin" "$WORKROOT/mpi_ref/model.bin"; then
+      same="identical to the run without mpirun"
+    else
+      same="DIFFERENT from the run without mpirun"
+      diff "$WORKROOT/mpi_run/log.jsonl" "$WORKROOT/mpi_ref/log.jsonl" | cut_lines 4 | sed 's/^/    /'
+    fi
+    echo "    log.jsonl and model.bin: $same"
+  fi
+  if [ "$rc" -eq 0 ] && [ "$same" = "identical to the run without mpirun" ]; then
+    note mpi "ok (identical to the run without mpirun)"
+  elif [ "$rc" -eq 0 ]; then
+    note mpi "FAILED ($same)"
+  else
+    note mpi "FAILED ($(rc_words "$rc"), $why)"
+  fi
 }
 
 # functional_group: the checks whose timings do not matter, side by side (the

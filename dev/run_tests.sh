@@ -33,6 +33,8 @@ fi
 have_mpi=${HAVE_MPI-$(command -v mpicxx >/dev/null 2>&1 && echo yes)}
 if [ "$have_mpi" = yes ] && [ -x "$build/bigs_mpi" ] && command -v mpirun >/dev/null 2>&1; then
   run test_mpi "$PYTHON" dev/test_mpi.py --bigs-mpi "$build/bigs_mpi" --bigs "$build/bigs_cpu" --workdir "$build/test_mpi"
+  # srun and salloc on a one-node Slurm it starts (dev/deps.sh installs Slurm); skips itself without srun.
+  run test_slurm bash dev/test_slurm.sh --bigs-mpi "$build/bigs_mpi" --bigs "$build/bigs_cpu" --work "$build/test_slurm"
 else
   skipped+=("test_mpi (no mpicxx or no mpirun: install Open MPI (Debian: openmpi-bin libopenmpi-dev; dev/deps.sh ensure) and run make test again)")
 fi

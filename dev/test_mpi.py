@@ -9,8 +9,9 @@ one process of the MPI-free build:
       model.bin byte for byte; `mpirun -np 1` too; each rank's parameter
       checksum equal to the CRC-32C of model.bin's parameters;
   (b) 3 ranks against 1 (batch 6, micro-batch 1: two rounds per rank, three
-      shards, the last shorter): byte for byte, each rank's checksum, and two
-      3-rank runs identical;
+      shards, the last shorter; a model with I = 4096, so that a shard
+      boundary cuts through the layers' buckets of the gradient exchange):
+      byte for byte, each rank's checksum, and two 3-rank runs identical;
   (c) resume across world sizes: 2 ranks stopped with --stop-at 10, resumed
       with 1 and with 3, against the straight run of one process;
   (d) kill -9 of one rank mid-run: the job ends non-zero within 30 s, the
@@ -22,7 +23,8 @@ one process of the MPI-free build:
       best.bin and last.bin byte for byte;
   (h) bad input, said once, before any work: a batch that does not divide,
       ranks started with different flags, different data or a different
-      config behind the same path, a one-process command under mpirun.
+      config behind the same path, a one-process command under mpirun, a
+      command line that every rank or a single rank got wrong.
 
     /usr/bin/python3 dev/test_mpi.py [--bigs-mpi build/bigs_mpi] [--bigs build/bigs_cpu] [--workdir build/test_mpi]
                                      [--only abcdefgh]
@@ -59,6 +61,7 @@ class Env:
         self.work, self.bigs_mpi, self.bigs = work, bigs_mpi, bigs
         self.shards = os.path.join(work, "shards")
         self.cfg = os.path.join(work, "mini.cfg")
+        self.wide_cfg = os.path.join(work, "wide.cfg")
 
     def path(self, *names):
         return os.path.join(self.work, *names)
@@ -139,9 +142,9 @@ def test_two_ranks(env):
 def test_three_ranks(env):
     single, three, again = env.path("b1"), env.path("b3"), env.path("b3_again")
     extra = ["--batch", "6", "--micro-batch", "1"]
-    one(env, env.pretrain_args(single, extra))
-    r = ranks(env, 3, env.pretrain_args(three, extra))
-    ranks(env, 3, env.pretrain_args(again, extra))
+    one(env, env.pretrain_args(single, extra, cfg=env.wide_cfg))
+    r = ranks(env, 3, env.pretrain_args(three, extra, cfg=env.wide_cfg))
+    ranks(env, 3, env.pretrain_args(again, extra, cfg=env.wide_cfg))
     same_run(single, three)
     same_run(three, again)
     crc = rank_checksums(r.stdout, 3, os.path.join(three, "model.bin"))
@@ -363,6 +366,10 @@ def test_bad_input(env):
                 [":", "-np", "1", "--wdir", env.path(other), env.bigs_mpi] + rel, want,
                 out=env.path("h_dir_a", "out"))
     refused(MPIRUN + ["-np", "2", env.bigs_mpi, "eval", "--help"], "runs in one process")
+    # A command line every rank got wrong, said once; one that a single rank got wrong, said by that rank.
+    refused(MPIRUN + ["-np", "3", env.bigs_mpi] + a + ["--bacth", "2"], "unknown or incomplete option '--bacth'", out=out)
+    refused(MPIRUN + ["-np", "1", env.bigs_mpi] + a + [":", "-np", "1", env.bigs_mpi] + a + ["--lr", "x"],
+            "rank 1 of 2: --lr", out=out)
     return "each refused with one message"
 
 
@@ -385,6 +392,10 @@ def main(argv):
         f.write("\n".join(slurp(os.path.join(ROOT, "data", "kjv.txt"), "r").splitlines()[:400]) + "\n")
     with open(env.cfg, "w") as f:
         f.write("H 16\nI 24\nL 2\nN 4\n")
+    # 931,698 parameters, [488,928, 900,872) in the two layers: on 3 ranks the
+    # shards are 327,680 long, and the boundary at 655,360 is in the layers.
+    with open(env.wide_cfg, "w") as f:
+        f.write("H 16\nI 4096\nL 2\nN 4\n")
     ok(run([os.path.join(ROOT, "data_prep"), "pretrain", "--vocab", VOCAB, "--seq", "32", "--out", env.shards,
             "--val-fraction", "0.2", os.path.join(work, "text.txt")]), "data_prep pretrain")
     checks = [

@@ -456,6 +456,44 @@ TEST_F(GpuKernel, Gate) {
   EXPECT_TRUE(all_close("gate + GELU backward dv", d_dv.get(), dv, 1e-7, 1e-6));
 }
 
+// The data-parallel exchange's pack and rank-order adds (pieces_kernel)
+// against the host's copy_pieces and add_pieces, for every bucket of a
+// model whose shard boundaries (3 ranks) fall inside the layers: the same
+// additions in the same order, bit for bit.
+TEST_F(GpuKernel, ExchangePiecesMatchTheHost) {
+  std::mt19937_64 g(21);
+  const Config c{1000, 64, 4096, 3, 8, 16, 2, 0};
+  const int K = 3, rank = 1;
+  const size_t n = table_total(param_table(c, kDevAlign));
+  const Shards sh = shards_of(n, K);
+  const size_t shard = sh.hi(rank) - sh.lo(rank);
+  std::vector<Bucket> buckets = exchange_buckets(c, kDevAlign, sh, rank, K);
+  std::vector<Piece> table;
+  for (Bucket& b : buckets) {
+    b.pack_first = table.size();
+    table.insert(table.end(), b.pack.begin(), b.pack.end());
+    b.unpack_first = table.size();
+    table.insert(table.end(), b.unpack.begin(), b.unpack.end());
+  }
+  Piece* d_table = nullptr;
+  cudaCheck(cudaMalloc(&d_table, table.size() * sizeof(Piece)));
+  cudaCheck(cudaMemcpy(d_table, table.data(), table.size() * sizeof(Piece), cudaMemcpyHostToDevice));
+  auto grads = randu(n, g), inbox = randu(K * shard, g, -1e-3f, 1e-3f), sum = randu(shard, g, -10.0f, 10.0f);
+  std::vector<float> packed(n, NAN);
+  Dev<float> d_grads(grads), d_inbox(inbox), d_sum(sum), d_packed(packed);
+  for (const Bucket& b : buckets) {
+    copy_pieces(b.pack, grads.data(), packed.data());
+    add_pieces(b.unpack, inbox.data(), shard, K, sum.data());
+    pieces_launch(ctx.stream, d_packed.p, d_grads.p, d_table + b.pack_first, b.pack, 0, 1, false);
+    pieces_launch(ctx.stream, d_sum.p, d_inbox.p, d_table + b.unpack_first, b.unpack, shard, K, true);
+  }
+  std::vector<float> got_packed = d_packed.get(), got_sum = d_sum.get();
+  cudaCheck(cudaFree(d_table));
+  EXPECT_EQ(0, memcmp(got_packed.data(), packed.data(), n * sizeof(float))) << "the packed block";
+  EXPECT_EQ(0, memcmp(got_sum.data(), sum.data(), shard * sizeof(float))) << "the shard's sum";
+  EXPECT_GT(buckets[layer_bucket(c, 1)].unpack.size(), 0u) << "rank 1 owns part of layer 1";
+}
+
 // The same counter-based uniform_at on both sides: the masks agree exactly.
 TEST_F(GpuKernel, DropoutMaskMatchesBitForBit) {
   std::mt19937_64 g(6);
