@@ -25,13 +25,15 @@ HAVE_NCCL := $(shell test -f $(NVCC_HOME)/include/nccl.h -o -f /usr/include/nccl
 ifeq ($(HAVE_MPI),yes)
 BIGS_CXX = $(MPICXX) -DBIGS_MPI
 # nvcc gets MPI's headers and libraries from what the wrapper would add
-# (`mpicxx -show`, Open MPI's and MPICH's), so that NVCCFLAGS keeps its own
-# -ccbin: -I, -L, -l and -D as they are, -Wl,a,b as -Xlinker a -Xlinker b.
-comma := ,
-MPI_SHOW := $(wordlist 2,999,$(shell $(MPICXX) -show 2>/dev/null))
-MPI_NVCC_FLAGS = $(filter -I% -L% -l% -D%,$(MPI_SHOW)) \
-  $(subst $(comma), -Xlinker ,$(patsubst -Wl$(comma)%,-Xlinker %,$(filter -Wl$(comma)%,$(MPI_SHOW)))) \
-  $(if $(filter -pthread,$(MPI_SHOW)),-Xcompiler -pthread)
+# (`mpicxx -show`: Open MPI, MPICH, Intel MPI), so that NVCCFLAGS keeps its
+# own -ccbin: -I, -L, -l, -D and -Xlinker X as they are, -Wl,a,b as
+# -Xlinker a -Xlinker b, -pthread through -Xcompiler; the rest is dropped.
+MPI_NVCC_FLAGS := $(shell $(MPICXX) -show 2>/dev/null | awk '{ \
+  for (i = 2; i <= NF; i++) { \
+    if ($$i ~ /^-[ILlD]/) printf " %s", $$i; \
+    else if ($$i == "-Xlinker" && i < NF) printf " -Xlinker %s", $$(++i); \
+    else if ($$i ~ /^-Wl,/) { n = split(substr($$i, 5), a, ","); for (j = 1; j <= n; j++) printf " -Xlinker %s", a[j] } \
+    else if ($$i == "-pthread") printf " -Xcompiler -pthread" } }')
 NVCC_MPI = $(MPI_NVCC_FLAGS) -DBIGS_MPI $(if $(HAVE_NCCL),-DBIGS_NCCL)
 NCCL_LIBS = $(if $(HAVE_NCCL),-lnccl)
 # The MPI build of the CPU trainer, which dev/test_mpi.py runs under mpirun.

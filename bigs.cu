@@ -3776,6 +3776,7 @@ static std::vector<double> hippo_a_im(int N) {
 // ============================================================================
 
 struct GpuModel;  // the device side, defined with the CUDA model below
+struct World;     // the ranks of a job (Data parallelism)
 
 // How the GPU computes (the CPU is always fp32):
 //   Fp32  fp32 everywhere, exact fp32 products: the mode the tests check tightly
@@ -4500,6 +4501,7 @@ struct GpuModel {
   cudaStream_t comm = nullptr;    // NCCL's stream for the gradient exchange
   std::vector<cudaEvent_t> ready;   // by bucket: packed, on the model's stream
   cudaEvent_t exchanged = nullptr;  // the last exchange's adds, on comm
+  World* world = nullptr;  // a rank's: its watchdog bounds the wait for both streams at teardown
   char* acts = nullptr;           // the activation block
   int* ids = nullptr;             // (B, T) the batch, copied in by each forward
   int* types = nullptr;           // (B, T)
@@ -4511,10 +4513,12 @@ struct GpuModel {
   ActsT<bf16> a16;                // ... in bf16 mode
 };
 
+static void gpu_drain(World& w, GpuModel& g);
+
 // A destructor must not throw: a failure while freeing is reported instead.
 static void gpu_model_delete(GpuModel* g) {
   try {
-    if (g->comm) cudaCheck(cudaStreamSynchronize(g->comm));
+    if (g->world) gpu_drain(*g->world, *g);  // a NCCL kernel whose peer is gone would spin forever
     for (void* p : {(void*)g->params, (void*)g->grads, (void*)g->mom1, (void*)g->mom2, (void*)g->params16,
                     (void*)g->segments, (void*)g->gsum, (void*)g->inbox, (void*)g->packed, (void*)g->pieces,
                     (void*)g->acts, (void*)g->ids, (void*)g->types, (void*)g->rows, (void*)g->row_target})
@@ -5491,6 +5495,7 @@ static bool gpu_data_parallel_init(DataParallel* dp, GpuModel& g, size_t shard, 
     return false;
   }
   if (!w.mpi) return true;
+  g.world = &w;
   std::vector<Piece> table;
   for (Bucket& b : dp->buckets) {
     b.pack_first = table.size();
@@ -5509,7 +5514,18 @@ static bool gpu_data_parallel_init(DataParallel* dp, GpuModel& g, size_t shard, 
   return true;
 }
 
-// Bucket b's gradients, final on the model's stream, to their owners.
+// Both streams' work done, NCCL's included, in a wait the watchdog bounds:
+// before a rank's model is freed (an error on this rank alone may leave
+// exchanges in flight that a lost peer never completes).
+static void gpu_drain(World& w, GpuModel& g) {
+  WorldWait wait(w);
+  if (g.comm) cudaCheck(cudaStreamSynchronize(g.comm));
+  cudaCheck(cudaStreamSynchronize(g.ctx.stream));
+}
+
+// Bucket b's gradients, final on the model's stream, to their owners. NCCL
+// on g.comm while no NCCL call is in flight on the model's stream (see
+// world_all_gather).
 static void gpu_exchange_bucket(DataParallel& dp, GpuModel& g, int b) {
   const Bucket& bk = dp.buckets[b];
   pieces_launch(g.ctx.stream, g.packed, g.grads, g.pieces + bk.pack_first, bk.pack, 0, 1, false);
@@ -5663,6 +5679,10 @@ static void world_all_gather(DataParallel& dp, Model& m, float* block) {
 #ifdef __CUDACC__
   if (m.gpu) {
 #ifdef BIGS_NCCL
+    // On the model's stream, with the communicator that the exchange uses on
+    // g.comm: one stream at a time, as NCCL wants, because the host has
+    // waited for every exchange (world_exchange_wait) before it gets here
+    // and waits for this (gpu_wait) before anything else. Keep it so.
     GpuModel& g = *m.gpu;
     ncclCheck(ncclGroupStart());
     for (int q = 0; q < w.size; q++)
@@ -7730,13 +7750,14 @@ static void print_cost_prediction(const CostLedger& led, const Config& c, int B,
 // bucket leaves when the backward pass has finished it (`ready`, from the
 // cost device) and the comm stream takes the buckets in turn; the model's
 // stream packs each, then waits for the last exchange before the norm and
-// AdamW, and for the all-gather after them. Serial: the same exchanges after
-// the backward pass, for comparison (what the first data-parallel step did).
+// AdamW over its shard, and for the all-gather after them (then the bf16
+// copy of the whole block). Serial: the same exchanges after the backward
+// pass, for comparison (what the first data-parallel step did).
 constexpr double kNvlinkBytes = 450e9;
 constexpr double kNcclCallSeconds = 20e-6;
-static void print_data_parallel_prediction(const CostLedger& led, const std::vector<double>& ready, const Config& c,
-                                           int B, int P, int K) {
-  const double n = (double)table_total(param_table(c, kDevAlign)), compute = led.total().seconds;
+static void print_data_parallel_prediction(const std::vector<double>& ready, const Config& c, int B, int P, int K,
+                                           bool bf16) {
+  const double n = (double)table_total(param_table(c, kDevAlign));
   const std::vector<std::vector<Span>> spans = bucket_spans(c, kDevAlign);
   double s = 0, comm = 0, packs = 0, links = 0, adds = 0;  // the two streams' clocks, and the totals
   for (size_t b = 0; b < spans.size(); b++) {
@@ -7750,8 +7771,16 @@ static void print_data_parallel_prediction(const CostLedger& led, const std::vec
     comm = std::max(comm, s) + kNcclCallSeconds + wire + add;
   }
   const double gather = (K - 1.0) / K * 4 * n / kNvlinkBytes + kNcclCallSeconds;
-  // The shard's sum into the gradient block, the gradient norm, clipping and AdamW.
-  const double after = 8 * n / K / kHbmBytes + kLaunchSeconds + compute - ready.back();
+  // After the backward pass, in place of one GPU's norm and AdamW over the
+  // block (the ledger's last): the shard's sum into the gradient block, the
+  // norm and AdamW over the shard, and after the all-gather the bf16 copy
+  // of the whole block.
+  const size_t shard = shards_of((size_t)n, K).size;
+  CostLedger tail;
+  tail.add(grad_norm_cost(shard));
+  tail.add(adamw_cost(shard, bf16));
+  if (bf16) tail.add(cast_cost((size_t)n, sizeof(float), 2));
+  const double after = 8.0 * shard / kHbmBytes + kLaunchSeconds + tail.total().seconds;
   const double built = std::max(s, comm) + after + gather;
   const double serial = ready.back() + packs + (double)spans.size() * kNcclCallSeconds + links + adds + after + gather;
   const double tokens = (double)K * B * c.T, flops = K * bench_flops(c, B, P);
@@ -7868,7 +7897,7 @@ static int cmd_bench(int argc, char** argv) {
         precision_name(prec), B, T);
     print_cost_table(led);
     print_cost_prediction(led, c, B, B * per_seq);
-    if (ranks > 1) print_data_parallel_prediction(led, ready, c, B, B * per_seq, (int)ranks);
+    if (ranks > 1) print_data_parallel_prediction(ready, c, B, B * per_seq, (int)ranks, prec == Precision::Bf16);
     return 0;
   }
   if (device.name == "cuda" && !cuda_device_present())  // before minutes of host-side init
@@ -7957,24 +7986,25 @@ static const char* kUsage =
     "  bench       training-step throughput (tokens/s, MFU) on random tokens\n";
 
 // srun without an MPI plugin (MpiDefault=none and no --mpi=pmix) starts its
-// tasks as separate processes that no PMI variable joins: each would run
-// the whole command alone. The tasks of such a step, and their number.
-static int srun_tasks_without_mpi(const World& w) {
+// tasks as separate processes that no PMI variable joins, and with a plugin
+// that this MPI cannot use each task comes up as a world of one: either
+// way each would run the whole command alone. The tasks of such an srun
+// step, and their number.
+static int srun_tasks_alone(const World& w) {
   const char *tasks = getenv("SLURM_STEP_NUM_TASKS"), *step = getenv("SLURM_STEP_ID");
-  if (w.mpi || !tasks || !step || !isdigit((unsigned char)step[0])) return 0;  // not a task of an srun step
+  if (w.size > 1 || !tasks || !step || !isdigit((unsigned char)step[0])) return 0;  // not a task of an srun step
   return atoi(tasks);
 }
 
 static int run_command(World& w, const std::string& cmd, int argc, char** argv) {
-  if (int tasks = srun_tasks_without_mpi(w); tasks > 1 && (cmd == "pretrain" || cmd == "finetune")) {
+  if (int tasks = srun_tasks_alone(w); tasks > 1 && (cmd == "pretrain" || cmd == "finetune")) {
     const char* id = getenv("SLURM_PROCID");
     if (id && atoi(id) != 0) return 2;  // said once, by task 0
 #ifdef BIGS_MPI
     return fail(cmd.c_str(),
-                strf("srun started %d tasks that are not ranks of one MPI job (no PMI variables), so each would "
-                     "train alone: use srun --mpi=pmix (srun --mpi=list shows the plugins), or mpirun inside the "
-                     "allocation",
-                     tasks),
+                strf("srun started %d tasks that are not ranks of one MPI job (%s), so each would train alone: use "
+                     "srun --mpi=pmix (srun --mpi=list shows the plugins), or mpirun inside the allocation",
+                     tasks, w.mpi ? "MPI made each a world of one: its PMI is not the one srun offers" : "no PMI variables"),
                 2);
 #else
     return fail(cmd.c_str(),

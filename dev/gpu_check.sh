@@ -503,10 +503,11 @@ stage_demo() {
 }
 
 # A few pretraining steps through mpirun, where bigs links MPI or NCCL: the
-# gradient exchange bucket by bucket on NCCL's stream, to itself. The same
-# steps without mpirun (no exchange) must give the same log and model, byte
-# for byte (a world of one adds each gradient to zero, and its shard is the
-# whole block).
+# gradient exchange bucket by bucket on NCCL's stream, to itself, two rounds
+# (micro-batches) a step, so that a round packs while the last one may be in
+# flight. The same steps without mpirun (the micro-batches summed on the
+# model's stream) must give the same log and model, byte for byte: both add
+# the same gradients to zero in the same order, over the whole block.
 stage_mpi() {
   if [ $DRY = yes ]; then skip mpi "dry run"; return; fi
   if ! command -v mpirun > /dev/null; then skip mpi "no mpirun here"; return; fi
@@ -517,7 +518,7 @@ stage_mpi() {
   if [ ! -d out/demo/shards ]; then skip mpi "no shards (the demo did not make them)"; return; fi
   # OMPI_ALLOW_RUN_AS_ROOT: the device machine runs commands as root.
   local args=(pretrain --device cuda --config tiny --train 'out/demo/shards/train_*.bin'
-    --val 'out/demo/shards/val_*.bin' --batch 32 --micro-batch 32 --steps 10 --eval-seqs 64 --log-every 5)
+    --val 'out/demo/shards/val_*.bin' --batch 32 --micro-batch 16 --steps 10 --eval-seqs 64 --log-every 5)
   watch "$WORK/mpi.log" 0 "$(( $(now) + $(cap 40) ))" env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
     mpirun -np 1 ./bigs "${args[@]}" --out "$WORKROOT/mpi_run"
   local rc=$RC why=$WHY same=""

@@ -20,7 +20,8 @@ one process of the MPI-free build:
       rank stops after the same step, rank 0 saves, the state resumes;
   (f) a rank that hangs (SIGSTOP): the others end the job after --timeout;
   (g) fine-tuning, 2 ranks against 1, with a partial last batch: log,
-      best.bin and last.bin byte for byte;
+      best.bin and last.bin byte for byte; 4 ranks against 1 at batch 8,
+      where the last batch of an epoch leaves two ranks without work;
   (h) bad input, said once, before any work: a batch that does not divide,
       ranks started with different flags, different data or a different
       config behind the same path, a one-process command under mpirun, a
@@ -321,17 +322,23 @@ def test_finetune(env):
     init = env.path("g_init")
     one(env, env.pretrain_args(init, ["--batch", "2", "--micro-batch", "2", "--steps", "3"]))
     task = make_task(env)
-    def args(out):
+    def args(out, batch=4):
         return ["finetune", "--task", "sst2", "--init", os.path.join(init, "model.bin"), "--train",
                 os.path.join(task, "sst2_train.bin"), "--dev", os.path.join(task, "sst2_dev.bin"), "--epochs", "2",
-                "--batch", "4", "--micro-batch", "1", "--lr", "1e-3", "--eval-every", "5", "--threads", "1",
+                "--batch", str(batch), "--micro-batch", "1", "--lr", "1e-3", "--eval-every", "5", "--threads", "1",
                 "--out", out]
     single, two = env.path("g1"), env.path("g2")
     one(env, args(single))
     r = ranks(env, 2, args(two))
     same_files(single, two, ["log.jsonl", "best.bin", "last.bin"])
     crc = rank_checksums(r.stdout, 2, os.path.join(two, "last.bin"))
-    return "2 epochs of 11 steps identical, parameters %s on both ranks" % crc
+    # 4 ranks at batch 8: the last batch of an epoch (42 = 5 x 8 + 2) leaves ranks 2 and 3 without a
+    # micro-batch; they send zeros.
+    single8, four = env.path("g1_batch8"), env.path("g4")
+    one(env, args(single8, 8))
+    ranks(env, 4, args(four, 8))
+    same_files(single8, four, ["log.jsonl", "best.bin", "last.bin"])
+    return "2 epochs of 11 steps identical, parameters %s on both ranks; 4 ranks with 2 idle in the last batch" % crc
 
 
 def test_bad_input(env):

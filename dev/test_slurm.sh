@@ -7,10 +7,11 @@
 #
 #   dev/test_slurm.sh [--bigs-mpi build/bigs_mpi] [--bigs build/bigs_cpu] [--work build/test_slurm]
 #
-# Uses the cluster `sinfo` reaches; without one, starts munged, slurmctld and
-# slurmd for this machine alone in a temporary directory (tried as root) and
-# stops them on exit. Skips (exit 0) where srun is not installed, or the
-# one-node cluster does not come up.
+# Starts munged, slurmctld and slurmd for this machine alone in a temporary
+# directory (tried as root) and stops them on exit; with
+# BIGS_TEST_SLURM=cluster it uses the cluster `sinfo` reaches instead.
+# Skips (exit 0) where srun is not installed, or where the one-node cluster
+# does not come up (printing the daemons' logs).
 # Debian 12 packages (apt-get install):
 #   slurmd slurmctld slurm-client munge   (slurm-wlm-basic-plugins, which they pull in, has mpi_pmix_v4)
 #   openmpi-bin libopenmpi-dev            (mpirun, and mpicxx for build/bigs_mpi)
@@ -23,7 +24,7 @@ while [ $# -gt 0 ]; do
     --bigs-mpi) bigs_mpi=$(realpath "$2"); shift 2 ;;
     --bigs) bigs=$(realpath "$2"); shift 2 ;;
     --work) work=$(realpath -m "$2"); shift 2 ;;
-    -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "test_slurm: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -42,13 +43,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A cluster of this machine alone, where no cluster is reachable.
-if timeout 20 sinfo -h >/dev/null 2>&1; then
+# A cluster of this machine alone, unless BIGS_TEST_SLURM=cluster asks for the
+# one sinfo reaches (on a login node, make test would otherwise queue jobs there).
+if [ "${BIGS_TEST_SLURM:-}" = cluster ] && timeout 20 sinfo -h >/dev/null 2>&1; then
   ok "a Slurm cluster is reachable: using it ($(sinfo -h -o '%P %D nodes' | head -n 1))"
 else
   for d in munged slurmctld slurmd; do
     command -v "$d" >/dev/null || PATH=$PATH:/usr/sbin
-    command -v "$d" >/dev/null || { echo "test_slurm: skipped: no cluster reachable and no $d (Debian: munge slurmctld slurmd)"; exit 0; }
+    command -v "$d" >/dev/null || { echo "test_slurm: skipped: no $d to start a one-node cluster (Debian: munge slurmctld slurmd)"; exit 0; }
   done
   tmp=$(mktemp -d "${TMPDIR:-/tmp}/test_slurm.XXXXXX")
   chmod 755 "$tmp"

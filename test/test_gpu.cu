@@ -459,10 +459,11 @@ TEST_F(GpuKernel, Gate) {
 // The data-parallel exchange's pack and rank-order adds (pieces_kernel)
 // against the host's copy_pieces and add_pieces, for every bucket of a
 // model whose shard boundaries (3 ranks) fall inside the layers: the same
-// additions in the same order, bit for bit.
+// additions in the same order, bit for bit. I = 8192: the longest pieces
+// (524,288 elements) take the kernel's grid-stride loop twice.
 TEST_F(GpuKernel, ExchangePiecesMatchTheHost) {
   std::mt19937_64 g(21);
-  const Config c{1000, 64, 4096, 3, 8, 16, 2, 0};
+  const Config c{1000, 64, 8192, 3, 8, 16, 2, 0};
   const int K = 3, rank = 1;
   const size_t n = table_total(param_table(c, kDevAlign));
   const Shards sh = shards_of(n, K);
