@@ -6754,12 +6754,18 @@ static bool world_same_params(World& w, const Model& m, std::string* err) {
   return same;
 }
 
-// The job's line in a training command's header (rank 0's: the others print nothing).
-static void print_world(const World& w, const Model& m) {
+// The job's lines in a training command's header (rank 0's: the others
+// print nothing): who does what, and the exchange's buffers (the gradient
+// sum of a shard, the inbox of K shards, the packed block), which the
+// memory plan above does not list.
+static void print_world(const World& w, const Model& m, const DataParallel& dp) {
   if (!w.mpi) return;
   printf("world: %d ranks through MPI%s; rank r takes micro-batches r, r + %d, r + %d, ... of each batch; rank 0 "
          "logs and saves\n",
          w.size, m.gpu ? " and NCCL" : "", w.size, 2 * w.size);
+  const double shard = (double)(dp.hi() - dp.lo()), n = (double)dp.sh.n;
+  printf("the gradient exchange: %zu buckets; %.2f GB of buffers on each rank's %s\n", dp.buckets.size(),
+         4 * ((w.size + 1) * shard + n) / 1e9, m.gpu ? "GPU" : "host");
 }
 
 static const char* kPretrainUsage =
@@ -6871,7 +6877,7 @@ static int cmd_pretrain(World& w, int argc, char** argv) {
     }
   if (!world_same_start(w, data_id, m, &mom1, &mom2, &err)) return fail_all(err, 2);
   print_model_plan(m);
-  print_world(w, m);
+  print_world(w, m, dp);
   printf("settings:\n");
   print_settings(stdout, flags);
   printf("data: %zu training shards, %" PRIu64 " sequences of T = %d; %" PRIu64 " validation sequences\n",
@@ -7431,7 +7437,7 @@ static int cmd_finetune(World& w, int argc, char** argv) {
   const long long steps_per_epoch = (long long)((tr.n + batch - 1) / batch), total = steps_per_epoch * epochs;
   LrSchedule sched{Schedule::Linear, lr, (long long)std::llround(warmup_frac * total), total, 0};
   print_model_plan(m);
-  print_world(w, m);
+  print_world(w, m, dp);
   printf("task %s: %zu training examples, %zu dev; %lld steps of %lld (%lld epochs)\nsettings:\n", task.c_str(), tr.n,
          dv.n, total, batch, epochs);
   print_settings(stdout, flags);
