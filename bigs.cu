@@ -4562,19 +4562,19 @@ static void host_results_alloc(Model& m) {
   m.a = a;
 }
 
+#ifdef BIGS_NCCL
+// A rank launched by mpirun or srun: its rank among those on its machine
+// (set by world_init), so that each takes its own GPU (modulo the GPUs it
+// sees). model_to_device takes it, not world_init, so that a rank that
+// trains on the CPU makes no CUDA context.
+static int world_gpu = -1;
+#endif
+
 // Moves a built model to the GPU in m->precision: parameters (and the
 // AdamW moments, when given) are copied in, gradients and activations
 // zeroed. Everything a step needs is allocated here, once: the cuFFT plans
 // and their work area are made for the full batch (a plan for more signals
 // serves fewer), so device memory does not grow after start-up.
-#ifdef BIGS_NCCL
-// A rank launched by mpirun or srun (world_init): its rank among those on its
-// machine, so that each takes its own GPU (modulo the GPUs it sees). Set
-// here, not at start-up, so that a rank that trains on the CPU makes no CUDA
-// context.
-static int world_gpu = -1;
-#endif
-
 static bool model_to_device(Model* m, const std::vector<float>* mom1, const std::vector<float>* mom2,
                             std::string* err) {
   int count = 0;
@@ -5507,7 +5507,7 @@ static bool gpu_data_parallel_init(DataParallel* dp, GpuModel& g, size_t shard, 
   cudaCheck(cudaDeviceGetStreamPriorityRange(&least, &greatest));
   cudaCheck(cudaStreamCreateWithPriority(&g.comm, cudaStreamNonBlocking, greatest));
   g.ready.resize(dp->buckets.size());
-  for (cudaEvent_t* e : {&g.exchanged}) cudaCheck(cudaEventCreateWithFlags(e, cudaEventDisableTiming));
+  cudaCheck(cudaEventCreateWithFlags(&g.exchanged, cudaEventDisableTiming));
   for (cudaEvent_t& e : g.ready) cudaCheck(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
   cudaCheck(cudaMalloc(&g.pieces, std::max<size_t>(1, table.size()) * sizeof(Piece)));
   cudaCheck(cudaMemcpy(g.pieces, table.data(), table.size() * sizeof(Piece), cudaMemcpyHostToDevice));
