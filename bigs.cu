@@ -5377,6 +5377,29 @@ static std::vector<Bucket> exchange_buckets(const Config& c, size_t align, const
   return out;
 }
 
+#ifdef __CUDACC__
+// Every bucket's pack and unpack pieces in one table, as the GPU reads them;
+// each bucket learns where its own start (pack_first, unpack_first).
+static std::vector<Piece> piece_table(std::vector<Bucket>* buckets) {
+  std::vector<Piece> table;
+  for (Bucket& b : *buckets) {
+    b.pack_first = table.size();
+    table.insert(table.end(), b.pack.begin(), b.pack.end());
+    b.unpack_first = table.size();
+    table.insert(table.end(), b.unpack.begin(), b.unpack.end());
+  }
+  return table;
+}
+#endif
+
+// The bytes of rank 0's exchange buffers (the longest shard) for a block of
+// n floats on `ranks` ranks: the step's sum of its shard, the inbox of the
+// ranks' copies of it, and the packed block.
+static double exchange_buffer_bytes(size_t n, int ranks) {
+  const double shard = (double)std::min(n, shards_of(n, ranks).size);
+  return 4 * ((ranks + 1) * shard + (double)n);
+}
+
 // dst[p.to + i] = src[p.from + i] for every piece p (the host's pack).
 static void copy_pieces(const std::vector<Piece>& pieces, const float* src, float* dst) {
   for (const Piece& p : pieces) std::copy_n(src + p.from, p.len, dst + p.to);
@@ -5496,13 +5519,7 @@ static bool gpu_data_parallel_init(DataParallel* dp, GpuModel& g, size_t shard, 
   }
   if (!w.mpi) return true;
   g.world = &w;
-  std::vector<Piece> table;
-  for (Bucket& b : dp->buckets) {
-    b.pack_first = table.size();
-    table.insert(table.end(), b.pack.begin(), b.pack.end());
-    b.unpack_first = table.size();
-    table.insert(table.end(), b.unpack.begin(), b.unpack.end());
-  }
+  const std::vector<Piece> table = piece_table(&dp->buckets);
   int least = 0, greatest = 0;
   cudaCheck(cudaDeviceGetStreamPriorityRange(&least, &greatest));
   cudaCheck(cudaStreamCreateWithPriority(&g.comm, cudaStreamNonBlocking, greatest));
@@ -6763,9 +6780,8 @@ static void print_world(const World& w, const Model& m, const DataParallel& dp) 
   printf("world: %d ranks through MPI%s; rank r takes micro-batches r, r + %d, r + %d, ... of each batch; rank 0 "
          "logs and saves\n",
          w.size, m.gpu ? " and NCCL" : "", w.size, 2 * w.size);
-  const double shard = (double)(dp.hi() - dp.lo()), n = (double)dp.sh.n;
   printf("the gradient exchange: %zu buckets; %.2f GB of buffers on each rank's %s\n", dp.buckets.size(),
-         4 * ((w.size + 1) * shard + n) / 1e9, m.gpu ? "GPU" : "host");
+         exchange_buffer_bytes(dp.sh.n, w.size) / 1e9, m.gpu ? "GPU" : "host");
 }
 
 static const char* kPretrainUsage =
@@ -7884,10 +7900,8 @@ static int cmd_bench(int argc, char** argv) {
 #endif
     if (bytes == 0) bytes = 141e9;
     print_gpu_plan(gpu_plan(c, B, B * per_seq, prec), prec, B, T);
-    if (ranks >
-        1) {  // DataParallel's buffers on the GPU: a shard of the gradient sum, an inbox of K shards, the packed block
-      const size_t n = table_total(param_table(c, kDevAlign));
-      const double dp = 4.0 * ((double)(ranks + 1) * shards_of(n, (int)ranks).size + (double)n);
+    if (ranks > 1) {  // DataParallel's buffers on the GPU
+      const double dp = exchange_buffer_bytes(table_total(param_table(c, kDevAlign)), (int)ranks);
       printf("the data-parallel step's buffers on each of %lld GPUs: %.2f GB, set aside below\n", ranks, dp / 1e9);
       bytes -= dp;
     }

@@ -122,14 +122,21 @@ args() {
 mapfile -t a_one < <(args one)
 "$bigs" "${a_one[@]}" >"$work/one.log" 2>&1 || { fail "one process: $(tail -n 3 "$work/one.log")"; exit 1; }
 
+# differs NAME: which of the run's files differ from the one process's ("" when none).
+differs() {
+  local f diff=
+  for f in log.jsonl state.bin model.bin; do cmp -s "$work/one/$f" "$work/$1/$f" || diff="$diff $f"; done
+  echo "$diff"
+}
+
 # NAME, then the launcher's command line: 2 ranks, compared with the one process.
 check() {
-  local name=$1 t0=$SECONDS a f rc diff=; shift
+  local name=$1 t0=$SECONDS a rc diff; shift
   mapfile -t a < <(args "$name")
   timeout 120 "$@" "$bigs_mpi" "${a[@]}" >"$work/$name.log" 2>&1 && rc=0 || rc=$?
   if [ $rc != 0 ]; then fail "$*: exit status $rc ($work/$name.log):"; tail -n 5 "$work/$name.log"; return; fi
   grep -q "world: 2 ranks through MPI" "$work/$name.log" || { fail "$*: not 2 ranks ($work/$name.log)"; return; }
-  for f in log.jsonl state.bin model.bin; do cmp -s "$work/one/$f" "$work/$name/$f" || diff="$diff $f"; done
+  diff=$(differs "$name")
   if [ -n "$diff" ]; then fail "$*: differs from one process in$diff"
   else ok "$* bigs pretrain: 2 ranks, log.jsonl, state.bin, model.bin = one process's ($((SECONDS - t0)) s)"; fi
 }
@@ -157,8 +164,7 @@ mapfile -t a < <(args sbatch_one)
 printf '#!/bin/sh\nexec' >"$work/job.sh"
 printf ' %q' "$bigs_mpi" "${a[@]}" >>"$work/job.sh"
 timeout 120 sbatch --wait -N 1 -n 2 -O -o "$work/sbatch_one.log" "$work/job.sh" >/dev/null 2>&1 && rc=0 || rc=$?
-diff=
-for f in log.jsonl state.bin model.bin; do cmp -s "$work/one/$f" "$work/sbatch_one/$f" || diff="$diff $f"; done
+diff=$(differs sbatch_one)
 if [ $rc = 0 ] && [ -z "$diff" ]; then
   ok "sbatch -n 2 with one process in the script: runs alone, = one process's files"
 else

@@ -469,13 +469,7 @@ TEST_F(GpuKernel, ExchangePiecesMatchTheHost) {
   const Shards sh = shards_of(n, K);
   const size_t shard = sh.hi(rank) - sh.lo(rank);
   std::vector<Bucket> buckets = exchange_buckets(c, kDevAlign, sh, rank, K);
-  std::vector<Piece> table;
-  for (Bucket& b : buckets) {
-    b.pack_first = table.size();
-    table.insert(table.end(), b.pack.begin(), b.pack.end());
-    b.unpack_first = table.size();
-    table.insert(table.end(), b.unpack.begin(), b.unpack.end());
-  }
+  const std::vector<Piece> table = piece_table(&buckets);
   Piece* d_table = nullptr;
   cudaCheck(cudaMalloc(&d_table, table.size() * sizeof(Piece)));
   cudaCheck(cudaMemcpy(d_table, table.data(), table.size() * sizeof(Piece), cudaMemcpyHostToDevice));
