@@ -11,6 +11,8 @@ NVCCFLAGS ?= -O3 -std=c++17 -arch=$(CUDA_ARCH) -Xcompiler -Wall,-Wextra,-fopenmp
 CUDA_LIBS = -lcublasLt -lcublas -lcufft -lgomp
 GTEST_LIBS = -lgtest -lgtest_main -pthread
 BUILD    := build
+# What bigs.cu includes from bigsc/ (and data_prep some of it).
+BIGSC    := $(wildcard bigsc/*.h bigsc/*.cuh)
 
 HAVE_NVCC := $(shell command -v $(NVCC) >/dev/null 2>&1 && echo yes)
 # MPI (README "Data-parallel training"): with an MPI compiler wrapper on the
@@ -49,45 +51,45 @@ $(BUILD):
 	mkdir -p $(BUILD)
 
 # The tokenizer library, shared by tokenizer, data_prep and bigs.
-$(BUILD)/tokenizer_lib.o: tokenizer.cpp tokenizer.h unicode_tables.h | $(BUILD)
+$(BUILD)/tokenizer_lib.o: tokenizer.cpp tokenizer.h bigsc/unicode_tables.h | $(BUILD)
 	$(CXX) $(CXXFLAGS) -DTOKENIZER_NO_MAIN -c tokenizer.cpp -o $@
 
-tokenizer: tokenizer.cpp tokenizer.h cli.h unicode_tables.h
+tokenizer: tokenizer.cpp tokenizer.h bigsc/cli.h bigsc/unicode_tables.h
 	$(CXX) $(CXXFLAGS) tokenizer.cpp -o $@ -pthread
 
-data_prep: data_prep.cpp formats.h cli.h tokenizer.h $(BUILD)/tokenizer_lib.o
+data_prep: data_prep.cpp $(BIGSC) tokenizer.h $(BUILD)/tokenizer_lib.o
 	$(CXX) $(CXXFLAGS) data_prep.cpp $(BUILD)/tokenizer_lib.o -o $@ -pthread
 
 # bigs: with nvcc when it is on the PATH (CUDA + CPU paths), else CPU only;
 # with MPI (and NCCL) where they are.
 ifeq ($(HAVE_NVCC),yes)
-bigs: bigs.cu formats.h cli.h tokenizer.h $(BUILD)/tokenizer_lib.o
+bigs: bigs.cu $(BIGSC) tokenizer.h $(BUILD)/tokenizer_lib.o
 	$(NVCC) $(NVCC_MPI) $(NVCCFLAGS) bigs.cu $(BUILD)/tokenizer_lib.o -o $@ $(CUDA_LIBS) $(NCCL_LIBS)
 else
-bigs: bigs.cu formats.h cli.h tokenizer.h $(BUILD)/tokenizer_lib.o
+bigs: bigs.cu $(BIGSC) tokenizer.h $(BUILD)/tokenizer_lib.o
 	$(BIGS_CXX) $(CXXFLAGS) -x c++ bigs.cu -x none $(BUILD)/tokenizer_lib.o -o $@
 endif
 
 # CPU-only build of the trainer, always with the host compiler, without MPI.
-$(BUILD)/bigs_cpu: bigs.cu formats.h cli.h tokenizer.h $(BUILD)/tokenizer_lib.o
+$(BUILD)/bigs_cpu: bigs.cu $(BIGSC) tokenizer.h $(BUILD)/tokenizer_lib.o
 	$(CXX) $(CXXFLAGS) -x c++ bigs.cu -x none $(BUILD)/tokenizer_lib.o -o $@
 
 # The CPU-only trainer with MPI, for the data-parallel tests (dev/test_mpi.py).
-$(BUILD)/bigs_mpi: bigs.cu formats.h cli.h tokenizer.h $(BUILD)/tokenizer_lib.o
+$(BUILD)/bigs_mpi: bigs.cu $(BIGSC) tokenizer.h $(BUILD)/tokenizer_lib.o
 	$(MPICXX) -DBIGS_MPI $(CXXFLAGS) -x c++ bigs.cu -x none $(BUILD)/tokenizer_lib.o -o $@
 
 # Test suites (GoogleTest). Each includes the file it tests.
-$(BUILD)/test_model: test/test_model.cpp test/fixture.h bigs.cu formats.h cli.h $(BUILD)/tokenizer_lib.o
+$(BUILD)/test_model: test/test_model.cpp test/fixture.h bigs.cu $(BIGSC) $(BUILD)/tokenizer_lib.o
 	$(CXX) $(CXXFLAGS) -I. test/test_model.cpp $(BUILD)/tokenizer_lib.o -o $@ $(GTEST_LIBS)
 
-$(BUILD)/test_train: test/test_train.cpp test/fixture.h test/util.h bigs.cu formats.h cli.h $(BUILD)/tokenizer_lib.o
+$(BUILD)/test_train: test/test_train.cpp test/fixture.h test/util.h bigs.cu $(BIGSC) $(BUILD)/tokenizer_lib.o
 	$(CXX) $(CXXFLAGS) -I. test/test_train.cpp $(BUILD)/tokenizer_lib.o -o $@ $(GTEST_LIBS)
 
-$(BUILD)/test_cpu_kernels: test/test_cpu_kernels.cpp bigs.cu formats.h cli.h $(BUILD)/tokenizer_lib.o
+$(BUILD)/test_cpu_kernels: test/test_cpu_kernels.cpp bigs.cu $(BIGSC) $(BUILD)/tokenizer_lib.o
 	$(CXX) $(CXXFLAGS) -I. test/test_cpu_kernels.cpp $(BUILD)/tokenizer_lib.o -o $@ $(GTEST_LIBS)
 
 # Runs build/bigs_cpu and data_prep: kill -9, a full disk, two runs, bad data.
-$(BUILD)/test_crash: test/test_crash.cpp test/util.h bigs.cu formats.h cli.h $(BUILD)/tokenizer_lib.o
+$(BUILD)/test_crash: test/test_crash.cpp test/util.h bigs.cu $(BIGSC) $(BUILD)/tokenizer_lib.o
 	$(CXX) $(CXXFLAGS) -I. test/test_crash.cpp $(BUILD)/tokenizer_lib.o -o $@ $(GTEST_LIBS)
 
 # (It also runs the tokenizer program: built first.)
@@ -96,10 +98,10 @@ $(BUILD)/test_tokenizer: test/test_tokenizer.cpp $(BUILD)/tokenizer_lib.o | toke
 
 # The kernel labs' index arithmetic and plans on the CPU (dev/cuda; no GPU needed).
 LAB_SRC = dev/cuda/lab.h dev/cuda/ssm_conv.cu dev/cuda/colsum.cu
-$(BUILD)/test_lab: test/test_lab.cpp $(LAB_SRC) bigs.cu formats.h cli.h $(BUILD)/tokenizer_lib.o
+$(BUILD)/test_lab: test/test_lab.cpp $(LAB_SRC) bigs.cu $(BIGSC) $(BUILD)/tokenizer_lib.o
 	$(CXX) $(CXXFLAGS) -I. test/test_lab.cpp $(BUILD)/tokenizer_lib.o -o $@ $(GTEST_LIBS)
 
-$(BUILD)/test_data_prep: test/test_data_prep.cpp data_prep.cpp formats.h cli.h tokenizer.h $(BUILD)/tokenizer_lib.o
+$(BUILD)/test_data_prep: test/test_data_prep.cpp data_prep.cpp $(BIGSC) tokenizer.h $(BUILD)/tokenizer_lib.o
 	$(CXX) $(CXXFLAGS) -I. test/test_data_prep.cpp $(BUILD)/tokenizer_lib.o -o $@ $(GTEST_LIBS)
 
 # The GPU suite (nvcc only); it skips itself where no GPU is present.
@@ -113,7 +115,7 @@ GTEST_DEPS = $(BUILD)/gtest/libgtest.a $(BUILD)/gtest/libgtest_main.a
 else
 GTEST_NVCC ?= -lgtest -lgtest_main -lpthread
 endif
-$(BUILD)/test_gpu: test/test_gpu.cu bigs.cu formats.h cli.h tokenizer.h $(BUILD)/tokenizer_lib.o $(GTEST_DEPS)
+$(BUILD)/test_gpu: test/test_gpu.cu bigs.cu $(BIGSC) tokenizer.h $(BUILD)/tokenizer_lib.o $(GTEST_DEPS)
 	$(NVCC) $(NVCCFLAGS) -I. test/test_gpu.cu $(BUILD)/tokenizer_lib.o -o $@ $(CUDA_LIBS) $(GTEST_NVCC)
 GPU_TEST_BIN = $(BUILD)/test_gpu
 endif
@@ -176,7 +178,7 @@ gpu-check-prep: gtest-src $(BUILD)/fixture.bin
 # kernel, for a GPU machine (`--predict` prints their cost model without one).
 LAB_BINS = $(BUILD)/lab_ssm_conv $(BUILD)/lab_colsum
 lab: $(LAB_BINS)
-$(BUILD)/lab_%: dev/cuda/%.cu $(LAB_SRC) bigs.cu formats.h cli.h tokenizer.h $(BUILD)/tokenizer_lib.o
+$(BUILD)/lab_%: dev/cuda/%.cu $(LAB_SRC) bigs.cu $(BIGSC) tokenizer.h $(BUILD)/tokenizer_lib.o
 	$(NVCC) $(NVCCFLAGS) -I. $< $(BUILD)/tokenizer_lib.o -o $@ $(CUDA_LIBS)
 
 # GoogleTest's source, for a GPU machine without it: the device call carries
@@ -185,7 +187,7 @@ gtest-src: | $(BUILD)
 	rm -rf $(BUILD)/googletest && cp -r /usr/src/googletest/googletest $(BUILD)/googletest
 
 format:
-	clang-format -i bigs.cu tokenizer.cpp tokenizer.h data_prep.cpp formats.h test/*.cpp test/*.h dev/cuda/*.cu dev/cuda/*.h
+	clang-format -i bigs.cu bigsc/*.h bigsc/*.cuh tokenizer.cpp tokenizer.h data_prep.cpp test/*.cpp test/*.h dev/cuda/*.cu dev/cuda/*.h
 
 clean:
 	rm -rf $(BUILD) bigs tokenizer data_prep
@@ -194,11 +196,11 @@ clean:
 ASAN_FLAGS = -O1 -g -std=c++17 -fopenmp -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 ASAN_BINS = $(BUILD)/asan/test_model $(BUILD)/asan/test_cpu_kernels $(BUILD)/asan/test_train $(BUILD)/asan/test_tokenizer \
             $(BUILD)/asan/test_data_prep $(BUILD)/asan/test_lab
-$(BUILD)/asan/tokenizer_lib.o: tokenizer.cpp tokenizer.h unicode_tables.h
+$(BUILD)/asan/tokenizer_lib.o: tokenizer.cpp tokenizer.h bigsc/unicode_tables.h
 	mkdir -p $(BUILD)/asan
 	$(CXX) $(ASAN_FLAGS) -DTOKENIZER_NO_MAIN -c tokenizer.cpp -o $@
 $(BUILD)/asan/test_lab: $(LAB_SRC)
-$(BUILD)/asan/%: test/%.cpp $(BUILD)/asan/tokenizer_lib.o bigs.cu data_prep.cpp formats.h cli.h test/fixture.h test/util.h
+$(BUILD)/asan/%: test/%.cpp $(BUILD)/asan/tokenizer_lib.o bigs.cu data_prep.cpp $(BIGSC) test/fixture.h test/util.h
 	$(CXX) $(ASAN_FLAGS) -I. $< $(BUILD)/asan/tokenizer_lib.o -o $@ $(GTEST_LIBS)
 
 test-asan: all $(ASAN_BINS) $(BUILD)/fixture.bin $(BUILD)/metric_cases.tsv
@@ -227,10 +229,10 @@ FUZZ_FLAGS = -O1 -g -std=c++17 -Wall -Wextra -Wno-unknown-pragmas -fno-omit-fram
 FUZZ_CPP = tokenizer_encode vocab_load glue_tsv pretrain_text inspect bigs_shards bigs_task checkpoint config cli_numbers
 FUZZ_PY = convert_msgpack convert_torch
 FUZZ_BINS = $(addprefix $(BUILD)/fuzz/,$(FUZZ_CPP))
-$(BUILD)/fuzz/tokenizer_lib.o: tokenizer.cpp tokenizer.h unicode_tables.h
+$(BUILD)/fuzz/tokenizer_lib.o: tokenizer.cpp tokenizer.h bigsc/unicode_tables.h
 	mkdir -p $(BUILD)/fuzz
 	$(FUZZ_CXX) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -DTOKENIZER_NO_MAIN -c tokenizer.cpp -o $@
-$(BUILD)/fuzz/%: fuzz/%.cpp fuzz/fuzz.h $(BUILD)/fuzz/tokenizer_lib.o bigs.cu data_prep.cpp formats.h cli.h tokenizer.h
+$(BUILD)/fuzz/%: fuzz/%.cpp fuzz/fuzz.h $(BUILD)/fuzz/tokenizer_lib.o bigs.cu data_prep.cpp $(BIGSC) tokenizer.h
 	$(FUZZ_CXX) $(FUZZ_FLAGS) -fsanitize=fuzzer -I. $< $(BUILD)/fuzz/tokenizer_lib.o -o $@ -pthread
 fuzz-build: $(FUZZ_BINS)
 fuzz: fuzz-build

@@ -1,11 +1,44 @@
 // bigs.cu: BiGS, the attention-free BERT of "Pretraining Without Attention"
-// (Wang, Yan, Gu, Rush, 2022), trained from one file. docs/MODEL.md walks
-// through the model equation by equation and names the function here that
-// computes each line; this file follows it.
+// (Wang, Yan, Gu, Rush, 2022), trained from one file.
 //
-// Read it top to bottom: utilities -> config -> parameter and activation
-// tables -> each layer (the plain CPU reference, then its CUDA twin) -> the
-// model -> the optimizer -> data -> the commands.
+// What BiGS is. A BERT-style masked language model in which every attention
+// block is replaced by a bidirectional gated state-space layer. Per layer,
+// with h = LayerNorm(x):
+//   v  = gelu(h Wv + bv)                        (T, I)  the gate's value branch
+//   uf = gelu(h Wuf + buf), ub = gelu(h Wub + bub)
+//   sf = SSM_forward(uf), sb = SSM_backward(ub)  long convolutions over the
+//        whole sequence, left to right and right to left, each with a kernel
+//        K computed from N complex modes (S4D) for any length T
+//   g  = gelu(((sf Wcf + bcf) * (sb Wcb + bcb)) Wol + bol)   (T, I)
+//   x  = x + (g * v) Wo + bo
+// so tokens meet only through the two convolutions, in O(T log T) (or as
+// Toeplitz products for short T), and the rest is dense layers and
+// elementwise gates. Embeddings below, an MLM or classification head above.
+// docs/MODEL.md goes through it equation by equation and names the function
+// here that computes each line.
+//
+// Read it top to bottom. The parts, in order:
+//   Config, parameter and activation tables   shapes, one X-macro table each
+//   Model                                     Model, Batch, Loss, the device-generic
+//                                             model: layer_forward, layer_backward,
+//                                             the encoder and both heads
+//   Initialisation                            HiPPO-LegS for the SSM modes
+//   Layers, in the order layer_forward calls them: for each the plain CPU
+//                                             reference (*_cpu), its CUDA kernel and
+//                                             launcher, and its cost formula (*_cost)
+//   Devices                                   Cpu, the GPU's memory plan, GpuModel,
+//                                             Gpu<S>; with_device picks one
+//   Optimizer                                 AdamW, schedules, clipping, train_step
+//   Checkpoints, Commands                     pretrain, fill-mask; main at the end
+// What it stands on lives in bigsc/, as llm.c's llmc/ does for train_gpt2.cu.
+// Included here at the top (each names nothing from this file): common.h
+// (errors, random numbers), cuda_common.cuh (checked calls, CudaCtx, the
+// launch helper, reductions), cublaslt.cuh, ssm_toeplitz.cuh (the GPU's
+// Toeplitz plans), cli.h, formats.h. Included further down, continuing this
+// file where they stand: cpu_fast.h (the fast CPU twins of the layers),
+// world.h (MPI/NCCL data parallelism), dataloader.h (shards, order,
+// masking), cost.h (the cost device and bench), glue.h (finetune, eval,
+// predict).
 //
 // Dimension legend used in every shape comment:
 //   B batch (sequences)     T sequence length (= max positions of the model)
@@ -18,431 +51,15 @@
 // with -DBIGS_MPI (an MPI compiler wrapper) it also runs as one rank of a
 // data-parallel job, and with -DBIGS_NCCL its GPUs exchange through NCCL.
 
-#include <algorithm>
-#include <cerrno>
-#include <cctype>
-#include <cinttypes>
-#include <climits>
-#include <cmath>
-#include <complex>
-#include <csignal>
-#include <cstdarg>
-#include <cstdint>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <string>
-#include <vector>
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-#if defined(__AVX2__) || defined(__AVX512F__)
-#include <immintrin.h>  // the fast CPU kernels' vector intrinsics
-#endif
-
-#include <glob.h>
-#include <sys/stat.h>
-
-#include <atomic>
-#include <chrono>
-#include <functional>
-#include <memory>
-#include <stdexcept>
-#include <thread>
-
-#ifdef BIGS_MPI
-#define OMPI_SKIP_MPICXX 1  // MPI's C interface only: the deprecated C++ bindings do not compile cleanly
-#define MPICH_SKIP_MPICXX 1
-#include <mpi.h>
-#endif
-#ifdef BIGS_NCCL
-#if !defined(BIGS_MPI) || !defined(__CUDACC__)
-#error "BIGS_NCCL needs BIGS_MPI and nvcc: the ranks find each other through MPI, NCCL runs on CUDA streams"
-#endif
-#include <nccl.h>
-#endif
-
-#ifdef __CUDACC__
-#include <cublasLt.h>
-#include <cuda_bf16.h>
-#include <cuda_runtime.h>
-#include <cufft.h>
-// Functions the CPU and the GPU share (random numbers, activation formulas),
-// so both paths compute the very same expressions.
-#define BIGS_HD __host__ __device__
-#else
-#define BIGS_HD
-#endif
-
-#include "cli.h"
-#include "formats.h"
+#include "bigsc/common.h"
+#include "bigsc/cuda_common.cuh"
+#include "bigsc/cublaslt.cuh"
+#include "bigsc/ssm_toeplitz.cuh"
+#include "bigsc/cli.h"
+#include "bigsc/formats.h"
 #include "tokenizer.h"
 
 namespace bigs {
-
-// ============================================================================
-// Utilities
-// ============================================================================
-
-// Errors travel up as a message; only the command layer prints and exits.
-struct Error {
-  std::string msg;
-};
-
-[[gnu::format(printf, 1, 2)]] static std::string strf(const char* fmt, ...) {
-  char buf[1024];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(buf, sizeof buf, fmt, ap);
-  va_end(ap);
-  return buf;
-}
-
-static double now_seconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-// Counter-based random numbers: a value depends only on (seed, stream, index),
-// never on the order of calls, so a dropout mask is the same on every device
-// and after a resume, and generating it parallelises trivially.
-BIGS_HD static inline uint64_t splitmix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-BIGS_HD static inline float uniform_at(uint64_t seed, uint64_t stream, uint64_t i) {
-  uint64_t h = splitmix64(seed ^ splitmix64(stream ^ splitmix64(i)));
-  return (float)(h >> 40) * (1.0f / 16777216.0f);  // 24 bits: exact in fp32
-}
-
-// A small sequential generator for initialisation and masking. Its whole state
-// is one integer, so a checkpoint can store it and a resumed run continues
-// the same stream.
-struct Rng {
-  uint64_t state;
-  uint64_t next() { return splitmix64(state++); }
-  float uniform() { return (float)(next() >> 40) * (1.0f / 16777216.0f); }
-  uint32_t below(uint32_t n) { return (uint32_t)(((next() >> 32) * (uint64_t)n) >> 32); }
-  float normal() {  // Box-Muller; one draw per call keeps the state simple
-    float u1 = ((float)(next() >> 40) + 1.0f) * (1.0f / 16777217.0f);
-    float u2 = uniform();
-    return sqrtf(-2.0f * logf(u1)) * cosf(6.2831853071795864f * u2);
-  }
-};
-
-// What one GPU operation costs, for the cost device (see Cost): each of its
-// launches (a kernel or a library call) with its floating-point work,
-// whether that runs on tensor cores (bf16 products) or on CUDA cores, and
-// the bytes it moves through device memory (every tensor it touches counted
-// once per launch, read or written, as if re-reads hit the cache). The
-// launches of one stream run one after another, so each is its own
-// roofline. Each GPU launcher has its formula beside it, in the element
-// sizes it runs with.
-struct Launch {
-  const char* op;  // the row of the cost table it adds to
-  double flops;
-  bool tensor;  // true: tensor-core products; false: CUDA-core work
-  double bytes;
-};
-using OpCost = std::vector<Launch>;
-
-constexpr int kColChunks = 64;  // row slices of the GPU's two-stage column sums (see CUDA plumbing)
-constexpr int kRedBlocks = 512;  // blocks of the GPU's two-stage dot products (dot_reduce)
-
-#ifdef __CUDACC__
-// ---------------------------------------------------------------------------
-// CUDA plumbing: checked calls, the context every launcher takes, reductions
-// ---------------------------------------------------------------------------
-// A failed CUDA, cuBLASLt or cuFFT call throws CudaError naming file:line and
-// the library's message. Nothing exits from deep inside: main() and the
-// tests catch it and report it.
-struct CudaError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-static void cuda_check(cudaError_t e, const char* file, int line) {
-  if (e != cudaSuccess)
-    throw CudaError(strf("%s:%d: CUDA error %s: %s", file, line, cudaGetErrorName(e), cudaGetErrorString(e)));
-}
-static void cublas_check(cublasStatus_t s, const char* file, int line) {
-  if (s != CUBLAS_STATUS_SUCCESS)
-    throw CudaError(
-        strf("%s:%d: cuBLASLt error %s: %s", file, line, cublasLtGetStatusName(s), cublasLtGetStatusString(s)));
-}
-static void cufft_check(cufftResult r, const char* file, int line) {
-  if (r != CUFFT_SUCCESS)
-    throw CudaError(strf("%s:%d: cuFFT error %d (see cufftResult in cufft.h)", file, line, (int)r));
-}
-#define cudaCheck(call) cuda_check((call), __FILE__, __LINE__)
-#define cublasCheck(call) cublas_check((call), __FILE__, __LINE__)
-#define cufftCheck(call) cufft_check((call), __FILE__, __LINE__)
-#ifdef BIGS_NCCL
-static void nccl_check(ncclResult_t r, const char* file, int line) {
-  if (r != ncclSuccess) throw CudaError(strf("%s:%d: NCCL error %d: %s", file, line, (int)r, ncclGetErrorString(r)));
-}
-#define ncclCheck(call) nccl_check((call), __FILE__, __LINE__)
-#endif
-// After every launch: a bad launch configuration shows up here, at its line.
-#define launchCheck() cuda_check(cudaGetLastError(), __FILE__, __LINE__)
-
-// Elementwise kernels use one thread per element in blocks of kThreads;
-// reduction kernels use one block of kThreads per row (a power of two, which
-// the tree reductions below need).
-constexpr int kThreads = 256;
-static unsigned grid_for(size_t n) { return (unsigned)std::max<size_t>(1, (n + kThreads - 1) / kThreads); }
-
-// Sum over the block, in a fixed tree order so results are reproducible
-// (no atomics anywhere in the model). Every thread gets the total.
-template <class T>
-__device__ T block_sum(T v) {
-  __shared__ T s[kThreads];
-  s[threadIdx.x] = v;
-  __syncthreads();
-  for (int k = kThreads / 2; k > 0; k >>= 1) {
-    if ((int)threadIdx.x < k) s[threadIdx.x] += s[threadIdx.x + k];
-    __syncthreads();
-  }
-  T r = s[0];
-  __syncthreads();  // s may be reused by the next call
-  return r;
-}
-__device__ float block_max(float v) {
-  __shared__ float s[kThreads];
-  s[threadIdx.x] = v;
-  __syncthreads();
-  for (int k = kThreads / 2; k > 0; k >>= 1) {
-    if ((int)threadIdx.x < k) s[threadIdx.x] = fmaxf(s[threadIdx.x], s[threadIdx.x + k]);
-    __syncthreads();
-  }
-  float r = s[0];
-  __syncthreads();
-  return r;
-}
-
-// Storage types. Kernels compute in fp32 whatever they read or write: ld()
-// widens, st() rounds (to nearest even), so one kernel text serves fp32 and
-// bf16 tensors alike and the arithmetic is the CPU's.
-using bf16 = __nv_bfloat16;
-// nd<X> in a parameter type keeps that argument out of template deduction,
-// so it may be passed as nullptr.
-template <class X>
-struct NoDeduce {
-  using type = X;
-};
-template <class X>
-using nd = typename NoDeduce<X>::type;
-__device__ __forceinline__ float ld(float x) { return x; }
-__device__ __forceinline__ float ld(bf16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ void st(float* p, float v) { *p = v; }
-__device__ __forceinline__ void st(bf16* p, float v) { *p = __float2bfloat16(v); }
-
-// A cuFFT plan pair for `batch` contiguous signals of length n. A plan made
-// for more signals serves fewer (the rows past the batch are transformed
-// and never read), so one plan set made at the batch capacity serves every
-// batch, the last partial one of an evaluation too, and nothing is planned
-// or allocated mid-run.
-struct FftPlan {
-  int n = 0, batch = 0;
-  cufftHandle r2c = 0, c2r = 0;
-};
-
-// A cuBLASLt problem (types, shapes, strides, epilogue, pointer alignments)
-// and the heuristic's algorithms for it, best first: a training step asks
-// the same few dozen questions every time. `next` is the first one not yet
-// seen failing; a problem whose list is used up has no algorithm.
-struct GemmAlgo {
-  std::vector<int64_t> key;
-  std::vector<cublasLtMatmulAlgo_t> algos;
-  size_t next = 0;
-};
-
-// Everything a launcher needs besides its tensors: the stream, the cuBLASLt
-// handle and workspace, the cuFFT plans with the work area they share, and
-// the FFT and reduction scratch. model_to_device makes the plans and the
-// scratch for a full batch at start-up, so a training step allocates
-// nothing; a kernel test on a bare context gets them made on first use.
-struct CudaCtx {
-  cudaStream_t stream = nullptr;
-  cublasLtHandle_t lt = nullptr;
-  void* workspace = nullptr;  // cuBLASLt
-  size_t workspace_size = 0;
-  // The dense layers' compute type: CUBLAS_COMPUTE_32F (exact fp32 products,
-  // the mode the tests check against the CPU) or CUBLAS_COMPUTE_32F_FAST_TF32
-  // (tensor cores on fp32 data, products rounded to 10-bit mantissas).
-  cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
-  std::vector<FftPlan> plans;
-  void* fft_work = nullptr;           // the plans' work area (we allocate it: cufftSetAutoAllocation(0))
-  size_t fft_work_size = 0;           // its size in bytes
-  float* fft_real = nullptr;          // (channels, n) zero-padded signals
-  cufftComplex* fft_spec = nullptr;   // (channels, n/2 + 1) their spectra
-  cufftComplex* fft_spec2 = nullptr;  // (channels, n/2 + 1) a second set (dK needs two)
-  cufftComplex* fft_k = nullptr;      // (n/2 + 1) one kernel's spectrum, or the dK sum
-  size_t fft_channels = 0;            // capacity of the buffers above, in signals
-  int fft_n = 0;                      // ... and in signal length
-  double* red = nullptr;              // reduction partials
-  size_t red_cap = 0;
-  float* colsum = nullptr;  // (kColChunks, width) partial column sums
-  size_t colsum_cap = 0;    // its capacity in floats
-  // Epilogue fusion (bias, GELU) in cuBLASLt for bf16 products; off, the
-  // same products run with separate bias and GELU kernels (the tests
-  // compare the two).
-  bool fuse_epilogues = true;
-  std::vector<GemmAlgo> algos;  // heuristic results, looked up by problem
-  int* idx = nullptr;           // index lists the embedding backward uploads
-  size_t idx_cap = 0;           // its capacity in ints
-  // The Toeplitz route's scratch (see toeplitz_forward), capacities in
-  // elements: the matrix (bytes), one group's Gx, the lag sums' partials.
-  char* toep = nullptr;
-  size_t toep_cap = 0;
-  float* gram = nullptr;
-  size_t gram_cap = 0;
-  float* lagpart = nullptr;
-  size_t lagpart_cap = 0;
-};
-
-constexpr size_t kWorkspaceBytes = 32u << 20;  // cuBLASLt's recommendation for Hopper
-constexpr size_t kRedCap = 1 << 16;            // doubles: partials of the two-stage reductions
-
-static void cuda_ctx_create(CudaCtx* ctx) {
-  cudaCheck(cudaStreamCreate(&ctx->stream));
-  cublasCheck(cublasLtCreate(&ctx->lt));
-  ctx->workspace_size = kWorkspaceBytes;
-  cudaCheck(cudaMalloc(&ctx->workspace, ctx->workspace_size));
-  ctx->red_cap = kRedCap;
-  cudaCheck(cudaMalloc(&ctx->red, ctx->red_cap * sizeof(double)));
-}
-
-static void fft_free_buffers(CudaCtx* ctx) {
-  cudaCheck(cudaFree(ctx->fft_real));
-  cudaCheck(cudaFree(ctx->fft_spec));
-  cudaCheck(cudaFree(ctx->fft_spec2));
-  cudaCheck(cudaFree(ctx->fft_k));
-  ctx->fft_real = nullptr, ctx->fft_spec = ctx->fft_spec2 = ctx->fft_k = nullptr;
-  ctx->fft_channels = 0, ctx->fft_n = 0;
-}
-
-static void cuda_ctx_destroy(CudaCtx* ctx) {
-  if (ctx->stream) cudaCheck(cudaStreamSynchronize(ctx->stream));
-  for (FftPlan& p : ctx->plans) {
-    cufftCheck(cufftDestroy(p.r2c));
-    cufftCheck(cufftDestroy(p.c2r));
-  }
-  ctx->plans.clear();
-  cudaCheck(cudaFree(ctx->fft_work));
-  fft_free_buffers(ctx);
-  cudaCheck(cudaFree(ctx->workspace));
-  cudaCheck(cudaFree(ctx->red));
-  cudaCheck(cudaFree(ctx->colsum));
-  cudaCheck(cudaFree(ctx->idx));
-  cudaCheck(cudaFree(ctx->toep));
-  cudaCheck(cudaFree(ctx->gram));
-  cudaCheck(cudaFree(ctx->lagpart));
-  if (ctx->lt) cublasCheck(cublasLtDestroy(ctx->lt));
-  if (ctx->stream) cudaCheck(cudaStreamDestroy(ctx->stream));
-  *ctx = CudaCtx{};
-}
-
-// The plans for at least `batch` signals of length n (see FftPlan). A new
-// plan draws on the context's one work area, which grows to the largest
-// plan's need: the transforms run one at a time on one stream.
-static const FftPlan& fft_plan(CudaCtx& ctx, int n, int batch) {
-  for (const FftPlan& p : ctx.plans)
-    if (p.n == n && p.batch >= batch) return p;
-  FftPlan p;
-  p.n = n, p.batch = batch;
-  size_t ws[2] = {0, 0};
-  cufftCheck(cufftCreate(&p.r2c));
-  cufftCheck(cufftCreate(&p.c2r));
-  cufftCheck(cufftSetAutoAllocation(p.r2c, 0));
-  cufftCheck(cufftSetAutoAllocation(p.c2r, 0));
-  // Null embeds: the basic layout, signal i at i * n (real) and at
-  // i * (n/2 + 1) (complex).
-  cufftCheck(cufftMakePlanMany(p.r2c, 1, &n, nullptr, 1, n, nullptr, 1, n / 2 + 1, CUFFT_R2C, batch, &ws[0]));
-  cufftCheck(cufftMakePlanMany(p.c2r, 1, &n, nullptr, 1, n / 2 + 1, nullptr, 1, n, CUFFT_C2R, batch, &ws[1]));
-  cufftCheck(cufftSetStream(p.r2c, ctx.stream));
-  cufftCheck(cufftSetStream(p.c2r, ctx.stream));
-  ctx.plans.push_back(p);
-  size_t need = std::max(ws[0], ws[1]);
-  if (need > ctx.fft_work_size) {
-    cudaCheck(cudaStreamSynchronize(ctx.stream));  // the old area may still be in use
-    cudaCheck(cudaFree(ctx.fft_work));
-    ctx.fft_work = nullptr;
-    cudaCheck(cudaMalloc(&ctx.fft_work, need));
-    ctx.fft_work_size = need;
-  }
-  for (FftPlan& q : ctx.plans) {  // every plan on the (possibly new) area
-    cufftCheck(cufftSetWorkArea(q.r2c, ctx.fft_work));
-    cufftCheck(cufftSetWorkArea(q.c2r, ctx.fft_work));
-  }
-  return ctx.plans.back();
-}
-
-// Grows the FFT scratch to hold `channels` signals of length n, zeroed, so
-// that rows past a short batch hold finite values when a plan transforms
-// them.
-static void fft_reserve(CudaCtx& ctx, size_t channels, int n) {
-  if (channels <= ctx.fft_channels && n <= ctx.fft_n) return;
-  cudaCheck(cudaStreamSynchronize(ctx.stream));  // the old buffers may still be in use
-  channels = std::max(channels, ctx.fft_channels), n = std::max(n, ctx.fft_n);
-  fft_free_buffers(&ctx);
-  size_t nf = (size_t)n / 2 + 1;
-  cudaCheck(cudaMalloc(&ctx.fft_real, channels * n * sizeof(float)));
-  cudaCheck(cudaMalloc(&ctx.fft_spec, channels * nf * sizeof(cufftComplex)));
-  cudaCheck(cudaMalloc(&ctx.fft_spec2, channels * nf * sizeof(cufftComplex)));
-  cudaCheck(cudaMalloc(&ctx.fft_k, nf * sizeof(cufftComplex)));
-  cudaCheck(cudaMemset(ctx.fft_real, 0, channels * n * sizeof(float)));
-  cudaCheck(cudaMemset(ctx.fft_spec, 0, channels * nf * sizeof(cufftComplex)));
-  cudaCheck(cudaMemset(ctx.fft_spec2, 0, channels * nf * sizeof(cufftComplex)));
-  ctx.fft_channels = channels, ctx.fft_n = n;
-}
-
-// Grows a scratch buffer of the context to hold n elements. Only the first
-// step can grow one (model_to_device sizes them for a full batch), so the
-// synchronisation here never lands inside a timed step.
-template <class X>
-static void scratch_reserve(CudaCtx& ctx, X** buf, size_t* cap, size_t n) {
-  if (n <= *cap) return;
-  cudaCheck(cudaStreamSynchronize(ctx.stream));  // the old buffer may still be in use
-  cudaCheck(cudaFree(*buf));
-  *buf = nullptr;
-  cudaCheck(cudaMalloc(buf, n * sizeof(X)));
-  *cap = n;
-}
-
-// Column sums (bias and LayerNorm gradients) run in two deterministic
-// stages: kColChunks slices of rows, each summed in order by one thread per
-// column into ctx.colsum, then one thread per column adds the slices in
-// order. Enough parallelism for a few thousand columns, and no atomics.
-
-// Two-stage deterministic sum of a[i] * b[i] in double (b = null: the sum of
-// squares): a fixed grid, each block sums a fixed slice, then one thread adds
-// the partials in order. No atomics, so every run gives the same bits.
-template <class X>
-__global__ void dot_partial_kernel(double* part, const X* a, const X* b, size_t n) {
-  double s = 0;
-  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-    s += (double)ld(a[i]) * (double)ld(b ? b[i] : a[i]);
-  s = block_sum(s);
-  if (threadIdx.x == 0) part[blockIdx.x] = s;
-}
-// The total goes to *out (when not null) and is added to *acc (when not null).
-__global__ void sum_partials_kernel(double* out, float* acc, const double* part, int count) {
-  double s = 0;
-  for (int i = 0; i < count; i++) s += part[i];
-  if (out) *out = s;
-  if (acc) *acc += (float)s;
-}
-
-// sum_i a[i] b[i] (b = null: a[i]^2) into ctx.red[kRedBlocks] and/or added to *acc.
-template <class X>
-static void dot_reduce(CudaCtx& ctx, float* acc, const X* a, const nd<X>* b, size_t n) {
-  dot_partial_kernel<<<kRedBlocks, kThreads, 0, ctx.stream>>>(ctx.red, a, b, n);
-  launchCheck();
-  sum_partials_kernel<<<1, 1, 0, ctx.stream>>>(ctx.red + kRedBlocks, acc, ctx.red, kRedBlocks);
-  launchCheck();
-}
-#endif  // __CUDACC__
 
 // ============================================================================
 // Config
@@ -862,6 +479,557 @@ static LayerActsT<S> layer_acts(const ActsT<S>& a, const Config& c, int Bcap, in
   return s;
 }
 
+enum class Act { GeluTanh, GeluErf, Tanh };  // the activations (see below)
+
+// Whether a backward pass adds its input gradient to what dinp holds (Add,
+// the "+=" of the comments) or sets it (Set: a buffer this is the first
+// contribution to, so that nothing has to zero it first).
+enum class Acc { Add, Set };
+
+// ============================================================================
+// Model
+// ============================================================================
+
+struct GpuModel;  // the device side, defined with the CUDA model below
+struct World;     // the ranks of a job (Data parallelism)
+
+// How the GPU computes (the CPU is always fp32):
+//   Fp32  fp32 everywhere, exact fp32 products: the mode the tests check tightly
+//   Tf32  fp32 storage, dense products on TF32 tensor cores
+//   Bf16  fp32 master weights, gradients and AdamW moments; a bf16 copy of
+//         the weights for the dense layers; bf16 activations and dense
+//         operands with fp32 accumulation; the residual stream, LayerNorm
+//         statistics, the SSM kernel, the FFT, softmax and losses in fp32
+enum class Precision { Fp32, Tf32, Bf16 };
+
+static bool parse_precision(const std::string& s, Precision* p, std::string* err) {
+  if (s == "fp32")
+    *p = Precision::Fp32;
+  else if (s == "tf32")
+    *p = Precision::Tf32;
+  else if (s == "bf16")
+    *p = Precision::Bf16;
+  else {
+    *err = strf("--precision %s: expected bf16, tf32 or fp32", s.c_str());
+    return false;
+  }
+  return true;
+}
+static const char* precision_name(Precision p) {
+  return p == Precision::Bf16 ? "bf16" : p == Precision::Tf32 ? "tf32" : "fp32";
+}
+
+struct Model {
+  Config c;
+  int B = 0;                      // batch capacity (sequences)
+  int R = 0;                      // MLM head row capacity (predicted positions per batch)
+  std::vector<TensorInfo> table;  // the parameter table, also valid for grads
+  std::vector<float> params_mem, grads_mem, acts_mem;
+  std::vector<int> rows_mem;
+  Params p;  // parameters, one block
+  Params g;  // their gradients, one block of the same layout
+  // Activations and backward scratch, one block. On the host it is
+  // allocated by the first CPU forward (a model bound for the GPU never
+  // needs it: at T = 4096 it would not fit in the host's memory); a model
+  // on the GPU keeps here only the results that come back to the host (the
+  // host = 1 rows of the activation tables).
+  Acts a;
+  size_t num_params = 0, num_acts = 0;
+  // Dropout (docs/MODEL.md section 12: 0.1 after the embeddings and before the classifier);
+  // the mask streams are set by the trainer for each micro-batch.
+  float dropout = 0.0f;
+  uint64_t dropout_seed = 0, dropout_stream = 0;
+  // Read by model_to_device. fp32 here, so that library users and the
+  // tests get exact arithmetic unless they ask; the commands' default is
+  // --precision bf16.
+  Precision precision = Precision::Fp32;
+  // Set by model_to_device: the model then lives on the GPU, and
+  // model_forward, model_backward, adamw_step, grad_norm, ... run there. The
+  // host blocks above keep the host's copy (checkpoints, the tests) and the
+  // host-side results (the MLM rows, loss rows, evaluation logits).
+  std::shared_ptr<GpuModel> gpu;
+  // Called by the backward pass as each bucket of the gradient block
+  // (exchange_buckets) becomes final: the trainer starts its exchange
+  // between the ranks then, while the backward pass goes on. Unset: nothing.
+  std::function<void(int bucket)> bucket_done;
+};
+
+// Sizes a model from its config without allocating its blocks (only the
+// MLM row lists, which are small): what the cost device needs.
+static bool model_shape(Model* m, const Config& c, int B, int R, std::string* err) {
+  std::string e = config_check(c);
+  if (B < 1 || R < 1) e += strf("model: batch capacity %d and row capacity %d must be >= 1\n", B, R);
+  if (!e.empty()) {
+    *err = e;
+    return false;
+  }
+  m->gpu.reset();  // a rebuilt model starts on the host; a device copy would have the old layout
+  m->c = c;
+  m->B = B;
+  m->R = R;
+  m->table = param_table(c);
+  m->num_params = table_total(m->table);
+  m->num_acts = layout_acts<float>(nullptr, nullptr, c, B, R, sizeof(float)) / sizeof(float);
+  m->params_mem.clear(), m->grads_mem.clear(), m->acts_mem.clear();
+  m->a = Acts{};
+  m->rows_mem.assign(2 * (size_t)R, 0);
+  m->a.rows = m->rows_mem.data();
+  m->a.row_target = m->rows_mem.data() + R;
+  return true;
+}
+
+// Sizes everything from the config, allocates the parameter and gradient
+// blocks once (the activations: see Model::a).
+static bool model_build(Model* m, const Config& c, int B, int R, std::string* err) {
+  if (!model_shape(m, c, B, R, err)) return false;
+  m->params_mem.assign(m->num_params, 0.0f);
+  m->grads_mem.assign(m->num_params, 0.0f);
+  point_params(&m->p, m->params_mem.data(), c);
+  point_params(&m->g, m->grads_mem.data(), c);
+  return true;
+}
+
+// The host's activation block, for the CPU path (once).
+static void host_acts_alloc(Model& m) {
+  if (m.acts_mem.size() == m.num_acts) return;
+  m.acts_mem.assign(m.num_acts, 0.0f);
+  layout_acts(&m.a, (char*)m.acts_mem.data(), m.c, m.B, m.R, sizeof(float));
+}
+
+// A batch of B sequences, each padded to the model's T (docs/MODEL.md section 10).
+struct Batch {
+  int B = 0;
+  const int* ids = nullptr;       // (B, T)
+  const int* types = nullptr;     // (B, T)
+  const int* targets = nullptr;   // (B, T) MLM target, -1 where not predicted
+  const float* labels = nullptr;  // (B) class index or regression score
+};
+
+// Sequences first .. first + count - 1 of a batch of rows of T tokens.
+static Batch batch_slice(const Batch& bt, int first, int count, int T) {
+  size_t at = (size_t)first * T;
+  return Batch{count, bt.ids + at, bt.types + at, bt.targets ? bt.targets + at : nullptr,
+               bt.labels ? bt.labels + first : nullptr};
+}
+
+// The summed loss of a batch and what it is a sum over (predicted rows for
+// MLM, sequences for classification); the mean is sum / count. The trainer
+// divides by the count of a whole optimizer batch, so that gradient
+// accumulation over micro-batches equals one big batch.
+struct Loss {
+  double sum = 0;
+  int count = 0;
+};
+
+constexpr int kPadId = 0;  // [PAD] in every BERT vocabulary (docs/MODEL.md section 1)
+
+// The rows that go through the MLM head (docs/MODEL.md section 5): those with a
+// target. Listed on the host, for every device: their flat positions in
+// m.a.rows, their targets in m.a.row_target, their number in *P.
+// The softmax cross-entropy (Layers) that cls_loss and cls_dlogits run on the host.
+template <class F>
+void crossentropy_forward_cpu(F* losses, const F* logits, const int* targets, int rows, int V);
+template <class F>
+void crossentropy_backward_cpu(F* dlogits, const F* logits, const int* targets, F scale, int rows, int V);
+
+static bool mlm_rows(Model& m, const Batch& bt, int* P_out, std::string* err) {
+  const Config& c = m.c;
+  Acts& a = m.a;
+  int P = 0;
+  for (int i = 0; i < bt.B * c.T; i++) {
+    if (bt.targets[i] < 0) continue;
+    if (bt.targets[i] >= c.V) {
+      *err = strf("MLM target %d at row %d is outside the vocabulary (V = %d)", bt.targets[i], i, c.V);
+      return false;
+    }
+    if (P == m.R) {
+      *err = strf("batch has more than %d predicted positions (the model's row capacity)", m.R);
+      return false;
+    }
+    a.rows[P] = i;
+    a.row_target[P++] = bt.targets[i];
+  }
+  *P_out = P;
+  return true;
+}
+
+// The classification loss and its gradient w.r.t. the (B, Y) logits, on the
+// host for every device, from m.a.cls_logits: cross-entropy, or squared
+// error for Y = 1 (docs/MODEL.md section 7).
+static bool cls_loss(Model& m, const Batch& bt, Loss* loss, std::string* err) {
+  Acts& a = m.a;
+  int B = bt.B, Y = m.c.labels;
+  loss->sum = 0;
+  loss->count = B;
+  if (!bt.labels) return true;  // prediction only
+  for (int b = 0; b < B; b++) {
+    float y = bt.labels[b];
+    if (Y == 1) {
+      float d = a.cls_logits[b] - y;
+      a.cls_loss[b] = d * d;
+    } else {
+      if (!(y >= 0 && y < Y && y == std::floor(y))) {
+        *err = strf("label %g of sequence %d is not a class index in [0, %d)", y, b, Y);
+        return false;
+      }
+      int t = (int)y;
+      crossentropy_forward_cpu(a.cls_loss + b, a.cls_logits + (size_t)b * Y, &t, 1, Y);
+    }
+    loss->sum += a.cls_loss[b];
+  }
+  return true;
+}
+
+static void cls_dlogits(Model& m, const Batch& bt, float scale) {  // m.a.dcls_logits (B, Y) =
+  Acts& a = m.a;
+  int Y = m.c.labels;
+  for (int b = 0; b < bt.B; b++) {
+    if (Y == 1) {
+      a.dcls_logits[b] = scale * 2 * (a.cls_logits[b] - bt.labels[b]);
+    } else {
+      int t = (int)bt.labels[b];
+      crossentropy_backward_cpu(a.dcls_logits + (size_t)b * Y, a.cls_logits + (size_t)b * Y, &t, scale, 1, Y);
+    }
+  }
+}
+
+static bool batch_check(const Model& m, const Batch& bt, std::string* err) {
+  const Config& c = m.c;
+  if (bt.B < 1 || bt.B > m.B) {
+    *err = strf("batch of %d sequences; the model was built for 1 to %d", bt.B, m.B);
+    return false;
+  }
+  if (!bt.targets && !bt.labels && c.labels == 0) {
+    *err = "an MLM batch needs targets";
+    return false;
+  }
+  for (int i = 0; i < bt.B * c.T; i++) {
+    if (bt.ids[i] < 0 || bt.ids[i] >= c.V || bt.types[i] < 0 || bt.types[i] >= c.types) {
+      *err = strf("token %d of the batch has id %d (V = %d) and type %d (types = %d)", i, bt.ids[i], c.V, bt.types[i],
+                  c.types);
+      return false;
+    }
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------
+// The model, written once for every device
+// ---------------------------------------------------------------------------
+// Each function below is a template over a device context D that supplies
+// the layers' operations under one set of names: Cpu (the reference
+// functions above), Gpu<S> (their CUDA launchers, activations stored as S)
+// and Cost<S> (each operation's FLOPs, bytes and launches, computing
+// nothing: `bigs bench --plan` prints what it predicts). So the code the CPU
+// tests prove against the oracle is the code the GPU runs. A device holds
+// the model's blocks as it sees them:
+//   d.a      the activation block, ActsT<D::A>
+//   d.p      the fp32 parameters: LayerNorm, SSMs, the classification head,
+//            and the biases of fp32 outputs
+//   d.w      the weights the dense layers read: d.p itself, or the GPU's
+//            bf16 copy (ParamsT<D::W>)
+//   d.g      the fp32 gradient block
+//   d.ids(bt), d.types(bt), d.rows(m), d.row_target(m): where the device
+//            reads the batch and the MLM rows (copied in by upload_batch,
+//            upload_rows)
+// and the operations are named after the layers: d.dense_forward is
+// dense_forward_cpu on the CPU and the cuBLASLt launcher on the GPU.
+
+// One BiGS layer (docs/MODEL.md section 3), x_out = x + y, in original time order:
+// the backward branch's flip -> causal SSM -> flip is the anti-causal SSM.
+// w: the layer's fp32 parameters; wd: the weights its dense layers read.
+// Each GELU comes with the dense layer before it (the GPU fuses the two
+// where cuBLASLt can), and the residual add with the last one.
+template <class D>
+static void layer_forward(D& d, const LayerActsT<typename D::A>& s, const LayerWeights& w,
+                          const LayerWeightsT<typename D::W>& wd, const Config& c, int B) {
+  int T = c.T, H = c.H, I = c.I, BT = B * T;
+  size_t nH = (size_t)BT * H, nI = (size_t)BT * I;
+  d.layernorm_forward(s.ln, s.ln_mean, s.ln_rstd, s.x, w.ln_w, w.ln_b, BT, H);
+  d.dense_gelu_forward(s.v, s.v_pre, s.ln, wd.dv_w, wd.dv_b, BT, H, I);
+  d.dense_gelu_forward(s.uf, s.uf_pre, s.ln, wd.duf_w, wd.duf_b, BT, H, H);
+  d.dense_gelu_forward(s.ub, s.ub_pre, s.ln, wd.dub_w, wd.dub_b, BT, H, H);
+  d.s4d_kernel_forward(s.kf, forward_ssm(w), c.N, T);
+  d.ssm_conv_forward(s.sf, s.uf, s.kf, w.fs_d, B, T, H, false);
+  d.s4d_kernel_forward(s.kb, backward_ssm(w), c.N, T);
+  d.ssm_conv_forward(s.sb, s.ub, s.kb, w.bs_d, B, T, H, true);
+  d.dense_forward(s.cf, s.sf, wd.ducf_w, wd.ducf_b, BT, H, H);
+  d.dense_forward(s.cb, s.sb, wd.ducb_w, wd.ducb_b, BT, H, H);
+  d.gate_forward(s.gate, s.cf, s.cb, nH);
+  d.dense_gelu_forward(s.g, s.g_pre, s.gate, wd.dol_w, wd.dol_b, BT, H, I);
+  d.gate_forward(s.gv, s.g, s.v, nI);
+  // x_out = x + gv Wo + bo: the stream is fp32, so this product writes fp32
+  // and takes the fp32 bias.
+  d.dense_residual_forward(s.x_out, s.gv, wd.do_w, w.do_b, s.x, BT, I, H);
+}
+
+// dres: on entry d loss / d x_out, on exit d loss / d x (the residual path
+// passes it through unchanged, the LayerNorm adds its part). dw +=. The
+// backward scratch is the activation block's BIGS_SCRATCH part, d.a.
+template <class D>
+static void layer_backward(D& d, float* dres, const LayerWeights& dw, const LayerActsT<typename D::A>& s,
+                           const LayerWeights& w, const LayerWeightsT<typename D::W>& wd, const Config& c, int B) {
+  using A = typename D::A;
+  auto& k = d.a;
+  int T = c.T, H = c.H, I = c.I, BT = B * T;
+  size_t nH = (size_t)BT * H, nI = (size_t)BT * I;
+  const A* dout = d.as_operand(k.dres_a, dres, nH);  // dres (fp32) as the last dense layer's operand
+  d.dense_backward(k.dgv, dw.do_w, dw.do_b, dout, s.gv, wd.do_w, BT, I, H, Acc::Set);
+  d.gate_gelu_backward(k.dg, k.dv, k.dgv, s.g, s.v, s.g_pre, s.v_pre, nI);  // through both GELUs
+  d.dense_backward(k.dgate, dw.dol_w, dw.dol_b, k.dg, s.gate, wd.dol_w, BT, H, I, Acc::Set);
+  d.gate_backward(k.dcf, k.dcb, k.dgate, s.cf, s.cb, nH);
+  d.dense_backward(k.dsf, dw.ducf_w, dw.ducf_b, k.dcf, s.sf, wd.ducf_w, BT, H, H, Acc::Set);
+  d.dense_backward(k.dsb, dw.ducb_w, dw.ducb_b, k.dcb, s.sb, wd.ducb_w, BT, H, H, Acc::Set);
+  // Each SSM: the convolution gives du, dD and dK; the kernel turns dK into
+  // the gradients of A_re, A_im, C and log_step.
+  struct {
+    Ssm w, dw;
+    A *du, *ds, *u;
+    float* K;
+    bool anticausal;
+  } ssms[2] = {{forward_ssm(w), forward_ssm(dw), k.duf, k.dsf, s.uf, s.kf, false},
+               {backward_ssm(w), backward_ssm(dw), k.dub, k.dsb, s.ub, s.kb, true}};
+  for (auto& q : ssms) {
+    d.zero(k.dk, T);
+    d.ssm_conv_backward(q.du, k.dk, q.dw.d, q.ds, q.u, q.K, q.w.d, B, T, H, q.anticausal);
+    d.s4d_kernel_backward(q.dw, k.dk, q.w, c.N, T);
+  }
+  d.activation_backward(k.duf, k.duf, s.uf_pre, nH, Act::GeluTanh);
+  d.activation_backward(k.dub, k.dub, s.ub_pre, nH, Act::GeluTanh);
+  d.dense_backward(k.dh, dw.duf_w, dw.duf_b, k.duf, s.ln, wd.duf_w, BT, H, H, Acc::Set);
+  d.dense_backward(k.dh, dw.dub_w, dw.dub_b, k.dub, s.ln, wd.dub_w, BT, H, H);
+  d.dense_backward(k.dh, dw.dv_w, dw.dv_b, k.dv, s.ln, wd.dv_w, BT, H, I);
+  d.layernorm_backward(dres, dw.ln_w, dw.ln_b, k.dh, s.x, w.ln_w, s.ln_mean, s.ln_rstd, BT, H);
+}
+
+// Embeddings, LayerNorm, dropout, then the L layers; res[L] holds the final
+// hidden states. train = dropout on.
+template <class D>
+static void encoder_forward(D& d, const Model& m, const Batch& bt, bool train) {
+  const Config& c = m.c;
+  auto& a = d.a;
+  int BT = bt.B * c.T;
+  d.upload_batch(bt);
+  d.embedding_forward(a.emb, d.ids(bt), d.types(bt), d.p.wte, d.p.wpe, d.p.wtt, bt.B, c.T, c.H);
+  d.layernorm_forward(a.emb_ln, a.emb_mean, a.emb_rstd, a.emb, d.p.ln_emb_w, d.p.ln_emb_b, BT, c.H);
+  d.dropout_forward(a.res, a.emb_ln, (size_t)BT * c.H, train ? m.dropout : 0.0f, m.dropout_seed,
+                    2 * m.dropout_stream);
+  for (int l = 0; l < c.L; l++)
+    layer_forward(d, layer_acts(a, c, m.B, l), layer_weights(d.p, c, l), layer_weights(d.w, c, l), c, bt.B);
+}
+
+// From d.a.dres = d loss / d res[L] (which the head wrote) down to the
+// embedding tables. dw +=.
+template <class D>
+static void encoder_backward(D& d, const Model& m, const Batch& bt, bool train) {
+  const Config& c = m.c;
+  auto& a = d.a;
+  int BT = bt.B * c.T;
+  for (int l = c.L - 1; l >= 0; l--) {
+    layer_backward(d, a.dres, layer_weights(d.g, c, l), layer_acts(a, c, m.B, l), layer_weights(d.p, c, l),
+                   layer_weights(d.w, c, l), c, bt.B);
+    if (m.bucket_done) m.bucket_done(layer_bucket(c, l));
+  }
+  d.dropout_backward(a.dres, a.dres, (size_t)BT * c.H, train ? m.dropout : 0.0f, m.dropout_seed,
+                     2 * m.dropout_stream);
+  d.layernorm_backward(a.dh, d.g.ln_emb_w, d.g.ln_emb_b, a.dres, a.emb, d.p.ln_emb_w, a.emb_mean, a.emb_rstd, BT,
+                       c.H, Acc::Set);
+  d.embedding_backward(d.g.wte, d.g.wpe, d.g.wtt, a.dh, bt.ids, bt.types, bt.B, c.T, c.H);  // host ids
+  if (m.bucket_done) m.bucket_done(embed_bucket(c));
+}
+
+// The MLM head on the rows that have a target (docs/MODEL.md section 5):
+//   z = LayerNorm_head(gelu_erf(x Wt + bt)),  logits = z wte^T + bias_V
+// Only those rows go through the V-wide projection; its logits are fp32
+// whatever the activation type (the decoder bias is the fp32 master's).
+// The per-row losses are summed on the host in one fixed order; without
+// train (evaluation, fill-mask) the logits come back to m.a.logits too.
+template <class D>
+static bool mlm_head_forward(D& d, Model& m, const Batch& bt, bool train, Loss* loss, std::string* err) {
+  const Config& c = m.c;
+  auto& a = d.a;
+  int P = 0;
+  if (!mlm_rows(m, bt, &P, err)) return false;
+  d.upload_rows(m.a.rows, m.a.row_target, P);
+  const float* final_x = a.res + (size_t)c.L * m.B * c.T * c.H;
+  d.gather_rows(a.head_in, final_x, d.rows(m), P, c.H);
+  d.dense_forward(a.head_pre, a.head_in, d.w.head_w, d.w.head_b, P, c.H, c.H);
+  d.activation_forward(a.head_act, a.head_pre, (size_t)P * c.H, Act::GeluErf);
+  d.layernorm_forward(a.head_ln, a.head_mean, a.head_rstd, a.head_act, d.p.head_ln_w, d.p.head_ln_b, P, c.H);
+  int ldv = d.logit_ld(c);
+  d.dense_forward(a.logits, a.head_ln, d.w.wte, d.p.head_bias, P, c.H, c.V, ldv);
+  d.crossentropy_forward(a.row_loss, a.logits, d.row_target(m), P, c.V, ldv);
+  if (!train) d.logits_to_host(m.a.logits, a.logits, P, c.V, ldv);
+  loss->sum = d.sum_to_host(m.a.row_loss, a.row_loss, P);
+  loss->count = P;
+  return true;
+}
+
+// P: the rows of the forward; the gradient of scale * loss.sum.
+template <class D>
+static void mlm_head_backward(D& d, const Model& m, const Batch& bt, int P, float scale) {
+  const Config& c = m.c;
+  auto& a = d.a;
+  int ldv = d.logit_ld(c);
+  d.crossentropy_backward(a.dlogits, a.logits, d.row_target(m), scale, P, c.V, ldv);
+  d.dense_backward(a.dhead, d.g.wte, d.g.head_bias, a.dlogits, a.head_ln, d.w.wte, P, c.H, c.V, Acc::Set, ldv);
+  d.layernorm_backward(a.dhead2, d.g.head_ln_w, d.g.head_ln_b, a.dhead, a.head_act, d.p.head_ln_w, a.head_mean,
+                       a.head_rstd, P, c.H, Acc::Set);
+  d.activation_backward(a.dhead2, a.dhead2, a.head_pre, (size_t)P * c.H, Act::GeluErf);
+  d.dense_backward(a.dhead, d.g.head_w, d.g.head_b, a.dhead2, a.head_in, d.w.head_w, P, c.H, c.H, Acc::Set);
+  d.zero(a.dres, (size_t)bt.B * c.T * c.H);
+  d.scatter_rows(a.dres, a.dhead, d.rows(m), P, c.H);
+}
+
+// The classification head (docs/MODEL.md section 6): p = tanh(mean(x) Wp + bp),
+// logits = dropout(p) Wc + bc, up to the (B, Y) logits, which come back to
+// the host for the loss (cls_loss). The head is (B, H)-sized, so it runs in
+// fp32 with the master weights on every device.
+template <class D>
+static bool cls_head_forward(D& d, Model& m, const Batch& bt, bool train, Loss* loss, std::string* err) {
+  const Config& c = m.c;
+  auto& a = d.a;
+  int B = bt.B, Y = c.labels;
+  const float* final_x = a.res + (size_t)c.L * m.B * c.T * c.H;
+  d.meanpool_forward(a.pooled, final_x, d.ids(bt), kPadId, B, c.T, c.H);
+  d.dense_forward(a.pool_pre, a.pooled, d.p.pool_w, d.p.pool_b, B, c.H, c.H);
+  d.activation_forward(a.pool, a.pool_pre, (size_t)B * c.H, Act::Tanh);
+  d.dropout_forward(a.pool_drop, a.pool, (size_t)B * c.H, train ? m.dropout : 0.0f, m.dropout_seed,
+                    2 * m.dropout_stream + 1);
+  d.dense_forward(a.cls_logits, a.pool_drop, d.p.cls_w, d.p.cls_b, B, c.H, Y);
+  d.to_host(m.a.cls_logits, a.cls_logits, (size_t)B * Y);
+  return cls_loss(m, bt, loss, err);
+}
+
+template <class D>
+static void cls_head_backward(D& d, Model& m, const Batch& bt, bool train, float scale) {
+  const Config& c = m.c;
+  auto& a = d.a;
+  int B = bt.B, Y = c.labels;
+  cls_dlogits(m, bt, scale);
+  d.to_device(a.dcls_logits, m.a.dcls_logits, (size_t)B * Y);
+  d.dense_backward(a.dpool, d.g.cls_w, d.g.cls_b, a.dcls_logits, a.pool_drop, d.p.cls_w, B, c.H, Y, Acc::Set);
+  d.dropout_backward(a.dpool, a.dpool, (size_t)B * c.H, train ? m.dropout : 0.0f, m.dropout_seed,
+                     2 * m.dropout_stream + 1);
+  d.activation_backward(a.dpool, a.dpool, a.pool_pre, (size_t)B * c.H, Act::Tanh);
+  d.dense_backward(a.dpooled, d.g.pool_w, d.g.pool_b, a.dpool, a.pooled, d.p.pool_w, B, c.H, c.H, Acc::Set);
+  d.zero(a.dres, (size_t)B * c.T * c.H);
+  d.meanpool_backward(a.dres, a.dpooled, d.ids(bt), kPadId, B, c.T, c.H);
+}
+
+// The whole model on one device: MLM loss when the batch has targets, else
+// the classification head.
+template <class D>
+static bool forward_on(D& d, Model& m, const Batch& bt, bool train, Loss* loss, std::string* err) {
+  encoder_forward(d, m, bt, train);
+  return bt.targets ? mlm_head_forward(d, m, bt, train, loss, err) : cls_head_forward(d, m, bt, train, loss, err);
+}
+
+template <class D>
+static void backward_on(D& d, Model& m, const Batch& bt, bool train, const Loss& loss, float scale) {
+  if (bt.targets)
+    mlm_head_backward(d, m, bt, loss.count, scale);
+  else
+    cls_head_backward(d, m, bt, train, scale);
+  if (m.bucket_done) m.bucket_done(kHeadBucket);
+  encoder_backward(d, m, bt, train);
+}
+
+
+// ============================================================================
+// Initialisation
+// ============================================================================
+
+// ---------------------------------------------------------------------------
+// HiPPO-LegS initialisation of A_im (docs/MODEL.md section 9)
+// ---------------------------------------------------------------------------
+// S = -M + p p^T is -1/2 on the diagonal plus a real skew-symmetric part W.
+// The imaginary parts of S's eigenvalues are the eigenvalues of the
+// Hermitian matrix -iW. A Hermitian X + iY has the same eigenvalues, each
+// twice, as the real symmetric [[X, -Y], [Y, X]]; here X = 0 and Y = -W, so
+// a plain Jacobi solver on a 2N x 2N real matrix is all we need.
+
+static std::vector<double> symmetric_eigenvalues(std::vector<double> a, int n) {
+  for (int sweep = 0; sweep < 100; sweep++) {
+    double off = 0;
+    for (int i = 0; i < n; i++)
+      for (int j = i + 1; j < n; j++) off += a[i * n + j] * a[i * n + j];
+    if (off < 1e-22) break;
+    for (int p = 0; p < n; p++)
+      for (int q = p + 1; q < n; q++) {
+        double apq = a[p * n + q];
+        if (std::fabs(apq) < 1e-300) continue;
+        // The rotation that zeroes a[p][q] (Golub & Van Loan, alg. 8.5.1).
+        double tau = (a[q * n + q] - a[p * n + p]) / (2 * apq);
+        double t = (tau >= 0 ? 1 : -1) / (std::fabs(tau) + std::sqrt(1 + tau * tau));
+        double cs = 1 / std::sqrt(1 + t * t), sn = t * cs;
+        for (int k = 0; k < n; k++) {  // columns p and q
+          double akp = a[k * n + p], akq = a[k * n + q];
+          a[k * n + p] = cs * akp - sn * akq;
+          a[k * n + q] = sn * akp + cs * akq;
+        }
+        for (int k = 0; k < n; k++) {  // rows p and q
+          double apk = a[p * n + k], aqk = a[q * n + k];
+          a[p * n + k] = cs * apk - sn * aqk;
+          a[q * n + k] = sn * apk + cs * aqk;
+        }
+      }
+  }
+  std::vector<double> ev(n);
+  for (int i = 0; i < n; i++) ev[i] = a[i * n + i];
+  std::sort(ev.begin(), ev.end());
+  return ev;
+}
+
+// A_im for N modes, ascending.
+static std::vector<double> hippo_a_im(int N) {
+  auto S = [](int n, int k) {  // S = -M + p p^T, with p_n = sqrt(n + 1/2)
+    double M = n > k ? std::sqrt(2.0 * n + 1) * std::sqrt(2.0 * k + 1) : n == k ? n + 1.0 : 0.0;
+    return -M + std::sqrt(n + 0.5) * std::sqrt(k + 0.5);
+  };
+  int n2 = 2 * N;
+  std::vector<double> a((size_t)n2 * n2, 0.0);
+  for (int i = 0; i < N; i++)
+    for (int j = 0; j < N; j++) {
+      double w = 0.5 * (S(i, j) - S(j, i));  // the skew-symmetric part W
+      a[(size_t)i * n2 + (N + j)] = w;       // -Y = W
+      a[(size_t)(N + i) * n2 + j] = -w;      //  Y = -W
+    }
+  std::vector<double> ev = symmetric_eigenvalues(a, n2), out(N);
+  for (int i = 0; i < N; i++) out[i] = ev[2 * i];  // each eigenvalue appears twice
+  return out;
+}
+
+// Fills one tensor as its table row says (docs/MODEL.md section 9). a_im: the
+// HiPPO-LegS imaginary parts for N modes.
+static void init_tensor(float* x, const TensorInfo& t, Rng& rng, const std::vector<double>& a_im) {
+  const Init& in = t.init;
+  switch (in.kind) {
+    case Init::Normal:
+      for (size_t i = 0; i < t.count; i++) x[i] = rng.normal() * (float)in.a;
+      break;
+    case Init::Const:
+      std::fill(x, x + t.count, (float)in.a);
+      break;
+    case Init::HippoAIm:
+      for (size_t i = 0; i < t.count; i++) x[i] = (float)a_im[i % a_im.size()];
+      break;
+    case Init::LogUniform: {
+      float lo = logf((float)in.a), hi = logf((float)in.b);
+      for (size_t i = 0; i < t.count; i++) x[i] = lo + rng.uniform() * (hi - lo);
+      break;
+    }
+  }
+}
+
+// Every tensor as the parameter table says, from one seeded stream.
+static void model_init(Model* m, uint64_t seed) {
+  Rng rng{seed};
+  std::vector<double> a_im = hippo_a_im(m->c.N);
+  for (const TensorInfo& t : m->table) init_tensor(m->params_mem.data() + t.offset, t, rng, a_im);
+}
+
+
 // ============================================================================
 // Layers
 // ============================================================================
@@ -871,14 +1039,6 @@ static LayerActsT<S> layer_acts(const ActsT<S>& a, const Config& c, int Bcap, in
 // into its outputs (the caller zeroes them), "=" that it overwrites.
 // The CPU versions are templates so the tests can run them in double
 // precision for finite differences; the model instantiates them with float.
-
-enum class Act { GeluTanh, GeluErf, Tanh };  // the activations (see below)
-
-// Whether a backward pass adds its input gradient to what dinp holds (Add,
-// the "+=" of the comments) or sets it (Set: a buffer this is the first
-// contribution to, so that nothing has to zero it first).
-enum class Acc { Add, Set };
-
 // ---------------------------------------------------------------------------
 // Embeddings: e = wte[id] + wpe[t] + wtt[type]
 // ---------------------------------------------------------------------------
@@ -1282,280 +1442,6 @@ void dense_backward_cpu(F* dinp, F* dw, F* db, const F* dout, const F* inp, cons
   }
 }
 
-// ---------------------------------------------------------------------------
-// Dense, the fast CPU path: packed, cache-blocked, register-tiled products
-// ---------------------------------------------------------------------------
-// The loops above are the readable reference; the model runs these. One
-// routine, gemm_cpu, computes C (m, n) = or += A (m, k) B (k, n) for operands
-// given by strides, so a dense layer's three products are three calls:
-//   forward  out  (rows, out) = inp (rows, in) W^T (in, out)  + bias
-//   backward dinp (rows, in) += dout (rows, out) W (out, in)
-//            dW   (out, in)  += dout^T (out, rows) inp (rows, in)
-// It is the layered scheme of Goto and BLIS: a KC-deep slice of B is copied
-// ("packed") into kNR-wide column panels and a slice of A into kMR-tall row
-// panels, each contiguous in the order the micro-kernel reads it; the
-// micro-kernel holds a kMR x kNR tile of C in vector registers and adds one
-// rank-1 update (a row of A times a row of B) per k.
-// Determinism: every element of C is summed by one thread, in k order, KC
-// terms at a time, whatever the thread count; so results are bit-identical
-// from run to run and for any number of threads (never across instruction
-// sets: the tile shape differs).
-
-// A thin vector layer, so the kernels below read the same for every target.
-#if defined(__AVX512F__)
-using VecF = __m512;
-constexpr int kVecW = 16;  // floats per vector
-constexpr int kMR = 12;    // 24 accumulators + 2 B vectors + 1 broadcast of 32 registers
-static inline VecF vf_load(const float* p) { return _mm512_loadu_ps(p); }
-static inline void vf_store(float* p, VecF v) { _mm512_storeu_ps(p, v); }
-static inline VecF vf_set1(float x) { return _mm512_set1_ps(x); }
-static inline VecF vf_add(VecF a, VecF b) { return _mm512_add_ps(a, b); }
-static inline VecF vf_mul(VecF a, VecF b) { return _mm512_mul_ps(a, b); }
-static inline VecF vf_fma(VecF a, VecF b, VecF c) { return _mm512_fmadd_ps(a, b, c); }
-#elif defined(__AVX2__) && defined(__FMA__)
-using VecF = __m256;
-constexpr int kVecW = 8;
-constexpr int kMR = 6;  // 12 accumulators + 2 B vectors + 1 broadcast of 16 registers
-static inline VecF vf_load(const float* p) { return _mm256_loadu_ps(p); }
-static inline void vf_store(float* p, VecF v) { _mm256_storeu_ps(p, v); }
-static inline VecF vf_set1(float x) { return _mm256_set1_ps(x); }
-static inline VecF vf_add(VecF a, VecF b) { return _mm256_add_ps(a, b); }
-static inline VecF vf_mul(VecF a, VecF b) { return _mm256_mul_ps(a, b); }
-static inline VecF vf_fma(VecF a, VecF b, VecF c) { return _mm256_fmadd_ps(a, b, c); }
-#else  // plain C++: scalars the compiler may vectorise as it can
-using VecF = float;
-constexpr int kVecW = 1;
-constexpr int kMR = 4;
-static inline VecF vf_load(const float* p) { return *p; }
-static inline void vf_store(float* p, VecF v) { *p = v; }
-static inline VecF vf_set1(float x) { return x; }
-static inline VecF vf_add(VecF a, VecF b) { return a + b; }
-static inline VecF vf_mul(VecF a, VecF b) { return a * b; }
-static inline VecF vf_fma(VecF a, VecF b, VecF c) { return a * b + c; }
-#endif
-constexpr int kNV = kVecW > 1 ? 2 : 4;  // vectors per tile row
-constexpr int kNR = kNV * kVecW;        // tile columns
-// Blocking: an A block (kMC x kKC, 144 KB at 12 x 12) stays in L2 while the
-// B micro-panels (kKC x kNR, 32 KB at kNR 32) stream through L1; B is packed
-// once per kNC columns and shared by all threads.
-constexpr int kKC = 256, kMC = 12 * kMR, kNC = 2048;
-
-// Whether A is known to be zero on one side of its diagonal (the Toeplitz
-// matrices of the SSM convolution): those terms are skipped, which changes
-// no sum, since they would add exact zeros.
-enum class Band { Full, Lower, Upper };  // Lower: A(i, p) = 0 for p > i; Upper: for p < i
-
-// The threads a parallel region started here would get: 1 inside one
-// already (the fast kernels never nest).
-static int omp_threads() {
-#ifdef _OPENMP
-  return omp_in_parallel() ? 1 : omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
-
-// Grow-only scratch, 64-byte aligned, one per thread (OpenMP's threads live
-// as long as the program, so nothing is allocated once the sizes are known).
-static float* gemm_scratch(std::vector<float>& buf, size_t n) {
-  if (buf.size() < n + 16) buf.resize(n + 16);
-  return (float*)(((uintptr_t)buf.data() + 63) & ~(uintptr_t)63);
-}
-
-// A (m, k), element (i, p) at a[i * rs + p * cs] -> row panels of kMR rows:
-// ap[(i / kMR) * kc * kMR + p * kMR + i % kMR], rows past m zero.
-static void gemm_pack_a(float* ap, const float* a, ptrdiff_t rs, ptrdiff_t cs, int m, int kc) {
-  for (int i0 = 0; i0 < m; i0 += kMR, ap += (size_t)kc * kMR) {
-    int mr = std::min(kMR, m - i0);
-    if (cs == 1) {  // rows contiguous: read each row along k
-      for (int i = 0; i < mr; i++) {
-        const float* src = a + (i0 + i) * rs;
-        for (int p = 0; p < kc; p++) ap[p * kMR + i] = src[p];
-      }
-    } else {  // columns contiguous (or a Toeplitz view): read each column along i
-      for (int p = 0; p < kc; p++) {
-        const float* src = a + i0 * rs + p * cs;
-        for (int i = 0; i < mr; i++) ap[p * kMR + i] = src[i * rs];
-      }
-    }
-    for (int i = mr; i < kMR; i++)
-      for (int p = 0; p < kc; p++) ap[p * kMR + i] = 0.0f;
-  }
-}
-
-// B (k, n), element (p, j) at b[p * rs + j * cs] -> column panels of kNR:
-// bp[(j / kNR) * kc * kNR + p * kNR + j % kNR], columns past n zero.
-static void gemm_pack_b(float* bp, const float* b, ptrdiff_t rs, ptrdiff_t cs, int n, int kc, int j0) {
-  int nr = std::min(kNR, n - j0);
-  if (cs == 1) {
-    for (int p = 0; p < kc; p++) {
-      const float* src = b + p * rs + j0;
-      for (int j = 0; j < nr; j++) bp[p * kNR + j] = src[j];
-      for (int j = nr; j < kNR; j++) bp[p * kNR + j] = 0.0f;
-    }
-  } else {
-    for (int j = 0; j < nr; j++) {
-      const float* src = b + (j0 + j) * cs;
-      for (int p = 0; p < kc; p++) bp[p * kNR + j] = src[p * rs];
-    }
-    for (int j = nr; j < kNR; j++)
-      for (int p = 0; p < kc; p++) bp[p * kNR + j] = 0.0f;
-  }
-}
-
-// The micro-kernel: the (mr, nr) corner of the kc-term product of one A
-// panel (kMR values per k, the next k's at a + as) and one B panel (kNR
-// values per k, the next at b + bs), stored to c (row stride ldc) as
-// c = acc + bias (bias may be null) or, with add, c = c + acc. A packed
-// panel has as = kMR, bs = kNR; an operand already laid out that way in
-// memory (A contiguous along i, B along j) is read in place with its own
-// stride instead, which saves the copy.
-static inline void gemm_micro(int kc, const float* a, ptrdiff_t as, const float* b, ptrdiff_t bs, float* c,
-                              size_t ldc, int mr, int nr, bool add, const float* bias) {
-  VecF acc[kMR][kNV];
-  for (int i = 0; i < kMR; i++)
-    for (int v = 0; v < kNV; v++) acc[i][v] = vf_set1(0.0f);
-  for (int p = 0; p < kc; p++, a += as, b += bs) {
-    VecF bv[kNV];
-    for (int v = 0; v < kNV; v++) bv[v] = vf_load(b + v * kVecW);
-    for (int i = 0; i < kMR; i++) {
-      VecF av = vf_set1(a[i]);
-      for (int v = 0; v < kNV; v++) acc[i][v] = vf_fma(av, bv[v], acc[i][v]);
-    }
-  }
-  if (mr == kMR && nr == kNR) {
-    for (int i = 0; i < kMR; i++)
-      for (int v = 0; v < kNV; v++) {
-        float* cp = c + i * ldc + v * kVecW;
-        VecF r = add ? vf_add(vf_load(cp), acc[i][v]) : bias ? vf_add(acc[i][v], vf_load(bias + v * kVecW)) : acc[i][v];
-        vf_store(cp, r);
-      }
-    return;
-  }
-  alignas(64) float tile[kMR * kNR];  // an edge tile: through memory, the same sums
-  for (int i = 0; i < kMR; i++)
-    for (int v = 0; v < kNV; v++) vf_store(tile + i * kNR + v * kVecW, acc[i][v]);
-  for (int i = 0; i < mr; i++)
-    for (int j = 0; j < nr; j++) {
-      float t = tile[i * kNR + j];
-      c[i * ldc + j] = add ? c[i * ldc + j] + t : bias ? t + bias[j] : t;
-    }
-}
-
-// C (m, n, row stride ldc) = A B + bias (bias (n) may be null), or with add
-// C += A B. A's element (i, p) is a[i * ars + p * acs], B's (p, j) is
-// b[p * brs + j * bcs]. Threads share each packed B panel and split the
-// rows into A blocks, and also the B panel's columns when there are fewer
-// blocks than threads. Whole panels of an A with ars = 1 or a B with
-// bcs = 1 are read in place; only their partial edge panels are packed.
-static void gemm_cpu(float* c, size_t ldc, const float* a, ptrdiff_t ars, ptrdiff_t acs, const float* b, ptrdiff_t brs,
-                     ptrdiff_t bcs, int m, int n, int k, const float* bias, bool add, Band band = Band::Full) {
-  if (m <= 0 || n <= 0) return;
-  if (k <= 0) {
-    if (!add)
-      for (int i = 0; i < m; i++)
-        for (int j = 0; j < n; j++) c[i * ldc + j] = bias ? bias[j] : 0.0f;
-    return;
-  }
-  const int threads = omp_threads();
-  // Rows per A block: at most kMC, fewer so that every thread gets a block.
-  int mc = std::min(kMC, (m + threads - 1) / threads);
-  mc = (mc + kMR - 1) / kMR * kMR;
-  const int mblocks = (m + mc - 1) / mc;
-  const bool a_direct = ars == 1, b_direct = bcs == 1;
-  // A B that is not read in place is packed whole (all k) for each column
-  // block, so the threads meet at a barrier once per block rather than at
-  // every k slice: on a busy machine each barrier can cost a time slice.
-  static thread_local std::vector<float> bp_mem;
-  float* bp = b_direct ? nullptr : gemm_scratch(bp_mem, (size_t)k * ((std::min(n, kNC) + kNR - 1) / kNR * kNR));
-#pragma omp parallel if (threads > 1)
-  {
-    static thread_local std::vector<float> ap_mem, ep_mem;
-    float* ap = gemm_scratch(ap_mem, (size_t)kKC * mc);
-    float* ep = gemm_scratch(ep_mem, (size_t)kKC * kNR);  // a partial edge panel of an in-place B
-    for (int jc = 0; jc < n; jc += kNC) {
-      const int nc = std::min(kNC, n - jc), npanels = (nc + kNR - 1) / kNR;
-      const int nsplit = std::max(1, std::min(npanels, threads / mblocks));
-      if (!b_direct) {
-#pragma omp for schedule(static)
-        for (int jp = 0; jp < npanels; jp++) gemm_pack_b(bp + (size_t)jp * k * kNR, b, brs, bcs, n, k, jc + jp * kNR);
-      }
-      for (int pc = 0; pc < k; pc += kKC) {
-        const int kc = std::min(kKC, k - pc);
-        const bool acc_c = add || pc > 0;  // later slices add to what the first stored
-        // nowait: a static schedule gives each thread the same tiles in every
-        // slice, so a tile's slices run in order on one thread.
-#pragma omp for schedule(static) collapse(2) nowait
-        for (int ib = 0; ib < mblocks; ib++)
-          for (int js = 0; js < nsplit; js++) {
-            const int i0 = ib * mc, m_blk = std::min(mc, m - i0), m_full = a_direct ? m_blk / kMR * kMR : 0;
-            if (m_full < m_blk)  // the panels not read in place
-              gemm_pack_a(ap + (size_t)m_full * kc, a + (i0 + m_full) * ars + pc * acs, ars, acs, m_blk - m_full, kc);
-            for (int jp = js * npanels / nsplit; jp < (js + 1) * npanels / nsplit; jp++) {
-              const int j0 = jc + jp * kNR, nr = std::min(kNR, n - j0);
-              const float* bpan = bp + (size_t)jp * k * kNR + (size_t)pc * kNR;
-              ptrdiff_t bs = kNR;
-              if (b_direct && nr == kNR) {
-                bpan = b + pc * brs + j0, bs = brs;
-              } else if (b_direct) {
-                gemm_pack_b(ep, b + pc * brs, brs, bcs, n, kc, j0);
-                bpan = ep;
-              }
-              for (int ir = 0; ir < m_blk; ir += kMR) {
-                const bool a_here = ir < m_full;
-                const float* apan = a_here ? a + (i0 + ir) * ars + pc * acs : ap + (size_t)ir * kc;
-                const ptrdiff_t as = a_here ? acs : kMR;
-                // The k range this tile needs: all of the slice, or the part
-                // on A's non-zero side of the diagonal.
-                const int row = i0 + ir;
-                int kb = 0, ke = kc;
-                if (band == Band::Lower) ke = std::max(0, std::min(kc, row + kMR - pc));
-                if (band == Band::Upper) kb = std::min(kc, std::max(0, row - pc));
-                if (kb == ke && acc_c) continue;  // nothing to add
-                gemm_micro(ke - kb, apan + kb * as, as, bpan + kb * bs, bs, c + (size_t)row * ldc + j0, ldc,
-                           std::min(kMR, m_blk - ir), nr, acc_c, bias ? bias + j0 : nullptr);
-              }
-            }
-          }
-      }
-      if (!b_direct && jc + kNC < n) {
-#pragma omp barrier
-      }
-    }
-  }
-}
-
-// The same contract as dense_forward_cpu: out (rows, out_dim) = inp W^T + b.
-void dense_forward_fast(float* out, const float* inp, const float* w, const float* bias, int rows, int in_dim,
-                        int out_dim) {
-  gemm_cpu(out, out_dim, inp, in_dim, 1, w, 1, in_dim, rows, out_dim, in_dim, bias, false);
-}
-
-// Column sums, db (n) += sum over rows of d (rows, n): threads over column
-// strips, each column summed down the rows in order (the reference's order).
-static void colsum_add_cpu(float* db, const float* d, int rows, int n) {
-  constexpr int kStrip = 64;
-#pragma omp parallel for schedule(static)
-  for (int j0 = 0; j0 < n; j0 += kStrip) {
-    const int w = std::min(kStrip, n - j0);
-    float s[kStrip] = {};
-    for (int r = 0; r < rows; r++) {
-      const float* x = d + (size_t)r * n + j0;
-#pragma omp simd
-      for (int j = 0; j < w; j++) s[j] += x[j];
-    }
-    for (int j = 0; j < w; j++) db[j0 + j] += s[j];
-  }
-}
-
-// The same contract as dense_backward_cpu: dinp (if not null), dw, db (if
-// not null) +=.
-void dense_backward_fast(float* dinp, float* dw, float* db, const float* dout, const float* inp, const float* w,
-                         int rows, int in_dim, int out_dim) {
-  if (dinp) gemm_cpu(dinp, in_dim, dout, out_dim, 1, w, in_dim, 1, rows, in_dim, out_dim, nullptr, true);
-  gemm_cpu(dw, in_dim, dout, 1, out_dim, inp, in_dim, 1, out_dim, in_dim, rows, nullptr, true);
-  if (db) colsum_add_cpu(db, dout, rows, out_dim);
-}
 
 // Whether the GPU's dense_forward fuses a GELU into cuBLASLt's epilogue
 // (GELU_AUX_BIAS, which also stores the pre-GELU values): for bf16 output
@@ -1566,182 +1452,6 @@ static bool gelu_fusable(size_t out_elem_size, bool fuse_epilogues, int ld) {
 }
 
 #ifdef __CUDACC__
-// The largest power of two, up to 256, that divides the address. Tensors in
-// the host-layout tests sit at arbitrary offsets, while cuBLASLt's heuristic
-// assumes 256-byte aligned operands unless told otherwise; stating the truth
-// keeps it from choosing an algorithm that needs more alignment than we have.
-static uint32_t pow2_alignment(uint64_t x) {
-  uint32_t a = 256;
-  while (a > 2 && x % a) a /= 2;
-  return a;
-}
-static uint32_t ptr_alignment(const void* p) { return pow2_alignment((uintptr_t)p); }
-
-// Strided batches of one product: batch q reads A + q a and B + q b and
-// writes D + q d (element strides; 0: one matrix serves every q, as the
-// Toeplitz route shares its matrix). count 1: a single product.
-struct GemmBatch {
-  int count = 1;
-  int64_t a = 0, b = 0, d = 0;
-};
-
-// The alignment every batch of an operand keeps: its base's, and its
-// stride's in bytes.
-static uint32_t batch_alignment(const void* p, int64_t stride, size_t elem) {
-  uint32_t a = ptr_alignment(p);
-  if (stride) a = std::min(a, pow2_alignment((uint64_t)stride * elem));
-  return a;
-}
-
-template <class X>
-constexpr cudaDataType_t dtype_of();
-template <>
-constexpr cudaDataType_t dtype_of<float>() {
-  return CUDA_R_32F;
-}
-template <>
-constexpr cudaDataType_t dtype_of<bf16>() {
-  return CUDA_R_16BF;
-}
-
-// What cuBLASLt adds after the product: nothing, a bias per row of D, or a
-// bias and then GELU (tanh form), keeping the pre-GELU values in `aux`
-// (laid out as D).
-enum class Epi { None, Bias, GeluBias };
-
-// How many algorithms to ask cuBLASLt's heuristic for, best first: the
-// next serves when one fails to run.
-constexpr int kGemmCandidates = 8;
-
-// The heuristic's first kGemmCandidates algorithms for a problem whose
-// operands A, B, C, D have the byte alignments al, best first. With an
-// epilogue, a heuristic that does not support it for these types is an
-// answer too (no algorithm: the caller falls back to its own kernels), not
-// an error. The lab's plans (dev/cuda/lab.h) ask the same way.
-static std::vector<cublasLtMatmulAlgo_t> lt_candidates(CudaCtx& ctx, cublasLtMatmulDesc_t desc,
-                                                       cublasLtMatrixLayout_t la, cublasLtMatrixLayout_t lb,
-                                                       cublasLtMatrixLayout_t ld, const uint32_t* al, bool epilogue) {
-  cublasLtMatmulPreference_t pref;
-  cublasCheck(cublasLtMatmulPreferenceCreate(&pref));
-  uint64_t ws = ctx.workspace_size;
-  cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
-  cublasLtMatmulPreferenceAttributes_t which[4] = {
-      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
-      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
-  for (int i = 0; i < 4; i++) cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, which[i], &al[i], sizeof al[i]));
-  cublasLtMatmulHeuristicResult_t heur[kGemmCandidates];
-  int count = 0;
-  cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(ctx.lt, desc, la, lb, ld, ld, pref, kGemmCandidates, heur, &count);
-  cublasCheck(cublasLtMatmulPreferenceDestroy(pref));
-  if (!epilogue && st != CUBLAS_STATUS_NOT_SUPPORTED) cublasCheck(st);
-  std::vector<cublasLtMatmulAlgo_t> algos;
-  for (int i = 0; st == CUBLAS_STATUS_SUCCESS && i < count; i++)
-    if (heur[i].state == CUBLAS_STATUS_SUCCESS) algos.push_back(heur[i].algo);
-  return algos;
-}
-
-// D (m, n) = op(A) op(B) + beta C, then the epilogue, in cuBLASLt's
-// column-major terms (C = null: C is D). A row-major (r, c) matrix is a
-// column-major (c, r) one with leading dimension c; the launchers below use
-// that to run our row-major products without copies.
-// Types: A and B fp32 or bf16; C and D fp32 or bf16; accumulation in fp32
-// always (bf16 operands: CUBLAS_COMPUTE_32F; fp32 operands: ctx.compute,
-// exact fp32 by default or TF32). Bias and aux have D's type.
-// Returns false, having done nothing, when cuBLASLt has no algorithm for an
-// epilogue (the caller then runs the plain product and its own kernels); a
-// plain product without an algorithm is an error.
-template <class TA, class TD>
-static bool matmul(CudaCtx& ctx, TD* D, const TA* A, const TA* Bm, bool ta, bool tb, int m, int n, int k, int lda,
-                   int ldb, int ldd, float beta, const TD* C = nullptr, Epi epi = Epi::None, const TD* bias = nullptr,
-                   TD* aux = nullptr, const GemmBatch& bat = GemmBatch{}) {
-  if (m == 0 || n == 0 || k == 0 || bat.count == 0) return true;  // callers accumulate (beta = 1) or have k > 0
-  if (!C) C = D;
-  cublasComputeType_t compute = std::is_same<TA, float>::value ? ctx.compute : CUBLAS_COMPUTE_32F;
-  uint32_t al[5] = {batch_alignment(A, bat.a, sizeof(TA)), batch_alignment(Bm, bat.b, sizeof(TA)),
-                    batch_alignment(C, bat.d, sizeof(TD)), batch_alignment(D, bat.d, sizeof(TD)),
-                    aux ? ptr_alignment(aux) : 256u};
-  std::vector<int64_t> key = {dtype_of<TA>(),
-                              dtype_of<TD>(),
-                              compute,
-                              ta,
-                              tb,
-                              m,
-                              n,
-                              k,
-                              lda,
-                              ldb,
-                              ldd,
-                              (int)epi,
-                              beta != 0,
-                              al[0],
-                              al[1],
-                              al[2],
-                              al[3],
-                              al[4],
-                              bias ? (int64_t)ptr_alignment(bias) : 0,
-                              bat.count,
-                              bat.a,
-                              bat.b,
-                              bat.d};
-  cublasLtMatmulDesc_t desc;
-  cublasCheck(cublasLtMatmulDescCreate(&desc, compute, CUDA_R_32F));
-  cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
-  cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
-  cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
-  cublasLtEpilogue_t e = epi == Epi::Bias       ? CUBLASLT_EPILOGUE_BIAS
-                         : epi == Epi::GeluBias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS
-                                                : CUBLASLT_EPILOGUE_DEFAULT;
-  cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &e, sizeof e));
-  if (epi != Epi::None)
-    cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
-  if (epi == Epi::GeluBias) {
-    int64_t ld_aux = ldd;  // pre has out's layout, fused or not
-    cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux));
-    cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld_aux, sizeof ld_aux));
-  }
-  cublasLtMatrixLayout_t la, lb, ld;  // the stored shapes, before op(); C shares D's
-  cublasCheck(cublasLtMatrixLayoutCreate(&la, dtype_of<TA>(), ta ? k : m, ta ? m : k, lda));
-  cublasCheck(cublasLtMatrixLayoutCreate(&lb, dtype_of<TA>(), tb ? n : k, tb ? k : n, ldb));
-  cublasCheck(cublasLtMatrixLayoutCreate(&ld, dtype_of<TD>(), m, n, ldd));
-  if (bat.count > 1) {
-    std::pair<cublasLtMatrixLayout_t, int64_t> batched[3] = {{la, bat.a}, {lb, bat.b}, {ld, bat.d}};
-    for (auto& [l, stride] : batched) {
-      cublasCheck(
-          cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bat.count, sizeof bat.count));
-      cublasCheck(
-          cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof stride));
-    }
-  }
-  GemmAlgo* found = nullptr;
-  for (GemmAlgo& g : ctx.algos)
-    if (g.key == key) found = &g;
-  if (!found) {  // first time: ask the heuristic for a few candidates, and remember them
-    ctx.algos.push_back(GemmAlgo{key, lt_candidates(ctx, desc, la, lb, ld, al, epi != Epi::None)});
-    found = &ctx.algos.back();
-  }
-  // The candidates in order, until one runs; one that fails is not tried
-  // again for this problem.
-  const float alpha = 1.0f;
-  cublasStatus_t last = CUBLAS_STATUS_NOT_SUPPORTED;
-  bool ok = false;
-  while (!ok && found->next < found->algos.size()) {
-    last = cublasLtMatmul(ctx.lt, desc, &alpha, A, la, Bm, lb, &beta, C, ld, D, ld, &found->algos[found->next],
-                          ctx.workspace, ctx.workspace_size, ctx.stream);
-    ok = last == CUBLAS_STATUS_SUCCESS;
-    if (!ok) found->next++;
-  }
-  cublasCheck(cublasLtMatrixLayoutDestroy(la));
-  cublasCheck(cublasLtMatrixLayoutDestroy(lb));
-  cublasCheck(cublasLtMatrixLayoutDestroy(ld));
-  cublasCheck(cublasLtMatmulDescDestroy(desc));
-  if (!ok && epi == Epi::None)
-    throw CudaError(
-        strf("cuBLASLt: no algorithm ran (%zu tried; last status %s) for types %d/%d, m %d n %d k %d, op %c%c, ld %d "
-             "%d %d, alignment %u %u %u %u",
-             found->algos.size(), cublasLtGetStatusName(last), (int)dtype_of<TA>(), (int)dtype_of<TD>(), m, n, k,
-             ta ? 'T' : 'N', tb ? 'T' : 'N', lda, ldb, ldd, al[0], al[1], al[2], al[3]));
-  return ok;
-}
 
 template <class X>
 __global__ void add_bias_kernel(X* out, const X* bias, int rows, int out_dim, int ld_out) {
@@ -1981,139 +1691,6 @@ void gate_backward_cpu(F* da, F* db, const F* dout, const F* a, const F* b, size
   }
 }
 
-// ---------------------------------------------------------------------------
-// GELU, the fast CPU path: vectorised
-// ---------------------------------------------------------------------------
-// The same formulas as gelu_tanh and gelu_tanh_grad, with exp computed on
-// whole vectors (vf_exp) instead of one libm call per element, which was a
-// sixth of a training step. Every element goes through the vector path (a
-// tail is padded into a full vector), so an element's value never depends on
-// how the threads split the range.
-
-#if defined(__AVX512F__)
-// The masked forms with every lane set: the same instructions, and they keep
-// g++ 12 from warning about the unmasked forms' internal undefined operand.
-constexpr __mmask16 kAll = 0xFFFF;
-static inline VecF vf_sub(VecF a, VecF b) { return _mm512_sub_ps(a, b); }
-static inline VecF vf_div(VecF a, VecF b) { return _mm512_div_ps(a, b); }
-static inline VecF vf_clamp(VecF x, float lo, float hi) {
-  VecF l = _mm512_set1_ps(lo), h = _mm512_set1_ps(hi);
-  return _mm512_mask_min_ps(h, kAll, _mm512_mask_max_ps(l, kAll, x, l), h);
-}
-static inline VecF vf_round(VecF x) {
-  return _mm512_mask_roundscale_ps(x, kAll, x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-}
-static inline VecF vf_nan_or(VecF x, VecF y) {  // x where x is NaN, else y
-  return _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), x);
-}
-static inline VecF vf_pow2i(VecF n) {  // 2^n for integral n in [-126, 127]: the exponent field directly
-  __m512i z = _mm512_setzero_si512();
-  __m512i e = _mm512_add_epi32(_mm512_mask_cvtps_epi32(z, kAll, n), _mm512_set1_epi32(127));
-  return _mm512_castsi512_ps(_mm512_mask_slli_epi32(z, kAll, e, 23));
-}
-#elif defined(__AVX2__) && defined(__FMA__)
-static inline VecF vf_sub(VecF a, VecF b) { return _mm256_sub_ps(a, b); }
-static inline VecF vf_div(VecF a, VecF b) { return _mm256_div_ps(a, b); }
-static inline VecF vf_clamp(VecF x, float lo, float hi) {
-  return _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(lo)), _mm256_set1_ps(hi));
-}
-static inline VecF vf_round(VecF x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
-static inline VecF vf_nan_or(VecF x, VecF y) { return _mm256_blendv_ps(y, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q)); }
-static inline VecF vf_pow2i(VecF n) {
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23));
-}
-#else
-static inline VecF vf_sub(VecF a, VecF b) { return a - b; }
-static inline VecF vf_div(VecF a, VecF b) { return a / b; }
-// NaN clamps to lo, as max_ps does (it returns its second operand).
-static inline VecF vf_clamp(VecF x, float lo, float hi) { return std::min(std::max(lo, x), hi); }
-static inline VecF vf_round(VecF x) { return std::nearbyint(x); }
-static inline VecF vf_nan_or(VecF x, VecF y) { return x != x ? x : y; }
-static inline VecF vf_pow2i(VecF n) { return std::ldexp(1.0f, (int)n); }
-#endif
-
-// e^x for x in [-87, 88] (clamped outside, where the callers need only
-// "tiny" and "huge"; NaN stays NaN, so a model that overflowed says so in its
-// loss instead of turning the NaN into a number, and the clamp keeps it out
-// of the integer conversion): x = n ln2 + r with |r| <= ln2 / 2, ln2 in two parts so
-// r is exact; e^r by the degree-7 Taylor-like minimax polynomial of Cephes'
-// expf; then scaled by 2^n. Within 2 ulp of the correctly rounded result
-// (test_cpu_kernels checks it against std::exp on a dense grid).
-static inline VecF vf_exp(VecF x) {
-  const VecF in = x;
-  x = vf_clamp(x, -87.0f, 88.0f);
-  VecF n = vf_round(vf_mul(x, vf_set1(1.44269504088896341f)));
-  VecF r = vf_fma(n, vf_set1(-0.693359375f), x);
-  r = vf_fma(n, vf_set1(2.12194440e-4f), r);
-  VecF p = vf_set1(1.9875691500e-4f);
-  p = vf_fma(p, r, vf_set1(1.3981999507e-3f));
-  p = vf_fma(p, r, vf_set1(8.3334519073e-3f));
-  p = vf_fma(p, r, vf_set1(4.1665795894e-2f));
-  p = vf_fma(p, r, vf_set1(1.6666665459e-1f));
-  p = vf_fma(p, r, vf_set1(5.0000001201e-1f));
-  VecF y = vf_fma(vf_mul(p, r), r, vf_add(r, vf_set1(1.0f)));
-  return vf_nan_or(in, vf_mul(y, vf_pow2i(n)));
-}
-
-// gelu_tanh and its derivative at x, from one exp: th = 1 - 2 / (1 + e^2u).
-static inline void vf_gelu_tanh(VecF x, VecF* y, VecF* dy) {
-  const VecF k = vf_set1(0.7978845608028654f), one = vf_set1(1.0f), half = vf_set1(0.5f);
-  VecF x2 = vf_mul(x, x);
-  VecF u = vf_mul(k, vf_fma(vf_mul(vf_set1(0.044715f), x2), x, x));
-  VecF th = vf_sub(one, vf_div(vf_set1(2.0f), vf_add(one, vf_exp(vf_add(u, u)))));
-  if (y) *y = vf_mul(vf_mul(half, x), vf_add(one, th));
-  if (dy) {
-    VecF d1 = vf_mul(half, vf_add(one, th));
-    VecF d2 =
-        vf_mul(vf_mul(vf_mul(half, x), vf_sub(one, vf_mul(th, th))), vf_mul(k, vf_fma(vf_set1(0.134145f), x2, one)));
-    *dy = vf_add(d1, d2);
-  }
-}
-
-// Runs body(in, out) on every kVecW-wide slice of [0, n) of NI inputs and
-// NO outputs (in[q], out[q] point at the slice), threads over the slices;
-// a last partial slice goes through a zero-padded copy.
-template <int NI, int NO, class Body>
-static void vf_map(size_t n, const float* const (&in)[NI], float* const (&out)[NO], Body body) {
-  const size_t full = n / kVecW * kVecW;
-#pragma omp parallel for schedule(static)
-  for (size_t i = 0; i < full; i += kVecW) {
-    const float* a[NI];
-    float* o[NO];
-    for (int q = 0; q < NI; q++) a[q] = in[q] + i;
-    for (int q = 0; q < NO; q++) o[q] = out[q] + i;
-    body(a, o);
-  }
-  if (full == n) return;
-  alignas(64) float ti[NI][kVecW] = {}, to[NO][kVecW];
-  const float* a[NI];
-  float* o[NO];
-  for (int q = 0; q < NI; q++) std::copy(in[q] + full, in[q] + n, ti[q]), a[q] = ti[q];
-  for (int q = 0; q < NO; q++) o[q] = to[q];
-  body(a, o);
-  for (int q = 0; q < NO; q++) std::copy(to[q], to[q] + (n - full), out[q] + full);
-}
-
-// The same contract as activation_forward_cpu (GELU-tanh vectorised; the
-// head's erf GELU and the pooler's tanh are small and stay on the reference).
-void activation_forward_fast(float* out, const float* inp, size_t n, Act act) {  // out =
-  if (act != Act::GeluTanh) return activation_forward_cpu(out, inp, n, act);
-  vf_map<1, 1>(n, {inp}, {out}, [](const float* const* a, float* const* o) {
-    VecF y;
-    vf_gelu_tanh(vf_load(a[0]), &y, nullptr);
-    vf_store(o[0], y);
-  });
-}
-
-// The same contract as activation_backward_cpu: dinp = dout * act'(inp).
-void activation_backward_fast(float* dinp, const float* dout, const float* inp, size_t n, Act act) {
-  if (act != Act::GeluTanh) return activation_backward_cpu(dinp, dout, inp, n, act);
-  vf_map<2, 1>(n, {dout, inp}, {dinp}, [](const float* const* a, float* const* o) {
-    VecF dy;
-    vf_gelu_tanh(vf_load(a[1]), nullptr, &dy);
-    vf_store(o[0], vf_mul(vf_load(a[0]), dy));
-  });
-}
 
 #ifdef __CUDACC__
 template <class X>
@@ -2239,46 +1816,6 @@ void s4d_kernel_backward_cpu(F* da_re, F* da_im, F* dc, F* dlog_step, const F* d
   *dlog_step += (F)(ddt * dt);
 }
 
-// ---------------------------------------------------------------------------
-// S4D kernel, the fast CPU path: the same sums, threaded
-// ---------------------------------------------------------------------------
-// The kernel is O(N T) complex exponentials, serial in the reference: at
-// T = 1024 several milliseconds a call while the other threads wait. Here
-// the forward runs over l in parallel, each sum in the reference's order
-// (the reference's bits), and the backward over the modes n (the same bits
-// but for dlog_step's last place; test_cpu_kernels checks both).
-
-void s4d_kernel_forward_fast(float* K, const float* a_re, const float* a_im, const float* c, float log_step, int N,
-                             int T) {  // K (T) =
-  using Cx = std::complex<double>;
-  double dt = std::exp((double)log_step);
-  std::vector<Cx> A(N), ct(N);
-  for (int n = 0; n < N; n++) {
-    A[n] = Cx(std::min((double)a_re[n], kMaxARe), (double)a_im[n]);
-    ct[n] = Cx(c[2 * n], c[2 * n + 1]) * (std::exp(dt * A[n]) - 1.0) / A[n];
-  }
-#pragma omp parallel for schedule(static)
-  for (int l = 0; l < T; l++) {
-    double acc = 0.0;
-    for (int n = 0; n < N; n++) acc += std::real(ct[n] * std::exp((double)l * dt * A[n]));
-    K[l] = (float)acc;
-  }
-}
-
-void s4d_kernel_backward_fast(float* da_re, float* da_im, float* dc, float* dlog_step, const float* dK,
-                              const float* a_re, const float* a_im, const float* c, float log_step, int N, int T) {
-  // Each mode on its own through the reference (its da_re, da_im, dc are the
-  // reference's bits); the modes' dlog_step parts, each rounded to float,
-  // summed in mode order.
-  std::vector<float> part(N, 0.0f);
-#pragma omp parallel for schedule(static)
-  for (int n = 0; n < N; n++)
-    s4d_kernel_backward_cpu(da_re + n, da_im + n, dc + 2 * n, &part[n], dK, a_re + n, a_im + n, c + 2 * n, log_step,
-                            1, T);
-  double s = 0;
-  for (int n = 0; n < N; n++) s += part[n];
-  *dlog_step += (float)s;
-}
 
 #ifdef __CUDACC__
 // Double precision on the GPU too, for the CPU's reason (cancellation among
@@ -2530,308 +2067,6 @@ void ssm_conv_backward_cpu(F* dinp, F* dK, F* dD, const F* dout, const F* inp, c
 }
 
 // ---------------------------------------------------------------------------
-// SSM convolution, the fast CPU path: a Toeplitz product for short
-// sequences, an FFT for long ones
-// ---------------------------------------------------------------------------
-// Both use that the kernel K is shared by all H channels.
-// Toeplitz: per sequence, y = Kt u + D u with Kt the (T, T) lower (causal)
-// or upper (anti-causal) triangular Toeplitz matrix of K, a product gemm_cpu
-// runs at the machine's FMA rate while skipping the zero triangle; in the
-// backward, dK[l] is the sum along diagonal l of G = sum_b dout_b u_b^T.
-// FFT: the channels are transformed side by side, one vector lane each, and
-// two real channels ride in one complex sequence (z = u1 + i u2): K's
-// spectrum is the same for both, so Re and Im of ifft(fft(z) * fft(K)) are
-// the two convolutions, with no unpacking. The forward transform is radix-2
-// decimation in frequency (natural order in, bit-reversed out) and the
-// inverse decimation in time (bit-reversed in, natural out), so the
-// pointwise products happen in bit-reversed order and no permutation pass is
-// needed. Sums over channels (dK, dD) are taken per sequence and then in
-// sequence order: the same bits for any thread count.
-
-// Up to this length the Toeplitz product is the cheaper (the FFT does
-// O(log T) work per output, the product O(T) but at the full FMA rate).
-// Measured here, B 8, H 128, one thread, forward / dK in ms: T 128: 0.20 /
-// 0.44 Toeplitz, 0.35 / 0.42 FFT; T 256: 0.76 / 1.70 against 0.74 / 1.10;
-// T 512: 3.4 / 6.3 against 2.3 / 2.5.
-constexpr int kToeplitzMaxT = 128;
-
-// y_b (T, H) = D u_b + the banded Toeplitz product, for every sequence.
-static void ssm_conv_toeplitz(float* out, const float* inp, const float* K, float D, int B, int T, int H,
-                              bool anticausal) {
-  // kz[T - 1 + l] = K[l], zero at negative lags: A(i, p) = kz[T - 1 + i - p]
-  // (causal) or kz[T - 1 + p - i] (anti-causal) reads the matrix in place.
-  std::vector<float> kz(2 * (size_t)T, 0.0f);
-  std::copy(K, K + T, kz.begin() + T - 1);
-  const float* a0 = kz.data() + T - 1;
-  const size_t n = (size_t)T * H;
-  // One sequence per thread at a time (gemm_cpu then runs on its caller's
-  // thread): one parallel region for the batch instead of one per sequence.
-  // With fewer sequences than threads, each product is threaded instead.
-  auto one = [&](int b) {
-    const float* u = inp + b * n;
-    float* y = out + b * n;
-    for (size_t i = 0; i < n; i++) y[i] = D * u[i];
-    gemm_cpu(y, H, a0, anticausal ? -1 : 1, anticausal ? 1 : -1, u, H, 1, T, H, T, nullptr, true,
-             anticausal ? Band::Upper : Band::Lower);
-  };
-  if (B >= omp_threads()) {
-#pragma omp parallel for schedule(static)
-    for (int b = 0; b < B; b++) one(b);
-  } else {
-    for (int b = 0; b < B; b++) one(b);
-  }
-}
-
-// The FFT's plan for length n: the twiddles e^(-2 pi i j / n), j < n / 2,
-// computed in double.
-struct FftVec {
-  int n = 0;
-  std::vector<float> wr, wi;
-};
-static FftVec fft_vec_plan(int n) {
-  FftVec p;
-  p.n = n;
-  p.wr.resize(n / 2);
-  p.wi.resize(n / 2);
-  for (int j = 0; j < n / 2; j++)
-    p.wr[j] = (float)std::cos(-2 * M_PI * j / n), p.wi[j] = (float)std::sin(-2 * M_PI * j / n);
-  return p;
-}
-
-// Forward transform of n complex vectors (re[t], im[t] at re + t kVecW), in
-// place, natural order in, bit-reversed order out.
-static void fft_vec_forward(float* re, float* im, const FftVec& p) {
-  const int n = p.n;
-  for (int len = n; len >= 2; len >>= 1) {
-    const int half = len / 2, stride = n / len;
-    for (int i = 0; i < n; i += len)
-      for (int k = 0; k < half; k++) {
-        const VecF wr = vf_set1(p.wr[k * stride]), wi = vf_set1(p.wi[k * stride]);
-        float *ar = re + (size_t)(i + k) * kVecW, *ai = im + (size_t)(i + k) * kVecW;
-        float *br = ar + (size_t)half * kVecW, *bi = ai + (size_t)half * kVecW;
-        VecF xr = vf_load(ar), xi = vf_load(ai), yr = vf_load(br), yi = vf_load(bi);
-        VecF dr = vf_sub(xr, yr), di = vf_sub(xi, yi);
-        vf_store(ar, vf_add(xr, yr));
-        vf_store(ai, vf_add(xi, yi));
-        vf_store(br, vf_sub(vf_mul(dr, wr), vf_mul(di, wi)));  // (x - y) w
-        vf_store(bi, vf_add(vf_mul(dr, wi), vf_mul(di, wr)));
-      }
-  }
-}
-
-// Inverse transform (unscaled: n times the inverse DFT), bit-reversed order
-// in, natural order out.
-static void fft_vec_inverse(float* re, float* im, const FftVec& p) {
-  const int n = p.n;
-  for (int len = 2; len <= n; len <<= 1) {
-    const int half = len / 2, stride = n / len;
-    for (int i = 0; i < n; i += len)
-      for (int k = 0; k < half; k++) {
-        const VecF wr = vf_set1(p.wr[k * stride]), wi = vf_set1(-p.wi[k * stride]);  // conjugate twiddle
-        float *ar = re + (size_t)(i + k) * kVecW, *ai = im + (size_t)(i + k) * kVecW;
-        float *br = ar + (size_t)half * kVecW, *bi = ai + (size_t)half * kVecW;
-        VecF yr0 = vf_load(br), yi0 = vf_load(bi);
-        VecF yr = vf_sub(vf_mul(yr0, wr), vf_mul(yi0, wi)), yi = vf_add(vf_mul(yr0, wi), vf_mul(yi0, wr));
-        VecF xr = vf_load(ar), xi = vf_load(ai);
-        vf_store(ar, vf_add(xr, yr));
-        vf_store(ai, vf_add(xi, yi));
-        vf_store(br, vf_sub(xr, yr));
-        vf_store(bi, vf_sub(xi, yi));
-      }
-  }
-}
-
-// Channel group g of sequence x_b (T, H): channels [2gW, 2gW + W) into re,
-// the next W into im (W = kVecW), zero past H and past T (up to n).
-static void fft_vec_load(float* re, float* im, const float* x, int T, int H, int g, int n) {
-  const int c0 = 2 * g * kVecW;
-  const bool whole = c0 + 2 * kVecW <= H;  // all 2W channels present: vector loads
-  for (int t = 0; t < T; t++) {
-    float *r = re + (size_t)t * kVecW, *m = im + (size_t)t * kVecW;
-    const float* src = x + (size_t)t * H + c0;
-    if (whole) {
-      vf_store(r, vf_load(src));
-      vf_store(m, vf_load(src + kVecW));
-      continue;
-    }
-    for (int q = 0; q < kVecW; q++) {
-      r[q] = c0 + q < H ? src[q] : 0.0f;
-      m[q] = c0 + kVecW + q < H ? src[kVecW + q] : 0.0f;
-    }
-  }
-  std::fill(re + (size_t)T * kVecW, re + (size_t)n * kVecW, 0.0f);
-  std::fill(im + (size_t)T * kVecW, im + (size_t)n * kVecW, 0.0f);
-}
-
-// The reverse: y_b[t, channels of group g] = scale * z[t] + D x_b[t, ...].
-static void fft_vec_store(float* y, const float* re, const float* im, const float* x, float scale, float D, int T,
-                          int H, int g) {
-  const int c0 = 2 * g * kVecW;
-  const VecF s = vf_set1(scale), d = vf_set1(D);
-  for (int t = 0; t < T; t++) {
-    const float *r = re + (size_t)t * kVecW, *m = im + (size_t)t * kVecW, *u = x + (size_t)t * H + c0;
-    float* o = y + (size_t)t * H + c0;
-    if (c0 + 2 * kVecW <= H) {
-      vf_store(o, vf_fma(s, vf_load(r), vf_mul(d, vf_load(u))));
-      vf_store(o + kVecW, vf_fma(s, vf_load(m), vf_mul(d, vf_load(u + kVecW))));
-      continue;
-    }
-    for (int q = 0; q < 2 * kVecW && c0 + q < H; q++) o[q] = scale * (q < kVecW ? r[q] : m[q - kVecW]) + D * u[q];
-  }
-}
-
-// K's spectrum in bit-reversed order, one value per vector (all lanes equal),
-// conjugated for the anti-causal direction.
-static void fft_vec_kernel(std::vector<float>* kr, std::vector<float>* ki, const float* K, int T, const FftVec& p,
-                           bool conjugate) {
-  kr->assign((size_t)p.n * kVecW, 0.0f);
-  ki->assign((size_t)p.n * kVecW, 0.0f);
-  for (int t = 0; t < T; t++) std::fill_n(kr->data() + (size_t)t * kVecW, kVecW, K[t]);
-  fft_vec_forward(kr->data(), ki->data(), p);
-  if (conjugate)
-    for (float& v : *ki) v = -v;
-}
-
-// z *= k, pointwise, n complex vectors.
-static void fft_vec_mul(float* zr, float* zi, const float* kr, const float* ki, int n) {
-  for (size_t t = 0; t < (size_t)n * kVecW; t += kVecW) {
-    VecF ar = vf_load(zr + t), ai = vf_load(zi + t), br = vf_load(kr + t), bi = vf_load(ki + t);
-    vf_store(zr + t, vf_sub(vf_mul(ar, br), vf_mul(ai, bi)));
-    vf_store(zi + t, vf_add(vf_mul(ar, bi), vf_mul(ai, br)));
-  }
-}
-
-static void ssm_conv_fft_fast(float* out, const float* inp, const float* K, float D, int B, int T, int H,
-                              bool anticausal) {
-  const int n = fft_size(T), groups = (H + 2 * kVecW - 1) / (2 * kVecW);
-  const FftVec p = fft_vec_plan(n);
-  std::vector<float> kr, ki;
-  fft_vec_kernel(&kr, &ki, K, T, p, anticausal);
-#pragma omp parallel
-  {
-    std::vector<float> zr((size_t)n * kVecW), zi((size_t)n * kVecW);
-#pragma omp for collapse(2) schedule(static)
-    for (int b = 0; b < B; b++)
-      for (int g = 0; g < groups; g++) {
-        const float* u = inp + (size_t)b * T * H;
-        fft_vec_load(zr.data(), zi.data(), u, T, H, g, n);
-        fft_vec_forward(zr.data(), zi.data(), p);
-        fft_vec_mul(zr.data(), zi.data(), kr.data(), ki.data(), n);
-        fft_vec_inverse(zr.data(), zi.data(), p);
-        fft_vec_store(out + (size_t)b * T * H, zr.data(), zi.data(), u, 1.0f / n, D, T, H, g);
-      }
-  }
-}
-
-// The same contract as ssm_conv_forward_cpu.
-void ssm_conv_forward_fast(float* out, const float* inp, const float* K, float D, int B, int T, int H,
-                           bool anticausal) {  // out (B, T, H) =
-  if (T <= kToeplitzMaxT)
-    ssm_conv_toeplitz(out, inp, K, D, B, T, H, anticausal);
-  else
-    ssm_conv_fft_fast(out, inp, K, D, B, T, H, anticausal);
-}
-
-// dD's per-sequence part: sum of dout * inp over (T, H), in kVecW lanes
-// combined in lane order.
-static float ssm_dot_fast(const float* d, const float* u, size_t n) {
-  const size_t full = n / kVecW * kVecW;
-  VecF acc = vf_set1(0.0f);
-  for (size_t i = 0; i < full; i += kVecW) acc = vf_fma(vf_load(d + i), vf_load(u + i), acc);
-  alignas(64) float lanes[kVecW];
-  vf_store(lanes, acc);
-  float s = 0;
-  for (int q = 0; q < kVecW; q++) s += lanes[q];
-  for (size_t i = full; i < n; i++) s += d[i] * u[i];
-  return s;
-}
-
-// dK through the FFT: per sequence, the cross-spectrum summed over its
-// channel groups (causal: fft(dout) conj(fft(u)); anti-causal: the
-// conjugate pair), then over sequences in order, one inverse transform, and
-// the real parts summed over lanes.
-static void ssm_dk_fft_fast(float* dK, const float* dout, const float* inp, int B, int T, int H, bool anticausal) {
-  const int n = fft_size(T), groups = (H + 2 * kVecW - 1) / (2 * kVecW);
-  const FftVec p = fft_vec_plan(n);
-  const size_t len = (size_t)n * kVecW;
-  std::vector<float> sr((size_t)B * len, 0.0f), si((size_t)B * len, 0.0f);
-#pragma omp parallel
-  {
-    std::vector<float> dr(len), di(len), ur(len), ui(len);
-#pragma omp for schedule(static)
-    for (int b = 0; b < B; b++) {
-      float *accr = sr.data() + b * len, *acci = si.data() + b * len;
-      for (int g = 0; g < groups; g++) {
-        fft_vec_load(dr.data(), di.data(), dout + (size_t)b * T * H, T, H, g, n);
-        fft_vec_load(ur.data(), ui.data(), inp + (size_t)b * T * H, T, H, g, n);
-        fft_vec_forward(dr.data(), di.data(), p);
-        fft_vec_forward(ur.data(), ui.data(), p);
-        const float sign = anticausal ? -1.0f : 1.0f;  // the conjugated factor's imaginary sign
-        const VecF sd = vf_set1(sign);
-        for (size_t t = 0; t < len; t += kVecW) {
-          // causal: (dr + i di)(ur - i ui); anti-causal: (dr - i di)(ur + i ui)
-          VecF ar = vf_load(dr.data() + t), ai = vf_load(di.data() + t);
-          VecF br = vf_load(ur.data() + t), bi = vf_load(ui.data() + t);
-          VecF re = vf_fma(ar, br, vf_mul(ai, bi));
-          VecF im = vf_mul(sd, vf_sub(vf_mul(ai, br), vf_mul(ar, bi)));
-          vf_store(accr + t, vf_add(vf_load(accr + t), re));
-          vf_store(acci + t, vf_add(vf_load(acci + t), im));
-        }
-      }
-    }
-  }
-  for (int b = 1; b < B; b++)
-    for (size_t t = 0; t < len; t++) sr[t] += sr[b * len + t], si[t] += si[b * len + t];
-  fft_vec_inverse(sr.data(), si.data(), p);
-  for (int l = 0; l < T; l++) {
-    float s = 0;
-    for (int q = 0; q < kVecW; q++) s += sr[(size_t)l * kVecW + q];
-    dK[l] += s / (float)n;
-  }
-}
-
-// dK through the Toeplitz form: G (T, T) = sum_b dout_b u_b^T, then
-// dK[l] = sum_t G[t][t - l] (causal) or G[t][t + l] (anti-causal).
-static void ssm_dk_toeplitz(float* dK, const float* dout, const float* inp, int B, int T, int H, bool anticausal) {
-  // Per sequence (threads over sequences, as in ssm_conv_toeplitz): its
-  // G_b, then its diagonal sums; then the sequences' sums in order.
-  std::vector<float> part((size_t)B * T);
-  auto one = [&](int b) {
-    static thread_local std::vector<float> G;
-    G.assign((size_t)T * T, 0.0f);
-    gemm_cpu(G.data(), T, dout + (size_t)b * T * H, H, 1, inp + (size_t)b * T * H, 1, H, T, T, H, nullptr, false);
-    for (int l = 0; l < T; l++) {
-      float s = 0;
-      for (int t = anticausal ? 0 : l; t < (anticausal ? T - l : T); t++)
-        s += G[(size_t)t * T + (anticausal ? t + l : t - l)];
-      part[(size_t)b * T + l] = s;
-    }
-  };
-  if (B >= omp_threads()) {
-#pragma omp parallel for schedule(static)
-    for (int b = 0; b < B; b++) one(b);
-  } else {
-    for (int b = 0; b < B; b++) one(b);
-  }
-  for (int b = 0; b < B; b++)
-    for (int l = 0; l < T; l++) dK[l] += part[(size_t)b * T + l];
-}
-
-// The same contract as ssm_conv_backward_cpu: dinp =, dK and dD +=.
-void ssm_conv_backward_fast(float* dinp, float* dK, float* dD, const float* dout, const float* inp, const float* K,
-                            float D, int B, int T, int H, bool anticausal) {
-  ssm_conv_forward_fast(dinp, dout, K, D, B, T, H, !anticausal);
-  if (T <= kToeplitzMaxT)
-    ssm_dk_toeplitz(dK, dout, inp, B, T, H, anticausal);
-  else
-    ssm_dk_fft_fast(dK, dout, inp, B, T, H, anticausal);
-  std::vector<float> part(B);
-#pragma omp parallel for schedule(static)
-  for (int b = 0; b < B; b++) part[b] = ssm_dot_fast(dout + (size_t)b * T * H, inp + (size_t)b * T * H, (size_t)T * H);
-  for (int b = 0; b < B; b++) *dD += part[b];
-}
-
-// ---------------------------------------------------------------------------
 // SSM convolution on the GPU as Toeplitz products (version 3 of the kernel
 // lab, dev/cuda/ssm_conv.cu; version 2 for T <= kGpuToeplitzChunk), for bf16
 // up to T = kGpuToeplitzMaxT and fp32 below 512; the FFT (further below)
@@ -2862,200 +2097,6 @@ static bool gpu_toeplitz_route(size_t elem, int T) {
 }
 
 // One cuBLASLt product as numbers, column-major as cuBLASLt sees memory:
-// batch q = 0 .. batch-1 computes
-//   D_q (m x n) = op(A_q) (m x k) op(B_q) (k x n) + beta D_q
-// with X_q = X + x_off + q sx (elements; sx = 0: one matrix for every q),
-// op(A)(i, p) = A[i + p lda] or, ta, A[p + i lda]; likewise B; D(i, j) =
-// D[i + j ldd].
-struct GemmSpec {
-  bool ta = false, tb = false;
-  int m = 0, n = 0, k = 0;
-  int64_t lda = 0, ldb = 0, ldd = 0;
-  int batch = 1;
-  int64_t sa = 0, sb = 0, sd = 0;
-  int64_t a_off = 0, b_off = 0, d_off = 0;
-  float beta = 0;
-};
-
-// N's leading dimension: T rounded up to 8 elements, so every column starts
-// 16-byte aligned in bf16 (cuBLASLt's tensor-core kernels want that).
-BIGS_HD inline int toeplitz_ld(int T) { return (T + 7) / 8 * 8; }
-
-// N(s, t), and 0 in the padding rows s >= T.
-BIGS_HD inline float toeplitz_entry(const float* K, float d, int s, int t, int T) {
-  if (s >= T || s > t) return 0.0f;
-  return s == t ? K[0] + d : K[t - s];
-}
-
-// Thread i of the build writes rows s0 .. s0 + 7 of column t (one 16-byte
-// store in bf16): their values and the offset of the first; false past the
-// end. Consecutive threads write consecutive rows of one column.
-BIGS_HD inline bool toeplitz_build_thread(int64_t i, const float* K, float d, int T, int ldT, int64_t* off,
-                                          float v[8]) {
-  int64_t groups = ldT / 8;
-  if (i >= groups * T) return false;
-  int t = (int)(i / groups), s0 = (int)(i % groups) * 8;
-  for (int j = 0; j < 8; j++) v[j] = toeplitz_entry(K, d, s0 + j, t, T);
-  *off = (int64_t)t * ldT + s0;
-  return true;
-}
-
-// The products of out = Toep(K) inp over the batch (A = inp, B = N, D =
-// out). chunk 0 (or >= T): one product (version 2). Else (version 3) one
-// per block of C output columns [t0, t0 + nc), over input columns [0, t0 +
-// nc) (causal) or [t0, T) (anti-causal, N's rows t0 .. read through op T).
-// chunk must be a multiple of 8, so every block starts aligned.
-inline std::vector<GemmSpec> conv_plan(int B, int T, int H, bool anticausal, int chunk) {
-  int ldT = toeplitz_ld(T), C = chunk > 0 && chunk < T ? chunk : T;
-  std::vector<GemmSpec> plan;
-  for (int t0 = 0; t0 < T; t0 += C) {
-    GemmSpec s;
-    int nc = std::min(C, T - t0);
-    s.tb = anticausal;
-    s.m = H, s.n = nc;
-    s.lda = H, s.ldb = ldT, s.ldd = H;
-    s.batch = B, s.sa = s.sd = (int64_t)T * H, s.sb = 0;  // N is shared by every sequence
-    s.d_off = (int64_t)t0 * H;
-    if (!anticausal)
-      s.k = t0 + nc, s.a_off = 0, s.b_off = (int64_t)t0 * ldT;
-    else
-      s.k = T - t0, s.a_off = (int64_t)t0 * H, s.b_off = t0 + (int64_t)t0 * ldT;
-    plan.push_back(s);
-  }
-  return plan;
-}
-
-// dK[l] is a sum along the l-th diagonal of Gx_b(r, c) = sum_h first[r][h]
-// second[c][h] (column-major, ld ldG = toeplitz_ld(T), stride T ldG):
-// causal first = dout, second = inp, so Gx(c + l, c) = dout[c + l] . u[c];
-// anti-causal first = inp, second = dout, so Gx(c + l, c) = u[c + l] .
-// dout[c]. Either way dK[l] = sum_b sum_{c < T - l} Gx_b(c + l, c): only the
-// lower triangle r >= c, and each lag's entries are consecutive in memory
-// (column c, rows c + l), which the diagonal sums rely on. The products for
-// nseq sequences (A = first, B = second, D = Gx): one (chunk 0), or one per
-// block of C columns [c0, c0 + nc), rows [c0, T). (One product over the
-// whole batch would need the reduction index (b, h), which has two strides
-// in our (B, T, H) layout; so the batch sum is the diagonal sums'.)
-inline std::vector<GemmSpec> gram_plan(int nseq, int T, int H, int chunk) {
-  int ldG = toeplitz_ld(T), C = chunk > 0 && chunk < T ? chunk : T;
-  std::vector<GemmSpec> plan;
-  for (int c0 = 0; c0 < T; c0 += C) {
-    GemmSpec s;
-    s.ta = true;
-    s.m = T - c0, s.n = std::min(C, T - c0), s.k = H;
-    s.lda = s.ldb = H, s.ldd = ldG;
-    s.batch = nseq, s.sa = s.sb = (int64_t)T * H, s.sd = (int64_t)T * ldG;
-    s.a_off = s.b_off = (int64_t)c0 * H, s.d_off = c0 + (int64_t)c0 * ldG;
-    plan.push_back(s);
-  }
-  return plan;
-}
-
-// Gx takes T ldG fp32 per sequence (67 MB at T = 4096), so the batch goes
-// through in groups of this many sequences, each group's lag sums added to
-// dK in order.
-constexpr size_t kGramCapBytes = 256u << 20;
-inline int gram_group(int B, int T, size_t cap_bytes) {
-  size_t per = (size_t)T * toeplitz_ld(T) * sizeof(float);
-  return (int)std::max<size_t>(1, std::min<size_t>(B, cap_bytes / per));
-}
-
-// Deterministic column sums over a fixed tree: blocks of kLanes x kRows
-// threads, threadIdx.x the column (consecutive threads, consecutive
-// columns: coalesced), threadIdx.y one of kRows interleaved row subsets;
-// the kRows partial sums of a column are added in the fixed tree below (host
-// and device run this very function), and the slices' results by the
-// finish in the same way. Every order is fixed by the shapes alone, so
-// results repeat bit for bit on any GPU.
-constexpr int kLanes = 32, kRows = 8;
-
-// ((v0 + v4) + (v2 + v6)) + ((v1 + v5) + (v3 + v7)), reading v[i * stride].
-BIGS_HD inline float tree8(const float* v, int stride) {
-  float a0 = v[0] + v[4 * stride], a1 = v[stride] + v[5 * stride], a2 = v[2 * stride] + v[6 * stride],
-        a3 = v[3 * stride] + v[7 * stride];
-  return (a0 + a2) + (a1 + a3);
-}
-
-// Row range of slice `slice` of `slices` over `rows` rows: [*r0, *r1).
-BIGS_HD inline void slice_rows(int64_t rows, int slices, int slice, int64_t* r0, int64_t* r1) {
-  int64_t per = (rows + slices - 1) / slices, a = slice * per, b = a + per;
-  *r0 = a < rows ? a : rows;
-  *r1 = b < rows ? b : rows;
-}
-
-// The finish: thread (x, y) of block bx adds the partials of slices y, y + 8,
-// ... for column c = bx * 32 + x in slice order; tree8 over y then.
-BIGS_HD inline float finish_thread_sum(const float* part, int64_t cols, int slices, int64_t c, int y) {
-  float s = 0;
-  for (int k = y; k < slices; k += kRows) s += part[(int64_t)k * cols + c];
-  return s;
-}
-
-// The diagonal sums are a column sum of a skewed matrix: rows r = q T + c
-// (q the sequence, c the column of Gx), columns the lags l, entry
-// Gx_q(c + l, c) where c + l < T. Slices: one per 128 rows, at most 256.
-BIGS_HD inline int diag_slices(int64_t rows) {
-  int64_t s = rows / 128;
-  return (int)(s < 1 ? 1 : s > 256 ? 256 : s);
-}
-
-// One thread's part: lag l over rows r0, r0 + kRows, ... < r1.
-BIGS_HD inline float diag_thread_sum(const float* G, int T, int ldG, int l, int64_t r0, int64_t r1) {
-  float s = 0;
-  if (l >= T) return s;
-  for (int64_t r = r0; r < r1; r += kRows) {
-    int64_t q = r / T;
-    int c = (int)(r - q * T);
-    if (c + l < T) s += G[q * T * ldG + (int64_t)c * ldG + c + l];
-  }
-  return s;
-}
-
-// out (B, T, H) = Toep(K, D) inp, causal or anti-causal (overwrites). Ex
-// runs the pieces: the GPU's executor (below), the cost device's, or the
-// lab's CPU twin; all take the same calls in the same order.
-template <class Ex, class X>
-void toeplitz_forward(Ex& ex, X* out, const X* inp, const float* K, const float* D, int B, int T, int H,
-                      bool anticausal, int chunk) {
-  int ldT = toeplitz_ld(T);
-  X* N = ex.template matrix<X>((size_t)T * ldT);  // (T, ldT) column-major
-  ex.build(N, K, D, T, ldT);
-  for (const GemmSpec& s : conv_plan(B, T, H, anticausal, chunk)) ex.conv_gemm(s, inp, N, out);
-}
-
-// dinp = the opposite direction's product (overwrites); dK (T), dD (1) +=.
-// dD is the lag-0 sum (sum dout u), so it needs no pass of its own.
-template <class Ex, class X>
-void toeplitz_backward(Ex& ex, X* dinp, float* dK, float* dD, const X* dout, const X* inp, const float* K,
-                       const float* D, int B, int T, int H, bool anticausal, int chunk, size_t gram_cap) {
-  toeplitz_forward(ex, dinp, dout, K, D, B, T, H, !anticausal, chunk);
-  int ldG = toeplitz_ld(T), g = gram_group(B, T, gram_cap);
-  float* G = ex.gram((size_t)g * T * ldG);   // (g, T, ldG) column-major
-  const X* first = anticausal ? inp : dout;  // see gram_plan
-  const X* second = anticausal ? dout : inp;
-  for (int q0 = 0; q0 < B; q0 += g) {
-    int nq = std::min(g, B - q0);
-    size_t at = (size_t)q0 * T * H;
-    for (const GemmSpec& s : gram_plan(nq, T, H, chunk)) ex.gram_gemm(s, first + at, second + at, G);
-    int slices = diag_slices((int64_t)nq * T);
-    float* part = ex.partials((size_t)slices * T);
-    ex.diag(part, G, T, ldG, nq, slices);
-    ex.finish(dK, dD, part, T, slices);
-  }
-}
-
-// The Toeplitz route's scratch at a batch capacity (model_to_device makes
-// it at start-up; the memory plan counts it): the matrix, one group's Gx and
-// the lag sums' partials.
-struct ToeplitzScratch {
-  size_t matrix_bytes = 0, gram_floats = 0, part_floats = 0;
-};
-static ToeplitzScratch toeplitz_scratch(size_t elem, int B, int T) {
-  int g = gram_group(B, T, kGramCapBytes);
-  size_t ldT = toeplitz_ld(T);
-  return {(size_t)T * ldT * elem, (size_t)g * T * ldT, (size_t)diag_slices((int64_t)g * T) * T};
-}
-
 #ifdef __CUDACC__
 // The GPU's FFT route, for long T (see gpu_toeplitz_route): cuFFT, fp32
 // whatever the storage type. Each of the B x H channels is copied into a zero-padded row of
@@ -3205,99 +2246,9 @@ static void ssm_conv_fft_backward(CudaCtx& ctx, X* dinp, float* dK, float* dD, c
   dot_reduce(ctx, dD, dout, inp, (size_t)B * T * H);
 }
 
-// The Toeplitz route's kernels and executor (see toeplitz_forward).
-__device__ inline void store8(bf16* p, const float* v) {  // one 16-byte store
-  __nv_bfloat162 h[4];
-  for (int j = 0; j < 4; j++) h[j] = __floats2bfloat162_rn(v[2 * j], v[2 * j + 1]);
-  *(uint4*)p = *(const uint4*)h;
-}
-__device__ inline void store8(float* p, const float* v) {
-  ((float4*)p)[0] = make_float4(v[0], v[1], v[2], v[3]);
-  ((float4*)p)[1] = make_float4(v[4], v[5], v[6], v[7]);
-}
+#endif  // __CUDACC__
 
-// N (T, ldT) column-major from K (T) and *D; one thread per 8 rows.
-template <class X>
-__global__ void toeplitz_build_kernel(X* N, const float* K, const float* D, int T, int ldT) {
-  int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x, off;
-  float v[8];
-  if (toeplitz_build_thread(i, K, *D, T, ldT, &off, v)) store8(N + off, v);
-}
-
-// The first stage of the lag sums: part[slice][l], block (kLanes, kRows).
-__global__ void diag_partial_kernel(float* part, const float* G, int T, int ldG, int nseq, int slices) {
-  __shared__ float sh[kRows][kLanes];
-  int l = blockIdx.x * kLanes + threadIdx.x;
-  int64_t r0, r1;
-  slice_rows((int64_t)nseq * T, slices, blockIdx.y, &r0, &r1);
-  sh[threadIdx.y][threadIdx.x] = diag_thread_sum(G, T, ldG, l, r0 + threadIdx.y, r1);
-  __syncthreads();
-  if (threadIdx.y == 0 && l < T) part[(int64_t)blockIdx.y * T + l] = tree8(&sh[0][threadIdx.x], kLanes);
-}
-
-// The second stage of a two-stage column sum: dst[c] += the sum over slices
-// of part[slice * cols + c] (finish_thread_sum, then tree8), and when extra0
-// is given, *extra0 += the same sum for column 0 (the SSM's dD is dK[0]'s
-// increment). Blocks of (kLanes, kRows), one column per x.
-__global__ void colsum_finish_tree_kernel(float* dst, float* extra0, const float* part, int64_t cols, int slices) {
-  __shared__ float sh[kRows][kLanes];
-  int64_t c = (int64_t)blockIdx.x * kLanes + threadIdx.x;
-  sh[threadIdx.y][threadIdx.x] = c < cols ? finish_thread_sum(part, cols, slices, c, threadIdx.y) : 0.0f;
-  __syncthreads();
-  if (threadIdx.y == 0 && c < cols) {
-    float s = tree8(&sh[0][threadIdx.x], kLanes);
-    dst[c] += s;
-    if (c == 0 && extra0) *extra0 += s;
-  }
-}
-
-// One GemmSpec through matmul (fp32 accumulation; offsets added here).
-template <class TA, class TD>
-static void gemm(CudaCtx& ctx, const GemmSpec& s, const TA* A, const TA* B, TD* D) {
-  matmul<TA, TD>(ctx, D + s.d_off, A + s.a_off, B + s.b_off, s.ta, s.tb, s.m, s.n, s.k, (int)s.lda, (int)s.ldb,
-                 (int)s.ldd, s.beta, nullptr, Epi::None, nullptr, nullptr, GemmBatch{s.batch, s.sa, s.sb, s.sd});
-}
-
-struct ToeplitzExec {
-  CudaCtx& ctx;
-  template <class X>
-  X* matrix(size_t n) {
-    scratch_reserve(ctx, &ctx.toep, &ctx.toep_cap, n * sizeof(X));
-    return (X*)ctx.toep;
-  }
-  float* gram(size_t n) {
-    scratch_reserve(ctx, &ctx.gram, &ctx.gram_cap, n);
-    return ctx.gram;
-  }
-  float* partials(size_t n) {
-    scratch_reserve(ctx, &ctx.lagpart, &ctx.lagpart_cap, n);
-    return ctx.lagpart;
-  }
-  template <class X>
-  void build(X* N, const float* K, const float* D, int T, int ldT) {
-    toeplitz_build_kernel<<<grid_for((size_t)T * (ldT / 8)), kThreads, 0, ctx.stream>>>(N, K, D, T, ldT);
-    launchCheck();
-  }
-  template <class X>
-  void conv_gemm(const GemmSpec& s, const X* A, const X* B, X* D) {
-    gemm(ctx, s, A, B, D);
-  }
-  template <class X>
-  void gram_gemm(const GemmSpec& s, const X* A, const X* B, float* G) {
-    gemm(ctx, s, A, B, G);
-  }
-  void diag(float* p, const float* G, int T, int ldG, int nseq, int slices) {
-    diag_partial_kernel<<<dim3((T + kLanes - 1) / kLanes, slices), dim3(kLanes, kRows), 0, ctx.stream>>>(
-        p, G, T, ldG, nseq, slices);
-    launchCheck();
-  }
-  void finish(float* dK, float* dD, const float* p, int T, int slices) {
-    colsum_finish_tree_kernel<<<(unsigned)((T + kLanes - 1) / kLanes), dim3(kLanes, kRows), 0, ctx.stream>>>(
-        dK, dD, p, T, slices);
-    launchCheck();
-  }
-};
-
+#ifdef __CUDACC__
 // The launchers the model calls: the Toeplitz route where it is the cheaper
 // (gpu_toeplitz_route), the FFT route beyond.
 template <class X>
@@ -3507,67 +2458,6 @@ void crossentropy_backward_cpu(F* dlogits, const F* logits, const int* targets, 
   }
 }
 
-// ---------------------------------------------------------------------------
-// Softmax cross-entropy, the fast CPU path: vectorised exp and sums
-// ---------------------------------------------------------------------------
-// The same contracts as crossentropy_forward_cpu and _backward_cpu. A row's
-// sums run in kVecW lanes, combined in lane order at the end: a fixed order,
-// so the result does not depend on the thread count.
-
-// Over one row x (V): its max, and sum_v e^(x_v - max) with each exponential
-// written to e (V) when e is not null.
-static float softmax_row_fast(const float* x, int V, float* e, float* mx_out) {
-  float mx = x[0];
-  for (int v = 1; v < V; v++) mx = std::max(mx, x[v]);
-  const int full = V / kVecW * kVecW;
-  VecF acc = vf_set1(0.0f), m = vf_set1(mx);
-  for (int v = 0; v < full; v += kVecW) {
-    VecF t = vf_exp(vf_sub(vf_load(x + v), m));
-    if (e) vf_store(e + v, t);
-    acc = vf_add(acc, t);
-  }
-  alignas(64) float lanes[kVecW], tail[kVecW];
-  vf_store(lanes, acc);
-  float sum = 0;
-  for (int q = 0; q < kVecW; q++) sum += lanes[q];
-  if (full < V) {  // the tail through a padded vector, its unused lanes dropped
-    std::fill(tail, tail + kVecW, mx);
-    std::copy(x + full, x + V, tail);
-    vf_store(tail, vf_exp(vf_sub(vf_load(tail), m)));
-    for (int v = full; v < V; v++) {
-      if (e) e[v] = tail[v - full];
-      sum += tail[v - full];
-    }
-  }
-  *mx_out = mx;
-  return sum;
-}
-
-void crossentropy_forward_fast(float* losses, const float* logits, const int* targets, int rows,
-                               int V) {  // losses (rows) =
-#pragma omp parallel for schedule(static)
-  for (int r = 0; r < rows; r++) {
-    const float* x = logits + (size_t)r * V;
-    float mx, sum = softmax_row_fast(x, V, nullptr, &mx);
-    losses[r] = std::log(sum) + mx - x[targets[r]];
-  }
-}
-
-// dlogits = scale * (softmax(logits) - onehot(target)); one exp per logit.
-void crossentropy_backward_fast(float* dlogits, const float* logits, const int* targets, float scale, int rows,
-                                int V) {
-#pragma omp parallel for schedule(static)
-  for (int r = 0; r < rows; r++) {
-    float* d = dlogits + (size_t)r * V;
-    float mx, sum = softmax_row_fast(logits + (size_t)r * V, V, d, &mx);
-    const float et = d[targets[r]];
-    const VecF s = vf_set1(scale), inv = vf_set1(1.0f / sum);
-    const int full = V / kVecW * kVecW;
-    for (int v = 0; v < full; v += kVecW) vf_store(d + v, vf_mul(s, vf_mul(vf_load(d + v), inv)));
-    for (int v = full; v < V; v++) d[v] = scale * (d[v] * (1.0f / sum));
-    d[targets[r]] = scale * (et * (1.0f / sum) - 1.0f);
-  }
-}
 
 #ifdef __CUDACC__
 // One block per row, fp32 max and sum in a fixed tree order. The logits of
@@ -3711,537 +2601,8 @@ static OpCost meanpool_backward_cost(size_t B, size_t T, size_t H) {
   return {{"mean pool", (double)B * T * H, false, 4.0 * B * H + 4.0 * B * T + 8.0 * B * T * H}};
 }
 
-// ---------------------------------------------------------------------------
-// HiPPO-LegS initialisation of A_im (docs/MODEL.md section 9)
-// ---------------------------------------------------------------------------
-// S = -M + p p^T is -1/2 on the diagonal plus a real skew-symmetric part W.
-// The imaginary parts of S's eigenvalues are the eigenvalues of the
-// Hermitian matrix -iW. A Hermitian X + iY has the same eigenvalues, each
-// twice, as the real symmetric [[X, -Y], [Y, X]]; here X = 0 and Y = -W, so
-// a plain Jacobi solver on a 2N x 2N real matrix is all we need.
 
-static std::vector<double> symmetric_eigenvalues(std::vector<double> a, int n) {
-  for (int sweep = 0; sweep < 100; sweep++) {
-    double off = 0;
-    for (int i = 0; i < n; i++)
-      for (int j = i + 1; j < n; j++) off += a[i * n + j] * a[i * n + j];
-    if (off < 1e-22) break;
-    for (int p = 0; p < n; p++)
-      for (int q = p + 1; q < n; q++) {
-        double apq = a[p * n + q];
-        if (std::fabs(apq) < 1e-300) continue;
-        // The rotation that zeroes a[p][q] (Golub & Van Loan, alg. 8.5.1).
-        double tau = (a[q * n + q] - a[p * n + p]) / (2 * apq);
-        double t = (tau >= 0 ? 1 : -1) / (std::fabs(tau) + std::sqrt(1 + tau * tau));
-        double cs = 1 / std::sqrt(1 + t * t), sn = t * cs;
-        for (int k = 0; k < n; k++) {  // columns p and q
-          double akp = a[k * n + p], akq = a[k * n + q];
-          a[k * n + p] = cs * akp - sn * akq;
-          a[k * n + q] = sn * akp + cs * akq;
-        }
-        for (int k = 0; k < n; k++) {  // rows p and q
-          double apk = a[p * n + k], aqk = a[q * n + k];
-          a[p * n + k] = cs * apk - sn * aqk;
-          a[q * n + k] = sn * apk + cs * aqk;
-        }
-      }
-  }
-  std::vector<double> ev(n);
-  for (int i = 0; i < n; i++) ev[i] = a[i * n + i];
-  std::sort(ev.begin(), ev.end());
-  return ev;
-}
-
-// A_im for N modes, ascending.
-static std::vector<double> hippo_a_im(int N) {
-  auto S = [](int n, int k) {  // S = -M + p p^T, with p_n = sqrt(n + 1/2)
-    double M = n > k ? std::sqrt(2.0 * n + 1) * std::sqrt(2.0 * k + 1) : n == k ? n + 1.0 : 0.0;
-    return -M + std::sqrt(n + 0.5) * std::sqrt(k + 0.5);
-  };
-  int n2 = 2 * N;
-  std::vector<double> a((size_t)n2 * n2, 0.0);
-  for (int i = 0; i < N; i++)
-    for (int j = 0; j < N; j++) {
-      double w = 0.5 * (S(i, j) - S(j, i));  // the skew-symmetric part W
-      a[(size_t)i * n2 + (N + j)] = w;       // -Y = W
-      a[(size_t)(N + i) * n2 + j] = -w;      //  Y = -W
-    }
-  std::vector<double> ev = symmetric_eigenvalues(a, n2), out(N);
-  for (int i = 0; i < N; i++) out[i] = ev[2 * i];  // each eigenvalue appears twice
-  return out;
-}
-
-// ============================================================================
-// Model
-// ============================================================================
-
-struct GpuModel;  // the device side, defined with the CUDA model below
-struct World;     // the ranks of a job (Data parallelism)
-
-// How the GPU computes (the CPU is always fp32):
-//   Fp32  fp32 everywhere, exact fp32 products: the mode the tests check tightly
-//   Tf32  fp32 storage, dense products on TF32 tensor cores
-//   Bf16  fp32 master weights, gradients and AdamW moments; a bf16 copy of
-//         the weights for the dense layers; bf16 activations and dense
-//         operands with fp32 accumulation; the residual stream, LayerNorm
-//         statistics, the SSM kernel, the FFT, softmax and losses in fp32
-enum class Precision { Fp32, Tf32, Bf16 };
-
-static bool parse_precision(const std::string& s, Precision* p, std::string* err) {
-  if (s == "fp32")
-    *p = Precision::Fp32;
-  else if (s == "tf32")
-    *p = Precision::Tf32;
-  else if (s == "bf16")
-    *p = Precision::Bf16;
-  else {
-    *err = strf("--precision %s: expected bf16, tf32 or fp32", s.c_str());
-    return false;
-  }
-  return true;
-}
-static const char* precision_name(Precision p) {
-  return p == Precision::Bf16 ? "bf16" : p == Precision::Tf32 ? "tf32" : "fp32";
-}
-
-struct Model {
-  Config c;
-  int B = 0;                      // batch capacity (sequences)
-  int R = 0;                      // MLM head row capacity (predicted positions per batch)
-  std::vector<TensorInfo> table;  // the parameter table, also valid for grads
-  std::vector<float> params_mem, grads_mem, acts_mem;
-  std::vector<int> rows_mem;
-  Params p;  // parameters, one block
-  Params g;  // their gradients, one block of the same layout
-  // Activations and backward scratch, one block. On the host it is
-  // allocated by the first CPU forward (a model bound for the GPU never
-  // needs it: at T = 4096 it would not fit in the host's memory); a model
-  // on the GPU keeps here only the results that come back to the host (the
-  // host = 1 rows of the activation tables).
-  Acts a;
-  size_t num_params = 0, num_acts = 0;
-  // Dropout (docs/MODEL.md section 12: 0.1 after the embeddings and before the classifier);
-  // the mask streams are set by the trainer for each micro-batch.
-  float dropout = 0.0f;
-  uint64_t dropout_seed = 0, dropout_stream = 0;
-  // Read by model_to_device. fp32 here, so that library users and the
-  // tests get exact arithmetic unless they ask; the commands' default is
-  // --precision bf16.
-  Precision precision = Precision::Fp32;
-  // Set by model_to_device: the model then lives on the GPU, and
-  // model_forward, model_backward, adamw_step, grad_norm, ... run there. The
-  // host blocks above keep the host's copy (checkpoints, the tests) and the
-  // host-side results (the MLM rows, loss rows, evaluation logits).
-  std::shared_ptr<GpuModel> gpu;
-  // Called by the backward pass as each bucket of the gradient block
-  // (exchange_buckets) becomes final: the trainer starts its exchange
-  // between the ranks then, while the backward pass goes on. Unset: nothing.
-  std::function<void(int bucket)> bucket_done;
-};
-
-// Sizes a model from its config without allocating its blocks (only the
-// MLM row lists, which are small): what the cost device needs.
-static bool model_shape(Model* m, const Config& c, int B, int R, std::string* err) {
-  std::string e = config_check(c);
-  if (B < 1 || R < 1) e += strf("model: batch capacity %d and row capacity %d must be >= 1\n", B, R);
-  if (!e.empty()) {
-    *err = e;
-    return false;
-  }
-  m->gpu.reset();  // a rebuilt model starts on the host; a device copy would have the old layout
-  m->c = c;
-  m->B = B;
-  m->R = R;
-  m->table = param_table(c);
-  m->num_params = table_total(m->table);
-  m->num_acts = layout_acts<float>(nullptr, nullptr, c, B, R, sizeof(float)) / sizeof(float);
-  m->params_mem.clear(), m->grads_mem.clear(), m->acts_mem.clear();
-  m->a = Acts{};
-  m->rows_mem.assign(2 * (size_t)R, 0);
-  m->a.rows = m->rows_mem.data();
-  m->a.row_target = m->rows_mem.data() + R;
-  return true;
-}
-
-// Sizes everything from the config, allocates the parameter and gradient
-// blocks once (the activations: see Model::a).
-static bool model_build(Model* m, const Config& c, int B, int R, std::string* err) {
-  if (!model_shape(m, c, B, R, err)) return false;
-  m->params_mem.assign(m->num_params, 0.0f);
-  m->grads_mem.assign(m->num_params, 0.0f);
-  point_params(&m->p, m->params_mem.data(), c);
-  point_params(&m->g, m->grads_mem.data(), c);
-  return true;
-}
-
-// The host's activation block, for the CPU path (once).
-static void host_acts_alloc(Model& m) {
-  if (m.acts_mem.size() == m.num_acts) return;
-  m.acts_mem.assign(m.num_acts, 0.0f);
-  layout_acts(&m.a, (char*)m.acts_mem.data(), m.c, m.B, m.R, sizeof(float));
-}
-
-// Fills one tensor as its table row says (docs/MODEL.md section 9). a_im: the
-// HiPPO-LegS imaginary parts for N modes.
-static void init_tensor(float* x, const TensorInfo& t, Rng& rng, const std::vector<double>& a_im) {
-  const Init& in = t.init;
-  switch (in.kind) {
-    case Init::Normal:
-      for (size_t i = 0; i < t.count; i++) x[i] = rng.normal() * (float)in.a;
-      break;
-    case Init::Const:
-      std::fill(x, x + t.count, (float)in.a);
-      break;
-    case Init::HippoAIm:
-      for (size_t i = 0; i < t.count; i++) x[i] = (float)a_im[i % a_im.size()];
-      break;
-    case Init::LogUniform: {
-      float lo = logf((float)in.a), hi = logf((float)in.b);
-      for (size_t i = 0; i < t.count; i++) x[i] = lo + rng.uniform() * (hi - lo);
-      break;
-    }
-  }
-}
-
-// Every tensor as the parameter table says, from one seeded stream.
-static void model_init(Model* m, uint64_t seed) {
-  Rng rng{seed};
-  std::vector<double> a_im = hippo_a_im(m->c.N);
-  for (const TensorInfo& t : m->table) init_tensor(m->params_mem.data() + t.offset, t, rng, a_im);
-}
-
-// A batch of B sequences, each padded to the model's T (docs/MODEL.md section 10).
-struct Batch {
-  int B = 0;
-  const int* ids = nullptr;       // (B, T)
-  const int* types = nullptr;     // (B, T)
-  const int* targets = nullptr;   // (B, T) MLM target, -1 where not predicted
-  const float* labels = nullptr;  // (B) class index or regression score
-};
-
-// Sequences first .. first + count - 1 of a batch of rows of T tokens.
-static Batch batch_slice(const Batch& bt, int first, int count, int T) {
-  size_t at = (size_t)first * T;
-  return Batch{count, bt.ids + at, bt.types + at, bt.targets ? bt.targets + at : nullptr,
-               bt.labels ? bt.labels + first : nullptr};
-}
-
-// The summed loss of a batch and what it is a sum over (predicted rows for
-// MLM, sequences for classification); the mean is sum / count. The trainer
-// divides by the count of a whole optimizer batch, so that gradient
-// accumulation over micro-batches equals one big batch.
-struct Loss {
-  double sum = 0;
-  int count = 0;
-};
-
-constexpr int kPadId = 0;  // [PAD] in every BERT vocabulary (docs/MODEL.md section 1)
-
-// The rows that go through the MLM head (docs/MODEL.md section 5): those with a
-// target. Listed on the host, for every device: their flat positions in
-// m.a.rows, their targets in m.a.row_target, their number in *P.
-static bool mlm_rows(Model& m, const Batch& bt, int* P_out, std::string* err) {
-  const Config& c = m.c;
-  Acts& a = m.a;
-  int P = 0;
-  for (int i = 0; i < bt.B * c.T; i++) {
-    if (bt.targets[i] < 0) continue;
-    if (bt.targets[i] >= c.V) {
-      *err = strf("MLM target %d at row %d is outside the vocabulary (V = %d)", bt.targets[i], i, c.V);
-      return false;
-    }
-    if (P == m.R) {
-      *err = strf("batch has more than %d predicted positions (the model's row capacity)", m.R);
-      return false;
-    }
-    a.rows[P] = i;
-    a.row_target[P++] = bt.targets[i];
-  }
-  *P_out = P;
-  return true;
-}
-
-// The classification loss and its gradient w.r.t. the (B, Y) logits, on the
-// host for every device, from m.a.cls_logits: cross-entropy, or squared
-// error for Y = 1 (docs/MODEL.md section 7).
-static bool cls_loss(Model& m, const Batch& bt, Loss* loss, std::string* err) {
-  Acts& a = m.a;
-  int B = bt.B, Y = m.c.labels;
-  loss->sum = 0;
-  loss->count = B;
-  if (!bt.labels) return true;  // prediction only
-  for (int b = 0; b < B; b++) {
-    float y = bt.labels[b];
-    if (Y == 1) {
-      float d = a.cls_logits[b] - y;
-      a.cls_loss[b] = d * d;
-    } else {
-      if (!(y >= 0 && y < Y && y == std::floor(y))) {
-        *err = strf("label %g of sequence %d is not a class index in [0, %d)", y, b, Y);
-        return false;
-      }
-      int t = (int)y;
-      crossentropy_forward_cpu(a.cls_loss + b, a.cls_logits + (size_t)b * Y, &t, 1, Y);
-    }
-    loss->sum += a.cls_loss[b];
-  }
-  return true;
-}
-
-static void cls_dlogits(Model& m, const Batch& bt, float scale) {  // m.a.dcls_logits (B, Y) =
-  Acts& a = m.a;
-  int Y = m.c.labels;
-  for (int b = 0; b < bt.B; b++) {
-    if (Y == 1) {
-      a.dcls_logits[b] = scale * 2 * (a.cls_logits[b] - bt.labels[b]);
-    } else {
-      int t = (int)bt.labels[b];
-      crossentropy_backward_cpu(a.dcls_logits + (size_t)b * Y, a.cls_logits + (size_t)b * Y, &t, scale, 1, Y);
-    }
-  }
-}
-
-static bool batch_check(const Model& m, const Batch& bt, std::string* err) {
-  const Config& c = m.c;
-  if (bt.B < 1 || bt.B > m.B) {
-    *err = strf("batch of %d sequences; the model was built for 1 to %d", bt.B, m.B);
-    return false;
-  }
-  if (!bt.targets && !bt.labels && c.labels == 0) {
-    *err = "an MLM batch needs targets";
-    return false;
-  }
-  for (int i = 0; i < bt.B * c.T; i++) {
-    if (bt.ids[i] < 0 || bt.ids[i] >= c.V || bt.types[i] < 0 || bt.types[i] >= c.types) {
-      *err = strf("token %d of the batch has id %d (V = %d) and type %d (types = %d)", i, bt.ids[i], c.V, bt.types[i],
-                  c.types);
-      return false;
-    }
-  }
-  return true;
-}
-
-// ---------------------------------------------------------------------------
-// The model, written once for every device
-// ---------------------------------------------------------------------------
-// Each function below is a template over a device context D that supplies
-// the layers' operations under one set of names: Cpu (the reference
-// functions above), Gpu<S> (their CUDA launchers, activations stored as S)
-// and Cost<S> (each operation's FLOPs, bytes and launches, computing
-// nothing: `bigs bench --plan` prints what it predicts). So the code the CPU
-// tests prove against the oracle is the code the GPU runs. A device holds
-// the model's blocks as it sees them:
-//   d.a      the activation block, ActsT<D::A>
-//   d.p      the fp32 parameters: LayerNorm, SSMs, the classification head,
-//            and the biases of fp32 outputs
-//   d.w      the weights the dense layers read: d.p itself, or the GPU's
-//            bf16 copy (ParamsT<D::W>)
-//   d.g      the fp32 gradient block
-//   d.ids(bt), d.types(bt), d.rows(m), d.row_target(m): where the device
-//            reads the batch and the MLM rows (copied in by upload_batch,
-//            upload_rows)
-// and the operations are named after the layers: d.dense_forward is
-// dense_forward_cpu on the CPU and the cuBLASLt launcher on the GPU.
-
-// One BiGS layer (docs/MODEL.md section 3), x_out = x + y, in original time order:
-// the backward branch's flip -> causal SSM -> flip is the anti-causal SSM.
-// w: the layer's fp32 parameters; wd: the weights its dense layers read.
-// Each GELU comes with the dense layer before it (the GPU fuses the two
-// where cuBLASLt can), and the residual add with the last one.
-template <class D>
-static void layer_forward(D& d, const LayerActsT<typename D::A>& s, const LayerWeights& w,
-                          const LayerWeightsT<typename D::W>& wd, const Config& c, int B) {
-  int T = c.T, H = c.H, I = c.I, BT = B * T;
-  size_t nH = (size_t)BT * H, nI = (size_t)BT * I;
-  d.layernorm_forward(s.ln, s.ln_mean, s.ln_rstd, s.x, w.ln_w, w.ln_b, BT, H);
-  d.dense_gelu_forward(s.v, s.v_pre, s.ln, wd.dv_w, wd.dv_b, BT, H, I);
-  d.dense_gelu_forward(s.uf, s.uf_pre, s.ln, wd.duf_w, wd.duf_b, BT, H, H);
-  d.dense_gelu_forward(s.ub, s.ub_pre, s.ln, wd.dub_w, wd.dub_b, BT, H, H);
-  d.s4d_kernel_forward(s.kf, forward_ssm(w), c.N, T);
-  d.ssm_conv_forward(s.sf, s.uf, s.kf, w.fs_d, B, T, H, false);
-  d.s4d_kernel_forward(s.kb, backward_ssm(w), c.N, T);
-  d.ssm_conv_forward(s.sb, s.ub, s.kb, w.bs_d, B, T, H, true);
-  d.dense_forward(s.cf, s.sf, wd.ducf_w, wd.ducf_b, BT, H, H);
-  d.dense_forward(s.cb, s.sb, wd.ducb_w, wd.ducb_b, BT, H, H);
-  d.gate_forward(s.gate, s.cf, s.cb, nH);
-  d.dense_gelu_forward(s.g, s.g_pre, s.gate, wd.dol_w, wd.dol_b, BT, H, I);
-  d.gate_forward(s.gv, s.g, s.v, nI);
-  // x_out = x + gv Wo + bo: the stream is fp32, so this product writes fp32
-  // and takes the fp32 bias.
-  d.dense_residual_forward(s.x_out, s.gv, wd.do_w, w.do_b, s.x, BT, I, H);
-}
-
-// dres: on entry d loss / d x_out, on exit d loss / d x (the residual path
-// passes it through unchanged, the LayerNorm adds its part). dw +=. The
-// backward scratch is the activation block's BIGS_SCRATCH part, d.a.
-template <class D>
-static void layer_backward(D& d, float* dres, const LayerWeights& dw, const LayerActsT<typename D::A>& s,
-                           const LayerWeights& w, const LayerWeightsT<typename D::W>& wd, const Config& c, int B) {
-  using A = typename D::A;
-  auto& k = d.a;
-  int T = c.T, H = c.H, I = c.I, BT = B * T;
-  size_t nH = (size_t)BT * H, nI = (size_t)BT * I;
-  const A* dout = d.as_operand(k.dres_a, dres, nH);  // dres (fp32) as the last dense layer's operand
-  d.dense_backward(k.dgv, dw.do_w, dw.do_b, dout, s.gv, wd.do_w, BT, I, H, Acc::Set);
-  d.gate_gelu_backward(k.dg, k.dv, k.dgv, s.g, s.v, s.g_pre, s.v_pre, nI);  // through both GELUs
-  d.dense_backward(k.dgate, dw.dol_w, dw.dol_b, k.dg, s.gate, wd.dol_w, BT, H, I, Acc::Set);
-  d.gate_backward(k.dcf, k.dcb, k.dgate, s.cf, s.cb, nH);
-  d.dense_backward(k.dsf, dw.ducf_w, dw.ducf_b, k.dcf, s.sf, wd.ducf_w, BT, H, H, Acc::Set);
-  d.dense_backward(k.dsb, dw.ducb_w, dw.ducb_b, k.dcb, s.sb, wd.ducb_w, BT, H, H, Acc::Set);
-  // Each SSM: the convolution gives du, dD and dK; the kernel turns dK into
-  // the gradients of A_re, A_im, C and log_step.
-  struct {
-    Ssm w, dw;
-    A *du, *ds, *u;
-    float* K;
-    bool anticausal;
-  } ssms[2] = {{forward_ssm(w), forward_ssm(dw), k.duf, k.dsf, s.uf, s.kf, false},
-               {backward_ssm(w), backward_ssm(dw), k.dub, k.dsb, s.ub, s.kb, true}};
-  for (auto& q : ssms) {
-    d.zero(k.dk, T);
-    d.ssm_conv_backward(q.du, k.dk, q.dw.d, q.ds, q.u, q.K, q.w.d, B, T, H, q.anticausal);
-    d.s4d_kernel_backward(q.dw, k.dk, q.w, c.N, T);
-  }
-  d.activation_backward(k.duf, k.duf, s.uf_pre, nH, Act::GeluTanh);
-  d.activation_backward(k.dub, k.dub, s.ub_pre, nH, Act::GeluTanh);
-  d.dense_backward(k.dh, dw.duf_w, dw.duf_b, k.duf, s.ln, wd.duf_w, BT, H, H, Acc::Set);
-  d.dense_backward(k.dh, dw.dub_w, dw.dub_b, k.dub, s.ln, wd.dub_w, BT, H, H);
-  d.dense_backward(k.dh, dw.dv_w, dw.dv_b, k.dv, s.ln, wd.dv_w, BT, H, I);
-  d.layernorm_backward(dres, dw.ln_w, dw.ln_b, k.dh, s.x, w.ln_w, s.ln_mean, s.ln_rstd, BT, H);
-}
-
-// Embeddings, LayerNorm, dropout, then the L layers; res[L] holds the final
-// hidden states. train = dropout on.
-template <class D>
-static void encoder_forward(D& d, const Model& m, const Batch& bt, bool train) {
-  const Config& c = m.c;
-  auto& a = d.a;
-  int BT = bt.B * c.T;
-  d.upload_batch(bt);
-  d.embedding_forward(a.emb, d.ids(bt), d.types(bt), d.p.wte, d.p.wpe, d.p.wtt, bt.B, c.T, c.H);
-  d.layernorm_forward(a.emb_ln, a.emb_mean, a.emb_rstd, a.emb, d.p.ln_emb_w, d.p.ln_emb_b, BT, c.H);
-  d.dropout_forward(a.res, a.emb_ln, (size_t)BT * c.H, train ? m.dropout : 0.0f, m.dropout_seed,
-                    2 * m.dropout_stream);
-  for (int l = 0; l < c.L; l++)
-    layer_forward(d, layer_acts(a, c, m.B, l), layer_weights(d.p, c, l), layer_weights(d.w, c, l), c, bt.B);
-}
-
-// From d.a.dres = d loss / d res[L] (which the head wrote) down to the
-// embedding tables. dw +=.
-template <class D>
-static void encoder_backward(D& d, const Model& m, const Batch& bt, bool train) {
-  const Config& c = m.c;
-  auto& a = d.a;
-  int BT = bt.B * c.T;
-  for (int l = c.L - 1; l >= 0; l--) {
-    layer_backward(d, a.dres, layer_weights(d.g, c, l), layer_acts(a, c, m.B, l), layer_weights(d.p, c, l),
-                   layer_weights(d.w, c, l), c, bt.B);
-    if (m.bucket_done) m.bucket_done(layer_bucket(c, l));
-  }
-  d.dropout_backward(a.dres, a.dres, (size_t)BT * c.H, train ? m.dropout : 0.0f, m.dropout_seed,
-                     2 * m.dropout_stream);
-  d.layernorm_backward(a.dh, d.g.ln_emb_w, d.g.ln_emb_b, a.dres, a.emb, d.p.ln_emb_w, a.emb_mean, a.emb_rstd, BT,
-                       c.H, Acc::Set);
-  d.embedding_backward(d.g.wte, d.g.wpe, d.g.wtt, a.dh, bt.ids, bt.types, bt.B, c.T, c.H);  // host ids
-  if (m.bucket_done) m.bucket_done(embed_bucket(c));
-}
-
-// The MLM head on the rows that have a target (docs/MODEL.md section 5):
-//   z = LayerNorm_head(gelu_erf(x Wt + bt)),  logits = z wte^T + bias_V
-// Only those rows go through the V-wide projection; its logits are fp32
-// whatever the activation type (the decoder bias is the fp32 master's).
-// The per-row losses are summed on the host in one fixed order; without
-// train (evaluation, fill-mask) the logits come back to m.a.logits too.
-template <class D>
-static bool mlm_head_forward(D& d, Model& m, const Batch& bt, bool train, Loss* loss, std::string* err) {
-  const Config& c = m.c;
-  auto& a = d.a;
-  int P = 0;
-  if (!mlm_rows(m, bt, &P, err)) return false;
-  d.upload_rows(m.a.rows, m.a.row_target, P);
-  const float* final_x = a.res + (size_t)c.L * m.B * c.T * c.H;
-  d.gather_rows(a.head_in, final_x, d.rows(m), P, c.H);
-  d.dense_forward(a.head_pre, a.head_in, d.w.head_w, d.w.head_b, P, c.H, c.H);
-  d.activation_forward(a.head_act, a.head_pre, (size_t)P * c.H, Act::GeluErf);
-  d.layernorm_forward(a.head_ln, a.head_mean, a.head_rstd, a.head_act, d.p.head_ln_w, d.p.head_ln_b, P, c.H);
-  int ldv = d.logit_ld(c);
-  d.dense_forward(a.logits, a.head_ln, d.w.wte, d.p.head_bias, P, c.H, c.V, ldv);
-  d.crossentropy_forward(a.row_loss, a.logits, d.row_target(m), P, c.V, ldv);
-  if (!train) d.logits_to_host(m.a.logits, a.logits, P, c.V, ldv);
-  loss->sum = d.sum_to_host(m.a.row_loss, a.row_loss, P);
-  loss->count = P;
-  return true;
-}
-
-// P: the rows of the forward; the gradient of scale * loss.sum.
-template <class D>
-static void mlm_head_backward(D& d, const Model& m, const Batch& bt, int P, float scale) {
-  const Config& c = m.c;
-  auto& a = d.a;
-  int ldv = d.logit_ld(c);
-  d.crossentropy_backward(a.dlogits, a.logits, d.row_target(m), scale, P, c.V, ldv);
-  d.dense_backward(a.dhead, d.g.wte, d.g.head_bias, a.dlogits, a.head_ln, d.w.wte, P, c.H, c.V, Acc::Set, ldv);
-  d.layernorm_backward(a.dhead2, d.g.head_ln_w, d.g.head_ln_b, a.dhead, a.head_act, d.p.head_ln_w, a.head_mean,
-                       a.head_rstd, P, c.H, Acc::Set);
-  d.activation_backward(a.dhead2, a.dhead2, a.head_pre, (size_t)P * c.H, Act::GeluErf);
-  d.dense_backward(a.dhead, d.g.head_w, d.g.head_b, a.dhead2, a.head_in, d.w.head_w, P, c.H, c.H, Acc::Set);
-  d.zero(a.dres, (size_t)bt.B * c.T * c.H);
-  d.scatter_rows(a.dres, a.dhead, d.rows(m), P, c.H);
-}
-
-// The classification head (docs/MODEL.md section 6): p = tanh(mean(x) Wp + bp),
-// logits = dropout(p) Wc + bc, up to the (B, Y) logits, which come back to
-// the host for the loss (cls_loss). The head is (B, H)-sized, so it runs in
-// fp32 with the master weights on every device.
-template <class D>
-static bool cls_head_forward(D& d, Model& m, const Batch& bt, bool train, Loss* loss, std::string* err) {
-  const Config& c = m.c;
-  auto& a = d.a;
-  int B = bt.B, Y = c.labels;
-  const float* final_x = a.res + (size_t)c.L * m.B * c.T * c.H;
-  d.meanpool_forward(a.pooled, final_x, d.ids(bt), kPadId, B, c.T, c.H);
-  d.dense_forward(a.pool_pre, a.pooled, d.p.pool_w, d.p.pool_b, B, c.H, c.H);
-  d.activation_forward(a.pool, a.pool_pre, (size_t)B * c.H, Act::Tanh);
-  d.dropout_forward(a.pool_drop, a.pool, (size_t)B * c.H, train ? m.dropout : 0.0f, m.dropout_seed,
-                    2 * m.dropout_stream + 1);
-  d.dense_forward(a.cls_logits, a.pool_drop, d.p.cls_w, d.p.cls_b, B, c.H, Y);
-  d.to_host(m.a.cls_logits, a.cls_logits, (size_t)B * Y);
-  return cls_loss(m, bt, loss, err);
-}
-
-template <class D>
-static void cls_head_backward(D& d, Model& m, const Batch& bt, bool train, float scale) {
-  const Config& c = m.c;
-  auto& a = d.a;
-  int B = bt.B, Y = c.labels;
-  cls_dlogits(m, bt, scale);
-  d.to_device(a.dcls_logits, m.a.dcls_logits, (size_t)B * Y);
-  d.dense_backward(a.dpool, d.g.cls_w, d.g.cls_b, a.dcls_logits, a.pool_drop, d.p.cls_w, B, c.H, Y, Acc::Set);
-  d.dropout_backward(a.dpool, a.dpool, (size_t)B * c.H, train ? m.dropout : 0.0f, m.dropout_seed,
-                     2 * m.dropout_stream + 1);
-  d.activation_backward(a.dpool, a.dpool, a.pool_pre, (size_t)B * c.H, Act::Tanh);
-  d.dense_backward(a.dpooled, d.g.pool_w, d.g.pool_b, a.dpool, a.pooled, d.p.pool_w, B, c.H, c.H, Acc::Set);
-  d.zero(a.dres, (size_t)B * c.T * c.H);
-  d.meanpool_backward(a.dres, a.dpooled, d.ids(bt), kPadId, B, c.T, c.H);
-}
-
-// The whole model on one device: MLM loss when the batch has targets, else
-// the classification head.
-template <class D>
-static bool forward_on(D& d, Model& m, const Batch& bt, bool train, Loss* loss, std::string* err) {
-  encoder_forward(d, m, bt, train);
-  return bt.targets ? mlm_head_forward(d, m, bt, train, loss, err) : cls_head_forward(d, m, bt, train, loss, err);
-}
-
-template <class D>
-static void backward_on(D& d, Model& m, const Batch& bt, bool train, const Loss& loss, float scale) {
-  if (bt.targets)
-    mlm_head_backward(d, m, bt, loss.count, scale);
-  else
-    cls_head_backward(d, m, bt, train, scale);
-  if (m.bucket_done) m.bucket_done(kHeadBucket);
-  encoder_backward(d, m, bt, train);
-}
+#include "bigsc/cpu_fast.h"
 
 // ============================================================================
 // Devices
@@ -4900,188 +3261,8 @@ static void model_to_host(Model&, std::vector<float>*, std::vector<float>*) {}
 inline void model_grads_to_host(Model&) {}  // the gradient block is the host's
 #endif
 
-// ---------------------------------------------------------------------------
-// Cost<S>: the GPU's operations as numbers. Each operation adds to a ledger
-// the FLOPs, bytes and launches of its GPU launcher (the *_cost function
-// beside each launcher), in the GPU's precision (S = a 2-byte type for
-// bf16, float for fp32). Nothing is computed or allocated: the blocks'
-// pointers are laid out from a base no memory is behind, and nothing reads
-// them. The ledger predicts each operation's time on an H200 by roofline,
-// from these ceilings and no others (so that the prediction cannot be
-// tuned): the larger of its FLOPs at 790 TFLOP/s for bf16 tensor-core
-// products or 50 TFLOP/s for CUDA-core work, and its bytes at 3.8 TB/s (80%
-// of HBM3e's 4.8), plus 4 us per kernel launch that is not inside a
-// captured CUDA graph.
-// ---------------------------------------------------------------------------
-
-constexpr double kTensorFlops = 790e12, kCudaCoreFlops = 50e12, kHbmBytes = 3.8e12, kLaunchSeconds = 4e-6;
-
-struct CostRow {
-  std::string op;
-  double calls = 0, flops = 0, bytes = 0, launches = 0, seconds = 0;
-};
-
-struct CostLedger {
-  bool graph = false;         // the step runs as one captured CUDA graph: no launch overhead
-  std::vector<CostRow> rows;  // by operation, in the order first seen
-  // One operation: each launch to its row; calls counts the operations
-  // that touched a row.
-  void add(const OpCost& o) {
-    std::vector<std::string> touched;
-    for (const Launch& l : o) {
-      auto it = std::find_if(rows.begin(), rows.end(), [&](const CostRow& r) { return r.op == l.op; });
-      if (it == rows.end()) it = rows.insert(rows.end(), CostRow{l.op});
-      if (std::find(touched.begin(), touched.end(), it->op) == touched.end()) touched.push_back(it->op), it->calls += 1;
-      it->flops += l.flops, it->bytes += l.bytes, it->launches += 1;
-      it->seconds += std::max(l.flops / (l.tensor ? kTensorFlops : kCudaCoreFlops), l.bytes / kHbmBytes) +
-                     (graph ? 0 : kLaunchSeconds);
-    }
-  }
-  CostRow total() const {
-    CostRow t{"total"};
-    for (const CostRow& r : rows)
-      t.calls += r.calls, t.flops += r.flops, t.bytes += r.bytes, t.launches += r.launches, t.seconds += r.seconds;
-    return t;
-  }
-};
-
-template <class S>
-struct Cost {
-  using A = S;
-  using W = S;
-  CostLedger& led;
-  Config c;
-  bool fuse_epilogues = true;  // as CudaCtx's
-  ActsT<S> a;
-  Params p, g;
-  ParamsT<S> w;
-
-  Cost(CostLedger& ledger, const Config& config, int B, int R) : led(ledger), c(config) {
-    char* nowhere = reinterpret_cast<char*>(uintptr_t{1} << 20);
-    layout_acts(&a, nowhere, c, B, R, kActAlign);
-    point_params(&p, (float*)nowhere, c, kDevAlign);
-    point_params(&g, (float*)nowhere, c, kDevAlign);
-    point_params(&w, (S*)nowhere, c, kDevAlign);
-  }
-  void upload_batch(const Batch& bt) { led.add(copy_cost(2 * (size_t)bt.B * c.T * sizeof(int))); }
-  void upload_rows(const int*, const int*, int P) { led.add(copy_cost(2 * (size_t)P * sizeof(int))); }
-  const int* ids(const Batch&) const { return nullptr; }
-  const int* types(const Batch&) const { return nullptr; }
-  const int* rows(const Model&) const { return nullptr; }
-  const int* row_target(const Model&) const { return nullptr; }
-  void to_host(float*, const float*, size_t n) { led.add(copy_cost(n * sizeof(float))); }
-  void to_device(float*, const float*, size_t n) { led.add(copy_cost(n * sizeof(float))); }
-  void logits_to_host(float*, const float*, int P, int V, int) { led.add(copy_cost((size_t)P * V * sizeof(float))); }
-  double sum_to_host(float*, const float*, int n) {
-    led.add(copy_cost((size_t)n * sizeof(float)));
-    return 0;
-  }
-  int logit_ld(const Config& cf) const { return (int)logit_stride(cf); }
-  template <class X>
-  void zero(X*, size_t n) {
-    led.add(memset_cost(n, sizeof(X)));
-  }
-  const S* as_operand(S* tmp, const float* x, size_t n) {
-    if (sizeof(S) == sizeof(float)) return (const S*)x;
-    led.add(cast_cost(n, sizeof(float), sizeof(S)));
-    return tmp;
-  }
-  void embedding_forward(float*, const int*, const int*, const float*, const float*, const float*, int B, int T,
-                         int H) {
-    led.add(embedding_forward_cost(B, T, H));
-  }
-  void embedding_backward(float*, float*, float*, const float*, const int*, const int*, int B, int T, int H) {
-    led.add(embedding_backward_cost(B, T, H, c.V, c.types));
-  }
-  template <class TO, class TI>
-  void layernorm_forward(TO*, float*, float*, const TI*, const float*, const float*, int n, int C) {
-    led.add(layernorm_forward_cost(n, C, sizeof(TI), sizeof(TO)));
-  }
-  template <class TD, class TO, class TI>
-  void layernorm_backward(TD*, float*, float*, const TO*, const TI*, const float*, const float*, const float*, int n,
-                          int C, Acc acc = Acc::Add) {
-    led.add(layernorm_backward_cost(n, C, sizeof(TD), sizeof(TO), sizeof(TI), acc == Acc::Add));
-  }
-  template <class TA, class TD>
-  void dense_forward(TD*, const TA*, const TA*, const TD*, int n, int in, int out_dim, int ld = 0) {
-    led.add(dense_forward_cost(n, in, out_dim, ld ? ld : out_dim, sizeof(TA), sizeof(TD), false, false, false));
-  }
-  template <class TA, class TD>
-  void dense_gelu_forward(TD*, TD*, const TA*, const TA*, const TD*, int n, int in, int out_dim) {
-    led.add(dense_forward_cost(n, in, out_dim, out_dim, sizeof(TA), sizeof(TD), true,
-                               gelu_fusable(sizeof(TD), fuse_epilogues, out_dim), false));
-  }
-  template <class TA, class TD>
-  void dense_residual_forward(TD*, const TA*, const TA*, const TD*, const TD*, int n, int in, int out_dim) {
-    led.add(dense_forward_cost(n, in, out_dim, out_dim, sizeof(TA), sizeof(TD), false, false, true));
-  }
-  template <class TA, class TI>
-  void dense_backward(TI* dinp, float*, float* db, const TA*, const TA*, const TA*, int n, int in, int out_dim,
-                      Acc acc = Acc::Add, int ld = 0) {
-    led.add(dense_backward_cost(n, in, out_dim, ld ? ld : out_dim, sizeof(TA), sizeof(TI), dinp != nullptr,
-                                db != nullptr, acc == Acc::Add));
-  }
-  template <class TO, class TI>
-  void activation_forward(TO*, const TI*, size_t n, Act) {
-    led.add(activation_forward_cost(n, sizeof(TI), sizeof(TO)));
-  }
-  template <class TD, class TO, class TI>
-  void activation_backward(TD*, const TO*, const TI*, size_t n, Act) {
-    led.add(activation_backward_cost(n, sizeof(TD), sizeof(TO), sizeof(TI)));
-  }
-  template <class X>
-  void gate_forward(X*, const X*, const X*, size_t n) {
-    led.add(gate_forward_cost(n, sizeof(X)));
-  }
-  template <class X>
-  void gate_backward(X*, X*, const X*, const X*, const X*, size_t n) {
-    led.add(gate_backward_cost(n, sizeof(X)));
-  }
-  template <class X>
-  void gate_gelu_backward(X*, X*, const X*, const X*, const X*, const X*, const X*, size_t n) {
-    led.add(gate_gelu_backward_cost(n, sizeof(X)));
-  }
-  void s4d_kernel_forward(float*, const Ssm&, int N, int T) { led.add(s4d_kernel_forward_cost(N, T)); }
-  void s4d_kernel_backward(const Ssm&, const float*, const Ssm&, int N, int T) {
-    led.add(s4d_kernel_backward_cost(N, T));
-  }
-  template <class X>
-  void ssm_conv_forward(X*, const X*, const float*, const float*, int B, int T, int H, bool) {
-    led.add(ssm_conv_forward_cost(B, T, H, sizeof(X)));
-  }
-  template <class X>
-  void ssm_conv_backward(X*, float*, float*, const X*, const X*, const float*, const float*, int B, int T, int H,
-                         bool) {
-    led.add(ssm_conv_backward_cost(B, T, H, sizeof(X)));
-  }
-  template <class TO, class TI>
-  void dropout_forward(TO*, const TI*, size_t n, float, uint64_t, uint64_t) {
-    led.add(dropout_cost(n, sizeof(TI), sizeof(TO)));
-  }
-  template <class X>
-  void dropout_backward(X*, const X*, size_t n, float, uint64_t, uint64_t) {
-    led.add(dropout_cost(n, sizeof(X), sizeof(X)));
-  }
-  void crossentropy_forward(float*, const float*, const int*, int n, int V, int) {
-    led.add(crossentropy_forward_cost(n, V));
-  }
-  template <class X>
-  void crossentropy_backward(X*, const float*, const int*, float, int n, int V, int) {
-    led.add(crossentropy_backward_cost(n, V, sizeof(X)));
-  }
-  template <class TO, class TI>
-  void meanpool_forward(TO*, const TI*, const int*, int, int B, int T, int H) {
-    led.add(meanpool_forward_cost(B, T, H, sizeof(TI), sizeof(TO)));
-  }
-  void meanpool_backward(float*, const float*, const int*, int, int B, int T, int H) {
-    led.add(meanpool_backward_cost(B, T, H));
-  }
-  template <class TO, class TI>
-  void gather_rows(TO*, const TI*, const int*, int P, int H) {
-    led.add(gather_rows_cost(P, H, sizeof(TI), sizeof(TO)));
-  }
-  void scatter_rows(float*, const float*, const int*, int P, int H) { led.add(scatter_rows_cost(P, H)); }
-};
+// The third device, Cost<S>, which prices a step without running it, is in
+// bigsc/cost.h with the bench command that prints its prediction.
 
 // ---------------------------------------------------------------------------
 // Which device runs a command, and the model's entry points on it
@@ -5145,626 +3326,7 @@ static void model_zero_grad(Model& m) {
   std::fill(m.grads_mem.begin(), m.grads_mem.end(), 0.0f);
 }
 
-// ============================================================================
-// Data parallelism: ranks, shards and the collectives
-// ============================================================================
-// `mpirun -np K bigs pretrain ...` (or srun) starts K ranks, each running the
-// same command on its share of every batch. MPI carries the few scalars of a
-// step between the processes (the batch's prediction count, the micro-batch
-// losses, the norm's partial sums, the stop flag) and, for a model on the
-// host, its gradients and parameters; for a model on the GPU NCCL carries
-// those between the devices. Started without a launcher (or built without
-// MPI), bigs is a world of one rank that touches no MPI.
-//
-// The parameter block is cut into K contiguous shards (ZeRO stage 1,
-// Rajbhandari et al. 2020): rank r receives the summed gradient of shard r,
-// keeps the AdamW moments of shard r and updates it, then sends the updated
-// shard to every rank (an all-gather), so that all ranks hold the same
-// parameters bit for bit.
-//
-// A step's arithmetic does not depend on K. Rank r computes micro-batches r,
-// r + K, r + 2K, ... of each global batch, so that a round of K micro-batches
-// is K consecutive ones. In each round every rank sends each shard of its
-// micro-batch gradient to the shard's owner (an all-to-all: a reduce-scatter
-// that leaves the sum to us), which adds the K of them to its running sum in
-// rank order. The all-to-all goes bucket by bucket (bucket_spans: the heads,
-// each layer, the embeddings) as the backward pass finishes each, NCCL on a
-// stream of its own on the GPU, so that it overlaps the rest of the
-// backward pass (Bucket, world_exchange_bucket). The step's gradient is
-// then g_0 + g_1 + g_2 + ... added in micro-batch order, as one process adds
-// them (each micro-batch's gradient computed from zero in the gradient
-// block, then added to the step's sum).
-// Dropout is keyed by the global micro-batch, and the losses and the norm's
-// partial sums are gathered and added in a fixed order, so K ranks reproduce
-// one process bit for bit. The price is one gradient exchange per round of
-// micro-batches instead of one per step (the traffic of ZeRO stage 2); with
-// one micro-batch per rank and step the two are the same.
-
-struct World {
-  int rank = 0, size = 1;
-  int local_rank = 0;   // among the ranks on this machine: the GPU it takes
-  bool mpi = false;     // started by a launcher: MPI is up, and the collectives below go through it
-  bool agreed = false;  // the command failed on every rank alike (see world_finish)
-  // The watchdog: a rank that waits longer than `timeout` seconds in one
-  // collective (another rank died and the launcher did not notice, or it
-  // hangs) ends its own process, and the launcher then ends the job.
-  std::atomic<double> timeout{900}, waiting_since{0};
-  std::atomic<bool> done{false};
-  std::thread watchdog;
-#ifdef BIGS_NCCL
-  ncclComm_t nccl = nullptr;  // made by data_parallel_init for a model on the GPU
-#endif
-  ~World() {  // an exception on its way to main: the watchdog stops with the world
-    done = true;
-    if (watchdog.joinable()) watchdog.join();
-  }
-};
-
-// A wait for the other ranks, which the watchdog bounds.
-struct WorldWait {
-  World& w;
-  explicit WorldWait(World& world) : w(world) { w.waiting_since = now_seconds(); }
-  ~WorldWait() { w.waiting_since = 0; }
-};
-
-#ifdef BIGS_MPI
-static void world_watch(World* w) {
-  while (!w->done) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    const double since = w->waiting_since, limit = w->timeout;
-    if (since > 0 && limit > 0 && now_seconds() - since > limit) {
-      fprintf(stderr,
-              "bigs: rank %d of %d has waited %.0f s for the others in a collective (--timeout): another rank "
-              "died or hangs; ending the job\n",
-              w->rank, w->size, limit);
-      _exit(124);
-    }
-  }
-}
-
-// Whether a launcher started this process as one rank of a job: Open MPI's
-// mpirun (OMPI_COMM_WORLD_SIZE), MPICH's and Intel MPI's mpiexec (PMI_SIZE),
-// and the PMIx launchers, srun --mpi=pmix among them (PMIX_RANK).
-static bool launched_as_rank() {
-  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"})
-    if (getenv(v)) return true;
-  return false;
-}
-#endif
-
-// Joins the job this process was launched into, if any. Ranks other than 0
-// print nothing on stdout (progress, tables and logs come from rank 0);
-// their errors still reach stderr. With NCCL, each rank of a machine takes
-// its own GPU (local rank modulo the GPUs it sees).
-static void world_init(World* w, int* argc, char*** argv) {
-#ifdef BIGS_MPI
-  if (!launched_as_rank()) return;
-  int provided = 0;  // only the main thread calls MPI (not OpenMP's threads, not the watchdog)
-  MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
-  w->mpi = true;
-  MPI_Comm_rank(MPI_COMM_WORLD, &w->rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &w->size);
-  MPI_Comm node;
-  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
-  MPI_Comm_rank(node, &w->local_rank);
-  MPI_Comm_free(&node);
-  if (w->rank > 0 && !freopen("/dev/null", "w", stdout))
-    fprintf(stderr, "bigs: rank %d could not silence its standard output\n", w->rank);
-#ifdef BIGS_NCCL
-  world_gpu = w->local_rank;  // taken by model_to_device: a rank that trains on the CPU makes no CUDA context
-#endif
-  w->watchdog = std::thread(world_watch, w);
-#else
-  (void)w, (void)argc, (void)argv;
-#endif
-}
-
-// Ends this rank's part and returns its exit status. When every rank ends
-// alike (success, or a failure they all know of: w.agreed), MPI_Finalize.
-// Otherwise this rank failed alone while the others may be waiting for it in
-// a collective: MPI_Abort ends them all, and the launcher exits with status.
-static int world_finish(World& w, int status) {
-#ifdef BIGS_MPI
-  if (!w.mpi) return status;
-  fflush(stdout);
-  if (status != 0 && !w.agreed) {
-    fprintf(stderr, "bigs: rank %d of %d failed (exit status %d); ending the job\n", w.rank, w.size, status);
-    MPI_Abort(MPI_COMM_WORLD, status);
-  }
-  {
-    WorldWait wait(w);  // MPI_Finalize waits for every rank
-#ifdef BIGS_NCCL
-    if (w.nccl) ncclCommDestroy(w.nccl);
-#endif
-    MPI_Finalize();
-  }
-#else
-  (void)w;
-#endif
-  return status;
-}
-
-enum class Reduce { Sum, Max };
-
-// x[0 .. n) combined over the ranks, in place. Every sum the trainer asks
-// for is exact in any order: counts, or arrays in which each element is one
-// rank's (the others add zeros), which the caller then adds up in order.
-static void world_reduce(World& w, double* x, size_t n, Reduce op = Reduce::Sum) {
-#ifdef BIGS_MPI
-  if (!w.mpi || n == 0) return;
-  WorldWait wait(w);
-  MPI_Allreduce(MPI_IN_PLACE, x, (int)n, MPI_DOUBLE, op == Reduce::Sum ? MPI_SUM : MPI_MAX, MPI_COMM_WORLD);
-#else
-  (void)w, (void)x, (void)n, (void)op;
-#endif
-}
-
-// Whether every rank holds the same v (a checksum of what must agree).
-static bool world_same(World& w, uint64_t v) {
-  uint64_t x[2] = {v, ~v};
-#ifdef BIGS_MPI
-  if (w.mpi) {
-    WorldWait wait(w);
-    MPI_Allreduce(MPI_IN_PLACE, x, 2, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD);
-  }
-#else
-  (void)w;
-#endif
-  return x[0] == ~x[1];  // the largest v is the smallest
-}
-
-// The shards of a block of n floats: rank r owns [lo(r), hi(r)), `size`
-// elements, a multiple of kNormChunk so that no chunk of the gradient norm's
-// sums (grad_norm) straddles two ranks; the last shards may be shorter or
-// empty.
-constexpr size_t kNormChunk = 1 << 16;
-struct Shards {
-  size_t n = 0, size = 0;
-  size_t lo(int r) const { return std::min(n, (size_t)r * size); }
-  size_t hi(int r) const { return std::min(n, (size_t)(r + 1) * size); }
-};
-static Shards shards_of(size_t n, int ranks) { return {n, round_up((n + ranks - 1) / ranks, kNormChunk)}; }
-
-// One bucket of the gradient exchange (bucket_spans), as one rank sees it.
-// A rank first copies the bucket's pieces of its gradient block, in block
-// order, into its region of the packed block; since the shards are
-// contiguous and in rank order, each rank's part of the bucket is then one
-// run of the packed block, which goes to that rank in one message. The
-// owner receives the K ranks' copies of its part into the K columns of its
-// inbox and adds them, in rank order, at their places in its shard.
-struct Bucket {
-  std::vector<Piece> pack;  // the gradient block -> the packed block
-  // Each rank's part of the bucket in the packed block (what this rank sends
-  // it), and where each rank's copy of this rank's part lands in the inbox.
-  std::vector<int> counts, offsets, inbox_counts, inbox_offsets;
-  std::vector<Piece> unpack;                // this rank's part: a column of the inbox -> the rank's shard
-  size_t at = 0, size = 0;                  // this rank's part: where it starts in each column, and its length
-  size_t pack_first = 0, unpack_first = 0;  // on the GPU: where pack and unpack start in the pieces' table
-};
-
-// Every bucket for rank `rank` of `ranks` over the shards sh of a block laid
-// out with `align` (the host's 1 or the GPU's kDevAlign).
-static std::vector<Bucket> exchange_buckets(const Config& c, size_t align, const Shards& sh, int rank, int ranks) {
-  std::vector<Bucket> out;
-  const size_t lo = sh.lo(rank), hi = sh.hi(rank), shard = hi - lo;
-  size_t packed = 0, column = 0;
-  for (const std::vector<Span>& spans : bucket_spans(c, align)) {
-    Bucket b;
-    const size_t base = packed;
-    for (const Span& s : spans) b.pack.push_back({s.at, packed, s.len}), packed += s.len;
-    auto packed_at = [&](size_t x) {  // where the bucket's first element at or after x is packed
-      size_t p = base;
-      for (const Span& s : spans) p += std::min(s.len, x > s.at ? x - s.at : 0);
-      return p;
-    };
-    for (int q = 0; q < ranks; q++) {
-      const size_t first = packed_at(sh.lo(q));
-      b.counts.push_back((int)(packed_at(sh.hi(q)) - first));
-      b.offsets.push_back((int)first);
-    }
-    b.at = column;
-    for (const Span& s : spans) {
-      const size_t x = std::max(s.at, lo), y = std::min(s.at + s.len, hi);
-      if (x < y) b.unpack.push_back({column, x - lo, y - x}), column += y - x;
-    }
-    b.size = column - b.at;
-    for (int q = 0; q < ranks; q++) {
-      b.inbox_counts.push_back((int)b.size);
-      b.inbox_offsets.push_back((int)(q * shard + b.at));
-    }
-    out.push_back(b);
-  }
-  return out;
-}
-
-#ifdef __CUDACC__
-// Every bucket's pack and unpack pieces in one table, as the GPU reads them;
-// each bucket learns where its own start (pack_first, unpack_first).
-static std::vector<Piece> piece_table(std::vector<Bucket>* buckets) {
-  std::vector<Piece> table;
-  for (Bucket& b : *buckets) {
-    b.pack_first = table.size();
-    table.insert(table.end(), b.pack.begin(), b.pack.end());
-    b.unpack_first = table.size();
-    table.insert(table.end(), b.unpack.begin(), b.unpack.end());
-  }
-  return table;
-}
-#endif
-
-// The bytes of rank 0's exchange buffers (the longest shard) for a block of
-// n floats on `ranks` ranks: the step's sum of its shard, the inbox of the
-// ranks' copies of it, and the packed block.
-static double exchange_buffer_bytes(size_t n, int ranks) {
-  const double shard = (double)std::min(n, shards_of(n, ranks).size);
-  return 4 * ((ranks + 1) * shard + (double)n);
-}
-
-// dst[p.to + i] = src[p.from + i] for every piece p (the host's pack).
-static void copy_pieces(const std::vector<Piece>& pieces, const float* src, float* dst) {
-  for (const Piece& p : pieces) std::copy_n(src + p.from, p.len, dst + p.to);
-}
-
-// dst[p.to + i] += src[q stride + p.from + i] for q = 0, 1, ..., ranks - 1
-// in turn (the host's unpack: the ranks' copies added in rank order).
-static void add_pieces(const std::vector<Piece>& pieces, const float* src, size_t stride, int ranks, float* dst) {
-  for (const Piece& p : pieces) {
-    float* d = dst + p.to;
-    const float* s = src + p.from;
-#pragma omp parallel for if (p.len >= 65536)
-    for (size_t i = 0; i < p.len; i++) {
-      float x = d[i];
-      for (int q = 0; q < ranks; q++) x += s[(size_t)q * stride + i];
-      d[i] = x;
-    }
-  }
-}
-
-// One rank's state for the data-parallel step (train_step): its world, the
-// shards of the parameter block where the model lives (the host's packed
-// layout, or the GPU's aligned one), and where the step's gradient is summed.
-struct DataParallel {
-  World* w = nullptr;
-  Shards sh;
-  // Whether the step adds each micro-batch's gradient to a separate sum (a
-  // world through MPI, or more than one micro-batch per step); otherwise the
-  // gradient block itself is the step's gradient.
-  bool sums = false;
-  std::vector<Bucket> buckets;       // a world through MPI: the exchange, bucket by bucket
-  std::vector<int> counts, offsets;  // each rank's shard of the block (the all-gather's counts and displacements)
-  // A model on the host: as GpuModel's, the step's sum (shard), the ranks'
-  // copies (ranks, shard) and the packed block (n); the exchanges in flight.
-  std::vector<float> gsum, inbox, packed;
-  bool in_flight = false;  // exchanges started that world_exchange_wait has not yet added
-#ifdef BIGS_MPI
-  std::vector<MPI_Request> pending;
-#endif
-  size_t lo() const { return sh.lo(w->rank); }
-  size_t hi() const { return sh.hi(w->rank); }
-};
-
-#ifdef __CUDACC__
-// The GPU's copy_pieces (add = false, ranks = 1) and add_pieces, for the
-// pieces of one bucket: blockIdx.y picks the piece, the x blocks stride
-// over it. The arithmetic is the host's, element by element.
-__global__ void pieces_kernel(float* dst, const float* src, const Piece* pieces, size_t stride, int ranks, bool add) {
-  const Piece p = pieces[blockIdx.y];
-  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < p.len; i += (size_t)gridDim.x * blockDim.x) {
-    float x = add ? dst[p.to + i] + src[p.from + i] : src[p.from + i];
-    for (int q = 1; q < ranks; q++) x += src[(size_t)q * stride + p.from + i];
-    dst[p.to + i] = x;
-  }
-}
-
-static void pieces_launch(cudaStream_t s, float* dst, const float* src, const Piece* pieces,
-                          const std::vector<Piece>& host, size_t stride, int ranks, bool add) {
-  size_t longest = 0;
-  for (const Piece& p : host) longest = std::max(longest, p.len);
-  if (longest == 0) return;
-  const dim3 grid(std::min(grid_for(longest), 1024u), (unsigned)host.size());
-  pieces_kernel<<<grid, kThreads, 0, s>>>(dst, src, pieces, stride, ranks, add);
-  launchCheck();
-}
-
-// sum[i] += in[i], the gradient of one process's micro-batch (a world of one
-// that sums its micro-batches).
-__global__ void add_kernel(float* sum, const float* in, size_t n) {
-  size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-  if (i < n) sum[i] += in[i];
-}
-
-#ifdef BIGS_NCCL
-// The stream's work, collectives included, done: a wait the watchdog bounds
-// (a NCCL kernel whose peer is gone spins forever).
-static void gpu_wait(World& w, GpuModel& g) {
-  WorldWait wait(w);
-  cudaCheck(cudaStreamSynchronize(g.ctx.stream));
-}
-#endif
-
-// The exchange on the GPU: NCCL on a stream of its own (the highest
-// priority, so that its kernels start as soon as a bucket is ready), each
-// bucket after an event that the model's stream records when the bucket is
-// packed. `exchanged` follows the last bucket's adds.
-static bool gpu_data_parallel_init(DataParallel* dp, GpuModel& g, size_t shard, std::string* err) {
-  World& w = *dp->w;
-  if (w.mpi) {
-#ifdef BIGS_NCCL
-    ncclUniqueId id;
-    try {
-      if (w.rank == 0) ncclCheck(ncclGetUniqueId(&id));
-      WorldWait wait(w);
-      MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD);
-      ncclCheck(ncclCommInitRank(&w.nccl, w.size, id, w.rank));
-    } catch (const CudaError& e) {
-      *err = strf("joining the ranks' GPUs through NCCL: %s", e.what());
-      return false;
-    }
-#else
-    *err =
-        "this build has no NCCL, so a model on the GPU cannot train on several ranks: build bigs where the CUDA "
-        "Toolkit's nccl.h is (the Makefile finds it), or use --device cpu";
-    return false;
-#endif
-  }
-  const size_t inbox = w.mpi ? (size_t)w.size * shard : 0, packed = w.mpi ? g.n : 0;
-  try {
-    if (shard) cudaCheck(cudaMalloc(&g.gsum, shard * sizeof(float)));
-    if (inbox) cudaCheck(cudaMalloc(&g.inbox, inbox * sizeof(float)));
-    if (packed) cudaCheck(cudaMalloc(&g.packed, packed * sizeof(float)));
-  } catch (const CudaError& e) {
-    *err = strf("the data-parallel step's gradient sum, inbox and packed block (%.2f GB): %s; lower --micro-batch",
-                (shard + inbox + packed) * 4 / 1e9, e.what());
-    return false;
-  }
-  if (!w.mpi) return true;
-  g.world = &w;
-  const std::vector<Piece> table = piece_table(&dp->buckets);
-  int least = 0, greatest = 0;
-  cudaCheck(cudaDeviceGetStreamPriorityRange(&least, &greatest));
-  cudaCheck(cudaStreamCreateWithPriority(&g.comm, cudaStreamNonBlocking, greatest));
-  g.ready.resize(dp->buckets.size());
-  cudaCheck(cudaEventCreateWithFlags(&g.exchanged, cudaEventDisableTiming));
-  for (cudaEvent_t& e : g.ready) cudaCheck(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
-  cudaCheck(cudaMalloc(&g.pieces, std::max<size_t>(1, table.size()) * sizeof(Piece)));
-  cudaCheck(cudaMemcpy(g.pieces, table.data(), table.size() * sizeof(Piece), cudaMemcpyHostToDevice));
-  return true;
-}
-
-// Both streams' work done, NCCL's included, in a wait the watchdog bounds:
-// before a rank's model is freed (an error on this rank alone may leave
-// exchanges in flight that a lost peer never completes).
-static void gpu_drain(World& w, GpuModel& g) {
-  WorldWait wait(w);
-  if (g.comm) cudaCheck(cudaStreamSynchronize(g.comm));
-  cudaCheck(cudaStreamSynchronize(g.ctx.stream));
-}
-
-// Bucket b's gradients, final on the model's stream, to their owners. NCCL
-// on g.comm while no NCCL call is in flight on the model's stream (see
-// world_all_gather).
-static void gpu_exchange_bucket(DataParallel& dp, GpuModel& g, int b) {
-  const Bucket& bk = dp.buckets[b];
-  pieces_launch(g.ctx.stream, g.packed, g.grads, g.pieces + bk.pack_first, bk.pack, 0, 1, false);
-  cudaCheck(cudaEventRecord(g.ready[b], g.ctx.stream));
-  cudaCheck(cudaStreamWaitEvent(g.comm, g.ready[b], 0));
-#ifdef BIGS_NCCL
-  World& w = *dp.w;
-  {
-    WorldWait wait(w);  // the group's end may wait for a peer (its first connection)
-    ncclCheck(ncclGroupStart());
-    for (int q = 0; q < w.size; q++) {
-      if (bk.counts[q]) ncclCheck(ncclSend(g.packed + bk.offsets[q], bk.counts[q], ncclFloat, q, w.nccl, g.comm));
-      if (bk.size) ncclCheck(ncclRecv(g.inbox + bk.inbox_offsets[q], bk.size, ncclFloat, q, w.nccl, g.comm));
-    }
-    ncclCheck(ncclGroupEnd());
-  }
-  pieces_launch(g.comm, g.gsum, g.inbox, g.pieces + bk.unpack_first, bk.unpack, dp.hi() - dp.lo(), w.size, true);
-#endif
-  cudaCheck(cudaEventRecord(g.exchanged, g.comm));
-}
-
-// Every exchange so far done: a wait the watchdog bounds; then the model's
-// stream follows them too.
-static void gpu_exchange_wait(World& w, GpuModel& g) {
-  WorldWait wait(w);
-  cudaCheck(cudaEventSynchronize(g.exchanged));
-  cudaCheck(cudaStreamWaitEvent(g.ctx.stream, g.exchanged, 0));
-}
-#endif
-
-// Sets dp up for a model where it trains (after model_use_device), for steps
-// of up to `rounds` micro-batches per rank.
-static bool data_parallel_init(DataParallel* dp, World& w, Model& m, int rounds, std::string* err) {
-  dp->w = &w;
-  size_t n = m.num_params, align = 1;
-#ifdef __CUDACC__
-  if (m.gpu) n = m.gpu->n, align = kDevAlign;
-#endif
-  dp->sh = shards_of(n, w.size);
-  const size_t shard = dp->hi() - dp->lo();
-  if (w.mpi && std::max(n, (size_t)w.size * dp->sh.size) > (size_t)INT_MAX) {
-    *err =
-        strf("%zu parameters on %d ranks are more than MPI's and NCCL's int counts and offsets can carry", n, w.size);
-    return false;
-  }
-  for (int q = 0; q < w.size; q++) {
-    dp->counts.push_back((int)(dp->sh.hi(q) - dp->sh.lo(q)));
-    dp->offsets.push_back((int)dp->sh.lo(q));
-  }
-  dp->sums = w.mpi || rounds > 1;
-  if (w.mpi) dp->buckets = exchange_buckets(m.c, align, dp->sh, w.rank, w.size);
-  if (!dp->sums) return true;
-#ifdef __CUDACC__
-  if (m.gpu) return gpu_data_parallel_init(dp, *m.gpu, shard, err);
-#endif
-  dp->gsum.assign(shard, 0.0f);
-  dp->inbox.assign(w.mpi ? (size_t)w.size * shard : 0, 0.0f);
-  dp->packed.assign(w.mpi ? n : 0, 0.0f);
-  return true;
-}
-
-// The step's gradient sum starts at zero.
-static void data_parallel_zero(DataParallel& dp, Model& m) {
-#ifdef __CUDACC__
-  if (m.gpu) return zero_async(m.gpu->ctx, m.gpu->gsum, dp.hi() - dp.lo());
-#endif
-  (void)m;
-  std::fill(dp.gsum.begin(), dp.gsum.end(), 0.0f);
-}
-
-// A world of one that sums its micro-batches: gsum += this micro-batch's
-// gradient.
-static void add_own_gradient(DataParallel& dp, Model& m) {
-  const size_t n = dp.hi() - dp.lo();
-#ifdef __CUDACC__
-  if (m.gpu) {
-    if (n) {
-      add_kernel<<<grid_for(n), kThreads, 0, m.gpu->ctx.stream>>>(m.gpu->gsum, m.gpu->grads, n);
-      launchCheck();
-    }
-    return;
-  }
-#endif
-  float* s = dp.gsum.data();
-  const float* g = m.grads_mem.data();
-#pragma omp parallel for
-  for (size_t i = 0; i < n; i++) s[i] += g[i];
-}
-
-// Bucket b of this rank's micro-batch gradient is final (Model::bucket_done):
-// each rank's part of it to that rank, now, while the backward pass goes on.
-// Through MPI on the host (a non-blocking all-to-all, which progresses
-// whenever a later bucket calls into MPI), through NCCL on the GPU.
-static void world_exchange_bucket(DataParallel& dp, Model& m, int b) {
-  dp.in_flight = true;
-#ifdef __CUDACC__
-  if (m.gpu) return gpu_exchange_bucket(dp, *m.gpu, b);
-#endif
-  const Bucket& bk = dp.buckets[b];
-  copy_pieces(bk.pack, m.grads_mem.data(), dp.packed.data());
-#ifdef BIGS_MPI
-  dp.pending.emplace_back();
-  MPI_Ialltoallv(dp.packed.data(), bk.counts.data(), bk.offsets.data(), MPI_FLOAT, dp.inbox.data(),
-                 bk.inbox_counts.data(), bk.inbox_offsets.data(), MPI_FLOAT, MPI_COMM_WORLD, &dp.pending.back());
-  int done = 0;
-  MPI_Testall((int)dp.pending.size(), dp.pending.data(), &done, MPI_STATUSES_IGNORE);
-#endif
-}
-
-// The exchanges started so far have arrived and are added, in rank order,
-// to the step's sum: gsum += the ranks' micro-batch gradients of this rank's
-// shard, one process's order.
-static void world_exchange_wait(DataParallel& dp, Model& m) {
-  if (!dp.in_flight) return;
-  dp.in_flight = false;
-#ifdef __CUDACC__
-  if (m.gpu) return gpu_exchange_wait(*dp.w, *m.gpu);
-#endif
-  (void)m;
-#ifdef BIGS_MPI
-  {
-    WorldWait wait(*dp.w);
-    MPI_Waitall((int)dp.pending.size(), dp.pending.data(), MPI_STATUSES_IGNORE);
-  }
-  dp.pending.clear();
-#endif
-  for (const Bucket& bk : dp.buckets)
-    add_pieces(bk.unpack, dp.inbox.data(), dp.hi() - dp.lo(), dp.w->size, dp.gsum.data());
-}
-
-// The step's gradient of this rank's shard into the gradient block, where
-// the optimizer reads it.
-static void data_parallel_gradient(DataParallel& dp, Model& m) {
-  const size_t lo = dp.lo(), shard = dp.hi() - lo;
-#ifdef __CUDACC__
-  if (m.gpu) {
-    if (shard)
-      cudaCheck(cudaMemcpyAsync(m.gpu->grads + lo, m.gpu->gsum, shard * sizeof(float), cudaMemcpyDeviceToDevice,
-                                m.gpu->ctx.stream));
-    return;
-  }
-#endif
-  std::copy_n(dp.gsum.data(), shard, m.grads_mem.data() + lo);
-}
-
-// Every rank's shard of a block laid out as dp.sh (on the device when the
-// model is there) to every rank, in place.
-static void world_all_gather(DataParallel& dp, Model& m, float* block) {
-  World& w = *dp.w;
-  if (!w.mpi) return;
-#ifdef __CUDACC__
-  if (m.gpu) {
-#ifdef BIGS_NCCL
-    // On the model's stream, with the communicator that the exchange uses on
-    // g.comm: one stream at a time, as NCCL wants, because the host has
-    // waited for every exchange (world_exchange_wait) before it gets here
-    // and waits for this (gpu_wait) before anything else. Keep it so.
-    GpuModel& g = *m.gpu;
-    ncclCheck(ncclGroupStart());
-    for (int q = 0; q < w.size; q++)
-      if (dp.counts[q])
-        ncclCheck(ncclBroadcast(block + dp.offsets[q], block + dp.offsets[q], dp.counts[q], ncclFloat, q, w.nccl,
-                                g.ctx.stream));
-    ncclCheck(ncclGroupEnd());
-    gpu_wait(w, g);
-#endif
-    return;
-  }
-#endif
-  (void)m;
-#ifdef BIGS_MPI
-  WorldWait wait(w);
-  MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, block, dp.counts.data(), dp.offsets.data(), MPI_FLOAT,
-                 MPI_COMM_WORLD);
-#else
-  (void)block;
-#endif
-}
-
-// After the shards' AdamW: the updated shards to every rank (and on the GPU
-// the bf16 copy of the weights made again from them).
-static void world_share_params(DataParallel& dp, Model& m) {
-  if (!dp.w->mpi) return;
-#ifdef __CUDACC__
-  if (m.gpu) {
-    GpuModel& g = *m.gpu;
-    world_all_gather(dp, m, g.params);
-    if (g.params16) {
-      cast_kernel<<<grid_for(g.n), kThreads, 0, g.ctx.stream>>>(g.params16, g.params, g.n);
-      launchCheck();
-    }
-    return;
-  }
-#endif
-  world_all_gather(dp, m, m.params_mem.data());
-}
-
-// Before a checkpoint: every rank's shard of the AdamW moments to all, so
-// that the whole blocks are the single process's (model_to_host then reads
-// them from the GPU).
-static void world_share_moments(DataParallel& dp, Model& m, std::vector<float>& mom1, std::vector<float>& mom2) {
-  if (!dp.w->mpi) return;
-#ifdef __CUDACC__
-  if (m.gpu) {
-    world_all_gather(dp, m, m.gpu->mom1);
-    world_all_gather(dp, m, m.gpu->mom2);
-    return;
-  }
-#endif
-  world_all_gather(dp, m, mom1.data());
-  world_all_gather(dp, m, mom2.data());
-}
-
-// The sequences of a global batch of B that this rank computes, in the
-// order train_step takes them: its micro-batches g = rank, rank + ranks, ...,
-// micro-batch g being sequences g micro .. min(B, (g + 1) micro) - 1.
-static std::vector<int> rank_sequences(const World& w, int B, int micro) {
-  std::vector<int> idx;
-  for (int g = w.rank; g * micro < B; g += w.size)
-    for (int i = g * micro; i < std::min(B, (g + 1) * micro); i++) idx.push_back(i);
-  return idx;
-}
+#include "bigsc/world.h"
 
 // ============================================================================
 // Optimizer: AdamW, learning-rate schedules, global-norm clipping
@@ -6211,190 +3773,7 @@ static bool checkpoint_read(const std::string& path, CkptHeader* h, std::vector<
   return ok;
 }
 
-// ============================================================================
-// Data: pretraining shards, the order sequences are seen in, and masking
-// ============================================================================
-
-struct ShardSet {
-  std::vector<std::string> paths;
-  std::vector<uint64_t> counts;  // sequences per shard
-  uint64_t total = 0;
-  ShardHeader h;  // of the first; every shard must agree on T, V and the ids
-  std::vector<uint32_t> versions, payload_crcs;  // per shard
-  // Shards whose checksum this process has verified. The readers open them
-  // through shard_open, which verifies each in full the first time: when the
-  // training order reaches it (it then reads every row of it, in a shuffled
-  // order) or the first evaluation reads it. One sequential pass per shard
-  // and run, instead of one over the whole corpus at start-up.
-  mutable std::vector<char> verified;
-};
-
-static bool shards_open(const std::string& pattern, ShardSet* s, std::string* err) {
-  glob_t g;
-  int rc = glob(pattern.c_str(), 0, nullptr, &g);
-  if (rc != 0) {
-    *err = strf("no file matches '%s'; run `data_prep pretrain` to make shards", pattern.c_str());
-    if (rc != GLOB_NOMATCH) globfree(&g);
-    return false;
-  }
-  s->paths.assign(g.gl_pathv, g.gl_pathv + g.gl_pathc);  // sorted by glob
-  globfree(&g);
-  for (const std::string& p : s->paths) {
-    FILE* f = fopen(p.c_str(), "rb");
-    if (!f) {
-      *err = strf("cannot open %s: %s", p.c_str(), strerror(errno));
-      return false;
-    }
-    ShardHeader h;
-    bool ok = read_shard_header(f, p.c_str(), &h, err);
-    fclose(f);
-    if (!ok) return false;
-    if (s->counts.empty()) s->h = h;
-    if (h.seq_len != s->h.seq_len || h.vocab_size != s->h.vocab_size || h.pad_id != s->h.pad_id ||
-        h.cls_id != s->h.cls_id || h.sep_id != s->h.sep_id || h.mask_id != s->h.mask_id) {
-      *err = strf(
-          "%s has T = %u, V = %u, but %s has T = %u, V = %u; shards of one run must come from one "
-          "`data_prep pretrain`",
-          p.c_str(), h.seq_len, h.vocab_size, s->paths[0].c_str(), s->h.seq_len, s->h.vocab_size);
-      return false;
-    }
-    s->counts.push_back(h.num_sequences);
-    s->total += h.num_sequences;
-    s->versions.push_back(h.version);
-    s->payload_crcs.push_back(h.payload_crc);
-    s->verified.push_back(0);
-  }
-  if (s->total == 0) {
-    *err = strf("the shards matching '%s' hold no sequences", pattern.c_str());
-    return false;
-  }
-  const long old = std::count_if(s->versions.begin(), s->versions.end(), [](uint32_t v) { return !has_checksums(v); });
-  if (old)
-    fprintf(stderr, "%s%s\n", unchecked_note(s->paths[0].c_str(), kShardWhat, kShardFix).c_str(),
-            old > 1 ? strf(" (and %ld more of '%s')", old - 1, pattern.c_str()).c_str() : "");
-  return true;
-}
-
-// Opens shard i for reading rows; the first time, verifies its checksum.
-static FILE* shard_open(const ShardSet& s, size_t i, std::string* err) {
-  const char* path = s.paths[i].c_str();
-  FILE* f = fopen(path, "rb");
-  if (!f) {
-    *err = strf("cannot open %s: %s", path, strerror(errno));
-    return nullptr;
-  }
-  if (!s.verified[i] && has_checksums(s.versions[i]) &&
-      !verify_payload(f, path, sizeof(ShardHeader), s.payload_crcs[i], kShardWhat, kShardFix, err)) {
-    fclose(f);
-    return nullptr;
-  }
-  s.verified[i] = 1;
-  return f;
-}
-
-// Which sequence is the k-th one a run sees. Every epoch visits the shards in
-// a fresh seeded order and each shard's sequences in a fresh seeded order, so
-// the data position of a run is one number (samples seen) and a resumed run
-// continues exactly. Memory is one shard's permutation, not the corpus's.
-struct DataOrder {
-  const ShardSet* s = nullptr;
-  uint64_t seed = 0;
-  int64_t cached_epoch = -1, cached_shard = -1;
-  std::vector<uint32_t> perm;  // the cached shard's sequence order
-  FILE* f = nullptr;           // the cached shard, open
-
-  ~DataOrder() {
-    if (f) fclose(f);
-  }
-
-  static std::vector<uint32_t> permutation(uint64_t n, uint64_t seed) {  // Fisher-Yates
-    std::vector<uint32_t> p(n);
-    for (uint64_t i = 0; i < n; i++) p[i] = (uint32_t)i;
-    Rng r{seed};
-    for (uint64_t i = n; i > 1; i--) std::swap(p[i - 1], p[r.below((uint32_t)i)]);
-    return p;
-  }
-
-  // Reads sequence k (T ids) into out.
-  bool read(uint64_t k, int* out, std::string* err) {
-    uint64_t epoch = k / s->total, r = k % s->total;
-    std::vector<uint32_t> shard_order = permutation(s->paths.size(), splitmix64(seed ^ (epoch * 2 + 1)));
-    size_t i = 0;
-    while (r >= s->counts[shard_order[i]]) r -= s->counts[shard_order[i++]];
-    int64_t shard = shard_order[i];
-    if ((int64_t)epoch != cached_epoch || shard != cached_shard) {
-      perm = permutation(s->counts[shard], splitmix64(seed ^ splitmix64(epoch * 1000003 + shard)));
-      if (f) fclose(f);
-      cached_epoch = cached_shard = -1;
-      if (!(f = shard_open(*s, shard, err))) return false;
-      cached_epoch = epoch, cached_shard = shard;
-    }
-    return read_row(f, s->paths[shard], s->h.seq_len, s->h.vocab_size, perm[r], out, err);
-  }
-
-  // Reads row `row` (T ids) of an open shard; an id >= V is an error that
-  // says where it is (masking would make it a target past the logits).
-  static bool read_row(FILE* f, const std::string& path, int T, uint32_t V, uint64_t row, int* out, std::string* err) {
-    std::vector<uint16_t> buf(T);
-    if (fseek(f, (long)(sizeof(ShardHeader) + row * T * 2), SEEK_SET) != 0 || fread(buf.data(), 2, T, f) != (size_t)T) {
-      *err = strf("cannot read sequence %" PRIu64 " of %s", row, path.c_str());
-      return false;
-    }
-    for (int t = 0; t < T; t++) {
-      if (buf[t] >= V) {
-        *err = strf("%s: sequence %" PRIu64 " has the id %u at position %d, but the vocabulary has %u tokens; %s",
-                    path.c_str(), row, buf[t], t, V, kShardFix);
-        return false;
-      }
-      out[t] = buf[t];
-    }
-    return true;
-  }
-};
-
-struct MaskSpec {
-  double prob = 0.15;              // of the maskable tokens
-  long long max_predictions = 20;  // per sequence
-};
-
-// BERT's masking (docs/MODEL.md section 12), in place: picks round(prob x maskable)
-// positions (at least 1, at most max_predictions) among the tokens that are
-// not [CLS], [SEP], [PAD] or [MASK]; of those 80% become [MASK], 10% a random
-// non-special token, 10% stay; targets gets the original id there and -1
-// elsewhere. Returns the number of predicted positions.
-static int mask_sequence(int* ids, int* targets, int T, int V, const ShardHeader& sp, const MaskSpec& ms, Rng& rng) {
-  auto special = [&](int id) {
-    return id == (int)sp.cls_id || id == (int)sp.sep_id || id == (int)sp.pad_id || id == (int)sp.mask_id;
-  };
-  std::vector<int> cand;
-  for (int t = 0; t < T; t++) {
-    targets[t] = -1;
-    if (!special(ids[t])) cand.push_back(t);
-  }
-  int n = std::min((int)ms.max_predictions, std::max(1, (int)std::lround(ms.prob * cand.size())));
-  n = std::min(n, (int)cand.size());
-  for (int i = 0; i < n; i++) {  // a partial Fisher-Yates shuffle picks n distinct positions
-    std::swap(cand[i], cand[i + rng.below((uint32_t)(cand.size() - i))]);
-    int t = cand[i];
-    targets[t] = ids[t];
-    float u = rng.uniform();
-    if (u < 0.8f) {
-      ids[t] = (int)sp.mask_id;
-    } else if (u < 0.9f) {
-      int r;
-      do r = (int)rng.below((uint32_t)V);
-      while (special(r) || r == (int)sp.unk_id);
-      ids[t] = r;
-    }
-  }
-  return n;
-}
-
-// The masks of training sequence k (its k-th sighting) and of validation
-// sequence i come from their own seeded streams: fresh every time a training
-// sequence is seen, identical at every evaluation.
-static Rng mask_rng_train(uint64_t seed, uint64_t k) { return Rng{splitmix64(seed ^ splitmix64(k * 2 + 1))}; }
-static Rng mask_rng_val(uint64_t i) { return Rng{splitmix64(0x5EEDull ^ splitmix64(i * 2))}; }
+#include "bigsc/dataloader.h"
 
 // ============================================================================
 // Commands
@@ -7116,885 +4495,13 @@ static int cmd_fill_mask(int argc, char** argv) {
   return 0;
 }
 
+
+#include "bigsc/cost.h"
+#include "bigsc/glue.h"
+
 // ============================================================================
-// GLUE: task files, metrics, fine-tuning, evaluation, submission files
+// main
 // ============================================================================
-
-// A GLUE task file (formats.h), loaded whole: even MNLI's training set is a
-// few hundred MB at T = 128.
-struct TaskData {
-  TaskHeader h;
-  int T = 0;
-  size_t n = 0;
-  std::vector<int> ids, types;  // (n, T)
-  std::vector<float> labels;    // (n) class index or score; -1 without labels
-  std::vector<uint32_t> index;  // (n) the row index, for submission files
-  std::string task, split;
-};
-
-// Verifies the checksum (version 2) and every record: ids < V, types 0 or 1,
-// labels that are class indices (or finite scores, or -1 in a test split).
-static bool task_load(const std::string& path, TaskData* d, std::string* err) {
-  FILE* f = fopen(path.c_str(), "rb");
-  if (!f) {
-    *err = strf("cannot open %s: %s; make task files with `data_prep glue`", path.c_str(), strerror(errno));
-    return false;
-  }
-  bool ok = read_task_header(f, path.c_str(), &d->h, err);
-  uint32_t crc = 0;
-  if (ok && !has_checksums(d->h.version))
-    fprintf(stderr, "%s\n", unchecked_note(path.c_str(), kTaskWhat, kTaskFix).c_str());
-  if (ok) {
-    d->T = (int)d->h.seq_len, d->n = d->h.num_examples;
-    d->task = d->h.task, d->split = d->h.split;
-    size_t rs = task_record_size(d->h.seq_len);
-    std::vector<uint8_t> rec(rs);
-    std::vector<uint16_t> ids(d->T);
-    std::vector<uint8_t> types(d->T);
-    d->ids.resize(d->n * d->T), d->types.resize(d->n * d->T), d->labels.resize(d->n), d->index.resize(d->n);
-    const uint32_t V = d->h.vocab_size, Y = d->h.num_labels;
-    for (size_t i = 0; ok && i < d->n; i++) {
-      ok = fread(rec.data(), 1, rs, f) == rs;
-      if (!ok) {
-        *err = strf("cannot read %s: truncated", path.c_str());
-        break;
-      }
-      crc = crc32c(crc, rec.data(), rs);
-      float& y = d->labels[i];
-      unpack_task_record(rec.data(), d->h.seq_len, ids.data(), types.data(), &y, &d->index[i]);
-      for (int t = 0; ok && t < d->T; t++) {
-        d->ids[i * d->T + t] = ids[t], d->types[i * d->T + t] = types[t];
-        if (ids[t] >= V || types[t] > 1) {
-          *err = strf("%s: example %zu has the id %u and type %u at position %d (V = %u, types 0 or 1); %s",
-                      path.c_str(), i, ids[t], types[t], t, V, kTaskFix);
-          ok = false;
-        }
-      }
-      const bool label_ok = !d->h.has_labels ? y == -1
-                                             : Y == 1 ? std::isfinite(y) : y >= 0 && y < Y && y == std::floor(y);
-      if (ok && !label_ok) {
-        *err = strf("%s: example %zu has the label %g, not %s; %s", path.c_str(), i, y,
-                    !d->h.has_labels ? "-1 (a test split)" : Y == 1 ? "a finite score" : "a class index", kTaskFix);
-        ok = false;
-      }
-    }
-    if (ok && has_checksums(d->h.version) && crc != d->h.payload_crc) {
-      *err = checksum_error(path.c_str(), kTaskWhat, crc, d->h.payload_crc, kTaskFix);
-      ok = false;
-    }
-  }
-  fclose(f);
-  return ok;
-}
-
-// The metrics of docs/MODEL.md section 12. Predictions are class indices (or the
-// score for STS-B). Conventions follow scikit-learn / scipy: MCC and F1 are
-// 0 where undefined (a constant prediction); Spearman ranks ties by their
-// average rank; Pearson is 0 for a constant input.
-static double metric_accuracy(const std::vector<double>& p, const std::vector<double>& g) {
-  size_t k = 0;
-  for (size_t i = 0; i < p.size(); i++) k += p[i] == g[i];
-  return p.empty() ? 0 : (double)k / p.size();
-}
-
-static double metric_f1(const std::vector<double>& p, const std::vector<double>& g) {  // positive class 1
-  double tp = 0, fp = 0, fn = 0;
-  for (size_t i = 0; i < p.size(); i++)
-    tp += p[i] == 1 && g[i] == 1, fp += p[i] == 1 && g[i] != 1, fn += p[i] != 1 && g[i] == 1;
-  return tp == 0 ? 0 : 2 * tp / (2 * tp + fp + fn);
-}
-
-static double metric_mcc(const std::vector<double>& p, const std::vector<double>& g) {  // binary
-  double tp = 0, tn = 0, fp = 0, fn = 0;
-  for (size_t i = 0; i < p.size(); i++) {
-    bool pp = p[i] == 1, gg = g[i] == 1;
-    tp += pp && gg, tn += !pp && !gg, fp += pp && !gg, fn += !pp && gg;
-  }
-  double den = std::sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn));
-  return den == 0 ? 0 : (tp * tn - fp * fn) / den;
-}
-
-static double metric_pearson(const std::vector<double>& x, const std::vector<double>& y) {
-  size_t n = x.size();
-  if (n == 0) return 0;
-  double mx = 0, my = 0;
-  for (size_t i = 0; i < n; i++) mx += x[i], my += y[i];
-  mx /= n, my /= n;
-  double sxy = 0, sxx = 0, syy = 0;
-  for (size_t i = 0; i < n; i++)
-    sxy += (x[i] - mx) * (y[i] - my), sxx += (x[i] - mx) * (x[i] - mx), syy += (y[i] - my) * (y[i] - my);
-  return sxx == 0 || syy == 0 ? 0 : sxy / std::sqrt(sxx * syy);
-}
-
-static std::vector<double> average_ranks(const std::vector<double>& x) {
-  std::vector<size_t> o(x.size());
-  for (size_t i = 0; i < o.size(); i++) o[i] = i;
-  std::sort(o.begin(), o.end(), [&](size_t a, size_t b) { return x[a] < x[b]; });
-  std::vector<double> r(x.size());
-  for (size_t i = 0; i < o.size();) {
-    size_t j = i;
-    while (j + 1 < o.size() && x[o[j + 1]] == x[o[i]]) j++;
-    for (size_t k = i; k <= j; k++) r[o[k]] = 0.5 * (double)(i + j) + 1;  // ties share their mean rank
-    i = j + 1;
-  }
-  return r;
-}
-
-static double metric_spearman(const std::vector<double>& x, const std::vector<double>& y) {
-  return metric_pearson(average_ranks(x), average_ranks(y));
-}
-
-// The metrics a task reports and the one that picks the best checkpoint:
-// the GLUE leaderboard's, with the mean of the pair for MRPC, QQP and STS-B.
-struct TaskMetrics {
-  std::string text;  // "accuracy 0.8123  f1 0.7789"
-  double main = 0;
-};
-
-static TaskMetrics task_metrics(const std::string& task, const std::vector<double>& pred,
-                                const std::vector<double>& gold) {
-  TaskMetrics m;
-  double acc = metric_accuracy(pred, gold);
-  if (task == "cola") {
-    m.main = metric_mcc(pred, gold);
-    m.text = strf("mcc %.4f  accuracy %.4f", m.main, acc);
-  } else if (task == "mrpc" || task == "qqp") {
-    double f1 = metric_f1(pred, gold);
-    m.main = (f1 + acc) / 2;
-    m.text = strf("f1 %.4f  accuracy %.4f", f1, acc);
-  } else if (task == "stsb") {
-    double p = metric_pearson(pred, gold), s = metric_spearman(pred, gold);
-    m.main = (p + s) / 2;
-    m.text = strf("pearson %.4f  spearman %.4f", p, s);
-  } else {
-    m.main = acc;
-    m.text = strf("accuracy %.4f", acc);
-  }
-  return m;
-}
-
-// Runs the classifier over a task file: predictions (class index, or the
-// score) and the mean loss where labels exist. With a world, rank r runs
-// batches r, r + ranks, ... and the predictions and each batch's loss are
-// gathered: the result is one process's exactly.
-static bool task_predict(Model& m, const TaskData& d, std::vector<double>* pred, double* mean_loss, std::string* err,
-                         std::vector<float>* logits = nullptr,  // logits (n, labels), when asked (one process)
-                         World* w = nullptr) {
-  pred->assign(d.n, 0.0);
-  if (logits) logits->assign(d.n * m.c.labels, 0.0f);
-  const int T = m.c.T, Y = m.c.labels;
-  const size_t batches = (d.n + m.B - 1) / m.B;
-  std::vector<double> losses(batches, 0.0);
-  for (size_t q = w ? w->rank : 0; q < batches; q += w ? w->size : 1) {
-    const size_t i = q * m.B;
-    int B = (int)std::min<size_t>(m.B, d.n - i);
-    Batch bt{B, &d.ids[i * T], &d.types[i * T], nullptr, d.h.has_labels ? &d.labels[i] : nullptr};
-    Loss loss;
-    if (!model_forward(m, bt, false, &loss, err)) return false;
-    losses[q] = loss.sum;
-    for (int b = 0; b < B; b++) {
-      const float* x = m.a.cls_logits + (size_t)b * Y;
-      (*pred)[i + b] = Y == 1 ? x[0] : (double)(std::max_element(x, x + Y) - x);
-      if (logits) std::copy(x, x + Y, logits->begin() + (i + b) * Y);
-    }
-  }
-  if (w) world_reduce(*w, pred->data(), pred->size()), world_reduce(*w, losses.data(), losses.size());
-  double loss_sum = 0;
-  for (double l : losses) loss_sum += l;
-  *mean_loss = d.n ? loss_sum / d.n : 0;
-  return true;
-}
-
-static bool task_evaluate(Model& m, const TaskData& d, TaskMetrics* tm, double* loss, std::string* err,
-                          World* w = nullptr) {
-  if (!d.h.has_labels) {
-    *err = d.split + " of " + d.task + " has no labels (a test split); use `bigs predict`";
-    return false;
-  }
-  std::vector<double> pred;
-  if (!task_predict(m, d, &pred, loss, err, nullptr, w)) return false;
-  *tm = task_metrics(d.task, pred, std::vector<double>(d.labels.begin(), d.labels.end()));
-  return true;
-}
-
-// Loads a classification model for a task file from a checkpoint. A head of
-// the wrong size (or none: a pretrained MLM checkpoint) is initialised anew
-// as the parameter table says (docs/MODEL.md section 9): the pooler N(0,
-// 0.02), the classifier lecun normal, zero biases.
-static bool task_model(const std::string& ckpt, const TaskData& d, int B, uint64_t seed, bool allow_new_head, Model* m,
-                       std::string* err) {
-  CkptHeader h;
-  std::vector<float> data;
-  std::vector<std::string> fresh;
-  if (!model_from_checkpoint(ckpt, B, 1, 0, (int)d.h.num_labels, m, &h, &data, &fresh, err)) return false;
-  if (m->c.T != d.T) {
-    *err = strf(
-        "%s has T = %d but the task file has T = %d: inputs are padded to the checkpoint's T (docs/MODEL.md "
-        "section 10); rebuild the file with `data_prep glue --seq %d`, or with dev/glue.sh pass --seq %d (or "
-        "leave --seq out: it then takes the checkpoint's)",
-        ckpt.c_str(), m->c.T, d.T, m->c.T, m->c.T);
-    return false;
-  }
-  if (m->c.V != (int)d.h.vocab_size) {
-    *err = strf("%s has a vocabulary of %d but the task file was made with %u tokens; use the model's vocab",
-                ckpt.c_str(), m->c.V, d.h.vocab_size);
-    return false;
-  }
-  if (!fresh.empty()) {
-    if (!allow_new_head) {
-      *err = strf("%s has no classification head with %u labels; fine-tune it first (`bigs finetune`)", ckpt.c_str(),
-                  d.h.num_labels);
-      return false;
-    }
-    Rng rng{seed ^ 0xC1A55ull};
-    for (const TensorInfo& t : m->table)
-      if (std::find(fresh.begin(), fresh.end(), t.name) != fresh.end())
-        init_tensor(&m->params_mem[t.offset], t, rng, {});
-    printf("new classification head with %u labels: %s\n", d.h.num_labels,
-           fresh.size() == 4 ? "pool_w, pool_b, cls_w, cls_b" : "");
-  }
-  return true;
-}
-
-static bool task_matches(const TaskData& d, const std::string& task, std::string* err) {
-  if (d.task != task) {
-    *err = strf("the file is a '%s' task file (%s), not '%s'", d.task.c_str(), d.split.c_str(), task.c_str());
-    return false;
-  }
-  return true;
-}
-
-// The model of a fine-tuned checkpoint for a labelled or test task file, on
-// the chosen device: what eval and predict both start from.
-static bool task_model_for(const std::string& ckpt, const std::string& file, const std::string& task,
-                           const Device& device, int batch, TaskData* d, Model* m, std::string* err) {
-  return task_load(file, d, err) && task_matches(*d, task, err) && task_model(ckpt, *d, batch, 0, false, m, err) &&
-         model_use_device(m, device, nullptr, nullptr, err);
-}
-
-// The flags every inference command shares.
-static void inference_flags(std::vector<Flag>* f, Device* device, long long* batch, long long* threads) {
-  device_flags(f, device);
-  f->push_back({Flag::Int, "batch", batch, 1, 1 << 20, "sequences per forward pass"});
-  f->push_back({Flag::Int, "threads", threads, 0, 4096, "CPU threads; 0 = all"});
-}
-
-static const char* kFinetuneUsage =
-    "usage: bigs finetune --task TASK --init CKPT --train F --dev F [--dev2 F] [options]\n"
-    "Fine-tunes a classifier on a GLUE task file (from `data_prep glue`) with the recipe of docs/MODEL.md\n"
-    "section 12; evaluates on --dev (and --dev2, e.g. MNLI mismatched) after every epoch and keeps the\n"
-    "best checkpoint by the task's main metric in OUT/best.bin (the last in OUT/last.bin).";
-
-static int cmd_finetune(World& w, int argc, char** argv) {
-  const char* cmd = "finetune";
-  std::string task, init, train, dev, dev2, out = "out/finetune";
-  Device device;
-  long long epochs = 3, batch = 16, micro = 16, eval_every = 0, seed = 1, threads = 0, log_every = 50;
-  double lr = 2e-5, warmup_frac = 0.1, dropout = 0.1, clip = 1.0, timeout = w.timeout;
-  AdamW opt{0.9, 0.999, 1e-6, 0.01};
-  std::vector<Flag> flags = {
-      {Flag::Str, "task", &task, 0, 0, "cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte or wnli"},
-      {Flag::Str, "init", &init, 0, 0, "checkpoint to start from (pretrained, or fine-tuned on MNLI)"},
-      {Flag::Str, "train", &train, 0, 0, "training task file"},
-      {Flag::Str, "dev", &dev, 0, 0, "dev task file, evaluated after every epoch"},
-      {Flag::Str, "dev2", &dev2, 0, 0, "a second dev file (MNLI mismatched)"},
-      {Flag::Str, "out", &out, 0, 0, "directory for best.bin, last.bin and log.jsonl"},
-      {Flag::Int, "epochs", &epochs, 1, 1000, "passes over the training set"},
-      {Flag::Int, "batch", &batch, 1, 1 << 20, "sequences per optimizer step"},
-      {Flag::Int, "micro-batch", &micro, 1, 1 << 20, "sequences per forward/backward; must divide --batch"},
-      {Flag::Num, "lr", &lr, 0, 10, "peak learning rate"},
-      {Flag::Num, "warmup-frac", &warmup_frac, 0, 1,
-       "linear warmup over this fraction of the steps, then linear decay to 0"},
-      {Flag::Num, "dropout", &dropout, 0, 0.9, "dropout after the embeddings and before the classifier"},
-      {Flag::Int, "eval-every", &eval_every, 0, 1LL << 40, "also evaluate every this many steps; 0 = per epoch"},
-      {Flag::Int, "log-every", &log_every, 1, 1LL << 40, "print progress every this many steps"},
-      {Flag::Int, "seed", &seed, 0, 1LL << 62, "seed of the head init, data order and dropout"},
-      {Flag::Int, "threads", &threads, 0, 4096, "CPU threads; 0 = all"},
-  };
-  device_flags(&flags, &device);
-  optimizer_flags(&flags, &opt, &clip);
-  world_flags(&flags, &timeout);
-  if (int rc = world_parse_command(w, cmd, argc, argv, flags, kFinetuneUsage); rc >= 0) return rc;
-  w.timeout = timeout;
-  auto fail_all = [&](const std::string& msg, int status) {  // as in cmd_pretrain
-    w.agreed = true;
-    return w.rank == 0 ? fail(cmd, msg, status) : status;
-  };
-  if (!world_same_flags(w, flags))
-    return fail_all("the ranks were started with different flags: start every rank with the same command line", 2);
-  if (task.empty() || init.empty() || train.empty() || dev.empty())
-    return fail_all("--task, --init, --train and --dev are required", 2);
-  std::string err;
-  if (!batch_splits(w, batch, micro, &err) || !device_check(device, &err)) return fail_all(err, 2);
-  set_threads(threads);
-  TaskData tr, dv, dv2;
-  Model m;
-  bool ok = task_load(train, &tr, &err) && task_matches(tr, task, &err) && task_load(dev, &dv, &err) &&
-            task_matches(dv, task, &err) &&
-            (dev2.empty() || (task_load(dev2, &dv2, &err) && task_matches(dv2, task, &err)));
-  if (ok && !tr.h.has_labels) err = train + " has no labels (a test split)", ok = false;
-  if (ok && tr.n == 0) err = train + " holds no examples", ok = false;
-  ok = ok && task_model(init, tr, (int)micro, (uint64_t)seed, true, &m, &err) && make_dir(out, &err);
-  if (!ok) return fail(cmd, err);
-  m.dropout = (float)dropout;
-  m.dropout_seed = (uint64_t)seed;
-  DataParallel dp;
-  if (!model_use_device(&m, device, nullptr, nullptr, &err)) return fail(cmd, err);
-  if (!world_same_device(w, m, &err)) return fail_all(err, 2);
-  if (!data_parallel_init(&dp, w, m, (int)(batch / micro / w.size), &err)) return fail(cmd, err);
-  uint32_t data_id = 0;
-  for (const TaskData* d : {&tr, &dv, &dv2}) {
-    data_id = crc32c(data_id, d->ids.data(), d->ids.size() * sizeof(int));
-    data_id = crc32c(data_id, d->types.data(), d->types.size() * sizeof(int));
-    data_id = crc32c(data_id, d->labels.data(), d->labels.size() * sizeof(float));
-  }
-  if (!world_same_start(w, data_id, m, nullptr, nullptr, &err)) return fail_all(err, 2);
-  const int T = m.c.T;
-  const long long steps_per_epoch = (long long)((tr.n + batch - 1) / batch), total = steps_per_epoch * epochs;
-  LrSchedule sched{Schedule::Linear, lr, (long long)std::llround(warmup_frac * total), total, 0};
-  print_model_plan(m);
-  print_world(w, m, dp);
-  printf("task %s: %zu training examples, %zu dev; %lld steps of %lld (%lld epochs)\nsettings:\n", task.c_str(), tr.n,
-         dv.n, total, batch, epochs);
-  print_settings(stdout, flags);
-  std::string log_path = w.rank == 0 ? out + "/log.jsonl" : "/dev/null";  // rank 0 alone writes OUT
-  FILE* log = fopen(log_path.c_str(), "w");
-  if (!log) return fail(cmd, strf("cannot write %s: %s", log_path.c_str(), strerror(errno)));
-  std::vector<float> mom1(m.num_params, 0.0f), mom2(m.num_params, 0.0f);
-  StepSettings ss{(int)micro, (int)(batch / micro), clip, opt};
-  double best = -1e300;
-  long long step = 0;
-  auto evaluate = [&](const char* when) {
-    TaskMetrics a, b;
-    double la, lb = 0;
-    if (!task_evaluate(m, dv, &a, &la, &err, &w) || (!dev2.empty() && !task_evaluate(m, dv2, &b, &lb, &err, &w)))
-      return false;
-    printf("step %lld (%s) | dev loss %.4f | %s%s%s\n", step, when, la, a.text.c_str(), dev2.empty() ? "" : " | dev2 ",
-           dev2.empty() ? "" : b.text.c_str());
-    fprintf(log, "{\"step\": %lld, \"dev_loss\": %.6f, \"dev_main\": %.6f%s}\n", step, la, a.main,
-            dev2.empty() ? "" : strf(", \"dev2_main\": %.6f", b.main).c_str());
-    fflush(log);
-    if (a.main > best) {
-      best = a.main;
-      if (w.rank > 0) return true;  // every rank holds the same parameters; rank 0 saves them
-      model_to_host(m, nullptr, nullptr);  // checkpoints come from the host block
-      if (!checkpoint_save(out + "/best.bin", m, nullptr, nullptr, (uint64_t)step, 0, (uint64_t)seed, &err))
-        return false;
-      printf("new best %.4f: saved %s/best.bin\n", best, out.c_str());
-    }
-    return true;
-  };
-  stop_on_signals();
-  double t0 = now_seconds();
-  int status = 0;
-  for (long long epoch = 0; epoch < epochs && !status; epoch++) {
-    std::vector<uint32_t> order = DataOrder::permutation(tr.n, splitmix64((uint64_t)seed ^ splitmix64(epoch + 77)));
-    for (long long s = 0; s < steps_per_epoch && !status; s++) {
-      size_t first = (size_t)(s * batch), count = std::min<size_t>((size_t)batch, tr.n - first);
-      const std::vector<int> mine = rank_sequences(w, (int)count, (int)micro);  // this rank's part of the batch
-      std::vector<int> ids(mine.size() * T), types(mine.size() * T);
-      std::vector<float> labels(mine.size());
-      for (size_t k = 0; k < mine.size(); k++) {
-        size_t e = order[first + mine[k]];
-        std::copy_n(&tr.ids[e * T], T, &ids[k * T]);
-        std::copy_n(&tr.types[e * T], T, &types[k * T]);
-        labels[k] = tr.labels[e];
-      }
-      double lr_now = lr_at(sched, step);
-      StepResult r;
-      if (!train_step(m, dp, Batch{(int)mine.size(), ids.data(), types.data(), nullptr, labels.data()}, (int)count,
-                      ss, (uint64_t)step, lr_now, mom1, mom2, &r, &err)) {
-        if (r.finite) return fail(cmd, strf("step %lld: %s", step + 1, err.c_str()));
-        return fail_all(
-            strf("step %lld: %s; stopping (best so far: %s/best.bin)", step + 1, err.c_str(), out.c_str()), 1);
-      }
-      step++;
-      fprintf(log, "{\"step\": %lld, \"loss\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g}\n", step, r.loss, lr_now,
-              r.grad_norm);
-      if (step % log_every == 0) {
-        double t = now_seconds();
-        printf("step %lld/%lld | loss %.4f | lr %.3g | grad norm %.3f | %s left\n", step, total, r.loss, lr_now,
-               r.grad_norm,
-               format_duration((t - t0) / step * (total - step)).c_str());
-        fflush(stdout);
-      }
-      if (eval_every && step % eval_every == 0 && !evaluate("periodic")) status = 1;
-      if (int sig = status ? 0 : agreed_stop_signal(w)) status = 128 + sig;
-    }
-    if (!status && !evaluate(strf("epoch %lld", epoch + 1).c_str())) status = 1;
-  }
-  fclose(log);
-  if (status == 1) fail(cmd, err);
-  model_to_host(m, nullptr, nullptr);
-  if (w.mpi && (status == 0 || w.agreed) && !world_same_params(w, m, &err)) return fail_all(err, 1);
-  if (w.rank > 0) return status;
-  if (!checkpoint_save(out + "/last.bin", m, nullptr, nullptr, (uint64_t)step, 0, (uint64_t)seed, &err))
-    return fail(cmd, err);
-  printf("best dev %.4f; checkpoints %s/best.bin and %s/last.bin\n", best, out.c_str(), out.c_str());
-  return status;
-}
-
-static const char* kEvalUsage =
-    "usage: bigs eval --task TASK --ckpt CKPT --dev F [--dev F2 ...]\n"
-    "Prints the task's metrics (docs/MODEL.md section 12) on each labelled task file.";
-
-static int cmd_eval(int argc, char** argv) {
-  const char* cmd = "eval";
-  std::string task, ckpt, dev;
-  Device device;
-  long long batch = 32, threads = 0;
-  std::vector<Flag> flags = {
-      {Flag::Str, "task", &task, 0, 0, "the task the files belong to"},
-      {Flag::Str, "ckpt", &ckpt, 0, 0, "a fine-tuned checkpoint"},
-      {Flag::Str, "dev", &dev, 0, 0, "a labelled task file (more may follow as arguments)"},
-  };
-  inference_flags(&flags, &device, &batch, &threads);
-  std::vector<std::string> files;
-  if (int rc = parse_command(cmd, argc, argv, flags, kEvalUsage, &files); rc >= 0) return rc;
-  if (!dev.empty()) files.insert(files.begin(), dev);
-  if (task.empty() || ckpt.empty() || files.empty()) return fail(cmd, "--task, --ckpt and --dev are required", 2);
-  std::string err;
-  if (!device_check(device, &err)) return fail(cmd, err, 2);
-  set_threads(threads);
-  for (const std::string& f : files) {
-    TaskData d;
-    Model m;
-    TaskMetrics tm;
-    double loss;
-    if (!task_model_for(ckpt, f, task, device, (int)batch, &d, &m, &err) || !task_evaluate(m, d, &tm, &loss, &err))
-      return fail(cmd, err);
-    printf("%s %s (%zu examples): %s  loss %.4f\n", task.c_str(), d.split.c_str(), d.n, tm.text.c_str(), loss);
-  }
-  return 0;
-}
-
-// The submission file's name for a task and split (docs/MODEL.md section 12).
-static std::string submission_name(const std::string& task, const std::string& split) {
-  if (task == "mnli") return split.find("mismatched") != std::string::npos ? "MNLI-mm" : "MNLI-m";
-  const char* names[][2] = {{"cola", "CoLA"}, {"sst2", "SST-2"}, {"mrpc", "MRPC"}, {"stsb", "STS-B"}, {"qqp", "QQP"},
-                            {"qnli", "QNLI"}, {"rte", "RTE"},    {"wnli", "WNLI"}, {"ax", "AX"}};
-  for (auto& n : names)
-    if (task == n[0]) return n[1];
-  return task;
-}
-
-static const char* kPredictUsage =
-    "usage: bigs predict --task TASK --ckpt CKPT --test F [--out DIR] [--probs FILE]\n"
-    "Writes the GLUE submission file DIR/<Task>.tsv (\"index<TAB>prediction\", in index order) for a test\n"
-    "split. --probs FILE also writes each example's output at full precision: index, then each class's\n"
-    "probability (or the STS-B score). A split with labels (dev) makes no submission file: give it\n"
-    "--probs alone. For ax, pass --task ax and the MNLI-fine-tuned checkpoint.";
-
-// Per example, in the given order: the index, then each class's softmax
-// probability (or the regression score). The doubles as %.17g and the score
-// (a float) as %.9g read back exactly.
-static bool write_probs(const std::string& path, const TaskData& d, int Y, const std::vector<float>& logits,
-                        const std::vector<size_t>& order, std::string* err) {  // logits (n, Y)
-  AtomicFile f;
-  if (!f.open(path, err)) return false;
-  fprintf(f.f, "index");
-  for (int y = 0; y < Y; y++) fprintf(f.f, "\t%s", Y == 1 ? "score" : d.h.label_names[y]);
-  fprintf(f.f, "\n");
-  for (size_t i : order) {
-    const float* x = &logits[i * Y];
-    fprintf(f.f, "%u", d.index[i]);
-    if (Y == 1) {
-      fprintf(f.f, "\t%.9g\n", x[0]);
-      continue;
-    }
-    float mx = *std::max_element(x, x + Y);
-    double z = 0;
-    for (int y = 0; y < Y; y++) z += std::exp((double)x[y] - mx);
-    for (int y = 0; y < Y; y++) fprintf(f.f, "\t%.17g", std::exp((double)x[y] - mx) / z);
-    fprintf(f.f, "\n");
-  }
-  return f.commit(err);
-}
-
-static int cmd_predict(int argc, char** argv) {
-  const char* cmd = "predict";
-  std::string task, ckpt, test, out = "submission", probs;
-  Device device;
-  long long batch = 32, threads = 0;
-  std::vector<Flag> flags = {
-      {Flag::Str, "task", &task, 0, 0, "the task of the test file"},
-      {Flag::Str, "ckpt", &ckpt, 0, 0, "a fine-tuned checkpoint"},
-      {Flag::Str, "test", &test, 0, 0, "the test task file (or, with --probs alone, a labelled one)"},
-      {Flag::Str, "out", &out, 0, 0, "directory for the submission files"},
-      {Flag::Str, "probs", &probs, 0, 0, "also write each example's class probabilities (or score) here"},
-  };
-  inference_flags(&flags, &device, &batch, &threads);
-  if (int rc = parse_command(cmd, argc, argv, flags, kPredictUsage, nullptr); rc >= 0) return rc;
-  if (task.empty() || ckpt.empty() || test.empty()) return fail(cmd, "--task, --ckpt and --test are required", 2);
-  std::string err;
-  if (!device_check(device, &err)) return fail(cmd, err, 2);
-  set_threads(threads);
-  TaskData d;
-  Model m;
-  std::vector<double> pred;
-  std::vector<float> logits;
-  double loss;
-  if (!task_model_for(ckpt, test, task, device, (int)batch, &d, &m, &err)) return fail(cmd, err);
-  // A submission from a labelled split would be a dev set's predictions
-  // under a test set's name.
-  if (d.h.has_labels && probs.empty())
-    return fail(cmd, strf("%s is the %s split, with labels: a GLUE submission is made from a test split "
-                          "(data_prep writes %s_test*.bin); for this split's metrics run `bigs eval`, for its "
-                          "per-example outputs `bigs predict --probs FILE`, which writes no submission file from "
-                          "a labelled split",
-                          test.c_str(), d.split.c_str(), task.c_str()));
-  if (!task_predict(m, d, &pred, &loss, &err, &logits)) return fail(cmd, err);
-  std::vector<size_t> order(d.n);
-  for (size_t i = 0; i < d.n; i++) order[i] = i;
-  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return d.index[a] < d.index[b]; });
-  if (!probs.empty()) {
-    if (!write_probs(probs, d, m.c.labels, logits, order, &err)) return fail(cmd, err);
-    printf("wrote %s: %zu examples, %s\n", probs.c_str(), d.n, m.c.labels == 1 ? "score" : "class probabilities");
-  }
-  if (d.h.has_labels) {
-    printf("no submission file: %s is the %s split, with labels\n", test.c_str(), d.split.c_str());
-    return 0;
-  }
-  std::string path = out + "/" + submission_name(task, d.split) + ".tsv";
-  struct stat st;
-  const bool replacing = stat(path.c_str(), &st) == 0;
-  AtomicFile f;
-  if (!make_dir(out, &err) || !f.open(path, &err)) return fail(cmd, err);
-  fprintf(f.f, "index\tprediction\n");
-  for (size_t i : order) {
-    if (m.c.labels == 1)
-      fprintf(f.f, "%u\t%.3f\n", d.index[i], std::min(5.0, std::max(0.0, pred[i])));  // STS-B
-    else
-      fprintf(f.f, "%u\t%s\n", d.index[i], d.h.label_names[(int)pred[i]]);
-  }
-  if (!f.commit(&err)) return fail(cmd, err);
-  printf("wrote %s: %zu predictions%s\n", path.c_str(), d.n, replacing ? " (replaced the file that was there)" : "");
-  return 0;
-}
-
-static const char* kBenchUsage =
-    "usage: bigs bench [--config large] [--seq 128] [--batch 8] [--steps 10] [--device auto] [--precision bf16]\n"
-    "       bigs bench --plan [--config large] [--seq 128] [--batch 8] [--precision bf16] [--memory-gb G] [--ranks K]\n"
-    "Times full training steps (forward, backward, grad norm, AdamW) on random tokens after warm-up and\n"
-    "prints tokens/s and MFU. FLOPs per step = 6 x dense weights x tokens (the seven dense layers of every\n"
-    "layer) + 6 x P x (H^2 + V H) (the MLM head on the P predicted rows) + 12 L B H x 2.5 n log2 n (six\n"
-    "real FFTs of length n = fft_size(T) per channel and SSM, two SSMs per layer). MFU is against 989\n"
-    "TFLOP/s, the dense bf16 peak of an H100/H200 SXM, whatever precision runs; on a GPU the run also times\n"
-    "a large bf16 cuBLASLt product and reports the step's FLOP rate as a share of that measured peak.\n"
-    "Both print the cost device's prediction of the step on an H200 (a roofline per operation; --plan\n"
-    "prints the table by operation). --plan runs nothing and needs no GPU: it also prints the GPU memory\n"
-    "plan and the largest batch that fits in --memory-gb.";
-
-// bench's batch: random tokens away from the special ids, per_seq evenly
-// spaced predicted positions in every sequence.
-static void bench_batch(const Config& c, int B, int per_seq, uint64_t seed, std::vector<int>* ids,
-                        std::vector<int>* types, std::vector<int>* targets) {
-  const int T = c.T;
-  Rng rng{seed};
-  ids->assign((size_t)B * T, 0), types->assign((size_t)B * T, 0), targets->assign((size_t)B * T, -1);
-  for (int& id : *ids) id = 999 + (int)rng.below((uint32_t)(c.V - 999));
-  for (int b = 0; b < B; b++)
-    for (int k = 0; k < per_seq; k++) (*targets)[(size_t)b * T + 1 + (size_t)k * (T - 1) / per_seq] = (*ids)[0];
-}
-
-// The model FLOPs of one bench step (see kBenchUsage), for tokens/s and MFU.
-static double bench_flops(const Config& c, int B, int P) {
-  double H = c.H, I = c.I, L = c.L, V = c.V, tokens = (double)B * c.T, n = fft_size(c.T);
-  double dense = L * (3 * I * H + 4 * H * H);
-  return 6 * dense * tokens + 6 * P * (H * H + V * H) + 12 * L * B * H * 2.5 * n * std::log2(n);
-}
-
-// One bench step (one micro-batch of B sequences with per_seq predictions
-// each) on the cost device, in the GPU's precision: the same orchestration
-// as the real step, then the optimizer's launches.
-// ready: if given, by bucket of the gradient exchange (bucket_spans), the
-// ledger's time when the backward pass has finished it.
-static bool bench_step_cost(const Config& c, int B, int per_seq, Precision prec, CostLedger* led, std::string* err,
-                            std::vector<double>* ready = nullptr) {
-  if (prec == Precision::Tf32) {
-    *err = "the cost model has ceilings for bf16 and fp32 only (no TF32 rate): use --precision bf16 or fp32";
-    return false;
-  }
-  Model m;
-  if (!model_shape(&m, c, B, B * per_seq, err)) return false;
-  std::vector<int> ids, types, targets;
-  bench_batch(c, B, per_seq, 1, &ids, &types, &targets);
-  Batch bt{B, ids.data(), types.data(), targets.data(), nullptr};
-  size_t n = table_total(param_table(c, kDevAlign));
-  if (ready) {
-    ready->assign(c.L + 2, 0.0);
-    m.bucket_done = [&](int b) { (*ready)[b] = led->total().seconds; };
-  }
-  bool ok = false;
-  auto run = [&](auto& d) {
-    Loss loss;
-    ok = forward_on(d, m, bt, true, &loss, err);
-    if (ok) backward_on(d, m, bt, true, loss, 1.0f);
-  };
-  led->add(zero_grad_cost(n));
-  if (prec == Precision::Bf16) {
-    Cost<uint16_t> d(*led, c, B, B * per_seq);  // a 2-byte type sizes bf16
-    run(d);
-  } else {
-    Cost<float> d(*led, c, B, B * per_seq);
-    run(d);
-  }
-  led->add(grad_norm_cost(n));
-  led->add(adamw_cost(n, prec == Precision::Bf16));
-  return ok;
-}
-
-static void print_cost_table(const CostLedger& led) {
-  printf("  %-28s %6s %9s %10s %9s %9s %6s\n", "operation", "calls", "launches", "GFLOP", "GB", "ms", "share");
-  CostRow t = led.total();
-  for (const CostRow& r : led.rows)
-    printf("  %-28s %6.0f %9.0f %10.2f %9.3f %9.3f %5.1f%%\n", r.op.c_str(), r.calls, r.launches, r.flops / 1e9,
-           r.bytes / 1e9, r.seconds * 1e3, 100 * r.seconds / t.seconds);
-  printf("  %-28s %6.0f %9.0f %10.2f %9.3f %9.3f\n", "total", t.calls, t.launches, t.flops / 1e9, t.bytes / 1e9,
-         t.seconds * 1e3);
-}
-
-// "bench: predicted ..." (dev/gpu_check.sh reads this line).
-static void print_cost_prediction(const CostLedger& led, const Config& c, int B, int P) {
-  double s = led.total().seconds, tokens = (double)B * c.T;
-  printf("bench: predicted on an H200 %.2f ms/step  %.0f tokens/s  MFU %.2f%% (of 989 TFLOP/s; cost model)\n", s * 1e3,
-         tokens / s, 100 * bench_flops(c, B, P) / s / 989e12);
-}
-
-// The data-parallel step on K GPUs over NVLink (README "Data-parallel
-// training"), predicted from the cost of one GPU's step on its share of the
-// batch, with one micro-batch per GPU. Each GPU sends (K - 1) / K of its fp32
-// gradient to the shards' owners and receives as much (the all-to-all,
-// bucket by bucket), and as many bytes of updated fp32 parameters in the
-// all-gather, each at 450 GB/s per direction (NVLink 4 on an H100/H200 SXM,
-// the ring's links all busy), plus an assumed 20 us a NCCL call; packing a
-// bucket and the owner's adds of the K copies go at HBM speed. As built, a
-// bucket leaves when the backward pass has finished it (`ready`, from the
-// cost device) and the comm stream takes the buckets in turn; the model's
-// stream packs each, then waits for the last exchange before the norm and
-// AdamW over its shard, and for the all-gather after them (then the bf16
-// copy of the whole block). Serial: the same exchanges after the backward
-// pass, for comparison (what the first data-parallel step did).
-constexpr double kNvlinkBytes = 450e9;
-constexpr double kNcclCallSeconds = 20e-6;
-static void print_data_parallel_prediction(const std::vector<double>& ready, const Config& c, int B, int P, int K,
-                                           bool bf16) {
-  const double n = (double)table_total(param_table(c, kDevAlign));
-  const std::vector<std::vector<Span>> spans = bucket_spans(c, kDevAlign);
-  double s = 0, comm = 0, packs = 0, links = 0, adds = 0;  // the two streams' clocks, and the totals
-  for (size_t b = 0; b < spans.size(); b++) {
-    double size = 0;
-    for (const Span& x : spans[b]) size += (double)x.len;
-    const double pack = 8 * size / kHbmBytes + kLaunchSeconds, wire = (K - 1.0) / K * 4 * size / kNvlinkBytes;
-    const double add =
-        (K + 2.0) * 4 * size / K / kHbmBytes + kLaunchSeconds;  // K copies read, the sum read and written
-    packs += pack, links += wire, adds += add;
-    s = std::max(s, ready[b] + packs);  // the model's stream, delayed by the packs so far
-    comm = std::max(comm, s) + kNcclCallSeconds + wire + add;
-  }
-  const double gather = (K - 1.0) / K * 4 * n / kNvlinkBytes + kNcclCallSeconds;
-  // After the backward pass, in place of one GPU's norm and AdamW over the
-  // block (the ledger's last): the shard's sum into the gradient block, the
-  // norm and AdamW over the shard, and after the all-gather the bf16 copy
-  // of the whole block.
-  const size_t shard = shards_of((size_t)n, K).size;
-  CostLedger tail;
-  tail.add(grad_norm_cost(shard));
-  tail.add(adamw_cost(shard, bf16));
-  if (bf16) tail.add(cast_cost((size_t)n, sizeof(float), 2));
-  const double after = 8.0 * shard / kHbmBytes + kLaunchSeconds + tail.total().seconds;
-  const double built = std::max(s, comm) + after + gather;
-  const double serial = ready.back() + packs + (double)spans.size() * kNcclCallSeconds + links + adds + after + gather;
-  const double tokens = (double)K * B * c.T, flops = K * bench_flops(c, B, P);
-  printf(
-      "data-parallel on %d H200s over NVLink (450 GB/s a direction), batch %d each (%d a step): %.2f GB sent a GPU "
-      "and step (gradient all-to-all in %zu buckets and parameter all-gather), %.2f ms on the links, %.2f ms of "
-      "packs and adds\n",
-      K, B, K * B, 8 * (K - 1.0) / K * n / 1e9, spans.size(), (links + gather - kNcclCallSeconds) * 1e3,
-      (packs + adds) * 1e3);
-  for (auto [what, t] :
-       {std::pair<const char*, double>{"as built (bucketed, overlapped with the backward pass)", built},
-        std::pair<const char*, double>{"serial (the exchanges after the backward pass)", serial}})
-    printf("data-parallel: predicted on %d H200s, %s: %.2f ms/step  %.0f tokens/s  MFU %.2f%% (cost model)\n", K, what,
-           t * 1e3, tokens / t, 100 * flops / t / (K * 989e12));
-}
-
-#ifdef __CUDACC__
-__global__ void fill_uniform_kernel(bf16* x, size_t n, uint64_t seed) {
-  size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-  if (i < n) x[i] = __float2bfloat16(2.0f * uniform_at(seed, 0, i) - 1.0f);
-}
-
-// The bf16 dense peak this GPU reaches here: an (8192 x 8192) x (8192 x
-// 8192) product through the same matmul as the model, fp32 accumulation,
-// timed over a few runs after one untimed, on random operands in [-1, 1]
-// (zeros read about 12% high on Hopper). Returns FLOP/s.
-static double measure_bf16_peak(CudaCtx& ctx) {
-  const int n = 8192, reps = 10;
-  const size_t count = (size_t)n * n;
-  bf16 *a = nullptr, *b = nullptr, *d = nullptr;
-  uint64_t seed = 1;
-  for (bf16** x : {&a, &b, &d}) {
-    cudaCheck(cudaMalloc(x, count * sizeof(bf16)));
-    fill_uniform_kernel<<<grid_for(count), kThreads, 0, ctx.stream>>>(*x, count, seed++);
-    launchCheck();
-  }
-  cudaEvent_t t0, t1;
-  cudaCheck(cudaEventCreate(&t0));
-  cudaCheck(cudaEventCreate(&t1));
-  matmul(ctx, d, a, b, true, false, n, n, n, n, n, n, 0.0f);
-  cudaCheck(cudaEventRecord(t0, ctx.stream));
-  for (int i = 0; i < reps; i++) matmul(ctx, d, a, b, true, false, n, n, n, n, n, n, 0.0f);
-  cudaCheck(cudaEventRecord(t1, ctx.stream));
-  cudaCheck(cudaEventSynchronize(t1));
-  float ms = 0;
-  cudaCheck(cudaEventElapsedTime(&ms, t0, t1));
-  cudaCheck(cudaEventDestroy(t0));
-  cudaCheck(cudaEventDestroy(t1));
-  for (bf16* x : {a, b, d}) cudaCheck(cudaFree(x));
-  return 2.0 * n * n * (double)n * reps / (ms / 1e3);
-}
-#endif
-
-static int cmd_bench(int argc, char** argv) {
-  const char* cmd = "bench";
-  std::string config = "large";
-  Device device;
-  long long seq = 128, batch = 8, steps = 10, warmup = 2, seed = 1, threads = 0, ranks = 1;
-  double memory_gb = 0;
-  bool plan_only = false;
-  std::vector<Flag> flags = {
-      {Flag::Str, "config", &config, 0, 0, "tiny, base, large, or a file of 'key value' lines"},
-      {Flag::Int, "seq", &seq, 8, 1 << 16, "sequence length T"},
-      {Flag::Int, "batch", &batch, 1, 1 << 16, "sequences per step"},
-      {Flag::Int, "steps", &steps, 1, 1 << 20, "timed steps"},
-      {Flag::Int, "warmup", &warmup, 1, 1 << 20, "untimed steps first (plans, caches, clocks)"},
-      {Flag::Int, "seed", &seed, 0, 1LL << 62, "seed of the init and the tokens"},
-      {Flag::Int, "threads", &threads, 0, 4096, "CPU threads; 0 = all"},
-      {Flag::Switch, "plan", &plan_only, 0, 0,
-       "print the GPU memory plan, the batch that fits and the predicted step; run nothing"},
-      {Flag::Num, "memory-gb", &memory_gb, 0, 1e6,
-       "--plan: GPU memory to plan for; 0 = this GPU's free memory, else 141 (H200)"},
-      {Flag::Int, "ranks", &ranks, 1, 4096,
-       "--plan: also predict the data-parallel step on this many GPUs over NVLink, --batch each"},
-  };
-  device_flags(&flags, &device);
-  if (int rc = parse_command(cmd, argc, argv, flags, kBenchUsage, nullptr); rc >= 0) return rc;
-  std::string err;
-  Config c;
-  if (!device_check(device, &err) || !config_load(config, &c, &err)) return fail(cmd, err, 2);
-  if (c.V == 0) c.V = 30522;  // bert-large-uncased's vocabulary
-  c.T = (int)seq;
-  const int B = (int)batch, T = c.T, per_seq = std::min(20, std::max(1, (int)std::lround(0.15 * T)));
-  Precision prec = Precision::Bf16;
-  parse_precision(device.precision, &prec, &err);  // device_check accepted it
-  CostLedger led;
-  std::vector<double> ready;
-  bool predicted = prec != Precision::Tf32 && bench_step_cost(c, B, per_seq, prec, &led, &err, &ready);
-  if (plan_only) {
-    double bytes = memory_gb * 1e9;
-#ifdef __CUDACC__
-    size_t free_bytes = 0, total_bytes = 0;
-    if (bytes == 0 && cuda_device_present() && cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess)
-      bytes = (double)free_bytes;
-#endif
-    if (bytes == 0) bytes = 141e9;
-    print_gpu_plan(gpu_plan(c, B, B * per_seq, prec), prec, B, T);
-    if (ranks > 1) {  // DataParallel's buffers on the GPU
-      const double dp = exchange_buffer_bytes(table_total(param_table(c, kDevAlign)), (int)ranks);
-      printf("the data-parallel step's buffers on each of %lld GPUs: %.2f GB, set aside below\n", ranks, dp / 1e9);
-      bytes -= dp;
-    }
-    int fit = gpu_max_batch(c, per_seq, prec, bytes);
-    printf("largest batch that fits in %.1f GB (95%% of it planned) at T %d (%s): %d", bytes / 1e9, T,
-           precision_name(prec), fit);
-    if (fit > 0) printf(" (%.2f GB)", gpu_plan(c, fit, fit * per_seq, prec).total() / 1e9);
-    printf("\n");
-    if (!predicted) return prec == Precision::Tf32 ? 0 : fail(cmd, err);
-    printf(
-        "predicted training step on an H200, %s, batch %d, T %d (per operation: the larger of FLOPs at 790 "
-        "TFLOP/s bf16 tensor cores or 50 TFLOP/s CUDA cores and bytes at 3.8 TB/s, plus 4 us a launch):\n",
-        precision_name(prec), B, T);
-    print_cost_table(led);
-    print_cost_prediction(led, c, B, B * per_seq);
-    if (ranks > 1) print_data_parallel_prediction(ready, c, B, B * per_seq, (int)ranks, prec == Precision::Bf16);
-    return 0;
-  }
-  if (device.name == "cuda" && !cuda_device_present())  // before minutes of host-side init
-    return fail(cmd, "--device cuda: no CUDA device here; use --device cpu");
-  set_threads(threads);
-  Model m;
-  if (!model_build(&m, c, B, B * per_seq, &err)) return fail(cmd, err);
-  model_init(&m, (uint64_t)seed);
-  std::vector<float> mom1(m.num_params, 0.0f), mom2(m.num_params, 0.0f);
-  if (!model_use_device(&m, device, &mom1, &mom2, &err)) return fail(cmd, err);
-  m.dropout = 0.1f;
-  print_model_plan(m);
-  std::vector<int> ids, types, targets;
-  bench_batch(c, B, per_seq, (uint64_t)seed, &ids, &types, &targets);
-  Batch bt{B, ids.data(), types.data(), targets.data(), nullptr};
-  StepSettings ss{B, 1, 1.0, AdamW{}};
-  StepResult r;
-  World one;
-  DataParallel dp;
-  if (!data_parallel_init(&dp, one, m, 1, &err)) return fail(cmd, err);
-  auto step = [&](long long i) { return train_step(m, dp, bt, B, ss, (uint64_t)i, 1e-5, mom1, mom2, &r, &err); };
-  for (long long i = 0; i < warmup; i++)
-    if (!step(i)) return fail(cmd, err);
-  double seconds = 0, peak = 0;
-  bool ok = true;
-#ifdef __CUDACC__
-  if (m.gpu) {  // CUDA events on the model's stream: device time, not host time
-    cudaEvent_t t0, t1;
-    cudaCheck(cudaEventCreate(&t0));
-    cudaCheck(cudaEventCreate(&t1));
-    cudaCheck(cudaEventRecord(t0, m.gpu->ctx.stream));
-    for (long long i = 0; ok && i < steps; i++) ok = step(warmup + i);
-    cudaCheck(cudaEventRecord(t1, m.gpu->ctx.stream));
-    cudaCheck(cudaEventSynchronize(t1));
-    float ms = 0;
-    cudaCheck(cudaEventElapsedTime(&ms, t0, t1));
-    seconds = ms / 1e3;
-    cudaCheck(cudaEventDestroy(t0));
-    cudaCheck(cudaEventDestroy(t1));
-  }
-#endif
-  if (!m.gpu) {
-    double t0 = now_seconds();
-    for (long long i = 0; ok && i < steps; i++) ok = step(warmup + i);
-    seconds = now_seconds() - t0;
-  }
-  if (!ok) return fail(cmd, err);
-  double tokens = (double)B * T, flops = bench_flops(c, B, B * per_seq);
-  double per_step = seconds / (double)steps, achieved = flops / per_step;
-  printf(
-      "bench: %s T %d  batch %d  %lld steps  %.2f ms/step  %.0f tokens/s  %.1f TFLOP/s  MFU %.2f%% (of 989 "
-      "TFLOP/s)\n",
-      !m.gpu                           ? "cpu"
-      : m.precision == Precision::Bf16 ? "cuda bf16"
-      : m.precision == Precision::Tf32 ? "cuda tf32"
-                                       : "cuda fp32",
-      T, B, steps, per_step * 1e3, tokens / per_step, achieved / 1e12, 100 * achieved / 989e12);
-  double H = c.H, V = c.V, P = (double)B * per_seq, n = fft_size(T);
-  printf("bench: FLOPs per step %.4g = dense %.4g + MLM head %.4g + FFT %.4g\n", flops,
-         6 * (double)c.L * (3.0 * c.I * H + 4 * H * H) * tokens, 6 * P * (H * H + V * H),
-         12.0 * c.L * B * H * 2.5 * n * std::log2(n));
-  if (m.gpu && predicted) print_cost_prediction(led, c, B, B * per_seq);
-#ifdef __CUDACC__
-  if (m.gpu) {  // after the result is out: its 384 MB may not fit next to a large batch
-    fflush(stdout);
-    try {
-      peak = measure_bf16_peak(m.gpu->ctx);
-    } catch (const CudaError& e) {
-      printf("bench: the bf16 peak was not measured: %s\n", e.what());
-    }
-  }
-#endif
-  if (peak > 0)
-    printf("bench: measured bf16 cuBLASLt peak %.1f TFLOP/s (8192^3 product); this step runs at %.1f%% of it\n",
-           peak / 1e12, 100 * achieved / peak);
-  return 0;
-}
 
 static const char* kUsage =
     "usage: bigs COMMAND [options]   (bigs COMMAND --help for each)\n"

@@ -29,8 +29,8 @@
 #include <thread>
 #include <vector>
 
-#include "cli.h"
-#include "formats.h"
+#include "bigsc/cli.h"
+#include "bigsc/formats.h"
 #include "tokenizer.h"
 
 namespace bigs {

@@ -29,7 +29,7 @@
 #include <thread>
 #include <unordered_map>
 
-#include "unicode_tables.h"
+#include "bigsc/unicode_tables.h"
 
 namespace bigs {
 
@@ -754,7 +754,7 @@ bool train_wordpiece(const std::vector<std::string>& files, int vocab_size, int 
 
 #ifndef TOKENIZER_NO_MAIN
 
-#include "cli.h"
+#include "bigsc/cli.h"
 
 namespace bigs {
 namespace {

@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "formats.h"
+#include "bigsc/formats.h"
 
 using namespace bigs;
 

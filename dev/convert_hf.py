@@ -126,7 +126,7 @@ ERF_NOTE_WRITE = ("the PyTorch layout: the authors' PyTorch port will run these 
 
 
 def crc32c(data, crc=0):
-    """CRC-32C of data, extending the CRC of earlier bytes (formats.h's crc32c)."""
+    """CRC-32C of data, extending the CRC of earlier bytes (bigsc/formats.h's crc32c)."""
     try:
         import crc32c as impl
     except ImportError:

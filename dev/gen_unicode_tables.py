@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Generates unicode_tables.h, the character tables of the BERT normaliser.
+"""Generates bigsc/unicode_tables.h, the character tables of the BERT normaliser.
 
-    python3 dev/gen_unicode_tables.py [--ucd /usr/share/unicode] [--out unicode_tables.h]
+    python3 dev/gen_unicode_tables.py [--ucd /usr/share/unicode] [--out bigsc/unicode_tables.h]
                                       [--check-hf]
 
 Reads the Unicode Character Database (Debian's unicode-data package) and writes,
@@ -274,7 +274,7 @@ def write_header(path, flags, maps, cccs):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ucd", default="/usr/share/unicode", help="Unicode data directory")
-    ap.add_argument("--out", default="unicode_tables.h", help="header to write")
+    ap.add_argument("--out", default="bigsc/unicode_tables.h", help="header to write")
     ap.add_argument("--check-hf", action="store_true", help="compare with the tokenizers package")
     args = ap.parse_args()
     if not os.path.exists(os.path.join(args.ucd, "UnicodeData.txt")):

@@ -49,7 +49,7 @@ import sys
 import numpy as np
 
 SHARD_MAGIC, SHARD_VERSION = 0x44534742, 1
-SHARD_HEADER = struct.Struct("<4IQ5I212x")  # formats.h ShardHeader
+SHARD_HEADER = struct.Struct("<4IQ5I212x")  # bigsc/formats.h ShardHeader
 assert SHARD_HEADER.size == 256
 REQUIRED = ["input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids"]
 OPTIONAL = ["next_sentence_labels"]

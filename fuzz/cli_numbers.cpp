@@ -1,7 +1,7 @@
 // Fuzzes cli.h: the number parsers (parse_int, parse_double) on arbitrary
 // strings, and parse_flags on arbitrary command lines. Input: NUL-separated
 // arguments.
-#include "cli.h"
+#include "bigsc/cli.h"
 #include "fuzz.h"
 
 using namespace bigs;

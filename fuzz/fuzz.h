@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "formats.h"
+#include "bigsc/formats.h"
 #include "tokenizer.h"
 
 // An invariant of the reader's result; a violation aborts, which libFuzzer

@@ -1,0 +1,189 @@
+// bigsc/dataloader.h continues bigs.cu (included before the commands): pretraining shards, the
+// order sequences are seen in, and masking.
+
+#pragma once
+
+// ============================================================================
+// Data: pretraining shards, the order sequences are seen in, and masking
+// ============================================================================
+
+struct ShardSet {
+  std::vector<std::string> paths;
+  std::vector<uint64_t> counts;  // sequences per shard
+  uint64_t total = 0;
+  ShardHeader h;  // of the first; every shard must agree on T, V and the ids
+  std::vector<uint32_t> versions, payload_crcs;  // per shard
+  // Shards whose checksum this process has verified. The readers open them
+  // through shard_open, which verifies each in full the first time: when the
+  // training order reaches it (it then reads every row of it, in a shuffled
+  // order) or the first evaluation reads it. One sequential pass per shard
+  // and run, instead of one over the whole corpus at start-up.
+  mutable std::vector<char> verified;
+};
+
+static bool shards_open(const std::string& pattern, ShardSet* s, std::string* err) {
+  glob_t g;
+  int rc = glob(pattern.c_str(), 0, nullptr, &g);
+  if (rc != 0) {
+    *err = strf("no file matches '%s'; run `data_prep pretrain` to make shards", pattern.c_str());
+    if (rc != GLOB_NOMATCH) globfree(&g);
+    return false;
+  }
+  s->paths.assign(g.gl_pathv, g.gl_pathv + g.gl_pathc);  // sorted by glob
+  globfree(&g);
+  for (const std::string& p : s->paths) {
+    FILE* f = fopen(p.c_str(), "rb");
+    if (!f) {
+      *err = strf("cannot open %s: %s", p.c_str(), strerror(errno));
+      return false;
+    }
+    ShardHeader h;
+    bool ok = read_shard_header(f, p.c_str(), &h, err);
+    fclose(f);
+    if (!ok) return false;
+    if (s->counts.empty()) s->h = h;
+    if (h.seq_len != s->h.seq_len || h.vocab_size != s->h.vocab_size || h.pad_id != s->h.pad_id ||
+        h.cls_id != s->h.cls_id || h.sep_id != s->h.sep_id || h.mask_id != s->h.mask_id) {
+      *err = strf(
+          "%s has T = %u, V = %u, but %s has T = %u, V = %u; shards of one run must come from one "
+          "`data_prep pretrain`",
+          p.c_str(), h.seq_len, h.vocab_size, s->paths[0].c_str(), s->h.seq_len, s->h.vocab_size);
+      return false;
+    }
+    s->counts.push_back(h.num_sequences);
+    s->total += h.num_sequences;
+    s->versions.push_back(h.version);
+    s->payload_crcs.push_back(h.payload_crc);
+    s->verified.push_back(0);
+  }
+  if (s->total == 0) {
+    *err = strf("the shards matching '%s' hold no sequences", pattern.c_str());
+    return false;
+  }
+  const long old = std::count_if(s->versions.begin(), s->versions.end(), [](uint32_t v) { return !has_checksums(v); });
+  if (old)
+    fprintf(stderr, "%s%s\n", unchecked_note(s->paths[0].c_str(), kShardWhat, kShardFix).c_str(),
+            old > 1 ? strf(" (and %ld more of '%s')", old - 1, pattern.c_str()).c_str() : "");
+  return true;
+}
+
+// Opens shard i for reading rows; the first time, verifies its checksum.
+static FILE* shard_open(const ShardSet& s, size_t i, std::string* err) {
+  const char* path = s.paths[i].c_str();
+  FILE* f = fopen(path, "rb");
+  if (!f) {
+    *err = strf("cannot open %s: %s", path, strerror(errno));
+    return nullptr;
+  }
+  if (!s.verified[i] && has_checksums(s.versions[i]) &&
+      !verify_payload(f, path, sizeof(ShardHeader), s.payload_crcs[i], kShardWhat, kShardFix, err)) {
+    fclose(f);
+    return nullptr;
+  }
+  s.verified[i] = 1;
+  return f;
+}
+
+// Which sequence is the k-th one a run sees. Every epoch visits the shards in
+// a fresh seeded order and each shard's sequences in a fresh seeded order, so
+// the data position of a run is one number (samples seen) and a resumed run
+// continues exactly. Memory is one shard's permutation, not the corpus's.
+struct DataOrder {
+  const ShardSet* s = nullptr;
+  uint64_t seed = 0;
+  int64_t cached_epoch = -1, cached_shard = -1;
+  std::vector<uint32_t> perm;  // the cached shard's sequence order
+  FILE* f = nullptr;           // the cached shard, open
+
+  ~DataOrder() {
+    if (f) fclose(f);
+  }
+
+  static std::vector<uint32_t> permutation(uint64_t n, uint64_t seed) {  // Fisher-Yates
+    std::vector<uint32_t> p(n);
+    for (uint64_t i = 0; i < n; i++) p[i] = (uint32_t)i;
+    Rng r{seed};
+    for (uint64_t i = n; i > 1; i--) std::swap(p[i - 1], p[r.below((uint32_t)i)]);
+    return p;
+  }
+
+  // Reads sequence k (T ids) into out.
+  bool read(uint64_t k, int* out, std::string* err) {
+    uint64_t epoch = k / s->total, r = k % s->total;
+    std::vector<uint32_t> shard_order = permutation(s->paths.size(), splitmix64(seed ^ (epoch * 2 + 1)));
+    size_t i = 0;
+    while (r >= s->counts[shard_order[i]]) r -= s->counts[shard_order[i++]];
+    int64_t shard = shard_order[i];
+    if ((int64_t)epoch != cached_epoch || shard != cached_shard) {
+      perm = permutation(s->counts[shard], splitmix64(seed ^ splitmix64(epoch * 1000003 + shard)));
+      if (f) fclose(f);
+      cached_epoch = cached_shard = -1;
+      if (!(f = shard_open(*s, shard, err))) return false;
+      cached_epoch = epoch, cached_shard = shard;
+    }
+    return read_row(f, s->paths[shard], s->h.seq_len, s->h.vocab_size, perm[r], out, err);
+  }
+
+  // Reads row `row` (T ids) of an open shard; an id >= V is an error that
+  // says where it is (masking would make it a target past the logits).
+  static bool read_row(FILE* f, const std::string& path, int T, uint32_t V, uint64_t row, int* out, std::string* err) {
+    std::vector<uint16_t> buf(T);
+    if (fseek(f, (long)(sizeof(ShardHeader) + row * T * 2), SEEK_SET) != 0 || fread(buf.data(), 2, T, f) != (size_t)T) {
+      *err = strf("cannot read sequence %" PRIu64 " of %s", row, path.c_str());
+      return false;
+    }
+    for (int t = 0; t < T; t++) {
+      if (buf[t] >= V) {
+        *err = strf("%s: sequence %" PRIu64 " has the id %u at position %d, but the vocabulary has %u tokens; %s",
+                    path.c_str(), row, buf[t], t, V, kShardFix);
+        return false;
+      }
+      out[t] = buf[t];
+    }
+    return true;
+  }
+};
+
+struct MaskSpec {
+  double prob = 0.15;              // of the maskable tokens
+  long long max_predictions = 20;  // per sequence
+};
+
+// BERT's masking (docs/MODEL.md section 12), in place: picks round(prob x maskable)
+// positions (at least 1, at most max_predictions) among the tokens that are
+// not [CLS], [SEP], [PAD] or [MASK]; of those 80% become [MASK], 10% a random
+// non-special token, 10% stay; targets gets the original id there and -1
+// elsewhere. Returns the number of predicted positions.
+static int mask_sequence(int* ids, int* targets, int T, int V, const ShardHeader& sp, const MaskSpec& ms, Rng& rng) {
+  auto special = [&](int id) {
+    return id == (int)sp.cls_id || id == (int)sp.sep_id || id == (int)sp.pad_id || id == (int)sp.mask_id;
+  };
+  std::vector<int> cand;
+  for (int t = 0; t < T; t++) {
+    targets[t] = -1;
+    if (!special(ids[t])) cand.push_back(t);
+  }
+  int n = std::min((int)ms.max_predictions, std::max(1, (int)std::lround(ms.prob * cand.size())));
+  n = std::min(n, (int)cand.size());
+  for (int i = 0; i < n; i++) {  // a partial Fisher-Yates shuffle picks n distinct positions
+    std::swap(cand[i], cand[i + rng.below((uint32_t)(cand.size() - i))]);
+    int t = cand[i];
+    targets[t] = ids[t];
+    float u = rng.uniform();
+    if (u < 0.8f) {
+      ids[t] = (int)sp.mask_id;
+    } else if (u < 0.9f) {
+      int r;
+      do r = (int)rng.below((uint32_t)V);
+      while (special(r) || r == (int)sp.unk_id);
+      ids[t] = r;
+    }
+  }
+  return n;
+}
+
+// The masks of training sequence k (its k-th sighting) and of validation
+// sequence i come from their own seeded streams: fresh every time a training
+// sequence is seen, identical at every evaluation.
+static Rng mask_rng_train(uint64_t seed, uint64_t k) { return Rng{splitmix64(seed ^ splitmix64(k * 2 + 1))}; }
+static Rng mask_rng_val(uint64_t i) { return Rng{splitmix64(0x5EEDull ^ splitmix64(i * 2))}; }
