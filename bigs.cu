@@ -548,11 +548,13 @@ struct Model {
   // host blocks above keep the host's copy (checkpoints, the tests) and the
   // host-side results (the MLM rows, loss rows, evaluation logits).
   std::shared_ptr<GpuModel> gpu;
-  // Called by the backward pass as each bucket of the gradient block
-  // (exchange_buckets) becomes final: the trainer starts its exchange
-  // between the ranks then, while the backward pass goes on. Unset: nothing.
-  std::function<void(int bucket)> bucket_done;
 };
+
+// What the backward pass calls as each bucket of the gradient block
+// (exchange_buckets) becomes final, for whoever asked (the trainer starts
+// that bucket's exchange between the ranks while the backward pass goes
+// on). Empty: nothing is called.
+using BucketDone = std::function<void(int bucket)>;
 
 // Sizes a model from its config without allocating its blocks (only the
 // MLM row lists, which are small): what the cost device needs.
@@ -821,21 +823,21 @@ static void encoder_forward(D& d, const Model& m, const Batch& bt, bool train) {
 // From d.a.dres = d loss / d res[L] (which the head wrote) down to the
 // embedding tables. dw +=.
 template <class D>
-static void encoder_backward(D& d, const Model& m, const Batch& bt, bool train) {
+static void encoder_backward(D& d, const Model& m, const Batch& bt, bool train, const BucketDone& done) {
   const Config& c = m.c;
   auto& a = d.a;
   int BT = bt.B * c.T;
   for (int l = c.L - 1; l >= 0; l--) {
     layer_backward(d, a.dres, layer_weights(d.g, c, l), layer_acts(a, c, m.B, l), layer_weights(d.p, c, l),
                    layer_weights(d.w, c, l), c, bt.B);
-    if (m.bucket_done) m.bucket_done(layer_bucket(c, l));
+    if (done) done(layer_bucket(c, l));
   }
   d.dropout_backward(a.dres, a.dres, (size_t)BT * c.H, train ? m.dropout : 0.0f, m.dropout_seed,
                      2 * m.dropout_stream);
   d.layernorm_backward(a.dh, d.g.ln_emb_w, d.g.ln_emb_b, a.dres, a.emb, d.p.ln_emb_w, a.emb_mean, a.emb_rstd, BT,
                        c.H, Acc::Set);
   d.embedding_backward(d.g.wte, d.g.wpe, d.g.wtt, a.dh, bt.ids, bt.types, bt.B, c.T, c.H);  // host ids
-  if (m.bucket_done) m.bucket_done(embed_bucket(c));
+  if (done) done(embed_bucket(c));
 }
 
 // The MLM head on the rows that have a target (docs/MODEL.md section 5):
@@ -926,13 +928,14 @@ static bool forward_on(D& d, Model& m, const Batch& bt, bool train, Loss* loss, 
 }
 
 template <class D>
-static void backward_on(D& d, Model& m, const Batch& bt, bool train, const Loss& loss, float scale) {
+static void backward_on(D& d, Model& m, const Batch& bt, bool train, const Loss& loss, float scale,
+                        const BucketDone& done = {}) {
   if (bt.targets)
     mlm_head_backward(d, m, bt, loss.count, scale);
   else
     cls_head_backward(d, m, bt, train, scale);
-  if (m.bucket_done) m.bucket_done(kHeadBucket);
-  encoder_backward(d, m, bt, train);
+  if (done) done(kHeadBucket);
+  encoder_backward(d, m, bt, train, done);
 }
 
 
@@ -2602,7 +2605,117 @@ static OpCost meanpool_backward_cost(size_t B, size_t T, size_t H) {
 }
 
 
+// ---------------------------------------------------------------------------
+// AdamW, and the gradient's sums of squares (the norm) and scaling (clipping)
+// ---------------------------------------------------------------------------
+// The optimizer's arithmetic, like a layer's: the CPU's loops, the CUDA
+// kernels, the cost formulas. The step that uses them is in Optimizer.
+
+struct AdamW {
+  double beta1 = 0.9, beta2 = 0.98, eps = 1e-6, weight_decay = 0.05;  // docs/MODEL.md section 12, pretraining
+};
+
+// One AdamW step on n parameters (step counts from 1), decoupled weight decay
+// (Loshchilov & Hutter): p -= lr (mhat / (sqrt(vhat) + eps) + wd p).
+static void adamw_update_cpu(float* p, const float* g, float* m, float* v, size_t n, float lr, const AdamW& o, float wd,
+                             long long step) {
+  float b1 = (float)o.beta1, b2 = (float)o.beta2, eps = (float)o.eps;
+  float c1 = 1.0f - powf(b1, (float)step), c2 = 1.0f - powf(b2, (float)step);  // bias corrections
+#pragma omp parallel for
+  for (size_t i = 0; i < n; i++) {
+    m[i] = b1 * m[i] + (1.0f - b1) * g[i];
+    v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
+    p[i] -= lr * ((m[i] / c1) / (sqrtf(v[i] / c2) + eps) + wd * p[i]);
+  }
+}
+
+#ifdef __CUDACC__
+// The CPU's expressions; the bias corrections come from the host, computed
+// with the CPU's powf, so both paths use the same constants. One launch
+// covers the whole parameter block: each element finds its tensor's decay
+// flag by binary search in seg (offset << 1 | decay, ascending; nseg = 0:
+// decay wd everywhere). With p16 the bf16 copy of the weights is rewritten
+// in the same pass. Element i is element base + i of the parameter block (a
+// rank's shard starts at base).
+__global__ void adamw_kernel(float* p, bf16* p16, const float* g, float* m, float* v, size_t n, float lr, float b1,
+                             float b2, float eps, float wd, float c1, float c2, const uint64_t* seg, int nseg,
+                             size_t base) {
+  size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  float decay = wd;
+  if (nseg > 0) {
+    int lo = 0, hi = nseg - 1;  // the last segment starting at or before base + i
+    while (lo < hi) {
+      int mid = (lo + hi + 1) / 2;
+      if ((seg[mid] >> 1) <= base + i)
+        lo = mid;
+      else
+        hi = mid - 1;
+    }
+    decay = (seg[lo] & 1) ? wd : 0.0f;
+  }
+  m[i] = b1 * m[i] + (1.0f - b1) * g[i];
+  v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
+  p[i] -= lr * ((m[i] / c1) / (sqrtf(v[i] / c2) + eps) + decay * p[i]);
+  if (p16) p16[i] = __float2bfloat16(p[i]);
+}
+
+// One AdamW step on n parameters with decay wd (and the tensor table seg,
+// when given, deciding per element whether it applies; p is element base of
+// the block seg describes).
+static void adamw_update(CudaCtx& ctx, float* p, const float* g, float* m, float* v, size_t n, float lr, const AdamW& o,
+                         float wd, long long step, bf16* p16 = nullptr, const uint64_t* seg = nullptr, int nseg = 0,
+                         size_t base = 0) {
+  if (n == 0) return;
+  float b1 = (float)o.beta1, b2 = (float)o.beta2, eps = (float)o.eps;
+  float c1 = 1.0f - powf(b1, (float)step), c2 = 1.0f - powf(b2, (float)step);
+  adamw_kernel<<<grid_for(n), kThreads, 0, ctx.stream>>>(p, p16, g, m, v, n, lr, b1, b2, eps, wd, c1, c2, seg, nseg,
+                                                         base);
+  launchCheck();
+}
+
+__global__ void scale_kernel(float* x, float s, size_t n) {
+  size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+  if (i < n) x[i] *= s;
+}
+#endif
+
+// The optimizer's launches, for the cost device: zeroing the gradient; its
+// norm (read once, two stages, the total copied to the host); the fused
+// AdamW, which reads weights, gradients and both moments and writes three
+// of them back, plus the bf16 copy.
+constexpr const char* kOptimizerOp = "zero grad, grad norm, AdamW";
+static OpCost zero_grad_cost(size_t n) { return {{kOptimizerOp, 0, false, 4.0 * n}}; }
+static OpCost grad_norm_cost(size_t n) {
+  return {{kOptimizerOp, 2.0 * n, false, 4.0 * n + 8.0 * kRedBlocks},
+          {kOptimizerOp, kRedBlocks, false, 8.0 * kRedBlocks},
+          {kOptimizerOp, 0, false, 8}};
+}
+static OpCost adamw_cost(size_t n, bool bf16_copy) {
+  return {{kOptimizerOp, 15.0 * n, false, 28.0 * n + (bf16_copy ? 2.0 * n : 0.0)}};
+}
+
+// The gradient norm's sums of squares go in chunks of kNormChunk elements,
+// added in order, so the norm is the same bits however the block is cut
+// into shards (a shard is a whole number of chunks: Shards).
+constexpr size_t kNormChunk = 1 << 16;
+
+// part[c] = the sum of squares of g over chunk c, [c, c + 1) x kNormChunk cut
+// to [lo, hi), for every chunk of [lo, hi) (lo a multiple of kNormChunk, or
+// lo = hi: an empty shard has none).
+static void square_sums(const float* g, size_t lo, size_t hi, double* part) {
+  if (lo >= hi) return;
+  const size_t c0 = lo / kNormChunk, c1 = (hi + kNormChunk - 1) / kNormChunk;
+#pragma omp parallel for
+  for (size_t c = c0; c < c1; c++) {
+    double s = 0;
+    for (size_t i = c * kNormChunk; i < std::min(hi, (c + 1) * kNormChunk); i++) s += (double)g[i] * g[i];
+    part[c] = s;
+  }
+}
+
 #include "bigsc/cpu_fast.h"
+#include "bigsc/world.h"
 
 // ============================================================================
 // Devices
@@ -2738,6 +2851,59 @@ struct Cpu {
     for (int i = 0; i < P; i++)
       for (int h = 0; h < H; h++) dres[(size_t)r[i] * H + h] += dhead[(size_t)i * H + h];
   }
+
+  // Whole-block operations: the optimizer and the data-parallel exchange see
+  // the parameter and gradient blocks as flat arrays of block_size() floats
+  // (the host's packed layout, Model::table), [lo, hi) a rank's shard.
+  Model& m;
+  static constexpr size_t kBlockAlign = 1;
+  static constexpr const char* kWhere = "host";  // where the blocks are, in a command's words
+  size_t block_size() const { return m.num_params; }
+  void zero_grads() { std::fill(m.grads_mem.begin(), m.grads_mem.end(), 0.0f); }
+  // The sums of squares of the gradient's chunks (kNormChunk elements each,
+  // by chunk index) that lie in [lo, hi); the caller adds them in order.
+  std::vector<double> grad_square_sums(size_t lo, size_t hi, int, int) {
+    std::vector<double> part((m.num_params + kNormChunk - 1) / kNormChunk, 0.0);
+    square_sums(m.grads_mem.data(), lo, hi, part.data());
+    return part;
+  }
+  void scale_grads(size_t lo, size_t hi, float s) {
+    float* g = m.grads_mem.data();
+#pragma omp parallel for
+    for (size_t i = lo; i < hi; i++) g[i] *= s;
+  }
+  // The decay mask of docs/MODEL.md section 12 lives in the parameter table:
+  // biases and LayerNorm parameters have decay = 0.
+  void adamw(float lr, const AdamW& o, long long step, size_t lo, size_t hi, std::vector<float>& mom1,
+             std::vector<float>& mom2) {
+    for (const TensorInfo& t : m.table) {
+      const size_t a = std::max(lo, t.offset), b = std::min(hi, t.offset + t.count);
+      if (a < b)
+        adamw_update_cpu(m.params_mem.data() + a, m.grads_mem.data() + a, mom1.data() + a, mom2.data() + a, b - a, lr,
+                         o, t.decay ? (float)o.weight_decay : 0.0f, step);
+    }
+  }
+  // The data-parallel step (bigsc/world.h) over the host's blocks, through MPI.
+  bool dp_init(DataParallel* dp, std::string*) {
+    host_exchange_init(dp);
+    return true;
+  }
+  void dp_zero(DataParallel& dp) { std::fill(dp.gsum.begin(), dp.gsum.end(), 0.0f); }
+  void dp_add_own(DataParallel& dp) {  // a world of one that sums its micro-batches: gsum += the gradient
+    const size_t n = dp.hi() - dp.lo();
+    float* s = dp.gsum.data();
+    const float* g = m.grads_mem.data();
+#pragma omp parallel for
+    for (size_t i = 0; i < n; i++) s[i] += g[i];
+  }
+  void dp_send(DataParallel& dp, int b) { host_exchange_bucket(dp, m.grads_mem.data(), b); }
+  void dp_wait(DataParallel& dp) { host_exchange_wait(dp); }
+  void dp_to_grads(DataParallel& dp) { std::copy_n(dp.gsum.data(), dp.hi() - dp.lo(), m.grads_mem.data() + dp.lo()); }
+  void dp_share_params(DataParallel& dp) { host_all_gather(dp, m.params_mem.data()); }
+  void dp_share_moments(DataParallel& dp, std::vector<float>& mom1, std::vector<float>& mom2) {
+    host_all_gather(dp, mom1.data());
+    host_all_gather(dp, mom2.data());
+  }
 };
 
 // ---------------------------------------------------------------------------
@@ -2855,14 +3021,7 @@ struct GpuModel {
   float* mom2 = nullptr;          // (n) AdamW's second moment
   bf16* params16 = nullptr;       // (n) bf16 mode: the weights the dense layers read, rewritten by each AdamW step
   uint64_t* segments = nullptr;   // (tensors) offset << 1 | decay: the fused AdamW's decay mask
-  float* gsum = nullptr;          // (shard) a data-parallel step's summed gradient of this rank's shard (DataParallel)
-  float* inbox = nullptr;         // (ranks, shard) the ranks' micro-batch gradients of that shard
-  float* packed = nullptr;        // (n) the gradient block packed bucket by bucket (exchange_buckets)
-  Piece* pieces = nullptr;        // every bucket's pack and unpack pieces
-  cudaStream_t comm = nullptr;    // NCCL's stream for the gradient exchange
-  std::vector<cudaEvent_t> ready;   // by bucket: packed, on the model's stream
-  cudaEvent_t exchanged = nullptr;  // the last exchange's adds, on comm
-  World* world = nullptr;  // a rank's: its watchdog bounds the wait for both streams at teardown
+  GpuExchange x;                  // the data-parallel exchange's buffers, stream and events (bigsc/world.h)
   char* acts = nullptr;           // the activation block
   int* ids = nullptr;             // (B, T) the batch, copied in by each forward
   int* types = nullptr;           // (B, T)
@@ -2874,19 +3033,15 @@ struct GpuModel {
   ActsT<bf16> a16;                // ... in bf16 mode
 };
 
-static void gpu_drain(World& w, GpuModel& g);
-
 // A destructor must not throw: a failure while freeing is reported instead.
 static void gpu_model_delete(GpuModel* g) {
   try {
-    if (g->world) gpu_drain(*g->world, *g);  // a NCCL kernel whose peer is gone would spin forever
+    gpu_exchange_drain(g->x, g->ctx.stream);  // a NCCL kernel whose peer is gone would spin forever
     for (void* p : {(void*)g->params, (void*)g->grads, (void*)g->mom1, (void*)g->mom2, (void*)g->params16,
-                    (void*)g->segments, (void*)g->gsum, (void*)g->inbox, (void*)g->packed, (void*)g->pieces,
-                    (void*)g->acts, (void*)g->ids, (void*)g->types, (void*)g->rows, (void*)g->row_target})
+                    (void*)g->segments, (void*)g->acts, (void*)g->ids, (void*)g->types, (void*)g->rows,
+                    (void*)g->row_target})
       cudaCheck(cudaFree(p));
-    for (cudaEvent_t e : g->ready) cudaCheck(cudaEventDestroy(e));
-    if (g->exchanged) cudaCheck(cudaEventDestroy(g->exchanged));
-    if (g->comm) cudaCheck(cudaStreamDestroy(g->comm));
+    gpu_exchange_free(&g->x);
     cuda_ctx_destroy(&g->ctx);
   } catch (const CudaError& e) {
     fprintf(stderr, "bigs: while freeing the GPU model: %s\n", e.what());
@@ -2922,14 +3077,6 @@ static void host_results_alloc(Model& m) {
   a.rows = m.a.rows, a.row_target = m.a.row_target;
   m.a = a;
 }
-
-#ifdef BIGS_NCCL
-// A rank launched by mpirun or srun: its rank among those on its machine
-// (set by world_init), so that each takes its own GPU (modulo the GPUs it
-// sees). model_to_device takes it, not world_init, so that a rank that
-// trains on the CPU makes no CUDA context.
-static int world_gpu = -1;
-#endif
 
 // Moves a built model to the GPU in m->precision: parameters (and the
 // AdamW moments, when given) are copied in, gradients and activations
@@ -3244,6 +3391,61 @@ struct Gpu {
     scatter_rows_kernel<<<grid_for((size_t)P * H), kThreads, 0, ctx.stream>>>(dres, dhead, r, P, H);
     launchCheck();
   }
+
+  // Whole-block operations, as Cpu's, over the device's aligned blocks
+  // (their padding stays 0) on the model's stream.
+  static constexpr size_t kBlockAlign = kDevAlign;
+  static constexpr const char* kWhere = "GPU";
+  size_t block_size() const { return gm.n; }
+  void zero_grads() { zero_async(ctx, gm.grads, gm.n); }
+  // One partial sum, this rank's (dot_reduce's fixed two stages over [lo, hi)).
+  std::vector<double> grad_square_sums(size_t lo, size_t hi, int rank, int ranks) {
+    std::vector<double> part(ranks, 0.0);
+    dot_reduce(ctx, nullptr, gm.grads + lo, nullptr, hi - lo);
+    cudaCheck(cudaMemcpyAsync(&part[rank], ctx.red + kRedBlocks, sizeof(double), cudaMemcpyDeviceToHost, ctx.stream));
+    cudaCheck(cudaStreamSynchronize(ctx.stream));
+    return part;
+  }
+  void scale_grads(size_t lo, size_t hi, float s) {
+    scale_kernel<<<grid_for(hi - lo), kThreads, 0, ctx.stream>>>(gm.grads + lo, s, hi - lo);
+    launchCheck();
+  }
+  // One fused launch with the device's own moments (mom1, mom2 are then
+  // only read back by model_to_host) and the bf16 copy of the weights.
+  void adamw(float lr, const AdamW& o, long long step, size_t lo, size_t hi, std::vector<float>&,
+             std::vector<float>&) {
+    adamw_update(ctx, gm.params + lo, gm.grads + lo, gm.mom1 + lo, gm.mom2 + lo, hi - lo, lr, o,
+                 (float)o.weight_decay, step, gm.params16 ? gm.params16 + lo : nullptr, gm.segments,
+                 (int)gm.table.size(), lo);
+  }
+  // The data-parallel step (bigsc/world.h) over the device's blocks, through NCCL.
+  bool dp_init(DataParallel* dp, std::string* err) { return gpu_exchange_init(dp, &gm.x, err); }
+  void dp_zero(DataParallel& dp) { zero_async(ctx, gm.x.gsum, dp.hi() - dp.lo()); }
+  void dp_add_own(DataParallel& dp) {
+    const size_t n = dp.hi() - dp.lo();
+    if (n == 0) return;
+    add_kernel<<<grid_for(n), kThreads, 0, ctx.stream>>>(gm.x.gsum, gm.grads, n);
+    launchCheck();
+  }
+  void dp_send(DataParallel& dp, int b) { gpu_exchange_bucket(dp, gm.x, ctx.stream, gm.grads, b); }
+  void dp_wait(DataParallel& dp) { gpu_exchange_wait(*dp.w, gm.x, ctx.stream); }
+  void dp_to_grads(DataParallel& dp) {
+    const size_t shard = dp.hi() - dp.lo();
+    if (shard)
+      cudaCheck(cudaMemcpyAsync(gm.grads + dp.lo(), gm.x.gsum, shard * sizeof(float), cudaMemcpyDeviceToDevice,
+                                ctx.stream));
+  }
+  void dp_share_params(DataParallel& dp) {  // and the bf16 copy of the weights made again from them
+    gpu_all_gather(dp, ctx.stream, gm.params);
+    if (gm.params16) {
+      cast_kernel<<<grid_for(gm.n), kThreads, 0, ctx.stream>>>(gm.params16, gm.params, gm.n);
+      launchCheck();
+    }
+  }
+  void dp_share_moments(DataParallel& dp, std::vector<float>&, std::vector<float>&) {
+    gpu_all_gather(dp, ctx.stream, gm.mom1);
+    gpu_all_gather(dp, ctx.stream, gm.mom2);
+  }
 };
 
 static bool cuda_device_present() {
@@ -3298,7 +3500,7 @@ static auto with_device(Model& m, Fn&& fn) {
   }
 #endif
   host_acts_alloc(m);
-  Cpu d{m.a, m.p, m.p, m.g};
+  Cpu d{m.a, m.p, m.p, m.g, m};
   return fn(d);
 }
 
@@ -3314,163 +3516,57 @@ static bool model_forward(Model& m, const Batch& bt, bool train, Loss* loss, std
 }
 
 // Accumulates into m.g the gradient of scale * loss.sum of the last forward
-// (which must have been on the same batch, with the same train flag).
-static void model_backward(Model& m, const Batch& bt, bool train, const Loss& loss, float scale) {
-  with_device(m, [&](auto& d) { backward_on(d, m, bt, train, loss, scale); });
+// (which must have been on the same batch, with the same train flag); done,
+// if given, hears of each bucket of the gradient as it becomes final.
+static void model_backward(Model& m, const Batch& bt, bool train, const Loss& loss, float scale,
+                           const BucketDone& done = {}) {
+  with_device(m, [&](auto& d) { backward_on(d, m, bt, train, loss, scale, done); });
 }
 
 static void model_zero_grad(Model& m) {
-#ifdef __CUDACC__
-  if (m.gpu) return zero_async(m.gpu->ctx, m.gpu->grads, m.gpu->n);
-#endif
-  std::fill(m.grads_mem.begin(), m.grads_mem.end(), 0.0f);
+  with_device(m, [](auto& d) { d.zero_grads(); });
 }
 
-#include "bigsc/world.h"
+// What the commands say of the device a model runs on.
+static std::string device_name(const Cpu&) { return "cpu"; }
+static void print_device_plan(const Cpu&, const Model& m) {
+  printf("device: cpu; activations %.1f MB for batch %d\n", m.num_acts * 4 / 1e6, m.B);
+}
+#ifdef __CUDACC__
+template <class S>
+static std::string device_name(const Gpu<S>& d) {
+  return strf("cuda %s", precision_name(d.gm.prec));
+}
+template <class S>
+static void print_device_plan(const Gpu<S>& d, const Model& m) {
+  printf("device: cuda, %s\n", precision_name(d.gm.prec));
+  print_gpu_plan(gpu_plan(m.c, m.B, m.R, d.gm.prec), d.gm.prec, m.B, m.c.T);
+  if (d.ctx.fft_work_size)
+    printf("cuFFT work area: %.3f GB, as cuFFT asked (planned %.3f GB)\n", d.ctx.fft_work_size / 1e9,
+           fft_work_estimate(m.c, m.B) / 1e9);
+}
+#endif
+static std::string device_name(Model& m) {
+  return with_device(m, [](auto& d) { return device_name(d); });
+}
 
 // ============================================================================
 // Optimizer: AdamW, learning-rate schedules, global-norm clipping
 // ============================================================================
-
-struct AdamW {
-  double beta1 = 0.9, beta2 = 0.98, eps = 1e-6, weight_decay = 0.05;  // docs/MODEL.md section 12, pretraining
-};
-
-// One AdamW step on n parameters (step counts from 1), decoupled weight decay
-// (Loshchilov & Hutter): p -= lr (mhat / (sqrt(vhat) + eps) + wd p).
-static void adamw_update_cpu(float* p, const float* g, float* m, float* v, size_t n, float lr, const AdamW& o, float wd,
-                             long long step) {
-  float b1 = (float)o.beta1, b2 = (float)o.beta2, eps = (float)o.eps;
-  float c1 = 1.0f - powf(b1, (float)step), c2 = 1.0f - powf(b2, (float)step);  // bias corrections
-#pragma omp parallel for
-  for (size_t i = 0; i < n; i++) {
-    m[i] = b1 * m[i] + (1.0f - b1) * g[i];
-    v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
-    p[i] -= lr * ((m[i] / c1) / (sqrtf(v[i] / c2) + eps) + wd * p[i]);
-  }
-}
-
-#ifdef __CUDACC__
-// The CPU's expressions; the bias corrections come from the host, computed
-// with the CPU's powf, so both paths use the same constants. One launch
-// covers the whole parameter block: each element finds its tensor's decay
-// flag by binary search in seg (offset << 1 | decay, ascending; nseg = 0:
-// decay wd everywhere). With p16 the bf16 copy of the weights is rewritten
-// in the same pass. Element i is element base + i of the parameter block (a
-// rank's shard starts at base).
-__global__ void adamw_kernel(float* p, bf16* p16, const float* g, float* m, float* v, size_t n, float lr, float b1,
-                             float b2, float eps, float wd, float c1, float c2, const uint64_t* seg, int nseg,
-                             size_t base) {
-  size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-  if (i >= n) return;
-  float decay = wd;
-  if (nseg > 0) {
-    int lo = 0, hi = nseg - 1;  // the last segment starting at or before base + i
-    while (lo < hi) {
-      int mid = (lo + hi + 1) / 2;
-      if ((seg[mid] >> 1) <= base + i)
-        lo = mid;
-      else
-        hi = mid - 1;
-    }
-    decay = (seg[lo] & 1) ? wd : 0.0f;
-  }
-  m[i] = b1 * m[i] + (1.0f - b1) * g[i];
-  v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
-  p[i] -= lr * ((m[i] / c1) / (sqrtf(v[i] / c2) + eps) + decay * p[i]);
-  if (p16) p16[i] = __float2bfloat16(p[i]);
-}
-
-// One AdamW step on n parameters with decay wd (and the tensor table seg,
-// when given, deciding per element whether it applies; p is element base of
-// the block seg describes).
-static void adamw_update(CudaCtx& ctx, float* p, const float* g, float* m, float* v, size_t n, float lr, const AdamW& o,
-                         float wd, long long step, bf16* p16 = nullptr, const uint64_t* seg = nullptr, int nseg = 0,
-                         size_t base = 0) {
-  if (n == 0) return;
-  float b1 = (float)o.beta1, b2 = (float)o.beta2, eps = (float)o.eps;
-  float c1 = 1.0f - powf(b1, (float)step), c2 = 1.0f - powf(b2, (float)step);
-  adamw_kernel<<<grid_for(n), kThreads, 0, ctx.stream>>>(p, p16, g, m, v, n, lr, b1, b2, eps, wd, c1, c2, seg, nseg,
-                                                         base);
-  launchCheck();
-}
-
-__global__ void scale_kernel(float* x, float s, size_t n) {
-  size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-  if (i < n) x[i] *= s;
-}
-#endif
-
-// The optimizer's launches, for the cost device: zeroing the gradient; its
-// norm (read once, two stages, the total copied to the host); the fused
-// AdamW, which reads weights, gradients and both moments and writes three
-// of them back, plus the bf16 copy.
-constexpr const char* kOptimizerOp = "zero grad, grad norm, AdamW";
-static OpCost zero_grad_cost(size_t n) { return {{kOptimizerOp, 0, false, 4.0 * n}}; }
-static OpCost grad_norm_cost(size_t n) {
-  return {{kOptimizerOp, 2.0 * n, false, 4.0 * n + 8.0 * kRedBlocks},
-          {kOptimizerOp, kRedBlocks, false, 8.0 * kRedBlocks},
-          {kOptimizerOp, 0, false, 8}};
-}
-static OpCost adamw_cost(size_t n, bool bf16_copy) {
-  return {{kOptimizerOp, 15.0 * n, false, 28.0 * n + (bf16_copy ? 2.0 * n : 0.0)}};
-}
 
 // The part of the parameter block a step updates: this rank's shard (dp),
 // or all of it (n elements).
 static size_t part_lo(const DataParallel* dp) { return dp ? dp->lo() : 0; }
 static size_t part_hi(const DataParallel* dp, size_t n) { return dp ? dp->hi() : n; }
 
-// The decay mask of docs/MODEL.md section 12 lives in the parameter table: biases
-// and LayerNorm parameters have decay = 0. On the GPU the moments are the
-// device's (mom1, mom2 are then only read back by model_to_host). With dp,
-// only this rank's shard (ZeRO stage 1); the update of each element is the
-// same whatever the shards are.
+// One AdamW step on the device where the model lives (Cpu::adamw,
+// Gpu::adamw). On the GPU the moments are the device's (mom1, mom2 are then
+// only read back by model_to_host). With dp, only this rank's shard (ZeRO
+// stage 1); the update of each element is the same whatever the shards are.
 static void adamw_step(Model& m, std::vector<float>& mom1, std::vector<float>& mom2, float lr, const AdamW& o,
                        long long step, const DataParallel* dp = nullptr) {
-  const size_t lo = part_lo(dp);
-#ifdef __CUDACC__
-  if (m.gpu) {
-    GpuModel& g = *m.gpu;  // one fused launch; the padding between tensors stays 0
-    adamw_update(g.ctx, g.params + lo, g.grads + lo, g.mom1 + lo, g.mom2 + lo, part_hi(dp, g.n) - lo, lr, o,
-                 (float)o.weight_decay, step, g.params16 ? g.params16 + lo : nullptr, g.segments, (int)g.table.size(),
-                 lo);
-    return;
-  }
-#endif
-  const size_t hi = part_hi(dp, m.num_params);
-  for (const TensorInfo& t : m.table) {
-    const size_t a = std::max(lo, t.offset), b = std::min(hi, t.offset + t.count);
-    if (a < b)
-      adamw_update_cpu(m.params_mem.data() + a, m.grads_mem.data() + a, mom1.data() + a, mom2.data() + a, b - a, lr, o,
-                       t.decay ? (float)o.weight_decay : 0.0f, step);
-  }
+  with_device(m, [&](auto& d) { d.adamw(lr, o, step, part_lo(dp), part_hi(dp, d.block_size()), mom1, mom2); });
 }
-
-// part[c] = the sum of squares of g over chunk c, [c, c + 1) x kNormChunk cut
-// to [lo, hi), for every chunk of [lo, hi) (lo a multiple of kNormChunk, or
-// lo = hi: an empty shard has none).
-static void square_sums(const float* g, size_t lo, size_t hi, double* part) {
-  if (lo >= hi) return;
-  const size_t c0 = lo / kNormChunk, c1 = (hi + kNormChunk - 1) / kNormChunk;
-#pragma omp parallel for
-  for (size_t c = c0; c < c1; c++) {
-    double s = 0;
-    for (size_t i = c * kNormChunk; i < std::min(hi, (c + 1) * kNormChunk); i++) s += (double)g[i] * g[i];
-    part[c] = s;
-  }
-}
-
-#ifdef __CUDACC__
-static double gpu_square_sum(GpuModel& g, size_t lo, size_t hi) {
-  CudaCtx& ctx = g.ctx;
-  double s = 0;
-  dot_reduce(ctx, nullptr, g.grads + lo, nullptr, hi - lo);
-  cudaCheck(cudaMemcpyAsync(&s, ctx.red + kRedBlocks, sizeof s, cudaMemcpyDeviceToHost, ctx.stream));
-  cudaCheck(cudaStreamSynchronize(ctx.stream));
-  return s;
-}
-#endif
 
 // The global L2 norm of the gradient, in double, in a fixed order so that it
 // is bit-reproducible: sums of squares over chunks of kNormChunk elements,
@@ -3478,20 +3574,10 @@ static double gpu_square_sum(GpuModel& g, size_t lo, size_t hi) {
 // chunks). With dp, each rank sums its shard's chunks (on the GPU: its shard)
 // and the partial sums are gathered first, so that on the host any number of
 // ranks gets the single process's norm exactly.
-static double grad_norm(const Model& m, const DataParallel* dp = nullptr) {
-  const size_t lo = part_lo(dp);
-  std::vector<double> part;
-#ifdef __CUDACC__
-  if (m.gpu) {
-    part.assign(dp ? dp->w->size : 1, 0.0);
-    part[dp ? dp->w->rank : 0] = gpu_square_sum(*m.gpu, lo, part_hi(dp, m.gpu->n));
-  }
-#endif
-  if (!m.gpu) {
-    const size_t n = m.grads_mem.size();
-    part.assign((n + kNormChunk - 1) / kNormChunk, 0.0);
-    square_sums(m.grads_mem.data(), lo, part_hi(dp, n), part.data());
-  }
+static double grad_norm(Model& m, const DataParallel* dp = nullptr) {
+  std::vector<double> part = with_device(m, [&](auto& d) {
+    return d.grad_square_sums(part_lo(dp), part_hi(dp, d.block_size()), dp ? dp->w->rank : 0, dp ? dp->w->size : 1);
+  });
   if (dp) world_reduce(*dp->w, part.data(), part.size());
   double s = 0;
   for (double x : part) s += x;
@@ -3499,18 +3585,7 @@ static double grad_norm(const Model& m, const DataParallel* dp = nullptr) {
 }
 
 static void grad_scale(Model& m, float s, const DataParallel* dp = nullptr) {
-  const size_t lo = part_lo(dp);
-#ifdef __CUDACC__
-  if (m.gpu) {
-    const size_t n = part_hi(dp, m.gpu->n) - lo;
-    scale_kernel<<<grid_for(n), kThreads, 0, m.gpu->ctx.stream>>>(m.gpu->grads + lo, s, n);
-    launchCheck();
-    return;
-  }
-#endif
-  const size_t hi = part_hi(dp, m.grads_mem.size());
-#pragma omp parallel for
-  for (size_t i = lo; i < hi; i++) m.grads_mem[i] *= s;
+  with_device(m, [&](auto& d) { d.scale_grads(part_lo(dp), part_hi(dp, d.block_size()), s); });
 }
 
 // Global-norm clipping: scales the gradient down to norm `clip` when it is
@@ -3557,6 +3632,66 @@ static double lr_at(const LrSchedule& s, long long step) {
 // each micro-batch's gradient into the step's sum (see "Data parallelism");
 // clip the global gradient norm; check that loss and norm are finite; AdamW
 // on this rank's shard, then the shards to every rank.
+// The data-parallel step's operations (bigsc/world.h) on the device where
+// the model lives: the device's dp_* operations, which run the host's MPI
+// exchange or the GPU's NCCL one over their own blocks.
+
+// Sets dp up for a model where it trains (after model_use_device), for steps
+// of up to `rounds` micro-batches per rank.
+static bool data_parallel_init(DataParallel* dp, World& w, Model& m, int rounds, std::string* err) {
+  return with_device(m, [&](auto& d) {
+    return data_parallel_plan(dp, w, m.c, d.block_size(), d.kBlockAlign, rounds, err) &&
+           (!dp->sums || d.dp_init(dp, err));
+  });
+}
+
+// The step's gradient sum starts at zero.
+static void data_parallel_zero(DataParallel& dp, Model& m) {
+  with_device(m, [&](auto& d) { d.dp_zero(dp); });
+}
+
+// A world of one that sums its micro-batches: the step's sum += this
+// micro-batch's gradient.
+static void add_own_gradient(DataParallel& dp, Model& m) {
+  with_device(m, [&](auto& d) { d.dp_add_own(dp); });
+}
+
+// Bucket b of this rank's micro-batch gradient is final (train_step hands
+// this to the backward pass): each rank's part of it to that rank, now,
+// while the backward pass goes on.
+static void world_exchange_bucket(DataParallel& dp, Model& m, int b) {
+  dp.in_flight = true;
+  with_device(m, [&](auto& d) { d.dp_send(dp, b); });
+}
+
+// The exchanges started so far have arrived and are added, in rank order,
+// to the step's sum.
+static void world_exchange_wait(DataParallel& dp, Model& m) {
+  if (!dp.in_flight) return;
+  dp.in_flight = false;
+  with_device(m, [&](auto& d) { d.dp_wait(dp); });
+}
+
+// The step's gradient of this rank's shard into the gradient block, where
+// the optimizer reads it.
+static void data_parallel_gradient(DataParallel& dp, Model& m) {
+  with_device(m, [&](auto& d) { d.dp_to_grads(dp); });
+}
+
+// After the shards' AdamW: the updated shards to every rank.
+static void world_share_params(DataParallel& dp, Model& m) {
+  if (!dp.w->mpi) return;
+  with_device(m, [&](auto& d) { d.dp_share_params(dp); });
+}
+
+// Before a checkpoint: every rank's shard of the AdamW moments to all, so
+// that the whole blocks are the single process's (model_to_host then reads
+// them from the GPU).
+static void world_share_moments(DataParallel& dp, Model& m, std::vector<float>& mom1, std::vector<float>& mom2) {
+  if (!dp.w->mpi) return;
+  with_device(m, [&](auto& d) { d.dp_share_moments(dp, mom1, mom2); });
+}
+
 struct StepSettings {
   int micro = 1;    // sequences per forward and backward
   int accum = 1;    // micro-batches in a full global batch: dropout streams per step
@@ -3590,11 +3725,8 @@ static bool train_step(Model& m, DataParallel& dp, const Batch& mine, int B, con
   // backward pass finishes it; a round's exchanges are waited for before
   // the next round's backward pass (which packs over them) and at the end.
   const bool exchange = !dp.buckets.empty();
-  struct Hook {
-    Model& m;
-    ~Hook() { m.bucket_done = nullptr; }
-  } hook{m};
-  if (exchange) m.bucket_done = [&](int b) { world_exchange_bucket(dp, m, b); };
+  BucketDone send;
+  if (exchange) send = [&](int b) { world_exchange_bucket(dp, m, b); };
   for (int k = 0, first = 0; k < rounds; k++) {
     const int g = k * w.size + w.rank;  // this rank's micro-batch of round k; past M it has none and sends zeros
     model_zero_grad(m);
@@ -3606,7 +3738,7 @@ static bool train_step(Model& m, DataParallel& dp, const Batch& mine, int B, con
       Loss loss;
       if (!model_forward(m, mb, true, &loss, err)) return false;
       if (exchange) world_exchange_wait(dp, m);
-      model_backward(m, mb, true, loss, 1.0f / (float)count);
+      model_backward(m, mb, true, loss, 1.0f / (float)count, send);
       losses[g] = loss.sum;
     } else if (exchange) {
       world_exchange_wait(dp, m);
@@ -3936,21 +4068,10 @@ static bool log_keep_until(const std::string& path, uint64_t step, std::string* 
   return out.commit(err);
 }
 
-static void print_model_plan(const Model& m) {
-  const Config& c = m.c;
-  printf("model: %s\n", config_line(c).c_str());
+static void print_model_plan(Model& m) {
+  printf("model: %s\n", config_line(m.c).c_str());
   printf("parameters: %zu (%.1f MB fp32)\n", m.num_params, m.num_params * 4 / 1e6);
-  if (m.gpu) {
-    printf("device: cuda, %s\n", precision_name(m.precision));
-    print_gpu_plan(gpu_plan(c, m.B, m.R, m.precision), m.precision, m.B, c.T);
-#ifdef __CUDACC__
-    if (m.gpu->ctx.fft_work_size)
-      printf("cuFFT work area: %.3f GB, as cuFFT asked (planned %.3f GB)\n", m.gpu->ctx.fft_work_size / 1e9,
-             fft_work_estimate(c, m.B) / 1e9);
-#endif
-  } else {
-    printf("device: cpu; activations %.1f MB for batch %d\n", m.num_acts * 4 / 1e6, m.B);
-  }
+  with_device(m, [&](auto& d) { print_device_plan(d, m); });
 }
 
 // Builds a model from a checkpoint. T_override > 0 runs it on shorter
@@ -4076,10 +4197,20 @@ static void optimizer_flags(std::vector<Flag>* f, AdamW* opt, double* clip) {
   f->push_back({Flag::Num, "grad-clip", clip, 0, 1e9, "clip the global gradient norm to this; 0 = off"});
 }
 
-// The flag both training commands take for a run on several ranks.
-static void world_flags(std::vector<Flag>* f, double* timeout) {
+// The flags both training commands add to their own: the device, AdamW and
+// clipping (optimizer_flags), and for a run on several ranks the timeout.
+static void training_flags(std::vector<Flag>* f, Device* device, AdamW* opt, double* clip, double* timeout) {
+  device_flags(f, device);
+  optimizer_flags(f, opt, clip);
   f->push_back({Flag::Num, "timeout", timeout, 0, 1e9,
                 "several ranks: seconds one waits for the others in a collective before it ends the job; 0 = forever"});
+}
+
+// A failure of a training command that every rank meets alike: said once,
+// by rank 0, and the job ends cleanly (no MPI_Abort).
+static int fail_all(World& w, const char* cmd, const std::string& msg, int status) {
+  w.agreed = true;
+  return w.rank == 0 ? fail(cmd, msg, status) : status;
 }
 
 // The first collective of a training command: whether every rank was started
@@ -4090,6 +4221,19 @@ static bool world_same_flags(World& w, const std::vector<Flag>& flags) {
     if (strcmp(f.name, "threads"))
       s += std::string(f.name) + "=" + (f.kind == Flag::Num ? strf("%.17g", *(double*)f.value) : flag_value(f)) + "\n";
   return world_same(w, crc32c(0, s.data(), s.size()));
+}
+
+// Parses a training command's flags on every rank (world_parse_command),
+// then checks that the ranks were started alike. -1: go on; else the exit
+// status.
+static int training_parse(World& w, const char* cmd, int argc, char** argv, const std::vector<Flag>& flags,
+                          const char* usage, const double* timeout) {
+  if (int rc = world_parse_command(w, cmd, argc, argv, flags, usage); rc >= 0) return rc;
+  w.timeout = *timeout;
+  if (!world_same_flags(w, flags))
+    return fail_all(w, cmd, "the ranks were started with different flags: start every rank with the same command line",
+                    2);
+  return -1;
 }
 
 // Every rank takes as many micro-batches of each batch.
@@ -4125,8 +4269,8 @@ static bool world_same_start(World& w, uint32_t data, const Model& m, const std:
 // Checked as soon as the model is on its device, before data_parallel_init:
 // GPU ranks go on to NCCL's collectives and CPU ranks to MPI's, which would
 // not match (--device auto on machines with and without a GPU).
-static bool world_same_device(World& w, const Model& m, std::string* err) {
-  const std::string where = m.gpu ? strf("cuda %s", precision_name(m.precision)) : "cpu";
+static bool world_same_device(World& w, Model& m, std::string* err) {
+  const std::string where = device_name(m);
   if (world_same(w, crc32c(0, where.data(), where.size()))) return true;
   *err = "the ranks run on different devices (some on a GPU, some on the CPU): choose one with --device";
   return false;
@@ -4154,13 +4298,14 @@ static bool world_same_params(World& w, const Model& m, std::string* err) {
 // print nothing): who does what, and the exchange's buffers (the gradient
 // sum of a shard, the inbox of K shards, the packed block), which the
 // memory plan above does not list.
-static void print_world(const World& w, const Model& m, const DataParallel& dp) {
+static void print_world(const World& w, Model& m, const DataParallel& dp) {
   if (!w.mpi) return;
+  const std::string where = with_device(m, [](auto& d) { return std::string(d.kWhere); });
   printf("world: %d ranks through MPI%s; rank r takes micro-batches r, r + %d, r + %d, ... of each batch; rank 0 "
          "logs and saves\n",
-         w.size, m.gpu ? " and NCCL" : "", w.size, 2 * w.size);
+         w.size, where == "GPU" ? " and NCCL" : "", w.size, 2 * w.size);
   printf("the gradient exchange: %zu buckets; %.2f GB of buffers on each rank's %s\n", dp.buckets.size(),
-         exchange_buffer_bytes(dp.sh.n, w.size) / 1e9, m.gpu ? "GPU" : "host");
+         exchange_buffer_bytes(dp.sh.n, w.size) / 1e9, where.c_str());
 }
 
 static const char* kPretrainUsage =
@@ -4202,29 +4347,19 @@ static int cmd_pretrain(World& w, int argc, char** argv) {
       {Flag::Int, "seed", &seed, 0, 1LL << 62, "seed of the init, data order, masks and dropout"},
       {Flag::Int, "threads", &threads, 0, 4096, "CPU threads; 0 = all"},
   };
-  device_flags(&flags, &device);
-  optimizer_flags(&flags, &opt, &clip);
-  world_flags(&flags, &timeout);
-  if (int rc = world_parse_command(w, cmd, argc, argv, flags, kPretrainUsage); rc >= 0) return rc;
-  w.timeout = timeout;
-  // A failure every rank meets alike: said once, and the job ends cleanly.
-  auto fail_all = [&](const std::string& msg, int status) {
-    w.agreed = true;
-    return w.rank == 0 ? fail(cmd, msg, status) : status;
-  };
-  if (!world_same_flags(w, flags))
-    return fail_all("the ranks were started with different flags: start every rank with the same command line", 2);
-  if (train.empty()) return fail_all("--train is required (a glob of shards from `data_prep pretrain`)", 2);
+  training_flags(&flags, &device, &opt, &clip, &timeout);
+  if (int rc = training_parse(w, cmd, argc, argv, flags, kPretrainUsage, &timeout); rc >= 0) return rc;
+  if (train.empty()) return fail_all(w, cmd, "--train is required (a glob of shards from `data_prep pretrain`)", 2);
   std::string err;
-  if (!batch_splits(w, batch, micro, &err)) return fail_all(err, 2);
+  if (!batch_splits(w, batch, micro, &err)) return fail_all(w, cmd, err, 2);
   LrSchedule sched{Schedule::Cosine, lr, warmup, decay_steps ? decay_steps : steps, alpha};
   if (schedule == "linear")
     sched.kind = Schedule::Linear;
   else if (schedule == "constant")
     sched.kind = Schedule::Constant;
   else if (schedule != "cosine")
-    return fail_all("--schedule: expected cosine, linear or constant", 2);
-  if (!device_check(device, &err)) return fail_all(err, 2);
+    return fail_all(w, cmd, "--schedule: expected cosine, linear or constant", 2);
+  if (!device_check(device, &err)) return fail_all(w, cmd, err, 2);
   set_threads(threads);
 
   ShardSet tr, va;
@@ -4262,7 +4397,7 @@ static int cmd_pretrain(World& w, int argc, char** argv) {
   m.dropout_seed = (uint64_t)seed;
   DataParallel dp;
   if (!model_use_device(&m, device, &mom1, &mom2, &err)) return fail(cmd, err);
-  if (!world_same_device(w, m, &err)) return fail_all(err, 2);
+  if (!world_same_device(w, m, &err)) return fail_all(w, cmd, err, 2);
   if (!data_parallel_init(&dp, w, m, (int)(batch / micro / w.size), &err)) return fail(cmd, err);
   uint32_t data_id = 0;
   for (const ShardSet* set : {&tr, &va})
@@ -4270,7 +4405,7 @@ static int cmd_pretrain(World& w, int argc, char** argv) {
       data_id = crc32c(data_id, set->paths[i].data(), set->paths[i].size() + 1);
       data_id = crc32c(crc32c(data_id, &set->counts[i], 8), &set->payload_crcs[i], 4);
     }
-  if (!world_same_start(w, data_id, m, &mom1, &mom2, &err)) return fail_all(err, 2);
+  if (!world_same_start(w, data_id, m, &mom1, &mom2, &err)) return fail_all(w, cmd, err, 2);
   print_model_plan(m);
   print_world(w, m, dp);
   printf("settings:\n");
@@ -4348,7 +4483,7 @@ static int cmd_pretrain(World& w, int argc, char** argv) {
                     step, lr_now, mom1, mom2, &r, &err)) {
       fclose(log);
       if (r.finite) return fail(cmd, strf("step %" PRIu64 ": %s", step + 1, err.c_str()));
-      return fail_all(strf("step %" PRIu64 ": %s; stopping. The last good checkpoint is %s/state.bin; try a lower "
+      return fail_all(w, cmd, strf("step %" PRIu64 ": %s; stopping. The last good checkpoint is %s/state.bin; try a lower "
                            "--lr or a tighter --grad-clip",
                            step + 1, err.c_str(), out.c_str()),
                       1);

@@ -237,15 +237,16 @@ static bool bench_step_cost(const Config& c, int B, int per_seq, Precision prec,
   bench_batch(c, B, per_seq, 1, &ids, &types, &targets);
   Batch bt{B, ids.data(), types.data(), targets.data(), nullptr};
   size_t n = table_total(param_table(c, kDevAlign));
+  BucketDone done;
   if (ready) {
     ready->assign(c.L + 2, 0.0);
-    m.bucket_done = [&](int b) { (*ready)[b] = led->total().seconds; };
+    done = [&](int b) { (*ready)[b] = led->total().seconds; };
   }
   bool ok = false;
   auto run = [&](auto& d) {
     Loss loss;
     ok = forward_on(d, m, bt, true, &loss, err);
-    if (ok) backward_on(d, m, bt, true, loss, 1.0f);
+    if (ok) backward_on(d, m, bt, true, loss, 1.0f, done);
   };
   led->add(zero_grad_cost(n));
   if (prec == Precision::Bf16) {
@@ -372,6 +373,43 @@ static double measure_bf16_peak(CudaCtx& ctx) {
 }
 #endif
 
+// The time fn takes on the device: the host's clock on the CPU; on the GPU
+// CUDA events on the model's stream (device time, not host time).
+template <class Fn>
+static double step_seconds(const Cpu&, Fn&& fn) {
+  const double t0 = now_seconds();
+  fn();
+  return now_seconds() - t0;
+}
+// The measured bf16 product peak: a GPU's (0 on the CPU: none to measure).
+static double bf16_peak(const Cpu&) { return 0; }
+#ifdef __CUDACC__
+template <class S, class Fn>
+static double step_seconds(const Gpu<S>& d, Fn&& fn) {
+  cudaEvent_t t0, t1;
+  cudaCheck(cudaEventCreate(&t0));
+  cudaCheck(cudaEventCreate(&t1));
+  cudaCheck(cudaEventRecord(t0, d.ctx.stream));
+  fn();
+  cudaCheck(cudaEventRecord(t1, d.ctx.stream));
+  cudaCheck(cudaEventSynchronize(t1));
+  float ms = 0;
+  cudaCheck(cudaEventElapsedTime(&ms, t0, t1));
+  cudaCheck(cudaEventDestroy(t0));
+  cudaCheck(cudaEventDestroy(t1));
+  return ms / 1e3;
+}
+template <class S>
+static double bf16_peak(const Gpu<S>& d) {
+  try {
+    return measure_bf16_peak(d.ctx);
+  } catch (const CudaError& e) {
+    printf("bench: the bf16 peak was not measured: %s\n", e.what());
+    return 0;
+  }
+}
+#endif
+
 static int cmd_bench(int argc, char** argv) {
   const char* cmd = "bench";
   std::string config = "large";
@@ -459,53 +497,26 @@ static int cmd_bench(int argc, char** argv) {
     if (!step(i)) return fail(cmd, err);
   double seconds = 0, peak = 0;
   bool ok = true;
-#ifdef __CUDACC__
-  if (m.gpu) {  // CUDA events on the model's stream: device time, not host time
-    cudaEvent_t t0, t1;
-    cudaCheck(cudaEventCreate(&t0));
-    cudaCheck(cudaEventCreate(&t1));
-    cudaCheck(cudaEventRecord(t0, m.gpu->ctx.stream));
-    for (long long i = 0; ok && i < steps; i++) ok = step(warmup + i);
-    cudaCheck(cudaEventRecord(t1, m.gpu->ctx.stream));
-    cudaCheck(cudaEventSynchronize(t1));
-    float ms = 0;
-    cudaCheck(cudaEventElapsedTime(&ms, t0, t1));
-    seconds = ms / 1e3;
-    cudaCheck(cudaEventDestroy(t0));
-    cudaCheck(cudaEventDestroy(t1));
-  }
-#endif
-  if (!m.gpu) {
-    double t0 = now_seconds();
-    for (long long i = 0; ok && i < steps; i++) ok = step(warmup + i);
-    seconds = now_seconds() - t0;
-  }
+  const std::string name = device_name(m);
+  with_device(m, [&](auto& d) {
+    seconds = step_seconds(d, [&] {
+      for (long long i = 0; ok && i < steps; i++) ok = step(warmup + i);
+    });
+  });
   if (!ok) return fail(cmd, err);
   double tokens = (double)B * T, flops = bench_flops(c, B, B * per_seq);
   double per_step = seconds / (double)steps, achieved = flops / per_step;
   printf(
       "bench: %s T %d  batch %d  %lld steps  %.2f ms/step  %.0f tokens/s  %.1f TFLOP/s  MFU %.2f%% (of 989 "
       "TFLOP/s)\n",
-      !m.gpu                           ? "cpu"
-      : m.precision == Precision::Bf16 ? "cuda bf16"
-      : m.precision == Precision::Tf32 ? "cuda tf32"
-                                       : "cuda fp32",
-      T, B, steps, per_step * 1e3, tokens / per_step, achieved / 1e12, 100 * achieved / 989e12);
+      name.c_str(), T, B, steps, per_step * 1e3, tokens / per_step, achieved / 1e12, 100 * achieved / 989e12);
   double H = c.H, V = c.V, P = (double)B * per_seq, n = fft_size(T);
   printf("bench: FLOPs per step %.4g = dense %.4g + MLM head %.4g + FFT %.4g\n", flops,
          6 * (double)c.L * (3.0 * c.I * H + 4 * H * H) * tokens, 6 * P * (H * H + V * H),
          12.0 * c.L * B * H * 2.5 * n * std::log2(n));
-  if (m.gpu && predicted) print_cost_prediction(led, c, B, B * per_seq);
-#ifdef __CUDACC__
-  if (m.gpu) {  // after the result is out: its 384 MB may not fit next to a large batch
-    fflush(stdout);
-    try {
-      peak = measure_bf16_peak(m.gpu->ctx);
-    } catch (const CudaError& e) {
-      printf("bench: the bf16 peak was not measured: %s\n", e.what());
-    }
-  }
-#endif
+  if (name != "cpu" && predicted) print_cost_prediction(led, c, B, B * per_seq);
+  fflush(stdout);  // after the result is out: the peak's 384 MB may not fit next to a large batch
+  with_device(m, [&](auto& d) { peak = bf16_peak(d); });
   if (peak > 0)
     printf("bench: measured bf16 cuBLASLt peak %.1f TFLOP/s (8192^3 product); this step runs at %.1f%% of it\n",
            peak / 1e12, 100 * achieved / peak);

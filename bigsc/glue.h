@@ -298,21 +298,12 @@ static int cmd_finetune(World& w, int argc, char** argv) {
       {Flag::Int, "seed", &seed, 0, 1LL << 62, "seed of the head init, data order and dropout"},
       {Flag::Int, "threads", &threads, 0, 4096, "CPU threads; 0 = all"},
   };
-  device_flags(&flags, &device);
-  optimizer_flags(&flags, &opt, &clip);
-  world_flags(&flags, &timeout);
-  if (int rc = world_parse_command(w, cmd, argc, argv, flags, kFinetuneUsage); rc >= 0) return rc;
-  w.timeout = timeout;
-  auto fail_all = [&](const std::string& msg, int status) {  // as in cmd_pretrain
-    w.agreed = true;
-    return w.rank == 0 ? fail(cmd, msg, status) : status;
-  };
-  if (!world_same_flags(w, flags))
-    return fail_all("the ranks were started with different flags: start every rank with the same command line", 2);
+  training_flags(&flags, &device, &opt, &clip, &timeout);
+  if (int rc = training_parse(w, cmd, argc, argv, flags, kFinetuneUsage, &timeout); rc >= 0) return rc;
   if (task.empty() || init.empty() || train.empty() || dev.empty())
-    return fail_all("--task, --init, --train and --dev are required", 2);
+    return fail_all(w, cmd, "--task, --init, --train and --dev are required", 2);
   std::string err;
-  if (!batch_splits(w, batch, micro, &err) || !device_check(device, &err)) return fail_all(err, 2);
+  if (!batch_splits(w, batch, micro, &err) || !device_check(device, &err)) return fail_all(w, cmd, err, 2);
   set_threads(threads);
   TaskData tr, dv, dv2;
   Model m;
@@ -327,7 +318,7 @@ static int cmd_finetune(World& w, int argc, char** argv) {
   m.dropout_seed = (uint64_t)seed;
   DataParallel dp;
   if (!model_use_device(&m, device, nullptr, nullptr, &err)) return fail(cmd, err);
-  if (!world_same_device(w, m, &err)) return fail_all(err, 2);
+  if (!world_same_device(w, m, &err)) return fail_all(w, cmd, err, 2);
   if (!data_parallel_init(&dp, w, m, (int)(batch / micro / w.size), &err)) return fail(cmd, err);
   uint32_t data_id = 0;
   for (const TaskData* d : {&tr, &dv, &dv2}) {
@@ -335,7 +326,7 @@ static int cmd_finetune(World& w, int argc, char** argv) {
     data_id = crc32c(data_id, d->types.data(), d->types.size() * sizeof(int));
     data_id = crc32c(data_id, d->labels.data(), d->labels.size() * sizeof(float));
   }
-  if (!world_same_start(w, data_id, m, nullptr, nullptr, &err)) return fail_all(err, 2);
+  if (!world_same_start(w, data_id, m, nullptr, nullptr, &err)) return fail_all(w, cmd, err, 2);
   const int T = m.c.T;
   const long long steps_per_epoch = (long long)((tr.n + batch - 1) / batch), total = steps_per_epoch * epochs;
   LrSchedule sched{Schedule::Linear, lr, (long long)std::llround(warmup_frac * total), total, 0};
@@ -392,7 +383,7 @@ static int cmd_finetune(World& w, int argc, char** argv) {
       if (!train_step(m, dp, Batch{(int)mine.size(), ids.data(), types.data(), nullptr, labels.data()}, (int)count,
                       ss, (uint64_t)step, lr_now, mom1, mom2, &r, &err)) {
         if (r.finite) return fail(cmd, strf("step %lld: %s", step + 1, err.c_str()));
-        return fail_all(
+        return fail_all(w, cmd, 
             strf("step %lld: %s; stopping (best so far: %s/best.bin)", step + 1, err.c_str(), out.c_str()), 1);
       }
       step++;
@@ -413,7 +404,7 @@ static int cmd_finetune(World& w, int argc, char** argv) {
   fclose(log);
   if (status == 1) fail(cmd, err);
   model_to_host(m, nullptr, nullptr);
-  if (w.mpi && (status == 0 || w.agreed) && !world_same_params(w, m, &err)) return fail_all(err, 1);
+  if (w.mpi && (status == 0 || w.agreed) && !world_same_params(w, m, &err)) return fail_all(w, cmd, err, 1);
   if (w.rank > 0) return status;
   if (!checkpoint_save(out + "/last.bin", m, nullptr, nullptr, (uint64_t)step, 0, (uint64_t)seed, &err))
     return fail(cmd, err);

@@ -91,6 +91,14 @@ static bool launched_as_rank() {
 }
 #endif
 
+#ifdef BIGS_NCCL
+// A rank launched by mpirun or srun: its rank among those on its machine
+// (set by world_init), so that each takes its own GPU (modulo the GPUs it
+// sees). model_to_device takes it, not world_init, so that a rank that
+// trains on the CPU makes no CUDA context.
+static int world_gpu = -1;
+#endif
+
 // Joins the job this process was launched into, if any. Ranks other than 0
 // print nothing on stdout (progress, tables and logs come from rank 0);
 // their errors still reach stderr. With NCCL, each rank of a machine takes
@@ -176,7 +184,6 @@ static bool world_same(World& w, uint64_t v) {
 // elements, a multiple of kNormChunk so that no chunk of the gradient norm's
 // sums (grad_norm) straddles two ranks; the last shards may be shorter or
 // empty.
-constexpr size_t kNormChunk = 1 << 16;
 struct Shards {
   size_t n = 0, size = 0;
   size_t lo(int r) const { return std::min(n, (size_t)r * size); }
@@ -281,7 +288,8 @@ static void add_pieces(const std::vector<Piece>& pieces, const float* src, size_
 
 // One rank's state for the data-parallel step (train_step): its world, the
 // shards of the parameter block where the model lives (the host's packed
-// layout, or the GPU's aligned one), and where the step's gradient is summed.
+// layout, or the GPU's aligned one), the buckets of the exchange, and the
+// host's exchange buffers (a model on the GPU keeps its own, GpuExchange).
 struct DataParallel {
   World* w = nullptr;
   Shards sh;
@@ -291,10 +299,10 @@ struct DataParallel {
   bool sums = false;
   std::vector<Bucket> buckets;       // a world through MPI: the exchange, bucket by bucket
   std::vector<int> counts, offsets;  // each rank's shard of the block (the all-gather's counts and displacements)
-  // A model on the host: as GpuModel's, the step's sum (shard), the ranks'
-  // copies (ranks, shard) and the packed block (n); the exchanges in flight.
+  // A model on the host: the step's sum (shard), the ranks' copies (ranks,
+  // shard) and the packed block (n); the exchanges in flight.
   std::vector<float> gsum, inbox, packed;
-  bool in_flight = false;  // exchanges started that world_exchange_wait has not yet added
+  bool in_flight = false;  // exchanges started that the device's dp_wait has not yet added
 #ifdef BIGS_MPI
   std::vector<MPI_Request> pending;
 #endif
@@ -302,7 +310,100 @@ struct DataParallel {
   size_t hi() const { return sh.hi(w->rank); }
 };
 
+// Plans the data-parallel step for a parameter block of n floats laid out
+// with `align` (the host's 1, the GPU's kDevAlign) and steps of up to
+// `rounds` micro-batches per rank: the shards, the all-gather's counts and,
+// through MPI, the buckets of the exchange. The device then sets its
+// buffers up (its dp_init).
+static bool data_parallel_plan(DataParallel* dp, World& w, const Config& c, size_t n, size_t align, int rounds,
+                               std::string* err) {
+  dp->w = &w;
+  dp->sh = shards_of(n, w.size);
+  if (w.mpi && std::max(n, (size_t)w.size * dp->sh.size) > (size_t)INT_MAX) {
+    *err =
+        strf("%zu parameters on %d ranks are more than MPI's and NCCL's int counts and offsets can carry", n, w.size);
+    return false;
+  }
+  for (int q = 0; q < w.size; q++) {
+    dp->counts.push_back((int)(dp->sh.hi(q) - dp->sh.lo(q)));
+    dp->offsets.push_back((int)dp->sh.lo(q));
+  }
+  dp->sums = w.mpi || rounds > 1;
+  if (w.mpi) dp->buckets = exchange_buckets(c, align, dp->sh, w.rank, w.size);
+  return true;
+}
+
+// ---------------------------------------------------------------------------
+// The exchange on the host, through MPI, over a gradient block of floats
+// ---------------------------------------------------------------------------
+
+static void host_exchange_init(DataParallel* dp) {
+  const size_t shard = dp->hi() - dp->lo();
+  dp->gsum.assign(shard, 0.0f);
+  dp->inbox.assign(dp->w->mpi ? (size_t)dp->w->size * shard : 0, 0.0f);
+  dp->packed.assign(dp->w->mpi ? dp->sh.n : 0, 0.0f);
+}
+
+// Bucket b of this rank's micro-batch gradient (in grads) is final: each
+// rank's part of it to that rank, now, while the backward pass goes on, as
+// a non-blocking all-to-all (which progresses whenever a later bucket calls
+// into MPI).
+static void host_exchange_bucket(DataParallel& dp, const float* grads, int b) {
+  const Bucket& bk = dp.buckets[b];
+  copy_pieces(bk.pack, grads, dp.packed.data());
+#ifdef BIGS_MPI
+  dp.pending.emplace_back();
+  MPI_Ialltoallv(dp.packed.data(), bk.counts.data(), bk.offsets.data(), MPI_FLOAT, dp.inbox.data(),
+                 bk.inbox_counts.data(), bk.inbox_offsets.data(), MPI_FLOAT, MPI_COMM_WORLD, &dp.pending.back());
+  int done = 0;
+  MPI_Testall((int)dp.pending.size(), dp.pending.data(), &done, MPI_STATUSES_IGNORE);
+#endif
+}
+
+// The exchanges started so far have arrived: added, in rank order, to the
+// step's sum (gsum += the ranks' micro-batch gradients of this rank's
+// shard, one process's order).
+static void host_exchange_wait(DataParallel& dp) {
+#ifdef BIGS_MPI
+  {
+    WorldWait wait(*dp.w);
+    MPI_Waitall((int)dp.pending.size(), dp.pending.data(), MPI_STATUSES_IGNORE);
+  }
+  dp.pending.clear();
+#endif
+  for (const Bucket& bk : dp.buckets)
+    add_pieces(bk.unpack, dp.inbox.data(), dp.hi() - dp.lo(), dp.w->size, dp.gsum.data());
+}
+
+// Every rank's shard of a host block laid out as dp.sh to every rank, in place.
+static void host_all_gather(DataParallel& dp, float* block) {
+#ifdef BIGS_MPI
+  if (!dp.w->mpi) return;
+  WorldWait wait(*dp.w);
+  MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, block, dp.counts.data(), dp.offsets.data(), MPI_FLOAT,
+                 MPI_COMM_WORLD);
+#else
+  (void)dp, (void)block;
+#endif
+}
+
 #ifdef __CUDACC__
+// ---------------------------------------------------------------------------
+// The exchange on the GPU, through NCCL, over a gradient block in device memory
+// ---------------------------------------------------------------------------
+
+// A rank's exchange state on the GPU (GpuModel holds one).
+struct GpuExchange {
+  float* gsum = nullptr;            // (shard) the step's summed gradient of this rank's shard
+  float* inbox = nullptr;           // (ranks, shard) the ranks' micro-batch gradients of that shard
+  float* packed = nullptr;          // (n) the gradient block packed bucket by bucket (exchange_buckets)
+  Piece* pieces = nullptr;          // every bucket's pack and unpack pieces
+  cudaStream_t comm = nullptr;      // NCCL's stream for the gradient exchange
+  std::vector<cudaEvent_t> ready;   // by bucket: packed, on the model's stream
+  cudaEvent_t exchanged = nullptr;  // the last exchange's adds, on comm
+  World* world = nullptr;           // a rank's: its watchdog bounds the wait for both streams at teardown
+};
+
 // The GPU's copy_pieces (add = false, ranks = 1) and add_pieces, for the
 // pieces of one bucket: blockIdx.y picks the piece, the x blocks stride
 // over it. The arithmetic is the host's, element by element.
@@ -335,17 +436,18 @@ __global__ void add_kernel(float* sum, const float* in, size_t n) {
 #ifdef BIGS_NCCL
 // The stream's work, collectives included, done: a wait the watchdog bounds
 // (a NCCL kernel whose peer is gone spins forever).
-static void gpu_wait(World& w, GpuModel& g) {
+static void gpu_wait(World& w, cudaStream_t s) {
   WorldWait wait(w);
-  cudaCheck(cudaStreamSynchronize(g.ctx.stream));
+  cudaCheck(cudaStreamSynchronize(s));
 }
 #endif
 
-// The exchange on the GPU: NCCL on a stream of its own (the highest
-// priority, so that its kernels start as soon as a bucket is ready), each
-// bucket after an event that the model's stream records when the bucket is
-// packed. `exchanged` follows the last bucket's adds.
-static bool gpu_data_parallel_init(DataParallel* dp, GpuModel& g, size_t shard, std::string* err) {
+// The exchange's buffers on the GPU; through MPI also NCCL's communicator
+// and a stream of its own (the highest priority, so that its kernels start
+// as soon as a bucket is ready), with an event per bucket that the model's
+// stream records when the bucket is packed. `exchanged` follows the last
+// bucket's adds.
+static bool gpu_exchange_init(DataParallel* dp, GpuExchange* x, std::string* err) {
   World& w = *dp->w;
   if (w.mpi) {
 #ifdef BIGS_NCCL
@@ -366,254 +468,100 @@ static bool gpu_data_parallel_init(DataParallel* dp, GpuModel& g, size_t shard, 
     return false;
 #endif
   }
-  const size_t inbox = w.mpi ? (size_t)w.size * shard : 0, packed = w.mpi ? g.n : 0;
+  const size_t shard = dp->hi() - dp->lo();
+  const size_t inbox = w.mpi ? (size_t)w.size * shard : 0, packed = w.mpi ? dp->sh.n : 0;
   try {
-    if (shard) cudaCheck(cudaMalloc(&g.gsum, shard * sizeof(float)));
-    if (inbox) cudaCheck(cudaMalloc(&g.inbox, inbox * sizeof(float)));
-    if (packed) cudaCheck(cudaMalloc(&g.packed, packed * sizeof(float)));
+    if (shard) cudaCheck(cudaMalloc(&x->gsum, shard * sizeof(float)));
+    if (inbox) cudaCheck(cudaMalloc(&x->inbox, inbox * sizeof(float)));
+    if (packed) cudaCheck(cudaMalloc(&x->packed, packed * sizeof(float)));
   } catch (const CudaError& e) {
     *err = strf("the data-parallel step's gradient sum, inbox and packed block (%.2f GB): %s; lower --micro-batch",
                 (shard + inbox + packed) * 4 / 1e9, e.what());
     return false;
   }
   if (!w.mpi) return true;
-  g.world = &w;
+  x->world = &w;
   const std::vector<Piece> table = piece_table(&dp->buckets);
   int least = 0, greatest = 0;
   cudaCheck(cudaDeviceGetStreamPriorityRange(&least, &greatest));
-  cudaCheck(cudaStreamCreateWithPriority(&g.comm, cudaStreamNonBlocking, greatest));
-  g.ready.resize(dp->buckets.size());
-  cudaCheck(cudaEventCreateWithFlags(&g.exchanged, cudaEventDisableTiming));
-  for (cudaEvent_t& e : g.ready) cudaCheck(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
-  cudaCheck(cudaMalloc(&g.pieces, std::max<size_t>(1, table.size()) * sizeof(Piece)));
-  cudaCheck(cudaMemcpy(g.pieces, table.data(), table.size() * sizeof(Piece), cudaMemcpyHostToDevice));
+  cudaCheck(cudaStreamCreateWithPriority(&x->comm, cudaStreamNonBlocking, greatest));
+  x->ready.resize(dp->buckets.size());
+  cudaCheck(cudaEventCreateWithFlags(&x->exchanged, cudaEventDisableTiming));
+  for (cudaEvent_t& e : x->ready) cudaCheck(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  cudaCheck(cudaMalloc(&x->pieces, std::max<size_t>(1, table.size()) * sizeof(Piece)));
+  cudaCheck(cudaMemcpy(x->pieces, table.data(), table.size() * sizeof(Piece), cudaMemcpyHostToDevice));
   return true;
 }
 
 // Both streams' work done, NCCL's included, in a wait the watchdog bounds:
 // before a rank's model is freed (an error on this rank alone may leave
 // exchanges in flight that a lost peer never completes).
-static void gpu_drain(World& w, GpuModel& g) {
-  WorldWait wait(w);
-  if (g.comm) cudaCheck(cudaStreamSynchronize(g.comm));
-  cudaCheck(cudaStreamSynchronize(g.ctx.stream));
+static void gpu_exchange_drain(const GpuExchange& x, cudaStream_t s) {
+  if (!x.world) return;
+  WorldWait wait(*x.world);
+  if (x.comm) cudaCheck(cudaStreamSynchronize(x.comm));
+  cudaCheck(cudaStreamSynchronize(s));
 }
 
-// Bucket b's gradients, final on the model's stream, to their owners. NCCL
-// on g.comm while no NCCL call is in flight on the model's stream (see
-// world_all_gather).
-static void gpu_exchange_bucket(DataParallel& dp, GpuModel& g, int b) {
+static void gpu_exchange_free(GpuExchange* x) {
+  for (void* p : {(void*)x->gsum, (void*)x->inbox, (void*)x->packed, (void*)x->pieces}) cudaCheck(cudaFree(p));
+  for (cudaEvent_t e : x->ready) cudaCheck(cudaEventDestroy(e));
+  if (x->exchanged) cudaCheck(cudaEventDestroy(x->exchanged));
+  if (x->comm) cudaCheck(cudaStreamDestroy(x->comm));
+}
+
+// Bucket b's gradients (in grads, final on the model's stream s) to their
+// owners. NCCL on x.comm while no NCCL call is in flight on the model's
+// stream (see gpu_all_gather).
+static void gpu_exchange_bucket(DataParallel& dp, GpuExchange& x, cudaStream_t s, const float* grads, int b) {
   const Bucket& bk = dp.buckets[b];
-  pieces_launch(g.ctx.stream, g.packed, g.grads, g.pieces + bk.pack_first, bk.pack, 0, 1, false);
-  cudaCheck(cudaEventRecord(g.ready[b], g.ctx.stream));
-  cudaCheck(cudaStreamWaitEvent(g.comm, g.ready[b], 0));
+  pieces_launch(s, x.packed, grads, x.pieces + bk.pack_first, bk.pack, 0, 1, false);
+  cudaCheck(cudaEventRecord(x.ready[b], s));
+  cudaCheck(cudaStreamWaitEvent(x.comm, x.ready[b], 0));
 #ifdef BIGS_NCCL
   World& w = *dp.w;
   {
     WorldWait wait(w);  // the group's end may wait for a peer (its first connection)
     ncclCheck(ncclGroupStart());
     for (int q = 0; q < w.size; q++) {
-      if (bk.counts[q]) ncclCheck(ncclSend(g.packed + bk.offsets[q], bk.counts[q], ncclFloat, q, w.nccl, g.comm));
-      if (bk.size) ncclCheck(ncclRecv(g.inbox + bk.inbox_offsets[q], bk.size, ncclFloat, q, w.nccl, g.comm));
+      if (bk.counts[q]) ncclCheck(ncclSend(x.packed + bk.offsets[q], bk.counts[q], ncclFloat, q, w.nccl, x.comm));
+      if (bk.size) ncclCheck(ncclRecv(x.inbox + bk.inbox_offsets[q], bk.size, ncclFloat, q, w.nccl, x.comm));
     }
     ncclCheck(ncclGroupEnd());
   }
-  pieces_launch(g.comm, g.gsum, g.inbox, g.pieces + bk.unpack_first, bk.unpack, dp.hi() - dp.lo(), w.size, true);
+  pieces_launch(x.comm, x.gsum, x.inbox, x.pieces + bk.unpack_first, bk.unpack, dp.hi() - dp.lo(), w.size, true);
 #endif
-  cudaCheck(cudaEventRecord(g.exchanged, g.comm));
+  cudaCheck(cudaEventRecord(x.exchanged, x.comm));
 }
 
 // Every exchange so far done: a wait the watchdog bounds; then the model's
-// stream follows them too.
-static void gpu_exchange_wait(World& w, GpuModel& g) {
+// stream s follows them too.
+static void gpu_exchange_wait(World& w, GpuExchange& x, cudaStream_t s) {
   WorldWait wait(w);
-  cudaCheck(cudaEventSynchronize(g.exchanged));
-  cudaCheck(cudaStreamWaitEvent(g.ctx.stream, g.exchanged, 0));
-}
-#endif
-
-// Sets dp up for a model where it trains (after model_use_device), for steps
-// of up to `rounds` micro-batches per rank.
-static bool data_parallel_init(DataParallel* dp, World& w, Model& m, int rounds, std::string* err) {
-  dp->w = &w;
-  size_t n = m.num_params, align = 1;
-#ifdef __CUDACC__
-  if (m.gpu) n = m.gpu->n, align = kDevAlign;
-#endif
-  dp->sh = shards_of(n, w.size);
-  const size_t shard = dp->hi() - dp->lo();
-  if (w.mpi && std::max(n, (size_t)w.size * dp->sh.size) > (size_t)INT_MAX) {
-    *err =
-        strf("%zu parameters on %d ranks are more than MPI's and NCCL's int counts and offsets can carry", n, w.size);
-    return false;
-  }
-  for (int q = 0; q < w.size; q++) {
-    dp->counts.push_back((int)(dp->sh.hi(q) - dp->sh.lo(q)));
-    dp->offsets.push_back((int)dp->sh.lo(q));
-  }
-  dp->sums = w.mpi || rounds > 1;
-  if (w.mpi) dp->buckets = exchange_buckets(m.c, align, dp->sh, w.rank, w.size);
-  if (!dp->sums) return true;
-#ifdef __CUDACC__
-  if (m.gpu) return gpu_data_parallel_init(dp, *m.gpu, shard, err);
-#endif
-  dp->gsum.assign(shard, 0.0f);
-  dp->inbox.assign(w.mpi ? (size_t)w.size * shard : 0, 0.0f);
-  dp->packed.assign(w.mpi ? n : 0, 0.0f);
-  return true;
+  cudaCheck(cudaEventSynchronize(x.exchanged));
+  cudaCheck(cudaStreamWaitEvent(s, x.exchanged, 0));
 }
 
-// The step's gradient sum starts at zero.
-static void data_parallel_zero(DataParallel& dp, Model& m) {
-#ifdef __CUDACC__
-  if (m.gpu) return zero_async(m.gpu->ctx, m.gpu->gsum, dp.hi() - dp.lo());
-#endif
-  (void)m;
-  std::fill(dp.gsum.begin(), dp.gsum.end(), 0.0f);
-}
-
-// A world of one that sums its micro-batches: gsum += this micro-batch's
-// gradient.
-static void add_own_gradient(DataParallel& dp, Model& m) {
-  const size_t n = dp.hi() - dp.lo();
-#ifdef __CUDACC__
-  if (m.gpu) {
-    if (n) {
-      add_kernel<<<grid_for(n), kThreads, 0, m.gpu->ctx.stream>>>(m.gpu->gsum, m.gpu->grads, n);
-      launchCheck();
-    }
-    return;
-  }
-#endif
-  float* s = dp.gsum.data();
-  const float* g = m.grads_mem.data();
-#pragma omp parallel for
-  for (size_t i = 0; i < n; i++) s[i] += g[i];
-}
-
-// Bucket b of this rank's micro-batch gradient is final (Model::bucket_done):
-// each rank's part of it to that rank, now, while the backward pass goes on.
-// Through MPI on the host (a non-blocking all-to-all, which progresses
-// whenever a later bucket calls into MPI), through NCCL on the GPU.
-static void world_exchange_bucket(DataParallel& dp, Model& m, int b) {
-  dp.in_flight = true;
-#ifdef __CUDACC__
-  if (m.gpu) return gpu_exchange_bucket(dp, *m.gpu, b);
-#endif
-  const Bucket& bk = dp.buckets[b];
-  copy_pieces(bk.pack, m.grads_mem.data(), dp.packed.data());
-#ifdef BIGS_MPI
-  dp.pending.emplace_back();
-  MPI_Ialltoallv(dp.packed.data(), bk.counts.data(), bk.offsets.data(), MPI_FLOAT, dp.inbox.data(),
-                 bk.inbox_counts.data(), bk.inbox_offsets.data(), MPI_FLOAT, MPI_COMM_WORLD, &dp.pending.back());
-  int done = 0;
-  MPI_Testall((int)dp.pending.size(), dp.pending.data(), &done, MPI_STATUSES_IGNORE);
-#endif
-}
-
-// The exchanges started so far have arrived and are added, in rank order,
-// to the step's sum: gsum += the ranks' micro-batch gradients of this rank's
-// shard, one process's order.
-static void world_exchange_wait(DataParallel& dp, Model& m) {
-  if (!dp.in_flight) return;
-  dp.in_flight = false;
-#ifdef __CUDACC__
-  if (m.gpu) return gpu_exchange_wait(*dp.w, *m.gpu);
-#endif
-  (void)m;
-#ifdef BIGS_MPI
-  {
-    WorldWait wait(*dp.w);
-    MPI_Waitall((int)dp.pending.size(), dp.pending.data(), MPI_STATUSES_IGNORE);
-  }
-  dp.pending.clear();
-#endif
-  for (const Bucket& bk : dp.buckets)
-    add_pieces(bk.unpack, dp.inbox.data(), dp.hi() - dp.lo(), dp.w->size, dp.gsum.data());
-}
-
-// The step's gradient of this rank's shard into the gradient block, where
-// the optimizer reads it.
-static void data_parallel_gradient(DataParallel& dp, Model& m) {
-  const size_t lo = dp.lo(), shard = dp.hi() - lo;
-#ifdef __CUDACC__
-  if (m.gpu) {
-    if (shard)
-      cudaCheck(cudaMemcpyAsync(m.gpu->grads + lo, m.gpu->gsum, shard * sizeof(float), cudaMemcpyDeviceToDevice,
-                                m.gpu->ctx.stream));
-    return;
-  }
-#endif
-  std::copy_n(dp.gsum.data(), shard, m.grads_mem.data() + lo);
-}
-
-// Every rank's shard of a block laid out as dp.sh (on the device when the
-// model is there) to every rank, in place.
-static void world_all_gather(DataParallel& dp, Model& m, float* block) {
+// Every rank's shard of a device block laid out as dp.sh to every rank, in
+// place, on the model's stream s, with the communicator that the exchange
+// uses on x.comm: one stream at a time, as NCCL wants, because the host has
+// waited for every exchange (gpu_exchange_wait) before it gets here and
+// waits for this (gpu_wait) before anything else. Keep it so.
+static void gpu_all_gather(DataParallel& dp, cudaStream_t s, float* block) {
   World& w = *dp.w;
   if (!w.mpi) return;
-#ifdef __CUDACC__
-  if (m.gpu) {
 #ifdef BIGS_NCCL
-    // On the model's stream, with the communicator that the exchange uses on
-    // g.comm: one stream at a time, as NCCL wants, because the host has
-    // waited for every exchange (world_exchange_wait) before it gets here
-    // and waits for this (gpu_wait) before anything else. Keep it so.
-    GpuModel& g = *m.gpu;
-    ncclCheck(ncclGroupStart());
-    for (int q = 0; q < w.size; q++)
-      if (dp.counts[q])
-        ncclCheck(ncclBroadcast(block + dp.offsets[q], block + dp.offsets[q], dp.counts[q], ncclFloat, q, w.nccl,
-                                g.ctx.stream));
-    ncclCheck(ncclGroupEnd());
-    gpu_wait(w, g);
-#endif
-    return;
-  }
-#endif
-  (void)m;
-#ifdef BIGS_MPI
-  WorldWait wait(w);
-  MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, block, dp.counts.data(), dp.offsets.data(), MPI_FLOAT,
-                 MPI_COMM_WORLD);
+  ncclCheck(ncclGroupStart());
+  for (int q = 0; q < w.size; q++)
+    if (dp.counts[q])
+      ncclCheck(ncclBroadcast(block + dp.offsets[q], block + dp.offsets[q], dp.counts[q], ncclFloat, q, w.nccl, s));
+  ncclCheck(ncclGroupEnd());
+  gpu_wait(w, s);
 #else
-  (void)block;
+  (void)s, (void)block;
 #endif
 }
-
-// After the shards' AdamW: the updated shards to every rank (and on the GPU
-// the bf16 copy of the weights made again from them).
-static void world_share_params(DataParallel& dp, Model& m) {
-  if (!dp.w->mpi) return;
-#ifdef __CUDACC__
-  if (m.gpu) {
-    GpuModel& g = *m.gpu;
-    world_all_gather(dp, m, g.params);
-    if (g.params16) {
-      cast_kernel<<<grid_for(g.n), kThreads, 0, g.ctx.stream>>>(g.params16, g.params, g.n);
-      launchCheck();
-    }
-    return;
-  }
-#endif
-  world_all_gather(dp, m, m.params_mem.data());
-}
-
-// Before a checkpoint: every rank's shard of the AdamW moments to all, so
-// that the whole blocks are the single process's (model_to_host then reads
-// them from the GPU).
-static void world_share_moments(DataParallel& dp, Model& m, std::vector<float>& mom1, std::vector<float>& mom2) {
-  if (!dp.w->mpi) return;
-#ifdef __CUDACC__
-  if (m.gpu) {
-    world_all_gather(dp, m, m.gpu->mom1);
-    world_all_gather(dp, m, m.gpu->mom2);
-    return;
-  }
-#endif
-  world_all_gather(dp, m, mom1.data());
-  world_all_gather(dp, m, mom2.data());
-}
+#endif  // __CUDACC__
 
 // The sequences of a global batch of B that this rank computes, in the
 // order train_step takes them: its micro-batches g = rank, rank + ranks, ...,

@@ -1,9 +1,8 @@
 """BiGS reference in PyTorch: the independent test oracle for bigs.cu.
 
 This file re-implements BiGS (the attention-free BERT of "Pretraining Without
-Attention") from the project's specification alone (BIGS.md, kept outside
-this repository; docs/MODEL.md describes the same model), without looking at the C++ code,
-so that the two implementations can only agree if both follow the spec. All
+Attention") from a written specification of the model (docs/MODEL.md
+describes the same model), without looking at the C++ code, so that the two implementations can only agree if both follow the spec. All
 gradients come from autograd, all math runs in float64, and the results are
 written to one binary fixture that the C++ tests (test/fixture.h) read:
 

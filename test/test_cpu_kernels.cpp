@@ -208,7 +208,7 @@ std::vector<double> fft_bound(const ConvCase& c, const std::vector<float>& x, do
   return b;
 }
 
-// The lengths: the 19 and 1027, and either side of the switch from
+// The lengths: 19 and 1027 (odd, and past 1024), and either side of the switch from
 // the Toeplitz product to the FFT.
 const int kConvTs[] = {19, kToeplitzMaxT, kToeplitzMaxT + 1, 1027};
 

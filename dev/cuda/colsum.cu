@@ -1,5 +1,5 @@
 // dev/cuda/colsum.cu: the kernel lab for the deterministic column sums of
-// bigs.cu (issue 13): bias gradients db[c] += sum_r dout[r][c] and the
+// bigs.cu: bias gradients db[c] += sum_r dout[r][c] and the
 // LayerNorm weight gradients dw[c] += sum_r dout[r][c] (x[r][c] - mean[r])
 // rstd[r], db[c] += sum_r dout[r][c]; the CPU reference, numbered versions,
 // a validator and a benchmark, in the manner of llm.c's dev/cuda.

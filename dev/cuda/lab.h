@@ -302,7 +302,7 @@ inline uint32_t operand_alignment(const void* base, int64_t ld, int64_t stride, 
 }
 
 // A prepared cuBLASLt product: descriptors, layouts and the heuristic's
-// algorithm, made once per problem and kept (the issue's "cache
+// algorithm, made once per problem and kept ("cache the
 // descriptors": a training step asks the same questions every time).
 struct LtPlan {
   std::vector<int64_t> key;

@@ -1,4 +1,4 @@
-// dev/cuda/ssm_conv.cu: the kernel lab for BiGS's SSM convolution (issue 13),
+// dev/cuda/ssm_conv.cu: the kernel lab for BiGS's SSM convolution,
 // in the manner of llm.c's dev/cuda: the CPU reference, numbered versions, a
 // validator and a benchmark.
 //
@@ -417,7 +417,7 @@ inline std::vector<Work> version_work(int ver, int xs, int B, int T, int H, bool
 inline int validation_chunk(int T) { return T <= 32 ? 8 : T <= 256 ? 48 : 256; }
 
 // BiGS-large's shapes: the memory plan's token count at T = 128 and 512 and
-// its per-GPU share at 4096 (the issue's benchmark shapes).
+// its per-GPU share at 4096 (the benchmark shapes of docs/GPU.md).
 struct Shape {
   int B, T, H;
 };
