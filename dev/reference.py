@@ -2,7 +2,8 @@
 
 This file re-implements BiGS (the attention-free BERT of "Pretraining Without
 Attention") from a written specification of the model (docs/MODEL.md
-describes the same model), without looking at the C++ code, so that the two implementations can only agree if both follow the spec. All
+describes the same model), without looking at the C++ code, so that the two
+implementations can only agree if both follow the spec. All
 gradients come from autograd, all math runs in float64, and the results are
 written to one binary fixture that the C++ tests (test/fixture.h) read:
 
