@@ -1100,7 +1100,7 @@ inline int group_by_key(std::vector<int>* v, const int* key, int n) {
   return (int)dest.size();
 }
 
-#ifdef __CUDACC__
+#ifdef BIGS_CUDA
 __global__ void embedding_forward_kernel(float* out, const int* ids, const int* types, const float* wte,
                                          const float* wpe, const float* wtt, int B, int T, int H) {
   size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;  // one thread per output element
@@ -1137,9 +1137,8 @@ __global__ void position_grad_kernel(float* dwpe, const float* dout, int B, int 
 
 static void embedding_forward(CudaCtx& ctx, float* out, const int* ids, const int* types, const float* wte,
                               const float* wpe, const float* wtt, int B, int T, int H) {  // out (B, T, H) =
-  embedding_forward_kernel<<<grid_for((size_t)B * T * H), kThreads, 0, ctx.stream>>>(out, ids, types, wte, wpe, wtt, B,
-                                                                                     T, H);
-  launchCheck();
+  launchKernel(embedding_forward_kernel, grid_for((size_t)B * T * H), kThreads, 0, ctx.stream, out, ids, types, wte,
+               wpe, wtt, B, T, H);
 }
 
 // dwte, dwpe, dwtt +=. ids and types are the batch's, on the host (the
@@ -1154,15 +1153,12 @@ static void embedding_backward(CudaCtx& ctx, float* dwte, float* dwpe, float* dw
   scratch_reserve(ctx, &ctx.idx, &ctx.idx_cap, v.size());
   cudaCheck(cudaMemcpyAsync(ctx.idx, v.data(), v.size() * sizeof(int), cudaMemcpyHostToDevice, ctx.stream));
   const int* q = ctx.idx;  // order, start, dest for the ids; then for the types
-  group_rowsum_kernel<<<grid_for((size_t)g_ids * H), kThreads, 0, ctx.stream>>>(dwte, dout, q, q + n, q + n + g_ids + 1,
-                                                                                g_ids, H);
-  launchCheck();
+  launchKernel(group_rowsum_kernel, grid_for((size_t)g_ids * H), kThreads, 0, ctx.stream, dwte, dout, q, q + n,
+               q + n + g_ids + 1, g_ids, H);
   q = ctx.idx + at_types;
-  group_rowsum_kernel<<<grid_for((size_t)g_types * H), kThreads, 0, ctx.stream>>>(dwtt, dout, q, q + n,
-                                                                                  q + n + g_types + 1, g_types, H);
-  launchCheck();
-  position_grad_kernel<<<grid_for((size_t)T * H), kThreads, 0, ctx.stream>>>(dwpe, dout, B, T, H);
-  launchCheck();
+  launchKernel(group_rowsum_kernel, grid_for((size_t)g_types * H), kThreads, 0, ctx.stream, dwtt, dout, q, q + n,
+               q + n + g_types + 1, g_types, H);
+  launchKernel(position_grad_kernel, grid_for((size_t)T * H), kThreads, 0, ctx.stream, dwpe, dout, B, T, H);
 }
 #endif
 
@@ -1247,7 +1243,7 @@ void layernorm_backward_cpu(F* dinp, F* dw, F* db, const F* dout, const F* inp, 
   }
 }
 
-#ifdef __CUDACC__
+#ifdef BIGS_CUDA
 // One block per row; the statistics are fp32 block sums, two passes as on
 // the CPU (no E[x^2] - E[x]^2 cancellation).
 template <class TO, class TI>
@@ -1318,8 +1314,7 @@ template <class TO, class TI>
 static void layernorm_forward(CudaCtx& ctx, TO* out, float* mean, float* rstd, const TI* inp, const float* w,
                               const float* b, int rows, int C) {  // out (rows, C), mean, rstd (rows) =
   if (rows == 0) return;
-  layernorm_forward_kernel<<<rows, kThreads, 0, ctx.stream>>>(out, mean, rstd, inp, w, b, C);
-  launchCheck();
+  launchKernel(layernorm_forward_kernel, rows, kThreads, 0, ctx.stream, out, mean, rstd, inp, w, b, C);
 }
 
 // dw, db +=; dinp += (acc = Add) or = (Set).
@@ -1328,16 +1323,12 @@ static void layernorm_backward(CudaCtx& ctx, TD* dinp, float* dw, float* db, con
                                const float* w, const float* mean, const float* rstd, int rows, int C,
                                Acc acc = Acc::Add) {
   if (rows == 0) return;
-  layernorm_backward_dinp_kernel<<<rows, kThreads, 0, ctx.stream>>>(dinp, dout, inp, w, mean, rstd, C, acc);
-  launchCheck();
+  launchKernel(layernorm_backward_dinp_kernel, rows, kThreads, 0, ctx.stream, dinp, dout, inp, w, mean, rstd, C, acc);
   scratch_reserve(ctx, &ctx.colsum, &ctx.colsum_cap, (size_t)kColChunks * 2 * C);
-  layernorm_dw_partial_kernel<<<dim3(grid_for(C), kColChunks), kThreads, 0, ctx.stream>>>(ctx.colsum, dout, inp, mean,
-                                                                                          rstd, rows, C);
-  launchCheck();
-  colsum_finish_kernel<<<grid_for(C), kThreads, 0, ctx.stream>>>(dw, ctx.colsum, C, 2 * (size_t)C);
-  launchCheck();
-  colsum_finish_kernel<<<grid_for(C), kThreads, 0, ctx.stream>>>(db, ctx.colsum + C, C, 2 * (size_t)C);
-  launchCheck();
+  launchKernel(layernorm_dw_partial_kernel, dim3(grid_for(C), kColChunks), kThreads, 0, ctx.stream, ctx.colsum, dout,
+               inp, mean, rstd, rows, C);
+  launchKernel(colsum_finish_kernel, grid_for(C), kThreads, 0, ctx.stream, dw, ctx.colsum, C, 2 * (size_t)C);
+  launchKernel(colsum_finish_kernel, grid_for(C), kThreads, 0, ctx.stream, db, ctx.colsum + C, C, 2 * (size_t)C);
 }
 #endif
 
@@ -1454,7 +1445,7 @@ static bool gelu_fusable(size_t out_elem_size, bool fuse_epilogues, int ld) {
   return out_elem_size == 2 && fuse_epilogues && ld % 8 == 0;
 }
 
-#ifdef __CUDACC__
+#ifdef BIGS_CUDA
 
 template <class X>
 __global__ void add_bias_kernel(X* out, const X* bias, int rows, int out_dim, int ld_out) {
@@ -1476,11 +1467,10 @@ __global__ void bias_partial_kernel(float* part, const X* dout, int rows, int ou
 template <class X>
 static void bias_backward(CudaCtx& ctx, float* db, const X* dout, int rows, int out_dim, int ld_out) {  // db +=
   scratch_reserve(ctx, &ctx.colsum, &ctx.colsum_cap, (size_t)kColChunks * out_dim);
-  bias_partial_kernel<<<dim3(grid_for(out_dim), kColChunks), kThreads, 0, ctx.stream>>>(ctx.colsum, dout, rows, out_dim,
-                                                                                        ld_out);
-  launchCheck();
-  colsum_finish_kernel<<<grid_for(out_dim), kThreads, 0, ctx.stream>>>(db, ctx.colsum, out_dim, (size_t)out_dim);
-  launchCheck();
+  launchKernel(bias_partial_kernel, dim3(grid_for(out_dim), kColChunks), kThreads, 0, ctx.stream, ctx.colsum, dout,
+               rows, out_dim, ld_out);
+  launchKernel(colsum_finish_kernel, grid_for(out_dim), kThreads, 0, ctx.stream, db, ctx.colsum, out_dim,
+               (size_t)out_dim);
 }
 
 template <class TO, class TI>
@@ -1510,8 +1500,7 @@ static void dense_forward(CudaCtx& ctx, TD* out, const TA* inp, const TA* w, con
                        Epi::Bias, bias)) {
     matmul(ctx, y, w, inp, true, false, out_dim, rows, in_dim, in_dim, in_dim, ld, beta, residual);
     if (bias) {
-      add_bias_kernel<<<grid_for((size_t)rows * ld), kThreads, 0, ctx.stream>>>(y, bias, rows, out_dim, ld);
-      launchCheck();
+      launchKernel(add_bias_kernel, grid_for((size_t)rows * ld), kThreads, 0, ctx.stream, y, bias, rows, out_dim, ld);
     }
   }
   if (pre) activation_forward(ctx, out, (const TD*)pre, (size_t)rows * ld, Act::GeluTanh);
@@ -1614,7 +1603,7 @@ void activation_backward_cpu(F* dinp, const F* dout, const F* inp, size_t n, Act
   }
 }
 
-#ifdef __CUDACC__
+#ifdef BIGS_CUDA
 // The same formulas as the CPU (gelu_tanh and friends are host-device).
 template <class TO, class TI>
 __global__ void activation_forward_kernel(TO* out, const TI* inp, size_t n, Act act) {
@@ -1637,15 +1626,13 @@ __global__ void activation_backward_kernel(TD* dinp, const TO* dout, const TI* i
 
 template <class TO, class TI>
 static void activation_forward(CudaCtx& ctx, TO* out, const TI* inp, size_t n, Act act) {  // out =
-  activation_forward_kernel<<<grid_for(n), kThreads, 0, ctx.stream>>>(out, inp, n, act);
-  launchCheck();
+  launchKernel(activation_forward_kernel, grid_for(n), kThreads, 0, ctx.stream, out, inp, n, act);
 }
 
 // dinp = dout * act'(inp). dinp may alias dout.
 template <class TD, class TO, class TI>
 static void activation_backward(CudaCtx& ctx, TD* dinp, const TO* dout, const TI* inp, size_t n, Act act) {
-  activation_backward_kernel<<<grid_for(n), kThreads, 0, ctx.stream>>>(dinp, dout, inp, n, act);
-  launchCheck();
+  launchKernel(activation_backward_kernel, grid_for(n), kThreads, 0, ctx.stream, dinp, dout, inp, n, act);
 }
 
 // out = in, rounded to out's type.
@@ -1659,8 +1646,7 @@ __global__ void cast_kernel(TO* out, const TI* in, size_t n) {
 // into tmp.
 static const float* as_operand(CudaCtx&, float*, const float* x, size_t) { return x; }
 static const bf16* as_operand(CudaCtx& ctx, bf16* tmp, const float* x, size_t n) {
-  cast_kernel<<<grid_for(n), kThreads, 0, ctx.stream>>>(tmp, x, n);
-  launchCheck();
+  launchKernel(cast_kernel, grid_for(n), kThreads, 0, ctx.stream, tmp, x, n);
   return tmp;
 }
 #endif
@@ -1695,7 +1681,7 @@ void gate_backward_cpu(F* da, F* db, const F* dout, const F* a, const F* b, size
 }
 
 
-#ifdef __CUDACC__
+#ifdef BIGS_CUDA
 template <class X>
 __global__ void gate_forward_kernel(X* out, const X* a, const X* b, size_t n) {
   size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
@@ -1713,14 +1699,12 @@ __global__ void gate_backward_kernel(X* da, X* db, const X* dout, const X* a, co
 
 template <class X>
 static void gate_forward(CudaCtx& ctx, X* out, const X* a, const X* b, size_t n) {  // out =
-  gate_forward_kernel<<<grid_for(n), kThreads, 0, ctx.stream>>>(out, a, b, n);
-  launchCheck();
+  launchKernel(gate_forward_kernel, grid_for(n), kThreads, 0, ctx.stream, out, a, b, n);
 }
 
 template <class X>
 static void gate_backward(CudaCtx& ctx, X* da, X* db, const X* dout, const X* a, const X* b, size_t n) {  // da, db =
-  gate_backward_kernel<<<grid_for(n), kThreads, 0, ctx.stream>>>(da, db, dout, a, b, n);
-  launchCheck();
+  launchKernel(gate_backward_kernel, grid_for(n), kThreads, 0, ctx.stream, da, db, dout, a, b, n);
 }
 
 // The value branch's backward in one pass (layer_backward): the gate gv = g
@@ -1742,8 +1726,7 @@ __global__ void gate_gelu_backward_kernel(X* dg, X* dv, const X* dgv, const X* g
 template <class X>
 static void gate_gelu_backward(CudaCtx& ctx, X* dg, X* dv, const X* dgv, const X* g, const X* v, const X* g_pre,
                                const X* v_pre, size_t n) {  // dg, dv =
-  gate_gelu_backward_kernel<<<grid_for(n), kThreads, 0, ctx.stream>>>(dg, dv, dgv, g, v, g_pre, v_pre, n);
-  launchCheck();
+  launchKernel(gate_gelu_backward_kernel, grid_for(n), kThreads, 0, ctx.stream, dg, dv, dgv, g, v, g_pre, v_pre, n);
 }
 #endif
 
@@ -1820,7 +1803,7 @@ void s4d_kernel_backward_cpu(F* da_re, F* da_im, F* dc, F* dlog_step, const F* d
 }
 
 
-#ifdef __CUDACC__
+#ifdef BIGS_CUDA
 // Double precision on the GPU too, for the CPU's reason (cancellation among
 // the N terms); the work is O(N T) per SSM, negligible next to the layer.
 struct Cd {
@@ -1898,8 +1881,7 @@ __global__ void s4d_dlogstep_kernel(float* dlog_step, const double* ddt_part, co
 
 static void s4d_kernel_forward(CudaCtx& ctx, float* K, const float* a_re, const float* a_im, const float* c,
                                const float* log_step, int N, int T) {  // K (T) =
-  s4d_kernel_forward_kernel<<<grid_for(T), kThreads, 0, ctx.stream>>>(K, a_re, a_im, c, log_step, N, T);
-  launchCheck();
+  launchKernel(s4d_kernel_forward_kernel, grid_for(T), kThreads, 0, ctx.stream, K, a_re, a_im, c, log_step, N, T);
 }
 
 // da_re, da_im, dc, dlog_step +=.
@@ -1907,10 +1889,9 @@ static void s4d_kernel_backward(CudaCtx& ctx, float* da_re, float* da_im, float*
                                 const float* a_re, const float* a_im, const float* c, const float* log_step, int N,
                                 int T) {
   if ((size_t)N > ctx.red_cap) throw CudaError(strf("s4d_kernel_backward: N = %d exceeds the scratch", N));
-  s4d_kernel_backward_kernel<<<N, kThreads, 0, ctx.stream>>>(da_re, da_im, dc, ctx.red, dK, a_re, a_im, c, log_step, T);
-  launchCheck();
-  s4d_dlogstep_kernel<<<1, 1, 0, ctx.stream>>>(dlog_step, ctx.red, log_step, N);
-  launchCheck();
+  launchKernel(s4d_kernel_backward_kernel, N, kThreads, 0, ctx.stream, da_re, da_im, dc, ctx.red, dK, a_re, a_im, c,
+               log_step, T);
+  launchKernel(s4d_dlogstep_kernel, 1, 1, 0, ctx.stream, dlog_step, ctx.red, log_step, N);
 }
 #endif
 
@@ -2100,7 +2081,7 @@ static bool gpu_toeplitz_route(size_t elem, int T) {
 }
 
 // One cuBLASLt product as numbers, column-major as cuBLASLt sees memory:
-#ifdef __CUDACC__
+#ifdef BIGS_CUDA
 // The GPU's FFT route, for long T (see gpu_toeplitz_route): cuFFT, fp32
 // whatever the storage type. Each of the B x H channels is copied into a zero-padded row of
 // length n (cuFFT's batched layout wants each signal contiguous; ours have
@@ -2198,8 +2179,7 @@ __global__ void ssm_dk_accumulate_kernel(float* dK, const float* corr, int T, in
 template <class X>
 static void ssm_pack(CudaCtx& ctx, float* buf, const X* inp, int B, int T, int H, int n) {
   dim3 grid((n + kTile - 1) / kTile, (H + kTile - 1) / kTile, B);
-  ssm_pack_kernel<<<grid, dim3(kTile, 8), 0, ctx.stream>>>(buf, inp, T, H, n);
-  launchCheck();
+  launchKernel(ssm_pack_kernel, grid, dim3(kTile, 8), 0, ctx.stream, buf, inp, T, H, n);
 }
 
 // spec (B*H, nf) = the spectra of inp's zero-padded channels; uses fft_real.
@@ -2219,13 +2199,11 @@ static void ssm_conv_fft_forward(CudaCtx& ctx, X* out, const X* inp, const float
   ssm_pack(ctx, ctx.fft_real, K, 1, T, 1, n);
   cufftCheck(cufftExecR2C(fft_plan(ctx, n, 1).r2c, ctx.fft_real, ctx.fft_k));
   ssm_spectra(ctx, ctx.fft_spec, inp, B, T, H, n);
-  ssm_spec_mul_kernel<<<grid_for(channels * nf), kThreads, 0, ctx.stream>>>(ctx.fft_spec, ctx.fft_k, channels, nf,
-                                                                            anticausal);
-  launchCheck();
+  launchKernel(ssm_spec_mul_kernel, grid_for(channels * nf), kThreads, 0, ctx.stream, ctx.fft_spec, ctx.fft_k, channels,
+               nf, anticausal);
   cufftCheck(cufftExecC2R(fft_plan(ctx, n, B * H).c2r, ctx.fft_spec, ctx.fft_real));
   dim3 grid((T + kTile - 1) / kTile, (H + kTile - 1) / kTile, B);
-  ssm_unpack_kernel<<<grid, dim3(kTile, 8), 0, ctx.stream>>>(out, ctx.fft_real, inp, D, T, H, n);
-  launchCheck();
+  launchKernel(ssm_unpack_kernel, grid, dim3(kTile, 8), 0, ctx.stream, out, ctx.fft_real, inp, D, T, H, n);
 }
 
 // dinp = the opposite-direction convolution of dout (overwrites); dK, dD +=.
@@ -2238,20 +2216,17 @@ static void ssm_conv_fft_backward(CudaCtx& ctx, X* dinp, float* dK, float* dD, c
   ssm_spectra(ctx, ctx.fft_spec, dout, B, T, H, n);
   ssm_spectra(ctx, ctx.fft_spec2, inp, B, T, H, n);
   scratch_reserve(ctx, &ctx.colsum, &ctx.colsum_cap, (size_t)kColChunks * 2 * nf);
-  ssm_dk_partial_kernel<<<dim3(grid_for(nf), kColChunks), kThreads, 0, ctx.stream>>>(
-      (float2*)ctx.colsum, ctx.fft_spec, ctx.fft_spec2, channels, nf, anticausal);
-  launchCheck();
-  ssm_dk_finish_kernel<<<grid_for(nf), kThreads, 0, ctx.stream>>>(ctx.fft_k, (const float2*)ctx.colsum, nf);
-  launchCheck();
+  launchKernel(ssm_dk_partial_kernel, dim3(grid_for(nf), kColChunks), kThreads, 0, ctx.stream, (float2*)ctx.colsum,
+               ctx.fft_spec, ctx.fft_spec2, channels, nf, anticausal);
+  launchKernel(ssm_dk_finish_kernel, grid_for(nf), kThreads, 0, ctx.stream, ctx.fft_k, (const float2*)ctx.colsum, nf);
   cufftCheck(cufftExecC2R(fft_plan(ctx, n, 1).c2r, ctx.fft_k, ctx.fft_real));
-  ssm_dk_accumulate_kernel<<<grid_for(T), kThreads, 0, ctx.stream>>>(dK, ctx.fft_real, T, n);
-  launchCheck();
+  launchKernel(ssm_dk_accumulate_kernel, grid_for(T), kThreads, 0, ctx.stream, dK, ctx.fft_real, T, n);
   dot_reduce(ctx, dD, dout, inp, (size_t)B * T * H);
 }
 
-#endif  // __CUDACC__
+#endif  // BIGS_CUDA
 
-#ifdef __CUDACC__
+#ifdef BIGS_CUDA
 // The launchers the model calls: the Toeplitz route where it is the cheaper
 // (gpu_toeplitz_route), the FFT route beyond.
 template <class X>
@@ -2400,7 +2375,7 @@ void dropout_backward_cpu(F* dinp, const F* dout, size_t n, float p, uint64_t se
   dropout_forward_cpu(dinp, dout, n, p, seed, stream);
 }
 
-#ifdef __CUDACC__
+#ifdef BIGS_CUDA
 // The CPU's expression with the same uniform_at: the masks agree bit for bit.
 template <class TO, class TI>
 __global__ void dropout_forward_kernel(TO* out, const TI* inp, size_t n, float p, uint64_t seed, uint64_t stream) {
@@ -2413,8 +2388,7 @@ __global__ void dropout_forward_kernel(TO* out, const TI* inp, size_t n, float p
 template <class TO, class TI>
 static void dropout_forward(CudaCtx& ctx, TO* out, const TI* inp, size_t n, float p, uint64_t seed,
                             uint64_t stream) {  // out = inp * mask / (1 - p)
-  dropout_forward_kernel<<<grid_for(n), kThreads, 0, ctx.stream>>>(out, inp, n, p, seed, stream);
-  launchCheck();
+  launchKernel(dropout_forward_kernel, grid_for(n), kThreads, 0, ctx.stream, out, inp, n, p, seed, stream);
 }
 
 // dinp = dout through the same mask. dinp may alias dout.
@@ -2462,7 +2436,7 @@ void crossentropy_backward_cpu(F* dlogits, const F* logits, const int* targets, 
 }
 
 
-#ifdef __CUDACC__
+#ifdef BIGS_CUDA
 // One block per row, fp32 max and sum in a fixed tree order. The logits of
 // only the R predicted rows ever exist, so nothing bigger is materialised.
 __global__ void crossentropy_forward_kernel(float* losses, const float* logits, const int* targets, int V, int ld) {
@@ -2494,8 +2468,7 @@ __global__ void crossentropy_backward_kernel(X* dlogits, const float* logits, co
 static void crossentropy_forward(CudaCtx& ctx, float* losses, const float* logits, const int* targets, int rows, int V,
                                  int ld = 0) {  // losses (rows) =; rows of logits ld apart (0: V)
   if (rows == 0) return;
-  crossentropy_forward_kernel<<<rows, kThreads, 0, ctx.stream>>>(losses, logits, targets, V, ld ? ld : V);
-  launchCheck();
+  launchKernel(crossentropy_forward_kernel, rows, kThreads, 0, ctx.stream, losses, logits, targets, V, ld ? ld : V);
 }
 
 // dlogits = scale * (softmax(logits) - onehot(target)).
@@ -2503,8 +2476,8 @@ template <class X>
 static void crossentropy_backward(CudaCtx& ctx, X* dlogits, const float* logits, const int* targets, float scale,
                                   int rows, int V, int ld = 0) {
   if (rows == 0) return;
-  crossentropy_backward_kernel<<<rows, kThreads, 0, ctx.stream>>>(dlogits, logits, targets, scale, V, ld ? ld : V);
-  launchCheck();
+  launchKernel(crossentropy_backward_kernel, rows, kThreads, 0, ctx.stream, dlogits, logits, targets, scale, V,
+               ld ? ld : V);
 }
 #endif
 
@@ -2561,7 +2534,7 @@ void meanpool_backward_cpu(F* dinp, const F* dout, const int* ids, int pad_id, i
   }
 }
 
-#ifdef __CUDACC__
+#ifdef BIGS_CUDA
 // One thread per (b, h) walking t in order, as the CPU sums.
 template <class TO, class TI>
 __global__ void meanpool_forward_kernel(TO* out, const TI* inp, const int* ids, int pad_id, int B, int T, int H) {
@@ -2585,15 +2558,15 @@ __global__ void meanpool_backward_kernel(float* dinp, const float* dout, const i
 template <class TO, class TI>
 static void meanpool_forward(CudaCtx& ctx, TO* out, const TI* inp, const int* ids, int pad_id, int B, int T,
                              int H) {  // out (B, H) =
-  meanpool_forward_kernel<<<grid_for((size_t)B * H), kThreads, 0, ctx.stream>>>(out, inp, ids, pad_id, B, T, H);
-  launchCheck();
+  launchKernel(meanpool_forward_kernel, grid_for((size_t)B * H), kThreads, 0, ctx.stream, out, inp, ids, pad_id, B, T,
+               H);
 }
 
 // dinp +=.
 static void meanpool_backward(CudaCtx& ctx, float* dinp, const float* dout, const int* ids, int pad_id, int B, int T,
                               int H) {
-  meanpool_backward_kernel<<<grid_for((size_t)B * H), kThreads, 0, ctx.stream>>>(dinp, dout, ids, pad_id, B, T, H);
-  launchCheck();
+  launchKernel(meanpool_backward_kernel, grid_for((size_t)B * H), kThreads, 0, ctx.stream, dinp, dout, ids, pad_id, B,
+               T, H);
 }
 #endif
 
@@ -2629,7 +2602,7 @@ static void adamw_update_cpu(float* p, const float* g, float* m, float* v, size_
   }
 }
 
-#ifdef __CUDACC__
+#ifdef BIGS_CUDA
 // The CPU's expressions; the bias corrections come from the host, computed
 // with the CPU's powf, so both paths use the same constants. One launch
 // covers the whole parameter block: each element finds its tensor's decay
@@ -2669,9 +2642,8 @@ static void adamw_update(CudaCtx& ctx, float* p, const float* g, float* m, float
   if (n == 0) return;
   float b1 = (float)o.beta1, b2 = (float)o.beta2, eps = (float)o.eps;
   float c1 = 1.0f - powf(b1, (float)step), c2 = 1.0f - powf(b2, (float)step);
-  adamw_kernel<<<grid_for(n), kThreads, 0, ctx.stream>>>(p, p16, g, m, v, n, lr, b1, b2, eps, wd, c1, c2, seg, nseg,
-                                                         base);
-  launchCheck();
+  launchKernel(adamw_kernel, grid_for(n), kThreads, 0, ctx.stream, p, p16, g, m, v, n, lr, b1, b2, eps, wd, c1, c2, seg,
+               nseg, base);
 }
 
 __global__ void scale_kernel(float* x, float s, size_t n) {
@@ -3001,7 +2973,7 @@ static OpCost scatter_rows_cost(size_t P, size_t H) {
   return {{"MLM rows gather/scatter", (double)(P * H), false, (double)(P * H * 12 + P * 4)}};
 }
 
-#ifdef __CUDACC__
+#ifdef BIGS_CUDA
 // ---------------------------------------------------------------------------
 // The model on the GPU: the same tables, one device allocation per block.
 // The parameter blocks use the aligned device layout (param_table(c,
@@ -3147,8 +3119,7 @@ static bool model_to_device(Model* m, const std::vector<float>* mom1, const std:
     point_params(&g->g, g->grads, c, kDevAlign);
     if (g->prec == Precision::Bf16) {
       cudaCheck(cudaMalloc(&g->params16, g->n * sizeof(bf16)));
-      cast_kernel<<<grid_for(g->n), kThreads, 0, g->ctx.stream>>>(g->params16, g->params, g->n);
-      launchCheck();
+      launchKernel(cast_kernel, grid_for(g->n), kThreads, 0, g->ctx.stream, g->params16, g->params, g->n);
       point_params(&g->p16, g->params16, c, kDevAlign);
     }
     // Zeroed so that no kernel ever reads uninitialised memory, even padding
@@ -3383,13 +3354,11 @@ struct Gpu {
   template <class TO, class TI>
   void gather_rows(TO* out, const TI* x, const int* r, int P, int H) {
     if (P == 0) return;
-    gather_rows_kernel<<<grid_for((size_t)P * H), kThreads, 0, ctx.stream>>>(out, x, r, P, H);
-    launchCheck();
+    launchKernel(gather_rows_kernel, grid_for((size_t)P * H), kThreads, 0, ctx.stream, out, x, r, P, H);
   }
   void scatter_rows(float* dres, const float* dhead, const int* r, int P, int H) {
     if (P == 0) return;
-    scatter_rows_kernel<<<grid_for((size_t)P * H), kThreads, 0, ctx.stream>>>(dres, dhead, r, P, H);
-    launchCheck();
+    launchKernel(scatter_rows_kernel, grid_for((size_t)P * H), kThreads, 0, ctx.stream, dres, dhead, r, P, H);
   }
 
   // Whole-block operations, as Cpu's, over the device's aligned blocks
@@ -3407,8 +3376,7 @@ struct Gpu {
     return part;
   }
   void scale_grads(size_t lo, size_t hi, float s) {
-    scale_kernel<<<grid_for(hi - lo), kThreads, 0, ctx.stream>>>(gm.grads + lo, s, hi - lo);
-    launchCheck();
+    launchKernel(scale_kernel, grid_for(hi - lo), kThreads, 0, ctx.stream, gm.grads + lo, s, hi - lo);
   }
   // One fused launch with the device's own moments (mom1, mom2 are then
   // only read back by model_to_host) and the bf16 copy of the weights.
@@ -3424,8 +3392,7 @@ struct Gpu {
   void dp_add_own(DataParallel& dp) {
     const size_t n = dp.hi() - dp.lo();
     if (n == 0) return;
-    add_kernel<<<grid_for(n), kThreads, 0, ctx.stream>>>(gm.x.gsum, gm.grads, n);
-    launchCheck();
+    launchKernel(add_kernel, grid_for(n), kThreads, 0, ctx.stream, gm.x.gsum, gm.grads, n);
   }
   void dp_send(DataParallel& dp, int b) { gpu_exchange_bucket(dp, gm.x, ctx.stream, gm.grads, b); }
   void dp_wait(DataParallel& dp) { gpu_exchange_wait(*dp.w, gm.x, ctx.stream); }
@@ -3438,8 +3405,7 @@ struct Gpu {
   void dp_share_params(DataParallel& dp) {  // and the bf16 copy of the weights made again from them
     gpu_all_gather(dp, ctx.stream, gm.params);
     if (gm.params16) {
-      cast_kernel<<<grid_for(gm.n), kThreads, 0, ctx.stream>>>(gm.params16, gm.params, gm.n);
-      launchCheck();
+      launchKernel(cast_kernel, grid_for(gm.n), kThreads, 0, ctx.stream, gm.params16, gm.params, gm.n);
     }
   }
   void dp_share_moments(DataParallel& dp, std::vector<float>&, std::vector<float>&) {
@@ -3488,7 +3454,7 @@ static bool model_use_device(Model* m, const Device& d, const std::vector<float>
 // fn(device) on the device the model lives on: the one place that chooses.
 template <class Fn>
 static auto with_device(Model& m, Fn&& fn) {
-#ifdef __CUDACC__
+#ifdef BIGS_CUDA
   if (m.gpu) {
     GpuModel& g = *m.gpu;
     if (g.prec == Precision::Bf16) {
@@ -3532,7 +3498,7 @@ static std::string device_name(const Cpu&) { return "cpu"; }
 static void print_device_plan(const Cpu&, const Model& m) {
   printf("device: cpu; activations %.1f MB for batch %d\n", m.num_acts * 4 / 1e6, m.B);
 }
-#ifdef __CUDACC__
+#ifdef BIGS_CUDA
 template <class S>
 static std::string device_name(const Gpu<S>& d) {
   return strf("cuda %s", precision_name(d.gm.prec));
@@ -4161,7 +4127,7 @@ static bool device_check(const Device& d, std::string* err) {
   Precision p;
   if (!parse_precision(d.precision, &p, err)) return false;
   if (d.name == "cpu" || d.name == "auto") return true;
-#ifdef __CUDACC__
+#ifdef BIGS_CUDA
   if (d.name == "cuda") return true;  // whether a GPU is there, model_use_device finds out
 #else
   if (d.name == "cuda") *err = "--device cuda: this build has no CUDA path (built without nvcc); use --device cpu";

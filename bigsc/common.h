@@ -41,9 +41,14 @@
 #define MPICH_SKIP_MPICXX 1
 #include <mpi.h>
 #endif
+// The CUDA path is compiled by nvcc, or by g++ for the tests' emulated CUDA
+// device (-DBIGS_EMU, test/emu/), which runs the same source on the CPU.
+#if defined(__CUDACC__) || defined(BIGS_EMU)
+#define BIGS_CUDA 1
+#endif
 #ifdef BIGS_NCCL
-#if !defined(BIGS_MPI) || !defined(__CUDACC__)
-#error "BIGS_NCCL needs BIGS_MPI and nvcc: the ranks find each other through MPI, NCCL runs on CUDA streams"
+#if !defined(BIGS_MPI) || !defined(BIGS_CUDA)
+#error "BIGS_NCCL needs BIGS_MPI and the CUDA path: the ranks find each other through MPI, NCCL runs on CUDA streams"
 #endif
 #include <nccl.h>
 #endif

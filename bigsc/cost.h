@@ -336,7 +336,7 @@ static void print_data_parallel_prediction(const std::vector<double>& ready, con
            t * 1e3, tokens / t, 100 * flops / t / (K * 989e12));
 }
 
-#ifdef __CUDACC__
+#ifdef BIGS_CUDA
 __global__ void fill_uniform_kernel(bf16* x, size_t n, uint64_t seed) {
   size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
   if (i < n) x[i] = __float2bfloat16(2.0f * uniform_at(seed, 0, i) - 1.0f);
@@ -353,8 +353,7 @@ static double measure_bf16_peak(CudaCtx& ctx) {
   uint64_t seed = 1;
   for (bf16** x : {&a, &b, &d}) {
     cudaCheck(cudaMalloc(x, count * sizeof(bf16)));
-    fill_uniform_kernel<<<grid_for(count), kThreads, 0, ctx.stream>>>(*x, count, seed++);
-    launchCheck();
+    launchKernel(fill_uniform_kernel, grid_for(count), kThreads, 0, ctx.stream, *x, count, seed++);
   }
   cudaEvent_t t0, t1;
   cudaCheck(cudaEventCreate(&t0));
@@ -383,7 +382,7 @@ static double step_seconds(const Cpu&, Fn&& fn) {
 }
 // The measured bf16 product peak: a GPU's (0 on the CPU: none to measure).
 static double bf16_peak(const Cpu&) { return 0; }
-#ifdef __CUDACC__
+#ifdef BIGS_CUDA
 template <class S, class Fn>
 static double step_seconds(const Gpu<S>& d, Fn&& fn) {
   cudaEvent_t t0, t1;
@@ -447,7 +446,7 @@ static int cmd_bench(int argc, char** argv) {
   bool predicted = prec != Precision::Tf32 && bench_step_cost(c, B, per_seq, prec, &led, &err, &ready);
   if (plan_only) {
     double bytes = memory_gb * 1e9;
-#ifdef __CUDACC__
+#ifdef BIGS_CUDA
     size_t free_bytes = 0, total_bytes = 0;
     if (bytes == 0 && cuda_device_present() && cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess)
       bytes = (double)free_bytes;

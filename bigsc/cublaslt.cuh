@@ -6,7 +6,7 @@
 
 #include "cuda_common.cuh"
 
-#ifdef __CUDACC__
+#ifdef BIGS_CUDA
 
 namespace bigs {
 
@@ -189,4 +189,4 @@ static bool matmul(CudaCtx& ctx, TD* D, const TA* A, const TA* Bm, bool ta, bool
 
 }  // namespace bigs
 
-#endif  // __CUDACC__
+#endif  // BIGS_CUDA

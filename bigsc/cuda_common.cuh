@@ -1,19 +1,23 @@
-// bigsc/cuda_common.cuh: CUDA plumbing for bigs.cu: checked calls, the context every launcher
-// takes (stream, cuBLASLt handle, cuFFT plans, scratch), block reductions. Included at the top of
-// bigs.cu after common.h; names nothing from bigs.cu. Compiled by nvcc only.
+// bigsc/cuda_common.cuh: CUDA plumbing for bigs.cu: checked calls, the launch helper, the context
+// every launcher takes (stream, cuBLASLt handle, cuFFT plans, scratch), block reductions. Included
+// at the top of bigs.cu after common.h; names nothing from bigs.cu. Compiled by nvcc, or by g++
+// against the tests' emulated CUDA device (BIGS_EMU: test/emu/cuda_emu.h, never in the product).
 
 #pragma once
 
 #include "common.h"
 
-#ifdef __CUDACC__
+#ifdef BIGS_EMU
+#include "emu/cuda_emu.h"
+#endif
+#ifdef BIGS_CUDA
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <cufft.h>
 #endif
 
-#ifdef __CUDACC__
+#ifdef BIGS_CUDA
 
 namespace bigs {
 
@@ -50,6 +54,22 @@ static void nccl_check(ncclResult_t r, const char* file, int line) {
 #endif
 // After every launch: a bad launch configuration shows up here, at its line.
 #define launchCheck() cuda_check(cudaGetLastError(), __FILE__, __LINE__)
+// Every kernel launch, in one form: kernel<<<grid, block, smem, stream>>>(...)
+// and its check. The emulated build (test/emu) runs the kernel on the CPU
+// instead, with the same configuration and the same checks of it.
+#ifdef BIGS_EMU
+#define launchKernel(kernel, grid, block, smem, stream, ...)          \
+  do {                                                                \
+    EMU_LAUNCH(kernel, grid, block, smem, stream, __VA_ARGS__);       \
+    launchCheck();                                                    \
+  } while (0)
+#else
+#define launchKernel(kernel, grid, block, smem, stream, ...)          \
+  do {                                                                \
+    kernel<<<grid, block, smem, stream>>>(__VA_ARGS__);               \
+    launchCheck();                                                    \
+  } while (0)
+#endif
 
 // Elementwise kernels use one thread per element in blocks of kThreads;
 // reduction kernels use one block of kThreads per row (a power of two, which
@@ -302,12 +322,10 @@ __global__ void sum_partials_kernel(double* out, float* acc, const double* part,
 // sum_i a[i] b[i] (b = null: a[i]^2) into ctx.red[kRedBlocks] and/or added to *acc.
 template <class X>
 static void dot_reduce(CudaCtx& ctx, float* acc, const X* a, const nd<X>* b, size_t n) {
-  dot_partial_kernel<<<kRedBlocks, kThreads, 0, ctx.stream>>>(ctx.red, a, b, n);
-  launchCheck();
-  sum_partials_kernel<<<1, 1, 0, ctx.stream>>>(ctx.red + kRedBlocks, acc, ctx.red, kRedBlocks);
-  launchCheck();
+  launchKernel(dot_partial_kernel, kRedBlocks, kThreads, 0, ctx.stream, ctx.red, a, b, n);
+  launchKernel(sum_partials_kernel, 1, 1, 0, ctx.stream, ctx.red + kRedBlocks, acc, ctx.red, kRedBlocks);
 }
 
 }  // namespace bigs
 
-#endif  // __CUDACC__
+#endif  // BIGS_CUDA

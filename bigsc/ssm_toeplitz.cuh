@@ -205,7 +205,7 @@ static ToeplitzScratch toeplitz_scratch(size_t elem, int B, int T) {
 }
 
 
-#ifdef __CUDACC__
+#ifdef BIGS_CUDA
 // The Toeplitz route's kernels and executor (see toeplitz_forward).
 __device__ inline void store8(bf16* p, const float* v) {  // one 16-byte store
   __nv_bfloat162 h[4];
@@ -276,8 +276,7 @@ struct ToeplitzExec {
   }
   template <class X>
   void build(X* N, const float* K, const float* D, int T, int ldT) {
-    toeplitz_build_kernel<<<grid_for((size_t)T * (ldT / 8)), kThreads, 0, ctx.stream>>>(N, K, D, T, ldT);
-    launchCheck();
+    launchKernel(toeplitz_build_kernel, grid_for((size_t)T * (ldT / 8)), kThreads, 0, ctx.stream, N, K, D, T, ldT);
   }
   template <class X>
   void conv_gemm(const GemmSpec& s, const X* A, const X* B, X* D) {
@@ -288,16 +287,14 @@ struct ToeplitzExec {
     gemm(ctx, s, A, B, G);
   }
   void diag(float* p, const float* G, int T, int ldG, int nseq, int slices) {
-    diag_partial_kernel<<<dim3((T + kLanes - 1) / kLanes, slices), dim3(kLanes, kRows), 0, ctx.stream>>>(
-        p, G, T, ldG, nseq, slices);
-    launchCheck();
+    launchKernel(diag_partial_kernel, dim3((T + kLanes - 1) / kLanes, slices), dim3(kLanes, kRows), 0, ctx.stream, p, G,
+                 T, ldG, nseq, slices);
   }
   void finish(float* dK, float* dD, const float* p, int T, int slices) {
-    colsum_finish_tree_kernel<<<(unsigned)((T + kLanes - 1) / kLanes), dim3(kLanes, kRows), 0, ctx.stream>>>(
-        dK, dD, p, T, slices);
-    launchCheck();
+    launchKernel(colsum_finish_tree_kernel, (unsigned)((T + kLanes - 1) / kLanes), dim3(kLanes, kRows), 0, ctx.stream,
+                 dK, dD, p, T, slices);
   }
 };
-#endif  // __CUDACC__
+#endif  // BIGS_CUDA
 
 }  // namespace bigs

@@ -243,7 +243,7 @@ static std::vector<Bucket> exchange_buckets(const Config& c, size_t align, const
   return out;
 }
 
-#ifdef __CUDACC__
+#ifdef BIGS_CUDA
 // Every bucket's pack and unpack pieces in one table, as the GPU reads them;
 // each bucket learns where its own start (pack_first, unpack_first).
 static std::vector<Piece> piece_table(std::vector<Bucket>* buckets) {
@@ -387,7 +387,7 @@ static void host_all_gather(DataParallel& dp, float* block) {
 #endif
 }
 
-#ifdef __CUDACC__
+#ifdef BIGS_CUDA
 // ---------------------------------------------------------------------------
 // The exchange on the GPU, through NCCL, over a gradient block in device memory
 // ---------------------------------------------------------------------------
@@ -422,8 +422,7 @@ static void pieces_launch(cudaStream_t s, float* dst, const float* src, const Pi
   for (const Piece& p : host) longest = std::max(longest, p.len);
   if (longest == 0) return;
   const dim3 grid(std::min(grid_for(longest), 1024u), (unsigned)host.size());
-  pieces_kernel<<<grid, kThreads, 0, s>>>(dst, src, pieces, stride, ranks, add);
-  launchCheck();
+  launchKernel(pieces_kernel, grid, kThreads, 0, s, dst, src, pieces, stride, ranks, add);
 }
 
 // sum[i] += in[i], the gradient of one process's micro-batch (a world of one
@@ -561,7 +560,7 @@ static void gpu_all_gather(DataParallel& dp, cudaStream_t s, float* block) {
   (void)s, (void)block;
 #endif
 }
-#endif  // __CUDACC__
+#endif  // BIGS_CUDA
 
 // The sequences of a global batch of B that this rank computes, in the
 // order train_step takes them: its micro-batches g = rank, rank + ranks, ...,

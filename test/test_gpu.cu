@@ -1047,7 +1047,9 @@ TEST(GpuModel, CheckpointsMoveBetweenDevices) {
     std::vector<float> mom2(data.begin() + 2 * m.num_params, data.end());
     EXPECT_TRUE(mom1 == m1);
     m.precision = Precision::Fp32;
-    if (k == 1) ASSERT_TRUE(model_to_device(&m, &mom1, &mom2, &err)) << err;
+    if (k == 1) {
+      ASSERT_TRUE(model_to_device(&m, &mom1, &mom2, &err)) << err;
+    }
     Loss l;
     ASSERT_TRUE(model_forward(m, w.batch, false, &l, &err)) << err;
     loss[k] = l.sum / l.count;

@@ -227,7 +227,7 @@ inline void print_predictions() {
     }
 }
 
-#ifdef __CUDACC__
+#ifdef BIGS_CUDA
 // ---------------------------------------------------------------------------
 // Kernels
 // ---------------------------------------------------------------------------
@@ -525,7 +525,7 @@ inline void benchmark(ColLab& lab, int reps) {
   bench_prec<bf16>(lab, timer, reps);
   bench_prec<float>(lab, timer, reps);
 }
-#endif  // __CUDACC__
+#endif  // BIGS_CUDA
 
 }  // namespace lab
 

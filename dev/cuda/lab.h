@@ -263,7 +263,7 @@ inline Work gemm_work(const std::string& what, const GemmSpec& s, int ea, int ed
 // kLanes, kRows, tree8, slice_rows and finish_thread_sum are bigs.cu's (the
 // Toeplitz route's deterministic column sums).
 
-#ifdef __CUDACC__
+#ifdef BIGS_CUDA
 // ---------------------------------------------------------------------------
 // Device plumbing (nvcc only)
 // ---------------------------------------------------------------------------
@@ -498,6 +498,6 @@ inline bool run_validation(const char* file, bool* poison, const std::function<b
   printf("validation %s\n", ok ? "passed" : "FAILED");
   return ok;
 }
-#endif  // __CUDACC__
+#endif  // BIGS_CUDA
 
 }  // namespace lab

@@ -469,7 +469,7 @@ inline void print_predictions(int chunk) {
     }
 }
 
-#ifdef __CUDACC__
+#ifdef BIGS_CUDA
 // ---------------------------------------------------------------------------
 // Kernels and the GPU executor
 // ---------------------------------------------------------------------------
@@ -655,7 +655,7 @@ inline void benchmark(SsmLab& lab, int reps) {
     bench_shape<float>(lab, timer, s, reps);
   }
 }
-#endif  // __CUDACC__
+#endif  // BIGS_CUDA
 
 }  // namespace lab
 
