@@ -31,8 +31,11 @@ struct CudaError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 static void cuda_check(cudaError_t e, const char* file, int line) {
-  if (e != cudaSuccess)
-    throw CudaError(strf("%s:%d: CUDA error %s: %s", file, line, cudaGetErrorName(e), cudaGetErrorString(e)));
+  if (e == cudaSuccess) return;
+  // Cleared, so that the next launch check reports its own launch, not this
+  // (a sticky fault stays: the context is then unusable anyway).
+  (void)cudaGetLastError();
+  throw CudaError(strf("%s:%d: CUDA error %s: %s", file, line, cudaGetErrorName(e), cudaGetErrorString(e)));
 }
 static void cublas_check(cublasStatus_t s, const char* file, int line) {
   if (s != CUBLAS_STATUS_SUCCESS)
@@ -230,10 +233,12 @@ static void cuda_ctx_destroy(CudaCtx* ctx) {
 
 // The plans for at least `batch` signals of length n (see FftPlan). A new
 // plan draws on the context's one work area, which grows to the largest
-// plan's need: the transforms run one at a time on one stream.
+// plan's need: the transforms run one at a time on one stream. A single
+// signal gets a plan for exactly one: its buffers (a kernel's spectrum,
+// fft_k) hold one signal, and a batched plan would write past them.
 static const FftPlan& fft_plan(CudaCtx& ctx, int n, int batch) {
   for (const FftPlan& p : ctx.plans)
-    if (p.n == n && p.batch >= batch) return p;
+    if (p.n == n && (batch == 1 ? p.batch == 1 : p.batch >= batch)) return p;
   FftPlan p;
   p.n = n, p.batch = batch;
   size_t ws[2] = {0, 0};
