@@ -633,8 +633,17 @@ def load_json(path, what):
     """A JSON object from the file PATH (WHAT says which file it is, for the messages)."""
     obj = parse_json(read_file(path, what), path)
     if not isinstance(obj, dict):
-        raise ConvertError("%s: a %s holds a JSON object, not a %s" % (path, what, type(obj).__name__))
+        raise ConvertError("%s: a %s holds a JSON object, not %s" % (path, what, json_kind(obj)))
     return obj
+
+
+def json_kind(x):
+    """'an object', 'a list', 'a string', 'a number', 'true', ... : what a JSON value is, for messages."""
+    for types, name in ((dict, "an object"), (list, "a list"), (str, "a string"), (bool, "a boolean"),
+                        ((int, float), "a number")):
+        if isinstance(x, types):
+            return name
+    return "null" if x is None else "a %s" % type(x).__name__
 
 
 def _is_int(x):
@@ -657,10 +666,10 @@ def safetensors_load(path):
         raise ConvertError("%s: safetensors header length %d runs past the file (%d bytes)" % (path, n, len(blob)))
     header = parse_json(blob[8 : 8 + n], "%s: the safetensors header" % path)
     if not isinstance(header, dict):
-        raise ConvertError("%s: the safetensors header is a JSON %s, not an object" % (path, type(header).__name__))
+        raise ConvertError("%s: the safetensors header is %s, not an object" % (path, json_kind(header)))
     meta = header.get("__metadata__")
     if meta is not None and not isinstance(meta, dict):
-        raise ConvertError("%s: __metadata__ is a %s, not an object" % (path, type(meta).__name__))
+        raise ConvertError("%s: __metadata__ is %s, not an object" % (path, json_kind(meta)))
     base = 8 + n
     size = len(blob) - base
     out, spans = {}, []
@@ -669,7 +678,7 @@ def safetensors_load(path):
             continue
         what = "%s: tensor %s" % (path, name[:200])
         if not isinstance(info, dict):
-            raise ConvertError("%s: its entry is a %s, not an object" % (what, type(info).__name__))
+            raise ConvertError("%s: its entry is %s, not an object" % (what, json_kind(info)))
         for key in ("dtype", "shape", "data_offsets"):
             if key not in info:
                 raise ConvertError("%s has no %s" % (what, key))
@@ -819,7 +828,7 @@ def read_index(path):
     index = load_json(path, "sharded model's index")
     weight_map = index.get("weight_map")
     if not isinstance(weight_map, dict):
-        raise ConvertError("%s: no weight_map object (it has %s)" % (path, "a %s" % type(weight_map).__name__
+        raise ConvertError("%s: no weight_map object (it has %s)" % (path, json_kind(weight_map)
                                                                        if "weight_map" in index else "none"))
     if not weight_map:
         raise ConvertError("%s: the weight_map is empty" % path)
@@ -1112,7 +1121,7 @@ def check_config_json(cfg, path):
                                         and not isinstance(cfg["layer_norm_eps"], bool)):
         raise ConvertError("%s: layer_norm_eps is %s, not a number" % (path, json.dumps(cfg["layer_norm_eps"])[:80]))
     if "id2label" in cfg and not isinstance(cfg["id2label"], dict):
-        raise ConvertError("%s: id2label is a %s, not an object" % (path, type(cfg["id2label"]).__name__))
+        raise ConvertError("%s: id2label is %s, not an object" % (path, json_kind(cfg["id2label"])))
 
 
 def config_labels(cfg_json):
