@@ -227,7 +227,7 @@ FUZZ_SEED ?=
 FUZZ_FLAGS = -O1 -g -std=c++17 -Wall -Wextra -Wno-unknown-pragmas -fno-omit-frame-pointer \
   -fsanitize=address,undefined -fno-sanitize-recover=all
 FUZZ_CPP = tokenizer_encode vocab_load glue_tsv pretrain_text inspect bigs_shards bigs_task checkpoint config cli_numbers
-FUZZ_PY = convert_msgpack convert_torch
+FUZZ_PY = convert_msgpack convert_torch convert_safetensors
 FUZZ_BINS = $(addprefix $(BUILD)/fuzz/,$(FUZZ_CPP))
 $(BUILD)/fuzz/tokenizer_lib.o: tokenizer.cpp tokenizer.h bigsc/unicode_tables.h
 	mkdir -p $(BUILD)/fuzz

@@ -113,6 +113,23 @@ class ConvertError(Exception):
     pass
 
 
+# What bigs accepts (bigs.cu BIGS_CONFIG's ranges, and config_check's limit of
+# 2^31 - 1 elements in one tensor).
+CONFIG_RANGES = dict(V=(8, 65535), H=(1, 1 << 16), I=(1, 1 << 18), L=(1, 1024), N=(1, 4096), T=(1, 1 << 16),
+                     types=(1, 16), labels=(0, 64))
+
+
+def config_problems(c):
+    """What in Config c bigs would refuse, as a list of phrases (empty: none)."""
+    bad = ["%s = %d is outside bigs's range %d..%d" % (f, getattr(c, f), lo, hi)
+           for f, (lo, hi) in CONFIG_RANGES.items() if not lo <= getattr(c, f) <= hi]
+    if not bad:
+        for what, n in (("V x H", c.V * c.H), ("T x H", c.T * c.H), ("H x H", c.H * c.H), ("I x H", c.I * c.H)):
+            if n > 0x7FFFFFFF:
+                bad.append("%s = %d elements, more than 2^31 - 1 in one tensor" % (what, n))
+    return bad
+
+
 # The PyTorch port (jxiw/BiGS BiGS/modeling_bigs.py, BiGSLayer) calls
 # nn.functional.gelu inside each layer, the exact erf form; the official JAX
 # model (Flax nn.gelu) and bigs use the tanh approximation (docs/MODEL.md section 3).
@@ -156,8 +173,7 @@ def num_params(c):
 
 def read_ckpt(path):
     """Returns (header dict, Config, params {name: float32 array}, moments or None)."""
-    with open(path, "rb") as f:
-        blob = f.read()
+    blob = read_file(path, "bigs checkpoint (model.bin or state.bin)")
     if len(blob) < HEADER.size:
         raise ConvertError("%s: too short for a bigs checkpoint" % path)
     fields = HEADER.unpack_from(blob, 0)
@@ -179,6 +195,9 @@ def read_ckpt(path):
     if kind not in (KIND_MODEL, KIND_TRAIN_STATE):
         raise ConvertError("%s: unknown checkpoint kind %d" % (path, kind))
     c = Config(V=V, H=H, I=I, L=L, N=N, T=T, types=types, labels=labels)
+    bad = config_problems(c)
+    if bad:
+        raise ConvertError("%s: bigs cannot load this checkpoint: %s" % (path, "; ".join(bad)))
     want = num_params(c)
     if count != want:
         raise ConvertError("%s: header says %d parameters, its config needs %d" % (path, count, want))
@@ -210,9 +229,8 @@ def write_ckpt(path, c, params, step=0, samples_seen=0, seed=0):
         return HEADER.pack(CKPT_MAGIC, CKPT_VERSION, KIND_MODEL, 0, c.V, c.H, c.I, c.L, c.N, c.T, c.types, c.labels,
                            count, step, samples_seen, seed, payload_crc, own_crc)
 
-    tmp = path + ".tmp"
-    crc = 0
-    with open(tmp, "wb") as f:
+    def write(f):
+        crc = 0
         f.write(head(0, 0))
         for name, shape in table(c):
             a = np.ascontiguousarray(params[name], dtype="<f4")
@@ -223,14 +241,45 @@ def write_ckpt(path, c, params, step=0, samples_seen=0, seed=0):
             f.write(raw)
         f.seek(0)
         f.write(head(crc, header_crc(head(crc, 0))))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    d = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+
+    write_atomically(path, write, sync=True)
+
+
+def check_output(path, flag):
+    """Refuses an output path that cannot be written as a file, before any work: a folder, a
+    path in a folder that does not exist, an empty path."""
+    if not path:
+        raise ConvertError("%s is empty: give a file name" % flag)
+    if os.path.isdir(path):
+        raise ConvertError("%s %s is a folder: give the file to write (e.g. %s)" % (
+            flag, path, os.path.join(path, "model.bin" if flag == "--out" else "config.json")))
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise ConvertError("%s %s: its folder %s does not exist" % (flag, path, parent))
+
+
+def write_atomically(path, write, sync=False, binary=True):
+    """write(f) into PATH.tmp, then renamed to PATH (and, with sync, fsynced
+    first and the folder after); on any failure PATH.tmp is removed and PATH
+    is untouched."""
+    tmp = path + ".tmp"
     try:
-        os.fsync(d)
-    finally:
-        os.close(d)
+        with open(tmp, "wb" if binary else "w") as f:
+            write(f)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.lexists(tmp) and not os.path.isdir(tmp):
+            os.remove(tmp)
+        raise
+    if sync:
+        d = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+        try:
+            os.fsync(d)
+        finally:
+            os.close(d)
 
 
 # ----------------------------------------------------------------------------
@@ -542,42 +591,134 @@ def unflatten_tree(flat):
 # safetensors (header: uint64 LE length, JSON; then raw little-endian data)
 
 ST_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
-             "U8": "u1", "BOOL": "?", "BF16": "bf16"}
+             "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?", "BF16": "<u2"}
 ST_NAMES = {np.dtype("<f8"): "F64", np.dtype("<f4"): "F32", np.dtype("<f2"): "F16", np.dtype("<i8"): "I64",
             np.dtype("<i4"): "I32", np.dtype("<i2"): "I16", np.dtype("i1"): "I8", np.dtype("u1"): "U8",
             np.dtype("?"): "BOOL"}
 
 
+def read_file(path, what="file"):
+    """The bytes of PATH; a folder, a missing file or an unreadable one is a ConvertError naming it."""
+    if os.path.isdir(path):
+        raise ConvertError("%s is a folder, not a %s" % (path, what))
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ConvertError("%s: cannot read it: %s" % (path, e.strerror or e)) from e
+
+
+def parse_json(text, where):
+    """JSON text (bytes) -> object; not UTF-8, not JSON or an object that names a key twice
+    (json.loads would keep the last silently) is a ConvertError naming WHERE."""
+    def pairs(items):
+        seen = {}
+        for k, v in items:
+            if k in seen:
+                raise ConvertError("%s names %r twice" % (where, k[:100]))
+            seen[k] = v
+        return seen
+
+    try:
+        return json.loads(text.decode("utf-8"), object_pairs_hook=pairs)
+    except UnicodeDecodeError as e:
+        raise ConvertError("%s is not UTF-8 text (byte %d)" % (where, e.start)) from e
+    except RecursionError as e:
+        raise ConvertError("%s: JSON nested too deep" % where) from e
+    except ValueError as e:  # json.JSONDecodeError; also Python's limit on the digits of an integer
+        raise ConvertError("%s is not valid JSON (%s)" % (where, str(e)[:200])) from e
+
+
+def load_json(path, what):
+    """A JSON object from the file PATH (WHAT says which file it is, for the messages)."""
+    obj = parse_json(read_file(path, what), path)
+    if not isinstance(obj, dict):
+        raise ConvertError("%s: a %s holds a JSON object, not %s" % (path, what, json_kind(obj)))
+    return obj
+
+
+def json_kind(x):
+    """'an object', 'a list', 'a string', 'a number', 'true', ... : what a JSON value is, for messages."""
+    for types, name in ((dict, "an object"), (list, "a list"), (str, "a string"), (bool, "a boolean"),
+                        ((int, float), "a number")):
+        if isinstance(x, types):
+            return name
+    return "null" if x is None else "a %s" % type(x).__name__
+
+
+def _is_int(x):
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
 def safetensors_load(path):
-    with open(path, "rb") as f:
-        blob = f.read()
+    """{name: array} of a safetensors file, checked as the format's reference
+    implementation checks it: the header is a JSON object naming each tensor
+    once with a known dtype, a shape of non-negative integers and data_offsets
+    [begin, end] whose size is the shape's; the tensors tile the data section
+    exactly (no overlaps, gaps or trailing bytes); __metadata__, if any, is an
+    object. Anything else is a ConvertError naming the file."""
+    blob = read_file(path, "safetensors file")
     if len(blob) < 8:
-        raise ConvertError("%s: too short for safetensors" % path)
+        raise ConvertError("%s: %d bytes, too short for safetensors (an 8-byte header length comes first)"
+                           % (path, len(blob)))
     (n,) = struct.unpack_from("<Q", blob, 0)
-    if 8 + n > len(blob):
-        raise ConvertError("%s: safetensors header length %d runs past the file" % (path, n))
-    header = json.loads(blob[8 : 8 + n].decode("utf-8"))
+    if n > len(blob) - 8:
+        raise ConvertError("%s: safetensors header length %d runs past the file (%d bytes)" % (path, n, len(blob)))
+    header = parse_json(blob[8 : 8 + n], "%s: the safetensors header" % path)
+    if not isinstance(header, dict):
+        raise ConvertError("%s: the safetensors header is %s, not an object" % (path, json_kind(header)))
+    meta = header.get("__metadata__")
+    if meta is not None and not isinstance(meta, dict):
+        raise ConvertError("%s: __metadata__ is %s, not an object" % (path, json_kind(meta)))
     base = 8 + n
-    out = {}
+    size = len(blob) - base
+    out, spans = {}, []
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        dt = info["dtype"]
-        if dt not in ST_DTYPES:
-            raise ConvertError("%s: tensor %s has unsupported dtype %s" % (path, name, dt))
-        begin, end = info["data_offsets"]
-        shape = tuple(info["shape"])
-        if not 0 <= begin <= end <= len(blob) - base:
-            raise ConvertError("%s: tensor %s has bad data_offsets" % (path, name))
+        what = "%s: tensor %s" % (path, name[:200])
+        if not isinstance(info, dict):
+            raise ConvertError("%s: its entry is %s, not an object" % (what, json_kind(info)))
+        for key in ("dtype", "shape", "data_offsets"):
+            if key not in info:
+                raise ConvertError("%s has no %s" % (what, key))
+        dt, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+        if not isinstance(dt, str) or dt not in ST_DTYPES:
+            raise ConvertError("%s has unsupported dtype %s" % (what, str(dt)[:40]))
+        if not isinstance(shape, list) or not all(_is_int(s) and s >= 0 for s in shape):
+            raise ConvertError("%s: shape %s is not a list of non-negative integers" % (what, str(shape)[:80]))
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)):
+            raise ConvertError("%s: data_offsets %s is not [begin, end]" % (what, str(offsets)[:80]))
+        begin, end = offsets
+        if not 0 <= begin <= end <= size:
+            raise ConvertError("%s has bad data_offsets [%d, %d] (the data section has %d bytes)"
+                               % (what, begin, end, size))
+        count = 1
+        for s in shape:
+            count *= s  # Python integers: no overflow
+        itemsize = np.dtype(ST_DTYPES[dt]).itemsize
+        if count * itemsize != end - begin:
+            raise ConvertError("%s: %d bytes for shape %s of %s (%d bytes)" % (what, end - begin, tuple(shape), dt,
+                                                                             count * itemsize))
+        spans.append((begin, end, name))
         raw = blob[base + begin : base + end]
         if dt == "BF16":
             arr = _Tagged(bf16_to_f32(np.frombuffer(raw, "<u2")), "bfloat16")
         else:
             arr = np.frombuffer(raw, ST_DTYPES[dt])
-        count = int(np.prod(shape, dtype=np.int64))
-        if arr.size != count:
-            raise ConvertError("%s: tensor %s: %d bytes for shape %s" % (path, name, end - begin, shape))
         out[name] = arr.reshape(shape)
+    spans.sort()
+    for (b0, e0, n0), (b1, e1, n1) in zip(spans, spans[1:]):
+        if b1 < e0:
+            raise ConvertError("%s: tensors %s [%d, %d] and %s [%d, %d] overlap" % (path, n0[:200], b0, e0, n1[:200],
+                                                                                   b1, e1))
+    at = 0
+    for begin, end, name in spans:
+        if begin > at:
+            raise ConvertError("%s: %d bytes before tensor %s belong to no tensor" % (path, begin - at, name[:200]))
+        at = end
+    if at != size:
+        raise ConvertError("%s: the last %d bytes of the data section belong to no tensor" % (path, size - at))
     return out
 
 
@@ -608,13 +749,14 @@ def safetensors_save(path, tensors, metadata=None):
         chunks.append(raw)
     text = json.dumps(header, separators=(",", ":")).encode("utf-8")
     text += b" " * (-len(text) % 8)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
+
+    def write(f):
         f.write(struct.pack("<Q", len(text)))
         f.write(text)
         for raw in chunks:
             f.write(raw)
-    os.replace(tmp, path)
+
+    write_atomically(path, write)
 
 
 # ----------------------------------------------------------------------------
@@ -652,58 +794,105 @@ def torch_load(path):
     return out
 
 
+def file_head(path, n=16):
+    """The first N bytes of PATH (fewer for a shorter file)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError as e:
+        raise ConvertError("%s: cannot read it: %s" % (path, e.strerror or e)) from e
+
+
+def is_bigs_checkpoint(path):
+    return os.path.isfile(path) and file_head(path, 4) == struct.pack("<I", CKPT_MAGIC)
+
+
+def sniff_format(path):
+    """The released format of one file: from its suffix, else from its first bytes."""
+    if path.endswith(".msgpack"):
+        return "flax"
+    if path.endswith(".safetensors"):
+        return "safetensors"
+    head = file_head(path) + b"\0\0"
+    if head[:2] == b"PK" or (head[0] == 0x80 and 2 <= head[1] <= 5):
+        return "torch"  # zip (torch >= 1.6) or legacy pickle
+    if 0x80 <= head[0] <= 0x8F or head[0] in (0xDE, 0xDF):
+        return "flax"  # a msgpack map
+    return "safetensors"
+
+
+def read_index(path):
+    """A sharded model's .index.json -> {key: shard file name}, checked: an
+    object with a non-empty object weight_map whose values are plain file
+    names (no folders, not an index) of files next to the index."""
+    index = load_json(path, "sharded model's index")
+    weight_map = index.get("weight_map")
+    if not isinstance(weight_map, dict):
+        raise ConvertError("%s: no weight_map object (it has %s)" % (path, json_kind(weight_map)
+                                                                       if "weight_map" in index else "none"))
+    if not weight_map:
+        raise ConvertError("%s: the weight_map is empty" % path)
+    d = os.path.dirname(path)
+    for key, shard in weight_map.items():
+        if not isinstance(shard, str):
+            raise ConvertError("%s: the weight_map gives %s the shard %s, not a file name" % (path, key[:200],
+                                                                                          str(shard)[:80]))
+    for shard in sorted(set(weight_map.values())):
+        if not shard or shard in (".", "..") or "/" in shard or os.sep in shard or shard.endswith(".index.json"):
+            raise ConvertError("%s: shard %r is not a file name next to the index (a shard is a plain file name, "
+                               "not a folder, a path or another index)" % (path, shard[:200]))
+        full = os.path.join(d, shard)
+        if not os.path.exists(full):
+            raise ConvertError("%s names shard %s, which does not exist" % (path, shard))
+        if not os.path.isfile(full):
+            raise ConvertError("%s names shard %s, which is not a file" % (path, shard))
+    return weight_map
+
+
 def resolve_model(path, fmt):
-    """(format, [files]) for a model file or directory."""
+    """(format, [files], index) for a model file or directory; index is
+    (the .index.json path, its weight_map) for a sharded model, else None."""
     if os.path.isdir(path):
         order = {"flax": [FLAX_FILES], "safetensors": [ST_FILES], "torch": [TORCH_FILES],
                  None: [FLAX_FILES, ST_FILES, TORCH_FILES]}[fmt]
         for names in order:
             for name in names:
                 p = os.path.join(path, name)
-                if os.path.exists(p):
+                if os.path.isfile(p):
                     return resolve_model(p, fmt)
         raise ConvertError("%s: no flax_model.msgpack, model.safetensors or pytorch_model.bin in it" % path)
     if not os.path.exists(path):
         raise ConvertError("%s: no such file" % path)
     if path.endswith(".index.json"):
-        with open(path) as f:
-            weight_map = json.load(f)["weight_map"]
+        weight_map = read_index(path)
         d = os.path.dirname(path)
-        files = sorted(set(weight_map.values()))
-        kind, _ = resolve_model(os.path.join(d, files[0]), fmt)
-        return kind, [os.path.join(d, f) for f in files]
-    if fmt is None:
-        if path.endswith(".msgpack"):
-            fmt = "flax"
-        elif path.endswith(".safetensors"):
-            fmt = "safetensors"
-        else:
-            with open(path, "rb") as f:
-                head = f.read(16) + b"\0\0"
-            if head[:2] == b"PK" or (head[0] == 0x80 and 2 <= head[1] <= 5):
-                fmt = "torch"  # zip (torch >= 1.6) or legacy pickle
-            elif 0x80 <= head[0] <= 0x8F or head[0] in (0xDE, 0xDF):
-                fmt = "flax"  # a msgpack map
-            else:
-                fmt = "safetensors"
-    return fmt, [path]
+        files = [os.path.join(d, f) for f in sorted(set(weight_map.values()))]
+        kinds = {f: fmt or sniff_format(f) for f in files}
+        if len(set(kinds.values())) > 1:
+            raise ConvertError("%s: its shards mix formats (%s)" % (path, ", ".join(
+                "%s: %s" % (os.path.basename(f), k) for f, k in sorted(kinds.items()))))
+        return kinds[files[0]], files, (path, weight_map)
+    return fmt or sniff_format(path), [path], None
 
 
 def load_released(path, fmt=None):
-    """(format, {key: array}) with Flax keys joined by '/'."""
-    fmt, files = resolve_model(path, fmt)
+    """(format, files, {key: array}) with Flax keys joined by '/'."""
+    fmt, files, index = resolve_model(path, fmt)
     tensors = {}
     for p in files:
+        if is_bigs_checkpoint(p):
+            header, c, _, _ = read_ckpt(p)  # a damaged one: its checksum error
+            raise ConvertError("%s is a bigs checkpoint (kind %d, %s), not a released file: it needs no conversion "
+                               "(to-torch exports it)" % (p, header["kind"], c))
         if fmt == "torch":
             part = torch_load(p)
         elif fmt == "safetensors":
             part = safetensors_load(p)
         else:
-            with open(p, "rb") as f:
-                try:
-                    tree = flax_from_bytes(f.read())
-                except ValueError as e:
-                    raise ConvertError("%s: not a Flax msgpack file: %s" % (p, e)) from e
+            try:
+                tree = flax_from_bytes(read_file(p, "Flax msgpack file"))
+            except ValueError as e:
+                raise ConvertError("%s: not a Flax msgpack file: %s" % (p, e)) from e
             if not isinstance(tree, dict):
                 raise ConvertError("%s: not a Flax parameter tree" % p)
             # transformers saves the bare params; a flax variables dict has them under "params",
@@ -724,6 +913,20 @@ def load_released(path, fmt=None):
         dup = set(part) & set(tensors)
         if dup:
             raise ConvertError("%s: keys also in another shard: %s" % (p, sorted(dup)[:5]))
+        if index is not None:
+            index_path, weight_map = index
+            name = os.path.basename(p)
+            listed = {k for k, v in weight_map.items() if v == name}
+            lacks, unlisted = sorted(listed - set(part)), sorted(set(part) - listed)
+            if lacks:
+                raise ConvertError("%s lists %s in shard %s, which does not hold %s" % (
+                    index_path, ", ".join(lacks[:5]) + (" ..." if len(lacks) > 5 else ""), name,
+                    "it" if len(lacks) == 1 else "them"))
+            if unlisted:
+                k = unlisted[0]
+                where = ("under shard %s" % weight_map[k]) if k in weight_map else "nowhere"
+                raise ConvertError("%s and its shard %s disagree: the shard holds %s%s, which the index lists %s" % (
+                    index_path, name, k, " (and %d more)" % (len(unlisted) - 1) if len(unlisted) > 1 else "", where))
         tensors.update(part)
     return fmt, files, tensors
 
@@ -909,6 +1112,18 @@ def infer_config(tensors, layout, cfg_json, report):
     return found
 
 
+def check_config_json(cfg, path):
+    """The types of the config.json entries that are read: integers, a number, an object."""
+    for key in [k for k, _ in CONFIG_KEYS] + ["num_labels"]:
+        if key in cfg and not _is_int(cfg[key]):
+            raise ConvertError("%s: %s is %s, not an integer" % (path, key, json.dumps(cfg[key])[:80]))
+    if "layer_norm_eps" in cfg and not (isinstance(cfg["layer_norm_eps"], (int, float))
+                                        and not isinstance(cfg["layer_norm_eps"], bool)):
+        raise ConvertError("%s: layer_norm_eps is %s, not a number" % (path, json.dumps(cfg["layer_norm_eps"])[:80]))
+    if "id2label" in cfg and not isinstance(cfg["id2label"], dict):
+        raise ConvertError("%s: id2label is %s, not an object" % (path, json_kind(cfg["id2label"])))
+
+
 def config_labels(cfg_json):
     if cfg_json is None:
         return None
@@ -968,6 +1183,11 @@ def init_normal(shape, rng, std=0.02):
 
 def to_bigs(args):
     report = Report()
+    lo, hi = CONFIG_RANGES["labels"]
+    if args.labels is not None and not lo <= args.labels <= hi:
+        raise ConvertError("--labels %d: bigs takes %d (an MLM model, no classifier), 1 (regression) or 2 to %d "
+                           "classes" % (args.labels, lo, hi))
+    check_output(args.out, "--out")
     fmt, files, tensors = load_released(args.model, args.format)
     layout, _ = detect_layout(tensors)
     if layout.endswith("-bare"):
@@ -998,8 +1218,8 @@ def to_bigs(args):
             cfg_path = guess
     cfg_json = None
     if cfg_path:
-        with open(cfg_path) as f:
-            cfg_json = json.load(f)
+        cfg_json = load_json(cfg_path, "config.json")
+        check_config_json(cfg_json, cfg_path)
         report.note("config: %s" % cfg_path)
     else:
         report.note("no config.json: the config comes from the tensor shapes alone")
@@ -1034,6 +1254,9 @@ def to_bigs(args):
                 raise ConvertError("--labels %d but the file's classifier has %d outputs" % (args.labels, file_labels))
         labels = args.labels
     c = Config(labels=labels, **dims)
+    bad = config_problems(c)
+    if bad:
+        raise ConvertError("%s: bigs cannot load this model: %s" % (", ".join(files), "; ".join(bad)))
 
     keep_cls = has_cls and labels > 0
     expected = released_entries(c, layout, head=has_head or labels == 0, pooler=keep_cls or (labels > 0 and
@@ -1128,7 +1351,8 @@ def to_bigs(args):
 
     if report.errors:
         report.print()
-        print("convert_hf: nothing written", file=sys.stderr)
+        print("convert_hf: error: %s: %d error%s above; nothing written" % (
+            ", ".join(files), len(report.errors), "" if len(report.errors) == 1 else "s"), file=sys.stderr)
         return 1
     write_ckpt(args.out, c, params)
     report.print()
@@ -1193,6 +1417,9 @@ def hf_config(c):
 
 
 def to_torch(args):
+    check_output(args.out, "--out")
+    if args.config_out:
+        check_output(args.config_out, "--config-out")
     header, c, params, moments = read_ckpt(args.ckpt)
     notes = []
     if header["kind"] == KIND_TRAIN_STATE:
@@ -1214,21 +1441,16 @@ def to_torch(args):
         if with_head:  # tied, as the port's state dict holds them: one storage each
             sd["cls.predictions.decoder.weight"] = sd["bigs.embeddings.word_embeddings.weight"]
             sd["cls.predictions.decoder.bias"] = sd["cls.predictions.bias"]
-        tmp = out + ".tmp"
-        torch.save(sd, tmp)
-        os.replace(tmp, out)
+        write_atomically(out, lambda f: torch.save(sd, f))
     elif fmt == "safetensors":
         state["bigs.embeddings.position_ids"] = np.arange(c.T, dtype="<i8").reshape(1, c.T)
         safetensors_save(out, state, {"format": "pt"})
     else:
-        tmp = out + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(flax_to_bytes(unflatten_tree(state)))
-        os.replace(tmp, out)
+        blob = flax_to_bytes(unflatten_tree(state))
+        write_atomically(out, lambda f: f.write(blob))
     if args.config_out:
-        with open(args.config_out, "w") as f:
-            json.dump(hf_config(c), f, indent=2)
-            f.write("\n")
+        text = json.dumps(hf_config(c), indent=2) + "\n"
+        write_atomically(args.config_out, lambda f: f.write(text), binary=False)
     for m in notes:
         print("convert_hf: note: %s" % m, file=sys.stderr)
     print("exported %s -> %s (%s layout, %d tensors): V=%d H=%d I=%d L=%d N=%d T=%d types=%d labels=%d"
@@ -1237,15 +1459,12 @@ def to_torch(args):
 
 
 def inspect(args):
-    if args.file.endswith(".bin") or os.path.isdir(args.file):
-        try:
-            header, c, params, _ = read_ckpt(args.file)
-            print("bigs checkpoint kind %d step %d: %s" % (header["kind"], header["step"], c))
-            for name, a in params.items():
-                print("%-14s %s" % (name, a.shape))
-            return 0
-        except (ConvertError, IsADirectoryError):
-            pass
+    if is_bigs_checkpoint(args.file):  # by its magic: a damaged one gets its checksum error
+        header, c, params, _ = read_ckpt(args.file)
+        print("bigs checkpoint kind %d step %d: %s" % (header["kind"], header["step"], c))
+        for name, a in params.items():
+            print("%-14s %s" % (name, a.shape))
+        return 0
     fmt, files, tensors = load_released(args.file, args.format)
     print("%s: %s, %d tensors" % (", ".join(files), fmt, len(tensors)))
     for k in sorted(tensors):
@@ -1280,6 +1499,10 @@ def main(argv):
         return {"to-bigs": to_bigs, "to-torch": to_torch, "inspect": inspect}[args.cmd](args)
     except ConvertError as e:
         print("convert_hf: error: %s" % e, file=sys.stderr)
+        return 1
+    except OSError as e:  # a full disk, a file that cannot be written: the file and the reason
+        where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+        print("convert_hf: error: %s%s" % (where + ": " if where else "", e.strerror or e), file=sys.stderr)
         return 1
 
 

@@ -15,6 +15,9 @@ apt_packages=(
   libgtest-dev             # the C++ suites (GoogleTest)
   python3 python3-pip      # the Python oracles and dev/ scripts; pip for tokenizers
   python3-numpy python3-torch python3-scipy python3-sklearn  # dev/reference.py, the metric oracles
+  libopenblas0-pthread     # an optimised libblas.so.3 for them: Debian's python3-torch (BLAS_INFO=generic) and
+                           # python3-numpy call the system's, the netlib reference BLAS without it (about 15x
+                           # slower; dev/bench_cpu.py refuses to compare against it)
   python3-msgpack          # test_convert writes Flax checkpoints with the msgpack library
   python3-h5py             # test_import_hdf5 writes the authors' hdf5 corpus layout
   python3-matplotlib       # test_plot_kernels draws dev/plot_kernels.py's figure

@@ -46,12 +46,12 @@ for name in "$@"; do
     failed+=("$name")
     grep -a -E 'ERROR|FUZZ_CHECK|SUMMARY|runtime error|Uncaught|Error:|Test unit' "$log" | head -5
   fi
-  rows+=("$(printf '| %-16s | %10s | %14s | %9s | %7s | %s |' "$name" "${execs:-?}" "${cov:-?}${edges:+ of $edges}" "${ft:-?}" \
+  rows+=("$(printf '| %-19s | %10s | %14s | %9s | %7s | %s |' "$name" "${execs:-?}" "${cov:-?}${edges:+ of $edges}" "${ft:-?}" \
     "${corp:-?}" "$result")")
 done
 echo
-printf '| %-16s | %10s | %14s | %9s | %7s | %s |\n' harness executions "edges reached" features corpus result
-printf '|%s|%s|%s|%s|%s|%s|\n' ------------------ ------------ ---------------- ----------- --------- --------
+printf '| %-19s | %10s | %14s | %9s | %7s | %s |\n' harness executions "edges reached" features corpus result
+printf '|%s|%s|%s|%s|%s|%s|\n' --------------------- ------------ ---------------- ----------- --------- --------
 printf '%s\n' "${rows[@]}"
 echo "($seconds s each; edges reached of the binary's instrumented edges, features: libFuzzer's finer count, corpus: inputs kept)"
 [ ${#failed[@]} -eq 0 ] || { echo "failed harnesses: ${failed[*]}"; exit 1; }

@@ -4,12 +4,16 @@ this again when a file format changes). Real files, made by the real writers
 where there is one: data_prep for shards and task files, bigs pretrain for
 checkpoints, convert_hf for the released layouts; each small.
 
-    /usr/bin/python3 dev/fuzz_seeds.py [--bigs build/bigs_cpu] [--data-prep ./data_prep]
+    /usr/bin/python3 dev/fuzz_seeds.py [--bigs build/bigs_cpu] [--data-prep ./data_prep] [--only NAME...]
+
+--only rewrites the named corpora alone (e.g. a new harness's), leaving the
+others, and the inputs that fuzzing added to them, as they are.
 
 Needs numpy, torch and crc32c, as dev/convert_hf.py does.
 """
 import argparse
 import gzip
+import json
 import os
 import shutil
 import struct
@@ -36,7 +40,12 @@ GLUE = {  # task index in data_prep's glue_tasks() -> its fixture folder, and th
 }
 
 
+ONLY = None  # --only: the harnesses whose seeds are written
+
+
 def put(harness, name, data):
+    if ONLY is not None and harness not in ONLY:
+        return
     d = os.path.join(CORPUS, harness)
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, name), "wb") as f:
@@ -61,8 +70,15 @@ def main(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bigs", default=os.path.join(ROOT, "build", "bigs_cpu"))
     ap.add_argument("--data-prep", default=os.path.join(ROOT, "data_prep"))
+    ap.add_argument("--only", nargs="+", metavar="NAME", help="write these corpora only")
     args = ap.parse_args(argv)
-    shutil.rmtree(CORPUS, ignore_errors=True)
+    global ONLY
+    if args.only:
+        ONLY = set(args.only)
+        for h in ONLY:
+            shutil.rmtree(os.path.join(CORPUS, h), ignore_errors=True)
+    else:
+        shutil.rmtree(CORPUS, ignore_errors=True)
     work = tempfile.mkdtemp(prefix="bigs_seeds_")
     bert = os.path.join(ROOT, "data", "bert-base-uncased-vocab.txt")
 
@@ -137,8 +153,28 @@ def main(argv):
         if convert_hf.main(["to-torch", "--ckpt", os.path.join(work, "run", "model.bin"), "--out", out]) != 0:
             raise SystemExit("fuzz_seeds: convert_hf to-torch failed")
         put("convert_msgpack" if fmt == "flax" else "convert_torch", fmt, open(out, "rb").read())
+    # fuzz/convert_safetensors.py: a mode byte, then a model.safetensors (mode 0), or length-prefixed
+    # sections (mode 1): an .index.json and its shards, here the same model in two.
+    out = os.path.join(work, "model.safetensors")
+    if convert_hf.main(["to-torch", "--ckpt", os.path.join(work, "run", "model.bin"), "--out", out]) != 0:
+        raise SystemExit("fuzz_seeds: convert_hf to-torch (safetensors) failed")
+    put("convert_safetensors", "single", b"\x00" + open(out, "rb").read())
+    tensors = convert_hf.safetensors_load(out)
+    keys = sorted(tensors)
+    halves = [keys[: len(keys) // 2], keys[len(keys) // 2 :]]
+    shards, weight_map = [], {}
+    for i, ks in enumerate(halves):
+        name = "model-%05d-of-%05d.safetensors" % (i + 1, len(halves))
+        path = os.path.join(work, name)
+        convert_hf.safetensors_save(path, {k: tensors[k] for k in ks}, {"format": "pt"})
+        shards.append(open(path, "rb").read())
+        weight_map.update({k: name for k in ks})
+    index = json.dumps({"metadata": {"total_size": sum(len(s) for s in shards)}, "weight_map": weight_map},
+                       indent=2).encode()
+    put("convert_safetensors", "sharded",
+        b"\x01" + b"".join(struct.pack("<I", len(b)) + b for b in [index] + shards))
     shutil.rmtree(work)
-    for h in sorted(os.listdir(CORPUS)):
+    for h in sorted(ONLY or os.listdir(CORPUS)):
         files = os.listdir(os.path.join(CORPUS, h))
         size = sum(os.path.getsize(os.path.join(CORPUS, h, f)) for f in files)
         print("fuzz/corpus/%-18s %2d files, %6d bytes" % (h, len(files), size))

@@ -19,10 +19,17 @@ files, zipped as OUT/submission.zip (files it could not make are listed).
                                  that checkpoint (then MNLI is only evaluated
                                  and predicted, not fine-tuned)
 
+Without MNLI data (no MNLI in --tasks and no --mnli), MRPC, STS-B and RTE are
+skipped unless --from-pretrained is given: it fine-tunes them from --ckpt, with
+a warning, since their numbers are then not comparable with the paper's (the
+paper starts them from the MNLI model). AX always needs the MNLI model.
+
   --glue DIR         the GLUE folder: DIR/CoLA/train.tsv, DIR/MNLI/dev_matched.tsv,
                      DIR/diagnostic/AX.tsv (or DIR/AX/AX.tsv), ...
   --ckpt FILE        the pretrained checkpoint (e.g. from dev/convert_hf.py)
   --mnli FILE        an MNLI-fine-tuned checkpoint to use as the MNLI model
+  --from-pretrained  fine-tune MRPC, STS-B and RTE from --ckpt, not from the
+                     MNLI model (not the paper's recipe: a warning says so)
   --seq T            sequence length (default: the checkpoint's T; inputs are
                      padded to it, docs/MODEL.md section 10, so it must be the checkpoint's)
   --vocab FILE       default: data/bert-base-uncased-vocab.txt of this repository
@@ -37,8 +44,10 @@ files, zipped as OUT/submission.zip (files it could not make are listed).
                      the programs (default: ./bigs and ./data_prep of this repository)
 
 Relative paths are taken from the current directory. Exits 0 when every task
-asked for was done, 1 when any was skipped or failed (the others still run and
-the table still prints), 2 on bad arguments.
+asked for (--tasks, or all of them) was done, 1 when any was skipped or failed
+(the others still run and the table still prints), 2 on bad arguments. A run
+of some tasks that all succeed exits 0 though its zip is incomplete for the
+GLUE server (the listing says so).
 EOF
 }
 set -uo pipefail
@@ -47,11 +56,13 @@ glue='' ckpt='' mnli='' seq='' out=out/glue wnli=majority
 vocab=$root/data/bert-base-uncased-vocab.txt bigs=$root/bigs data_prep=$root/data_prep
 tasks="cola sst2 qqp mnli qnli mrpc stsb rte wnli ax"
 epochs=3 batch=16 micro_batch='' lr=2e-5 seed=1 device=auto threads=0 precision=bf16
+from_pretrained=no
 
 die() { echo "dev/glue.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case $1 in
     -h | --help) usage; exit 0 ;;
+    --from-pretrained) from_pretrained=yes; shift ;;
     --glue | --ckpt | --mnli | --seq | --vocab | --out | --tasks | --wnli | --epochs | --batch | --micro-batch | \
       --lr | --seed | --device | --threads | --precision | --bigs | --data-prep)
       [ $# -ge 2 ] || die "$1 needs a value (see --help)"
@@ -106,7 +117,7 @@ common=(--device "$device" --threads "$threads" --precision "$precision")
 finetune_flags=(--epochs "$epochs" --batch "$batch" --micro-batch "$micro_batch" --lr "$lr" --seed "$seed")
 
 echo "dev/glue.sh settings:"
-for k in glue ckpt mnli seq vocab out tasks wnli epochs batch micro_batch lr seed device threads precision bigs data_prep; do
+for k in glue ckpt mnli from_pretrained seq vocab out tasks wnli epochs batch micro_batch lr seed device threads precision bigs data_prep; do
   printf "  %-10s %s\n" "$k" "${!k:--}"
 done
 
@@ -122,6 +133,12 @@ note() {  # note TASK MESSAGE: a task skipped or failed; the run goes on
 }
 mnli_model=$mnli
 mnli_why="MNLI was not in --tasks and no --mnli was given"
+paper_warning="fine-tuned from the pretrained --ckpt (--from-pretrained), not from the MNLI model as the paper does: its numbers are not comparable with the paper's"
+if [ "$from_pretrained" = yes ]; then
+  for t in mrpc stsb rte; do
+    case " $tasks " in *" $t "*) echo "dev/glue.sh: warning: $t will be $paper_warning" >&2 ;; esac
+  done
+fi
 
 # data_prep glue for a task into a fresh OUT/TASK/data. Splits whose file is
 # missing are skipped there, so the caller checks for the ones it needs.
@@ -145,7 +162,7 @@ evaluate() {  # evaluate TASK CKPT FILE...: one results row per dev file
   for f in "$@"; do
     if line=$("$bigs" eval --task "$task" --ckpt "$model" --dev "$f" "${common[@]}" | tail -n 1) &&
       [[ $line =~ ^[a-z0-9]+\ ([a-z_]+)\ \(([0-9]+)\ examples\):\ (.*)$ ]]; then
-      results+=("$task"$'\t'"${BASH_REMATCH[1]}"$'\t'"${BASH_REMATCH[2]}"$'\t'"${BASH_REMATCH[3]}")
+      results+=("$task"$'\t'"${BASH_REMATCH[1]}"$'\t'"${BASH_REMATCH[2]}"$'\t'"${BASH_REMATCH[3]}${row_note:-}")
     else
       note "$task" "bigs eval failed on $f"
     fi
@@ -208,12 +225,20 @@ wnli_majority() {
 run_task() {
   local task=$1 init=$ckpt d=$out/$1/data run=$out/$1/run dev dev2
   case $task in
-    mrpc | stsb | rte | ax)
+    mrpc | stsb | rte)
+      if [ "$from_pretrained" = yes ]; then
+        echo "dev/glue.sh: warning: $task is $paper_warning" >&2
+      elif [ -z "$mnli_model" ]; then
+        note "$task" "needs the MNLI model: $mnli_why (--from-pretrained fine-tunes it from --ckpt instead, not the paper's recipe)"
+        return
+      else
+        init=$mnli_model
+      fi ;;
+    ax)
       if [ -z "$mnli_model" ]; then
         note "$task" "needs the MNLI model: $mnli_why"
         return
-      fi
-      init=$mnli_model ;;
+      fi ;;
     wnli) [ "$wnli" = majority ] && { wnli_majority; return; } ;;
   esac
   echo
@@ -250,6 +275,9 @@ run_task() {
     fi
   fi
   [ "$task" = mnli ] && mnli_model=$model
+  row_note=''
+  [ "$init" = "$ckpt" ] && [ "$from_pretrained" = yes ] && case $task in mrpc | stsb | rte)
+    row_note=" (from the pretrained checkpoint: not the paper's recipe)" ;; esac
   evaluate "$task" "$model" "${dev[@]}"
   predict "$task" "$model"
 }

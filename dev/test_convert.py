@@ -25,7 +25,15 @@ array convention when python3-msgpack is installed). Then:
       command does not exist;
   (f) checksums: a flipped bit in the header or the parameters is refused
       with the file's name, and a version-1 file reads with a note;
-  (g) damaged or foreign torch and msgpack files exit 1 with a message.
+  (g) damaged or foreign torch and msgpack files exit 1 with a message;
+  (h) malformed safetensors files (cut, bad header JSON, wrong dtypes,
+      shapes that disagree with their offsets, overlapping offsets, ...) and
+      malformed or inconsistent .index.json and config.json files exit 1 with
+      a `convert_hf: error:` line naming the file, never a traceback; a
+      sharded safetensors model converts;
+  (i) a folder given as --ckpt or --out, a missing output folder and --labels
+      outside bigs's 0..64 are refused, leaving nothing behind; a bigs
+      checkpoint with a flipped byte is a checksum mismatch to every command.
 
 Prints one line per check and a summary "N passed, N failed"; exits 1 on any
 failure.
@@ -663,6 +671,262 @@ def test_checksums(c, p):
     return "3 flips refused, version 1 read with a note"
 
 
+# ----------------------------------------------------------------------------
+# (h) malformed safetensors, .index.json and config.json files; (i) output paths and labels
+
+
+def refused(argv, path, must=(), out=None):
+    """Runs convert_hf ARGV in this process; returns None when it ended in
+    `convert_hf: error:` naming PATH (and each of MUST) with exit status 1 and
+    no OUT written, else what went wrong (a traceback is one of those)."""
+    if out and os.path.exists(out):
+        os.remove(out)
+    try:
+        rc, log = run_convert(*argv)
+    except Exception as e:  # noqa: BLE001 - what the test is looking for
+        return "traceback: %s: %s" % (type(e).__name__, str(e)[:150])
+    if rc != 1:
+        return "exit status %r: %s" % (rc, log.strip()[-200:])
+    if "convert_hf: error: " not in log or "Traceback" in log:
+        return "no `convert_hf: error:` line: %s" % log.strip()[-200:]
+    if path not in log:
+        return "the message does not name %s: %s" % (path, log.strip()[-200:])
+    for m in must:
+        if m not in log:
+            return "%r not in the message: %s" % (m, log.strip()[-300:])
+    if out and os.path.exists(out):
+        return "wrote %s anyway" % out
+    return None
+
+
+def st_parts(c, p):
+    """A good MLM model.safetensors (as transformers writes it: no tied twins, no pooler) as (header, data)."""
+    path = os.path.join(WORK, "st_good.safetensors")
+    convert_hf.safetensors_save(path, torch_state(c, p, pooler=False, tied=False), {"format": "pt"})
+    blob = open(path, "rb").read()
+    (n,) = struct.unpack_from("<Q", blob, 0)
+    return json.loads(blob[8 : 8 + n]), blob[8 + n :]
+
+
+def st_file(header, data, raw=None):
+    text = raw if raw is not None else json.dumps(header).encode()
+    return struct.pack("<Q", len(text)) + text + data
+
+
+def test_bad_safetensors(c, p):
+    """(h) every malformed safetensors file ends in `convert_hf: error:` naming it, exit 1, nothing written."""
+    head, data = st_parts(c, p)
+    good = st_file(head, data)
+    wte, lnw, lnb = ("bigs.embeddings.word_embeddings.weight", "bigs.embeddings.LayerNorm.weight",
+                     "bigs.embeddings.LayerNorm.bias")
+
+    def edit(fn):
+        h = json.loads(json.dumps(head))
+        fn(h)
+        return st_file(h, data)
+
+    def entry(**kw):  # the word embeddings' entry changed
+        return edit(lambda h: h[wte].update(kw))
+
+    def dup_key():  # the same tensor named twice in the header's JSON
+        text = json.dumps(head)
+        first = json.dumps({lnw: head[lnw]})[1:-1]
+        return st_file(None, data, (text[:-1] + ", " + first + "}").encode())
+
+    b0, e0 = head[lnw]["data_offsets"]
+    cases = [
+        ("empty", b"", ()),
+        ("short", b"\x10\x00\x00", ()),
+        ("header past the file", struct.pack("<Q", len(good)) + good[8:], ()),
+        ("header length 2^64-1", struct.pack("<Q", 2**64 - 1) + good[8:], ()),
+        ("header cut", good[:8 + 40], ()),
+        ("data cut", good[:-100], ()),
+        ("header not UTF-8", st_file(None, data, b"\xff\xfe{}"), ()),
+        ("header not JSON", st_file(None, data, b'{"a": '), ()),
+        ("header a list", st_file(None, data, b"[1, 2]"), ()),
+        ("entry not an object", edit(lambda h: h.__setitem__(wte, 5)), ()),
+        ("no dtype", edit(lambda h: h[wte].pop("dtype")), ()),
+        ("dtype a list", entry(dtype=["F32"]), ()),
+        ("unknown dtype", entry(dtype="F8"), ()),
+        ("integer dtype", entry(dtype="I32"), ()),
+        ("no data_offsets", edit(lambda h: h[wte].pop("data_offsets")), ()),
+        ("one data_offset", entry(data_offsets=[0]), ()),
+        ("data_offsets strings", entry(data_offsets=["0", "4"]), ()),
+        ("data_offsets reversed", entry(data_offsets=head[wte]["data_offsets"][::-1]), ()),
+        ("shape a number", entry(shape=5), ()),
+        ("shape of strings", entry(shape=["40", "16"]), ()),
+        ("shape negative", entry(shape=[-40, -16]), ()),
+        ("shape overflowing int64", entry(shape=[2**40, 2**40, 2**40]), ()),
+        ("shape and offsets disagree", entry(shape=[40, 15]), ()),
+        ("bytes not whole elements", edit(lambda h: h[lnb].update(data_offsets=[h[lnb]["data_offsets"][0],
+                                                                              h[lnb]["data_offsets"][1] - 2])), ()),
+        ("overlapping offsets", edit(lambda h: h[lnb].update(data_offsets=[b0, e0])), ("overlap",)),
+        ("trailing bytes", st_file(head, data + bytes(8)), ()),
+        ("tensor named twice", dup_key(), ("twice",)),
+        ("__metadata__ not an object", edit(lambda h: h.__setitem__("__metadata__", 5)), ()),
+    ]
+    out = os.path.join(WORK, "st_bad_out.bin")
+    bad = []
+    for i, (name, blob, must) in enumerate(cases):
+        d = os.path.join(WORK, "st_bad", "%02d" % i)
+        os.makedirs(d, exist_ok=True)
+        path = os.path.join(d, "model.safetensors")
+        with open(path, "wb") as f:
+            f.write(blob)
+        for argv in (("to-bigs", "--model", path, "--out", out), ("inspect", path)):
+            if argv[0] == "inspect" and name == "integer dtype":
+                continue  # a well-formed file: inspect lists it
+            why = refused(argv, path, must, out)
+            if why:
+                bad.append("%s (%s): %s" % (name, argv[0], why))
+    expect(not bad, "%d of %d runs not refused cleanly:\n  %s" % (len(bad), 2 * len(cases) - 1, "\n  ".join(bad)))
+    # the good file still converts
+    path = os.path.join(WORK, "st_good.safetensors")
+    rc, log = run_convert("to-bigs", "--model", path, "--out", out)
+    expect(rc == 0, log)
+    check_converted(out, c, p)
+    return "%d malformed files refused by to-bigs and inspect; the good one converts" % len(cases)
+
+
+def write_sharded(d, c, p, index=None, shards=None):
+    """A sharded safetensors model as transformers writes one: two shards and
+    model.safetensors.index.json (its weight_map, unless INDEX gives the file's
+    text or object). Returns the index's path."""
+    os.makedirs(d, exist_ok=True)
+    sd = torch_state(c, p, pooler=False, tied=False)
+    names = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    keys = sorted(sd)
+    parts = shards or {names[0]: keys[: len(keys) // 2], names[1]: keys[len(keys) // 2 :]}
+    weight_map = {}
+    for shard, ks in parts.items():
+        convert_hf.safetensors_save(os.path.join(d, shard), {k: sd[k] for k in ks}, {"format": "pt"})
+        weight_map.update({k: shard for k in ks})
+    if index is None:
+        index = {"metadata": {"total_size": sum(v.nbytes for v in sd.values())}, "weight_map": weight_map}
+    elif callable(index):
+        index = index(weight_map)
+    path = os.path.join(d, "model.safetensors.index.json")
+    with open(path, "wb") as f:
+        f.write(index if isinstance(index, bytes) else json.dumps(index).encode())
+    return path
+
+
+def test_bad_index(c, p):
+    """(h) a sharded model converts; every malformed .index.json (or one that disagrees with its
+    shards) ends in `convert_hf: error:` naming it, exit 1; so does a malformed config.json."""
+    out = os.path.join(WORK, "index_out.bin")
+    path = write_sharded(os.path.join(WORK, "index_good"), c, p)
+    rc, log = run_convert("to-bigs", "--model", os.path.dirname(path), "--out", out)
+    expect(rc == 0, "the sharded model: " + log)
+    check_converted(out, c, p)
+    s1, s2 = "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"
+    wte = "bigs.embeddings.word_embeddings.weight"
+
+    def wm(fn):
+        def make(weight_map):
+            fn(weight_map)
+            return {"weight_map": weight_map}
+        return make
+
+    def other_shard(m):  # a key listed under the other shard than the one holding it
+        k = sorted(m)[0]
+        m[k] = s2 if m[k] == s1 else s1
+
+    cases = [
+        ("not JSON", b'{"weight_map": ', ()),
+        ("not UTF-8", b"\xff\xfe\x00", ()),
+        ("a list", b"[]", ()),
+        ("no weight_map", {"metadata": {}}, ()),
+        ("weight_map a list", {"weight_map": [s1, s2]}, ()),
+        ("weight_map empty", {"weight_map": {}}, ()),
+        ("a shard name not a string", wm(lambda m: m.__setitem__(wte, 5)), ()),
+        ("a missing shard", wm(lambda m: m.__setitem__(wte, "model-00003-of-00003.safetensors")),
+         ("model-00003-of-00003.safetensors",)),
+        ("a shard outside the folder", wm(lambda m: m.__setitem__(wte, "../st_good.safetensors")), ()),
+        ("a shard that is a folder", wm(lambda m: m.__setitem__(wte, ".")), ()),
+        ("naming itself", wm(lambda m: m.__setitem__(wte, "model.safetensors.index.json")), ()),
+        ("a key its shard lacks", wm(lambda m: m.__setitem__("bigs.encoder.layer.0.gate.weight", s1)),
+         ("bigs.encoder.layer.0.gate.weight",)),
+        ("a key under the wrong shard", wm(other_shard), ()),
+        ("a key the index lacks", wm(lambda m: m.pop(wte)), (wte,)),
+        ("mixed formats", wm(lambda m: m.__setitem__(wte, "pytorch_model-00001-of-00002.bin")), ()),
+    ]
+    bad = []
+    for i, (name, index, must) in enumerate(cases):
+        d = os.path.join(WORK, "index_bad", "%02d" % i)
+        path = write_sharded(d, c, p, index)
+        if name == "mixed formats":
+            torch.save({}, os.path.join(d, "pytorch_model-00001-of-00002.bin"))
+        for argv in (("to-bigs", "--model", d, "--out", out), ("inspect", path)):
+            why = refused(argv, path, must, out)
+            if why:
+                bad.append("%s (%s): %s" % (name, argv[0], why))
+    # config.json next to a good model
+    cfg_cases = [("config not JSON", b"{"), ("config a list", b"[]"),
+                 ("config hidden_size a word", json.dumps(dict(hf_config(c), hidden_size="big")).encode())]
+    src = os.path.join(WORK, "st_good.safetensors")
+    for i, (name, text) in enumerate(cfg_cases):
+        d = os.path.join(WORK, "config_bad", "%02d" % i)
+        os.makedirs(d, exist_ok=True)
+        shutil.copy(src, os.path.join(d, "model.safetensors"))
+        cfg = os.path.join(d, "config.json")
+        with open(cfg, "wb") as f:
+            f.write(text)
+        why = refused(("to-bigs", "--model", d, "--out", out), cfg, (), out)
+        if why:
+            bad.append("%s: %s" % (name, why))
+    total = 2 * len(cases) + len(cfg_cases)
+    expect(not bad, "%d of %d runs not refused cleanly:\n  %s" % (len(bad), total, "\n  ".join(bad)))
+    return "a sharded model converts; %d malformed indexes and %d config.json refused" % (len(cases), len(cfg_cases))
+
+
+def test_paths_and_labels(c, p):
+    """(i) a folder as --ckpt or --out, a missing output folder, --labels out of bigs's range and a
+    damaged bigs checkpoint given to inspect or to-bigs: clear errors, nothing left behind."""
+    src = os.path.join(WORK, "st_good.safetensors")
+    ckpt = os.path.join(WORK, "paths_model.bin")
+    rc, log = run_convert("to-bigs", "--model", src, "--out", ckpt)
+    expect(rc == 0, log)
+    folder = os.path.join(WORK, "paths_dir")
+    os.makedirs(folder, exist_ok=True)
+    bad = []
+
+    def check(argv, path, must=(), out=None):
+        why = refused(argv, path, must, out)
+        if why:
+            bad.append("%s: %s" % (" ".join(argv), why))
+
+    check(("to-torch", "--ckpt", folder, "--out", os.path.join(WORK, "p.bin")), folder, ("folder",))
+    check(("to-bigs", "--model", src, "--out", folder), folder, ("folder",))
+    for fmt in ("torch", "safetensors", "flax"):
+        check(("to-torch", "--ckpt", ckpt, "--out", folder, "--format", fmt), folder, ("folder",))
+    check(("to-torch", "--ckpt", ckpt, "--out", os.path.join(WORK, "p.bin"), "--config-out", folder), folder,
+          ("folder",))
+    missing = os.path.join(WORK, "no_such_dir", "model.bin")
+    check(("to-bigs", "--model", src, "--out", missing), missing)
+    check(("to-torch", "--ckpt", ckpt, "--out", missing), missing)
+    leftovers = [f for f in os.listdir(WORK) if f.startswith("paths_dir") and f != "paths_dir"]
+    if leftovers:
+        bad.append("left behind: %s" % leftovers)
+    out = os.path.join(WORK, "labels_out.bin")
+    for labels in ("-1", "1000000", "65"):
+        check(("to-bigs", "--model", src, "--out", out, "--labels", labels), labels, ("--labels",), out)
+    rc, log = run_convert("to-bigs", "--model", src, "--out", out, "--labels", "64")
+    if rc != 0:
+        bad.append("--labels 64 (bigs's largest) refused: " + log[-300:])
+    # a bigs checkpoint with one flipped byte in its parameters: a checksum mismatch, whatever reads it
+    blob = bytearray(open(ckpt, "rb").read())
+    blob[400] ^= 0x01
+    flipped = os.path.join(WORK, "paths_flipped.bin")
+    with open(flipped, "wb") as f:
+        f.write(blob)
+    for argv in (("inspect", flipped), ("to-torch", "--ckpt", flipped, "--out", os.path.join(WORK, "p.bin")),
+                 ("to-bigs", "--model", flipped, "--out", out)):
+        check(argv, flipped, ("checksum mismatch",), out if argv[0] == "to-bigs" else None)
+    expect(not bad, "%d not refused cleanly:\n  %s" % (len(bad), "\n  ".join(bad)))
+    return "folders, a missing folder, --labels -1/1000000/65 refused (64 taken), a flipped byte is a checksum mismatch"
+
+
 def test_fill_mask(bigs, c, p, ckpt):
     """(d) bigs_cpu fill-mask on the converted model vs reference.py."""
     if not os.path.exists(bigs):
@@ -848,6 +1112,10 @@ def main(argv):
             lambda: test_round_trip(c_cls, p_cls, state, "state"))
     s.check("(f) checksums", lambda: test_checksums(c_cls, p_cls))
     s.check("(g) damaged released files", lambda: test_bad_files(c_mlm, p_mlm))
+    s.check("(h) malformed safetensors files", lambda: test_bad_safetensors(c_mlm, p_mlm))
+    s.check("(h) sharded models and malformed .index.json / config.json", lambda: test_bad_index(c_mlm, p_mlm))
+    s.check("(i) folders as paths, --labels out of range, a damaged bigs checkpoint",
+            lambda: test_paths_and_labels(c_mlm, p_mlm))
     s.check("(d) bigs fill-mask vs reference.py", lambda: test_fill_mask(args.bigs, c_mlm, p_mlm,
                                                                           os.path.join(WORK, "mlm_flax.bin")))
     s.check("(e) classification logits via bigs eval/predict",

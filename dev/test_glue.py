@@ -16,7 +16,12 @@ test/data/glue and a tiny checkpoint made by a few steps of `bigs pretrain`:
       split with labels; --probs (full precision, summing to 1) gives the
       metrics `bigs eval` prints (recomputed with dev/glue_metrics.py from the
       fixture's gold labels) and the submission's predictions; a replaced
-      submission file is said so.
+      submission file is said so;
+  (f) without MNLI data: --tasks rte alone is skipped (exit 1) with a
+      message that names --from-pretrained; with it, RTE is fine-tuned from
+      --ckpt with a warning that its numbers are not the paper's, and the
+      run exits 0 (the zip's listing still says it is incomplete); a named
+      task that fails beside it (MRPC without its folder) makes it exit 1.
 
     /usr/bin/python3 dev/test_glue.py [--bigs build/bigs_cpu] [--workdir build/test_glue]
 
@@ -312,6 +317,41 @@ def test_predict(bigs, work):
     return "; ".join(done)
 
 
+def test_from_pretrained(bigs, work):
+    """(f)"""
+    only_rte = os.path.join(work, "data", "glue_rte")
+    os.makedirs(only_rte, exist_ok=True)
+    shutil.copytree(os.path.join(FIXTURES, "RTE"), os.path.join(only_rte, "RTE"))
+    common = ["--glue", "data/glue_rte", "--ckpt", "ckpt/model.bin", "--bigs", bigs, "--epochs", "1", "--batch", "2",
+              "--device", "cpu", "--threads", "1"]
+    rc, log = glue_sh(work, *common, "--out", "runs/glue_f1", "--tasks", "rte")
+    with open(os.path.join(work, "glue_f1.log"), "w") as f:
+        f.write(log)
+    expect(rc == 1 and "needs the MNLI model" in log and "--from-pretrained" in log,
+           "without MNLI and without --from-pretrained: exit %d (want 1 and a message naming the flag); "
+           "log in glue_f1.log" % rc)
+    rc, log = glue_sh(work, *common, "--out", "runs/glue_f2", "--tasks", "rte", "--from-pretrained")
+    with open(os.path.join(work, "glue_f2.log"), "w") as f:
+        f.write(log)
+    expect(rc == 0, "--tasks rte --from-pretrained: exit %d (want 0); log in glue_f2.log" % rc)
+    expect(re.search(r"warning: rte .*not comparable with the paper's", log), "no warning that the numbers are not "
+           "the paper's; log in glue_f2.log")
+    expect("fine-tuning rte from ckpt/model.bin" in log, "RTE not fine-tuned from --ckpt; log in glue_f2.log")
+    rows = results_table(log)
+    expect(re.search(r"accuracy [0-9.]+.*\(from the pretrained checkpoint", rows.get(("rte", "dev"), "")),
+           "the rte row does not say where it started: %s" % rows)
+    sub = os.path.join(work, "runs", "glue_f2", "submission")
+    check_submission_file("RTE", os.path.join(sub, "RTE.tsv"))
+    check_zip(os.path.join(work, "runs", "glue_f2", "submission.zip"), sub, ["RTE"])
+    expect(re.search(r"submission\.zip: 1 of 11 files \(incomplete", log), "no note that the zip is incomplete")
+    rc, log = glue_sh(work, *common, "--out", "runs/glue_f3", "--tasks", "rte mrpc", "--from-pretrained")
+    with open(os.path.join(work, "glue_f3.log"), "w") as f:
+        f.write(log)
+    expect(rc == 1 and "mrpc: no folder" in log, "MRPC without its folder: exit %d (want 1); log in glue_f3.log" % rc)
+    expect(os.path.exists(os.path.join(work, "runs", "glue_f3", "submission", "RTE.tsv")), "RTE not made beside it")
+    return "refused without the flag; with it exit 0, warned, %s; a failed MRPC beside it: exit 1" % rows[("rte", "dev")]
+
+
 def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--bigs", default="build/bigs_cpu", help="the CPU binary (default %(default)s)")
@@ -329,6 +369,7 @@ def main(argv):
     s.check("(d) --seq that is not the checkpoint's", lambda: test_seq_mismatch(bigs, work))
     s.check("(d) bigs on a task file of another T", lambda: test_seq_in_bigs(bigs, work))
     s.check("(e) bigs predict: labelled splits, --probs against bigs eval", lambda: test_predict(bigs, work))
+    s.check("(f) --from-pretrained: MRPC, STS-B, RTE without MNLI", lambda: test_from_pretrained(bigs, work))
     print("test_glue: %d passed, %d failed, %d skipped (%.1f s)" % (s.passed, s.failed, s.skipped,
                                                                    time.time() - start))
     return 1 if s.failed else 0

@@ -183,25 +183,27 @@ def rank_pids(mpirun_pid):
     return pids
 
 
-def start_long_run(env, out, k, extra, mpirun_extra=()):
+def start_long_run(env, out, k, extra, mpirun_extra=(), ready=None, what="reach step 12", deadline_s=60):
     """A run far too long to finish, started in the background (its output in
-    OUT.log); returns once it has logged 12 steps and its ranks are known. It
-    prints little: mpirun may stop passing the ranks' output on once it is
-    signalled, and a rank blocked on a full pipe would never stop."""
+    OUT.log); returns once ready() (default: it has logged 12 steps) and its
+    ranks are known. It prints little: mpirun may stop passing the ranks'
+    output on once it is signalled, and a rank blocked on a full pipe would
+    never stop. deadline_s is only against a run that hangs."""
+    if ready is None:
+        ready = lambda: os.path.exists(os.path.join(out, "log.jsonl")) and len(loss_lines(out)) >= 12  # noqa: E731
     log = open(out + ".log", "w")
     args = env.pretrain_args(out, ["--batch", "4", "--micro-batch", "1", "--steps", "1000000", "--log-every",
                                    "100000", "--eval-every", "0"] + list(extra))
     p = subprocess.Popen(MPIRUN + list(mpirun_extra) + ["-np", str(k), env.bigs_mpi] + args, env=ENV, stdout=log,
                          stderr=subprocess.STDOUT)
-    deadline = time.time() + 60
+    deadline = time.time() + deadline_s
     while time.time() < deadline:
-        if os.path.exists(os.path.join(out, "log.jsonl")) and len(loss_lines(out)) >= 12 and len(
-                rank_pids(p.pid)) == k:
+        if ready() and len(rank_pids(p.pid)) == k:
             return p, rank_pids(p.pid)
         expect(p.poll() is None, "the run ended early:\n" + slurp(out + ".log", "r")[-2000:])
         time.sleep(0.1)
     kill_job(p, rank_pids(p.pid))
-    raise AssertionError("the run did not reach step 12 in 60 s:\n" + slurp(out + ".log", "r")[-2000:])
+    raise AssertionError("the run did not %s in %d s:\n%s" % (what, deadline_s, slurp(out + ".log", "r")[-2000:]))
 
 
 def kill_job(p, pids):
@@ -238,15 +240,20 @@ def saved_step(out):
 
 def test_kill_one_rank(env):
     out = env.path("d_kill")
-    p, pids = start_long_run(env, out, 2, ["--save-every", "5"])
+    state = os.path.join(out, "state.bin")
+    # The kill comes once state.bin (renamed into place whole) holds step 10 or later: the
+    # checkpoint itself, not a count of log lines nor mpirun's forwarded "saved ..." line,
+    # which on a loaded machine may arrive long after the file.
+    p, pids = start_long_run(env, out, 2, ["--save-every", "5"], ready=lambda: os.path.exists(state) and
+                             state_step(state) >= 10, what="save a checkpoint at step 10 or later", deadline_s=300)
     start = time.time()
     os.kill(pids[1], signal.SIGKILL)
     rc = wait_or_kill(p, pids, 120)
     elapsed = time.time() - start
     expect(rc != 0, "mpirun exited 0 after a rank was killed")
     expect(elapsed < 30, "the job took %.1f s to end after the kill" % elapsed)
-    step = saved_step(out)
-    expect(step is not None and step >= 10, "no checkpoint before the kill:\n" + slurp(out + ".log", "r")[-1500:])
+    step = state_step(state)  # the last checkpoint: the one seen, or a later one saved before the job ended
+    expect(step >= 10 and step % 5 == 0, "state.bin holds step %d:\n%s" % (step, slurp(out + ".log", "r")[-1500:]))
     r = ranks(env, 2, env.pretrain_args(out, ["--batch", "4", "--micro-batch", "1", "--steps", str(step + 3),
                                               "--resume", os.path.join(out, "state.bin")]))
     expect("resumed from" in r.stdout and "at step %d" % (step + 3) in r.stdout, r.stdout[-1500:])

@@ -11,7 +11,8 @@
 # directory (tried as root) and stops them on exit; with
 # BIGS_TEST_SLURM=cluster it uses the cluster `sinfo` reaches instead.
 # Skips (exit 0) where srun is not installed, or where the one-node cluster
-# does not come up (printing the daemons' logs).
+# does not come up within 30 s (BIGS_TEST_SLURM_WAIT=seconds), printing the
+# daemons' last log lines.
 # Debian 12 packages (apt-get install):
 #   slurmd slurmctld slurm-client munge   (slurm-wlm-basic-plugins, which they pull in, has mpi_pmix_v4)
 #   openmpi-bin libopenmpi-dev            (mpirun, and mpicxx for build/bigs_mpi)
@@ -24,7 +25,7 @@ while [ $# -gt 0 ]; do
     --bigs-mpi) bigs_mpi=$(realpath "$2"); shift 2 ;;
     --bigs) bigs=$(realpath "$2"); shift 2 ;;
     --work) work=$(realpath -m "$2"); shift 2 ;;
-    -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "test_slurm: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -90,21 +91,29 @@ EOF
   for i in $(seq 50); do [ -S "$tmp/munge/socket" ] && break; sleep 0.1; done
   slurmctld -D -f "$SLURM_CONF" >"$tmp/slurmctld.out" 2>&1 & pids+=($!)
   slurmd -D -f "$SLURM_CONF" >"$tmp/slurmd.out" 2>&1 & pids+=($!)
-  state=
-  for i in $(seq 100); do
-    state=$(sinfo -h -o %T 2>/dev/null || true)
+  # Wait for the node to be idle: each sinfo bounded (where slurmctld cannot
+  # answer, sinfo waits for it without end), the whole wait too, and cut short
+  # when a daemon has exited.
+  state= gone= wait_s=${BIGS_TEST_SLURM_WAIT:-30} deadline=$((SECONDS + ${BIGS_TEST_SLURM_WAIT:-30}))
+  while :; do
+    state=$(timeout 5 sinfo -h -o %T 2>/dev/null || true)
     [ "$state" = idle ] && break
-    sleep 0.2
+    for n in 0 1 2; do
+      kill -0 "${pids[$n]}" 2>/dev/null || gone="$gone $(echo munged slurmctld slurmd | cut -d' ' -f$((n + 1)))"
+    done
+    [ -n "$gone" ] || [ $SECONDS -ge $deadline ] && break
+    sleep 0.5
   done
   if [ "$state" != idle ]; then  # this machine's limits, not bigs's: said, with the daemons' last words
-    echo "test_slurm: skipped: the one-node cluster did not come up here (node state '$state'); its logs:"
+    echo "test_slurm: skipped: the one-node cluster did not come up here ($([ -n "$gone" ] && echo "exited:$gone" ||
+      echo "not idle after $wait_s s"); node state '${state:-no answer}'); its logs:"
     tail -n 5 "$tmp"/*.log "$tmp/munge/log" "$tmp"/*.out 2>/dev/null || true
     exit 0
   fi
   ok "started munged, slurmctld and slurmd for $host ($(nproc) CPUs) in $tmp"
 fi
-if ! srun --mpi=list 2>&1 | grep -q pmix; then
-  echo "test_slurm: skipped: Slurm has no PMIx plugin (srun --mpi=list: $(srun --mpi=list 2>&1 | tr '\n' ' '))"
+if ! timeout 20 srun --mpi=list 2>&1 | grep -q pmix; then
+  echo "test_slurm: skipped: Slurm has no PMIx plugin (srun --mpi=list: $(timeout 20 srun --mpi=list 2>&1 | tr '\n' ' '))"
   exit 0
 fi
 

@@ -1,8 +1,8 @@
-"""What fuzz/convert_msgpack.py and fuzz/convert_torch.py share: an atheris
-harness for dev/convert_hf.py's reader of one released layout. `to-bigs` and
-`inspect` on any file must either convert it or exit 1 with a message (a
-ConvertError); any other exception is a bug, which atheris reports with the
-input that raised it."""
+"""What fuzz/convert_msgpack.py, fuzz/convert_torch.py and
+fuzz/convert_safetensors.py share: an atheris harness for dev/convert_hf.py's
+reader of one released layout. `to-bigs` and `inspect` on any file (or set of
+files) must either convert it or exit 1 with a message (a ConvertError); any
+other exception is a bug, which atheris reports with the input that raised it."""
 import atexit
 import contextlib
 import io
@@ -18,15 +18,23 @@ with atheris.instrument_imports(include=["convert_hf"]):
     import convert_hf  # noqa: E402
 
 
-def run(fmt, name):
-    """Fuzzes `convert_hf.py to-bigs --format FMT` on a file called NAME."""
+def run(fmt, name, split=None):
+    """Fuzzes `convert_hf.py to-bigs --format FMT` on a file called NAME, the
+    input. With split, split(input) gives ({file name: bytes}, the file to
+    convert) instead: several files in one folder (a sharded model)."""
     work = tempfile.mkdtemp(prefix="bigs_fuzz_%s_" % fmt)
     atexit.register(shutil.rmtree, work, True)
-    model, out = os.path.join(work, name), os.path.join(work, "model.bin")
+    model_dir, out = os.path.join(work, "model"), os.path.join(work, "model.bin")
+    os.makedirs(model_dir)
 
     def test_one_input(data):
-        with open(model, "wb") as f:
-            f.write(data)
+        files, model = split(data) if split else ({name: data}, name)
+        for f in os.listdir(model_dir):  # the last input's files
+            os.remove(os.path.join(model_dir, f))
+        for f, blob in files.items():
+            with open(os.path.join(model_dir, f), "wb") as fh:
+                fh.write(blob)
+        model = os.path.join(model_dir, model)
         for argv in (["to-bigs", "--model", model, "--out", out, "--format", fmt], ["inspect", model, "--format", fmt]):
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                 rc = convert_hf.main(argv)
