@@ -2,7 +2,7 @@
 
     python3 dev/bench_cpu.py [--bigs build/bigs_cpu] [--threads 1,2] [--rounds 3]
 
-For each config (issue 17's table) and thread count, runs `bigs bench
+For each config (docs/CPU.md's table) and thread count, runs `bigs bench
 --device cpu` and a PyTorch peer in turn, --rounds times interleaved, and
 prints the best tokens/s of each, their ratio and the load average. The peer
 is dev/reference.py's BiGS in float32 with the same step as `bigs bench`:
@@ -46,7 +46,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 OPENBLAS_DIR = "/usr/lib/x86_64-linux-gnu/openblas-pthread"
 
-# name: (V, H, I, L, N, T, batch, timed steps), issue 17's table.
+# name: (V, H, I, L, N, T, batch, timed steps), as docs/CPU.md lists them.
 CONFIGS = {
     "tiny": (4096, 64, 128, 2, 16, 128, 32, 20),
     "small": (30522, 256, 512, 4, 64, 128, 16, 5),
