@@ -235,3 +235,40 @@ $(BUILD)/fuzz/%: fuzz/%.cpp fuzz/fuzz.h $(BUILD)/fuzz/tokenizer_lib.o bigs.cu da
 fuzz-build: $(FUZZ_BINS)
 fuzz: fuzz-build
 	FUZZ_SEED=$(FUZZ_SEED) PYTHON=$(PYTHON) bash dev/fuzz.sh $(FUZZ_SECONDS) $(BUILD)/fuzz $(FUZZ_CPP) $(FUZZ_PY)
+
+# --- emulated CUDA device: libraries
+# The emulated cuBLASLt and cuFFT (test/emu/cublaslt.cpp, test/emu/cufft.cpp)
+# and their test: test/test_emu_libs.cpp writes inputs and the emulator's
+# outputs to build/emu_libs, dev/test_emu_libs.py checks them with numpy.
+# Linked with the emulated runtime (build/emu/runtime.o, the runtime block's
+# rule, else the fallback pattern rule here); without test/emu/runtime.cpp
+# the test uses its own stand-in (EMU_LIBS_STANDIN).
+EMU_CUDA_INC ?= $(patsubst %/,%,$(dir $(firstword $(wildcard $(NVCC_HOME)/include/cuda_runtime_api.h \
+                  /usr/local/cuda/include/cuda_runtime_api.h))))
+EMU_LIBS_CXX = $(CXX) -O2 -g -std=c++17 -Wall -Wextra -I$(EMU_CUDA_INC)
+EMU_LIBS_OBJS = $(BUILD)/emu/cublaslt.o $(BUILD)/emu/cufft.o
+ifneq ($(wildcard test/emu/runtime.cpp),)
+EMU_LIBS_RUNTIME = $(BUILD)/emu/runtime.o
+EMU_LIBS_STANDIN =
+else
+EMU_LIBS_RUNTIME =
+EMU_LIBS_STANDIN = -DEMU_LIBS_STANDIN
+endif
+$(BUILD)/emu/%.o: test/emu/%.cpp test/emu/emu.h
+	mkdir -p $(BUILD)/emu
+	$(EMU_LIBS_CXX) -c $< -o $@
+$(BUILD)/emu/cublaslt.o: test/emu/cublaslt.cpp test/emu/emu.h
+	mkdir -p $(BUILD)/emu
+	$(EMU_LIBS_CXX) -c $< -o $@
+$(BUILD)/emu/cufft.o: test/emu/cufft.cpp test/emu/emu.h
+	mkdir -p $(BUILD)/emu
+	$(EMU_LIBS_CXX) -c $< -o $@
+$(BUILD)/emu/test_emu_libs: test/test_emu_libs.cpp test/emu/emu.h $(EMU_LIBS_OBJS) $(EMU_LIBS_RUNTIME)
+	$(EMU_LIBS_CXX) $(EMU_LIBS_STANDIN) -Itest test/test_emu_libs.cpp $(EMU_LIBS_OBJS) $(EMU_LIBS_RUNTIME) -o $@ \
+	  $(GTEST_LIBS) -ldl
+.PHONY: test-emu-libs
+test-emu-libs: $(BUILD)/emu/test_emu_libs
+	rm -rf $(BUILD)/emu_libs && mkdir -p $(BUILD)/emu_libs
+	EMU_LIBS_OUT=$(BUILD)/emu_libs $(BUILD)/emu/test_emu_libs
+	$(PYTHON) dev/test_emu_libs.py $(BUILD)/emu_libs
+# --- end emulated CUDA device: libraries
