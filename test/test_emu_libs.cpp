@@ -105,6 +105,7 @@ struct Gemm {
   cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_DEFAULT;
   cudaDataType_t bias_type = CUDA_R_32F;  // when bias_type_set
   bool bias_type_set = false;
+  bool ties = false;  // A's fp32 values exactly halfway between two TF32 values
 };
 
 // Runs g through the emulator (heuristic, then the first candidate) and
@@ -124,6 +125,13 @@ void run_gemm(Gemm g, cublasLtHandle_t lt, cudaStream_t stream, std::mt19937& rn
   size_t nbias = bgrad ? g.n : g.m;
   std::vector<char> A = random_bytes(rng, g.ab, na), B = random_bytes(rng, g.ab, nb), C = random_bytes(rng, g.cd, nd),
                     bias = random_bytes(rng, bt, nbias);
+  if (g.ties) {  // +-(1 + j 2^-10 + 2^-11) 2^e: TF32 rounding must break the tie (away from zero)
+    std::uniform_int_distribution<int> mant(0, 1023), ex(-2, 1), sign(0, 1);
+    for (size_t i = 0; i < na; i++) {
+      float v = std::ldexp((1.0f + mant(rng) * 0x1p-10f + 0x1p-11f) * (sign(rng) ? -1.0f : 1.0f), ex(rng));
+      std::memcpy(&A[4 * i], &v, 4);
+    }
+  }
   void *dA = upload(A), *dB = upload(B), *dC = upload(C), *dbias = upload(bias);
   void* dD = g.c_is_d ? dC : nullptr;
   if (!g.c_is_d) {
@@ -265,6 +273,8 @@ TEST_F(EmuLibs, GemmAgainstNumpy) {
   add(g);
   // TF32.
   g = Gemm{}, g.name = "tf32_nn", g.compute = CUBLAS_COMPUTE_32F_FAST_TF32, g.m = 17, g.n = 7, g.k = 33, add(g);
+  g = Gemm{}, g.name = "tf32_ties", g.compute = CUBLAS_COMPUTE_32F_FAST_TF32, g.ties = true, g.m = 5, g.n = 7,
+  g.k = 17, add(g);
   g = Gemm{}, g.name = "tf32_tt_batch", g.compute = CUBLAS_COMPUTE_32F_FAST_TF32, g.ta = g.tb = true, g.m = 5,
   g.n = 3, g.k = 17, g.batch = 3, g.sa = 85, g.sb = 60, g.sd = 15, add(g);
   // Epilogues.
