@@ -576,17 +576,21 @@ TEST_F(EmuLibs, PlantedAttributeSize) {
 // A host pointer as an operand: the call returns success (cuBLASLt does not
 // look), the kernel faults; the fault is sticky, so this runs in a child.
 void host_pointer_child(cublasLtHandle_t lt, cudaStream_t stream) {
-  Bf16Problem p;
-  p.make(16, 16);
-  cublasLtMatmulHeuristicResult_t h[4];
-  int count = 0;
-  cublasLtMatmulAlgoGetHeuristic(lt, p.desc, p.la, p.lb, p.ld, p.ld, p.pref, 4, h, &count);
-  alignas(256) static __nv_bfloat16 host_b[16 * 8];
-  float alpha = 1, beta = 0;
-  // The bug: B is host memory.
-  cublasStatus_t st = cublasLtMatmul(lt, p.desc, &alpha, p.A, p.la, host_b, p.lb, &beta, p.D, p.ld, p.D, p.ld,
-                                     &h[0].algo, p.ws, 1 << 20, stream);
-  cudaError_t e = cudaDeviceSynchronize();
+  cublasStatus_t st;
+  cudaError_t e;
+  {
+    Bf16Problem p;
+    p.make(16, 16);
+    cublasLtMatmulHeuristicResult_t h[4];
+    int count = 0;
+    cublasLtMatmulAlgoGetHeuristic(lt, p.desc, p.la, p.lb, p.ld, p.ld, p.pref, 4, h, &count);
+    alignas(256) static __nv_bfloat16 host_b[16 * 8];
+    float alpha = 1, beta = 0;
+    // The bug: B is host memory.
+    st = cublasLtMatmul(lt, p.desc, &alpha, p.A, p.la, host_b, p.lb, &beta, p.D, p.ld, p.D, p.ld, &h[0].algo, p.ws,
+                        1 << 20, stream);
+    e = cudaDeviceSynchronize();
+  }
   fprintf(stderr, "cublasLtMatmul returned %s, cudaDeviceSynchronize %s\n", cublasLtGetStatusName(st),
           cudaGetErrorName(e));
   exit(st == CUBLAS_STATUS_SUCCESS && e == cudaErrorIllegalAddress ? 42 : 1);
@@ -656,6 +660,7 @@ void host_work_child(cudaStream_t stream) {
   cudaMalloc(&out, (n / 2 + 1) * 8);
   cufftResult r = cufftExecR2C(plan, (cufftReal*)in, (cufftComplex*)out);
   cudaError_t e = cudaDeviceSynchronize();
+  cudaFree(in), cudaFree(out), cufftDestroy(plan);
   fprintf(stderr, "cufftExecR2C returned %d, cudaDeviceSynchronize %s\n", (int)r, cudaGetErrorName(e));
   exit(r == CUFFT_SUCCESS && e == cudaErrorIllegalAddress ? 42 : 1);
 }
