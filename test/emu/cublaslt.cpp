@@ -48,13 +48,16 @@
 //  [HEUR]    cublasLtMatmulAlgoGetHeuristic(): INVALID_VALUE "if
 //            requestedAlgoCount is less or equal to zero", NOT_SUPPORTED
 //            when nothing fits.
-//  [TC]      "Tensor Core Usage" (cuBLAS docs 2.1.x): 16-byte alignment of
-//            pointers and of ld * element size (ld a multiple of 8 for
-//            16-bit types) is what tensor-core kernels run best with; the
-//            documentation states it as a performance condition, not a
-//            requirement, so an ld that is not a multiple of 8 is NOT an
-//            error here (a real cuBLASLt picks another kernel); only the
-//            alignment the caller promised in the preference is enforced.
+//  [TC]      "Tensor Core Usage" (cuBLAS docs 2.1.11): pointers, ld * type
+//            size (ld a multiple of 8 for 16-bit types) and the rows of
+//            op(A) / op(B) / C aligned to 16 bytes are the conditions "to get
+//            the most performance out of Tensor Cores"; "Aside from FP8,
+//            there are no longer any restrictions on matrix dimensions and
+//            memory alignments to use Tensor Cores (starting with cuBLAS
+//            version 11.0.0)". So a bf16 ld that is not a multiple of 8 is
+//            NOT an error here (a real cuBLASLt picks another kernel); only
+//            the alignment the caller promised in the preference is
+//            enforced, and 16 bytes is the most any emulated algorithm needs.
 //  Observed behaviour behind NOT_SUPPORTED for an operand less aligned than
 //  the algorithm was chosen for: pytorch/pytorch#92201 (cublasLtMatmul
 //  returned CUBLAS_STATUS_NOT_SUPPORTED on 2-byte-aligned bf16/fp16 inputs).
