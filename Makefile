@@ -237,3 +237,75 @@ $(BUILD)/fuzz/%: fuzz/%.cpp fuzz/fuzz.h $(BUILD)/fuzz/tokenizer_lib.o bigs.cu da
 fuzz-build: $(FUZZ_BINS)
 fuzz: fuzz-build
 	FUZZ_SEED=$(FUZZ_SEED) PYTHON=$(PYTHON) bash dev/fuzz.sh $(FUZZ_SECONDS) $(BUILD)/fuzz $(FUZZ_CPP) $(FUZZ_PY)
+
+# --- emulated CUDA device: libraries
+# The emulated cuBLASLt and cuFFT (test/emu/cublaslt.cpp, test/emu/cufft.cpp)
+# and their test: test/test_emu_libs.cpp writes inputs and the emulator's
+# outputs to build/emu_libs, dev/test_emu_libs.py checks them with numpy.
+# Linked with the emulated runtime (build/emu/runtime.o, the runtime block's
+# rule, else the fallback pattern rule here); without test/emu/runtime.cpp
+# the test uses its own stand-in (EMU_LIBS_STANDIN).
+EMU_CUDA_INC ?= $(patsubst %/,%,$(dir $(firstword $(wildcard $(NVCC_HOME)/include/cuda_runtime_api.h \
+                  /usr/local/cuda/include/cuda_runtime_api.h))))
+EMU_LIBS_CXX = $(CXX) -O2 -g -std=c++17 -Wall -Wextra -I$(EMU_CUDA_INC)
+EMU_LIBS_OBJS = $(BUILD)/emu/cublaslt.o $(BUILD)/emu/cufft.o
+ifneq ($(wildcard test/emu/runtime.cpp),)
+EMU_LIBS_RUNTIME = $(BUILD)/emu/runtime.o
+EMU_LIBS_STANDIN =
+else
+EMU_LIBS_RUNTIME =
+EMU_LIBS_STANDIN = -DEMU_LIBS_STANDIN
+endif
+$(BUILD)/emu/%.o: test/emu/%.cpp test/emu/emu.h
+	mkdir -p $(BUILD)/emu
+	$(EMU_LIBS_CXX) -c $< -o $@
+$(BUILD)/emu/cublaslt.o: test/emu/cublaslt.cpp test/emu/emu.h
+	mkdir -p $(BUILD)/emu
+	$(EMU_LIBS_CXX) -c $< -o $@
+$(BUILD)/emu/cufft.o: test/emu/cufft.cpp test/emu/emu.h
+	mkdir -p $(BUILD)/emu
+	$(EMU_LIBS_CXX) -c $< -o $@
+$(BUILD)/emu/test_emu_libs: test/test_emu_libs.cpp test/emu/emu.h $(EMU_LIBS_OBJS) $(EMU_LIBS_RUNTIME)
+	$(EMU_LIBS_CXX) $(EMU_LIBS_STANDIN) -Itest test/test_emu_libs.cpp $(EMU_LIBS_OBJS) $(EMU_LIBS_RUNTIME) -o $@ \
+	  $(GTEST_LIBS) -ldl
+.PHONY: test-emu-libs
+test-emu-libs: $(BUILD)/emu/test_emu_libs
+	rm -rf $(BUILD)/emu_libs && mkdir -p $(BUILD)/emu_libs
+	EMU_LIBS_OUT=$(BUILD)/emu_libs $(BUILD)/emu/test_emu_libs
+	$(PYTHON) dev/test_emu_libs.py $(BUILD)/emu_libs
+# --- end emulated CUDA device: libraries
+
+# --- emulated CUDA device: runtime
+# The emulated CUDA runtime (test/emu/runtime.cpp), NCCL over MPI
+# (test/emu/nccl.cpp) and their tests (test/test_emu.cpp): make test-emu
+# runs the tests, under AddressSanitizer too (where the out-of-bounds test
+# runs), and the NCCL tests under mpirun -np 2 when mpicxx is there.
+EMU_RT_INC ?= $(patsubst %/,%,$(dir $(firstword $(wildcard $(NVCC_HOME)/include/cuda_runtime_api.h \
+                /usr/local/cuda/include/cuda_runtime_api.h))))
+EMU_RT_FLAGS = -O2 -g -std=c++17 -Wall -Wextra -I$(EMU_RT_INC)
+EMU_RT_ASAN = -fsanitize=address -fno-omit-frame-pointer
+EMU_RT_HDRS = test/emu/cuda_emu.h test/emu/emu.h
+EMU_RT_MPIRUN ?= mpirun --allow-run-as-root --oversubscribe --bind-to none
+$(BUILD)/emu/runtime.o: test/emu/runtime.cpp $(EMU_RT_HDRS)
+	mkdir -p $(BUILD)/emu
+	$(CXX) $(EMU_RT_FLAGS) -c $< -o $@
+$(BUILD)/emu/runtime_asan.o: test/emu/runtime.cpp $(EMU_RT_HDRS)
+	mkdir -p $(BUILD)/emu
+	$(CXX) $(EMU_RT_FLAGS) $(EMU_RT_ASAN) -c $< -o $@
+$(BUILD)/emu/nccl.o: test/emu/nccl.cpp test/emu/emu.h
+	mkdir -p $(BUILD)/emu
+	$(MPICXX) $(EMU_RT_FLAGS) -DBIGS_MPI -c $< -o $@
+$(BUILD)/test_emu: test/test_emu.cpp $(EMU_RT_HDRS) $(BUILD)/emu/runtime.o
+	$(CXX) $(EMU_RT_FLAGS) -Itest -rdynamic test/test_emu.cpp $(BUILD)/emu/runtime.o -o $@ $(GTEST_LIBS)
+$(BUILD)/test_emu_asan: test/test_emu.cpp $(EMU_RT_HDRS) $(BUILD)/emu/runtime_asan.o
+	$(CXX) $(EMU_RT_FLAGS) $(EMU_RT_ASAN) -Itest -rdynamic test/test_emu.cpp $(BUILD)/emu/runtime_asan.o -o $@ \
+	  $(GTEST_LIBS)
+$(BUILD)/test_emu_nccl: test/test_emu.cpp $(EMU_RT_HDRS) $(BUILD)/emu/runtime.o $(BUILD)/emu/nccl.o
+	$(MPICXX) $(EMU_RT_FLAGS) -DBIGS_MPI -DEMU_TEST_NCCL -Itest -rdynamic test/test_emu.cpp $(BUILD)/emu/runtime.o \
+	  $(BUILD)/emu/nccl.o -o $@ -lgtest -pthread
+.PHONY: test-emu
+test-emu: $(BUILD)/test_emu $(BUILD)/test_emu_asan $(if $(HAVE_MPI),$(BUILD)/test_emu_nccl)
+	$(BUILD)/test_emu
+	ASAN_OPTIONS=detect_leaks=1 $(BUILD)/test_emu_asan
+	$(if $(HAVE_MPI),$(EMU_RT_MPIRUN) -np 2 $(BUILD)/test_emu_nccl,@echo "test-emu: no mpicxx, NCCL emulation untested")
+# --- end emulated CUDA device: runtime
