@@ -44,7 +44,7 @@ else
 BIGS_CXX = $(CXX)
 endif
 
-.PHONY: all test test-suites test-asan demo finetune-demo clean gpu-check gpu-check-prep gtest-src cuda-check format fuzz fuzz-build lab
+.PHONY: all test test-suites test-asan demo finetune-demo clean gpu-check gpu-check-prep gtest-src cuda-check format fuzz fuzz-build lab emu
 all: bigs tokenizer data_prep
 
 $(BUILD):
@@ -144,7 +144,7 @@ test:
 	@PYTHON=$(PYTHON) bash dev/deps.sh ensure
 	@$(MAKE) --no-print-directory test-suites
 
-test-suites: all $(TEST_BINS) $(BUILD)/fixture.bin $(BUILD)/metric_cases.tsv
+test-suites: all $(TEST_BINS) $(EMU_BINS) $(BUILD)/fixture.bin $(BUILD)/metric_cases.tsv
 	PYTHON=$(PYTHON) HAVE_MPI=$(HAVE_MPI) bash dev/run_tests.sh $(BUILD)
 
 demo: all
@@ -238,74 +238,53 @@ fuzz-build: $(FUZZ_BINS)
 fuzz: fuzz-build
 	FUZZ_SEED=$(FUZZ_SEED) PYTHON=$(PYTHON) bash dev/fuzz.sh $(FUZZ_SECONDS) $(BUILD)/fuzz $(FUZZ_CPP) $(FUZZ_PY)
 
-# --- emulated CUDA device: libraries
-# The emulated cuBLASLt and cuFFT (test/emu/cublaslt.cpp, test/emu/cufft.cpp)
-# and their test: test/test_emu_libs.cpp writes inputs and the emulator's
-# outputs to build/emu_libs, dev/test_emu_libs.py checks them with numpy.
-# Linked with the emulated runtime (build/emu/runtime.o, the runtime block's
-# rule, else the fallback pattern rule here); without test/emu/runtime.cpp
-# the test uses its own stand-in (EMU_LIBS_STANDIN).
-EMU_CUDA_INC ?= $(patsubst %/,%,$(dir $(firstword $(wildcard $(NVCC_HOME)/include/cuda_runtime_api.h \
-                  /usr/local/cuda/include/cuda_runtime_api.h))))
-EMU_LIBS_CXX = $(CXX) -O2 -g -std=c++17 -Wall -Wextra -I$(EMU_CUDA_INC)
-EMU_LIBS_OBJS = $(BUILD)/emu/cublaslt.o $(BUILD)/emu/cufft.o
-ifneq ($(wildcard test/emu/runtime.cpp),)
-EMU_LIBS_RUNTIME = $(BUILD)/emu/runtime.o
-EMU_LIBS_STANDIN =
-else
-EMU_LIBS_RUNTIME =
-EMU_LIBS_STANDIN = -DEMU_LIBS_STANDIN
-endif
-$(BUILD)/emu/%.o: test/emu/%.cpp test/emu/emu.h
+# The emulated CUDA device (test/emu, docs/TESTS.md): the same bigs.cu and
+# test/test_gpu.cu, compiled by g++ with -DBIGS_EMU against an emulation of
+# the CUDA runtime (test/emu/runtime.cpp), cuBLASLt, cuFFT and NCCL over MPI,
+# run the GPU suites and whole GPU training runs on the CPU. Test
+# infrastructure only: nothing here is linked into the product. It needs the
+# CUDA Toolkit's headers (not nvcc, not a GPU).
+EMU_INC ?= $(patsubst %/,%,$(dir $(firstword $(wildcard $(NVCC_HOME)/include/cuda_runtime_api.h \
+             /usr/local/cuda/include/cuda_runtime_api.h))))
+HAVE_EMU := $(if $(EMU_INC),yes)
+EMU_FLAGS = -O2 -g -std=c++17 -Wall -Wextra -I$(EMU_INC)
+EMU_ASAN = -fsanitize=address -fno-omit-frame-pointer
+EMU_HDRS = test/emu/cuda_emu.h test/emu/emu.h
+EMU_OBJS = $(BUILD)/emu/runtime.o $(BUILD)/emu/cublaslt.o $(BUILD)/emu/cufft.o
+EMU_MPIRUN ?= mpirun --allow-run-as-root --oversubscribe --bind-to none
+$(BUILD)/emu/%.o: test/emu/%.cpp $(EMU_HDRS)
 	mkdir -p $(BUILD)/emu
-	$(EMU_LIBS_CXX) -c $< -o $@
-$(BUILD)/emu/cublaslt.o: test/emu/cublaslt.cpp test/emu/emu.h
+	$(CXX) $(EMU_FLAGS) -c $< -o $@
+$(BUILD)/emu/runtime_asan.o: test/emu/runtime.cpp $(EMU_HDRS)
 	mkdir -p $(BUILD)/emu
-	$(EMU_LIBS_CXX) -c $< -o $@
-$(BUILD)/emu/cufft.o: test/emu/cufft.cpp test/emu/emu.h
+	$(CXX) $(EMU_FLAGS) $(EMU_ASAN) -c $< -o $@
+$(BUILD)/emu/nccl.o: test/emu/nccl.cpp $(EMU_HDRS)
 	mkdir -p $(BUILD)/emu
-	$(EMU_LIBS_CXX) -c $< -o $@
-$(BUILD)/emu/test_emu_libs: test/test_emu_libs.cpp test/emu/emu.h $(EMU_LIBS_OBJS) $(EMU_LIBS_RUNTIME)
-	$(EMU_LIBS_CXX) $(EMU_LIBS_STANDIN) -Itest test/test_emu_libs.cpp $(EMU_LIBS_OBJS) $(EMU_LIBS_RUNTIME) -o $@ \
-	  $(GTEST_LIBS) -ldl
-.PHONY: test-emu-libs
-test-emu-libs: $(BUILD)/emu/test_emu_libs
-	rm -rf $(BUILD)/emu_libs && mkdir -p $(BUILD)/emu_libs
-	EMU_LIBS_OUT=$(BUILD)/emu_libs $(BUILD)/emu/test_emu_libs
-	$(PYTHON) dev/test_emu_libs.py $(BUILD)/emu_libs
-# --- end emulated CUDA device: libraries
-
-# --- emulated CUDA device: runtime
-# The emulated CUDA runtime (test/emu/runtime.cpp), NCCL over MPI
-# (test/emu/nccl.cpp) and their tests (test/test_emu.cpp): make test-emu
-# runs the tests, under AddressSanitizer too (where the out-of-bounds test
-# runs), and the NCCL tests under mpirun -np 2 when mpicxx is there.
-EMU_RT_INC ?= $(patsubst %/,%,$(dir $(firstword $(wildcard $(NVCC_HOME)/include/cuda_runtime_api.h \
-                /usr/local/cuda/include/cuda_runtime_api.h))))
-EMU_RT_FLAGS = -O2 -g -std=c++17 -Wall -Wextra -I$(EMU_RT_INC)
-EMU_RT_ASAN = -fsanitize=address -fno-omit-frame-pointer
-EMU_RT_HDRS = test/emu/cuda_emu.h test/emu/emu.h
-EMU_RT_MPIRUN ?= mpirun --allow-run-as-root --oversubscribe --bind-to none
-$(BUILD)/emu/runtime.o: test/emu/runtime.cpp $(EMU_RT_HDRS)
-	mkdir -p $(BUILD)/emu
-	$(CXX) $(EMU_RT_FLAGS) -c $< -o $@
-$(BUILD)/emu/runtime_asan.o: test/emu/runtime.cpp $(EMU_RT_HDRS)
-	mkdir -p $(BUILD)/emu
-	$(CXX) $(EMU_RT_FLAGS) $(EMU_RT_ASAN) -c $< -o $@
-$(BUILD)/emu/nccl.o: test/emu/nccl.cpp test/emu/emu.h
-	mkdir -p $(BUILD)/emu
-	$(MPICXX) $(EMU_RT_FLAGS) -DBIGS_MPI -c $< -o $@
-$(BUILD)/test_emu: test/test_emu.cpp $(EMU_RT_HDRS) $(BUILD)/emu/runtime.o
-	$(CXX) $(EMU_RT_FLAGS) -Itest -rdynamic test/test_emu.cpp $(BUILD)/emu/runtime.o -o $@ $(GTEST_LIBS)
-$(BUILD)/test_emu_asan: test/test_emu.cpp $(EMU_RT_HDRS) $(BUILD)/emu/runtime_asan.o
-	$(CXX) $(EMU_RT_FLAGS) $(EMU_RT_ASAN) -Itest -rdynamic test/test_emu.cpp $(BUILD)/emu/runtime_asan.o -o $@ \
-	  $(GTEST_LIBS)
-$(BUILD)/test_emu_nccl: test/test_emu.cpp $(EMU_RT_HDRS) $(BUILD)/emu/runtime.o $(BUILD)/emu/nccl.o
-	$(MPICXX) $(EMU_RT_FLAGS) -DBIGS_MPI -DEMU_TEST_NCCL -Itest -rdynamic test/test_emu.cpp $(BUILD)/emu/runtime.o \
+	$(MPICXX) $(EMU_FLAGS) -DBIGS_MPI -c $< -o $@
+# The emulator's own tests: its rules with planted bugs (test_emu, also under
+# ASan, and its NCCL under mpirun -np 2), cuBLASLt and cuFFT against numpy
+# (test_emu_libs writes inputs and results, dev/test_emu_libs.py checks them).
+$(BUILD)/emu/test_emu: test/test_emu.cpp $(EMU_HDRS) $(BUILD)/emu/runtime.o
+	$(CXX) $(EMU_FLAGS) -Itest -rdynamic test/test_emu.cpp $(BUILD)/emu/runtime.o -o $@ $(GTEST_LIBS)
+$(BUILD)/emu/test_emu_asan: test/test_emu.cpp $(EMU_HDRS) $(BUILD)/emu/runtime_asan.o
+	$(CXX) $(EMU_FLAGS) $(EMU_ASAN) -Itest -rdynamic test/test_emu.cpp $(BUILD)/emu/runtime_asan.o -o $@ $(GTEST_LIBS)
+$(BUILD)/emu/test_emu_nccl: test/test_emu.cpp $(EMU_HDRS) $(BUILD)/emu/runtime.o $(BUILD)/emu/nccl.o
+	$(MPICXX) $(EMU_FLAGS) -DBIGS_MPI -DEMU_TEST_NCCL -Itest -rdynamic test/test_emu.cpp $(BUILD)/emu/runtime.o \
 	  $(BUILD)/emu/nccl.o -o $@ -lgtest -pthread
-.PHONY: test-emu
-test-emu: $(BUILD)/test_emu $(BUILD)/test_emu_asan $(if $(HAVE_MPI),$(BUILD)/test_emu_nccl)
-	$(BUILD)/test_emu
-	ASAN_OPTIONS=detect_leaks=1 $(BUILD)/test_emu_asan
-	$(if $(HAVE_MPI),$(EMU_RT_MPIRUN) -np 2 $(BUILD)/test_emu_nccl,@echo "test-emu: no mpicxx, NCCL emulation untested")
-# --- end emulated CUDA device: runtime
+$(BUILD)/emu/test_emu_libs: test/test_emu_libs.cpp $(EMU_HDRS) $(EMU_OBJS)
+	$(CXX) $(EMU_FLAGS) -Itest test/test_emu_libs.cpp $(EMU_OBJS) -o $@ $(GTEST_LIBS) -ldl
+# bigs on the emulated device: the GPU suite, the trainer (--device cuda runs
+# on the emulator) and, with MPI, the trainer with the emulated NCCL.
+# -fno-strict-aliasing: the kernels' 16-byte stores pun through uint4, which
+# nvcc allows and g++'s aliasing rules do not.
+EMU_BIGS_FLAGS = $(EMU_FLAGS) -march=native -fopenmp -fno-strict-aliasing -rdynamic -DBIGS_EMU -I. -Itest
+$(BUILD)/emu/test_gpu: test/test_gpu.cu test/fixture.h bigs.cu $(BIGSC) $(EMU_HDRS) $(EMU_OBJS) $(BUILD)/tokenizer_lib.o
+	$(CXX) $(EMU_BIGS_FLAGS) -x c++ test/test_gpu.cu -x none $(BUILD)/tokenizer_lib.o $(EMU_OBJS) -o $@ $(GTEST_LIBS)
+$(BUILD)/emu/bigs: bigs.cu $(BIGSC) tokenizer.h $(EMU_HDRS) $(EMU_OBJS) $(BUILD)/tokenizer_lib.o
+	$(CXX) $(EMU_BIGS_FLAGS) -x c++ bigs.cu -x none $(BUILD)/tokenizer_lib.o $(EMU_OBJS) -o $@
+$(BUILD)/emu/bigs_mpi: bigs.cu $(BIGSC) tokenizer.h $(EMU_HDRS) $(EMU_OBJS) $(BUILD)/emu/nccl.o $(BUILD)/tokenizer_lib.o
+	$(MPICXX) $(EMU_BIGS_FLAGS) -DBIGS_MPI -DBIGS_NCCL -x c++ bigs.cu -x none $(BUILD)/tokenizer_lib.o $(EMU_OBJS) \
+	  $(BUILD)/emu/nccl.o -o $@
+EMU_BINS = $(if $(HAVE_EMU),$(BUILD)/emu/test_emu $(BUILD)/emu/test_emu_asan $(BUILD)/emu/test_emu_libs \
+             $(BUILD)/emu/test_gpu $(BUILD)/emu/bigs $(if $(HAVE_MPI),$(BUILD)/emu/test_emu_nccl $(BUILD)/emu/bigs_mpi))
+emu: $(EMU_BINS)

@@ -28,6 +28,23 @@ done
 if [ -x "$build/test_gpu" ]; then  # built where nvcc is; skips itself without a GPU
   run test_gpu "$build/test_gpu" --gtest_brief=1
 fi
+# The emulated CUDA device (test/emu; built where the CUDA Toolkit's headers
+# are): its own rules with planted bugs, plain and under ASan; cuBLASLt and
+# cuFFT against numpy; then the GPU suite and whole GPU runs of bigs on it.
+if [ -x "$build/emu/test_emu" ]; then
+  run test_emu "$build/emu/test_emu" --gtest_brief=1
+  run test_emu_asan env ASAN_OPTIONS=detect_leaks=1 "$build/emu/test_emu_asan" --gtest_brief=1
+  run test_emu_libs bash -c "rm -rf '$build/emu_libs' && mkdir -p '$build/emu_libs' &&
+    EMU_LIBS_OUT='$build/emu_libs' '$build/emu/test_emu_libs' --gtest_brief=1 &&
+    '$PYTHON' dev/test_emu_libs.py '$build/emu_libs'"
+  if [ -x "$build/emu/test_emu_nccl" ] && command -v mpirun >/dev/null 2>&1; then
+    run test_emu_nccl mpirun --allow-run-as-root --oversubscribe --bind-to none -np 2 "$build/emu/test_emu_nccl" --gtest_brief=1
+  fi
+  run test_gpu_emulated "$build/emu/test_gpu" --gtest_brief=1
+  run test_gpu_runs "$PYTHON" dev/test_gpu_runs.py --build "$build" --workdir "$build/test_gpu_runs"
+else
+  skipped+=("the emulated CUDA device's suites (no CUDA Toolkit headers: install the toolkit, or set EMU_INC)")
+fi
 # The data-parallel suite needs the MPI build, which make builds where mpicxx
 # is (it says so in HAVE_MPI), and mpirun; dev/deps.sh installs Open MPI.
 have_mpi=${HAVE_MPI-$(command -v mpicxx >/dev/null 2>&1 && echo yes)}

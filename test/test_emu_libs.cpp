@@ -4,10 +4,6 @@
 // dev/test_emu_libs.py, which recomputes every product and transform this
 // program wrote (inputs and the emulator's outputs, in $EMU_LIBS_OUT,
 // default build/emu_libs) with numpy, independently.
-//
-// Built against test/emu/runtime.cpp where it exists; until then
-// (EMU_LIBS_STANDIN, set by the Makefile) against the small stand-in for the
-// runtime at the end of this file, which is no part of the emulator.
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
@@ -697,96 +693,3 @@ TEST_F(EmuLibs, C2ROverwritesItsInput) {
 }
 
 }  // namespace
-
-#ifdef EMU_LIBS_STANDIN
-// A stand-in for test/emu/runtime.cpp, used only until it exists: device
-// memory as tagged host allocations (poisoned with 0xFF), one queue run at
-// every synchronisation, in order. Not the emulator's runtime.
-#include <cstdarg>
-#include <map>
-#include <mutex>
-namespace {
-std::map<const char*, size_t> g_allocs;
-std::vector<std::function<void()>> g_queue;
-int g_failures = 0;
-cudaError_t g_sticky = cudaSuccess;
-void run_queue() {
-  std::vector<std::function<void()>> q;
-  q.swap(g_queue);
-  for (auto& f : q) f();
-}
-}  // namespace
-namespace emu {
-const Alloc* find_alloc(const void* p) {
-  static thread_local Alloc a;
-  auto c = static_cast<const char*>(p);
-  auto it = g_allocs.upper_bound(c);
-  if (it == g_allocs.begin()) return nullptr;
-  --it;
-  if (c >= it->first + it->second) return nullptr;
-  a = Alloc{const_cast<char*>(it->first), it->second};
-  return &a;
-}
-bool in_device(const void* p, size_t bytes) {
-  const Alloc* a = find_alloc(p);
-  return a && static_cast<const char*>(p) + bytes <= a->base + a->bytes;
-}
-void enqueue(cudaStream_t, const char*, std::function<void()> op) { g_queue.push_back(std::move(op)); }
-void drain(cudaStream_t) { run_queue(); }
-void fail(const char* call, const char* fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  fprintf(stderr, "emu: %s: ", call);
-  vfprintf(stderr, fmt, ap);
-  fprintf(stderr, "\n");
-  va_end(ap);
-  g_failures++;
-}
-int failures() { return g_failures; }
-void set_sticky(cudaError_t e) { g_sticky = e; }
-}  // namespace emu
-extern "C" {
-cudaError_t cudaMalloc(void** p, size_t bytes) {
-  char* c = static_cast<char*>(aligned_alloc(256, (bytes + 255) / 256 * 256));
-  memset(c, 0xff, bytes);
-  g_allocs[c] = bytes;
-  *p = c;
-  return cudaSuccess;
-}
-cudaError_t cudaFree(void* p) {
-  run_queue();
-  if (!p) return cudaSuccess;
-  if (!g_allocs.erase(static_cast<char*>(p))) return cudaErrorInvalidValue;
-  free(p);
-  return cudaSuccess;
-}
-cudaError_t cudaMemcpy(void* d, const void* s, size_t n, cudaMemcpyKind) {
-  run_queue();
-  memcpy(d, s, n);
-  return g_sticky;
-}
-cudaError_t cudaMemset(void* d, int v, size_t n) {
-  run_queue();
-  memset(d, v, n);
-  return g_sticky;
-}
-cudaError_t cudaStreamCreate(cudaStream_t* s) {
-  *s = reinterpret_cast<cudaStream_t>(new int);
-  return cudaSuccess;
-}
-cudaError_t cudaStreamDestroy(cudaStream_t s) {
-  run_queue();
-  delete reinterpret_cast<int*>(s);
-  return cudaSuccess;
-}
-cudaError_t cudaStreamSynchronize(cudaStream_t) {
-  run_queue();
-  return g_sticky;
-}
-cudaError_t cudaDeviceSynchronize() {
-  run_queue();
-  return g_sticky;
-}
-const char* cudaGetErrorName(cudaError_t e) { return e == cudaSuccess ? "cudaSuccess" : "cudaError"; }
-}
-#endif

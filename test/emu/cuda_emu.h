@@ -129,10 +129,27 @@ void launch_deduced(const char* name, F f, dim3 grid, dim3 block, size_t smem, c
 #define gridDim (static_cast<const dim3&>(::emu::cur_gridDim))
 #define warpSize 32
 
+// CUDA Math API: min and max at global scope, as nvcc provides them to
+// device code (overloaded there for each integer and floating type; bigs
+// calls them with two arguments of one type, which this template covers).
+template <class T, class = std::enable_if_t<std::is_arithmetic_v<T>>>
+inline T min(T a, T b) {
+  return b < a ? b : a;
+}
+template <class T, class = std::enable_if_t<std::is_arithmetic_v<T>>>
+inline T max(T a, T b) {
+  return a < b ? b : a;
+}
+
 // CUDA C++ Programming Guide, "Synchronization Functions": waits until every
 // thread of the block has reached it; allowed in conditional code only if
 // the condition is the same across the block (else the emulator reports it).
-void __syncthreads();
+// The barrier is known by its place in the source (file and line), which an
+// optimiser cannot duplicate the way it duplicates a call's return address.
+namespace emu {
+void syncthreads_at(const char* file, int line);
+}
+#define __syncthreads() ::emu::syncthreads_at(__FILE__, __LINE__)
 
 // CUDA C++ Programming Guide, "Atomic Functions": return the old value.
 // Emulated threads never run at the same time, so plain code is atomic here.

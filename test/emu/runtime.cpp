@@ -366,7 +366,8 @@ struct BlockRun {
   unsigned n = 0, next = 0, finished = 0;
   bool reverse = false;
   std::vector<Fiber*> waiting;
-  const void* site = nullptr;
+  const char* site = nullptr;  // the first barrier's file and line (__syncthreads)
+  int line = 0;
   bool site_mismatch = false, in_kernel = false;
 } g_blk;
 
@@ -708,15 +709,14 @@ void launch(const Launch& l) {
 }  // namespace detail
 }  // namespace emu
 
-void __syncthreads() {
+void emu::syncthreads_at(const char* file, int line) {
   using namespace emu;
   if (!g_blk.in_kernel) {
     fail("__syncthreads", "called outside a kernel");
     return;
   }
-  const void* site = __builtin_return_address(0);
-  if (!g_blk.site) g_blk.site = site;
-  else if (g_blk.site != site) g_blk.site_mismatch = true;
+  if (!g_blk.site) g_blk.site = file, g_blk.line = line;
+  else if (g_blk.line != line || strcmp(g_blk.site, file) != 0) g_blk.site_mismatch = true;
   uint3 me = cur_threadIdx;
   Fiber* f = g_cur;
   g_blk.waiting.push_back(f);
@@ -1049,6 +1049,53 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, enum cudaM
   }
   uint64_t id = emu::queue_copy(q, "cudaMemcpyAsync", dst, src, count, kind);
   if (kind == cudaMemcpyDeviceToHost) emu::run_ops({id});
+  return sticky_or(cudaSuccess);
+}
+
+// CUDA Runtime API, cudaMemcpy2DAsync: `height` rows of `width` bytes, row r
+// from src + r spitch to dst + r dpitch; a width wider than either pitch is
+// cudaErrorInvalidPitchValue. The same synchronisation as cudaMemcpyAsync;
+// each endpoint's whole extent is checked as one range.
+cudaError_t cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height,
+                              enum cudaMemcpyKind kind, cudaStream_t stream) {
+  Api api;
+  if (api.s.sticky != cudaSuccess) return sticky_or(cudaSuccess);
+  const char* call = "cudaMemcpy2DAsync";
+  emu::Stream* q = emu::stream_of(stream);
+  if (!q) return err(call, cudaErrorInvalidResourceHandle, "stream %p is not a live stream", (void*)stream);
+  if (width > dpitch || width > spitch)
+    return err(call, cudaErrorInvalidPitchValue, "width %zu bytes is wider than the pitch (dst %zu, src %zu)", width,
+               dpitch, spitch);
+  if (width == 0 || height == 0) return cudaSuccess;
+  // Each endpoint over its own extent, against the kind (as check_copy does
+  // for a flat copy).
+  const size_t dext = (height - 1) * dpitch + width, sext = (height - 1) * spitch + width;
+  const emu::Where wd = emu::where(dst, dext), ws = emu::where(src, sext);
+  if (wd == emu::Where::Straddles || ws == emu::Where::Straddles)
+    return err(call, cudaErrorInvalidValue, "the %s's %zu rows run past its allocation's end",
+               wd == emu::Where::Straddles ? "destination" : "source", height);
+  const cudaMemcpyKind want = ws == emu::Where::Host
+                                  ? (wd == emu::Where::Host ? cudaMemcpyHostToHost : cudaMemcpyHostToDevice)
+                                  : (wd == emu::Where::Host ? cudaMemcpyDeviceToHost : cudaMemcpyDeviceToDevice);
+  if (kind != cudaMemcpyDefault && kind != want)
+    return err(call, cudaErrorInvalidValue, "%s, but the source %p is %s memory and the destination %p is %s memory",
+               emu::kind_name(kind), src, emu::where_name(ws), dst, emu::where_name(wd));
+  const cudaMemcpyKind k = want;
+  auto rows = [dst, dpitch, spitch, width, height](const char* from) {
+    for (size_t r = 0; r < height; r++) memcpy((char*)dst + r * dpitch, from + r * spitch, width);
+  };
+  if (k == cudaMemcpyHostToHost) {
+    rows((const char*)src);
+    return cudaSuccess;
+  }
+  uint64_t id;
+  if (k == cudaMemcpyHostToDevice) {  // staged at the call, as cudaMemcpyAsync's
+    auto staged = std::make_shared<std::vector<char>>((const char*)src, (const char*)src + sext);
+    id = emu::enqueue_on(q, call, [rows, staged]() { rows(staged->data()); });
+  } else {
+    id = emu::enqueue_on(q, call, [rows, src]() { rows((const char*)src); });
+  }
+  if (k == cudaMemcpyDeviceToHost) emu::run_ops({id});
   return sticky_or(cudaSuccess);
 }
 
