@@ -4566,7 +4566,7 @@ static int cmd_pretrain(World& w, int argc, char** argv) {
   if (!world_same_start(w, data_id, m, &mom1, &mom2, &err)) return fail_all(w, cmd, err, 2);
   print_model_plan(m);
   print_world(w, m, dp);
-  if (device_name(m) == "cpu") device.precision = "fp32 (the CPU's)";  // --precision is the GPU's
+  if (device_name(m) == "cpu") device.precision = "fp32";  // what the CPU computes in (--precision is the GPU's)
   printf("settings:\n");
   print_settings(stdout, flags);
   printf("data: %zu training shards, %" PRIu64 " sequences of T = %d; %" PRIu64 " validation sequences\n",

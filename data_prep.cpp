@@ -20,7 +20,6 @@
 #include <cctype>
 #include <chrono>
 #include <memory>
-#include <random>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -602,8 +601,36 @@ static int remove_stale_tmp(const std::string& dir) {
 }
 
 // Once a split's shards are all written: records in each temporary file's
-// header how many shards the split has (set_shards), and seals it again.
-static bool seal_shard_set(std::vector<AtomicFile>& done, std::string* err) {
+// header the set's id and how many shards the split has (set_shards), and
+// seals it again. The id is made from the contents of every shard of the set
+// (their checksums and sizes, train and val): two runs that write other
+// shards get other ids, and a run that writes the same bytes (the same input
+// and settings, at any --threads) the same id and the same files.
+static bool read_tmp_header(const AtomicFile& f, ShardHeader* h, std::string* err) {
+  const int fd = ::open(f.tmp_path().c_str(), O_RDONLY | O_CLOEXEC);
+  const bool ok = fd >= 0 && pread(fd, h, sizeof *h, 0) == ssize_t(sizeof *h);
+  if (!ok) *err = "cannot read " + f.tmp_path() + ": " + strerror(errno);
+  if (fd >= 0) ::close(fd);
+  return ok;
+}
+
+static bool shard_set_id(const std::vector<const std::vector<AtomicFile>*>& splits, uint64_t* id, std::string* err) {
+  uint32_t a = crc32c(0, "set-a", 5), b = crc32c(0, "set-b", 5);
+  for (const std::vector<AtomicFile>* done : splits) {
+    const uint32_t n = uint32_t(done->size());
+    a = crc32c(a, &n, 4), b = crc32c(b, &n, 4);
+    for (const AtomicFile& f : *done) {
+      ShardHeader h;
+      if (!read_tmp_header(f, &h, err)) return false;
+      const uint32_t fields[4] = {h.payload_crc, h.seq_len, h.vocab_hash, uint32_t(h.num_sequences)};
+      a = crc32c(a, fields, sizeof fields), b = crc32c(b, fields, sizeof fields);
+    }
+  }
+  *id = (uint64_t(a) << 32 | b) ? (uint64_t(a) << 32 | b) : 1;
+  return true;
+}
+
+static bool seal_shard_set(std::vector<AtomicFile>& done, uint64_t set_id, std::string* err) {
   for (AtomicFile& f : done) {
     const std::string& tmp = f.tmp_path();
     const int fd = ::open(tmp.c_str(), O_RDWR | O_CLOEXEC);
@@ -611,6 +638,7 @@ static bool seal_shard_set(std::vector<AtomicFile>& done, std::string* err) {
     bool ok = fd >= 0 && pread(fd, &h, sizeof h, 0) == ssize_t(sizeof h);
     if (ok) {
       h.set_shards = uint32_t(done.size());
+      h.set_id = set_id;
       seal_header(&h, h.payload_crc);
       ok = pwrite(fd, &h, sizeof h, 0) == ssize_t(sizeof h) && fsync(fd) == 0;
     }
@@ -662,15 +690,6 @@ static int pretrain_with(const PretrainOptions& o, const Tokenizer& tok) {
   proto.mask_id = uint32_t(tok.mask_id());
   proto.unk_id = uint32_t(tok.unk_id());
   proto.vocab_hash = tokenizer_hash(tok);
-  // The set's id: random, so that no two runs share it.
-  {
-    std::random_device rd;
-    uint64_t id = 0;
-    while (id == 0)
-      id = (uint64_t(rd()) << 32 ^ rd()) ^ uint64_t(std::chrono::system_clock::now().time_since_epoch().count()) ^
-           (uint64_t(getpid()) << 17);
-    proto.set_id = id;
-  }
 
   printf("  %-22s %d tokens\n", "vocabulary size", tok.vocab_size());
   printf("  %-22s %zu (%.1f MB on disk)\n", "input files", o.inputs.size(), total_bytes / 1e6);
@@ -719,8 +738,10 @@ static int pretrain_with(const PretrainOptions& o, const Tokenizer& tok) {
   // Everything succeeded: give all shards their final names, then drop
   // shards of an earlier run with higher numbers. A kill in between leaves
   // shards of two sets, which the reader refuses (their set_id differs).
+  uint64_t set_id = 0;
+  if (!shard_set_id({&run.train().done, &run.val().done}, &set_id, &err)) return fail();
   for (ShardWriter* w : {&run.train(), &run.val()}) {
-    if (!seal_shard_set(w->done, &err)) return fail();
+    if (!seal_shard_set(w->done, set_id, &err)) return fail();
   }
   for (ShardWriter* w : {&run.train(), &run.val()}) {
     for (AtomicFile& f : w->done) {

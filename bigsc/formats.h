@@ -170,7 +170,8 @@ struct ShardHeader {
   uint32_t payload_crc;    // CRC-32C of the ids (version 2; 0 in version 1)
   uint32_t header_crc;     // CRC-32C of this header with header_crc = 0
   // Version 3: the shard set. One `data_prep pretrain` gives every shard it
-  // writes (train and val) the same random nonzero set_id; set_shards is the
+  // writes (train and val) the same nonzero set_id, made from the contents
+  // of all of them (so another run's shards have another); set_shards is the
   // number of shards of this split (train or val) in the set and
   // shard_index this shard's number among them. A reader refuses shards of
   // two sets, or a set with shards missing.
@@ -268,6 +269,13 @@ bool read_header(FILE* f, const char* path, H* h, uint32_t magic, uint32_t versi
   if (h->version < 1 || h->version > version) {
     *err = std::string(path) + ": " + what + " version " + std::to_string(h->version) +
            ", this build reads versions 1 to " + std::to_string(version) + "; " + fix;
+    return false;
+  }
+  // A version-1 writer left both checksum fields zero: a later file whose
+  // version field was damaged into 1 is not read unverified.
+  if (!has_checksums(h->version) && (h->header_crc != 0 || h->payload_crc != 0)) {
+    *err = std::string(path) + ": the " + what + "'s header is damaged (version 1, which has no checksums, but its "
+           "checksum fields are set); " + fix;
     return false;
   }
   if (has_checksums(h->version) && header_checksum(*h) != h->header_crc) {

@@ -458,7 +458,7 @@ static int cmd_finetune(World& w, int argc, char** argv) {
   printf("task %s: %zu training examples, %zu dev; %lld steps of %lld (%lld epochs); best.bin is chosen by %s\n"
          "settings:\n",
          task.c_str(), tr.n, dv.n, total, batch, epochs, main_name.c_str());
-  if (device_name(m) == "cpu") device.precision = "fp32 (the CPU's)";  // --precision is the GPU's
+  if (device_name(m) == "cpu") device.precision = "fp32";  // what the CPU computes in (--precision is the GPU's)
   print_settings(stdout, flags);
   // Rank 0 alone writes OUT: the lock, the log and the checkpoints.
   DirLock lock;
