@@ -213,7 +213,7 @@ finetune-demo: all
 	bash dev/make_testament_task.sh out/testament
 	./data_prep glue --task sst2 --vocab out/demo/vocab.txt --seq 128 --data-dir out/testament --out out/testament/bin
 	./bigs finetune --task sst2 --init out/demo/run/model.bin --train out/testament/bin/sst2_train.bin \
-	  --dev out/testament/bin/sst2_dev.bin --epochs 3 --batch 32 --micro-batch 32 --lr 1e-3 --out out/testament/run --log-every 40
+	  --dev out/testament/bin/sst2_dev.bin --epochs 3 --batch 32 --micro-batch 32 --lr 1e-3 --out out/testament/run --log-every 40 --overwrite
 	./bigs eval --task sst2 --ckpt out/testament/run/best.bin --dev out/testament/bin/sst2_dev.bin
 	./bigs predict --task sst2 --ckpt out/testament/run/best.bin --test out/testament/bin/sst2_test.bin --out out/testament/submission
 

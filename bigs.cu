@@ -594,7 +594,13 @@ static bool model_build(Model* m, const Config& c, int B, int R, std::string* er
 // The host's activation block, for the CPU path (once).
 static void host_acts_alloc(Model& m) {
   if (m.acts_mem.size() == m.num_acts) return;
-  m.acts_mem.assign(m.num_acts, 0.0f);
+  try {
+    m.acts_mem.assign(m.num_acts, 0.0f);
+  } catch (const std::bad_alloc&) {
+    throw std::runtime_error(strf("out of memory: the activations of a micro-batch of %d sequences of T = %d need "
+                                  "%.2f GB, which this machine cannot allocate; lower --micro-batch (or --batch)",
+                                  m.B, m.c.T, m.num_acts * 4.0 / 1e9));
+  }
   layout_acts(&m.a, (char*)m.acts_mem.data(), m.c, m.B, m.R, sizeof(float));
 }
 
@@ -3739,11 +3745,28 @@ static bool train_step(Model& m, DataParallel& dp, const Batch& mine, int B, con
 // NAME.tmp, fsync, rename, fsync of the directory), so a crash, a kill or a
 // full disk never leaves a broken file under the final name. Version 2 adds
 // CRC-32C checksums of the payload and of the header (formats.h), verified on
-// every read; version 1 still loads, with a note.
+// every read; version 1 still loads, with a note. Version 3 adds what the
+// model is for (the task it was fine-tuned on, the hash of its vocabulary)
+// and, in a training state, the run's settings, which --resume takes; a
+// version-1 or -2 file reads with these unknown (zero).
 
 constexpr uint32_t kCkptMagic = 0x4B434742;  // "BGCK" as bytes on disk
-constexpr uint32_t kCkptVersion = 2;
+constexpr uint32_t kCkptVersion = 3;
 enum : uint32_t { kCkptModel = 1, kCkptTrainState = 2 };
+enum : uint32_t { kRunNone = 0, kRunPretrain = 1, kRunFinetune = 2 };
+
+// The settings that decide a training run's numbers (version 3), stored in
+// its state.bin so that --resume continues the same run whatever today's
+// flags say (a flag that contradicts them is refused).
+struct RunSettings {
+  double lr, alpha, dropout, clip, beta1, beta2, eps, weight_decay, mask_prob;
+  double best;  // finetune: the best dev score so far (-1e300: none yet)
+  int64_t warmup, decay_steps, steps, batch, eval_every;
+  int32_t schedule, max_predictions, epochs;
+  uint32_t data_id;    // finetune: CRC-32C of the training set, so that a resume reads the same one
+  double warmup_frac;  // finetune
+};
+static_assert(sizeof(RunSettings) == 144, "RunSettings must be 144 bytes");
 
 struct CkptHeader {
   uint32_t magic;    // kCkptMagic
@@ -3759,7 +3782,10 @@ struct CkptHeader {
   uint64_t seed;                            // the run's seed: data order, masks, dropout
   uint32_t payload_crc;                     // CRC-32C of the floats (version 2; 0 in version 1)
   uint32_t header_crc;                      // CRC-32C of this header with header_crc = 0
-  uint8_t reserved[168];
+  char task[16];        // version 3: the task its classifier was fine-tuned on ("rte"); "" = none or unknown
+  uint32_t vocab_hash;  // version 3: formats.h vocab_hash_of of its vocabulary; 0 = unknown
+  uint32_t run_kind;    // version 3: kRunPretrain or kRunFinetune when run holds the run's settings
+  RunSettings run;
 };
 static_assert(sizeof(CkptHeader) == 256, "CkptHeader must be 256 bytes");
 
@@ -3771,11 +3797,23 @@ static Config ckpt_config(const CkptHeader& h) {
   return c;
 }
 
+// What a checkpoint says about itself beyond the model (version 3).
+struct CkptMeta {
+  std::string task;         // "" for a pretrained model
+  uint32_t vocab_hash = 0;  // 0 = unknown
+  uint32_t run_kind = kRunNone;
+  RunSettings run{};
+};
+
 static bool checkpoint_save(const std::string& path, const Model& m, const std::vector<float>* mom1,
                             const std::vector<float>* mom2, uint64_t step, uint64_t samples_seen, uint64_t seed,
-                            std::string* err) {
+                            std::string* err, const CkptMeta& meta = CkptMeta{}) {
   CkptHeader h;
   memset(&h, 0, sizeof h);
+  snprintf(h.task, sizeof h.task, "%s", meta.task.c_str());
+  h.vocab_hash = meta.vocab_hash;
+  h.run_kind = meta.run_kind;
+  h.run = meta.run;
   h.magic = kCkptMagic;
   h.version = kCkptVersion;
   h.kind = mom1 ? kCkptTrainState : kCkptModel;
@@ -3831,8 +3869,16 @@ static bool checkpoint_read(const std::string& path, CkptHeader* h, std::vector<
   }
   int64_t size = file_size_of(f);
   bool ok = read_header(f, path.c_str(), h, kCkptMagic, kCkptVersion, what, fix, err);
+  if (ok && h->version < 3) {  // fields that were reserved (zero) before version 3
+    memset(h->task, 0, sizeof h->task);
+    h->vocab_hash = 0, h->run_kind = kRunNone;
+    memset(&h->run, 0, sizeof h->run);
+  }
   if (ok && h->kind != kCkptModel && h->kind != kCkptTrainState) {
     *err = strf("%s has unknown checkpoint kind %u; %s", path.c_str(), h->kind, fix);
+    ok = false;
+  } else if (ok && (memchr(h->task, 0, sizeof h->task) == nullptr || h->run_kind > kRunFinetune)) {
+    *err = strf("%s: damaged header (task or run kind); %s", path.c_str(), fix);
     ok = false;
   } else if (ok) {
     std::string e = config_check(ckpt_config(*h));
@@ -3868,6 +3914,25 @@ static bool checkpoint_read(const std::string& path, CkptHeader* h, std::vector<
     }
   }
   fclose(f);
+  return ok;
+}
+
+// Reads only a checkpoint's header (checked as checkpoint_read checks it), to
+// learn a run's settings before the model is built.
+static bool checkpoint_peek(const std::string& path, CkptHeader* h, std::string* err) {
+  FILE* f = fopen(path.c_str(), "rb");
+  if (!f) {
+    *err = strf("cannot open checkpoint %s: %s", path.c_str(), strerror(errno));
+    return false;
+  }
+  bool ok = read_header(f, path.c_str(), h, kCkptMagic, kCkptVersion, "bigs checkpoint",
+                        "pass a checkpoint written by `bigs pretrain` or `bigs finetune` (or dev/convert_hf.py)", err);
+  fclose(f);
+  if (ok && h->version < 3) {
+    memset(h->task, 0, sizeof h->task);
+    h->vocab_hash = 0, h->run_kind = kRunNone;
+    memset(&h->run, 0, sizeof h->run);
+  }
   return ok;
 }
 
@@ -3961,6 +4026,63 @@ static bool make_dir(const std::string& dir, std::string* err) {
   return true;
 }
 
+// The files that mark a folder as holding a run (pretrain: state.bin and
+// model.bin; finetune: state.bin, best.bin and last.bin). Without --resume or
+// --overwrite a run refuses such a folder instead of replacing its work;
+// with --overwrite it removes them first, so nothing of the old run mixes
+// with the new one. Called with the folder's lock held.
+static bool out_dir_claim(const std::string& out, const std::vector<const char*>& names, bool resuming,
+                          bool overwrite, std::string* err) {
+  std::string found;
+  for (const char* n : names) {
+    struct stat st;
+    const std::string p = out + "/" + n;
+    if (stat(p.c_str(), &st) == 0) found += (found.empty() ? "" : ", ") + p;
+  }
+  if (found.empty() || resuming) return true;
+  if (!overwrite) {
+    *err = strf("%s already holds a run (%s): continue it with --resume %s/state.bin, replace it with "
+                "--overwrite, or choose another --out",
+                out.c_str(), found.c_str(), out.c_str());
+    return false;
+  }
+  for (const char* n : names) remove((out + "/" + n).c_str());
+  printf("--overwrite: removed %s\n", found.c_str());
+  return true;
+}
+
+// --out "" would write into the root directory.
+static bool out_dir_named(const std::string& out, std::string* err) {
+  if (!out.empty()) return true;
+  *err = "--out is empty: name the directory the run writes to";
+  return false;
+}
+
+static const Flag* find_flag(const std::vector<Flag>& flags, const char* name) {
+  for (const Flag& f : flags)
+    if (!strcmp(f.name, name)) return &f;
+  return nullptr;
+}
+
+// On --resume, a setting takes the run's value (stored in state.bin); a flag
+// on the command line that names another value is refused.
+static bool take_setting(const std::vector<Flag>& flags, const char* name, double stored, const std::string& from,
+                         std::string* err) {
+  const Flag* f = find_flag(flags, name);
+  const double now = f->kind == Flag::Num ? *(double*)f->value : (double)*(long long*)f->value;
+  if (f->given && now != stored) {
+    *err = strf("--%s %s contradicts the run in %s, which has --%s %.17g: leave the flag out to continue that run "
+                "as it was, or start a new run",
+                name, flag_value(*f).c_str(), from.c_str(), name, stored);
+    return false;
+  }
+  if (f->kind == Flag::Num)
+    *(double*)f->value = stored;
+  else
+    *(long long*)f->value = (long long)stored;
+  return true;
+}
+
 // The config of a run: a preset name or a file of "key value" lines
 // (H, I, L, N, types, labels; V and T come from the data).
 static bool config_load(const std::string& spec, Config* c, std::string* err) {
@@ -3976,6 +4098,7 @@ static bool config_load(const std::string& spec, Config* c, std::string* err) {
   ssize_t len;
   int line = 0;
   bool ok = true;
+  std::vector<std::pair<std::string, int>> seen;  // key, line
   while (ok && (len = getline(&buf, &cap, f)) >= 0) {  // whole lines, however long
     line++;
     if (buf[0] == '#' || strspn(buf, " \t\r\n\v\f") == (size_t)len) continue;
@@ -3996,6 +4119,13 @@ static bool config_load(const std::string& spec, Config* c, std::string* err) {
   if (!strcmp(key, #f)) c->f = (int)std::max<long long>(INT_MIN, std::min<long long>(INT_MAX, v)), known = true;
       BIGS_CONFIG(X)
 #undef X
+      auto dup = std::find_if(seen.begin(), seen.end(), [&](const auto& k) { return k.first == key; });
+      if (known && dup != seen.end()) {
+        *err = strf("%s:%d: '%s' is set a second time (first on line %d); set each key once", spec.c_str(), line, key,
+                    dup->second);
+        ok = false;
+      }
+      seen.push_back({key, line});
       if (!known) {
         std::string keys;
 #define X(f, dflt, tiny, base, large, lo, hi, what) keys += std::string(keys.empty() ? "" : " ") + #f;
@@ -4274,6 +4404,8 @@ static void print_world(const World& w, Model& m, const DataParallel& dp) {
          exchange_buffer_bytes(dp.sh.n, w.size) / 1e9, where.c_str());
 }
 
+static double bench_flops(const Config& c, int B, int P);  // bigsc/cost.h
+
 static const char* kPretrainUsage =
     "usage: bigs pretrain --train 'DIR/train_*.bin' [--val DIR/val_000000.bin] [options]\n"
     "Masked-language-model pretraining of BiGS (docs/MODEL.md section 12); defaults are the paper's recipe.\n"
@@ -4282,6 +4414,7 @@ static const char* kPretrainUsage =
 static int cmd_pretrain(World& w, int argc, char** argv) {
   const char* cmd = "pretrain";
   std::string train, val, config = "tiny", out = "out", resume, schedule = "cosine";
+  bool overwrite = false;
   Device device;
   long long batch = 1048, micro = 8, steps = 100000, warmup = 2000, decay_steps = 0, eval_every = 1000,
             eval_seqs = 2048, log_every = 10, save_every = 1000, seed = 1, threads = 0, stop_at = 0;
@@ -4293,7 +4426,8 @@ static int cmd_pretrain(World& w, int argc, char** argv) {
       {Flag::Str, "val", &val, 0, 0, "validation shards, a glob"},
       {Flag::Str, "config", &config, 0, 0, "tiny, base, large, or a file of 'key value' lines"},
       {Flag::Str, "out", &out, 0, 0, "directory for checkpoints and the log"},
-      {Flag::Str, "resume", &resume, 0, 0, "a state.bin to continue from, exactly"},
+      {Flag::Str, "resume", &resume, 0, 0, "a state.bin to continue from, exactly (with the run's settings)"},
+      {Flag::Switch, "overwrite", &overwrite, 0, 0, "replace the run already in --out (else refused)"},
       {Flag::Int, "batch", &batch, 1, 1 << 24, "sequences per optimizer step"},
       {Flag::Int, "micro-batch", &micro, 1, 1 << 20, "sequences per forward/backward; must divide --batch"},
       {Flag::Int, "steps", &steps, 1, 1LL << 40, "optimizer steps in all"},
@@ -4317,14 +4451,64 @@ static int cmd_pretrain(World& w, int argc, char** argv) {
   if (int rc = training_parse(w, cmd, argc, argv, flags, kPretrainUsage, &timeout); rc >= 0) return rc;
   if (train.empty()) return fail_all(w, cmd, "--train is required (a glob of shards from `data_prep pretrain`)", 2);
   std::string err;
+  if (!out_dir_named(out, &err)) return fail_all(w, cmd, err, 2);
+  const char* kSchedules[] = {"cosine", "linear", "constant"};  // as Schedule's values
+  if (schedule != "cosine" && schedule != "linear" && schedule != "constant")
+    return fail_all(w, cmd, "--schedule: expected cosine, linear or constant", 2);
+  // A resumed run takes its settings from state.bin (version 3).
+  CkptHeader rh{};
+  bool resume_at_end = false;
+  if (!resume.empty()) {
+    if (!checkpoint_peek(resume, &rh, &err)) return fail_all(w, cmd, err, 1);
+    if (rh.run_kind == kRunPretrain) {
+      const RunSettings& r = rh.run;
+      const std::pair<const char*, double> taken[] = {
+          {"lr", r.lr},           {"alpha", r.alpha},     {"dropout", r.dropout},
+          {"grad-clip", r.clip},  {"beta1", r.beta1},     {"beta2", r.beta2},
+          {"eps", r.eps},         {"weight-decay", r.weight_decay}, {"mask-prob", r.mask_prob},
+          {"warmup", (double)r.warmup}, {"decay-steps", (double)r.decay_steps}, {"batch", (double)r.batch},
+          {"max-predictions", (double)r.max_predictions}};
+      for (const auto& [name, v] : taken)
+        if (!take_setting(flags, name, v, resume, &err)) return fail_all(w, cmd, err, 2);
+      const std::string run_schedule = kSchedules[std::min<int32_t>(std::max<int32_t>(r.schedule, 0), 2)];
+      if (find_flag(flags, "schedule")->given && schedule != run_schedule)
+        return fail_all(w, cmd, strf("--schedule %s contradicts the run in %s, which has --schedule %s: leave the "
+                                     "flag out to continue that run as it was, or start a new run",
+                                     schedule.c_str(), resume.c_str(), run_schedule.c_str()), 2);
+      schedule = run_schedule;
+      if (!find_flag(flags, "steps")->given) steps = r.steps;
+    } else {
+      printf("note: %s (version %u) does not record its run's settings: today's flags are used, and must be that "
+             "run's own for an exact continuation\n",
+             resume.c_str(), rh.version);
+    }
+    if (find_flag(flags, "seed")->given && (uint64_t)seed != rh.seed)
+      return fail_all(w, cmd, strf("--seed %lld contradicts the run in %s, which has --seed %" PRIu64 ": leave the "
+                                   "flag out to continue that run as it was, or start a new run",
+                                   seed, resume.c_str(), rh.seed), 2);
+    if ((uint64_t)steps < rh.step)
+      return fail_all(w, cmd, strf("--steps %lld is below the step of %s, %" PRIu64 ": that run is past it; give "
+                                   "--steps above %" PRIu64 " to train it further",
+                                   steps, resume.c_str(), rh.step, rh.step), 2);
+    resume_at_end = (uint64_t)steps == rh.step;
+    if (find_flag(flags, "config")->given) {
+      Config c;
+      if (!config_load(config, &c, &err)) return fail_all(w, cmd, err, 2);
+      c.V = rh.V, c.T = rh.T, c.labels = rh.labels;
+      if (config_line(c) != config_line(ckpt_config(rh)))
+        return fail_all(w, cmd, strf("--config %s (%s) contradicts the model in %s (%s): leave --config out to "
+                                     "continue that run, or start a new run",
+                                     config.c_str(), config_line(c).c_str(), resume.c_str(),
+                                     config_line(ckpt_config(rh)).c_str()), 2);
+    }
+    config = "as in " + resume;
+  }
   if (!batch_splits(w, batch, micro, &err)) return fail_all(w, cmd, err, 2);
   LrSchedule sched{Schedule::Cosine, lr, warmup, decay_steps ? decay_steps : steps, alpha};
   if (schedule == "linear")
     sched.kind = Schedule::Linear;
   else if (schedule == "constant")
     sched.kind = Schedule::Constant;
-  else if (schedule != "cosine")
-    return fail_all(w, cmd, "--schedule: expected cosine, linear or constant", 2);
   if (!device_check(device, &err)) return fail_all(w, cmd, err, 2);
   set_threads(threads);
 
@@ -4333,6 +4517,10 @@ static int cmd_pretrain(World& w, int argc, char** argv) {
   if (!val.empty() && (va.h.seq_len != tr.h.seq_len || va.h.vocab_size != tr.h.vocab_size))
     return fail(cmd, strf("--val shards have T = %u, V = %u but --train shards T = %u, V = %u", va.h.seq_len,
                           va.h.vocab_size, tr.h.seq_len, tr.h.vocab_size));
+  if (!val.empty() && tr.h.set_id && va.h.set_id && tr.h.set_id != va.h.set_id)
+    return fail(cmd, strf("%s and %s come from two different `data_prep pretrain` runs (shard set %016" PRIx64
+                          " and %016" PRIx64 "): give the train and val shards of one run",
+                          tr.paths[0].c_str(), va.paths[0].c_str(), tr.h.set_id, va.h.set_id));
   const int T = (int)tr.h.seq_len, R = (int)(micro * std::min<long long>(ms.max_predictions, T));
   Model m;
   std::vector<float> mom1, mom2;
@@ -4346,6 +4534,10 @@ static int cmd_pretrain(World& w, int argc, char** argv) {
     if (h.T != T || h.V != (int)tr.h.vocab_size)
       return fail(cmd, strf("%s has T = %d, V = %d but the shards have T = %u, V = %u", resume.c_str(), h.T, h.V,
                             tr.h.seq_len, tr.h.vocab_size));
+    if (h.vocab_hash && tr.h.vocab_hash && h.vocab_hash != tr.h.vocab_hash)
+      return fail(cmd, strf("%s was trained with another vocabulary than the shards '%s' (vocabulary hash %08x, "
+                            "the shards' %08x): resume on the run's own shards",
+                            resume.c_str(), train.c_str(), h.vocab_hash, tr.h.vocab_hash));
     mom1.assign(data.begin() + m.num_params, data.begin() + 2 * m.num_params);
     mom2.assign(data.begin() + 2 * m.num_params, data.end());
     step = h.step, samples = h.samples_seen, seed = (long long)h.seed;
@@ -4374,6 +4566,7 @@ static int cmd_pretrain(World& w, int argc, char** argv) {
   if (!world_same_start(w, data_id, m, &mom1, &mom2, &err)) return fail_all(w, cmd, err, 2);
   print_model_plan(m);
   print_world(w, m, dp);
+  if (device_name(m) == "cpu") device.precision = "fp32";  // what the CPU computes in (--precision is the GPU's)
   printf("settings:\n");
   print_settings(stdout, flags);
   printf("data: %zu training shards, %" PRIu64 " sequences of T = %d; %" PRIu64 " validation sequences\n",
@@ -4382,6 +4575,8 @@ static int cmd_pretrain(World& w, int argc, char** argv) {
   // write their log lines nowhere).
   DirLock lock;  // one run per --out, for as long as this one lives
   if (!make_dir(out, &err) || (w.rank == 0 && !lock.acquire(out, &err))) return fail(cmd, err);
+  if (w.rank == 0 && !out_dir_claim(out, {"state.bin", "model.bin"}, !resume.empty(), overwrite, &err))
+    return fail(cmd, err);
   if (w.rank == 0 && !resume.empty() && !log_keep_until(out + "/log.jsonl", step, &err)) return fail(cmd, err);
   std::string log_path = w.rank == 0 ? out + "/log.jsonl" : "/dev/null";
   FILE* log = fopen(log_path.c_str(), resume.empty() ? "w" : "a");
@@ -4390,6 +4585,12 @@ static int cmd_pretrain(World& w, int argc, char** argv) {
   // previous checkpoint is intact, and training on without a way to save
   // would spend hours that the next crash would lose.
   int64_t saved_step = resume.empty() ? -1 : (int64_t)step;  // what state.bin holds
+  CkptMeta run_meta;  // what every checkpoint of this run records
+  run_meta.vocab_hash = tr.h.vocab_hash;
+  run_meta.run_kind = kRunPretrain;
+  run_meta.run = RunSettings{lr, alpha, dropout, clip, opt.beta1, opt.beta2, opt.eps, opt.weight_decay, ms.prob, 0,
+                             warmup, sched.total, steps, batch, 0, (int32_t)sched.kind,
+                             (int32_t)ms.max_predictions, 0, 0, 0};
   auto save = [&](const char* why) {
     world_share_moments(dp, m, mom1, mom2);  // every rank: the moments are sharded
     model_to_host(m, &mom1, &mom2);          // from the GPU, when the model is there
@@ -4399,9 +4600,10 @@ static int cmd_pretrain(World& w, int argc, char** argv) {
     }
     if (w.rank > 0) return true;
     fflush(log);  // the log holds every step the checkpoint does
-    bool ok = checkpoint_save(out + "/state.bin", m, &mom1, &mom2, step, samples, (uint64_t)seed, &err);
+    bool ok = checkpoint_save(out + "/state.bin", m, &mom1, &mom2, step, samples, (uint64_t)seed, &err, run_meta);
     if (ok) saved_step = (int64_t)step;
-    ok = ok && checkpoint_save(out + "/model.bin", m, nullptr, nullptr, step, samples, (uint64_t)seed, &err);
+    ok = ok && checkpoint_save(out + "/model.bin", m, nullptr, nullptr, step, samples, (uint64_t)seed, &err,
+                               CkptMeta{"", run_meta.vocab_hash});
     if (ok)
       printf("saved %s/state.bin and %s/model.bin at step %" PRIu64 " (%s)\n", out.c_str(), out.c_str(), step, why);
     else if (saved_step >= 0)
@@ -4462,9 +4664,15 @@ static int cmd_pretrain(World& w, int argc, char** argv) {
     if (step % log_every == 0 || step == (uint64_t)steps) {
       double t = now_seconds(), per_step = (t - t_start) / (double)(step - step0);
       double tokens_per_s = (double)batch * T * (double)(step - last_logged) / (t - t_last);
-      printf("step %" PRIu64 "/%lld | loss %.4f | lr %.3g | grad norm %.3f | %.0f tokens/s%s | %s left\n", step, steps,
+      // MFU where a peak is known: a GPU's, against the 989 TFLOP/s dense bf16 peak of an H100/H200 (bench's).
+      const double mfu = device_name(m) == "cpu" ? 0
+                         : bench_flops(m.c, (int)batch, (int)(batch * std::min<long long>(ms.max_predictions,
+                                                                                         std::llround(ms.prob * T)))) *
+                               (double)(step - last_logged) / (t - t_last) / (989e12 * w.size);
+      printf("step %" PRIu64 "/%lld | loss %.4f | lr %.3g | grad norm %.3f | %.0f tokens/s%s%s | %s left\n", step, steps,
              r.loss, lr_now, r.grad_norm, tokens_per_s,
              w.mpi ? strf(" (%d ranks, %.0f each)", w.size, tokens_per_s / w.size).c_str() : "",
+             mfu > 0 ? strf(" | MFU %.1f%% (of 989 TFLOP/s)", 100 * mfu).c_str() : "",
              format_duration(per_step * (double)(steps - step)).c_str());
       t_last = t, last_logged = step;
       fflush(stdout);
@@ -4490,10 +4698,16 @@ static int cmd_pretrain(World& w, int argc, char** argv) {
       break;
     }
   }
-  if (status == 0 && !validate()) {
+  // The end of the run validates (a --stop-at slice does not: the run goes
+  // on, and its log must match one never stopped); a resumed run that was
+  // already at its end has that line in its log.
+  if (status == 0 && step == (uint64_t)steps && !resume_at_end && !validate()) {
     if (w.mpi) return fail(cmd, err);
     status = 1;
   }
+  if (resume_at_end)
+    printf("%s is already at step %lld, the run's last: nothing to train; its checkpoints are saved again\n",
+           resume.c_str(), steps);
   if (status == 1) fail(cmd, err);
   const bool saved = save(status                   ? "interrupted; continue with --resume"
                           : step < (uint64_t)steps ? "--stop-at"

@@ -17,6 +17,7 @@
 #include <sys/types.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <memory>
 #include <cmath>
@@ -223,6 +224,11 @@ static bool load_tokenizer(const std::string& path, Tokenizer* tok, std::string*
   return true;
 }
 
+// The vocabulary's hash (formats.h vocab_hash_of), recorded in every file.
+static uint32_t tokenizer_hash(const Tokenizer& tok) {
+  return vocab_hash_of(size_t(tok.vocab_size()), [&](size_t i) -> const std::string& { return tok.token(int(i)); });
+}
+
 // ----------------------------------------------------------------------------
 // pretrain: text -> shards of T-token sequences
 //
@@ -275,6 +281,7 @@ class ShardWriter {
       if (!cur_.open(shard_path(done.size()), err)) return false;
       setvbuf(cur_.f, nullptr, _IOFBF, 1 << 20);
       header_.num_sequences = 0;
+      header_.shard_index = uint32_t(done.size());
       if (fwrite(&header_, sizeof(header_), 1, cur_.f) != 1) return write_error(err);
     }
     if (!cur_.write(seq, sizeof(uint16_t) * header_.seq_len)) return write_error(err);
@@ -573,6 +580,75 @@ static int remove_stale_shards(const std::string& dir, const char* prefix, size_
   return removed;
 }
 
+// Removes PREFIX_NNNNNN.bin.tmp files in dir: the temporary shards of an
+// earlier run that was killed or failed (the lock says none is running).
+static int remove_stale_tmp(const std::string& dir) {
+  DIR* d = opendir(dir.c_str());
+  if (!d) return 0;
+  int removed = 0;
+  while (dirent* e = readdir(d)) {
+    const std::string name = e->d_name;
+    for (const char* prefix : {"train_", "val_"}) {
+      const size_t plen = strlen(prefix);
+      if (name.size() == plen + 6 + 8 && name.compare(0, plen, prefix) == 0 && ends_with(name, ".bin.tmp") &&
+          name.substr(plen, 6).find_first_not_of("0123456789") == std::string::npos &&
+          remove((dir + "/" + name).c_str()) == 0)
+        removed++;
+    }
+  }
+  closedir(d);
+  return removed;
+}
+
+// Once a split's shards are all written: records in each temporary file's
+// header the set's id and how many shards the split has (set_shards), and
+// seals it again. The id is made from the contents of every shard of the set
+// (their checksums and sizes, train and val): two runs that write other
+// shards get other ids, and a run that writes the same bytes (the same input
+// and settings, at any --threads) the same id and the same files.
+static bool read_tmp_header(const AtomicFile& f, ShardHeader* h, std::string* err) {
+  const int fd = ::open(f.tmp_path().c_str(), O_RDONLY | O_CLOEXEC);
+  const bool ok = fd >= 0 && pread(fd, h, sizeof *h, 0) == ssize_t(sizeof *h);
+  if (!ok) *err = "cannot read " + f.tmp_path() + ": " + strerror(errno);
+  if (fd >= 0) ::close(fd);
+  return ok;
+}
+
+static bool shard_set_id(const std::vector<const std::vector<AtomicFile>*>& splits, uint64_t* id, std::string* err) {
+  uint32_t a = crc32c(0, "set-a", 5), b = crc32c(0, "set-b", 5);
+  for (const std::vector<AtomicFile>* done : splits) {
+    const uint32_t n = uint32_t(done->size());
+    a = crc32c(a, &n, 4), b = crc32c(b, &n, 4);
+    for (const AtomicFile& f : *done) {
+      ShardHeader h;
+      if (!read_tmp_header(f, &h, err)) return false;
+      const uint32_t fields[4] = {h.payload_crc, h.seq_len, h.vocab_hash, uint32_t(h.num_sequences)};
+      a = crc32c(a, fields, sizeof fields), b = crc32c(b, fields, sizeof fields);
+    }
+  }
+  *id = (uint64_t(a) << 32 | b) ? (uint64_t(a) << 32 | b) : 1;
+  return true;
+}
+
+static bool seal_shard_set(std::vector<AtomicFile>& done, uint64_t set_id, std::string* err) {
+  for (AtomicFile& f : done) {
+    const std::string& tmp = f.tmp_path();
+    const int fd = ::open(tmp.c_str(), O_RDWR | O_CLOEXEC);
+    ShardHeader h;
+    bool ok = fd >= 0 && pread(fd, &h, sizeof h, 0) == ssize_t(sizeof h);
+    if (ok) {
+      h.set_shards = uint32_t(done.size());
+      h.set_id = set_id;
+      seal_header(&h, h.payload_crc);
+      ok = pwrite(fd, &h, sizeof h, 0) == ssize_t(sizeof h) && fsync(fd) == 0;
+    }
+    if (!ok) *err = "cannot write " + tmp + ": " + strerror(errno);
+    if (fd >= 0) ::close(fd);
+    if (!ok) return false;
+  }
+  return true;
+}
+
 // The command once the vocabulary is loaded (the fuzz harness calls it with
 // one vocabulary loaded once).
 static int pretrain_with(const PretrainOptions& o, const Tokenizer& tok) {
@@ -600,6 +676,8 @@ static int pretrain_with(const PretrainOptions& o, const Tokenizer& tok) {
     fprintf(stderr, "data_prep pretrain: %s\n", err.c_str());
     return kExitError;
   }
+  if (const int tmp = remove_stale_tmp(o.out))
+    printf("removed     %d temporary shard(s) of an earlier, unfinished run from %s\n", tmp, o.out.c_str());
 
   ShardHeader proto = {};
   proto.magic = kShardMagic;
@@ -611,6 +689,7 @@ static int pretrain_with(const PretrainOptions& o, const Tokenizer& tok) {
   proto.sep_id = uint32_t(tok.sep_id());
   proto.mask_id = uint32_t(tok.mask_id());
   proto.unk_id = uint32_t(tok.unk_id());
+  proto.vocab_hash = tokenizer_hash(tok);
 
   printf("  %-22s %d tokens\n", "vocabulary size", tok.vocab_size());
   printf("  %-22s %zu (%.1f MB on disk)\n", "input files", o.inputs.size(), total_bytes / 1e6);
@@ -657,7 +736,13 @@ static int pretrain_with(const PretrainOptions& o, const Tokenizer& tok) {
     return kExitError;
   }
   // Everything succeeded: give all shards their final names, then drop
-  // shards of an earlier run with higher numbers.
+  // shards of an earlier run with higher numbers. A kill in between leaves
+  // shards of two sets, which the reader refuses (their set_id differs).
+  uint64_t set_id = 0;
+  if (!shard_set_id({&run.train().done, &run.val().done}, &set_id, &err)) return fail();
+  for (ShardWriter* w : {&run.train(), &run.val()}) {
+    if (!seal_shard_set(w->done, set_id, &err)) return fail();
+  }
   for (ShardWriter* w : {&run.train(), &run.val()}) {
     for (AtomicFile& f : w->done) {
       if (!f.commit(&err)) {
@@ -847,6 +932,7 @@ static bool convert_glue_split(const GlueTask& task, const GlueSplit& split,
   h.version = kTaskVersion;
   h.seq_len = uint32_t(T);
   h.vocab_size = uint32_t(tok.vocab_size());
+  h.vocab_hash = tokenizer_hash(tok);
   h.num_labels = uint32_t(task.label_names.size());
   h.has_labels = split.test ? 0 : 1;
   snprintf(h.task, sizeof(h.task), "%s", task.name);
@@ -969,13 +1055,20 @@ static int run_glue(const std::string& task_name, const std::string& vocab, int 
   const auto t0 = std::chrono::steady_clock::now();
   const GlueTask* task = nullptr;
   std::string names;
+  // Any case, and GLUE's own spellings (SST-2, STS-B): lower case, no '-'.
+  std::string key;
+  for (char c : task_name)
+    if (c != '-') key += char(std::tolower(static_cast<unsigned char>(c)));
+  std::vector<std::string> all;
   for (const GlueTask& t : glue_tasks()) {
-    if (task_name == t.name) task = &t;
+    if (key == t.name) task = &t;
     names += std::string(names.empty() ? "" : ", ") + t.name;
+    all.push_back(t.name);
   }
   if (!task) {
-    fprintf(stderr, "data_prep glue: unknown --task '%s'; expected one of %s\n",
-            task_name.c_str(), names.c_str());
+    const std::string near = nearest(key, all);
+    fprintf(stderr, "data_prep glue: unknown --task '%s'%s; expected one of %s\n", task_name.c_str(),
+            near.empty() ? "" : ("; did you mean " + near + "?").c_str(), names.c_str());
     return kExitUsage;
   }
   struct stat st;
@@ -1106,6 +1199,9 @@ static int run_inspect(const std::string& path, long long n, const std::string& 
            (unsigned long long)h.num_sequences);
     printf("  pad %u, cls %u, sep %u, mask %u, unk %u\n", h.pad_id, h.cls_id, h.sep_id,
            h.mask_id, h.unk_id);
+    if (h.version >= 3)
+      printf("  shard %u of %u in set %016llx, vocabulary hash %08x\n", h.shard_index + 1, h.set_shards,
+             (unsigned long long)h.set_id, h.vocab_hash);
     const uint64_t count = verify ? h.num_sequences : std::min<uint64_t>(h.num_sequences, uint64_t(n));
     std::vector<uint16_t> seq(h.seq_len);
     std::vector<int> ids;

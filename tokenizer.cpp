@@ -358,6 +358,17 @@ bool Tokenizer::load(const std::string& vocab_path, std::string* err) {
   }
   std::vector<std::string> tokens;
   std::string line;
+  if (in.peek() == 0xEF) {
+    char bom[3] = {};
+    in.read(bom, 3);
+    if (in.gcount() == 3 && !std::memcmp(bom, "\xEF\xBB\xBF", 3)) {
+      *err = vocab_path + ": starts with a UTF-8 byte-order mark (bytes EF BB BF), which would become part of its "
+             "first token; save the file without it (e.g. sed -i '1s/^\\xEF\\xBB\\xBF//' " + vocab_path + ")";
+      return false;
+    }
+    in.clear();
+    in.seekg(0);
+  }
   while (std::getline(in, line)) {
     // HF trims trailing whitespace (and so the \r of a CRLF file) from each token.
     while (!line.empty() && std::strchr(" \t\r\v\f", line.back())) line.pop_back();

@@ -5,6 +5,7 @@
 
 #include <getopt.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -54,7 +55,36 @@ struct Flag {
   void* value;       // long long*, double*, std::string* or bool*
   double lo, hi;     // inclusive range for Int and Num
   const char* help;
+  mutable bool given = false;  // set by parse_flags when the command line names it
 };
+
+// Levenshtein distance, for "did you mean" suggestions.
+inline size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> d(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); j++) d[j] = j;
+  for (size_t i = 1; i <= a.size(); i++) {
+    size_t prev = d[0];
+    d[0] = i;
+    for (size_t j = 1; j <= b.size(); j++) {
+      const size_t cur = d[j];
+      d[j] = std::min(std::min(d[j] + 1, d[j - 1] + 1), prev + (a[i - 1] == b[j - 1] ? 0 : 1));
+      prev = cur;
+    }
+  }
+  return d[b.size()];
+}
+
+// The candidate nearest to word (at most a third of its letters off, and at
+// least 1), or "" when none is that near.
+inline std::string nearest(const std::string& word, const std::vector<std::string>& candidates) {
+  std::string best;
+  size_t best_d = std::max<size_t>(1, word.size() / 3) + 1;
+  for (const std::string& c : candidates) {
+    const size_t d = edit_distance(word, c);
+    if (d < best_d) best_d = d, best = c;
+  }
+  return best;
+}
 
 inline std::string flag_value(const Flag& f) {
   char buf[64];
@@ -102,10 +132,20 @@ inline int parse_flags(int argc, char** argv, const std::vector<Flag>& flags, co
       return 1;
     }
     if (c < 256) {
-      *err = std::string("unknown or incomplete option '") + argv[optind - 1] + "'; see --help";
+      std::string arg = argv[optind - 1], name = arg.substr(arg.find_first_not_of('-') == std::string::npos
+                                                                 ? arg.size()
+                                                                 : arg.find_first_not_of('-'));
+      name = name.substr(0, name.find('='));
+      std::vector<std::string> names = {"help"};
+      for (const Flag& f : flags) names.push_back(f.name);
+      const bool known = std::find(names.begin(), names.end(), name) != names.end();
+      const std::string near = known ? "" : nearest(name, names);
+      *err = "unknown or incomplete option '" + arg + "'" + (near.empty() ? "" : "; did you mean --" + near + "?") +
+             "; see --help";
       return 2;
     }
     const Flag& f = flags[c - 256];
+    f.given = true;
     std::string name = std::string("--") + f.name;
     long long iv;
     switch (f.kind) {

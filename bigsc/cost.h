@@ -505,10 +505,15 @@ static int cmd_bench(int argc, char** argv) {
   if (!ok) return fail(cmd, err);
   double tokens = (double)B * T, flops = bench_flops(c, B, B * per_seq);
   double per_step = seconds / (double)steps, achieved = flops / per_step;
-  printf(
-      "bench: %s T %d  batch %d  %lld steps  %.2f ms/step  %.0f tokens/s  %.1f TFLOP/s  MFU %.2f%% (of 989 "
-      "TFLOP/s)\n",
-      name.c_str(), T, B, steps, per_step * 1e3, tokens / per_step, achieved / 1e12, 100 * achieved / 989e12);
+  if (name == "cpu")  // no peak is known for a CPU: an MFU against a GPU's would say nothing
+    printf("bench: %s (fp32) T %d  batch %d  %lld steps  %.2f ms/step  %.0f tokens/s  %.1f GFLOP/s (no MFU: no peak "
+           "is known for this CPU)\n",
+           name.c_str(), T, B, steps, per_step * 1e3, tokens / per_step, achieved / 1e9);
+  else
+    printf(
+        "bench: %s T %d  batch %d  %lld steps  %.2f ms/step  %.0f tokens/s  %.1f TFLOP/s  MFU %.2f%% (of 989 "
+        "TFLOP/s)\n",
+        name.c_str(), T, B, steps, per_step * 1e3, tokens / per_step, achieved / 1e12, 100 * achieved / 989e12);
   double H = c.H, V = c.V, P = (double)B * per_seq, n = fft_size(T);
   printf("bench: FLOPs per step %.4g = dense %.4g + MLM head %.4g + FFT %.4g\n", flops,
          6 * (double)c.L * (3.0 * c.I * H + 4 * H * H) * tokens, 6 * P * (H * H + V * H),

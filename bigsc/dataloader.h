@@ -56,6 +56,42 @@ static bool shards_open(const std::string& pattern, ShardSet* s, std::string* er
     s->payload_crcs.push_back(h.payload_crc);
     s->verified.push_back(0);
   }
+  // Version 3: one shard set, whole (a kill during `data_prep pretrain`'s
+  // renames leaves old and new shards side by side).
+  std::vector<char> seen_index;
+  for (size_t i = 0; i < s->paths.size(); i++) {
+    FILE* f = fopen(s->paths[i].c_str(), "rb");
+    ShardHeader h;
+    const bool ok = f && read_shard_header(f, s->paths[i].c_str(), &h, err);
+    if (f) fclose(f);
+    if (!ok) return false;
+    const bool v3 = h.version >= 3, first_v3 = s->h.version >= 3;
+    if (v3 != first_v3 || (v3 && h.set_id != s->h.set_id)) {
+      *err = strf("%s and %s come from two different `data_prep pretrain` runs (shard set %016" PRIx64
+                  " and %016" PRIx64 "): the folder holds a mix of two sets, as a run stopped while it renamed its "
+                  "shards leaves; re-run `data_prep pretrain` into it, or into an empty folder",
+                  s->paths[0].c_str(), s->paths[i].c_str(), s->h.set_id, h.set_id);
+      return false;
+    }
+    if (v3) {
+      if (h.set_shards != s->h.set_shards || h.shard_index >= h.set_shards) {
+        *err = strf("%s: pretraining shard has a damaged header (shard %u of %u); %s", s->paths[i].c_str(),
+                    h.shard_index, h.set_shards, kShardFix);
+        return false;
+      }
+      seen_index.resize(h.set_shards, 0);
+      seen_index[h.shard_index]++;
+    }
+  }
+  // A glob of part of a set (one shard, say) is allowed, with a note: it is
+  // also what a first run stopped while it renamed its shards leaves.
+  if (s->h.version >= 3 && (s->paths.size() != s->h.set_shards ||
+                            std::count(seen_index.begin(), seen_index.end(), 1) != (long)s->h.set_shards))
+    fprintf(stderr,
+            "note: '%s' matches %zu of the %u shards of its set (%016" PRIx64 ", made by one `data_prep pretrain`): "
+            "training on part of it; if shards are missing (a run stopped while it renamed them), re-run `data_prep "
+            "pretrain`\n",
+            pattern.c_str(), s->paths.size(), s->h.set_shards, s->h.set_id);
   if (s->total == 0) {
     *err = strf("the shards matching '%s' hold no sequences", pattern.c_str());
     return false;

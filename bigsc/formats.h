@@ -136,11 +136,29 @@ void seal_header(H* h, uint32_t payload_crc) {
   h->header_crc = header_checksum(*h);
 }
 
+// The identity of a vocabulary, recorded in shards, task files and
+// checkpoints so that files made with different vocabularies are not mixed:
+// the CRC-32C of its tokens in id order, each followed by '\n' (the file as
+// read, with CRLF and trailing spaces gone), or 1 where that is 0; 0 means
+// unknown (a file older than the field). dev/convert_hf.py computes the same.
+template <class TokenAt>
+uint32_t vocab_hash_of(size_t n, TokenAt token_at) {
+  uint32_t c = 0;
+  for (size_t i = 0; i < n; i++) {
+    const std::string& t = token_at(i);
+    c = crc32c(c, t.data(), t.size());
+    c = crc32c(c, "\n", 1);
+  }
+  return c ? c : 1;
+}
+
 // ----------------------------------------------------------------------------
 // Pretraining shard
 
 constexpr uint32_t kShardMagic = 0x44534742;  // "BGSD" as bytes on disk
-constexpr uint32_t kShardVersion = 2;  // 2 added the checksums; 1 still loads
+// 2 added the checksums, 3 the shard set (set_id, set_shards, shard_index)
+// and the vocabulary's hash; 1 and 2 still load.
+constexpr uint32_t kShardVersion = 3;
 
 struct ShardHeader {
   uint32_t magic;          // kShardMagic
@@ -151,7 +169,16 @@ struct ShardHeader {
   uint32_t pad_id, cls_id, sep_id, mask_id, unk_id;
   uint32_t payload_crc;    // CRC-32C of the ids (version 2; 0 in version 1)
   uint32_t header_crc;     // CRC-32C of this header with header_crc = 0
-  uint8_t reserved[204];   // zero
+  // Version 3: the shard set. One `data_prep pretrain` gives every shard it
+  // writes (train and val) the same nonzero set_id, made from the contents
+  // of all of them (so another run's shards have another); set_shards is the
+  // number of shards of this split (train or val) in the set and
+  // shard_index this shard's number among them. A reader refuses shards of
+  // two sets, or a set with shards missing.
+  uint32_t vocab_hash;     // vocab_hash_of() of the vocabulary; 0 = unknown (version < 3)
+  uint64_t set_id;
+  uint32_t set_shards, shard_index;
+  uint8_t reserved[184];   // zero
 };
 static_assert(sizeof(ShardHeader) == 256, "ShardHeader must be 256 bytes");
 
@@ -159,7 +186,8 @@ static_assert(sizeof(ShardHeader) == 256, "ShardHeader must be 256 bytes");
 // GLUE task file
 
 constexpr uint32_t kTaskMagic = 0x4B544742;  // "BGTK" as bytes on disk
-constexpr uint32_t kTaskVersion = 2;  // 2 added the checksums; 1 still loads
+// 2 added the checksums, 3 the vocabulary's hash; 1 and 2 still load.
+constexpr uint32_t kTaskVersion = 3;
 constexpr int kMaxLabels = 8;
 
 struct TaskHeader {
@@ -175,7 +203,8 @@ struct TaskHeader {
   char label_names[kMaxLabels][32];  // class i's name ("entailment"); "score"
   uint32_t payload_crc;    // CRC-32C of the records (version 2; 0 in version 1)
   uint32_t header_crc;     // CRC-32C of this header with header_crc = 0
-  uint8_t reserved[680];   // zero
+  uint32_t vocab_hash;     // vocab_hash_of() of the vocabulary (version 3); 0 = unknown
+  uint8_t reserved[676];   // zero
 };
 static_assert(sizeof(TaskHeader) == 1024, "TaskHeader must be 1024 bytes");
 
@@ -240,6 +269,13 @@ bool read_header(FILE* f, const char* path, H* h, uint32_t magic, uint32_t versi
   if (h->version < 1 || h->version > version) {
     *err = std::string(path) + ": " + what + " version " + std::to_string(h->version) +
            ", this build reads versions 1 to " + std::to_string(version) + "; " + fix;
+    return false;
+  }
+  // A version-1 writer left both checksum fields zero: a later file whose
+  // version field was damaged into 1 is not read unverified.
+  if (!has_checksums(h->version) && (h->header_crc != 0 || h->payload_crc != 0)) {
+    *err = std::string(path) + ": the " + what + "'s header is damaged (version 1, which has no checksums, but its "
+           "checksum fields are set); " + fix;
     return false;
   }
   if (has_checksums(h->version) && header_checksum(*h) != h->header_crc) {

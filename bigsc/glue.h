@@ -16,7 +16,7 @@ struct TaskData {
   std::vector<int> ids, types;  // (n, T)
   std::vector<float> labels;    // (n) class index or score; -1 without labels
   std::vector<uint32_t> index;  // (n) the row index, for submission files
-  std::string task, split;
+  std::string task, split, path;
 };
 
 // Verifies the checksum (version 2) and every record: ids < V, types 0 or 1,
@@ -32,7 +32,7 @@ static bool task_load(const std::string& path, TaskData* d, std::string* err) {
   if (ok && !has_checksums(d->h.version))
     fprintf(stderr, "%s\n", unchecked_note(path.c_str(), kTaskWhat, kTaskFix).c_str());
   if (ok) {
-    d->T = (int)d->h.seq_len, d->n = d->h.num_examples;
+    d->T = (int)d->h.seq_len, d->n = d->h.num_examples, d->path = path;
     d->task = d->h.task, d->split = d->h.split;
     size_t rs = task_record_size(d->h.seq_len);
     std::vector<uint8_t> rec(rs);
@@ -209,11 +209,29 @@ static bool task_evaluate(Model& m, const TaskData& d, TaskMetrics* tm, double* 
 // as the parameter table says (docs/MODEL.md section 9): the pooler N(0,
 // 0.02), the classifier lecun normal, zero biases.
 static bool task_model(const std::string& ckpt, const TaskData& d, int B, uint64_t seed, bool allow_new_head, Model* m,
-                       std::string* err) {
+                       std::string* err, CkptMeta* meta = nullptr) {
   CkptHeader h;
   std::vector<float> data;
   std::vector<std::string> fresh;
   if (!model_from_checkpoint(ckpt, B, 1, 0, (int)d.h.num_labels, m, &h, &data, &fresh, err)) return false;
+  if (h.vocab_hash && d.h.vocab_hash && h.vocab_hash != d.h.vocab_hash) {
+    *err = strf("%s was trained with another vocabulary than the task file %s (vocabulary hash %08x, the file's "
+                "%08x): make the task files with the model's vocab.txt (`data_prep glue --vocab`)",
+                ckpt.c_str(), d.path.c_str(), h.vocab_hash, d.h.vocab_hash);
+    return false;
+  }
+  if (!allow_new_head && h.task[0] && d.task != h.task && !(d.task == "ax" && !strcmp(h.task, "mnli"))) {
+    *err = strf("%s was fine-tuned on %s, not %s (the task of %s): use a checkpoint fine-tuned on %s", ckpt.c_str(),
+                h.task, d.task.c_str(), d.path.c_str(), d.task == "ax" ? "mnli" : d.task.c_str());
+    return false;
+  }
+  if (!allow_new_head && !h.task[0] && h.labels > 0)
+    printf("note: %s does not record the task it was fine-tuned on (a version-%u or converted checkpoint): make sure "
+           "it is a %s model\n",
+           ckpt.c_str(), h.version, d.task.c_str());
+  if (allow_new_head && h.task[0] && d.task != h.task)
+    printf("starting from a model fine-tuned on %s (%s)\n", h.task, ckpt.c_str());
+  if (meta) meta->vocab_hash = h.vocab_hash ? h.vocab_hash : d.h.vocab_hash;
   if (m->c.T != d.T) {
     *err = strf(
         "%s has T = %d but the task file has T = %d: inputs are padded to the checkpoint's T (docs/MODEL.md "
@@ -243,9 +261,27 @@ static bool task_model(const std::string& ckpt, const TaskData& d, int B, uint64
   return true;
 }
 
+// --task in any case, and GLUE's spellings (SST-2, STS-B): the name bigs
+// uses, or an error that suggests the nearest.
+static bool task_name(std::string* task, std::string* err) {
+  static const std::vector<std::string> kTasks = {"cola", "sst2", "mrpc", "stsb", "qqp",
+                                                  "mnli", "qnli", "rte",  "wnli", "ax"};
+  std::string key;
+  for (char c : *task)
+    if (c != '-') key += (char)std::tolower((unsigned char)c);
+  if (std::find(kTasks.begin(), kTasks.end(), key) != kTasks.end()) {
+    *task = key;
+    return true;
+  }
+  const std::string near = nearest(key, kTasks);
+  *err = strf("--task %s: unknown task%s; expected cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli or ax",
+              task->c_str(), near.empty() ? "" : ("; did you mean " + near + "?").c_str());
+  return false;
+}
+
 static bool task_matches(const TaskData& d, const std::string& task, std::string* err) {
   if (d.task != task) {
-    *err = strf("the file is a '%s' task file (%s), not '%s'", d.task.c_str(), d.split.c_str(), task.c_str());
+    *err = strf("%s is a '%s' task file (%s), not '%s'", d.path.c_str(), d.task.c_str(), d.split.c_str(), task.c_str());
     return false;
   }
   return true;
@@ -274,9 +310,11 @@ static const char* kFinetuneUsage =
 
 static int cmd_finetune(World& w, int argc, char** argv) {
   const char* cmd = "finetune";
-  std::string task, init, train, dev, dev2, out = "out/finetune";
+  std::string task, init, train, dev, dev2, out = "out/finetune", resume;
+  bool overwrite = false;
   Device device;
-  long long epochs = 3, batch = 16, micro = 16, eval_every = 0, seed = 1, threads = 0, log_every = 50;
+  long long epochs = 3, batch = 16, micro = 16, eval_every = 0, seed = 1, threads = 0, log_every = 50, max_steps = 0,
+            save_every = 0;
   double lr = 2e-5, warmup_frac = 0.1, dropout = 0.1, clip = 1.0, timeout = w.timeout;
   AdamW opt{0.9, 0.999, 1e-6, 0.01};
   std::vector<Flag> flags = {
@@ -285,8 +323,14 @@ static int cmd_finetune(World& w, int argc, char** argv) {
       {Flag::Str, "train", &train, 0, 0, "training task file"},
       {Flag::Str, "dev", &dev, 0, 0, "dev task file, evaluated after every epoch"},
       {Flag::Str, "dev2", &dev2, 0, 0, "a second dev file (MNLI mismatched)"},
-      {Flag::Str, "out", &out, 0, 0, "directory for best.bin, last.bin and log.jsonl"},
+      {Flag::Str, "out", &out, 0, 0, "directory for best.bin, last.bin, state.bin and log.jsonl"},
+      {Flag::Str, "resume", &resume, 0, 0, "an OUT/state.bin to continue from, exactly (with the run's settings)"},
+      {Flag::Switch, "overwrite", &overwrite, 0, 0, "replace the run already in --out (else refused)"},
       {Flag::Int, "epochs", &epochs, 1, 1000, "passes over the training set"},
+      {Flag::Int, "max-steps", &max_steps, 0, 1LL << 40,
+       "save and stop after this step (a time slice; --resume goes on); 0 = all"},
+      {Flag::Int, "save-every", &save_every, 0, 1LL << 40,
+       "also save OUT/state.bin every this many steps (it is saved at every evaluation); 0 = no more"},
       {Flag::Int, "batch", &batch, 1, 1 << 20, "sequences per optimizer step"},
       {Flag::Int, "micro-batch", &micro, 1, 1 << 20, "sequences per forward/backward; must divide --batch"},
       {Flag::Num, "lr", &lr, 0, 10, "peak learning rate"},
@@ -300,24 +344,95 @@ static int cmd_finetune(World& w, int argc, char** argv) {
   };
   training_flags(&flags, &device, &opt, &clip, &timeout);
   if (int rc = training_parse(w, cmd, argc, argv, flags, kFinetuneUsage, &timeout); rc >= 0) return rc;
-  if (task.empty() || init.empty() || train.empty() || dev.empty())
-    return fail_all(w, cmd, "--task, --init, --train and --dev are required", 2);
+  if (task.empty() || (init.empty() && resume.empty()) || train.empty() || dev.empty())
+    return fail_all(w, cmd, "--task, --init (or --resume), --train and --dev are required", 2);
   std::string err;
+  if (!task_name(&task, &err) || !out_dir_named(out, &err)) return fail_all(w, cmd, err, 2);
+  // A resumed run takes its settings from state.bin.
+  CkptHeader rh{};
+  if (!resume.empty()) {
+    if (!checkpoint_peek(resume, &rh, &err)) return fail_all(w, cmd, err, 1);
+    if (rh.kind != kCkptTrainState || rh.run_kind != kRunFinetune)
+      return fail_all(w, cmd, strf("--resume %s is not the state.bin of a `bigs finetune` run%s", resume.c_str(),
+                                   rh.kind != kCkptTrainState ? " (it holds parameters only)" : ""), 2);
+    if (task != rh.task)
+      return fail_all(w, cmd, strf("--task %s contradicts the run in %s, which fine-tunes %s", task.c_str(),
+                                   resume.c_str(), rh.task), 2);
+    const RunSettings& r = rh.run;
+    const std::pair<const char*, double> taken[] = {
+        {"lr", r.lr},         {"warmup-frac", r.warmup_frac}, {"dropout", r.dropout},
+        {"grad-clip", r.clip}, {"beta1", r.beta1},             {"beta2", r.beta2},
+        {"eps", r.eps},       {"weight-decay", r.weight_decay}, {"batch", (double)r.batch},
+        {"epochs", (double)r.epochs}, {"eval-every", (double)r.eval_every}};
+    for (const auto& [name, v] : taken)
+      if (!take_setting(flags, name, v, resume, &err)) return fail_all(w, cmd, err, 2);
+    if (find_flag(flags, "seed")->given && (uint64_t)seed != rh.seed)
+      return fail_all(w, cmd, strf("--seed %lld contradicts the run in %s, which has --seed %" PRIu64 ": leave the "
+                                   "flag out to continue that run as it was, or start a new run",
+                                   seed, resume.c_str(), rh.seed), 2);
+    seed = (long long)rh.seed;
+    if (!init.empty()) printf("note: --init %s is not read: the run continues from %s\n", init.c_str(), resume.c_str());
+  }
   if (!batch_splits(w, batch, micro, &err) || !device_check(device, &err)) return fail_all(w, cmd, err, 2);
   set_threads(threads);
   TaskData tr, dv, dv2;
   Model m;
+  // Every input is checked before any work, each named: its task, labels,
+  // size, and (once the model is read) its T, V and vocabulary.
   bool ok = task_load(train, &tr, &err) && task_matches(tr, task, &err) && task_load(dev, &dv, &err) &&
             task_matches(dv, task, &err) &&
             (dev2.empty() || (task_load(dev2, &dv2, &err) && task_matches(dv2, task, &err)));
   if (ok && !tr.h.has_labels) err = train + " has no labels (a test split)", ok = false;
   if (ok && tr.n == 0) err = train + " holds no examples", ok = false;
-  ok = ok && task_model(init, tr, (int)micro, (uint64_t)seed, true, &m, &err) && make_dir(out, &err);
+  for (const TaskData* d : {&dv, &dv2}) {
+    if (!ok || d->path.empty()) continue;
+    if (!d->h.has_labels)
+      err = strf("%s is the %s split, without labels (a test split): a dev file must have labels; give the dev split "
+                 "(data_prep writes %s_dev*.bin)",
+                 d->path.c_str(), d->split.c_str(), task.c_str()),
+      ok = false;
+    else if (d->n == 0)
+      err = d->path + " holds no examples: give a dev file with some", ok = false;
+    else if (d->T != tr.T || d->h.vocab_size != tr.h.vocab_size || d->h.num_labels != tr.h.num_labels ||
+             (d->h.vocab_hash && tr.h.vocab_hash && d->h.vocab_hash != tr.h.vocab_hash))
+      err = strf("%s has T = %d, V = %u, %u labels, vocabulary hash %08x, but the training file %s has T = %d, V = %u, "
+                 "%u labels, vocabulary hash %08x: make every task file of a run with one `data_prep glue` "
+                 "(the same --vocab and --seq)",
+                 d->path.c_str(), d->T, d->h.vocab_size, d->h.num_labels, d->h.vocab_hash, train.c_str(), tr.T,
+                 tr.h.vocab_size, tr.h.num_labels, tr.h.vocab_hash),
+      ok = false;
+  }
+  uint32_t train_id = 0;
+  if (ok) {
+    train_id = crc32c(0, tr.ids.data(), tr.ids.size() * sizeof(int));
+    train_id = crc32c(train_id, tr.types.data(), tr.types.size() * sizeof(int));
+    train_id = crc32c(train_id, tr.labels.data(), tr.labels.size() * sizeof(float));
+  }
+  if (ok && !resume.empty() && rh.run.data_id != train_id)
+    err = strf("--train %s is not the training set of the run in %s: resume with the run's own files", train.c_str(),
+               resume.c_str()),
+    ok = false;
+  CkptMeta meta;  // what this run's checkpoints record
+  ok = ok && task_model(resume.empty() ? init : resume, tr, (int)micro, (uint64_t)seed, resume.empty(), &m, &err, &meta);
   if (!ok) return fail(cmd, err);
+  meta.task = task;
+  if (!meta.vocab_hash) meta.vocab_hash = tr.h.vocab_hash;
   m.dropout = (float)dropout;
   m.dropout_seed = (uint64_t)seed;
+  std::vector<float> mom1(m.num_params, 0.0f), mom2(m.num_params, 0.0f);
+  long long step = 0;
+  double best = -1e300;  // the best dev score so far (none yet)
+  if (!resume.empty()) {
+    CkptHeader h;
+    std::vector<float> data;
+    if (!checkpoint_read(resume, &h, &data, &err)) return fail(cmd, err);
+    mom1.assign(data.begin() + m.num_params, data.begin() + 2 * m.num_params);
+    mom2.assign(data.begin() + 2 * m.num_params, data.end());
+    step = (long long)h.step, best = h.run.best;
+    printf("resumed from %s at step %lld, with the run's settings\n", resume.c_str(), step);
+  }
   DataParallel dp;
-  if (!model_use_device(&m, device, nullptr, nullptr, &err)) return fail(cmd, err);
+  if (!model_use_device(&m, device, &mom1, &mom2, &err)) return fail(cmd, err);
   if (!world_same_device(w, m, &err)) return fail_all(w, cmd, err, 2);
   if (!data_parallel_init(&dp, w, m, (int)(batch / micro / w.size), &err)) return fail(cmd, err);
   uint32_t data_id = 0;
@@ -326,22 +441,39 @@ static int cmd_finetune(World& w, int argc, char** argv) {
     data_id = crc32c(data_id, d->types.data(), d->types.size() * sizeof(int));
     data_id = crc32c(data_id, d->labels.data(), d->labels.size() * sizeof(float));
   }
-  if (!world_same_start(w, data_id, m, nullptr, nullptr, &err)) return fail_all(w, cmd, err, 2);
+  if (!world_same_start(w, data_id, m, &mom1, &mom2, &err)) return fail_all(w, cmd, err, 2);
   const int T = m.c.T;
   const long long steps_per_epoch = (long long)((tr.n + batch - 1) / batch), total = steps_per_epoch * epochs;
   LrSchedule sched{Schedule::Linear, lr, (long long)std::llround(warmup_frac * total), total, 0};
+  meta.run_kind = kRunFinetune;
+  meta.run = RunSettings{lr, 0, dropout, clip, opt.beta1, opt.beta2, opt.eps, opt.weight_decay, 0, best,
+                         sched.warmup, total, total, batch, eval_every, (int32_t)Schedule::Linear, 0, (int32_t)epochs,
+                         train_id, warmup_frac};
+  const std::string main_name = task == "cola"                   ? "mcc"
+                                : task == "mrpc" || task == "qqp" ? "the mean of f1 and accuracy"
+                                : task == "stsb"                  ? "the mean of pearson and spearman"
+                                                                  : "accuracy";
   print_model_plan(m);
   print_world(w, m, dp);
-  printf("task %s: %zu training examples, %zu dev; %lld steps of %lld (%lld epochs)\nsettings:\n", task.c_str(), tr.n,
-         dv.n, total, batch, epochs);
+  printf("task %s: %zu training examples, %zu dev; %lld steps of %lld (%lld epochs); best.bin is chosen by %s\n"
+         "settings:\n",
+         task.c_str(), tr.n, dv.n, total, batch, epochs, main_name.c_str());
+  if (device_name(m) == "cpu") device.precision = "fp32";  // what the CPU computes in (--precision is the GPU's)
   print_settings(stdout, flags);
+  // Rank 0 alone writes OUT: the lock, the log and the checkpoints.
+  DirLock lock;
+  if (!make_dir(out, &err) || (w.rank == 0 && !lock.acquire(out, &err))) return fail(cmd, err);
+  if (w.rank == 0 && !out_dir_claim(out, {"state.bin", "best.bin", "last.bin"}, !resume.empty(), overwrite, &err))
+    return fail(cmd, err);
+  if (w.rank == 0 && !resume.empty() && !log_keep_until(out + "/log.jsonl", (uint64_t)step, &err))
+    return fail(cmd, err);
   std::string log_path = w.rank == 0 ? out + "/log.jsonl" : "/dev/null";  // rank 0 alone writes OUT
-  FILE* log = fopen(log_path.c_str(), "w");
+  FILE* log = fopen(log_path.c_str(), resume.empty() ? "w" : "a");
   if (!log) return fail(cmd, strf("cannot write %s: %s", log_path.c_str(), strerror(errno)));
-  std::vector<float> mom1(m.num_params, 0.0f), mom2(m.num_params, 0.0f);
   StepSettings ss{(int)micro, (int)(batch / micro), clip, opt};
-  double best = -1e300;
-  long long step = 0;
+  const std::string best_path = out + "/best.bin", state_path = out + "/state.bin";
+  bool best_saved = !resume.empty() && best > -1e300;  // a resumed run's best.bin is on disk
+  long long state_step = resume.empty() ? -1 : step;  // what state.bin holds
   auto evaluate = [&](const char* when) {
     TaskMetrics a, b;
     double la, lb = 0;
@@ -356,59 +488,103 @@ static int cmd_finetune(World& w, int argc, char** argv) {
       best = a.main;
       if (w.rank > 0) return true;  // every rank holds the same parameters; rank 0 saves them
       model_to_host(m, nullptr, nullptr);  // checkpoints come from the host block
-      if (!checkpoint_save(out + "/best.bin", m, nullptr, nullptr, (uint64_t)step, 0, (uint64_t)seed, &err))
+      CkptMeta model_meta{meta.task, meta.vocab_hash};
+      if (!checkpoint_save(best_path, m, nullptr, nullptr, (uint64_t)step, 0, (uint64_t)seed, &err, model_meta))
         return false;
-      printf("new best %.4f: saved %s/best.bin\n", best, out.c_str());
+      best_saved = true;
+      printf("new best %.4f (%s): saved %s\n", best, main_name.c_str(), best_path.c_str());
     }
     return true;
   };
+  // state.bin: parameters, moments, step and the best score, for --resume.
+  auto save_state = [&]() {
+    world_share_moments(dp, m, mom1, mom2);  // every rank: the moments are sharded
+    model_to_host(m, &mom1, &mom2);
+    if (w.rank > 0) return true;
+    fflush(log);  // the log holds every step the state does
+    meta.run.best = best;
+    if (!checkpoint_save(state_path, m, &mom1, &mom2, (uint64_t)step, 0, (uint64_t)seed, &err, meta)) return false;
+    state_step = step;
+    return true;
+  };
+  // What is on disk, for every message that ends the run.
+  auto on_disk = [&]() {
+    std::string s = best_saved ? strf("best dev %.4f (%s) in %s", best, main_name.c_str(), best_path.c_str())
+                               : std::string("no best.bin yet (no evaluation finished)");
+    if (state_step >= 0) s += strf("; %s holds step %lld", state_path.c_str(), state_step);
+    return s;
+  };
   stop_on_signals();
   double t0 = now_seconds();
-  int status = 0;
-  for (long long epoch = 0; epoch < epochs && !status; epoch++) {
-    std::vector<uint32_t> order = DataOrder::permutation(tr.n, splitmix64((uint64_t)seed ^ splitmix64(epoch + 77)));
-    for (long long s = 0; s < steps_per_epoch && !status; s++) {
-      size_t first = (size_t)(s * batch), count = std::min<size_t>((size_t)batch, tr.n - first);
-      const std::vector<int> mine = rank_sequences(w, (int)count, (int)micro);  // this rank's part of the batch
-      std::vector<int> ids(mine.size() * T), types(mine.size() * T);
-      std::vector<float> labels(mine.size());
-      for (size_t k = 0; k < mine.size(); k++) {
-        size_t e = order[first + mine[k]];
-        std::copy_n(&tr.ids[e * T], T, &ids[k * T]);
-        std::copy_n(&tr.types[e * T], T, &types[k * T]);
-        labels[k] = tr.labels[e];
-      }
-      double lr_now = lr_at(sched, step);
-      StepResult r;
-      if (!train_step(m, dp, Batch{(int)mine.size(), ids.data(), types.data(), nullptr, labels.data()}, (int)count,
-                      ss, (uint64_t)step, lr_now, mom1, mom2, &r, &err)) {
-        if (r.finite) return fail(cmd, strf("step %lld: %s", step + 1, err.c_str()));
-        return fail_all(w, cmd, 
-            strf("step %lld: %s; stopping (best so far: %s/best.bin)", step + 1, err.c_str(), out.c_str()), 1);
-      }
-      step++;
-      fprintf(log, "{\"step\": %lld, \"loss\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g}\n", step, r.loss, lr_now,
-              r.grad_norm);
-      if (step % log_every == 0) {
-        double t = now_seconds();
-        printf("step %lld/%lld | loss %.4f | lr %.3g | grad norm %.3f | %s left\n", step, total, r.loss, lr_now,
-               r.grad_norm,
-               format_duration((t - t0) / step * (total - step)).c_str());
-        fflush(stdout);
-      }
-      if (eval_every && step % eval_every == 0 && !evaluate("periodic")) status = 1;
-      if (int sig = status ? 0 : agreed_stop_signal(w)) status = 128 + sig;
+  const long long step0 = step, last = max_steps ? std::min(max_steps, total) : total;
+  int status = 0, sig = 0;
+  std::vector<uint32_t> order;
+  long long order_epoch = -1;
+  while (step < last && !status) {
+    const long long epoch = step / steps_per_epoch, s = step % steps_per_epoch;
+    if (epoch != order_epoch)
+      order = DataOrder::permutation(tr.n, splitmix64((uint64_t)seed ^ splitmix64(epoch + 77))), order_epoch = epoch;
+    size_t first = (size_t)(s * batch), count = std::min<size_t>((size_t)batch, tr.n - first);
+    const std::vector<int> mine = rank_sequences(w, (int)count, (int)micro);  // this rank's part of the batch
+    std::vector<int> ids(mine.size() * T), types(mine.size() * T);
+    std::vector<float> labels(mine.size());
+    for (size_t k = 0; k < mine.size(); k++) {
+      size_t e = order[first + mine[k]];
+      std::copy_n(&tr.ids[e * T], T, &ids[k * T]);
+      std::copy_n(&tr.types[e * T], T, &types[k * T]);
+      labels[k] = tr.labels[e];
     }
-    if (!status && !evaluate(strf("epoch %lld", epoch + 1).c_str())) status = 1;
+    double lr_now = lr_at(sched, step);
+    StepResult r;
+    if (!train_step(m, dp, Batch{(int)mine.size(), ids.data(), types.data(), nullptr, labels.data()}, (int)count,
+                    ss, (uint64_t)step, lr_now, mom1, mom2, &r, &err)) {
+      fclose(log);
+      if (r.finite) return fail(cmd, strf("step %lld: %s", step + 1, err.c_str()));
+      return fail_all(w, cmd,
+                      strf("step %lld: %s; stopping (%s); try a lower --lr or --grad-clip", step + 1, err.c_str(),
+                           on_disk().c_str()),
+                      1);
+    }
+    step++;
+    fprintf(log, "{\"step\": %lld, \"loss\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g}\n", step, r.loss, lr_now,
+            r.grad_norm);
+    if (step % log_every == 0) {
+      double t = now_seconds();
+      printf("step %lld/%lld | loss %.4f | lr %.3g | grad norm %.3f | %s left\n", step, total, r.loss, lr_now,
+             r.grad_norm, format_duration((t - t0) / (step - step0) * (last - step)).c_str());
+      fflush(stdout);
+    }
+    bool evaluated = false;
+    if (eval_every && step % eval_every == 0) {
+      if (!evaluate("periodic")) status = 1;
+      evaluated = true;
+    }
+    if (!status && step % steps_per_epoch == 0) {
+      if (!evaluate(strf("epoch %lld", step / steps_per_epoch).c_str())) status = 1;
+      evaluated = true;
+    }
+    if (!status && step < last && (evaluated || (save_every && step % save_every == 0)) && !save_state()) status = 1;
+    if (!status && (sig = agreed_stop_signal(w))) status = 128 + sig;
   }
   fclose(log);
-  if (status == 1) fail(cmd, err);
+  if (status == 1) {
+    fail(cmd, strf("%s\nbigs %s: stopping (%s)", err.c_str(), cmd, on_disk().c_str()));
+    return 1;
+  }
   model_to_host(m, nullptr, nullptr);
   if (w.mpi && (status == 0 || w.agreed) && !world_same_params(w, m, &err)) return fail_all(w, cmd, err, 1);
+  const bool early = step < total;
+  if (!save_state()) return fail(cmd, strf("%s\nbigs %s: stopping (%s)", err.c_str(), cmd, on_disk().c_str()));
   if (w.rank > 0) return status;
-  if (!checkpoint_save(out + "/last.bin", m, nullptr, nullptr, (uint64_t)step, 0, (uint64_t)seed, &err))
-    return fail(cmd, err);
-  printf("best dev %.4f; checkpoints %s/best.bin and %s/last.bin\n", best, out.c_str(), out.c_str());
+  if (!checkpoint_save(out + "/last.bin", m, nullptr, nullptr, (uint64_t)step, 0, (uint64_t)seed, &err,
+                       CkptMeta{meta.task, meta.vocab_hash}))
+    return fail(cmd, strf("%s\nbigs %s: stopping (%s)", err.c_str(), cmd, on_disk().c_str()));
+  if (early)
+    printf("stopped early at step %lld of %lld (%s): %s; %s/last.bin holds step %lld; continue with --resume %s\n",
+           step, total, sig ? strf("signal %d", sig).c_str() : "--max-steps", on_disk().c_str(), out.c_str(), step,
+           state_path.c_str());
+  else
+    printf("done: %lld steps; %s; the last model in %s/last.bin\n", step, on_disk().c_str(), out.c_str());
   return status;
 }
 
@@ -432,6 +608,7 @@ static int cmd_eval(int argc, char** argv) {
   if (!dev.empty()) files.insert(files.begin(), dev);
   if (task.empty() || ckpt.empty() || files.empty()) return fail(cmd, "--task, --ckpt and --dev are required", 2);
   std::string err;
+  if (!task_name(&task, &err)) return fail(cmd, err, 2);
   if (!device_check(device, &err)) return fail(cmd, err, 2);
   set_threads(threads);
   for (const std::string& f : files) {
@@ -505,6 +682,7 @@ static int cmd_predict(int argc, char** argv) {
   if (int rc = parse_command(cmd, argc, argv, flags, kPredictUsage, nullptr); rc >= 0) return rc;
   if (task.empty() || ckpt.empty() || test.empty()) return fail(cmd, "--task, --ckpt and --test are required", 2);
   std::string err;
+  if (!task_name(&task, &err)) return fail(cmd, err, 2);
   if (!device_check(device, &err)) return fail(cmd, err, 2);
   set_threads(threads);
   TaskData d;

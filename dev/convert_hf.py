@@ -99,12 +99,14 @@ from reference import Config, param_shapes  # noqa: E402
 # Our checkpoint (bigs.cu CkptHeader)
 
 CKPT_MAGIC = 0x4B434742
-CKPT_VERSION = 2  # 2 added the checksums; version 1 still reads
+CKPT_VERSION = 3  # 2 added the checksums, 3 task, vocabulary hash and run settings; 1 and 2 still read
 KIND_MODEL, KIND_TRAIN_STATE = 1, 2
 # magic, version, kind, reserved; V H I L N T types labels; num_params, step,
 # samples_seen, seed; payload_crc, header_crc (CRC-32C: of the floats after
-# the header, and of the header with header_crc = 0).
-HEADER = struct.Struct("<4I8i4Q2I168x")
+# the header, and of the header with header_crc = 0); version 3: task (16
+# bytes, NUL-padded; "" = none or unknown), vocab_hash (0 = unknown), run_kind,
+# then the run's settings (zero here: a converted model is no training run).
+HEADER = struct.Struct("<4I8i4Q2I16sII144x")
 PAYLOAD_CRC_AT, HEADER_CRC_AT = 80, 84
 assert HEADER.size == 256
 
@@ -219,7 +221,20 @@ def read_ckpt(path):
     return header, c, params, moments
 
 
-def write_ckpt(path, c, params, step=0, samples_seen=0, seed=0):
+def vocab_hash(path):
+    """bigs's hash of a vocab.txt (formats.h vocab_hash_of): the CRC-32C of its
+    tokens, trailing whitespace gone, each followed by a newline; 1 for 0."""
+    with open(path, "rb") as f:
+        tokens = f.read().split(b"\n")
+    if tokens and tokens[-1] == b"":
+        tokens.pop()
+    crc = 0
+    for t in tokens:
+        crc = crc32c(t.rstrip(b" \t\r\v\f") + b"\n", crc)
+    return crc or 1
+
+
+def write_ckpt(path, c, params, step=0, samples_seen=0, seed=0, vocab=0):
     """A kind-1 (model only) checkpoint, written as bigs writes one: to
     PATH.tmp, the payload's checksum computed while writing, synced, renamed,
     the directory synced."""
@@ -227,7 +242,7 @@ def write_ckpt(path, c, params, step=0, samples_seen=0, seed=0):
 
     def head(payload_crc, own_crc):
         return HEADER.pack(CKPT_MAGIC, CKPT_VERSION, KIND_MODEL, 0, c.V, c.H, c.I, c.L, c.N, c.T, c.types, c.labels,
-                           count, step, samples_seen, seed, payload_crc, own_crc)
+                           count, step, samples_seen, seed, payload_crc, own_crc, b"", vocab, 0)
 
     def write(f):
         crc = 0
@@ -1354,7 +1369,11 @@ def to_bigs(args):
         print("convert_hf: error: %s: %d error%s above; nothing written" % (
             ", ".join(files), len(report.errors), "" if len(report.errors) == 1 else "s"), file=sys.stderr)
         return 1
-    write_ckpt(args.out, c, params)
+    # What the converter knows: the vocabulary, when the model's folder has
+    # its vocab.txt (the released folders do); the task it cannot know.
+    folder = args.model if os.path.isdir(args.model) else os.path.dirname(args.model)
+    vocab_txt = os.path.join(folder, "vocab.txt")
+    write_ckpt(args.out, c, params, vocab=vocab_hash(vocab_txt) if os.path.isfile(vocab_txt) else 0)
     report.print()
     print("converted %s (%s, %s layout, %d tensors) -> %s: V=%d H=%d I=%d L=%d N=%d T=%d types=%d labels=%d, "
           "%d parameters" % (", ".join(files), fmt, layout, len(tensors), args.out, c.V, c.H, c.I, c.L, c.N, c.T,

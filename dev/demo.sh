@@ -19,7 +19,7 @@ echo "== 2/4 pretraining shards, T = 128 (2% of the chapters held out for valida
 echo "== 3/4 pretraining BiGS-tiny for $steps steps of 32 sequences"
 ./bigs pretrain --device "${DEVICE:-auto}" --config tiny --train "$out/shards/train_*.bin" --val "$out/shards/val_*.bin" \
   --batch 32 --micro-batch 32 --steps "$steps" --lr 2e-3 --warmup 60 --dropout 0 \
-  --eval-every "${EVAL_EVERY:-500}" --eval-seqs 381 --log-every 100 --save-every "${SAVE_EVERY:-500}" --out "$out/run"
+  --eval-every "${EVAL_EVERY:-500}" --eval-seqs 381 --log-every 100 --save-every "${SAVE_EVERY:-500}" --out "$out/run" --overwrite
 
 echo "== 4/4 fill-mask"
 sentences=(

@@ -266,7 +266,7 @@ run_task() {
   else
     dev2=()
     [ ${#dev[@]} -gt 1 ] && dev2=(--dev2 "${dev[1]}")
-    rm -f "$run/best.bin" "$run/last.bin"  # never evaluate an earlier run's model
+    rm -f "$run/best.bin" "$run/last.bin" "$run/state.bin"  # never evaluate an earlier run's model
     echo "fine-tuning $task from $init"
     if ! "$bigs" finetune --task "$task" --init "$init" --train "$d/${task}_train.bin" --dev "${dev[0]}" "${dev2[@]}" \
       --out "$run" "${finetune_flags[@]}" "${common[@]}"; then

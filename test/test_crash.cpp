@@ -294,7 +294,7 @@ TEST_F(Crash, ADamagedOrNonFiniteCheckpointIsRefused) {
   const std::string good = slurp(path("ref/state.bin"));
   CkptHeader h;
   memcpy(&h, good.data(), sizeof h);
-  ASSERT_EQ(h.version, 2u);
+  ASSERT_EQ(h.version, kCkptVersion);
   auto resume_from = [&](const std::string& bytes, std::string* log) {
     std::ofstream(path("ck.bin"), std::ios::binary) << bytes;
     const int rc = run_to_end(pretrain_args("ckrun", {"--resume", path("ck.bin"), "--stop-at", "201"}), path("ck.log"));
@@ -327,4 +327,337 @@ TEST_F(Crash, ADamagedOrNonFiniteCheckpointIsRefused) {
   EXPECT_NE(log.find("note: " + path("ck.bin") + " is a version-1 bigs checkpoint, which carries no checksum"),
             std::string::npos)
       << log;
+}
+
+// ---------------------------------------------------------------------------
+// Issue 23: fine-tuning's inputs, output folders, resume and checkpoints that
+// know their task. Task files are written here with formats.h (V = 45, T = 16,
+// the crash vocabulary), the model is the reference run's model.bin.
+
+namespace {
+
+uint32_t crash_vocab_hash() {
+  Tokenizer tok;
+  std::string err;
+  if (!tok.load(path("vocab.txt"), &err)) return 0;
+  return vocab_hash_of(size_t(tok.vocab_size()), [&](size_t i) -> const std::string& { return tok.token(int(i)); });
+}
+
+// A task file of n examples: [CLS] w... [SEP] [PAD]...; the label is the
+// parity of the first word (learnable), -1 without labels.
+void write_task(const std::string& p, const char* task, const char* split, int T, int n, bool labels,
+                uint32_t vocab_hash, uint32_t seed) {
+  TaskHeader h = {};
+  h.magic = kTaskMagic, h.version = kTaskVersion, h.seq_len = T, h.vocab_size = 45, h.num_examples = n;
+  h.num_labels = 2, h.has_labels = labels, h.vocab_hash = vocab_hash;
+  snprintf(h.task, sizeof h.task, "%s", task);
+  snprintf(h.split, sizeof h.split, "%s", split);
+  snprintf(h.label_names[0], 32, "0");
+  snprintf(h.label_names[1], 32, "1");
+  std::mt19937 rng(seed);
+  std::string body;
+  std::vector<uint8_t> rec(task_record_size(T));
+  for (int i = 0; i < n; i++) {
+    std::vector<uint16_t> ids(T, 0);
+    std::vector<uint8_t> types(T, 0);
+    const int words = 2 + int(rng() % (T - 3));
+    ids[0] = 2;
+    for (int k = 1; k <= words; k++) ids[k] = uint16_t(5 + rng() % 40);
+    ids[words + 1] = 3;
+    pack_task_record(rec.data(), T, ids.data(), types.data(), labels ? float(ids[1] % 2) : -1.0f, uint32_t(i));
+    body.append((const char*)rec.data(), rec.size());
+  }
+  seal_header(&h, crc32c(0, body.data(), body.size()));
+  std::ofstream f(p, std::ios::binary);
+  f.write((const char*)&h, sizeof h);
+  f << body;
+}
+
+std::vector<std::string> finetune_args(const std::string& out, const std::vector<std::string>& extra = {}) {
+  std::vector<std::string> a = {"./build/bigs_cpu", "finetune", "--task", "sst2", "--init", path("ref/model.bin"),
+                                "--train", path("task/sst2_train.bin"), "--dev", path("task/sst2_dev.bin"),
+                                "--epochs", "3", "--batch", "4", "--micro-batch", "2", "--lr", "1e-3",
+                                "--eval-every", "5", "--save-every", "2", "--log-every", "1", "--threads", "1",
+                                "--out", path(out)};
+  a.insert(a.end(), extra.begin(), extra.end());
+  return a;
+}
+
+bool has(const std::string& log, const std::string& what) { return log.find(what) != std::string::npos; }
+
+// Waits (generously: only against a hang) until the file holds what.
+bool wait_for_text(const std::string& file, const std::string& what) {
+  for (int i = 0; i < 3000; i++) {
+    if (has(slurp(file), what)) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
+void make_tasks() {
+  if (exists(path("task/sst2_train.bin"))) return;
+  fs::create_directories(path("task"));
+  const uint32_t vh = crash_vocab_hash();
+  write_task(path("task/sst2_train.bin"), "sst2", "train", 16, 48, true, vh, 1);
+  write_task(path("task/sst2_dev.bin"), "sst2", "dev", 16, 12, true, vh, 2);
+  write_task(path("task/sst2_test.bin"), "sst2", "test", 16, 12, false, vh, 3);
+  write_task(path("task/sst2_dev_t12.bin"), "sst2", "dev", 12, 12, true, vh, 2);
+  write_task(path("task/sst2_dev_empty.bin"), "sst2", "dev", 16, 0, true, vh, 2);
+  write_task(path("task/sst2_dev_othervocab.bin"), "sst2", "dev", 16, 12, true, vh ^ 0x5A5A, 2);
+  write_task(path("task/qnli_test.bin"), "qnli", "test", 16, 12, false, vh, 3);
+}
+
+}  // namespace
+
+// Item 4: finetune --resume continues bit for bit, however it was killed.
+TEST_F(Crash, FinetuneKilledResumesToTheSameBytes) {
+  make_tasks();
+  ASSERT_EQ(run_to_end(finetune_args("ftref"), path("ftref.log")), 0) << slurp(path("ftref.log"));
+  const std::string out = path("ftkilled");
+  fs::create_directories(out);
+  const int inotify = inotify_init1(IN_NONBLOCK);
+  ASSERT_GE(inotify, 0);
+  ASSERT_GE(inotify_add_watch(inotify, out.c_str(), IN_CREATE), 0);
+  std::mt19937 rng(23);
+  int kills = 0, inside_save = 0;
+  for (int attempt = 0; kills < 12 && attempt < 40; attempt++) {
+    const bool resume = exists(out + "/state.bin");
+    char drain[4096];
+    while (read(inotify, drain, sizeof drain) > 0) {
+    }
+    const pid_t pid = spawn(finetune_args("ftkilled", resume ? std::vector<std::string>{"--resume", out + "/state.bin"}
+                                                             : std::vector<std::string>{"--overwrite"}),
+                            path("ftkilled.log"));
+    // Inside a save (state.bin.tmp, best.bin.tmp, ...), 0 to 200 us after it began.
+    if (!wait_for_nth_tmp(inotify, 1 + int(rng() % 3), 30000)) {
+      kill(pid, SIGKILL);
+      wait_for(pid);
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 200));
+    kill(pid, SIGKILL);
+    const int rc = wait_for(pid);
+    if (rc == 0) break;
+    ASSERT_EQ(rc, 128 + SIGKILL) << slurp(path("ftkilled.log"));
+    kills++;
+    inside_save += has_tmp(out);
+  }
+  EXPECT_GE(kills, 5);
+  const bool resume = exists(out + "/state.bin");
+  ASSERT_EQ(run_to_end(finetune_args("ftkilled", resume ? std::vector<std::string>{"--resume", out + "/state.bin"}
+                                                        : std::vector<std::string>{"--overwrite"}),
+                       path("ftkilled.log")),
+            0)
+      << slurp(path("ftkilled.log"));
+  close(inotify);
+  for (const char* f : {"best.bin", "last.bin", "state.bin", "log.jsonl"})
+    EXPECT_TRUE(slurp(out + "/" + f) == slurp(path("ftref/") + f)) << f << " differs from the uninterrupted run's";
+  printf("%d kills (%d inside a save)\n", kills, inside_save);
+}
+
+// Items 1 and 2: every input file is checked at start-up, by name.
+TEST_F(Crash, FinetuneChecksEveryInputAtStartUp) {
+  make_tasks();
+  auto refused = [&](const std::string& dev, const std::string& what) {
+    std::vector<std::string> a = finetune_args("ftbad");
+    a[9] = dev;
+    const int rc = run_to_end(a, path("ftbad.log"));
+    const std::string log = slurp(path("ftbad.log"));
+    EXPECT_EQ(rc, 1) << log;
+    EXPECT_TRUE(has(log, dev)) << "the message does not name " << dev << ":\n" << log;
+    EXPECT_TRUE(has(log, what)) << log;
+    EXPECT_FALSE(has(log, "step 1/")) << "it trained first:\n" << log;
+  };
+  refused(path("task/sst2_dev_t12.bin"), "has T = 12");
+  refused(path("task/sst2_test.bin"), "without labels");
+  refused(path("task/sst2_dev_empty.bin"), "holds no examples");
+  refused(path("task/sst2_dev_othervocab.bin"), "vocabulary hash");
+}
+
+// Items 3, 4, 6, 7: a lock, a guarded folder, a plain word when a run stops early.
+TEST_F(Crash, FinetuneLocksItsFolderAndSaysWhenItStoppedEarly) {
+  make_tasks();
+  const std::string out = path("ftlock");
+  const pid_t first = spawn(finetune_args("ftlock", {"--epochs", "1000"}), path("ftlock1.log"));
+  ASSERT_TRUE(wait_for_text(path("ftlock1.log"), "step 1/")) << slurp(path("ftlock1.log"));
+  const int rc = run_to_end(finetune_args("ftlock"), path("ftlock2.log"));
+  std::string log = slurp(path("ftlock2.log"));
+  EXPECT_EQ(rc, 1) << log;
+  EXPECT_TRUE(has(log, out + " is in use by another run (pid " + std::to_string(first))) << log;
+  EXPECT_FALSE(has(log, "step 1/")) << log;
+  kill(first, SIGINT);
+  EXPECT_EQ(wait_for(first), 130);
+  log = slurp(path("ftlock1.log"));
+  EXPECT_TRUE(has(log, "stopped early at step ")) << log;
+  EXPECT_TRUE(has(log, "continue with --resume " + out + "/state.bin")) << log;
+  EXPECT_TRUE(exists(out + "/state.bin"));
+  // A new run into the folder is refused without --resume or --overwrite.
+  EXPECT_EQ(run_to_end(finetune_args("ftlock"), path("ftlock3.log")), 1);
+  EXPECT_TRUE(has(slurp(path("ftlock3.log")), out + " already holds a run")) << slurp(path("ftlock3.log"));
+  // --max-steps stops early and says so; --overwrite starts afresh.
+  EXPECT_EQ(run_to_end(finetune_args("ftlock", {"--overwrite", "--max-steps", "3"}), path("ftlock4.log")), 0)
+      << slurp(path("ftlock4.log"));
+  log = slurp(path("ftlock4.log"));
+  EXPECT_TRUE(has(log, "stopped early at step 3 of 36 (--max-steps)")) << log;
+  EXPECT_TRUE(has(log, "no best.bin yet")) << log;
+  EXPECT_FALSE(exists(out + "/best.bin")) << "an old best.bin was left";
+  // The score's meaning is said (item 6).
+  EXPECT_EQ(run_to_end(finetune_args("ftlock", {"--resume", out + "/state.bin", "--max-steps", "5"}), path("ftlock5.log")),
+            0)
+      << slurp(path("ftlock5.log"));
+  EXPECT_TRUE(has(slurp(path("ftlock5.log")), "(accuracy): saved " + out + "/best.bin")) << slurp(path("ftlock5.log"));
+  // An empty --out is refused.
+  EXPECT_EQ(run_to_end(finetune_args("", {"--out", ""}), path("ftlock6.log")), 2) << slurp(path("ftlock6.log"));
+}
+
+// Items 5 and 14: a checkpoint knows its task and vocabulary; task names in any case.
+TEST_F(Crash, CheckpointsKnowTheirTaskAndVocabulary) {
+  make_tasks();
+  if (!exists(path("ftref/best.bin"))) {
+    ASSERT_EQ(run_to_end(finetune_args("ftref", {"--overwrite"}), path("ftref.log")), 0) << slurp(path("ftref.log"));
+  }
+  std::string out;
+  EXPECT_EQ(run("./build/bigs_cpu predict --device cpu --task qnli --ckpt " + path("ftref/best.bin") + " --test " +
+                    path("task/qnli_test.bin") + " --out " + path("sub"),
+                &out),
+            1)
+      << out;
+  EXPECT_TRUE(has(out, path("ftref/best.bin") + " was fine-tuned on sst2, not qnli")) << out;
+  EXPECT_EQ(run("./build/bigs_cpu eval --device cpu --task sst2 --ckpt " + path("ftref/best.bin") + " --dev " +
+                    path("task/sst2_dev_othervocab.bin"),
+                &out),
+            1)
+      << out;
+  EXPECT_TRUE(has(out, "another vocabulary than the task file " + path("task/sst2_dev_othervocab.bin"))) << out;
+  EXPECT_EQ(run("./build/bigs_cpu eval --device cpu --task SST-2 --ckpt " + path("ftref/best.bin") + " --dev " +
+                    path("task/sst2_dev.bin"),
+                &out),
+            0)
+      << out;
+  EXPECT_EQ(run("./build/bigs_cpu eval --device cpu --task sst3 --ckpt " + path("ftref/best.bin") + " --dev " +
+                    path("task/sst2_dev.bin"),
+                &out),
+            2)
+      << out;
+  EXPECT_TRUE(has(out, "did you mean sst2?")) << out;
+  EXPECT_EQ(run("./build/bigs_cpu finetune --epohcs 3", &out), 2) << out;
+  EXPECT_TRUE(has(out, "did you mean --epochs?")) << out;
+}
+
+// Item 7: pretrain refuses a folder that holds a run, and an empty --out.
+TEST_F(Crash, PretrainRefusesAFolderThatHoldsARun) {
+  const std::string out = path("guard");
+  ASSERT_EQ(run_to_end(pretrain_args("guard", {"--steps", "6"}), path("guard.log")), 0) << slurp(path("guard.log"));
+  const std::string model = slurp(out + "/model.bin"), jl = slurp(out + "/log.jsonl");
+  EXPECT_EQ(run_to_end(pretrain_args("guard", {"--steps", "6"}), path("guard2.log")), 1);
+  EXPECT_TRUE(has(slurp(path("guard2.log")), out + " already holds a run")) << slurp(path("guard2.log"));
+  EXPECT_TRUE(slurp(out + "/model.bin") == model && slurp(out + "/log.jsonl") == jl) << "the run was touched";
+  EXPECT_EQ(run_to_end(pretrain_args("guard", {"--steps", "6", "--overwrite"}), path("guard3.log")), 0)
+      << slurp(path("guard3.log"));
+  std::vector<std::string> a = pretrain_args("guard", {"--out", ""});
+  EXPECT_EQ(run_to_end(a, path("guard4.log")), 2) << slurp(path("guard4.log"));
+  EXPECT_TRUE(has(slurp(path("guard4.log")), "--out is empty")) << slurp(path("guard4.log"));
+}
+
+// Item 8: --resume takes the run's settings from state.bin.
+TEST_F(Crash, PretrainResumeTakesTheRunsSettings) {
+  const std::string out = path("settings");
+  ASSERT_EQ(run_to_end(pretrain_args("settings", {"--steps", "12", "--stop-at", "6", "--lr", "0.002", "--dropout", "0.2"}),
+                       path("settings.log")),
+            0)
+      << slurp(path("settings.log"));
+  const std::string state = out + "/state.bin";
+  auto resume = [&](const std::vector<std::string>& extra, std::string* log) {
+    std::vector<std::string> a = pretrain_args("settings", {"--steps", "12", "--resume", state, "--stop-at", "7"});
+    a.insert(a.end(), extra.begin(), extra.end());
+    const int rc = run_to_end(a, path("settings2.log"));
+    *log = slurp(path("settings2.log"));
+    return rc;
+  };
+  std::string log;
+  EXPECT_EQ(resume({"--config", "base"}, &log), 2) << log;
+  EXPECT_TRUE(has(log, "--config base")) << log;
+  EXPECT_EQ(resume({"--lr", "0.001"}, &log), 2) << log;
+  EXPECT_TRUE(has(log, "--lr 0.001 contradicts the run in " + state)) << log;
+  EXPECT_EQ(resume({"--steps", "5"}, &log), 2) << log;
+  EXPECT_TRUE(has(log, "--steps 5 is below the step of " + state + ", 6")) << log;
+  // Without flags: the run's own values, printed as such.
+  std::vector<std::string> a = pretrain_args("settings", {"--resume", state, "--stop-at", "7"});
+  EXPECT_EQ(run_to_end(a, path("settings3.log")), 0) << slurp(path("settings3.log"));
+  log = slurp(path("settings3.log"));
+  EXPECT_TRUE(has(log, "  lr                     0.002\n")) << log;
+  EXPECT_TRUE(has(log, "  dropout                0.2\n")) << log;
+}
+
+// Item 9: --stop-at then --resume logs what one uninterrupted run logs.
+TEST_F(Crash, StopAtThenResumeLogsAsOneRun) {
+  std::string out;
+  ASSERT_EQ(run("./data_prep pretrain --vocab " + path("vocab.txt") + " --seq 16 --val-fraction 0.2 --out " +
+                    path("vshards") + " " + path("text.txt"),
+                &out),
+            0)
+      << out;
+  auto args = [&](const std::string& o, const std::vector<std::string>& extra) {
+    std::vector<std::string> a = pretrain_args(o, {"--steps", "12", "--eval-every", "4", "--val",
+                                                   path("vshards/val_*.bin")});
+    a[3] = path("vshards/train_*.bin");
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
+  };
+  ASSERT_EQ(run_to_end(args("vref", {}), path("vref.log")), 0) << slurp(path("vref.log"));
+  ASSERT_EQ(run_to_end(args("vstop", {"--stop-at", "6"}), path("vstop.log")), 0) << slurp(path("vstop.log"));
+  ASSERT_EQ(run_to_end(args("vstop", {"--resume", path("vstop/state.bin")}), path("vstop.log")), 0)
+      << slurp(path("vstop.log"));
+  EXPECT_EQ(slurp(path("vstop/log.jsonl")), slurp(path("vref/log.jsonl")));
+  EXPECT_TRUE(slurp(path("vstop/model.bin")) == slurp(path("vref/model.bin")));
+}
+
+// Item 10: a shard set is whole, and data_prep removes stale temporary shards.
+TEST_F(Crash, AMixOfTwoShardSetsIsRefused) {
+  std::string out;
+  const std::string prep = "./data_prep pretrain --vocab " + path("vocab.txt") +
+                           " --seq 16 --val-fraction 0 --shard-sequences 64 --out ";
+  ASSERT_EQ(run(prep + path("setA") + " " + path("text.txt"), &out), 0) << out;
+  fs::create_directories(path("setB"));
+  std::ofstream(path("setB/train_000007.bin.tmp")) << "left by a killed run";
+  // Another set: the same text in shards of 50 (the same input and settings would give the same bytes and id).
+  ASSERT_EQ(run(prep + path("setB") + " --shard-sequences 50 " + path("text.txt"), &out), 0) << out;
+  EXPECT_FALSE(exists(path("setB/train_000007.bin.tmp"))) << "a stale temporary shard was left";
+  fs::copy_file(path("setA/train_000001.bin"), path("setB/train_000001.bin"), fs::copy_options::overwrite_existing);
+  std::vector<std::string> a = pretrain_args("mixrun");
+  a[3] = path("setB/train_*.bin");
+  EXPECT_EQ(run_to_end(a, path("mixrun.log")), 1);
+  std::string log = slurp(path("mixrun.log"));
+  EXPECT_TRUE(has(log, path("setB/train_000001.bin")) && has(log, "two different `data_prep pretrain` runs")) << log;
+  EXPECT_FALSE(has(log, "step 1/")) << log;
+  // A set with a shard missing: said (a glob of part of a set is allowed).
+  fs::remove(path("setA/train_000001.bin"));
+  a[3] = path("setA/train_*.bin");
+  EXPECT_EQ(run_to_end(pretrain_args("mixrun2", {"--steps", "1"}), path("mixrun.log")), 0);
+  a = pretrain_args("mixrun2", {"--steps", "1", "--overwrite"});
+  a[3] = path("setA/train_*.bin");
+  EXPECT_EQ(run_to_end(a, path("mixrun.log")), 0) << slurp(path("mixrun.log"));
+  log = slurp(path("mixrun.log"));
+  EXPECT_TRUE(has(log, "matches 6 of the 7 shards of its set")) << log;
+}
+
+// Item 12: a config that sets a key twice is refused.
+TEST_F(Crash, AConfigThatSetsAKeyTwiceIsRefused) {
+  std::ofstream(path("twice.cfg")) << "H 8\nI 8\nL 1\nN 2\nH 16\n";
+  std::vector<std::string> a = pretrain_args("cfgtwice");
+  a[5] = path("twice.cfg");
+  EXPECT_EQ(run_to_end(a, path("cfgtwice.log")), 2) << slurp(path("cfgtwice.log"));
+  EXPECT_TRUE(has(slurp(path("cfgtwice.log")), "twice.cfg:5: 'H' is set a second time (first on line 1)"))
+      << slurp(path("cfgtwice.log"));
+}
+
+// Item 15: the CPU's bench reports no MFU against a GPU's peak; runs do not list bf16.
+TEST_F(Crash, TheCpuReportsNoGpuMfuOrPrecision) {
+  std::string out;
+  EXPECT_EQ(run("./build/bigs_cpu bench --device cpu --config " + path("tiny.cfg") + " --seq 16 --batch 2 --steps 1", &out),
+            0)
+      << out;
+  EXPECT_FALSE(has(out, "MFU 0.00%")) << out;
+  EXPECT_TRUE(has(out, "no MFU")) << out;
+  EXPECT_FALSE(has(slurp(path("ref.log")), "bf16")) << slurp(path("ref.log"));
 }

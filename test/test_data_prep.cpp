@@ -1085,7 +1085,7 @@ TEST_F(DataPrep, InspectRoundTrip) {
                          "5"},
                         &out, true),
             0);
-  EXPECT_NE(out.find("pretraining shard, version 2"), std::string::npos) << out;
+  EXPECT_NE(out.find("pretraining shard, version 3"), std::string::npos) << out;
   EXPECT_NE(out.find("num_sequences 2"), std::string::npos) << out;
   EXPECT_NE(out.find("[0] [CLS] hello , world ! second line . [SEP] (+7 [PAD])"),
             std::string::npos)
@@ -1139,10 +1139,10 @@ TEST_F(DataPrep, InspectRejectsBadFiles) {
   EXPECT_NE(err.find("shorter than 4 bytes"), std::string::npos) << err;
   // A later version.
   std::string v3 = shard;
-  v3[4] = 3;
+  v3[4] = 4;
   write_file(path("v3.bin"), v3);
   EXPECT_EQ(run_capture({"inspect", path("v3.bin")}, &err), kExitError);
-  EXPECT_NE(err.find("pretraining shard version 3, this build reads versions 1 to 2"),
+  EXPECT_NE(err.find("pretraining shard version 4, this build reads versions 1 to 3"),
             std::string::npos)
       << err;
   // Another vocabulary.

@@ -551,3 +551,21 @@ TEST(Command, BadTrainFlags) {
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(tokenizer({"decode", "--vocab", out}, r.out).out, "the mat sat\n");
 }
+
+// Issue 23 item 12: a vocabulary that starts with a byte-order mark is named
+// as such (not "lacks [PAD]"); a token listed twice takes its last id, as
+// Hugging Face's tokenizer does.
+TEST(Vocab, AByteOrderMarkIsNamedAndADuplicateTakesItsLastId) {
+  const std::string dir = "build/test_tokenizer_vocab";
+  ASSERT_EQ(system(("mkdir -p " + dir).c_str()), 0);
+  std::ofstream(dir + "/bom.txt") << "\xEF\xBB\xBF[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nhello\n";
+  bigs::Tokenizer tok;
+  std::string err;
+  EXPECT_FALSE(tok.load(dir + "/bom.txt", &err));
+  EXPECT_NE(err.find(dir + "/bom.txt: starts with a UTF-8 byte-order mark"), std::string::npos) << err;
+  std::ofstream(dir + "/dup.txt") << "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nhello\nworld\nhello\n";
+  ASSERT_TRUE(tok.load(dir + "/dup.txt", &err)) << err;
+  std::vector<int> ids;
+  tok.encode("hello world", &ids);
+  EXPECT_EQ(ids, (std::vector<int>{7, 6}));
+}
