@@ -140,14 +140,20 @@ static std::string config_line(const Config& c) {
 // per element, LogUniform one Rng::uniform(), the others draw nothing, so
 // the stream of random numbers is the table's order.
 struct Init {
-  enum Kind { Normal, Const, HippoAIm, LogUniform } kind;
-  double a, b;  // Normal: std; Const: the value; LogUniform: [a, b] in log space
+  enum Kind { Normal, Const, HippoAIm, LogUniform, TruncNormal } kind;
+  double a, b;  // Normal: std; Const: the value; LogUniform: [a, b] in log space;
+                // TruncNormal: a x (a standard normal truncated to [-b, b])
 };
 constexpr Init init_normal(double std) { return {Init::Normal, std, 0}; }
-// Flax's default for a Dense kernel, lecun normal: std 1/sqrt(fan_in). The
-// official model creates two layers without an explicit initializer, the
-// MLM transform dense and the classifier; every other kernel is N(0, 0.02).
-inline Init init_lecun(int fan_in) { return init_normal(1.0 / std::sqrt((double)fan_in)); }
+// Flax's default for a Dense kernel, lecun_normal(), is JAX's
+// variance_scaling(1, "fan_in", "truncated_normal"): a standard normal
+// truncated to [-2, 2], times sqrt(1 / fan_in) / 0.87962566103423978, the
+// standard deviation of that truncated normal, so that the variance is
+// exactly 1 / fan_in (jax.nn.initializers.variance_scaling). The official
+// model creates two layers without an explicit initializer, the MLM
+// transform dense and the classifier; every other kernel is N(0, 0.02).
+constexpr double kTrunc2Std = 0.87962566103423978;  // std of N(0, 1) truncated to [-2, 2]
+inline Init init_lecun(int fan_in) { return {Init::TruncNormal, 1.0 / std::sqrt((double)fan_in) / kTrunc2Std, 2.0}; }
 constexpr Init init_const(double v) { return {Init::Const, v, 0}; }
 constexpr Init init_hippo() { return {Init::HippoAIm, 0, 0}; }  // A_im from HiPPO-LegS, every layer alike
 constexpr Init init_log_uniform(double lo, double hi) { return {Init::LogUniform, lo, hi}; }
@@ -1016,6 +1022,14 @@ static void init_tensor(float* x, const TensorInfo& t, Rng& rng, const std::vect
   switch (in.kind) {
     case Init::Normal:
       for (size_t i = 0; i < t.count; i++) x[i] = rng.normal() * (float)in.a;
+      break;
+    case Init::TruncNormal:  // by rejection: a draw outside [-b, b] is drawn again
+      for (size_t i = 0; i < t.count; i++) {
+        float z;
+        do z = rng.normal();
+        while (std::fabs(z) > (float)in.b);
+        x[i] = z * (float)in.a;
+      }
       break;
     case Init::Const:
       std::fill(x, x + t.count, (float)in.a);
@@ -3578,12 +3592,14 @@ struct LrSchedule {
   double alpha = 0.1;        // cosine: final LR as a fraction of the peak
 };
 
-// The learning rate of update number `step` (0-based). Warmup reaches the
-// peak at step warmup - 1, so no update is spent at LR 0. After warmup:
-// cosine from peak down to alpha x peak at `total` (then held), linear down
-// to 0 at `total`, or constant.
+// The learning rate of update number `step` (0-based), as the authors'
+// optax schedule gives it: optax.join_schedules of linear_schedule(0, peak,
+// warmup) and the decay, evaluated at the optimizer's count before the
+// update, so update 0 has LR 0 and the peak comes at update `warmup`. After
+// warmup: cosine from peak down to alpha x peak at `total` (then held),
+// linear down to 0 at `total`, or constant.
 static double lr_at(const LrSchedule& s, long long step) {
-  if (step < s.warmup) return s.peak * (double)(step + 1) / (double)s.warmup;
+  if (step < s.warmup) return s.peak * (double)step / (double)s.warmup;
   double span = (double)std::max(1LL, s.total - s.warmup);
   double progress = std::min(1.0, (double)(step - s.warmup) / span);
   switch (s.kind) {
@@ -3762,7 +3778,8 @@ struct RunSettings {
   double lr, alpha, dropout, clip, beta1, beta2, eps, weight_decay, mask_prob;
   double best;  // finetune: the best dev score so far (-1e300: none yet)
   int64_t warmup, decay_steps, steps, batch, eval_every;
-  int32_t schedule, max_predictions, epochs;
+  int16_t schedule, masking;  // Schedule; pretrain: 1 = --masking static (MaskSpec::authors)
+  int32_t max_predictions, epochs;
   uint32_t data_id;    // finetune: CRC-32C of the training set, so that a resume reads the same one
   double warmup_frac;  // finetune
 };
@@ -4200,6 +4217,104 @@ static bool model_from_checkpoint(const std::string& path, int B, int R, int T_o
   return true;
 }
 
+// pretrain --init: a pretraining model of T positions (T at least the
+// checkpoint's T0) from a checkpoint's weights, for a new run. Every tensor
+// comes over as it is, but a classification head, which pretraining drops,
+// and the position table, whose rows t >= T0 are copies of row t mod T0
+// (Longformer's rule, Beltagy, Peters and Cohan 2020, section 5: the learned
+// table copied over and over; docs/MODEL.md section 12 says why this rule).
+// The S4D kernels need nothing: they are computed for any T.
+static bool model_for_longer_t(const std::string& path, int B, int R, int T, Model* m, CkptHeader* h,
+                               std::string* err) {
+  std::vector<float> data;
+  if (!checkpoint_read(path, h, &data, err)) return false;
+  Config old = ckpt_config(*h), c = old;
+  if (T < old.T) {
+    *err = strf("--init %s has T = %d, more than the data's T = %d: a run continues at the same or a longer T",
+                path.c_str(), old.T, T);
+    return false;
+  }
+  c.T = T, c.labels = 0;
+  if (!model_build(m, c, B, R, err)) return false;
+  std::vector<TensorInfo> src = param_table(old);
+  for (const TensorInfo& t : m->table) {
+    auto it = std::find_if(src.begin(), src.end(), [&](const TensorInfo& x) { return !strcmp(x.name, t.name); });
+    float* to = &m->params_mem[t.offset];
+    if (!strcmp(t.name, "wpe")) {
+      const size_t H = (size_t)c.H;
+      for (int r = 0; r < T; r++) std::copy_n(data.data() + it->offset + (size_t)(r % old.T) * H, H, to + (size_t)r * H);
+    } else {
+      std::copy_n(data.data() + it->offset, t.count, to);
+    }
+  }
+  return true;
+}
+
+// pretrain --batches: optimizer batches already masked, to train on instead
+// of reading and masking shards (a seam for tests against other trainers).
+// The file: a header of eight little-endian uint32, "BGBT" (0x54424742),
+// version 1, V, T, B (sequences per step), steps, the CRC-32C of the payload,
+// 0; then for each step three int32 arrays of (B, T): ids, token types, and
+// targets (the original id at a predicted position, -1 elsewhere).
+// docs/FORMATS.md describes it; dev/test_optimizer.py writes one.
+struct BatchFile {
+  uint32_t V = 0, T = 0, B = 0, steps = 0;
+  std::vector<int32_t> data;  // steps x 3 x (B, T)
+  const int32_t* ids(uint64_t step) const { return &data[(size_t)step * 3 * B * T]; }
+  const int32_t* types(uint64_t step) const { return ids(step) + (size_t)B * T; }
+  const int32_t* targets(uint64_t step) const { return ids(step) + (size_t)2 * B * T; }
+};
+
+static bool batch_file_read(const std::string& path, int types, BatchFile* bf, std::string* err) {
+  FILE* f = fopen(path.c_str(), "rb");
+  if (!f) {
+    *err = strf("cannot open --batches %s: %s", path.c_str(), strerror(errno));
+    return false;
+  }
+  uint32_t h[8] = {0};
+  const bool got = fread(h, 4, 8, f) == 8;
+  const int64_t size = file_size_of(f);
+  bool ok = got && h[0] == 0x54424742u && h[1] == 1;
+  if (!ok)
+    *err = strf("%s is not a batches file (version 1: magic \"BGBT\"; docs/FORMATS.md)", path.c_str());
+  bf->V = h[2], bf->T = h[3], bf->B = h[4], bf->steps = h[5];
+  const uint64_t n = (uint64_t)bf->steps * 3 * bf->B * bf->T;
+  if (ok && (bf->V < 8 || bf->V > 65535 || bf->T < 1 || bf->T > (1 << 16) || bf->B < 1 || bf->steps < 1 ||
+             (uint64_t)size != 32 + 4 * n)) {
+    *err = strf("%s: V = %u, T = %u, B = %u, %u steps and %" PRId64 " bytes do not fit together; the file is damaged",
+                path.c_str(), bf->V, bf->T, bf->B, bf->steps, size);
+    ok = false;
+  }
+  if (ok) {
+    bf->data.resize(n);
+    ok = fread(bf->data.data(), 4, n, f) == n;
+    if (!ok) *err = strf("cannot read %s: truncated", path.c_str());
+  }
+  fclose(f);
+  if (ok && crc32c(0, bf->data.data(), n * 4) != h[6]) {
+    *err = strf("%s: checksum mismatch: the file is damaged", path.c_str());
+    ok = false;
+  }
+  for (uint32_t s = 0; ok && s < bf->steps; s++) {
+    int predicted = 0;
+    for (size_t i = 0; ok && i < (size_t)bf->B * bf->T; i++) {
+      const int32_t id = bf->ids(s)[i], ty = bf->types(s)[i], tg = bf->targets(s)[i];
+      predicted += tg >= 0;
+      if (id < 0 || (uint32_t)id >= bf->V || ty < 0 || ty >= types || tg < -1 || (tg >= 0 && (uint32_t)tg >= bf->V)) {
+        *err = strf("%s: step %u, sequence %zu, position %zu: id %d, type %d, target %d; ids and targets must be "
+                    "below V = %u (targets -1 where nothing is predicted), types below %d",
+                    path.c_str(), s, i / bf->T, i % bf->T, id, ty, tg, bf->V, types);
+        ok = false;
+      }
+    }
+    if (ok && predicted == 0) {
+      *err = strf("%s: step %u predicts nothing (every target is -1)", path.c_str(), s);
+      ok = false;
+    }
+  }
+  return ok;
+}
+
 struct EvalResult {
   double loss = 0, accuracy = 0;
   long long rows = 0;
@@ -4290,7 +4405,9 @@ static void optimizer_flags(std::vector<Flag>* f, AdamW* opt, double* clip) {
   f->push_back({Flag::Num, "eps", &opt->eps, 0, 1, "AdamW epsilon"});
   f->push_back(
       {Flag::Num, "weight-decay", &opt->weight_decay, 0, 10, "decoupled weight decay (not on biases, LayerNorm)"});
-  f->push_back({Flag::Num, "grad-clip", clip, 0, 1e9, "clip the global gradient norm to this; 0 = off"});
+  f->push_back({Flag::Num, "grad-clip", clip, 0, 1e9,
+                "clip the global gradient norm to this; 0 = off, the authors' JAX recipe (1.0 is the PyTorch "
+                "port's, the Hugging Face Trainer's default)"});
 }
 
 // The flags both training commands add to their own: the device, AdamW and
@@ -4413,12 +4530,12 @@ static const char* kPretrainUsage =
 
 static int cmd_pretrain(World& w, int argc, char** argv) {
   const char* cmd = "pretrain";
-  std::string train, val, config = "tiny", out = "out", resume, schedule = "cosine";
+  std::string train, val, config = "tiny", out = "out", resume, init, batches, schedule = "cosine", masking = "dynamic";
   bool overwrite = false;
   Device device;
   long long batch = 1048, micro = 8, steps = 100000, warmup = 2000, decay_steps = 0, eval_every = 1000,
             eval_seqs = 2048, log_every = 10, save_every = 1000, seed = 1, threads = 0, stop_at = 0;
-  double lr = 6e-4, alpha = 0.1, clip = 1.0, dropout = 0.1, timeout = w.timeout;
+  double lr = 6e-4, alpha = 0.1, clip = 0, dropout = 0.1, timeout = w.timeout;
   AdamW opt;
   MaskSpec ms;
   std::vector<Flag> flags = {
@@ -4428,6 +4545,16 @@ static int cmd_pretrain(World& w, int argc, char** argv) {
       {Flag::Str, "out", &out, 0, 0, "directory for checkpoints and the log"},
       {Flag::Str, "resume", &resume, 0, 0, "a state.bin to continue from, exactly (with the run's settings)"},
       {Flag::Switch, "overwrite", &overwrite, 0, 0, "replace the run already in --out (else refused)"},
+      {Flag::Str, "init", &init, 0, 0,
+       "a new run (fresh AdamW moments and schedule, step 0) from this checkpoint's weights, at the data's T, "
+       "which may be longer: new position rows copy the learned ones (row t = row t mod the old T); --config "
+       "is then the checkpoint's"},
+      {Flag::Str, "batches", &batches, 0, 0,
+       "train on these already-masked batches (docs/FORMATS.md) instead of --train's shards"},
+      {Flag::Str, "masking", &masking, 0, 0,
+       "dynamic (fresh masks at every sighting; 15% of the non-special tokens, random replacements among them) "
+       "or static (the authors': one fixed mask per sequence, round(0.15 x its length with [CLS] and [SEP]), "
+       "replacements from the whole vocabulary); docs/MODEL.md section 12"},
       {Flag::Int, "batch", &batch, 1, 1 << 24, "sequences per optimizer step"},
       {Flag::Int, "micro-batch", &micro, 1, 1 << 20, "sequences per forward/backward; must divide --batch"},
       {Flag::Int, "steps", &steps, 1, 1LL << 40, "optimizer steps in all"},
@@ -4449,7 +4576,14 @@ static int cmd_pretrain(World& w, int argc, char** argv) {
   };
   training_flags(&flags, &device, &opt, &clip, &timeout);
   if (int rc = training_parse(w, cmd, argc, argv, flags, kPretrainUsage, &timeout); rc >= 0) return rc;
-  if (train.empty()) return fail_all(w, cmd, "--train is required (a glob of shards from `data_prep pretrain`)", 2);
+  if (train.empty() && batches.empty())
+    return fail_all(w, cmd, "--train is required (a glob of shards from `data_prep pretrain`), or --batches", 2);
+  if (!train.empty() && !batches.empty()) return fail_all(w, cmd, "give --train or --batches, not both", 2);
+  if (!init.empty() && !resume.empty())
+    return fail_all(w, cmd, "--init starts a new run and --resume continues one: give one of them", 2);
+  if (masking != "dynamic" && masking != "static")
+    return fail_all(w, cmd, "--masking: expected dynamic or static", 2);
+  ms.authors = masking == "static";
   std::string err;
   if (!out_dir_named(out, &err)) return fail_all(w, cmd, err, 2);
   const char* kSchedules[] = {"cosine", "linear", "constant"};  // as Schedule's values
@@ -4476,6 +4610,13 @@ static int cmd_pretrain(World& w, int argc, char** argv) {
                                      "flag out to continue that run as it was, or start a new run",
                                      schedule.c_str(), resume.c_str(), run_schedule.c_str()), 2);
       schedule = run_schedule;
+      const std::string run_masking = r.masking ? "static" : "dynamic";
+      if (find_flag(flags, "masking")->given && masking != run_masking)
+        return fail_all(w, cmd, strf("--masking %s contradicts the run in %s, which has --masking %s: leave the "
+                                     "flag out to continue that run as it was, or start a new run",
+                                     masking.c_str(), resume.c_str(), run_masking.c_str()), 2);
+      masking = run_masking;
+      ms.authors = r.masking != 0;
       if (!find_flag(flags, "steps")->given) steps = r.steps;
     } else {
       printf("note: %s (version %u) does not record its run's settings: today's flags are used, and must be that "
@@ -4513,15 +4654,28 @@ static int cmd_pretrain(World& w, int argc, char** argv) {
   set_threads(threads);
 
   ShardSet tr, va;
-  if (!shards_open(train, &tr, &err) || (!val.empty() && !shards_open(val, &va, &err))) return fail(cmd, err);
+  BatchFile bf;
+  if (!batches.empty()) {
+    if (!batch_file_read(batches, 16, &bf, &err)) return fail(cmd, err);  // the model's types: checked below
+    if (bf.B != (uint32_t)batch || bf.steps < (uint64_t)steps)
+      return fail(cmd, strf("%s holds %u steps of %u sequences; --batch is %lld and --steps %lld", batches.c_str(),
+                            bf.steps, bf.B, batch, steps));
+    tr.h.seq_len = bf.T, tr.h.vocab_size = bf.V;  // the data's T and V, as shards would give them
+  } else if (!shards_open(train, &tr, &err)) {
+    return fail(cmd, err);
+  }
+  if (!val.empty() && !shards_open(val, &va, &err)) return fail(cmd, err);
   if (!val.empty() && (va.h.seq_len != tr.h.seq_len || va.h.vocab_size != tr.h.vocab_size))
-    return fail(cmd, strf("--val shards have T = %u, V = %u but --train shards T = %u, V = %u", va.h.seq_len,
+    return fail(cmd, strf("--val shards have T = %u, V = %u but the training data T = %u, V = %u", va.h.seq_len,
                           va.h.vocab_size, tr.h.seq_len, tr.h.vocab_size));
   if (!val.empty() && tr.h.set_id && va.h.set_id && tr.h.set_id != va.h.set_id)
     return fail(cmd, strf("%s and %s come from two different `data_prep pretrain` runs (shard set %016" PRIx64
                           " and %016" PRIx64 "): give the train and val shards of one run",
                           tr.paths[0].c_str(), va.paths[0].c_str(), tr.h.set_id, va.h.set_id));
-  const int T = (int)tr.h.seq_len, R = (int)(micro * std::min<long long>(ms.max_predictions, T));
+  const int T = (int)tr.h.seq_len;
+  // Rows through the MLM head per micro-batch: at most max_predictions per
+  // sequence, or any number of a given batch's.
+  const int R = (int)(micro * (batches.empty() ? std::min<long long>(ms.max_predictions, T) : T));
   Model m;
   std::vector<float> mom1, mom2;
   uint64_t step = 0, samples = 0;
@@ -4542,6 +4696,15 @@ static int cmd_pretrain(World& w, int argc, char** argv) {
     mom2.assign(data.begin() + 2 * m.num_params, data.end());
     step = h.step, samples = h.samples_seen, seed = (long long)h.seed;
     printf("resumed from %s at step %" PRIu64 " (%" PRIu64 " sequences seen)\n", resume.c_str(), step, samples);
+  } else if (!init.empty()) {
+    CkptHeader h;
+    if (!model_for_longer_t(init, (int)micro, R, T, &m, &h, &err)) return fail(cmd, err);
+    if (h.V != (int)tr.h.vocab_size)
+      return fail(cmd, strf("--init %s has V = %d but the data V = %u", init.c_str(), h.V, tr.h.vocab_size));
+    mom1.assign(m.num_params, 0.0f);
+    mom2.assign(m.num_params, 0.0f);
+    printf("a new run from the weights of %s (T = %d%s)\n", init.c_str(), h.T,
+           h.T < T ? strf(", position rows %d to %d copied from rows t mod %d", h.T, T - 1, h.T).c_str() : "");
   } else {
     Config c;
     if (!config_load(config, &c, &err)) return fail(cmd, err, 2);
@@ -4553,11 +4716,16 @@ static int cmd_pretrain(World& w, int argc, char** argv) {
   }
   m.dropout = (float)dropout;
   m.dropout_seed = (uint64_t)seed;
+  for (uint32_t s = 0; s < bf.steps; s++)  // --batches: every token type within the model's
+    for (size_t i = 0; i < (size_t)bf.B * bf.T; i++)
+      if (bf.types(s)[i] >= m.c.types)
+        return fail(cmd, strf("%s: step %u has the token type %d, but the model has %d types", batches.c_str(), s,
+                              bf.types(s)[i], m.c.types));
   DataParallel dp;
   if (!model_use_device(&m, device, &mom1, &mom2, &err)) return fail(cmd, err);
   if (!world_same_device(w, m, &err)) return fail_all(w, cmd, err, 2);
   if (!data_parallel_init(&dp, w, m, (int)(batch / micro / w.size), &err)) return fail(cmd, err);
-  uint32_t data_id = 0;
+  uint32_t data_id = batches.empty() ? 0 : crc32c(0, bf.data.data(), bf.data.size() * 4);
   for (const ShardSet* set : {&tr, &va})
     for (size_t i = 0; i < set->paths.size(); i++) {
       data_id = crc32c(data_id, set->paths[i].data(), set->paths[i].size() + 1);
@@ -4569,8 +4737,12 @@ static int cmd_pretrain(World& w, int argc, char** argv) {
   if (device_name(m) == "cpu") device.precision = "fp32";  // what the CPU computes in (--precision is the GPU's)
   printf("settings:\n");
   print_settings(stdout, flags);
-  printf("data: %zu training shards, %" PRIu64 " sequences of T = %d; %" PRIu64 " validation sequences\n",
-         tr.paths.size(), tr.total, T, va.total);
+  if (batches.empty())
+    printf("data: %zu training shards, %" PRIu64 " sequences of T = %d; %" PRIu64 " validation sequences\n",
+           tr.paths.size(), tr.total, T, va.total);
+  else
+    printf("data: %s, %u masked batches of %u sequences of T = %d; %" PRIu64 " validation sequences\n",
+           batches.c_str(), bf.steps, bf.B, T, va.total);
   // Rank 0 alone writes OUT: it holds the lock and the log (the other ranks
   // write their log lines nowhere).
   DirLock lock;  // one run per --out, for as long as this one lives
@@ -4589,7 +4761,7 @@ static int cmd_pretrain(World& w, int argc, char** argv) {
   run_meta.vocab_hash = tr.h.vocab_hash;
   run_meta.run_kind = kRunPretrain;
   run_meta.run = RunSettings{lr, alpha, dropout, clip, opt.beta1, opt.beta2, opt.eps, opt.weight_decay, ms.prob, 0,
-                             warmup, sched.total, steps, batch, 0, (int32_t)sched.kind,
+                             warmup, sched.total, steps, batch, 0, (int16_t)sched.kind, (int16_t)ms.authors,
                              (int32_t)ms.max_predictions, 0, 0, 0};
   auto save = [&](const char* why) {
     world_share_moments(dp, m, mom1, mom2);  // every rank: the moments are sharded
@@ -4640,9 +4812,17 @@ static int cmd_pretrain(World& w, int argc, char** argv) {
     // This rank's sequences of one optimizer batch, read and masked (each
     // by its number in the run, whichever rank reads it).
     for (size_t i = 0; i < mine.size(); i++) {
+      if (!batches.empty()) {  // this step's batch from the file, as it is
+        const size_t at = (size_t)mine[i] * T;
+        std::copy_n(bf.ids(step) + at, T, &ids[i * T]);
+        std::copy_n(bf.types(step) + at, T, &types[i * T]);
+        std::copy_n(bf.targets(step) + at, T, &targets[i * T]);
+        continue;
+      }
       const uint64_t k = samples + (uint64_t)mine[i];
-      if (!order.read(k, &ids[i * T], &err)) return fail(cmd, err);
-      Rng rng = mask_rng_train((uint64_t)seed, k);
+      uint64_t where = 0;
+      if (!order.read(k, &ids[i * T], &err, &where)) return fail(cmd, err);
+      Rng rng = ms.authors ? mask_rng_static((uint64_t)seed, where) : mask_rng_train((uint64_t)seed, k);
       mask_sequence(&ids[i * T], &targets[i * T], T, m.c.V, tr.h, ms, rng);
     }
     double lr_now = lr_at(sched, (long long)step);

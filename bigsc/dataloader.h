@@ -143,8 +143,10 @@ struct DataOrder {
     return p;
   }
 
-  // Reads sequence k (T ids) into out.
-  bool read(uint64_t k, int* out, std::string* err) {
+  // Reads sequence k (T ids) into out; *where, when given, gets the
+  // sequence's place in the corpus (its row, counting the shards in their
+  // sorted order), the same in every epoch.
+  bool read(uint64_t k, int* out, std::string* err, uint64_t* where = nullptr) {
     uint64_t epoch = k / s->total, r = k % s->total;
     std::vector<uint32_t> shard_order = permutation(s->paths.size(), splitmix64(seed ^ (epoch * 2 + 1)));
     size_t i = 0;
@@ -156,6 +158,10 @@ struct DataOrder {
       cached_epoch = cached_shard = -1;
       if (!(f = shard_open(*s, shard, err))) return false;
       cached_epoch = epoch, cached_shard = shard;
+    }
+    if (where) {
+      *where = perm[r];
+      for (int64_t j = 0; j < shard; j++) *where += s->counts[j];
     }
     return read_row(f, s->paths[shard], s->h.seq_len, s->h.vocab_size, perm[r], out, err);
   }
@@ -183,23 +189,42 @@ struct DataOrder {
 struct MaskSpec {
   double prob = 0.15;              // of the maskable tokens
   long long max_predictions = 20;  // per sequence
+  bool authors = false;            // --masking static: the authors' rule (mask_sequence)
 };
 
-// BERT's masking (docs/MODEL.md section 12), in place: picks round(prob x maskable)
-// positions (at least 1, at most max_predictions) among the tokens that are
-// not [CLS], [SEP], [PAD] or [MASK]; of those 80% become [MASK], 10% a random
-// non-special token, 10% stay; targets gets the original id there and -1
-// elsewhere. Returns the number of predicted positions.
+// BERT's masking (docs/MODEL.md section 12), in place; targets gets the
+// original id at each predicted position and -1 elsewhere. Returns the
+// number of predicted positions. Two rules:
+//  - dynamic (bigs's default): round(prob x maskable) positions (at least 1,
+//    at most max_predictions) among the tokens that are not [CLS], [SEP],
+//    [PAD] or [MASK]; of those 80% become [MASK], 10% a random token that is
+//    not special and not [UNK], 10% stay (one uniform draw decides).
+//  - the authors' (ms.authors): BERT's create_pretraining_data.py
+//    (github.com/google-research/bert, create_masked_lm_predictions), which
+//    made the authors' corpus (academic-budget-bert's data tools): Python 3's
+//    round (half to even) of prob x the sequence's length counting [CLS] and
+//    [SEP] (its non-[PAD] tokens), at least 1 and at most max_predictions;
+//    every non-[PAD] token but [CLS] and [SEP] may be picked; 80% [MASK],
+//    else one more draw: half stay, half become a token drawn from the whole
+//    vocabulary (specials and the original included).
+// Either way the positions are a uniformly random subset of the candidates.
 static int mask_sequence(int* ids, int* targets, int T, int V, const ShardHeader& sp, const MaskSpec& ms, Rng& rng) {
   auto special = [&](int id) {
     return id == (int)sp.cls_id || id == (int)sp.sep_id || id == (int)sp.pad_id || id == (int)sp.mask_id;
   };
+  auto candidate = [&](int id) {
+    return ms.authors ? id != (int)sp.cls_id && id != (int)sp.sep_id && id != (int)sp.pad_id : !special(id);
+  };
   std::vector<int> cand;
+  int length = 0;  // non-[PAD] tokens, [CLS] and [SEP] included
   for (int t = 0; t < T; t++) {
     targets[t] = -1;
-    if (!special(ids[t])) cand.push_back(t);
+    length += ids[t] != (int)sp.pad_id;
+    if (candidate(ids[t])) cand.push_back(t);
   }
-  int n = std::min((int)ms.max_predictions, std::max(1, (int)std::lround(ms.prob * cand.size())));
+  // nearbyint rounds half to even in the default rounding mode, as Python 3's round.
+  const double want = ms.authors ? std::nearbyint(ms.prob * length) : (double)std::lround(ms.prob * cand.size());
+  int n = (int)std::min<double>((double)ms.max_predictions, std::max(1.0, want));
   n = std::min(n, (int)cand.size());
   for (int i = 0; i < n; i++) {  // a partial Fisher-Yates shuffle picks n distinct positions
     std::swap(cand[i], cand[i + rng.below((uint32_t)(cand.size() - i))]);
@@ -208,6 +233,8 @@ static int mask_sequence(int* ids, int* targets, int T, int V, const ShardHeader
     float u = rng.uniform();
     if (u < 0.8f) {
       ids[t] = (int)sp.mask_id;
+    } else if (ms.authors) {
+      if (rng.uniform() >= 0.5f) ids[t] = (int)rng.below((uint32_t)V);
     } else if (u < 0.9f) {
       int r;
       do r = (int)rng.below((uint32_t)V);
@@ -223,3 +250,9 @@ static int mask_sequence(int* ids, int* targets, int T, int V, const ShardHeader
 // sequence is seen, identical at every evaluation.
 static Rng mask_rng_train(uint64_t seed, uint64_t k) { return Rng{splitmix64(seed ^ splitmix64(k * 2 + 1))}; }
 static Rng mask_rng_val(uint64_t i) { return Rng{splitmix64(0x5EEDull ^ splitmix64(i * 2))}; }
+// --masking static: the masks of the training sequence at place `where` in
+// the corpus (DataOrder::read), the same at every sighting, as in a corpus
+// masked once when it was made.
+static Rng mask_rng_static(uint64_t seed, uint64_t where) {
+  return Rng{splitmix64(seed ^ splitmix64(where * 2 + 0x57A71Cull))};
+}

@@ -58,6 +58,7 @@ fi
 run test_convert "$PYTHON" dev/test_convert.py --bigs "$build/bigs_cpu" --workdir "$build/test_convert"
 run test_glue "$PYTHON" dev/test_glue.py --bigs "$build/bigs_cpu" --workdir "$build/test_glue"
 run test_import_hdf5 "$PYTHON" dev/test_import_hdf5.py --bigs "$build/bigs_cpu" --workdir "$build/test_import_hdf5"
+run test_optimizer "$PYTHON" dev/test_optimizer.py --bigs "$build/bigs_cpu" --workdir "$build/test_optimizer"
 run test_glue_metrics "$PYTHON" dev/test_glue_metrics.py --workdir "$build/test_glue_metrics"
 run test_bench_cpu "$PYTHON" dev/test_bench_cpu.py --bigs "$build/bigs_cpu" --workdir "$build/test_bench_cpu"
 run test_gpu_check bash dev/test_gpu_check.sh

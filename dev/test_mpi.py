@@ -333,6 +333,7 @@ def test_finetune(env):
         return ["finetune", "--task", "sst2", "--init", os.path.join(init, "model.bin"), "--train",
                 os.path.join(task, "sst2_train.bin"), "--dev", os.path.join(task, "sst2_dev.bin"), "--epochs", "2",
                 "--batch", str(batch), "--micro-batch", "1", "--lr", "1e-3", "--eval-every", "5", "--threads", "1",
+                "--partial-batch",  # the last batch of an epoch, partial: ranks without a micro-batch
                 "--out", out]
     single, two = env.path("g1"), env.path("g2")
     one(env, args(single))

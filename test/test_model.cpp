@@ -601,8 +601,39 @@ TEST(Model, InitKindsFromTheTable) {
     } else if (!t.decay) {
       EXPECT_EQ(t.init.kind, Init::Const) << n;
       EXPECT_EQ(t.init.a, 0.0) << n;
+    } else if (n == "head_w" || n == "cls_w") {  // Flax's default, truncated lecun normal
+      EXPECT_EQ(t.init.kind, Init::TruncNormal) << n;
+      EXPECT_NEAR(t.init.a * kTrunc2Std, 1 / std::sqrt((double)c.H), 1e-15) << n;
+      EXPECT_EQ(t.init.b, 2.0) << n;
     } else {
       EXPECT_EQ(t.init.kind, Init::Normal) << n;
     }
+  }
+}
+
+// head_w and cls_w as JAX's variance_scaling(1, "fan_in", "truncated_normal")
+// draws them: inside +-2 standard normals x sqrt(1 / fan_in) / s, s the
+// standard deviation of N(0, 1) truncated to [-2, 2], so that the variance
+// is 1 / fan_in. s from its closed form, var = 1 - 2a phi(a) / (2 Phi(a) - 1)
+// at a = 2; the samples' variance within 5 of its standard errors.
+TEST(Model, TruncatedLecunNormalAsJax) {
+  const double a = 2, phi = std::exp(-a * a / 2) / std::sqrt(2 * M_PI), mass = std::erf(a / std::sqrt(2.0));
+  EXPECT_NEAR(kTrunc2Std, std::sqrt(1 - 2 * a * phi / mass), 1e-15);
+  Config c{50, 256, 24, 1, 4, 8, 2, 3};
+  Model m;
+  std::string err;
+  ASSERT_TRUE(model_build(&m, c, 1, 1, &err)) << err;
+  model_init(&m, 7);
+  for (const TensorInfo& t : m.table) {
+    if (strcmp(t.name, "head_w") && strcmp(t.name, "cls_w")) continue;
+    const float* x = &m.params_mem[t.offset];
+    const double bound = 2 / std::sqrt(256.0) / kTrunc2Std;
+    double sum2 = 0, sum4 = 0;
+    for (size_t i = 0; i < t.count; i++) {
+      ASSERT_LE(std::fabs(x[i]), bound * (1 + 1e-6)) << t.name << "[" << i << "]";
+      sum2 += (double)x[i] * x[i], sum4 += std::pow((double)x[i], 4);
+    }
+    const double n = (double)t.count, var = sum2 / n, se = std::sqrt((sum4 / n - var * var) / n);
+    EXPECT_NEAR(var, 1 / 256.0, 5 * se) << t.name << " (" << t.count << " values)";
   }
 }

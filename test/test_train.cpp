@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 
 #include <fstream>
+#include <map>
 #include <random>
 #include <sstream>
 
@@ -95,23 +96,26 @@ TEST(AdamW, DecayMaskSkipsBiasesAndLayerNorm) {
 }
 
 TEST(Schedule, ValuesAtChosenSteps) {
-  // Warmup 10 steps to peak 1, then the decay over steps 10..110.
+  // Warmup 10 steps to peak 1, then the decay over steps 10..110. Update i
+  // gets lr(i) of optax.linear_schedule(0, peak, 10) joined to the decay at
+  // 10, as the authors' create_learning_rate_fn: i / 10 during warmup, so
+  // the first update has LR 0.
   LrSchedule s{Schedule::Cosine, 1.0, 10, 110, 0.1};
-  EXPECT_DOUBLE_EQ(lr_at(s, 0), 0.1);    // (0 + 1) / 10
-  EXPECT_DOUBLE_EQ(lr_at(s, 4), 0.5);
-  EXPECT_DOUBLE_EQ(lr_at(s, 9), 1.0);
+  EXPECT_DOUBLE_EQ(lr_at(s, 0), 0.0);
+  EXPECT_DOUBLE_EQ(lr_at(s, 4), 0.4);
+  EXPECT_DOUBLE_EQ(lr_at(s, 9), 0.9);
   EXPECT_DOUBLE_EQ(lr_at(s, 10), 1.0);   // cosine at progress 0
   EXPECT_NEAR(lr_at(s, 60), 0.55, 1e-12);  // progress 1/2: 0.1 + 0.9 / 2
   EXPECT_NEAR(lr_at(s, 35), 0.1 + 0.9 * 0.5 * (1 + std::cos(M_PI / 4)), 1e-12);
   EXPECT_NEAR(lr_at(s, 110), 0.1, 1e-12);
   EXPECT_NEAR(lr_at(s, 5000), 0.1, 1e-12);  // held after the end
   s.kind = Schedule::Linear;
-  EXPECT_DOUBLE_EQ(lr_at(s, 9), 1.0);
+  EXPECT_DOUBLE_EQ(lr_at(s, 9), 0.9);
   EXPECT_NEAR(lr_at(s, 60), 0.5, 1e-12);
   EXPECT_NEAR(lr_at(s, 110), 0.0, 1e-12);
   EXPECT_NEAR(lr_at(s, 200), 0.0, 1e-12);
   s.kind = Schedule::Constant;
-  EXPECT_DOUBLE_EQ(lr_at(s, 3), 0.4);
+  EXPECT_DOUBLE_EQ(lr_at(s, 3), 0.3);
   EXPECT_DOUBLE_EQ(lr_at(s, 10), 1.0);
   EXPECT_DOUBLE_EQ(lr_at(s, 100000), 1.0);
   LrSchedule none{Schedule::Constant, 2e-5, 0, 100, 0};
@@ -204,6 +208,51 @@ TEST(Masking, FreshEachSightingFixedForValidation) {
   mask_sequence(b.data(), tb.data(), 64, 100, sp, ms, v2);
   EXPECT_EQ(ta, tb);
   EXPECT_EQ(a, b);
+}
+
+// The authors' rule (--masking static): BERT's create_pretraining_data.py
+// counts round(0.15 x len(tokens)) with Python 3's round (half to even),
+// len counting [CLS] and [SEP]; only those two are never picked; a random
+// replacement is any id of the vocabulary.
+TEST(Masking, AuthorsStaticRule) {
+  ShardHeader sp{};
+  sp.pad_id = 0, sp.unk_id = 1, sp.cls_id = 2, sp.sep_id = 3, sp.mask_id = 4;
+  MaskSpec ms;
+  ms.authors = true;
+  // Python 3: round(0.15 * 10) = 2, round(0.15 * 30) = 4 (4.5 to even), round(0.15 * 50) = 8,
+  // round(0.15 * 70) = 10 (10.5 to even), round(0.15 * 200) = 30, capped at 20; round(0.15 * 3) = 0 -> 1.
+  const std::pair<int, int> want[] = {{10, 2}, {30, 4}, {50, 8}, {70, 10}, {200, 20}, {3, 1}};
+  for (auto [len, n] : want) {
+    const int T = 256;
+    std::vector<int> ids(T, 0), tg(T);
+    ids[0] = 2, ids[len - 1] = 3;
+    for (int t = 1; t < len - 1; t++) ids[t] = t % 3 == 0 ? 1 : 7;  // [UNK]s are candidates too
+    Rng r = mask_rng_static(5, (uint64_t)len);
+    EXPECT_EQ(mask_sequence(ids.data(), tg.data(), T, 100, sp, ms, r), n) << "length " << len;
+    EXPECT_EQ(tg[0], -1);
+    EXPECT_EQ(tg[len - 1], -1);
+    for (int t = len; t < T; t++) EXPECT_EQ(tg[t], -1) << "padding predicted";
+  }
+  // Replacements: 80% [MASK], 10% kept, 10% any of the V ids (the original and specials included).
+  const int V = 10, T = 64;
+  long long predicted = 0, as_mask = 0, same = 0, special = 0;
+  for (int s = 0; s < 4000; s++) {
+    std::vector<int> ids(T, 7), tg(T);
+    ids[0] = 2, ids[T - 1] = 3;
+    Rng r = mask_rng_static(9, (uint64_t)s);
+    mask_sequence(ids.data(), tg.data(), T, V, sp, ms, r);
+    for (int t = 0; t < T; t++) {
+      if (tg[t] < 0) continue;
+      predicted++;
+      as_mask += ids[t] == 4;
+      same += ids[t] == 7;
+      special += ids[t] < 4;
+    }
+  }
+  auto within = [](long long k, long long n, double p) { return std::fabs(k - n * p) <= 4 * std::sqrt(n * p * (1 - p)); };
+  EXPECT_TRUE(within(as_mask, predicted, 0.8 + 0.1 / V)) << as_mask << " / " << predicted;  // a draw of [MASK] too
+  EXPECT_TRUE(within(same, predicted, 0.1 + 0.1 / V)) << same;
+  EXPECT_TRUE(within(special, predicted, 0.1 * 4 / V)) << special;  // [PAD], [UNK], [CLS], [SEP] drawn
 }
 
 // ===========================================================================
@@ -611,6 +660,101 @@ TEST_F(Trainer, FillMaskPrintsTopK) {
   EXPECT_EQ(lines, 9);  // three masks, three lines each
 }
 
+// --masking static keys a sequence's masks by its place in the corpus
+// (DataOrder::read's `where`): in every epoch a place holds the same ids,
+// and each place comes once an epoch.
+TEST_F(Trainer, PlaceInTheCorpusIsTheSameEveryEpoch) {
+  ShardSet tr;
+  std::string err;
+  ASSERT_TRUE(shards_open(dir + "/shards/train_*.bin", &tr, &err)) << err;
+  DataOrder order;
+  order.s = &tr, order.seed = 3;
+  const int T = (int)tr.h.seq_len;
+  std::map<uint64_t, std::vector<int>> seen;
+  std::vector<int> count(tr.total, 0);
+  for (uint64_t k = 0; k < 2 * tr.total; k++) {
+    std::vector<int> ids(T);
+    uint64_t where = ~0ull;
+    ASSERT_TRUE(order.read(k, ids.data(), &err, &where)) << err;
+    ASSERT_LT(where, tr.total);
+    count[where]++;
+    if (k < tr.total) seen[where] = ids;
+    else EXPECT_EQ(seen[where], ids) << "place " << where << " holds other ids in epoch 2";
+  }
+  for (uint64_t i = 0; i < tr.total; i++) EXPECT_EQ(count[i], 2) << "place " << i;
+}
+
+// The authors' recipe by default: no clipping in pretrain and finetune
+// (their JAX scripts never clip).
+TEST_F(Trainer, NoClippingByDefault) {
+  std::string out;
+  ASSERT_EQ(run(pretrain("noclip", "--steps 1"), &out), 0) << out;
+  EXPECT_NE(out.find("\n  grad-clip              0\n"), std::string::npos) << out;
+}
+
+// pretrain --init at a longer T: every weight but the new position rows
+// comes over exactly, the new rows are the copies of row t mod T0, and the
+// model starts at the longer T near the source model's loss on the same text.
+TEST_F(Trainer, InitAtALongerT) {
+  std::string out;
+  // The source: T = 32, trained until it is well below uniform guessing (ln 30522 = 10.33).
+  ASSERT_EQ(run(pretrain("src32", "--steps 40 --lr 1e-2 --warmup 4 --eval-every 0 --eval-seqs 64"), &out), 0) << out;
+  auto val_loss = [](const std::string& o) {
+    size_t at = o.rfind("val loss ");
+    return at == std::string::npos ? NAN : std::stod(o.substr(at + 9));
+  };
+  const double src_loss = val_loss(out);
+  ASSERT_EQ(run("./data_prep pretrain --vocab data/bert-base-uncased-vocab.txt --seq 64 --out " + dir +
+                    "/shards64 --val-fraction 0.2 " + dir + "/text.txt",
+                &out),
+            0)
+      << out;
+  // --lr 0: the run's one update leaves the weights as --init made them.
+  const std::string run64 = "./build/bigs_cpu pretrain --train '" + dir + "/shards64/train_*.bin' --val '" + dir +
+                            "/shards64/val_*.bin' --init " + dir + "/src32/model.bin --batch 4 --micro-batch 4 " +
+                            "--steps 1 --lr 0 --warmup 0 --eval-every 0 --eval-seqs 64 --threads 2 --out " + dir + "/init64";
+  ASSERT_EQ(run(run64, &out), 0) << out;
+  EXPECT_NE(out.find("position rows 32 to 63 copied from rows t mod 32"), std::string::npos) << out;
+  const double init_loss = val_loss(out);
+  CkptHeader ha, hb;
+  std::vector<float> a, b;
+  std::string err;
+  ASSERT_TRUE(checkpoint_read(dir + "/src32/model.bin", &ha, &a, &err)) << err;
+  ASSERT_TRUE(checkpoint_read(dir + "/init64/model.bin", &hb, &b, &err)) << err;
+  ASSERT_EQ(hb.T, 64);
+  EXPECT_EQ(hb.step, 1u);
+  Config ca = ckpt_config(ha), cb = ckpt_config(hb);
+  std::vector<TensorInfo> ta = param_table(ca), tb = param_table(cb);
+  ASSERT_EQ(ta.size(), tb.size());
+  for (size_t i = 0; i < ta.size(); i++) {
+    ASSERT_STREQ(ta[i].name, tb[i].name);
+    const float* x = a.data() + ta[i].offset;
+    const float* y = b.data() + tb[i].offset;
+    if (!strcmp(ta[i].name, "wpe")) {
+      for (int t = 0; t < 64; t++)
+        for (int h = 0; h < ca.H; h++)
+          ASSERT_EQ(y[t * ca.H + h], x[(t % 32) * ca.H + h]) << "wpe row " << t;
+    } else {
+      ASSERT_EQ(ta[i].count, tb[i].count) << ta[i].name;
+      for (size_t j = 0; j < ta[i].count; j++) ASSERT_EQ(x[j], y[j]) << ta[i].name << "[" << j << "]";
+    }
+  }
+  // The same text at T = 64: sequences twice as long, each token with more
+  // context, positions 32..63 with the embeddings of 0..31. The model is
+  // not the one that was trained, but it keeps what the source learned: its
+  // loss is within a quarter of the source's gain over uniform guessing of
+  // the source's (a fresh model would be near ln V; measured: see the report).
+  const double uniform = std::log(30522.0), gain = uniform - src_loss;
+  ASSERT_GT(gain, 2.0) << "the source learned too little for the comparison to mean anything: " << src_loss;
+  EXPECT_LT(std::fabs(init_loss - src_loss), 0.25 * gain) << "source " << src_loss << ", at T = 64 " << init_loss;
+  // A longer T than the data's is refused; so are --init with --resume.
+  EXPECT_NE(run("./build/bigs_cpu pretrain --train '" + dir + "/shards/train_*.bin' --init " + dir +
+                    "/init64/model.bin --batch 4 --micro-batch 4 --steps 1 --out " + dir + "/bad",
+                &out),
+            0);
+  EXPECT_NE(out.find("more than the data's T = 32"), std::string::npos) << out;
+}
+
 TEST(FillMask, JsonQuote) {
   EXPECT_EQ(json_quote("capital"), "\"capital\"");
   EXPECT_EQ(json_quote("a\"b\\c\n\x01\xc3\xa9"), "\"a\\\"b\\\\c\\u000a\\u0001\xc3\xa9\"");  // UTF-8 kept
@@ -761,6 +905,18 @@ TEST(Metrics, HandComputedValues) {
   EXPECT_EQ(r, (std::vector<double>{3.5, 1, 3.5, 2}));
 }
 
+// The metric that picks the best checkpoint is the authors' (run_glue.py's
+// task_metrics): accuracy for MRPC and QQP, Spearman for STS-B.
+TEST(Metrics, MainMetricIsTheAuthors) {
+  std::vector<double> p = {1, 1, 0, 0, 1, 0, 1, 1}, g = {1, 0, 0, 0, 1, 1, 1, 1};
+  EXPECT_EQ(task_metrics("mrpc", p, g).main, metric_accuracy(p, g));
+  EXPECT_EQ(task_metrics("qqp", p, g).main, metric_accuracy(p, g));
+  EXPECT_EQ(task_metrics("cola", p, g).main, metric_mcc(p, g));
+  std::vector<double> x = {1, 2, 4, 3, 5}, y = {1.5, 2, 2.5, 9, 10};
+  EXPECT_EQ(task_metrics("stsb", x, y).main, metric_spearman(x, y));
+  EXPECT_NE(metric_spearman(x, y), metric_pearson(x, y));
+}
+
 // Cases written by dev/glue_metrics.py from scikit-learn and scipy
 // (`make test` generates build/metric_cases.tsv): metric, predictions, golds, value.
 TEST(Metrics, MatchScikitLearnAndScipy) {
@@ -800,13 +956,49 @@ TEST_F(Trainer, FinetuneEvalPredict) {
             0)
       << out;
   std::string files = " --train " + dir + "/sst2/sst2_train.bin --dev " + dir + "/sst2/sst2_dev.bin";
+  // 3 training examples in batches of 2: one step an epoch (the partial
+  // batch dropped, as the authors do), evaluated once at each epoch's end
+  // although --eval-every 1 also falls there; best.bin is the first best.
   ASSERT_EQ(run("./build/bigs_cpu finetune --task sst2 --init " + dir + "/base/model.bin" + files +
-                    " --epochs 2 --batch 4 --micro-batch 2 --lr 1e-3 --threads 2 --out " + dir + "/ft",
+                    " --epochs 2 --batch 2 --micro-batch 2 --lr 1e-3 --eval-every 1 --threads 2 --out " + dir + "/ft",
                 &out),
             0)
       << out;
   EXPECT_NE(out.find("new classification head with 2 labels"), std::string::npos) << out;
   EXPECT_NE(out.find("(epoch 2)"), std::string::npos) << out;
+  EXPECT_NE(out.find("3 training examples, 1 dev; 2 steps of 2 (2 epochs)"), std::string::npos) << out;
+  EXPECT_NE(out.find("\n  grad-clip              0\n"), std::string::npos) << out;
+  {
+    std::istringstream log(slurp(dir + "/ft/log.jsonl"));
+    std::vector<std::pair<long long, double>> evals;  // step, dev_main
+    for (std::string line; std::getline(log, line);) {
+      long long st;
+      double loss, main;
+      if (sscanf(line.c_str(), "{\"step\": %lld, \"dev_loss\": %lf, \"dev_main\": %lf", &st, &loss, &main) == 3)
+        evals.push_back({st, main});
+    }
+    ASSERT_EQ(evals.size(), 2u) << slurp(dir + "/ft/log.jsonl");
+    EXPECT_EQ(evals[0].first, 1);
+    EXPECT_EQ(evals[1].first, 2);
+    CkptHeader h;
+    std::vector<float> data;
+    std::string err;
+    ASSERT_TRUE(checkpoint_read(dir + "/ft/best.bin", &h, &data, &err)) << err;
+    EXPECT_EQ((long long)h.step, evals[1].second > evals[0].second ? 2 : 1);
+  }
+  // A batch larger than the training set leaves no step: refused, with the way out.
+  EXPECT_EQ(run("./build/bigs_cpu finetune --task sst2 --init " + dir + "/base/model.bin" + files +
+                    " --epochs 1 --batch 4 --micro-batch 2 --threads 2 --out " + dir + "/ft4",
+                &out),
+            2)
+      << out;
+  EXPECT_NE(out.find("--partial-batch"), std::string::npos) << out;
+  ASSERT_EQ(run("./build/bigs_cpu finetune --task sst2 --init " + dir + "/base/model.bin" + files +
+                    " --epochs 1 --batch 4 --micro-batch 2 --partial-batch --threads 2 --out " + dir + "/ft4",
+                &out),
+            0)
+      << out;
+  EXPECT_NE(out.find("1 steps of 4 (1 epochs)"), std::string::npos) << out;
   ASSERT_EQ(run("./build/bigs_cpu eval --task sst2 --ckpt " + dir + "/ft/best.bin --dev " + dir + "/sst2/sst2_dev.bin",
                 &out),
             0)
