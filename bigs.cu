@@ -2264,7 +2264,8 @@ static void ssm_conv_backward(CudaCtx& ctx, X* dinp, float* dK, float* dD, const
   if (!gpu_toeplitz_route(sizeof(X), T))
     return ssm_conv_fft_backward(ctx, dinp, dK, dD, dout, inp, K, D, B, T, H, anticausal);
   ToeplitzExec ex{ctx};
-  toeplitz_backward(ex, dinp, dK, dD, dout, inp, K, D, B, T, H, anticausal, kGpuToeplitzChunk, kGramCapBytes);
+  toeplitz_backward(ex, dinp, dK, dD, dout, inp, K, D, B, T, H, anticausal, kGpuToeplitzChunk,
+                    ctx.gram_group_bytes ? ctx.gram_group_bytes : kGramCapBytes);
 }
 #endif
 

@@ -187,6 +187,9 @@ struct CudaCtx {
   size_t gram_cap = 0;
   float* lagpart = nullptr;
   size_t lagpart_cap = 0;
+  // The Toeplitz backward's cap on one group of sequences' Gx, in bytes (0:
+  // kGramCapBytes). The tests set less, to run the model in several groups.
+  size_t gram_group_bytes = 0;
 };
 
 constexpr size_t kWorkspaceBytes = 32u << 20;  // cuBLASLt's recommendation for Hopper

@@ -888,6 +888,29 @@ void check_against_oracle(const std::string& s) {
 
 }  // namespace
 
+// The same with the Toeplitz backward's Gx in groups of one sequence (a cap
+// of one sequence's Gx), so that the model's dK and dD are summed over
+// several groups: what a long T or a large batch does with the 256 MB cap.
+TEST(GpuModel, MlmAgainstTheOracleInSeveralGramGroups) {
+  if (!gpu_absent().empty()) GTEST_SKIP() << gpu_absent();
+  std::string err;
+  check_section(
+      "mlm",
+      [&](Model& m) {
+        m.precision = Precision::Fp32;
+        ASSERT_TRUE(model_to_device(&m, nullptr, nullptr, &err)) << err;
+        ASSERT_TRUE(gpu_toeplitz_route(sizeof(float), m.c.T)) << "the fixture's T takes the FFT route";
+        const size_t one = (size_t)m.c.T * toeplitz_ld(m.c.T) * sizeof(float);
+        m.gpu->ctx.gram_group_bytes = one;
+        ASSERT_EQ(gram_group(m.B, m.c.T, one), 1);
+        ASSERT_GT(m.B, 1) << "one sequence: one group";
+      },
+      gpu_hidden,
+      [](const std::string& what, const std::vector<float>& a, const std::vector<double>& b) {
+        return fft_close(what, a, b);
+      });
+}
+
 TEST(GpuModel, MlmAgainstTheOracle) {
   if (!gpu_absent().empty()) GTEST_SKIP() << gpu_absent();
   check_against_oracle("mlm");
