@@ -325,7 +325,7 @@ static int cmd_finetune(World& w, int argc, char** argv) {
       {Flag::Str, "task", &task, 0, 0, "cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte or wnli"},
       {Flag::Str, "init", &init, 0, 0, "checkpoint to start from (pretrained, or fine-tuned on MNLI)"},
       {Flag::Str, "train", &train, 0, 0, "training task file"},
-      {Flag::Str, "dev", &dev, 0, 0, "dev task file, evaluated after every epoch"},
+      {Flag::Str, "dev", &dev, 0, 0, "dev task file, evaluated every --eval-every steps and at each epoch's end"},
       {Flag::Str, "dev2", &dev2, 0, 0, "a second dev file (MNLI mismatched)"},
       {Flag::Str, "out", &out, 0, 0, "directory for best.bin, last.bin, state.bin and log.jsonl"},
       {Flag::Str, "resume", &resume, 0, 0, "an OUT/state.bin to continue from, exactly (with the run's settings)"},
