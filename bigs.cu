@@ -4524,6 +4524,135 @@ static void print_world(const World& w, Model& m, const DataParallel& dp) {
 
 static double bench_flops(const Config& c, int B, int P);  // bigsc/cost.h
 
+// What a flag that contradicts the run being resumed is told.
+static std::string contradicts(const char* flag, const std::string& given, const std::string& run,
+                               const std::string& resume) {
+  return strf("--%s %s contradicts the run in %s, which has --%s %s: leave the flag out to continue that run as it "
+              "was, or start a new run",
+              flag, given.c_str(), resume.c_str(), flag, run.c_str());
+}
+
+// --resume: the run's settings from its state.bin (version 3) into the
+// flags and the strings that hold them (take_setting: a flag given on the
+// command line must agree), --steps checked against the run's step, and
+// --config against its model. An older state.bin records none: today's
+// flags are used, with a note. Returns 0, or the exit status for *err.
+static int pretrain_resume_settings(const std::string& resume, const std::vector<Flag>& flags, std::string* schedule,
+                                    std::string* masking, long long* steps, long long seed, std::string* config,
+                                    bool* at_end, std::string* err) {
+  if (resume.empty()) return 0;
+  CkptHeader rh{};
+  if (!checkpoint_peek(resume, &rh, err)) return 1;
+  if (rh.run_kind == kRunPretrain) {
+    const RunSettings& r = rh.run;
+    const std::pair<const char*, double> taken[] = {
+        {"lr", r.lr},           {"alpha", r.alpha},     {"dropout", r.dropout},
+        {"grad-clip", r.clip},  {"beta1", r.beta1},     {"beta2", r.beta2},
+        {"eps", r.eps},         {"weight-decay", r.weight_decay}, {"mask-prob", r.mask_prob},
+        {"warmup", (double)r.warmup}, {"decay-steps", (double)r.decay_steps}, {"batch", (double)r.batch},
+        {"max-predictions", (double)r.max_predictions}};
+    for (const auto& [name, v] : taken)
+      if (!take_setting(flags, name, v, resume, err)) return 2;
+    const char* kSchedules[] = {"cosine", "linear", "constant"};  // as Schedule's values
+    const std::pair<const char*, std::string> strings[] = {
+        {"schedule", kSchedules[std::min<int32_t>(std::max<int32_t>(r.schedule, 0), 2)]},
+        {"masking", r.masking ? "static" : "dynamic"}};
+    std::string* values[] = {schedule, masking};
+    for (int k = 0; k < 2; k++) {
+      if (find_flag(flags, strings[k].first)->given && *values[k] != strings[k].second) {
+        *err = contradicts(strings[k].first, *values[k], strings[k].second, resume);
+        return 2;
+      }
+      *values[k] = strings[k].second;
+    }
+    if (!find_flag(flags, "steps")->given) *steps = r.steps;
+  } else {
+    printf("note: %s (version %u) does not record its run's settings: today's flags are used, and must be that "
+           "run's own for an exact continuation\n",
+           resume.c_str(), rh.version);
+  }
+  if (find_flag(flags, "seed")->given && (uint64_t)seed != rh.seed) {
+    *err = contradicts("seed", strf("%lld", seed), strf("%" PRIu64, rh.seed), resume);
+    return 2;
+  }
+  if ((uint64_t)*steps < rh.step) {
+    *err = strf("--steps %lld is below the step of %s, %" PRIu64 ": that run is past it; give --steps above %" PRIu64
+                " to train it further",
+                *steps, resume.c_str(), rh.step, rh.step);
+    return 2;
+  }
+  *at_end = (uint64_t)*steps == rh.step;
+  if (find_flag(flags, "config")->given) {
+    Config c;
+    if (!config_load(*config, &c, err)) return 2;
+    c.V = rh.V, c.T = rh.T, c.labels = rh.labels;
+    if (config_line(c) != config_line(ckpt_config(rh))) {
+      *err = strf("--config %s (%s) contradicts the model in %s (%s): leave --config out to continue that run, or "
+                  "start a new run",
+                  config->c_str(), config_line(c).c_str(), resume.c_str(), config_line(ckpt_config(rh)).c_str());
+      return 2;
+    }
+  }
+  *config = "as in " + resume;
+  return 0;
+}
+
+// The model a pretraining run starts from: a state.bin to continue
+// (--resume: its parameters, moments, step, data position and seed), a
+// checkpoint's weights at the data's T (--init: a new run), or a fresh model
+// of --config. sh: the data's header (T, V, vocabulary hash). Returns 0, or
+// the exit status for *err: 2 for a bad --config, 1 for the rest.
+static int pretrain_model(const std::string& resume, const std::string& init, const std::string& config, int micro,
+                          int R, const ShardHeader& sh, const std::string& train, Model* m, std::vector<float>* mom1,
+                          std::vector<float>* mom2, uint64_t* step, uint64_t* samples, long long* seed,
+                          std::string* err) {
+  const int T = (int)sh.seq_len;
+  if (!resume.empty()) {
+    CkptHeader h;
+    std::vector<float> data;
+    if (!model_from_checkpoint(resume, micro, R, 0, -1, m, &h, &data, nullptr, err)) return 1;
+    if (h.kind != kCkptTrainState) {
+      *err = strf("--resume %s holds parameters only; resume from a state.bin", resume.c_str());
+      return 1;
+    }
+    if (h.T != T || h.V != (int)sh.vocab_size) {
+      *err = strf("%s has T = %d, V = %d but the shards have T = %u, V = %u", resume.c_str(), h.T, h.V, sh.seq_len,
+                  sh.vocab_size);
+      return 1;
+    }
+    if (h.vocab_hash && sh.vocab_hash && h.vocab_hash != sh.vocab_hash) {
+      *err = strf("%s was trained with another vocabulary than the shards '%s' (vocabulary hash %08x, the shards' "
+                  "%08x): resume on the run's own shards",
+                  resume.c_str(), train.c_str(), h.vocab_hash, sh.vocab_hash);
+      return 1;
+    }
+    mom1->assign(data.begin() + m->num_params, data.begin() + 2 * m->num_params);
+    mom2->assign(data.begin() + 2 * m->num_params, data.end());
+    *step = h.step, *samples = h.samples_seen, *seed = (long long)h.seed;
+    printf("resumed from %s at step %" PRIu64 " (%" PRIu64 " sequences seen)\n", resume.c_str(), *step, *samples);
+    return 0;
+  }
+  if (!init.empty()) {
+    CkptHeader h;
+    if (!model_for_longer_t(init, micro, R, T, m, &h, err)) return 1;
+    if (h.V != (int)sh.vocab_size) {
+      *err = strf("--init %s has V = %d but the data V = %u", init.c_str(), h.V, sh.vocab_size);
+      return 1;
+    }
+    printf("a new run from the weights of %s (T = %d%s)\n", init.c_str(), h.T,
+           h.T < T ? strf(", position rows %d to %d copied from rows t mod %d", h.T, T - 1, h.T).c_str() : "");
+  } else {
+    Config c;
+    if (!config_load(config, &c, err)) return 2;
+    c.V = (int)sh.vocab_size, c.T = T;
+    if (!model_build(m, c, micro, R, err)) return 1;
+    model_init(m, (uint64_t)*seed);
+  }
+  mom1->assign(m->num_params, 0.0f);
+  mom2->assign(m->num_params, 0.0f);
+  return 0;
+}
+
 static const char* kPretrainUsage =
     "usage: bigs pretrain --train 'DIR/train_*.bin' [--val DIR/val_000000.bin] [options]\n"
     "Masked-language-model pretraining of BiGS (docs/MODEL.md section 12); defaults are the paper's recipe.\n"
@@ -4584,67 +4713,15 @@ static int cmd_pretrain(World& w, int argc, char** argv) {
     return fail_all(w, cmd, "--init starts a new run and --resume continues one: give one of them", 2);
   if (masking != "dynamic" && masking != "static")
     return fail_all(w, cmd, "--masking: expected dynamic or static", 2);
-  ms.authors = masking == "static";
   std::string err;
   if (!out_dir_named(out, &err)) return fail_all(w, cmd, err, 2);
-  const char* kSchedules[] = {"cosine", "linear", "constant"};  // as Schedule's values
   if (schedule != "cosine" && schedule != "linear" && schedule != "constant")
     return fail_all(w, cmd, "--schedule: expected cosine, linear or constant", 2);
   // A resumed run takes its settings from state.bin (version 3).
-  CkptHeader rh{};
   bool resume_at_end = false;
-  if (!resume.empty()) {
-    if (!checkpoint_peek(resume, &rh, &err)) return fail_all(w, cmd, err, 1);
-    if (rh.run_kind == kRunPretrain) {
-      const RunSettings& r = rh.run;
-      const std::pair<const char*, double> taken[] = {
-          {"lr", r.lr},           {"alpha", r.alpha},     {"dropout", r.dropout},
-          {"grad-clip", r.clip},  {"beta1", r.beta1},     {"beta2", r.beta2},
-          {"eps", r.eps},         {"weight-decay", r.weight_decay}, {"mask-prob", r.mask_prob},
-          {"warmup", (double)r.warmup}, {"decay-steps", (double)r.decay_steps}, {"batch", (double)r.batch},
-          {"max-predictions", (double)r.max_predictions}};
-      for (const auto& [name, v] : taken)
-        if (!take_setting(flags, name, v, resume, &err)) return fail_all(w, cmd, err, 2);
-      const std::string run_schedule = kSchedules[std::min<int32_t>(std::max<int32_t>(r.schedule, 0), 2)];
-      if (find_flag(flags, "schedule")->given && schedule != run_schedule)
-        return fail_all(w, cmd, strf("--schedule %s contradicts the run in %s, which has --schedule %s: leave the "
-                                     "flag out to continue that run as it was, or start a new run",
-                                     schedule.c_str(), resume.c_str(), run_schedule.c_str()), 2);
-      schedule = run_schedule;
-      const std::string run_masking = r.masking ? "static" : "dynamic";
-      if (find_flag(flags, "masking")->given && masking != run_masking)
-        return fail_all(w, cmd, strf("--masking %s contradicts the run in %s, which has --masking %s: leave the "
-                                     "flag out to continue that run as it was, or start a new run",
-                                     masking.c_str(), resume.c_str(), run_masking.c_str()), 2);
-      masking = run_masking;
-      ms.authors = r.masking != 0;
-      if (!find_flag(flags, "steps")->given) steps = r.steps;
-    } else {
-      printf("note: %s (version %u) does not record its run's settings: today's flags are used, and must be that "
-             "run's own for an exact continuation\n",
-             resume.c_str(), rh.version);
-    }
-    if (find_flag(flags, "seed")->given && (uint64_t)seed != rh.seed)
-      return fail_all(w, cmd, strf("--seed %lld contradicts the run in %s, which has --seed %" PRIu64 ": leave the "
-                                   "flag out to continue that run as it was, or start a new run",
-                                   seed, resume.c_str(), rh.seed), 2);
-    if ((uint64_t)steps < rh.step)
-      return fail_all(w, cmd, strf("--steps %lld is below the step of %s, %" PRIu64 ": that run is past it; give "
-                                   "--steps above %" PRIu64 " to train it further",
-                                   steps, resume.c_str(), rh.step, rh.step), 2);
-    resume_at_end = (uint64_t)steps == rh.step;
-    if (find_flag(flags, "config")->given) {
-      Config c;
-      if (!config_load(config, &c, &err)) return fail_all(w, cmd, err, 2);
-      c.V = rh.V, c.T = rh.T, c.labels = rh.labels;
-      if (config_line(c) != config_line(ckpt_config(rh)))
-        return fail_all(w, cmd, strf("--config %s (%s) contradicts the model in %s (%s): leave --config out to "
-                                     "continue that run, or start a new run",
-                                     config.c_str(), config_line(c).c_str(), resume.c_str(),
-                                     config_line(ckpt_config(rh)).c_str()), 2);
-    }
-    config = "as in " + resume;
-  }
+  if (int rc = pretrain_resume_settings(resume, flags, &schedule, &masking, &steps, seed, &config, &resume_at_end, &err))
+    return fail_all(w, cmd, err, rc);
+  ms.authors = masking == "static";
   if (!batch_splits(w, batch, micro, &err)) return fail_all(w, cmd, err, 2);
   LrSchedule sched{Schedule::Cosine, lr, warmup, decay_steps ? decay_steps : steps, alpha};
   if (schedule == "linear")
@@ -4680,41 +4757,9 @@ static int cmd_pretrain(World& w, int argc, char** argv) {
   Model m;
   std::vector<float> mom1, mom2;
   uint64_t step = 0, samples = 0;
-  if (!resume.empty()) {
-    CkptHeader h;
-    std::vector<float> data;
-    if (!model_from_checkpoint(resume, (int)micro, R, 0, -1, &m, &h, &data, nullptr, &err)) return fail(cmd, err);
-    if (h.kind != kCkptTrainState)
-      return fail(cmd, strf("--resume %s holds parameters only; resume from a state.bin", resume.c_str()));
-    if (h.T != T || h.V != (int)tr.h.vocab_size)
-      return fail(cmd, strf("%s has T = %d, V = %d but the shards have T = %u, V = %u", resume.c_str(), h.T, h.V,
-                            tr.h.seq_len, tr.h.vocab_size));
-    if (h.vocab_hash && tr.h.vocab_hash && h.vocab_hash != tr.h.vocab_hash)
-      return fail(cmd, strf("%s was trained with another vocabulary than the shards '%s' (vocabulary hash %08x, "
-                            "the shards' %08x): resume on the run's own shards",
-                            resume.c_str(), train.c_str(), h.vocab_hash, tr.h.vocab_hash));
-    mom1.assign(data.begin() + m.num_params, data.begin() + 2 * m.num_params);
-    mom2.assign(data.begin() + 2 * m.num_params, data.end());
-    step = h.step, samples = h.samples_seen, seed = (long long)h.seed;
-    printf("resumed from %s at step %" PRIu64 " (%" PRIu64 " sequences seen)\n", resume.c_str(), step, samples);
-  } else if (!init.empty()) {
-    CkptHeader h;
-    if (!model_for_longer_t(init, (int)micro, R, T, &m, &h, &err)) return fail(cmd, err);
-    if (h.V != (int)tr.h.vocab_size)
-      return fail(cmd, strf("--init %s has V = %d but the data V = %u", init.c_str(), h.V, tr.h.vocab_size));
-    mom1.assign(m.num_params, 0.0f);
-    mom2.assign(m.num_params, 0.0f);
-    printf("a new run from the weights of %s (T = %d%s)\n", init.c_str(), h.T,
-           h.T < T ? strf(", position rows %d to %d copied from rows t mod %d", h.T, T - 1, h.T).c_str() : "");
-  } else {
-    Config c;
-    if (!config_load(config, &c, &err)) return fail(cmd, err, 2);
-    c.V = (int)tr.h.vocab_size, c.T = T;
-    if (!model_build(&m, c, (int)micro, R, &err)) return fail(cmd, err);
-    model_init(&m, (uint64_t)seed);
-    mom1.assign(m.num_params, 0.0f);
-    mom2.assign(m.num_params, 0.0f);
-  }
+  if (int rc = pretrain_model(resume, init, config, (int)micro, R, tr.h, train, &m, &mom1, &mom2, &step, &samples, &seed,
+                              &err))
+    return fail(cmd, err, rc);
   m.dropout = (float)dropout;
   m.dropout_seed = (uint64_t)seed;
   for (uint32_t s = 0; s < bf.steps; s++)  // --batches: every token type within the model's
