@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# dev/gpu_check.sh [--dry-run] [OUTDIR [COMMIT]]: the one prepared script for
-# a machine with a GPU (the project's device machine: one H200, 16 cores).
+# dev/gpu_check.sh [--dry-run] [--stages=LIST | --quick] [OUTDIR [COMMIT]]:
+# the one prepared script for a machine with a GPU (the project's device
+# machine: one H100 or H200, 16 cores, fresh and bare at every start).
 #
 # One call must bring back everything needed to fix what breaks, and leave
-# time in a task's 15 minutes of device time for a second call after a fix.
-# So the run is sized to about 5 minutes, and what comes back fits what the
-# device tool returns (at most 8 files from $OUT, the last 12,000 characters
-# of output):
+# time in a task's 15 minutes of device time for a second, shorter call
+# after a fix, each call with its machine's start (1 to 2 minutes) and up to
+# 30 s idle after it: the whole check is a call of 330 s (it ends by 300 s),
+# the second one (--stages=the stages that did not pass) a call of 240 s (it
+# ends by 210 s): 2 x 120 + 330 + 240 + 2 x 30 = 870 s of 900. Both calls
+# are printed at the end, exactly as the device tool takes them. What comes
+# back fits what the device tool returns (at most 8 files from $OUT, the
+# last 12,000 characters of output):
 #   OUTDIR/summary.txt   what this prints: GPU, build errors, every failing
 #                        test with its first failure lines, the sanitizers'
 #                        findings, each bench's result line, the final table
@@ -15,11 +20,16 @@
 #                        and on a signal, so that a killed run still returns
 # Nothing else is written to OUTDIR (default build/gpu_logs).
 #
-# Stages: build (sm_90); then the checks whose timings do not matter, side by
-# side: the GPU suite, the kernel tests under compute-sanitizer memcheck and
+# Stages: build (sm_90); then GpuModel.MemoryDoesNotGrowAfterStartup alone
+# (memory: it reads the whole device's free memory, so nothing else may use
+# the GPU meanwhile, and with CUDA_MODULE_LOADING=EAGER, so that no kernel's
+# code is loaded mid-test); then the checks whose timings do not matter, side
+# by side: the GPU suite and the sanitizers (with OMP_WAIT_POLICY=PASSIVE and
+# half the cores each, beside the demo), the kernel tests under
+# compute-sanitizer memcheck and
 # the reduction kernels under racecheck, the demo on the GPU (pretraining,
-# evaluation, checkpoints, fill-mask) and, where bigs was built with MPI, an
-# mpirun smoke test; then, the GPU alone, `bigs bench` for BiGS-large in bf16
+# evaluation, checkpoints, fill-mask) and, where bigs was built with MPI and
+# NCCL, an mpirun smoke test; then, the GPU alone, `bigs bench` for BiGS-large in bf16
 # at T = 128, 512 and 4096, the PyTorch peer (dev/bench_torch.py) eager at
 # T = 128, the kernel lab where it was built, torch.compile if time is left;
 # then the table. A stage starts only when it is expected to end within the
@@ -31,27 +41,38 @@
 # CUDA_LAUNCH_BLOCKING=1 (a faulting kernel poisons the context, and every
 # later test in the same process fails too).
 #
-# --dry-run builds and runs nothing (no GPU needed) and shows the layout; with
-# GPU_CHECK_SUITE=PROGRAM it runs the suite stage on that program (a fake
-# GoogleTest binary: dev/test_gpu_check.sh). Exit status: 0 when the build,
-# the suite, the sanitizers and the demo passed; 1 otherwise; 2 when it could
-# not start (no nvcc, no GPU); 130 after a signal.
+# A sanitizer that cannot check (compute-sanitizer refuses the device, fails
+# itself, or starts no test) is skipped with its reason, not a finding.
+#
+# --stages=LIST (comma-separated names of the table's rows) runs only those
+# (and the build they need; mpi brings demo, whose shards it reads), within
+# the second call's budget; --quick is --stages=memory,suite,memcheck,
+# racecheck,demo,mpi. --dry-run builds and runs nothing (no GPU needed) and
+# shows the layout; with GPU_CHECK_SUITE=PROGRAM it runs the suite and memory
+# stages on that program (a fake GoogleTest binary: dev/test_gpu_check.sh).
+# Exit status: 0 when the build, memory, the suite, the sanitizers and the
+# demo passed (or were not selected); 1 otherwise; 2 when it could not start
+# (no nvcc, make, g++ or GPU); 130 after a signal.
 #
 # The commit id: COMMIT, else $BIGS_COMMIT, else git's (the device copy may
 # hold no history). Also read: NVCC, CUDA_HOME (default /usr/local/cuda: its
-# bin/ joins the PATH when nvcc is not on it), PYTHON, GPU_CHECK_BUDGET,
-# GPU_CHECK_HARD, GPU_CHECK_TEST_IDLE (see settings below), GPU_CHECK_SUITE.
+# bin/ joins the PATH when nvcc is not on it), CXX (default g++), PYTHON,
+# GPU_CHECK_BUDGET, GPU_CHECK_HARD, GPU_CHECK_TEST_IDLE (see settings below),
+# GPU_CHECK_SUITE, GPU_CHECK_BIGS (the trainer for the mpi stage, ./bigs).
 set -u
 
 # ---------------------------------------------------------------- settings
 # Seconds from the start. BUDGET: no stage starts unless it is expected to end
 # by then; HARD: every stage's timeout is cut so that it ends by then. The
-# device call's timeout (CALL_TIMEOUT, printed at the end) leaves room for
-# packing; two calls, each with the machine's start (a minute or more), fit
-# in 15 minutes.
-BUDGET=${GPU_CHECK_BUDGET:-290}
-HARD=${GPU_CHECK_HARD:-330}
-CALL_TIMEOUT=360
+# device call's timeout (printed at the end) leaves 30 s for packing. The
+# whole check (CALL_TIMEOUT) and the second, shorter call (RERUN_TIMEOUT,
+# --stages or --quick), each with the machine's start (1 to 2 minutes) and
+# up to 30 s idle after it, fit in a task's 15 minutes: 870 s at worst.
+# main() sets BUDGET and HARD from these, or GPU_CHECK_BUDGET and _HARD.
+CALL_TIMEOUT=330 FULL_BUDGET=260 FULL_HARD=300
+RERUN_TIMEOUT=240 RERUN_BUDGET=180 RERUN_HARD=210
+BUDGET=${GPU_CHECK_BUDGET:-$FULL_BUDGET}
+HARD=${GPU_CHECK_HARD:-$FULL_HARD}
 # A test that prints nothing for this long is hung (GoogleTest flushes at
 # every test's start and end, so this bounds one test's time).
 TEST_IDLE=${GPU_CHECK_TEST_IDLE:-40}
@@ -59,8 +80,19 @@ CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
 NVCC=${NVCC:-nvcc}
 PY=${PYTHON:-python3}
 SUITE=${GPU_CHECK_SUITE:-build/test_gpu}
+BIGS=${GPU_CHECK_BIGS:-./bigs}
+CXX=${CXX:-g++}
 CARRY='["build/googletest", "build/fixture.bin"]'
 JOBS=$(nproc 2> /dev/null || echo 16)
+# The GPU suites (the suite, memcheck, racecheck) run beside the demo: their
+# OpenMP threads (the CPU twins) sleep while they wait instead of spinning,
+# and each takes half the cores at most.
+SUITE_THREADS=$(( JOBS / 2 > 0 ? JOBS / 2 : 1 ))
+SUITE_ENV=(env OMP_WAIT_POLICY=PASSIVE "OMP_NUM_THREADS=$SUITE_THREADS")
+# The test that reads the whole device's free memory: alone, before the rest
+# (the memory stage), never beside them.
+MEMORY_TEST='GpuModel.MemoryDoesNotGrowAfterStartup'
+SUITE_FILTER="*-$MEMORY_TEST"
 # memcheck: every kernel test (the GpuKernel fixture; GpuModel's whole-model tests
 # would take minutes under it). racecheck: the kernels that share memory
 # between threads: the column sums (LayerNorm's dw and db, Dense's bias),
@@ -70,7 +102,13 @@ MEMCHECK_FILTER='GpuKernel.*'
 RACECHECK_FILTER='GpuKernel.LayerNorm:GpuKernel.Dense:GpuKernel.S4dKernel:GpuKernel.CrossEntropy:'
 RACECHECK_FILTER+='GpuKernel.SsmConvFft:GpuKernel.SsmConvToeplitz:GpuKernel.Embedding'
 # The stages of the table, in order.
-STAGES="build suite memcheck racecheck demo mpi bench128 eager128 bench512 bench4096 benchmax lab compile128"
+STAGES="build memory suite memcheck racecheck demo mpi bench128 eager128 bench512 bench4096 benchmax lab compile128"
+# --quick: the functional checks.
+QUICK="memory,suite,memcheck,racecheck,demo,mpi"
+# The stages this run takes (all, or --stages), as " a b c ".
+SELECTED=" $STAGES "
+# selected STAGE: true when this run takes STAGE.
+selected() { [[ $SELECTED == *" $1 "* ]]; }
 # The memory plan's largest batch at T = 128 (bf16), read from bigs bench --plan before the benches.
 BMAX=734
 
@@ -186,10 +224,16 @@ suite_run() {
   excl=""
   while :; do
     log=$(round_log "$label" $round)
+    # GoogleTest's filter has one '-': what follows it is every exclusion.
     local f="$filter"
-    [ -n "$excl" ] && f="$filter-$excl"
+    if [ -n "$excl" ]; then
+      case $filter in *-*) f="$filter:$excl" ;; *) f="$filter-$excl" ;; esac
+    fi
     watch "$log" "$idle" "$deadline" "$@" --gtest_filter="$f"
     gtest_ended "$log" | awk -v r=$round '{ print $0 "\t" r }' >> "$res"
+    # A wrapper that cannot run the tests at all (SUITE_STOP: its words for
+    # that) is not asked again.
+    [ -n "${SUITE_STOP:-}" ] && grep -qE "$SUITE_STOP" "$log" && break
     unfinished=$(gtest_unfinished "$log")
     if [ -z "$unfinished" ]; then
       if [ "$WHY" != exit ]; then  # killed between tests
@@ -274,7 +318,7 @@ rerun_alone() {
       continue
     fi
     log="$WORK/$label.alone.$(tr -c 'A-Za-z0-9_.\n' '_' <<< "$name").log"
-    watch "$log" "$idle" "$deadline" env CUDA_LAUNCH_BLOCKING=1 "$SUITE" --gtest_filter="$name"
+    watch "$log" "$idle" "$deadline" "${SUITE_ENV[@]}" CUDA_LAUNCH_BLOCKING=1 "$SUITE" --gtest_filter="$name"
     if [ "$WHY" != exit ]; then verdict="hangs alone ($WHY)"
     elif [ "$RC" -eq 0 ]; then verdict="passes alone: it failed after an earlier test broke the process"
     elif [ -n "$(gtest_unfinished "$log")" ]; then verdict="crashes alone ($(rc_words "$RC"))"
@@ -362,6 +406,20 @@ start_checks() {
   else
     out "nvcc: none (dry run)"
   fi
+  # The build runs make, and make the host compiler (the Makefile's CXX, g++,
+  # which nvcc calls too): without them every stage would fail for a reason
+  # that is not the code's.
+  local tool missing=() list
+  for tool in make "$CXX"; do
+    command -v "$tool" > /dev/null 2>&1 || missing+=("$tool")
+  done
+  if [ ${#missing[@]} -gt 0 ] && [ $DRY = no ]; then
+    list=$(printf '%s and no ' "${missing[@]}")
+    out "FATAL: no ${list% and no } on the PATH ($PATH): the build needs make and the host compiler" \
+      "$CXX (set CXX=/path/to/g++, or run where the build tools are)"
+    return 2
+  fi
+  out "build tools: make $(command -v make || echo none); $CXX $(command -v "$CXX" || echo none)"
   nvidia-smi > "$WORK/nvidia-smi.txt" 2>&1
   local smi=$?
   GPU_LINE=$(nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader 2> /dev/null)
@@ -390,7 +448,7 @@ find_sanitizer() {
 # GoogleTest for the suite: the system's, else from the carried source.
 GTEST_ARGS=()
 find_gtest() {
-  if echo 'int main() {}' | g++ -x c++ - -lgtest -lgtest_main -lpthread -o /dev/null 2> /dev/null; then
+  if echo 'int main() {}' | "$CXX" -x c++ - -lgtest -lgtest_main -lpthread -o /dev/null 2> /dev/null; then
     return 0
   fi
   if [ -d build/googletest/src ]; then
@@ -402,16 +460,31 @@ find_gtest() {
 }
 
 stage_build() {
-  local goals="all build/test_gpu" t0 gt=yes
+  local goals="" t0 gt=yes st need_suite=no need_bins=no need_lab=no
+  for st in memory suite memcheck racecheck; do selected $st && need_suite=yes; done
+  for st in demo mpi bench128 bench512 bench4096 benchmax; do selected $st && need_bins=yes; done
+  selected lab && need_lab=yes
+  [ $need_bins = yes ] && goals="all"
+  [ $need_suite = yes ] && goals="$goals build/test_gpu"
+  goals=${goals# }
   if [ $DRY = yes ]; then
-    skip build "dry run (would run: make -k -j$JOBS CUDA_ARCH=sm_90 all build/test_gpu)"
+    skip build "dry run (would run: make -k -j$JOBS CUDA_ARCH=sm_90 ${goals:-nothing})"
     return
   fi
-  find_gtest || gt=no
-  [ $gt = no ] && goals=all
+  if [ -z "$goals" ] && [ $need_lab = no ]; then
+    note build "ok (nothing to build for the stages selected)"
+    echo "build: nothing to build for the stages selected"
+    return
+  fi
+  if [ $need_suite = yes ]; then
+    find_gtest || gt=no
+    [ $gt = no ] && goals=${goals/build\/test_gpu/}
+  fi
   # The kernel lab, where the Makefile has it.
-  make -n lab > /dev/null 2>&1 && goals="$goals lab"
-  rm -f bigs build/test_gpu build/lab_*
+  [ $need_lab = yes ] && make -n lab > /dev/null 2>&1 && goals="$goals lab"
+  [ $need_bins = yes ] && rm -f bigs
+  [ $need_suite = yes ] && rm -f build/test_gpu
+  [ $need_lab = yes ] && rm -f build/lab_*
   t0=$(now)
   # -k: the binaries and the suite are judged apart, so a suite that does not
   # build still leaves the demo and bench to run.
@@ -420,6 +493,8 @@ stage_build() {
   local bins=ok suite=built
   [ -x bigs ] && [ -x tokenizer ] && [ -x data_prep ] || bins=MISSING
   [ -x "$SUITE" ] || suite="NOT BUILT"
+  [ $need_bins = no ] && bins="not needed"
+  [ $need_suite = no ] && suite="not needed"
   echo "build: make $(rc_words "$RC") ($WHY) in $(( $(now) - t0 )) s; bigs, tokenizer, data_prep: $bins;" \
     "GPU suite: $suite${GTEST_ARGS[*]:+ (GoogleTest from build/googletest)}"
   if [ "$RC" -ne 0 ]; then
@@ -427,22 +502,64 @@ stage_build() {
   fi
   # The oracle's fixture, which the fp32 whole-model tests compare against:
   # carried from here (make gpu-check-prep), else made with this machine's torch.
-  if [ ! -f build/fixture.bin ]; then
+  if [ $need_suite = yes ] && [ ! -f build/fixture.bin ]; then
     timeout 120 "$PY" dev/reference.py --out build/fixture.bin > "$WORK/fixture.log" 2>&1 ||
       echo "build: no build/fixture.bin (carry it, or see fixture.log): the oracle tests will fail"
   fi
-  if [ $bins = ok ] && [ "$suite" = built ] && [ "$RC" -eq 0 ]; then note build ok
+  if [ "$bins" != MISSING ] && [ "$suite" != "NOT BUILT" ] && [ "$RC" -eq 0 ]; then note build ok
   else note build "FAILED: binaries $bins, suite $suite (see build.log)"
   fi
 }
 
+# unselected STAGE: true (and the stage's row says so) when this run does not
+# take STAGE (--stages, --quick).
+unselected() {
+  selected "$1" && return 1
+  skip "$1" "not selected (--stages=$(tr ' ' '\n' <<< "$SELECTED" | grep . | paste -sd, -))"
+}
+# dry_without_fake STAGE: true (and the row says so) in a dry run without a
+# fake suite.
+dry_without_fake() {
+  [ $DRY = yes ] && [ -z "${GPU_CHECK_SUITE:-}" ] && skip "$1" "dry run (GPU_CHECK_SUITE=PROGRAM runs a fake)"
+}
+
+# GpuModel.MemoryDoesNotGrowAfterStartup compares the whole device's free
+# memory before and after steps of every batch size: other processes on the
+# GPU (the suite, the sanitizers and the demo run side by side) and lazy
+# module loading (a kernel's code mapped at its first launch) would move it.
+# So it runs here alone, before the others start, with every module loaded
+# at start-up.
+stage_memory() {
+  unselected memory && return
+  dry_without_fake memory && return
+  if [ ! -x "$SUITE" ]; then
+    skip memory "$SUITE not built"
+    return
+  fi
+  if [ -z "$(gtest_list "$SUITE" "$MEMORY_TEST")" ]; then
+    if [ $DRY = yes ]; then skip memory "dry run ($MEMORY_TEST is not in $SUITE)"; return; fi
+    echo "memory: no test $MEMORY_TEST in $SUITE (renamed? see test/test_gpu.cu and MEMORY_TEST here)"
+    note memory "FAILED: no test $MEMORY_TEST"
+    return
+  fi
+  local deadline=$(( $(now) + $(cap 60) ))
+  suite_run memory "$MEMORY_TEST" "$TEST_IDLE" "$deadline" "${SUITE_ENV[@]}" CUDA_MODULE_LOADING=EAGER "$SUITE"
+  if suite_passed memory; then note memory "ok (alone, CUDA_MODULE_LOADING=EAGER)"
+  elif ! awk -F'\t' '$2 != "SKIPPED"' "$WORK/memory.results" | grep -q .; then
+    note memory "FAILED: SKIPPED (the CUDA runtime sees no device)"
+  else note memory "FAILED: $(awk -F'\t' '$2 != "OK" { print $2 }' "$WORK/memory.results" | sort | uniq -c | xargs)"
+  fi
+}
+
 stage_suite() {
+  unselected suite && return
+  dry_without_fake suite && return
   if [ ! -x "$SUITE" ]; then
     skip suite "$SUITE not built"
     return
   fi
   local deadline=$(( $(now) + $(cap 120) ))
-  suite_run suite '*' "$TEST_IDLE" "$deadline" "$SUITE"
+  suite_run suite "$SUITE_FILTER" "$TEST_IDLE" "$deadline" "${SUITE_ENV[@]}" "$SUITE"
   rerun_alone suite 3 "$TEST_IDLE" "$deadline"
   if suite_passed suite; then note suite "ok ($(wc -l < "$WORK/suite.results") tests)"
   elif ! awk -F'\t' '$2 != "SKIPPED"' "$WORK/suite.results" | grep -q .; then
@@ -460,22 +577,63 @@ sanitizer_errors() {
        END { print s + e }' "$@"
 }
 
+# kernel_filter_option CS: the option by which this compute-sanitizer takes a
+# kernel filter (kns=SUBSTRING), as its --help lists it: --kernel-name
+# (current releases), --kernel-regex (earlier ones), --filter (the first);
+# nothing when it lists none.
+kernel_filter_option() {
+  local help opt
+  help=$(timeout 30 "$1" --help 2>&1)
+  for opt in --kernel-name --kernel-regex --filter; do
+    if grep -qE -- "(^|[[:space:],])$opt([[:space:]=,]|\$)" <<< "$help"; then
+      echo "$opt"
+      return
+    fi
+  done
+}
+
+# compute-sanitizer's words when it cannot check at all (it refuses the
+# device, as on a gVisor machine: "Device not supported", then error 999 at
+# the first allocation; or it fails itself): then the stage is skipped with
+# them, and whatever the tests did under it is no finding.
+SANITIZER_REFUSAL='Device not supported|Internal Sanitizer Error|^========= .*(Error: (Unable to|Failed to|Could not)|'
+SANITIZER_REFUSAL+='not supported on|Target application terminated before first instrumented API call)'
+
 # sanitize LABEL TOOL FILTER: the tests FILTER selects under compute-sanitizer TOOL.
 sanitize() {
-  local label=$1 tool=$2 filter=$3 errors
+  local label=$1 tool=$2 filter=$3 errors refusal opt f
+  unselected "$label" && return
   if [ $DRY = yes ]; then skip "$label" "dry run"; return; fi
   if [ -z "${CS:-}" ]; then skip "$label" "no compute-sanitizer here"; return; fi
   if [ ! -x "$SUITE" ]; then skip "$label" "$SUITE not built"; return; fi
   local only=()
   # racecheck: our kernels only (their names end in _kernel), not cuBLASLt's
   # and cuFFT's, which would take minutes under it and are not ours to fix.
-  [ "$tool" = racecheck ] && "$CS" --help 2>&1 | grep -q -- '--kernel-regex' && only=(--kernel-regex kns=_kernel)
-  local deadline=$(( $(now) + $(cap 110) ))
-  suite_run "$label" "$filter" 90 "$deadline" "$CS" --tool "$tool" "${only[@]}" --error-exitcode 99 "$SUITE"
-  if [ ${#only[@]} -gt 0 ] && [ "$(gtest_started "$WORK/$label.log")" -eq 0 ]; then
+  if [ "$tool" = racecheck ]; then
+    opt=$(kernel_filter_option "$CS")
+    if [ -n "$opt" ]; then only=("$opt" kns=_kernel)
+    else echo "$label: $CS --help lists no kernel filter (--kernel-name, --kernel-regex, --filter): every kernel"
+    fi
+  fi
+  local deadline=$(( $(now) + $(cap 110) )) SUITE_STOP=$SANITIZER_REFUSAL
+  suite_run "$label" "$filter" 90 "$deadline" "${SUITE_ENV[@]}" "$CS" --tool "$tool" "${only[@]}" --error-exitcode 99 \
+    "$SUITE"
+  if [ ${#only[@]} -gt 0 ] && [ "$(gtest_started "$WORK/$label.log")" -eq 0 ] &&
+    ! grep -qE "$SANITIZER_REFUSAL" "$WORK/$label.log"; then
     echo "$label: no test started with ${only[*]}; again on every kernel"
-    mv "$WORK/$label.log" "$WORK/$label.kernel-regex.log"
-    suite_run "$label" "$filter" 90 "$deadline" "$CS" --tool "$tool" --error-exitcode 99 "$SUITE"
+    mv "$WORK/$label.log" "$WORK/$label.kernel-filter.log"
+    suite_run "$label" "$filter" 90 "$deadline" "${SUITE_ENV[@]}" "$CS" --tool "$tool" --error-exitcode 99 "$SUITE"
+  fi
+  # The last run's logs: could it check at all?
+  local logs=("$WORK/$label.log")
+  for f in "$WORK/$label".round*.log; do [ -e "$f" ] && logs+=("$f"); done
+  refusal=$(grep -hE "$SANITIZER_REFUSAL" "${logs[@]}" 2> /dev/null | head -1 | sed 's/^=* *//' | cut -c1-160)
+  if [ -z "$refusal" ] && ! cat "${logs[@]}" 2> /dev/null | grep -q '^\[ RUN      \] '; then
+    refusal="it started no test; its log ends: $(tail -n 1 "$WORK/$label.log" 2> /dev/null | cut -c1-120)"
+  fi
+  if [ -n "$refusal" ]; then
+    skip "$label" "compute-sanitizer $tool could not check here: $refusal"
+    return
   fi
   # Each run ends with its summary line: ERROR SUMMARY (memcheck) or
   # RACECHECK SUMMARY ... (E errors, W warnings).
@@ -492,6 +650,7 @@ sanitize() {
 # The commands end to end on the GPU: a vocabulary, shards, pretraining with
 # validation and checkpoints mid-run and at the end, fill-mask.
 stage_demo() {
+  unselected demo && return
   if [ $DRY = yes ]; then skip demo "dry run"; return; fi
   if [ ! -x bigs ]; then skip demo "bigs not built"; return; fi
   watch "$WORK/demo.log" 0 "$(( $(now) + $(cap 90) ))" env DEVICE=cuda STEPS=120 EVAL_EVERY=40 SAVE_EVERY=40 \
@@ -502,17 +661,27 @@ stage_demo() {
   [ "$RC" -eq 0 ] && note demo ok || note demo "FAILED ($(rc_words "$RC"), $WHY)"
 }
 
-# A few pretraining steps through mpirun, where bigs links MPI or NCCL: the
+# A few pretraining steps through mpirun, where bigs links MPI and NCCL: the
 # gradient exchange bucket by bucket on NCCL's stream, to itself, two rounds
 # (micro-batches) a step, so that a round packs while the last one may be in
 # flight. The same steps without mpirun (the micro-batches summed on the
 # model's stream) must give the same log and model, byte for byte: both add
 # the same gradients to zero in the same order, over the whole block.
 stage_mpi() {
+  unselected mpi && return
   if [ $DRY = yes ]; then skip mpi "dry run"; return; fi
   if ! command -v mpirun > /dev/null; then skip mpi "no mpirun here"; return; fi
-  if [ ! -x bigs ] || ! ldd ./bigs 2> /dev/null | grep -qiE 'libmpi|libnccl'; then
-    skip mpi "bigs not built with MPI (no libmpi or libnccl in ldd ./bigs)"
+  if [ ! -x "$BIGS" ]; then skip mpi "bigs not built"; return; fi
+  # The exchange this checks is NCCL's: the binary must link it (the Makefile
+  # adds it where nvcc finds nccl.h), not MPI alone.
+  local libs
+  libs=$(ldd "$BIGS" 2> /dev/null)
+  if ! grep -qi 'libnccl' <<< "$libs"; then
+    if grep -qi 'libmpi' <<< "$libs"; then
+      skip mpi "bigs is not the NCCL build (ldd $BIGS: libmpi but no libnccl; no nccl.h where nvcc looked?)"
+    else
+      skip mpi "bigs is not the NCCL build (ldd $BIGS: neither libnccl nor libmpi; no mpicxx at build time?)"
+    fi
     return
   fi
   if [ ! -d out/demo/shards ]; then skip mpi "no shards (the demo did not make them)"; return; fi
@@ -520,12 +689,12 @@ stage_mpi() {
   local args=(pretrain --device cuda --config tiny --train 'out/demo/shards/train_*.bin'
     --val 'out/demo/shards/val_*.bin' --batch 32 --micro-batch 16 --steps 10 --eval-seqs 64 --log-every 5)
   watch "$WORK/mpi.log" 0 "$(( $(now) + $(cap 40) ))" env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
-    mpirun -np 1 ./bigs "${args[@]}" --out "$WORKROOT/mpi_run"
+    mpirun -np 1 "$BIGS" "${args[@]}" --out "$WORKROOT/mpi_run"
   local rc=$RC why=$WHY same=""
   echo "mpi (mpirun -np 1 bigs pretrain, 10 steps): $(rc_words "$rc") ($why)"
   grep -E '^world:|^step 10/|val loss|rror' "$WORK/mpi.log" | cut_lines 5 | sed 's/^/    /'
   if [ "$rc" -eq 0 ]; then
-    watch "$WORK/mpi_ref.log" 0 "$(( $(now) + $(cap 40) ))" ./bigs "${args[@]}" --out "$WORKROOT/mpi_ref"
+    watch "$WORK/mpi_ref.log" 0 "$(( $(now) + $(cap 40) ))" "$BIGS" "${args[@]}" --out "$WORKROOT/mpi_ref"
     if [ "$RC" -ne 0 ]; then
       same="the run without mpirun: $(rc_words "$RC") ($WHY)"
     elif cmp -s "$WORKROOT/mpi_run/log.jsonl" "$WORKROOT/mpi_ref/log.jsonl" &&
@@ -553,13 +722,12 @@ functional_group() {
   local name last_pack
   for name in suite memcheck racecheck demo; do
     case $name in
-      suite) { [ $DRY = no ] || [ -n "${GPU_CHECK_SUITE:-}" ]; } && (stage_suite > "$WORK/suite.report" 2>&1) & ;;
+      suite) (stage_suite > "$WORK/suite.report" 2>&1) & ;;
       memcheck) (sanitize memcheck memcheck "$MEMCHECK_FILTER" > "$WORK/memcheck.report" 2>&1) & ;;
       racecheck) (sanitize racecheck racecheck "$RACECHECK_FILTER" > "$WORK/racecheck.report" 2>&1) & ;;
       demo) ( (stage_demo; stage_mpi) > "$WORK/demo.report" 2>&1) & ;;
     esac
   done
-  [ $DRY = yes ] && [ -z "${GPU_CHECK_SUITE:-}" ] && skip suite "dry run (GPU_CHECK_SUITE=PROGRAM runs a fake)" > "$WORK/suite.report"
   last_pack=$(now)
   while [ -n "$(jobs -pr)" ]; do
     sleep 1
@@ -576,6 +744,7 @@ functional_group() {
 # bench NAME T B STEPS: one `bigs bench` in bf16 for BiGS-large.
 bench() {
   local name=$1 T=$2 B=$3 steps=$4
+  unselected "$name" && return
   if [ $DRY = yes ]; then skip "$name" "dry run"; return; fi
   if [ ! -x bigs ]; then skip "$name" "bigs not built"; return; fi
   if ! may_start 35; then skip "$name" "time (at $(now) s of $BUDGET)"; return; fi
@@ -594,6 +763,7 @@ bench() {
 # torch NAME MODE EXPECTED TIMEOUT: the PyTorch peer at T = 128, batch 64.
 torch_peer() {
   local name=$1 mode=$2 expected=$3 t=$4
+  unselected "$name" && return
   if [ $DRY = yes ]; then skip "$name" "dry run"; return; fi
   if ! may_start "$expected"; then skip "$name" "time (at $(now) s; needs about $expected s)"; return; fi
   watch "$WORK/$name.log" 0 "$(( $(now) + $(cap "$t") ))" env PYTHONUNBUFFERED=1 "$PY" dev/bench_torch.py \
@@ -611,6 +781,7 @@ torch_peer() {
 # The kernel lab (dev/lab, `make lab`), where it was built: each lab's last table.
 stage_lab() {
   local lab found=no
+  unselected lab && return
   if [ $DRY = yes ]; then skip lab "dry run"; return; fi
   for lab in build/lab_ssm_conv build/lab_colsum; do
     [ -x "$lab" ] || continue
@@ -679,9 +850,50 @@ table() {
       "$(mfu "$WORK/$name.log")" "$(ms_step "$WORK/$name.log")"
   done
   echo "(predicted: bench's own cost model, 'bench: predicted' lines; '-' where it printed none)"
+  calls
+}
+
+# rerun_list: the stages to run again after a fix, comma-separated: those
+# selected here that failed, found errors, were not reached, or were skipped
+# for time or a missing build (not those skipped for a reason a rerun does
+# not change: a dry run, no compute-sanitizer, no NCCL build...; nor
+# compile128 skipped for time, which a short call never has).
+rerun_list() {
+  local st r list=()
+  for st in $STAGES; do
+    [ "$st" = build ] && continue
+    selected "$st" || continue
+    if [ ! -f "$WORK/stages/$st" ]; then list+=("$st"); continue; fi
+    r=$(cut -f1 "$WORK/stages/$st")
+    case $r in
+      FAILED* | FOUND* | *"not built"*) list+=("$st") ;;
+      "skipped: time"*) [ "$st" != compile128 ] && list+=("$st") ;;
+    esac
+  done
+  # mpi reads the demo's shards.
+  [[ " ${list[*]} " == *" mpi "* ]] && [[ " ${list[*]} " != *" demo "* ]] && list+=(demo)
+  local IFS=,
+  echo "${list[*]}"
+}
+
+# calls: both device calls, exactly as the device tool takes them: the whole
+# check, and the second, shorter one after a fix.
+calls() {
+  local id=${COMMIT%% *} again sel
+  again=$(rerun_list)
+  sel="--quick"
+  [ -n "$again" ] && sel="--stages=$again"
   echo
-  echo "run again (device tool, after \`make gtest-src\` here; COMMIT is the one you send, git rev-parse --short HEAD):"
-  echo "  run command=\"BIGS_COMMIT=${COMMIT%% *} bash dev/gpu_check.sh \$OUT\" carry=$CARRY timeout_s=$CALL_TIMEOUT"
+  echo "device calls (after \`make gpu-check-prep\` here; BIGS_COMMIT is the commit you send, git rev-parse --short HEAD;"
+  echo "both fit in a task's 15 minutes; give the machine back after the first unless the second follows at once):"
+  echo "first call, the whole check (ends by ${FULL_HARD} s):"
+  echo "  run command=\"BIGS_COMMIT=$id bash dev/gpu_check.sh \$OUT\" carry=$CARRY timeout_s=$CALL_TIMEOUT"
+  if [ -n "$again" ]; then
+    echo "second call, after a fix: the stages that did not pass here (ends by ${RERUN_HARD} s):"
+  else
+    echo "second call, after a fix: no stage here needs it; the functional checks (--quick; ends by ${RERUN_HARD} s):"
+  fi
+  echo "  run command=\"BIGS_COMMIT=$id bash dev/gpu_check.sh $sel \$OUT\" carry=$CARRY timeout_s=$RERUN_TIMEOUT"
   echo "carry: $CARRY"
 }
 
@@ -689,18 +901,41 @@ usage() {
   sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'
 }
 
+# select_stages LIST: SELECTED from a comma-separated list of the table's
+# rows (build is always taken: the machine is bare; mpi brings demo).
+select_stages() {
+  local st sel=" "
+  for st in ${1//,/ }; do
+    if [[ " $STAGES " != *" $st "* ]]; then
+      echo "gpu_check.sh: no stage '$st' (the stages: $STAGES)" >&2
+      return 2
+    fi
+    sel+="$st "
+  done
+  [ "$sel" = " " ] && { echo "gpu_check.sh: --stages= names no stage" >&2; return 2; }
+  [[ $sel == *" mpi "* ]] && [[ $sel != *" demo "* ]] && sel+="demo "
+  [[ $sel == *" build "* ]] || sel=" build$sel"
+  SELECTED=$sel
+}
+
 main() {
-  local a
+  local a rerun=no
   OUTDIR="" COMMIT=""
   for a in "$@"; do
     case $a in
       --dry-run) DRY=yes ;;
+      --quick) select_stages "$QUICK" || return 2; rerun=yes ;;
+      --stages=*) select_stages "${a#--stages=}" || return 2; rerun=yes ;;
       -h | --help) usage; return 0 ;;
       -*) echo "gpu_check.sh: unknown option '$a'; see --help" >&2; return 2 ;;
       *) if [ -z "$OUTDIR" ]; then OUTDIR=$a; elif [ -z "$COMMIT" ]; then COMMIT=$a; else
            echo "gpu_check.sh: unexpected argument '$a'; see --help" >&2; return 2; fi ;;
     esac
   done
+  # The second call's budget for a selection, the whole check's otherwise.
+  if [ $rerun = yes ]; then
+    BUDGET=${GPU_CHECK_BUDGET:-$RERUN_BUDGET} HARD=${GPU_CHECK_HARD:-$RERUN_HARD}
+  fi
   cd "$(dirname "$0")/.." || return 2
   OUTDIR=${OUTDIR:-build/gpu_logs}
   mkdir -p "$OUTDIR" || return 2
@@ -723,13 +958,19 @@ main() {
   trap 'on_signal INT' INT
   trap 'on_signal HUP' HUP
   [ $DRY = yes ] && out "== DRY RUN: nothing is built or run on a GPU; this is the layout"
+  [ $rerun = yes ] && out "== stages:$SELECTED(the rest not selected; the second call's budget: ends by $HARD s)"
   start_checks || { table | outp; return 2; }
   [ -n "$(ls -A "$OUTDIR" | grep -vxE 'summary.txt|gpu_logs.tgz')" ] &&
     out "note: $OUTDIR holds other files too; only summary.txt and gpu_logs.tgz are this run's"
   stage build stage_build
+  # Alone on the GPU, before anything else uses it.
+  out "" "== memory ($MEMORY_TEST alone, CUDA_MODULE_LOADING=EAGER)"
+  stage memory stage_memory
   functional_group
   # Timing: the GPU alone from here on.
-  if [ $DRY = no ] && [ -x bigs ]; then
+  local any_bench=no st
+  for st in bench128 bench512 bench4096 benchmax; do selected $st && any_bench=yes; done
+  if [ $DRY = no ] && [ -x bigs ] && [ $any_bench = yes ]; then
     watch "$WORK/plan.log" 0 "$(( $(now) + $(cap 30) ))" bash -c \
       'for t in 128 512 4096; do ./bigs bench --plan --config large --seq $t --precision bf16; done'
     out "" "== bench (BiGS-large, bf16; the largest batches the memory plan fits: $(grep -o 'largest batch.*' \
@@ -749,8 +990,8 @@ main() {
   stage lab stage_lab
   stage compile128 torch_peer compile128 compile 150 170
   table | outp
-  local ok=yes st
-  for st in build suite memcheck racecheck demo; do
+  local ok=yes
+  for st in build memory suite memcheck racecheck demo; do
     grep -qE '^(ok|skipped)' "$WORK/stages/$st" 2> /dev/null || ok=no
   done
   [ $ok = yes ]

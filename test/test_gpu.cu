@@ -988,9 +988,20 @@ TEST(GpuModel, StepIsDeterministic) {
 // Everything a step needs is allocated by model_to_device: batches of every
 // size up to the capacity (the last partial batch of an evaluation, say),
 // training and evaluation, leave the free device memory and the cuFFT plans
-// as they were after the first full step.
+// as they were after the first full step, and every buffer the model and
+// its context own where it was, at the capacity it had (a scratch buffer
+// regrown to the same size shows in neither free memory nor the plans).
+// The free memory is the whole device's (cudaMemGetInfo): it holds for a
+// process alone on the GPU whose modules are loaded at start-up, so
+// dev/gpu_check.sh runs this test by itself, before anything else uses the
+// GPU, with CUDA_MODULE_LOADING=EAGER (lazy loading maps a kernel's code at
+// its first launch, and a smaller batch may launch another cuBLASLt kernel).
 TEST(GpuModel, MemoryDoesNotGrowAfterStartup) {
   if (!gpu_absent().empty()) GTEST_SKIP() << gpu_absent();
+  const char* loading = getenv("CUDA_MODULE_LOADING");
+  const std::string alone = std::string(" (the whole device's free memory: run this test alone with "
+                                        "CUDA_MODULE_LOADING=EAGER, as dev/gpu_check.sh does; it is ") +
+                            (loading ? loading : "unset") + " here)";
   for (Precision prec : {Precision::Fp32, Precision::Bf16}) {
     SCOPED_TRACE(precision_name(prec));
     Twin w;
@@ -1005,18 +1016,42 @@ TEST(GpuModel, MemoryDoesNotGrowAfterStartup) {
       if (train) model_backward(w.gpu, bt, train, loss, 1.0f / loss.count);
       cudaCheck(cudaDeviceSynchronize());
     };
+    // What the process allocated itself: each device buffer of the model and
+    // of its context, and each capacity.
+    auto own = [&]() {
+      const GpuModel& g = *w.gpu.gpu;
+      const CudaCtx& x = g.ctx;
+      return std::vector<std::pair<std::string, uintptr_t>>{
+          {"params", (uintptr_t)g.params}, {"grads", (uintptr_t)g.grads}, {"mom1", (uintptr_t)g.mom1},
+          {"mom2", (uintptr_t)g.mom2}, {"params16", (uintptr_t)g.params16}, {"segments", (uintptr_t)g.segments},
+          {"acts", (uintptr_t)g.acts}, {"ids", (uintptr_t)g.ids}, {"types", (uintptr_t)g.types},
+          {"rows", (uintptr_t)g.rows}, {"row_target", (uintptr_t)g.row_target},
+          {"workspace", (uintptr_t)x.workspace}, {"workspace_size", x.workspace_size},
+          {"fft_work", (uintptr_t)x.fft_work}, {"fft_work_size", x.fft_work_size},
+          {"fft_real", (uintptr_t)x.fft_real}, {"fft_spec", (uintptr_t)x.fft_spec},
+          {"fft_spec2", (uintptr_t)x.fft_spec2}, {"fft_k", (uintptr_t)x.fft_k},
+          {"fft_channels", x.fft_channels}, {"fft_n", (uintptr_t)x.fft_n}, {"red", (uintptr_t)x.red},
+          {"red_cap", x.red_cap}, {"colsum", (uintptr_t)x.colsum}, {"colsum_cap", x.colsum_cap},
+          {"idx", (uintptr_t)x.idx}, {"idx_cap", x.idx_cap}, {"toep", (uintptr_t)x.toep},
+          {"toep_cap", x.toep_cap}, {"gram", (uintptr_t)x.gram}, {"gram_cap", x.gram_cap},
+          {"lagpart", (uintptr_t)x.lagpart}, {"lagpart_cap", x.lagpart_cap}, {"plans", x.plans.size()}};
+    };
     step(B, true);
     size_t free0 = 0, free1 = 0, total = 0;
     cudaCheck(cudaMemGetInfo(&free0, &total));
     size_t plans = w.gpu.gpu->ctx.plans.size(), work = w.gpu.gpu->ctx.fft_work_size;
+    auto own0 = own();
     for (int b = B; b >= 1; b--) {
       step(b, true);
       step(b, false);
     }
     cudaCheck(cudaMemGetInfo(&free1, &total));
-    EXPECT_EQ(free1, free0) << "device memory grew by " << (double)free0 - (double)free1 << " bytes";
+    EXPECT_EQ(free1, free0) << "device memory grew by " << (double)free0 - (double)free1 << " bytes" << alone;
     EXPECT_EQ(w.gpu.gpu->ctx.plans.size(), plans) << "a cuFFT plan was made after start-up";
     EXPECT_EQ(w.gpu.gpu->ctx.fft_work_size, work);
+    auto own1 = own();
+    for (size_t i = 0; i < own0.size(); i++)
+      EXPECT_EQ(own1[i].second, own0[i].second) << own0[i].first << " was reallocated or regrown after start-up";
   }
 }
 
