@@ -68,12 +68,17 @@ def blas_of(config, maps):
     if info in ("mkl", "open", "openblas", "blis", "accelerate", "atlas", "armpl", "flexi"):
         return "optimised", "built in (BLAS_INFO=%s)" % info
     libs = [x for x in maps if re.search(r"(blas|mkl|blis|atlas|armpl|essl)[^/]*\.so", os.path.basename(x))]
+    # Debian's netlib reference BLAS (libblas3 installs it as .../blas/libblas.so.3)
+    # loaded: torch's sgemm_ binds to it by the libblas.so.3 soname, even where
+    # OpenBLAS came in too (as liblapack.so.3's, say).
+    ref = [x for x in libs if re.search(r"/blas/libblas\.so", x)]
+    if ref:
+        return "reference", " ".join(sorted(libs)) + " (the netlib reference BLAS)"
     good = [x for x in libs if any(k in x.lower() for k in OPTIMISED)]
     if good:
         return "optimised", " ".join(sorted(os.path.basename(x) for x in good))
     if any(re.search(r"libblas\.so", os.path.basename(x)) for x in libs):
-        # Debian's netlib reference BLAS: libblas3 installs it as .../blas/libblas.so.3
-        return "reference", " ".join(sorted(libs)) + " (the netlib reference BLAS)"
+        return "reference", " ".join(sorted(libs)) + " (a plain libblas.so: taken for the reference BLAS)"
     return "unknown", "BLAS_INFO=%s, no BLAS library loaded that can be named" % info
 
 

@@ -36,6 +36,9 @@ def test_classify():
         (DEBIAN_TORCH, ["/usr/lib/x86_64-linux-gnu/blas/libblas.so.3.11.0", "/usr/lib/x86_64-linux-gnu/libc.so.6"],
          "reference"),
         (DEBIAN_TORCH, ["/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblasp-r0.3.21.so"], "optimised"),
+        # the reference libblas.so.3 first on the path, OpenBLAS loaded for LAPACK: sgemm_ is the reference's
+        (DEBIAN_TORCH, ["/usr/lib/x86_64-linux-gnu/blas/libblas.so.3.11.0",
+                        "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblasp-r0.3.21.so"], "reference"),
         (DEBIAN_TORCH, ["/opt/intel/lib/libmkl_rt.so.2"], "optimised"),
         (DEBIAN_TORCH, ["/usr/lib/x86_64-linux-gnu/libblis.so.4.0.0"], "optimised"),
         ("  - Build settings: BLAS_INFO=mkl, BUILD_TYPE=Release", [], "optimised"),
