@@ -205,6 +205,8 @@ $(BUILD)/asan/%: test/%.cpp $(BUILD)/asan/tokenizer_lib.o bigs.cu data_prep.cpp 
 
 test-asan: all $(ASAN_BINS) $(BUILD)/fixture.bin $(BUILD)/metric_cases.tsv
 	set -e; for t in $(ASAN_BINS); do echo "=== $$t (ASan + UBSan)"; ASAN_OPTIONS=detect_leaks=1 $$t --gtest_brief=1; done
+	$(if $(HAVE_EMU),echo "=== $(BUILD)/emu/test_gpu_asan (the emulated device, ASan + UBSan)" && \
+	  ASAN_OPTIONS=detect_leaks=1 $(BUILD)/emu/test_gpu_asan --gtest_brief=1 --gtest_filter='$(EMU_ASAN_FILTER)')
 
 # Fine-tune the `make demo` model on a real-text task in GLUE's layout (Old
 # vs New Testament verses, dev/make_testament_task.sh), then eval and predict.
@@ -287,7 +289,18 @@ $(BUILD)/emu/bigs_mpi: bigs.cu $(BIGSC) tokenizer.h $(EMU_HDRS) $(EMU_OBJS) $(BU
 	  $(BUILD)/emu/nccl.o -o $@
 EMU_BINS = $(if $(HAVE_EMU),$(BUILD)/emu/test_emu $(BUILD)/emu/test_emu_asan $(BUILD)/emu/test_emu_libs \
              $(BUILD)/emu/test_gpu $(BUILD)/emu/bigs $(if $(HAVE_MPI),$(BUILD)/emu/test_emu_nccl $(BUILD)/emu/bigs_mpi))
+# The GPU suite's kernels and the fp32 model on the emulated device under
+# ASan + UBSan (make test-asan): each cudaMalloc is its own allocation, so a
+# kernel that reads or writes past a buffer is caught where it does. The
+# fifty-step runs are left to make test (ASan's fiber switches are slow).
+$(BUILD)/emu/test_gpu_asan: test/test_gpu.cu test/fixture.h bigs.cu $(BIGSC) $(EMU_HDRS) $(BUILD)/emu/runtime_asan.o \
+  $(BUILD)/emu/cublaslt.o $(BUILD)/emu/cufft.o $(BUILD)/asan/tokenizer_lib.o
+	$(CXX) $(ASAN_FLAGS) -I$(EMU_INC) -march=native -fno-strict-aliasing -rdynamic -DBIGS_EMU -I. -Itest -x c++ \
+	  test/test_gpu.cu -x none $(BUILD)/asan/tokenizer_lib.o $(BUILD)/emu/runtime_asan.o $(BUILD)/emu/cublaslt.o \
+	  $(BUILD)/emu/cufft.o -o $@ $(GTEST_LIBS)
+EMU_ASAN_FILTER = GpuKernel.*:GpuModel.*AgainstTheOracle*
 emu: $(EMU_BINS)
 # make test runs them (dev/run_tests.sh); a prerequisite named here, after
 # EMU_BINS is defined (make expands a rule's prerequisites as it reads it).
 test-suites: $(EMU_BINS)
+test-asan: $(if $(HAVE_EMU),$(BUILD)/emu/test_gpu_asan)
