@@ -1,6 +1,7 @@
-// bigsc/world.h continues bigs.cu (included after the devices, before the optimizer): data
-// parallelism: the ranks of an MPI job, the shards of the gradient block, the bucketed exchange
-// (MPI on the CPU, NCCL on the GPU) and the all-gather after AdamW.
+// bigsc/world.h continues bigs.cu (included after the layers, before the devices): data
+// parallelism: the ranks of an MPI job, the shards of a parameter block, the bucketed exchange (MPI
+// over host blocks, NCCL over device blocks) and the all-gather after AdamW. It takes blocks,
+// pointers and streams, never a model: the devices' dp_* operations call it.
 
 #pragma once
 
