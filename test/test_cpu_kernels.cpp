@@ -80,7 +80,7 @@ struct DenseShape {
   int rows, in_dim, out_dim;
 };
 
-// The odd shapes (B 3 x T 19 and 1027 rows, H 111) and shapes one
+// Odd shapes (B 3 x T 19 and 1027 rows, H 111) and shapes one
 // below, at and above each block of the tiling (kMR, kNR, kKC, kMC, kNC).
 std::vector<DenseShape> dense_shapes() {
   return {{3 * 19, 111, 111},

@@ -330,7 +330,7 @@ TEST_F(Crash, ADamagedOrNonFiniteCheckpointIsRefused) {
 }
 
 // ---------------------------------------------------------------------------
-// Issue 23: fine-tuning's inputs, output folders, resume and checkpoints that
+// Fine-tuning's inputs, output folders, resume and checkpoints that
 // know their task. Task files are written here with formats.h (V = 45, T = 16,
 // the crash vocabulary), the model is the reference run's model.bin.
 

@@ -552,7 +552,7 @@ TEST(Command, BadTrainFlags) {
   EXPECT_EQ(tokenizer({"decode", "--vocab", out}, r.out).out, "the mat sat\n");
 }
 
-// Issue 23 item 12: a vocabulary that starts with a byte-order mark is named
+// A vocabulary that starts with a byte-order mark is named
 // as such (not "lacks [PAD]"); a token listed twice takes its last id, as
 // Hugging Face's tokenizer does.
 TEST(Vocab, AByteOrderMarkIsNamedAndADuplicateTakesItsLastId) {
