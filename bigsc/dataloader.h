@@ -1,5 +1,5 @@
 // bigsc/dataloader.h continues bigs.cu (included before the commands): pretraining shards, the
-// order sequences are seen in, and masking.
+// order sequences are seen in, masking, and the already-masked batches of pretrain --batches.
 
 #pragma once
 
@@ -255,4 +255,69 @@ static Rng mask_rng_val(uint64_t i) { return Rng{splitmix64(0x5EEDull ^ splitmix
 // masked once when it was made.
 static Rng mask_rng_static(uint64_t seed, uint64_t where) {
   return Rng{splitmix64(seed ^ splitmix64(where * 2 + 0x57A71Cull))};
+}
+
+// pretrain --batches: optimizer batches already masked, to train on instead
+// of reading and masking shards (a seam for tests against other trainers).
+// The file: a header of eight little-endian uint32, "BGBT" (0x54424742),
+// version 1, V, T, B (sequences per step), steps, the CRC-32C of the payload,
+// 0; then for each step three int32 arrays of (B, T): ids, token types, and
+// targets (the original id at a predicted position, -1 elsewhere).
+// docs/FORMATS.md describes it; dev/test_optimizer.py writes one.
+struct BatchFile {
+  uint32_t V = 0, T = 0, B = 0, steps = 0;
+  std::vector<int32_t> data;  // steps x 3 x (B, T)
+  const int32_t* ids(uint64_t step) const { return &data[(size_t)step * 3 * B * T]; }
+  const int32_t* types(uint64_t step) const { return ids(step) + (size_t)B * T; }
+  const int32_t* targets(uint64_t step) const { return ids(step) + (size_t)2 * B * T; }
+};
+
+static bool batch_file_read(const std::string& path, int types, BatchFile* bf, std::string* err) {
+  FILE* f = fopen(path.c_str(), "rb");
+  if (!f) {
+    *err = strf("cannot open --batches %s: %s", path.c_str(), strerror(errno));
+    return false;
+  }
+  uint32_t h[8] = {0};
+  const bool got = fread(h, 4, 8, f) == 8;
+  const int64_t size = file_size_of(f);
+  bool ok = got && h[0] == 0x54424742u && h[1] == 1;
+  if (!ok)
+    *err = strf("%s is not a batches file (version 1: magic \"BGBT\"; docs/FORMATS.md)", path.c_str());
+  bf->V = h[2], bf->T = h[3], bf->B = h[4], bf->steps = h[5];
+  const uint64_t n = (uint64_t)bf->steps * 3 * bf->B * bf->T;
+  if (ok && (bf->V < 8 || bf->V > 65535 || bf->T < 1 || bf->T > (1 << 16) || bf->B < 1 || bf->steps < 1 ||
+             (uint64_t)size != 32 + 4 * n)) {
+    *err = strf("%s: V = %u, T = %u, B = %u, %u steps and %" PRId64 " bytes do not fit together; the file is damaged",
+                path.c_str(), bf->V, bf->T, bf->B, bf->steps, size);
+    ok = false;
+  }
+  if (ok) {
+    bf->data.resize(n);
+    ok = fread(bf->data.data(), 4, n, f) == n;
+    if (!ok) *err = strf("cannot read %s: truncated", path.c_str());
+  }
+  fclose(f);
+  if (ok && crc32c(0, bf->data.data(), n * 4) != h[6]) {
+    *err = strf("%s: checksum mismatch: the file is damaged", path.c_str());
+    ok = false;
+  }
+  for (uint32_t s = 0; ok && s < bf->steps; s++) {
+    int predicted = 0;
+    for (size_t i = 0; ok && i < (size_t)bf->B * bf->T; i++) {
+      const int32_t id = bf->ids(s)[i], ty = bf->types(s)[i], tg = bf->targets(s)[i];
+      predicted += tg >= 0;
+      if (id < 0 || (uint32_t)id >= bf->V || ty < 0 || ty >= types || tg < -1 || (tg >= 0 && (uint32_t)tg >= bf->V)) {
+        *err = strf("%s: step %u, sequence %zu, position %zu: id %d, type %d, target %d; ids and targets must be "
+                    "below V = %u (targets -1 where nothing is predicted), types below %d",
+                    path.c_str(), s, i / bf->T, i % bf->T, id, ty, tg, bf->V, types);
+        ok = false;
+      }
+    }
+    if (ok && predicted == 0) {
+      *err = strf("%s: step %u predicts nothing (every target is -1)", path.c_str(), s);
+      ok = false;
+    }
+  }
+  return ok;
 }
