@@ -3790,7 +3790,8 @@ struct CkptHeader {
   uint32_t magic;    // kCkptMagic
   uint32_t version;  // kCkptVersion
   uint32_t kind;     // kCkptModel or kCkptTrainState
-  uint32_t reserved0;
+  uint32_t micro;    // version 3, with run: the run's --micro-batch (it keys dropout and the order of the
+                     // gradient's sum); 0 = unknown
 #define X(f, dflt, tiny, base, large, lo, hi, what) int32_t f;
   BIGS_CONFIG(X)  // the Config, field by field
 #undef X
@@ -3821,6 +3822,7 @@ struct CkptMeta {
   uint32_t vocab_hash = 0;  // 0 = unknown
   uint32_t run_kind = kRunNone;
   RunSettings run{};
+  uint32_t micro = 0;  // the run's --micro-batch, with run
 };
 
 static bool checkpoint_save(const std::string& path, const Model& m, const std::vector<float>* mom1,
@@ -3832,6 +3834,7 @@ static bool checkpoint_save(const std::string& path, const Model& m, const std::
   h.vocab_hash = meta.vocab_hash;
   h.run_kind = meta.run_kind;
   h.run = meta.run;
+  h.micro = meta.micro;
   h.magic = kCkptMagic;
   h.version = kCkptVersion;
   h.kind = mom1 ? kCkptTrainState : kCkptModel;
@@ -4240,14 +4243,6 @@ static void print_world(const World& w, Model& m, const DataParallel& dp) {
 
 static double bench_flops(const Config& c, int B, int P);  // bigsc/cost.h
 
-// What a flag that contradicts the run being resumed is told.
-static std::string contradicts(const char* flag, const std::string& given, const std::string& run,
-                               const std::string& resume) {
-  return strf("--%s %s contradicts the run in %s, which has --%s %s: leave the flag out to continue that run as it "
-              "was, or start a new run",
-              flag, given.c_str(), resume.c_str(), flag, run.c_str());
-}
-
 // --resume: the run's settings from its state.bin (version 3) into the
 // flags and the strings that hold them (take_setting: a flag given on the
 // command line must agree), --steps checked against the run's step, and
@@ -4259,6 +4254,11 @@ static int pretrain_resume_settings(const std::string& resume, const std::vector
   if (resume.empty()) return 0;
   CkptHeader rh{};
   if (!checkpoint_peek(resume, &rh, err)) return 1;
+  if (rh.run_kind == kRunFinetune) {
+    *err = strf("--resume %s is the state of a `bigs finetune` run (task %s): continue it with bigs finetune --resume",
+                resume.c_str(), rh.task);
+    return 2;
+  }
   if (rh.run_kind == kRunPretrain) {
     const RunSettings& r = rh.run;
     const std::pair<const char*, double> taken[] = {
@@ -4269,6 +4269,7 @@ static int pretrain_resume_settings(const std::string& resume, const std::vector
         {"max-predictions", (double)r.max_predictions}};
     for (const auto& [name, v] : taken)
       if (!take_setting(flags, name, v, resume, err)) return 2;
+    if (rh.micro && !take_setting(flags, "micro-batch", rh.micro, resume, err)) return 2;
     const char* kSchedules[] = {"cosine", "linear", "constant"};  // as Schedule's values
     const std::pair<const char*, std::string> strings[] = {
         {"schedule", kSchedules[std::min<int32_t>(std::max<int32_t>(r.schedule, 0), 2)]},
@@ -4522,6 +4523,7 @@ static int cmd_pretrain(World& w, int argc, char** argv) {
   CkptMeta run_meta;  // what every checkpoint of this run records
   run_meta.vocab_hash = tr.h.vocab_hash;
   run_meta.run_kind = kRunPretrain;
+  run_meta.micro = (uint32_t)micro;
   run_meta.run = RunSettings{lr, alpha, dropout, clip, opt.beta1, opt.beta2, opt.eps, opt.weight_decay, ms.prob, 0,
                              warmup, sched.total, steps, batch, 0, (int16_t)sched.kind, (int16_t)ms.authors,
                              (int32_t)ms.max_predictions, 0, 0, 0};

@@ -127,6 +127,14 @@ static const Flag* find_flag(const std::vector<Flag>& flags, const char* name) {
   return nullptr;
 }
 
+// What a flag that contradicts the run being resumed is told.
+static std::string contradicts(const char* flag, const std::string& given, const std::string& run,
+                               const std::string& resume) {
+  return strf("--%s %s contradicts the run in %s, which has --%s %s: leave the flag out to continue that run as it "
+              "was, or start a new run",
+              flag, given.c_str(), resume.c_str(), flag, run.c_str());
+}
+
 // On --resume, a setting takes the run's value (stored in state.bin); a flag
 // on the command line that names another value is refused.
 static bool take_setting(const std::vector<Flag>& flags, const char* name, double stored, const std::string& from,
@@ -134,9 +142,7 @@ static bool take_setting(const std::vector<Flag>& flags, const char* name, doubl
   const Flag* f = find_flag(flags, name);
   const double now = f->kind == Flag::Num ? *(double*)f->value : (double)*(long long*)f->value;
   if (f->given && now != stored) {
-    *err = strf("--%s %s contradicts the run in %s, which has --%s %.17g: leave the flag out to continue that run "
-                "as it was, or start a new run",
-                name, flag_value(*f).c_str(), from.c_str(), name, stored);
+    *err = contradicts(name, flag_value(*f), strf("%.17g", stored), from);
     return false;
   }
   if (f->kind == Flag::Num)

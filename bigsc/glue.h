@@ -374,10 +374,9 @@ static int cmd_finetune(World& w, int argc, char** argv) {
         {"epochs", (double)r.epochs}, {"eval-every", (double)r.eval_every}};
     for (const auto& [name, v] : taken)
       if (!take_setting(flags, name, v, resume, &err)) return fail_all(w, cmd, err, 2);
+    if (rh.micro && !take_setting(flags, "micro-batch", rh.micro, resume, &err)) return fail_all(w, cmd, err, 2);
     if (find_flag(flags, "seed")->given && (uint64_t)seed != rh.seed)
-      return fail_all(w, cmd, strf("--seed %lld contradicts the run in %s, which has --seed %" PRIu64 ": leave the "
-                                   "flag out to continue that run as it was, or start a new run",
-                                   seed, resume.c_str(), rh.seed), 2);
+      return fail_all(w, cmd, contradicts("seed", strf("%lld", seed), strf("%" PRIu64, rh.seed), resume), 2);
     seed = (long long)rh.seed;
     if (!init.empty()) printf("note: --init %s is not read: the run continues from %s\n", init.c_str(), resume.c_str());
   }
@@ -459,8 +458,17 @@ static int cmd_finetune(World& w, int argc, char** argv) {
                          "batch: lower --batch, or pass --partial-batch",
                          batch, tr.n),
                     2);
+  // A resumed run keeps its length: --partial-batch (which state.bin does not
+  // record), --epochs and --batch must give the run's number of steps.
+  if (!resume.empty() && total != rh.run.steps)
+    return fail_all(w, cmd,
+                    strf("these flags give %lld steps, but the run in %s has %" PRId64 " (%s --partial-batch?): "
+                         "continue it with its own settings",
+                         total, resume.c_str(), rh.run.steps, partial_batch ? "without" : "with"),
+                    2);
   LrSchedule sched{Schedule::Linear, lr, (long long)std::llround(warmup_frac * total), total, 0};
   meta.run_kind = kRunFinetune;
+  meta.micro = (uint32_t)micro;
   meta.run = RunSettings{lr, 0, dropout, clip, opt.beta1, opt.beta2, opt.eps, opt.weight_decay, 0, best,
                          sched.warmup, total, total, batch, eval_every, (int16_t)Schedule::Linear, 0, 0, (int32_t)epochs,
                          train_id, warmup_frac};

@@ -101,7 +101,8 @@ from reference import Config, param_shapes  # noqa: E402
 CKPT_MAGIC = 0x4B434742
 CKPT_VERSION = 3  # 2 added the checksums, 3 task, vocabulary hash and run settings; 1 and 2 still read
 KIND_MODEL, KIND_TRAIN_STATE = 1, 2
-# magic, version, kind, reserved; V H I L N T types labels; num_params, step,
+# magic, version, kind, micro (a training state's --micro-batch; 0 here); V H I
+# L N T types labels; num_params, step,
 # samples_seen, seed; payload_crc, header_crc (CRC-32C: of the floats after
 # the header, and of the header with header_crc = 0); version 3: task (16
 # bytes, NUL-padded; "" = none or unknown), vocab_hash (0 = unknown), run_kind,

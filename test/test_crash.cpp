@@ -542,6 +542,31 @@ TEST_F(Crash, CheckpointsKnowTheirTaskAndVocabulary) {
   EXPECT_TRUE(has(out, "did you mean sst2?")) << out;
   EXPECT_EQ(run("./build/bigs_cpu finetune --epohcs 3", &out), 2) << out;
   EXPECT_TRUE(has(out, "did you mean --epochs?")) << out;
+  // A fine-tuning state is no pretraining run to continue.
+  EXPECT_EQ(run_to_end(pretrain_args("ptfromft", {"--resume", path("ftref/state.bin")}), path("ptfromft.log")), 2)
+      << slurp(path("ptfromft.log"));
+  EXPECT_TRUE(has(slurp(path("ptfromft.log")), "is the state of a `bigs finetune` run (task sst2)"))
+      << slurp(path("ptfromft.log"));
+}
+
+// A resumed fine-tuning keeps its length: --partial-batch, which state.bin
+// does not record, may not change the number of steps (48 examples in
+// batches of 5: 9 steps an epoch, 10 with the partial batch).
+TEST_F(Crash, FinetuneResumeKeepsTheRunsLength) {
+  make_tasks();
+  const std::string out = path("ftlen");
+  const std::vector<std::string> five = {"--batch", "5", "--micro-batch", "1", "--epochs", "2"};
+  std::vector<std::string> extra = five;
+  extra.insert(extra.end(), {"--overwrite", "--max-steps", "2"});
+  ASSERT_EQ(run_to_end(finetune_args("ftlen", extra), path("ftlen.log")), 0) << slurp(path("ftlen.log"));
+  extra = five;
+  extra.insert(extra.end(), {"--resume", out + "/state.bin", "--partial-batch"});
+  EXPECT_EQ(run_to_end(finetune_args("ftlen", extra), path("ftlen2.log")), 2) << slurp(path("ftlen2.log"));
+  EXPECT_TRUE(has(slurp(path("ftlen2.log")), "these flags give 20 steps, but the run in " + out + "/state.bin has 18"))
+      << slurp(path("ftlen2.log"));
+  extra = five;
+  extra.insert(extra.end(), {"--resume", out + "/state.bin", "--max-steps", "3"});
+  EXPECT_EQ(run_to_end(finetune_args("ftlen", extra), path("ftlen3.log")), 0) << slurp(path("ftlen3.log"));
 }
 
 // Item 7: pretrain refuses a folder that holds a run, and an empty --out.
@@ -581,12 +606,19 @@ TEST_F(Crash, PretrainResumeTakesTheRunsSettings) {
   EXPECT_TRUE(has(log, "--lr 0.001 contradicts the run in " + state)) << log;
   EXPECT_EQ(resume({"--steps", "5"}, &log), 2) << log;
   EXPECT_TRUE(has(log, "--steps 5 is below the step of " + state + ", 6")) << log;
-  // Without flags: the run's own values, printed as such.
+  // The micro-batch keys dropout and the order of the gradient's sum: another is refused.
+  EXPECT_EQ(resume({"--micro-batch", "4"}, &log), 2) << log;
+  EXPECT_TRUE(has(log, "--micro-batch 4 contradicts the run in " + state)) << log;
+  // Without flags (not even --micro-batch, whose default 8 does not divide
+  // the run's --batch 4): the run's own values, printed as such.
   std::vector<std::string> a = pretrain_args("settings", {"--resume", state, "--stop-at", "7"});
+  const auto micro = std::find(a.begin(), a.end(), "--micro-batch");
+  a.erase(micro, micro + 2);
   EXPECT_EQ(run_to_end(a, path("settings3.log")), 0) << slurp(path("settings3.log"));
   log = slurp(path("settings3.log"));
   EXPECT_TRUE(has(log, "  lr                     0.002\n")) << log;
   EXPECT_TRUE(has(log, "  dropout                0.2\n")) << log;
+  EXPECT_TRUE(has(log, "  micro-batch            2\n")) << log;
 }
 
 // Item 9: --stop-at then --resume logs what one uninterrupted run logs.
