@@ -58,7 +58,7 @@ static bool shards_open(const std::string& pattern, ShardSet* s, std::string* er
   }
   // Version 3: one shard set, whole (a kill during `data_prep pretrain`'s
   // renames leaves old and new shards side by side).
-  std::vector<char> seen_index;
+  std::vector<uint32_t> indices;  // of the shards found (not sized by a header's set_shards: it may be damaged)
   for (size_t i = 0; i < s->paths.size(); i++) {
     FILE* f = fopen(s->paths[i].c_str(), "rb");
     ShardHeader h;
@@ -79,14 +79,15 @@ static bool shards_open(const std::string& pattern, ShardSet* s, std::string* er
                     h.shard_index, h.set_shards, kShardFix);
         return false;
       }
-      seen_index.resize(h.set_shards, 0);
-      seen_index[h.shard_index]++;
+      indices.push_back(h.shard_index);
     }
   }
   // A glob of part of a set (one shard, say) is allowed, with a note: it is
   // also what a first run stopped while it renamed its shards leaves.
-  if (s->h.version >= 3 && (s->paths.size() != s->h.set_shards ||
-                            std::count(seen_index.begin(), seen_index.end(), 1) != (long)s->h.set_shards))
+  std::sort(indices.begin(), indices.end());
+  const bool whole = s->paths.size() == s->h.set_shards &&
+                     std::adjacent_find(indices.begin(), indices.end()) == indices.end();  // each index once
+  if (s->h.version >= 3 && !whole)
     fprintf(stderr,
             "note: '%s' matches %zu of the %u shards of its set (%016" PRIx64 ", made by one `data_prep pretrain`): "
             "training on part of it; if shards are missing (a run stopped while it renamed them), re-run `data_prep "
