@@ -82,17 +82,22 @@ def blas_of(config, maps):
     return "unknown", "BLAS_INFO=%s, no BLAS library loaded that can be named" % info
 
 
-def probe(threads):
-    """What the peer's BLAS is and how fast: one line, 'peer-blas: KIND GFLOPS NAME'."""
-    import torch
-
-    torch.set_num_threads(threads)
+def sgemm_gflops(torch):
+    """GFLOP/s of a 1024^3 float32 product on torch's BLAS, after one warm-up: the mean of five."""
     a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
     a @ b
     t0 = time.perf_counter()
     for _ in range(5):
         a @ b
-    gflops = 5 * 2 * 1024**3 / (time.perf_counter() - t0) / 1e9
+    return 5 * 2 * 1024**3 / (time.perf_counter() - t0) / 1e9
+
+
+def probe(threads):
+    """What the peer's BLAS is and how fast: one line, 'peer-blas: KIND GFLOPS NAME'."""
+    import torch
+
+    torch.set_num_threads(threads)
+    gflops = sgemm_gflops(torch)
     maps = sorted({os.path.realpath(line.split()[-1]) for line in open("/proc/self/maps")
                    if ".so" in line.split()[-1]})
     kind, name = blas_of(torch.__config__.show(), maps)
@@ -123,12 +128,7 @@ def peer(name, threads, steps, warmup, mode):
 
     torch.set_num_threads(threads)
     V, H, I, L, N, T, B, _ = CONFIGS[name]
-    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    a @ b
-    t0 = time.perf_counter()
-    for _ in range(5):
-        a @ b
-    gflops = 5 * 2 * 1024**3 / (time.perf_counter() - t0) / 1e9
+    gflops = sgemm_gflops(torch)
     blas = sorted({line.split()[-1] for line in open("/proc/self/maps") if "blas" in line and ".so" in line})
     print("peer: torch %s, %d threads, BLAS %s, 1024^3 sgemm %.0f GFLOP/s" %
           (torch.__version__, threads, " ".join(os.path.basename(x) for x in blas) or "?", gflops))

@@ -68,9 +68,12 @@ std::mutex g_mu;
 std::map<cufftHandle, Plan> g_plans;
 cufftHandle g_next = 1;
 
-Plan* find(cufftHandle h) {
+// The live plan h, or null after reporting CUFFT_INVALID_PLAN for call.
+Plan* live_plan(cufftHandle h, const char* call) {
   auto it = g_plans.find(h);
-  return it == g_plans.end() ? nullptr : &it->second;
+  if (it != g_plans.end()) return &it->second;
+  emu::fail(call, "plan %d is not a live plan (CUFFT_INVALID_PLAN)", h);
+  return nullptr;
 }
 
 const char* type_name(cufftType t) {
@@ -130,7 +133,8 @@ cufftResult exec(const char* call, cufftHandle h, cufftType want, const void* id
   Plan p;
   {
     std::lock_guard<std::mutex> lk(g_mu);
-    Plan* q = find(h);
+    auto it = g_plans.find(h);
+    Plan* q = it == g_plans.end() ? nullptr : &it->second;
     if (!q || !q->made) {
       emu::fail(call, "plan %d is not a valid, made plan (CUFFT_INVALID_PLAN)", h);
       return CUFFT_INVALID_PLAN;
@@ -252,11 +256,8 @@ cufftResult cufftDestroy(cufftHandle plan) {
 
 cufftResult cufftSetAutoAllocation(cufftHandle plan, int auto_allocate) {
   std::lock_guard<std::mutex> lk(g_mu);
-  Plan* p = find(plan);
-  if (!p) {
-    emu::fail("cufftSetAutoAllocation", "plan %d is not a live plan (CUFFT_INVALID_PLAN)", plan);
-    return CUFFT_INVALID_PLAN;
-  }
+  Plan* p = live_plan(plan, "cufftSetAutoAllocation");
+  if (!p) return CUFFT_INVALID_PLAN;
   p->auto_alloc = auto_allocate != 0;
   return CUFFT_SUCCESS;
 }
@@ -265,11 +266,8 @@ cufftResult cufftMakePlanMany(cufftHandle plan, int rank, int* n, int* inembed, 
                               int* onembed, int ostride, int odist, cufftType type, int batch, size_t* work_size) {
   const char* call = "cufftMakePlanMany";
   std::lock_guard<std::mutex> lk(g_mu);
-  Plan* p = find(plan);
-  if (!p) {
-    emu::fail(call, "plan %d is not a live plan (CUFFT_INVALID_PLAN)", plan);
-    return CUFFT_INVALID_PLAN;
-  }
+  Plan* p = live_plan(plan, call);
+  if (!p) return CUFFT_INVALID_PLAN;
   if (rank < 1 || rank > 3 || !n) {
     emu::fail(call, "rank %d (1, 2 or 3), n %p (CUFFT_INVALID_SIZE)", rank, (void*)n);
     return CUFFT_INVALID_SIZE;
@@ -310,22 +308,16 @@ cufftResult cufftMakePlanMany(cufftHandle plan, int rank, int* n, int* inembed, 
 
 cufftResult cufftSetWorkArea(cufftHandle plan, void* work_area) {
   std::lock_guard<std::mutex> lk(g_mu);
-  Plan* p = find(plan);
-  if (!p) {
-    emu::fail("cufftSetWorkArea", "plan %d is not a live plan (CUFFT_INVALID_PLAN)", plan);
-    return CUFFT_INVALID_PLAN;
-  }
+  Plan* p = live_plan(plan, "cufftSetWorkArea");
+  if (!p) return CUFFT_INVALID_PLAN;
   p->work = work_area;
   return CUFFT_SUCCESS;
 }
 
 cufftResult cufftSetStream(cufftHandle plan, cudaStream_t stream) {
   std::lock_guard<std::mutex> lk(g_mu);
-  Plan* p = find(plan);
-  if (!p) {
-    emu::fail("cufftSetStream", "plan %d is not a live plan (CUFFT_INVALID_PLAN)", plan);
-    return CUFFT_INVALID_PLAN;
-  }
+  Plan* p = live_plan(plan, "cufftSetStream");
+  if (!p) return CUFFT_INVALID_PLAN;
   p->stream = stream;
   return CUFFT_SUCCESS;
 }
